@@ -1,0 +1,8 @@
+use crate::bindings::portcullis::rule::config::Host;
+use crate::sandbox::RuleState;
+
+impl Host for RuleState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        Ok(self.rule.config.get(&key).cloned())
+    }
+}

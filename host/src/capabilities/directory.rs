@@ -1,0 +1,25 @@
+use crate::bindings::portcullis::rule::directory::Host;
+use crate::bindings::wit;
+use crate::sandbox::RuleState;
+
+impl Host for RuleState {
+    fn find_by_email(
+        &mut self,
+        email: String,
+    ) -> wasmtime::Result<Result<Vec<wit::User>, wit::CapabilityError>> {
+        Ok(match self.services.directory.find_by_email(&email) {
+            Ok(users) => Ok(users.iter().map(|u| u.to_wit()).collect()),
+            Err(e) => Err(self.capability_error("directory.find-by-email", e)),
+        })
+    }
+
+    fn get_user(
+        &mut self,
+        id: String,
+    ) -> wasmtime::Result<Result<Option<wit::User>, wit::CapabilityError>> {
+        Ok(match self.services.directory.get_user(&id) {
+            Ok(user) => Ok(user.map(|u| u.to_wit())),
+            Err(e) => Err(self.capability_error("directory.get-user", e)),
+        })
+    }
+}

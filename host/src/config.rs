@@ -1,0 +1,245 @@
+//! The pipeline config (TOML): which rules run, in which order, with which limits,
+//! grants and failure policy.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::ConfigError;
+
+/// A capability interface a rule may import, granted per rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capability {
+    Log,
+    Config,
+    Directory,
+    Legacy,
+}
+
+impl Capability {
+    pub const ALL: [Capability; 4] = [
+        Capability::Log,
+        Capability::Config,
+        Capability::Directory,
+        Capability::Legacy,
+    ];
+
+    /// The interface name in the `portcullis:rule` package.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::Log => "log",
+            Capability::Config => "config",
+            Capability::Directory => "directory",
+            Capability::Legacy => "legacy",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.interface())
+    }
+}
+
+/// What the pipeline does when a rule faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// Fail closed: the login is denied (retryable).
+    #[default]
+    Deny,
+    /// Fail open: the rule's outcome is dropped and the next rule runs.
+    Skip,
+}
+
+/// Process-wide sandbox settings, shared by every rule of every pipeline the engine
+/// loads.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Where compiled components are kept between runs; relative to the config file.
+    /// Unset: no disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// The largest `memory_mb` any rule may ask for (sizes the instance pool).
+    pub max_memory_mb: u64,
+    /// Rule instances alive at once across all in-flight evaluations.
+    pub max_instances: u32,
+    /// Native stack the wasm code of one rule may use.
+    pub max_wasm_stack_kb: usize,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            max_memory_mb: 256,
+            max_instances: 128,
+            max_wasm_stack_kb: 512,
+        }
+    }
+}
+
+/// One rule as configured.
+#[derive(Debug, Clone)]
+pub struct RuleSettings {
+    pub name: String,
+    pub component: PathBuf,
+    pub deadline_ms: u64,
+    pub memory_mb: u64,
+    pub grants: Vec<Capability>,
+    pub on_error: OnError,
+    pub max_output_bytes: usize,
+    /// The rule's settings as the `config` capability serves them.
+    pub config: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub engine: EngineSettings,
+    pub rules: Vec<RuleSettings>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PipelineFile {
+    #[serde(default)]
+    engine: EngineSettings,
+    #[serde(default, rename = "rule")]
+    rules: Vec<RuleFile>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    component: PathBuf,
+    #[serde(default = "default_deadline_ms")]
+    deadline_ms: u64,
+    #[serde(default = "default_memory_mb")]
+    memory_mb: u64,
+    #[serde(default)]
+    grants: Vec<Capability>,
+    #[serde(default)]
+    on_error: OnError,
+    #[serde(default = "default_max_output_kb")]
+    max_output_kb: usize,
+    #[serde(default)]
+    config: toml::Table,
+}
+
+fn default_deadline_ms() -> u64 {
+    100
+}
+fn default_memory_mb() -> u64 {
+    16
+}
+fn default_max_output_kb() -> usize {
+    64
+}
+
+const MAX_DEADLINE_MS: u64 = 60_000;
+
+impl PipelineConfig {
+    /// Reads and validates a pipeline file. Relative paths in it are taken from the
+    /// file's own directory, so a pipeline works from any working directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| e.in_file(path))
+    }
+
+    /// Parses a pipeline from TOML text; relative paths are resolved against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let file: PipelineFile = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: None,
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: None,
+            message,
+        };
+
+        let mut engine = file.engine;
+        engine.cache_dir = engine.cache_dir.map(|dir| base.join(dir));
+        if engine.max_memory_mb == 0 || engine.max_memory_mb > 4096 {
+            return Err(invalid(
+                "engine.max_memory_mb must be between 1 and 4096".into(),
+            ));
+        }
+        if engine.max_instances == 0 {
+            return Err(invalid("engine.max_instances must be at least 1".into()));
+        }
+        if !(64..=8192).contains(&engine.max_wasm_stack_kb) {
+            return Err(invalid(
+                "engine.max_wasm_stack_kb must be between 64 and 8192".into(),
+            ));
+        }
+        if file.rules.is_empty() {
+            return Err(invalid("the pipeline has no [[rule]] entries".into()));
+        }
+
+        let mut rules: Vec<RuleSettings> = Vec::with_capacity(file.rules.len());
+        for rule in file.rules {
+            let name = rule.name;
+            let bad = |what: String| invalid(format!("rule {name:?}: {what}"));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+            {
+                return Err(bad("a name is letters, digits, '-' and '_'".into()));
+            }
+            if rules.iter().any(|r| r.name == name) {
+                return Err(bad("the name is used twice".into()));
+            }
+            if rule.deadline_ms == 0 || rule.deadline_ms > MAX_DEADLINE_MS {
+                return Err(bad(format!(
+                    "deadline_ms must be between 1 and {MAX_DEADLINE_MS}"
+                )));
+            }
+            if rule.memory_mb == 0 || rule.memory_mb > engine.max_memory_mb {
+                return Err(bad(format!(
+                    "memory_mb must be between 1 and engine.max_memory_mb ({})",
+                    engine.max_memory_mb
+                )));
+            }
+            if rule.max_output_kb == 0 || rule.max_output_kb > 16 * 1024 {
+                return Err(bad("max_output_kb must be between 1 and 16384".into()));
+            }
+            let mut grants = rule.grants;
+            grants.sort();
+            grants.dedup();
+            let config = rule
+                .config
+                .into_iter()
+                .map(|(key, value)| (key, config_value_text(value)))
+                .collect();
+            rules.push(RuleSettings {
+                component: base.join(rule.component),
+                deadline_ms: rule.deadline_ms,
+                memory_mb: rule.memory_mb,
+                grants,
+                on_error: rule.on_error,
+                max_output_bytes: rule.max_output_kb * 1024,
+                config,
+                name,
+            });
+        }
+        Ok(Self { engine, rules })
+    }
+}
+
+/// Strings are served as written; anything else as JSON text, so a rule can tell
+/// `"42"` from `42` if it cares.
+fn config_value_text(value: toml::Value) -> String {
+    match value {
+        toml::Value::String(text) => text,
+        other => serde_json::to_string(&other).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,144 @@
+//! One WebAssembly engine per process: component model, pooling allocator, epoch
+//! interruption driven by one ticker thread, bounded stacks, and the linker that
+//! offers every rule the same sandboxed imports.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::{Rule, RulePre};
+use crate::cache::{CompileCache, CompileSource};
+use crate::config::{EngineSettings, PipelineConfig, RuleSettings};
+use crate::error::LoadError;
+use crate::grants::{Import, check_imports};
+use crate::pipeline::{LoadedRule, Pipeline};
+use crate::sandbox::RuleState;
+
+/// How often the epoch advances; rule deadlines are counted in these ticks.
+pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The engine, its linker and its compile cache. Cheap to share; pipelines loaded
+/// from it keep the engine alive.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<RuleState>,
+    cache: CompileCache,
+    settings: EngineSettings,
+}
+
+impl Runtime {
+    pub fn new(settings: &EngineSettings) -> Result<Self, LoadError> {
+        let engine_error = |e: wasmtime::Error| LoadError::Engine(e.to_string());
+        let mut pool = PoolingAllocationConfig::default();
+        let instances = settings.max_instances;
+        // A Rust rule is one component of a few core instances (the module plus the
+        // shims wit-component adds), one memory and a couple of tables.
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(8))
+            .total_memories(instances.saturating_mul(2))
+            .total_tables(instances.saturating_mul(4))
+            .max_core_instances_per_component(16)
+            .max_memories_per_component(2)
+            .max_tables_per_component(8)
+            .max_memory_size((settings.max_memory_mb as usize) << 20);
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(settings.max_wasm_stack_kb * 1024)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(engine_error)?;
+        start_epoch_ticker(&engine).map_err(|e| LoadError::Engine(e.to_string()))?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
+        Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(engine_error)?;
+
+        Ok(Self {
+            cache: CompileCache::new(&engine, settings.cache_dir.clone()),
+            engine,
+            linker,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads every rule of a pipeline: compiles (or takes from the cache), checks
+    /// imports against grants, and pre-links an instance template per rule.
+    pub fn load(&self, config: &PipelineConfig) -> Result<Pipeline, LoadError> {
+        let rules = config
+            .rules
+            .iter()
+            .map(|settings| self.load_rule(settings))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Pipeline::new(self.engine.clone(), rules))
+    }
+
+    fn load_rule(&self, settings: &RuleSettings) -> Result<LoadedRule, LoadError> {
+        let rule = &settings.name;
+        if settings.memory_mb > self.settings.max_memory_mb {
+            return Err(LoadError::Config(crate::error::ConfigError::Invalid {
+                path: None,
+                message: format!(
+                    "rule {rule:?}: memory_mb {} is over the engine's max_memory_mb {}",
+                    settings.memory_mb, self.settings.max_memory_mb
+                ),
+            }));
+        }
+        let bytes =
+            std::fs::read(&settings.component).map_err(|source| LoadError::ReadComponent {
+                rule: rule.clone(),
+                path: settings.component.clone(),
+                source,
+            })?;
+        let (component, source): (_, CompileSource) = self
+            .cache
+            .load(&self.engine, &bytes)
+            .map_err(|e| LoadError::InvalidComponent {
+                rule: rule.clone(),
+                path: settings.component.clone(),
+                message: e.root_cause().to_string(),
+            })?;
+        let component_type = component.component_type();
+        let imports: Vec<Import> = check_imports(
+            rule,
+            &settings.grants,
+            component_type.imports(&self.engine).map(|(name, _)| name),
+        )?;
+        let contract = |e: wasmtime::Error| LoadError::Contract {
+            rule: rule.clone(),
+            message: e.root_cause().to_string(),
+        };
+        let pre = RulePre::new(self.linker.instantiate_pre(&component).map_err(contract)?)
+            .map_err(contract)?;
+        Ok(LoadedRule {
+            resumable: component.get_export_index(None, "on-continue").is_some(),
+            deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1,
+            settings: Arc::new(settings.clone()),
+            imports,
+            source,
+            pre,
+        })
+    }
+}
+
+/// One thread per engine advances the epoch; it ends when the engine is dropped.
+fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
+    let weak = engine.weak();
+    std::thread::Builder::new()
+        .name("portcullis-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(EPOCH_TICK);
+            }
+        })?;
+    Ok(())
+}

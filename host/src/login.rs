@@ -1,0 +1,149 @@
+//! A login attempt as a gateway hands it over (JSON), and the context rules see.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::bindings::wit;
+use crate::error::LoginError;
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestInfo {
+    #[serde(default)]
+    pub ip: String,
+    #[serde(default)]
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub provider: String,
+    pub user_id: String,
+    pub connection: String,
+}
+
+/// A directory user, as the directory holds it.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryUser {
+    pub id: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub email_verified: bool,
+    #[serde(default)]
+    pub identities: Vec<Identity>,
+    #[serde(default = "empty_object")]
+    pub app_metadata: Value,
+    #[serde(default = "empty_object")]
+    pub user_metadata: Value,
+    #[serde(default)]
+    pub created_at_ms: u64,
+    #[serde(default)]
+    pub last_login_ms: Option<u64>,
+    #[serde(default)]
+    pub logins_count: u32,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// One login attempt. The password stays on the host: it is never serialized, never
+/// printed, and never handed to a rule.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginAttempt {
+    pub transaction_id: String,
+    pub time_ms: u64,
+    pub connection: String,
+    pub client_id: String,
+    pub email: String,
+    #[serde(default)]
+    pub password: Option<SecretString>,
+    #[serde(default)]
+    pub request: RequestInfo,
+    #[serde(default)]
+    pub user: Option<DirectoryUser>,
+}
+
+const MAX_ID_LEN: usize = 256;
+
+impl LoginAttempt {
+    pub fn from_json(text: &str) -> Result<Self, LoginError> {
+        let login: LoginAttempt = serde_json::from_str(text)?;
+        login.validate()?;
+        Ok(login)
+    }
+
+    fn validate(&self) -> Result<(), LoginError> {
+        let invalid = |m: &str| Err(LoginError::Invalid(m.to_owned()));
+        if self.transaction_id.is_empty() || self.transaction_id.len() > MAX_ID_LEN {
+            return invalid("transaction_id must be 1 to 256 characters");
+        }
+        if self.email.len() > 320 || !self.email.contains('@') {
+            return invalid("email must be an address (with '@', at most 320 characters)");
+        }
+        if let Some(user) = &self.user {
+            if user.id.is_empty() {
+                return invalid("user.id must not be empty");
+            }
+            if !user.app_metadata.is_object() || !user.user_metadata.is_object() {
+                return invalid("user.app_metadata and user.user_metadata must be JSON objects");
+            }
+        }
+        Ok(())
+    }
+
+    /// The id a user created by this login gets: derived from the transaction id, so a
+    /// retried transaction creates the same user and a replay sees the same id.
+    pub fn new_user_id(&self) -> String {
+        let digest = Sha256::digest(format!("portcullis-user:{}", self.transaction_id));
+        format!("usr_{}", &hex::encode(digest)[..24])
+    }
+
+    /// The context handed to the first rule (no pending effects yet).
+    pub fn to_context(&self) -> wit::LoginContext {
+        wit::LoginContext {
+            transaction_id: self.transaction_id.clone(),
+            time_ms: self.time_ms,
+            connection: self.connection.clone(),
+            client_id: self.client_id.clone(),
+            email: self.email.clone(),
+            request: wit::Request {
+                ip: self.request.ip.clone(),
+                user_agent: self.request.user_agent.clone(),
+            },
+            user: self.user.as_ref().map(DirectoryUser::to_wit),
+            new_user_id: self.new_user_id(),
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl DirectoryUser {
+    pub fn to_wit(&self) -> wit::User {
+        wit::User {
+            id: self.id.clone(),
+            email: self.email.clone(),
+            email_verified: self.email_verified,
+            identities: self
+                .identities
+                .iter()
+                .map(|i| wit::Identity {
+                    provider: i.provider.clone(),
+                    user_id: i.user_id.clone(),
+                    connection: i.connection.clone(),
+                })
+                .collect(),
+            app_metadata: self.app_metadata.to_string(),
+            user_metadata: self.user_metadata.to_string(),
+            created_at_ms: self.created_at_ms,
+            last_login_ms: self.last_login_ms,
+            logins_count: self.logins_count,
+        }
+    }
+}

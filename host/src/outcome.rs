@@ -1,0 +1,204 @@
+//! Checks what a rule returned before the pipeline trusts it: bounded in size, JSON
+//! where the contract says JSON, URLs that are URLs.
+
+use serde_json::Value;
+
+use crate::bindings::wit;
+use crate::verdict::{ChallengeKind, Decision, Effect};
+
+/// A rule's outcome after validation.
+pub(crate) struct RuleOutcome {
+    pub decision: Decision,
+    pub effects: Vec<Effect>,
+}
+
+const MAX_EFFECTS: usize = 256;
+
+/// Bytes of text in an outcome: what it costs the host to hold and pass on.
+fn outcome_size(outcome: &wit::Outcome) -> usize {
+    let decision = match &outcome.decision {
+        wit::Decision::Continue | wit::Decision::Challenge(_) => 0,
+        wit::Decision::Deny(d) => d.code.len() + d.message.len(),
+        wit::Decision::Redirect(r) => r.url.len() + r.reason.len() + r.state.len(),
+    };
+    decision + outcome.effects.iter().map(effect_size).sum::<usize>()
+}
+
+fn effect_size(effect: &wit::Effect) -> usize {
+    match effect {
+        wit::Effect::SetAppMetadata(p) | wit::Effect::SetUserMetadata(p) => p.len(),
+        wit::Effect::AddClaim(c) => c.name.len() + c.value.len(),
+        wit::Effect::CreateUser(u) => u.email.len() + u.app_metadata.len() + u.user_metadata.len(),
+        wit::Effect::LinkLegacyAccount(l) => l.product.len() + l.legacy_id.len(),
+        wit::Effect::EnqueueOutbox(m) => m.topic.len() + m.key.len() + m.payload.len(),
+        wit::Effect::RequirePasswordReset => 0,
+    }
+}
+
+pub(crate) fn validate(
+    rule: &str,
+    outcome: wit::Outcome,
+    max_bytes: usize,
+) -> Result<RuleOutcome, String> {
+    let size = outcome_size(&outcome);
+    if size > max_bytes {
+        return Err(format!(
+            "outcome is {size} bytes, over the rule's limit of {max_bytes}"
+        ));
+    }
+    if outcome.effects.len() > MAX_EFFECTS {
+        return Err(format!(
+            "outcome has {} effects, over the limit of {MAX_EFFECTS}",
+            outcome.effects.len()
+        ));
+    }
+    let decision = match outcome.decision {
+        wit::Decision::Continue => Decision::Allow,
+        wit::Decision::Deny(d) => {
+            non_empty("deny code", &d.code)?;
+            Decision::Deny {
+                code: d.code,
+                message: d.message,
+                retryable: d.retryable,
+            }
+        }
+        wit::Decision::Redirect(r) => {
+            let url = url::Url::parse(&r.url).map_err(|e| format!("redirect url: {e}"))?;
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(format!(
+                    "redirect url must be http(s), not {}",
+                    url.scheme()
+                ));
+            }
+            Decision::Redirect {
+                url: r.url,
+                reason: r.reason,
+                state: r.state,
+                rule: rule.to_owned(),
+            }
+        }
+        wit::Decision::Challenge(kind) => Decision::Challenge {
+            kind: match kind {
+                wit::ChallengeKind::Mfa => ChallengeKind::Mfa,
+                wit::ChallengeKind::PasswordReset => ChallengeKind::PasswordReset,
+                wit::ChallengeKind::EmailVerification => ChallengeKind::EmailVerification,
+                wit::ChallengeKind::Captcha => ChallengeKind::Captcha,
+            },
+        },
+    };
+    let effects = outcome
+        .effects
+        .into_iter()
+        .map(validate_effect)
+        .collect::<Result<_, _>>()?;
+    Ok(RuleOutcome { decision, effects })
+}
+
+fn validate_effect(effect: wit::Effect) -> Result<Effect, String> {
+    Ok(match effect {
+        wit::Effect::SetAppMetadata(p) => Effect::SetAppMetadata {
+            patch: object("app-metadata patch", &p)?,
+        },
+        wit::Effect::SetUserMetadata(p) => Effect::SetUserMetadata {
+            patch: object("user-metadata patch", &p)?,
+        },
+        wit::Effect::AddClaim(c) => {
+            non_empty("claim name", &c.name)?;
+            let value = serde_json::from_str(&c.value)
+                .map_err(|e| format!("claim {:?} value is not JSON: {e}", c.name))?;
+            Effect::AddClaim {
+                name: c.name,
+                value,
+            }
+        }
+        wit::Effect::CreateUser(u) => {
+            if !u.email.contains('@') {
+                return Err("create-user email is not an address".into());
+            }
+            Effect::CreateUser {
+                app_metadata: object("create-user app-metadata", &u.app_metadata)?,
+                user_metadata: object("create-user user-metadata", &u.user_metadata)?,
+                email: u.email,
+                email_verified: u.email_verified,
+                password_from_login: u.password_from_login,
+            }
+        }
+        wit::Effect::LinkLegacyAccount(l) => {
+            non_empty("legacy product", &l.product)?;
+            non_empty("legacy id", &l.legacy_id)?;
+            Effect::LinkLegacyAccount {
+                product: l.product,
+                legacy_id: l.legacy_id,
+            }
+        }
+        wit::Effect::EnqueueOutbox(m) => {
+            non_empty("outbox topic", &m.topic)?;
+            non_empty("outbox key", &m.key)?;
+            Effect::EnqueueOutbox {
+                topic: m.topic,
+                key: m.key,
+                payload: m.payload,
+            }
+        }
+        wit::Effect::RequirePasswordReset => Effect::RequirePasswordReset,
+    })
+}
+
+fn non_empty(what: &str, text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        Err(format!("{what} is empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn object(what: &str, text: &str) -> Result<Value, String> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| format!("{what} is not JSON: {e}"))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(format!("{what} is not a JSON object"))
+    }
+}
+
+/// Effects as the next rules see them in `pending`.
+pub(crate) fn effect_to_wit(effect: &Effect) -> wit::Effect {
+    match effect {
+        Effect::SetAppMetadata { patch } => wit::Effect::SetAppMetadata(patch.to_string()),
+        Effect::SetUserMetadata { patch } => wit::Effect::SetUserMetadata(patch.to_string()),
+        Effect::AddClaim { name, value } => wit::Effect::AddClaim(wit::Claim {
+            name: name.clone(),
+            value: value.to_string(),
+        }),
+        Effect::CreateUser {
+            email,
+            email_verified,
+            app_metadata,
+            user_metadata,
+            password_from_login,
+        } => wit::Effect::CreateUser(wit::NewUser {
+            email: email.clone(),
+            email_verified: *email_verified,
+            app_metadata: app_metadata.to_string(),
+            user_metadata: user_metadata.to_string(),
+            password_from_login: *password_from_login,
+        }),
+        Effect::LinkLegacyAccount { product, legacy_id } => {
+            wit::Effect::LinkLegacyAccount(wit::LegacyLink {
+                product: product.clone(),
+                legacy_id: legacy_id.clone(),
+            })
+        }
+        Effect::EnqueueOutbox {
+            topic,
+            key,
+            payload,
+        } => wit::Effect::EnqueueOutbox(wit::OutboxMessage {
+            topic: topic.clone(),
+            key: key.clone(),
+            payload: payload.clone(),
+        }),
+        Effect::RequirePasswordReset => wit::Effect::RequirePasswordReset,
+    }
+}

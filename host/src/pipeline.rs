@@ -1,0 +1,202 @@
+//! A loaded pipeline and its evaluation: each rule in order, each in a fresh store
+//! and instance, every fault contained and turned into the rule's failure policy.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use wasmtime::{Engine, Store, Trap};
+
+use crate::bindings::{RulePre, wit};
+use crate::cache::CompileSource;
+use crate::config::{OnError, RuleSettings};
+use crate::grants::Import;
+use crate::login::LoginAttempt;
+use crate::outcome::{self, RuleOutcome, effect_to_wit};
+use crate::sandbox::RuleState;
+use crate::services::Services;
+use crate::verdict::{Decision, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
+
+/// A rule ready to run: its settings and a pre-linked instance template.
+pub struct LoadedRule {
+    pub settings: Arc<RuleSettings>,
+    pub imports: Vec<Import>,
+    /// Exports `on-continue` (the `resumable-rule` world).
+    pub resumable: bool,
+    /// Whether this load compiled the component or took it from the cache.
+    pub source: CompileSource,
+    pub(crate) deadline_ticks: u64,
+    pub(crate) pre: RulePre<RuleState>,
+}
+
+pub struct Pipeline {
+    engine: Engine,
+    rules: Vec<LoadedRule>,
+}
+
+/// One rule's run, before the pipeline decides what it means.
+struct RuleRun {
+    result: Result<RuleOutcome, (FaultKind, String)>,
+    duration_us: u64,
+    logs: Vec<String>,
+    output: String,
+}
+
+impl Pipeline {
+    pub(crate) fn new(engine: Engine, rules: Vec<LoadedRule>) -> Self {
+        Self { engine, rules }
+    }
+
+    pub fn rules(&self) -> &[LoadedRule] {
+        &self.rules
+    }
+
+    /// Runs every rule in order and returns the verdict. Never fails: a rule that
+    /// misbehaves is a fault in the trace, handled by its `on_error` policy.
+    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> Verdict {
+        let mut ctx = login.to_context();
+        let mut effects = Vec::new();
+        let mut trace = Vec::with_capacity(self.rules.len());
+        let mut decision = Decision::Allow;
+
+        for rule in &self.rules {
+            let run = self.run_rule(rule, &ctx, login, services);
+            let name = rule.settings.name.clone();
+            let (result, fault, stop) = match run.result {
+                Ok(outcome) => {
+                    let result = match &outcome.decision {
+                        Decision::Allow => RuleResult::Continue,
+                        Decision::Deny { .. } => RuleResult::Deny,
+                        Decision::Redirect { .. } => RuleResult::Redirect,
+                        Decision::Challenge { .. } => RuleResult::Challenge,
+                    };
+                    ctx.pending
+                        .extend(outcome.effects.iter().map(effect_to_wit));
+                    effects.extend(outcome.effects);
+                    let stop = result != RuleResult::Continue;
+                    if stop {
+                        decision = outcome.decision;
+                    }
+                    (result, None, stop)
+                }
+                Err((kind, message)) => {
+                    let policy = rule.settings.on_error;
+                    tracing::warn!(
+                        transaction = %login.transaction_id, rule = %name, ?kind, ?policy,
+                        "rule fault: {message}"
+                    );
+                    if policy == OnError::Deny {
+                        decision = Decision::Deny {
+                            code: "rule_fault".into(),
+                            message: "The login could not be checked; please try again.".into(),
+                            retryable: true,
+                        };
+                    }
+                    (
+                        RuleResult::Fault,
+                        Some(Fault {
+                            kind,
+                            message,
+                            policy,
+                        }),
+                        policy == OnError::Deny,
+                    )
+                }
+            };
+            trace.push(RuleTrace {
+                rule: name,
+                result,
+                duration_us: run.duration_us,
+                fault,
+                logs: run.logs,
+                output: run.output,
+            });
+            if stop {
+                break;
+            }
+        }
+        if matches!(decision, Decision::Deny { .. }) {
+            // Nothing of a denied login is ever applied.
+            effects.clear();
+        }
+        Verdict {
+            transaction_id: login.transaction_id.clone(),
+            decision,
+            effects,
+            trace,
+        }
+    }
+
+    fn run_rule(
+        &self,
+        rule: &LoadedRule,
+        ctx: &wit::LoginContext,
+        login: &LoginAttempt,
+        services: &Services,
+    ) -> RuleRun {
+        let state = RuleState::new(
+            rule.settings.clone(),
+            services.clone(),
+            login.password.clone(),
+            &login.transaction_id,
+            login.time_ms,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // A new store's deadline is zero ticks away: set it before anything runs.
+        store.set_epoch_deadline(rule.deadline_ticks);
+
+        let started = Instant::now();
+        let result = match rule.pre.instantiate(&mut store) {
+            Err(error) => Err(classify(&error, store.data(), FaultKind::Instantiate)),
+            Ok(instance) => match instance.call_on_login(&mut store, ctx) {
+                Err(error) => Err(classify(&error, store.data(), FaultKind::Trap)),
+                Ok(Err(rule_error)) => {
+                    let kind = if store.data().capability_failures > 0 {
+                        FaultKind::Capability
+                    } else {
+                        FaultKind::RuleError
+                    };
+                    Err((kind, format!("{}: {}", rule_error.code, rule_error.message)))
+                }
+                Ok(Ok(outcome)) => {
+                    outcome::validate(&rule.settings.name, outcome, rule.settings.max_output_bytes)
+                        .map_err(|message| (FaultKind::BadOutput, message))
+                }
+            },
+        };
+        let duration_us = started.elapsed().as_micros() as u64;
+        // The store (trapped or not) is dropped here; its instance slot goes back to
+        // the pool and nothing of this login survives into the next.
+        let state = store.into_data();
+        RuleRun {
+            result,
+            duration_us,
+            output: state.take_output(),
+            logs: state.logs,
+        }
+    }
+}
+
+/// Names a fault from what the host itself recorded (the limiter's flag, its own
+/// epoch interrupt, the trap code), never from message text.
+fn classify(
+    error: &wasmtime::Error,
+    state: &RuleState,
+    otherwise: FaultKind,
+) -> (FaultKind, String) {
+    let kind = if state.limiter.memory_cap_hit {
+        FaultKind::Memory
+    } else {
+        match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => FaultKind::Deadline,
+            Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+            Some(_) => FaultKind::Trap,
+            None => otherwise,
+        }
+    };
+    let message = match kind {
+        FaultKind::Deadline => format!("ran past its deadline of {} ms", state.rule.deadline_ms),
+        _ => error.root_cause().to_string(),
+    };
+    (kind, message)
+}

@@ -1,0 +1,192 @@
+//! The per-rule, per-login sandbox: the data a `Store` carries, its limits, and a
+//! WASI context with nothing in it but deterministic time and randomness.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::SeedableRng;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
+
+use crate::config::RuleSettings;
+use crate::redact::redact_text;
+use crate::services::Services;
+
+/// Guest stdout+stderr kept per run: enough for a panic message.
+pub(crate) const OUTPUT_CAPACITY: usize = 4 * 1024;
+const MAX_LOG_LINES: usize = 64;
+const MAX_LOG_LINE: usize = 1024;
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// Caps a store's memories and tables, and remembers that it had to.
+pub(crate) struct Limiter {
+    memory_bytes: usize,
+    pub(crate) memory_cap_hit: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            // Recorded here because the error that reaches the caller carries no trap
+            // code to classify it by.
+            self.memory_cap_hit = true;
+            return Err(wasmtime::format_err!(
+                "memory cap of {} MiB reached (asked for {desired} bytes)",
+                self.memory_bytes >> 20
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > MAX_TABLE_ELEMENTS {
+            self.memory_cap_hit = true;
+            return Err(wasmtime::format_err!(
+                "table cap of {MAX_TABLE_ELEMENTS} elements reached"
+            ));
+        }
+        Ok(true)
+    }
+}
+
+/// Everything one rule's store holds for one login.
+pub(crate) struct RuleState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: Limiter,
+    pub(crate) rule: Arc<RuleSettings>,
+    pub(crate) services: Services,
+    pub(crate) password: Option<SecretString>,
+    pub(crate) logs: Vec<String>,
+    pub(crate) capability_failures: u32,
+    output: MemoryOutputPipe,
+}
+
+impl RuleState {
+    pub(crate) fn new(
+        rule: Arc<RuleSettings>,
+        services: Services,
+        password: Option<SecretString>,
+        transaction_id: &str,
+        time_ms: u64,
+    ) -> Self {
+        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let seed: [u8; 32] = Sha256::digest(transaction_id.as_bytes()).into();
+        // Rust std asks WASI for randomness (HashMap seeds) and clocks; both are derived
+        // from the login so a recorded login replays bit for bit.
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .secure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed[..16].try_into().unwrap_or_default(),
+            ))
+            .wall_clock(LoginClock { time_ms })
+            .monotonic_clock(StepClock::default())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_bytes: (rule.memory_mb as usize) << 20,
+                memory_cap_hit: false,
+            },
+            rule,
+            services,
+            password,
+            logs: Vec::new(),
+            capability_failures: 0,
+            output,
+        }
+    }
+
+    pub(crate) fn push_log(&mut self, line: String) {
+        if self.logs.len() >= MAX_LOG_LINES {
+            return;
+        }
+        let mut line = redact_text(&line).into_owned();
+        truncate_at_char(&mut line, MAX_LOG_LINE);
+        tracing::debug!(rule = %self.rule.name, "{line}");
+        self.logs.push(line);
+    }
+
+    /// What the guest wrote to stdout/stderr, redacted.
+    pub(crate) fn take_output(&self) -> String {
+        let bytes = self.output.contents();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut text = redact_text(text.trim_end()).into_owned();
+        if bytes.len() >= OUTPUT_CAPACITY {
+            text.push_str(" [output truncated]");
+        }
+        text
+    }
+}
+
+fn truncate_at_char(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+}
+
+impl WasiView for RuleState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Wall time stands still at the moment of the login.
+struct LoginClock {
+    time_ms: u64,
+}
+
+impl HostWallClock for LoginClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.time_ms)
+    }
+}
+
+/// Monotonic time advances one microsecond per reading: deterministic, yet a guest
+/// that waits for time to pass still sees it move (and meets its deadline).
+#[derive(Default)]
+struct StepClock {
+    now_ns: AtomicU64,
+}
+
+impl HostMonotonicClock for StepClock {
+    fn resolution(&self) -> u64 {
+        1_000
+    }
+    fn now(&self) -> u64 {
+        self.now_ns.fetch_add(1_000, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,105 @@
+//! The stores behind the `directory` and `legacy` capabilities. The host owns them;
+//! rules only ever see answers.
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::login::DirectoryUser;
+
+/// An expected failure of a store, passed to the rule as a `capability-error`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind:?}: {message}")]
+pub struct ServiceError {
+    pub kind: ServiceErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceErrorKind {
+    Unavailable,
+    InvalidArgument,
+    NotFound,
+}
+
+impl ServiceError {
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: ServiceErrorKind::Unavailable,
+            message: message.into(),
+        }
+    }
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self {
+            kind: ServiceErrorKind::InvalidArgument,
+            message: message.into(),
+        }
+    }
+}
+
+/// An account in one product's own (legacy) user database.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyAccount {
+    pub product: String,
+    pub legacy_id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub created_at_ms: u64,
+    pub profile: Value,
+}
+
+/// Read-only directory lookups.
+pub trait Directory: Send + Sync {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError>;
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError>;
+}
+
+/// The legacy product stores of a migration.
+pub trait LegacyStores: Send + Sync {
+    fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError>;
+    /// Checks `password` against the stored hash of one account; Ok(false) on mismatch.
+    fn verify_password(
+        &self,
+        product: &str,
+        legacy_id: &str,
+        password: &SecretString,
+    ) -> Result<bool, ServiceError>;
+}
+
+/// What the host capabilities call into for one evaluation.
+#[derive(Clone)]
+pub struct Services {
+    pub directory: std::sync::Arc<dyn Directory>,
+    pub legacy: std::sync::Arc<dyn LegacyStores>,
+}
+
+impl Services {
+    /// No stores: the directory is empty and legacy stores are unavailable.
+    pub fn none() -> Self {
+        Self {
+            directory: std::sync::Arc::new(NoStores),
+            legacy: std::sync::Arc::new(NoStores),
+        }
+    }
+}
+
+struct NoStores;
+
+impl Directory for NoStores {
+    fn find_by_email(&self, _: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        Ok(Vec::new())
+    }
+    fn get_user(&self, _: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        Ok(None)
+    }
+}
+
+impl LegacyStores for NoStores {
+    fn find_accounts(&self, _: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
+        Err(ServiceError::unavailable("no legacy stores are configured"))
+    }
+    fn verify_password(&self, _: &str, _: &str, _: &SecretString) -> Result<bool, ServiceError> {
+        Err(ServiceError::unavailable("no legacy stores are configured"))
+    }
+}

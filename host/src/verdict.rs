@@ -1,0 +1,146 @@
+//! What an evaluation returns: one decision, the effects to apply, and a trace per rule.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::OnError;
+
+/// The pipeline's answer to a login attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Decision {
+    Allow,
+    Deny {
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    Redirect {
+        url: String,
+        reason: String,
+        /// The redirecting rule's state, kept server-side with the resume token.
+        #[serde(skip)]
+        state: String,
+        rule: String,
+    },
+    Challenge {
+        kind: ChallengeKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChallengeKind {
+    Mfa,
+    PasswordReset,
+    EmailVerification,
+    Captcha,
+}
+
+/// A declarative change a rule asks for. The host applies them after the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Effect {
+    SetAppMetadata {
+        patch: Value,
+    },
+    SetUserMetadata {
+        patch: Value,
+    },
+    AddClaim {
+        name: String,
+        value: Value,
+    },
+    CreateUser {
+        email: String,
+        email_verified: bool,
+        app_metadata: Value,
+        user_metadata: Value,
+        password_from_login: bool,
+    },
+    LinkLegacyAccount {
+        product: String,
+        legacy_id: String,
+    },
+    EnqueueOutbox {
+        topic: String,
+        key: String,
+        payload: String,
+    },
+    RequirePasswordReset,
+}
+
+/// Why a rule's run did not produce a usable outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    /// Ran past its deadline (epoch interruption).
+    Deadline,
+    /// Asked for more memory than its cap.
+    Memory,
+    /// Exhausted the wasm stack.
+    StackOverflow,
+    /// Trapped: a panic, `unreachable`, an out-of-bounds access, ...
+    Trap,
+    /// A host capability it called failed (e.g. a legacy store was down) and the
+    /// rule gave up.
+    Capability,
+    /// The rule reported an error of its own.
+    RuleError,
+    /// Returned an outcome that is too large or malformed.
+    BadOutput,
+    /// Could not be instantiated (e.g. the instance pool is exhausted).
+    Instantiate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub message: String,
+    /// The policy the pipeline applied.
+    pub policy: OnError,
+}
+
+/// How one rule's run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleResult {
+    Continue,
+    Deny,
+    Redirect,
+    Challenge,
+    Fault,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTrace {
+    pub rule: String,
+    pub result: RuleResult,
+    pub duration_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Lines from the `log` capability (redacted, bounded).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+    /// What the guest wrote to stdout/stderr (redacted, bounded), e.g. a panic message.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub output: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Verdict {
+    pub transaction_id: String,
+    pub decision: Decision,
+    /// Effects of the rules that ran, in order. Applied when the decision is allow;
+    /// held until the login resumes on a redirect; empty on a deny.
+    pub effects: Vec<Effect>,
+    pub trace: Vec<RuleTrace>,
+}
+
+impl Verdict {
+    pub fn faults(&self) -> impl Iterator<Item = (&str, &Fault)> {
+        self.trace
+            .iter()
+            .filter_map(|t| t.fault.as_ref().map(|f| (t.rule.as_str(), f)))
+    }
+}
