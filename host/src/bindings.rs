@@ -7,4 +7,4 @@ wasmtime::component::bindgen!({
     imports: { default: trappable },
 });
 
-pub use portcullis::rule::types as wit;
+pub use self::portcullis::rule::types as wit;

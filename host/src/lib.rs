@@ -10,6 +10,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod bench;
 mod bindings;
 mod cache;
 mod capabilities;

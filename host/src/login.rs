@@ -53,8 +53,8 @@ fn empty_object() -> Value {
 }
 
 /// One login attempt. The password stays on the host: it is never serialized, never
-/// printed, and never handed to a rule.
-#[derive(Debug, Clone, Deserialize)]
+/// printed, and never handed to a rule. `Debug` shows no personal data either.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginAttempt {
     pub transaction_id: String,
@@ -68,6 +68,20 @@ pub struct LoginAttempt {
     pub request: RequestInfo,
     #[serde(default)]
     pub user: Option<DirectoryUser>,
+}
+
+impl std::fmt::Debug for LoginAttempt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginAttempt")
+            .field("transaction_id", &self.transaction_id)
+            .field("time_ms", &self.time_ms)
+            .field("connection", &self.connection)
+            .field("client_id", &self.client_id)
+            .field("email", &crate::redact::redact_text(&self.email))
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("user", &self.user.as_ref().map(|u| &u.id))
+            .finish_non_exhaustive()
+    }
 }
 
 const MAX_ID_LEN: usize = 256;

@@ -39,6 +39,18 @@ enum Command {
         #[arg(long)]
         compact: bool,
     },
+    /// Measure a pipeline: per-rule latency p50/p99, and load time cold vs cached.
+    Bench {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        login: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -58,12 +70,22 @@ fn main() -> ExitCode {
             reveal_pii,
             compact,
         } => run(&config, &login, reveal_pii, compact),
+        Command::Bench {
+            config,
+            login,
+            iterations,
+            json,
+        } => bench(&config, &login, iterations, json),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One line that names what is wrong; bad input is exit 2.
-            eprintln!("portcullis: {error:#}");
+            let message = format!("{error:#}");
+            eprintln!(
+                "portcullis: {}",
+                message.split_whitespace().collect::<Vec<_>>().join(" ")
+            );
             ExitCode::from(2)
         }
     }
@@ -158,5 +180,39 @@ fn print_verdict(verdict: &Verdict, reveal_pii: bool, compact: bool) -> Result<(
         serde_json::to_string_pretty(&json)?
     };
     println!("{text}");
+    Ok(())
+}
+
+fn bench(config: &Path, login: &Path, iterations: usize, json: bool) -> Result<()> {
+    let text = std::fs::read_to_string(login)
+        .with_context(|| format!("cannot read login {}", login.display()))?;
+    let attempt =
+        LoginAttempt::from_json(&text).with_context(|| format!("login {}", login.display()))?;
+    let report = portcullis::bench::run(config, &attempt, iterations)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "load: cold {:.1} ms, from compile cache {:.1} ms",
+        report.load_cold_ms, report.load_cached_ms
+    );
+    println!(
+        "{:<24} {:>10} {:>10} {:>10}",
+        "rule", "p50 µs", "p99 µs", "mean µs"
+    );
+    for rule in &report.rules {
+        let l = &rule.latency;
+        println!(
+            "{:<24} {:>10.1} {:>10.1} {:>10.1}",
+            rule.rule, l.p50_us, l.p99_us, l.mean_us
+        );
+    }
+    let p = &report.pipeline;
+    println!(
+        "{:<24} {:>10.1} {:>10.1} {:>10.1}",
+        "(pipeline)", p.p50_us, p.p99_us, p.mean_us
+    );
+    println!("{} evaluations", report.iterations);
     Ok(())
 }

@@ -133,6 +133,8 @@ impl Pipeline {
         login: &LoginAttempt,
         services: &Services,
     ) -> RuleRun {
+        // Timed from the sandbox's creation: that is part of what a rule costs.
+        let started = Instant::now();
         let state = RuleState::new(
             rule.settings.clone(),
             services.clone(),
@@ -145,7 +147,6 @@ impl Pipeline {
         // A new store's deadline is zero ticks away: set it before anything runs.
         store.set_epoch_deadline(rule.deadline_ticks);
 
-        let started = Instant::now();
         let result = match rule.pre.instantiate(&mut store) {
             Err(error) => Err(classify(&error, store.data(), FaultKind::Instantiate)),
             Ok(instance) => match instance.call_on_login(&mut store, ctx) {

@@ -1,1 +1,145 @@
-fn main() {}
+//! Project chores that need more than one cargo call: `cargo xtask <task>`.
+//!
+//! - `build-rules`: installs the wasm32-wasip2 target if missing, builds every rule crate
+//! - `demo`: builds the rules and the host, checks the example pipeline and evaluates
+//!   the example logins in fixtures/ (the README's main job)
+//! - `test`: builds the rules, then runs the test suite
+//! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let extra: Vec<String> = std::env::args().skip(2).collect();
+    match task.as_str() {
+        "build-rules" => build_rules(),
+        "demo" => demo(),
+        "test" => test(&extra),
+        "lint" => lint(),
+        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint>"),
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_owned()
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(mut command: Command) -> Result<()> {
+    eprintln!("xtask: running {command:?}");
+    let status = command
+        .status()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn ensure_wasm_target() -> Result<()> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()
+        .context("cannot run rustup (the wasm32-wasip2 target is installed with it)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.trim() == WASM_TARGET)
+    {
+        return Ok(());
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", WASM_TARGET]);
+    run(add)
+}
+
+fn build_rules() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--profile",
+        "guest",
+        "--target",
+        WASM_TARGET,
+        "--workspace",
+    ]);
+    build.args(["--exclude", "portcullis", "--exclude", "xtask"]);
+    run(build)
+}
+
+fn demo() -> Result<()> {
+    build_rules()?;
+    let portcullis = |args: &[&str]| {
+        let mut command = cargo();
+        command
+            .args(["run", "--quiet", "--release", "-p", "portcullis", "--"])
+            .args(args);
+        command
+    };
+    run(portcullis(&["check", "--config", "fixtures/pipeline.toml"]))?;
+    run(portcullis(&[
+        "run",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--login",
+        "fixtures/logins",
+    ]))
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    build_rules()?;
+    let mut test = cargo();
+    // Release: the suite compiles and runs real components, and the host's release
+    // build is shared with the demo.
+    test.args(["test", "--release"]).args(extra);
+    run(test)
+}
+
+fn lint() -> Result<()> {
+    ensure_wasm_target()?;
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--release",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy)?;
+    let mut clippy_rules = cargo();
+    clippy_rules.args([
+        "clippy",
+        "--profile",
+        "guest",
+        "--target",
+        WASM_TARGET,
+        "--workspace",
+    ]);
+    clippy_rules.args([
+        "--exclude",
+        "portcullis",
+        "--exclude",
+        "xtask",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy_rules)
+}

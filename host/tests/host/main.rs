@@ -1,0 +1,11 @@
+//! Integration tests of the host, against real guest components built from
+//! rules/testing/ (`cargo xtask test` builds them first).
+
+mod common;
+
+mod cache;
+mod cli;
+mod config;
+mod faults;
+mod memory;
+mod semantics;
