@@ -100,6 +100,47 @@ pub struct RuleSettings {
 pub struct PipelineConfig {
     pub engine: EngineSettings,
     pub rules: Vec<RuleSettings>,
+    pub state: Option<StateSettings>,
+    pub resume: ResumeSettings,
+    /// The config file's directory: relative store paths are taken from here.
+    pub base_dir: PathBuf,
+}
+
+/// Where state lives: `sqlite://PATH` (relative to the config file) or, for several
+/// gateway instances, `postgres://…`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// The directory, outbox and resume tokens.
+    pub directory: String,
+    /// Each legacy product's own database, by product name.
+    #[serde(default)]
+    pub legacy: BTreeMap<String, String>,
+}
+
+/// Resume tokens: HMAC-SHA256 signed with `key` (or the environment variable named by
+/// `key_env`), valid for `ttl_seconds`, single use.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeSettings {
+    pub key: Option<String>,
+    pub key_env: Option<String>,
+    #[serde(default = "default_resume_ttl")]
+    pub ttl_seconds: u64,
+}
+
+impl Default for ResumeSettings {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_env: None,
+            ttl_seconds: default_resume_ttl(),
+        }
+    }
+}
+
+fn default_resume_ttl() -> u64 {
+    900
 }
 
 #[derive(Deserialize)]
@@ -109,6 +150,9 @@ struct PipelineFile {
     engine: EngineSettings,
     #[serde(default, rename = "rule")]
     rules: Vec<RuleFile>,
+    state: Option<StateSettings>,
+    #[serde(default)]
+    resume: ResumeSettings,
 }
 
 #[derive(Deserialize)]
@@ -231,7 +275,24 @@ impl PipelineConfig {
                 name,
             });
         }
-        Ok(Self { engine, rules })
+        if file.resume.key.is_some() && file.resume.key_env.is_some() {
+            return Err(invalid("resume: set key or key_env, not both".into()));
+        }
+        if file.resume.key.as_ref().is_some_and(|k| k.len() < 32) {
+            return Err(invalid("resume.key must be at least 32 characters".into()));
+        }
+        if file.resume.ttl_seconds == 0 || file.resume.ttl_seconds > 86_400 {
+            return Err(invalid(
+                "resume.ttl_seconds must be between 1 and 86400".into(),
+            ));
+        }
+        Ok(Self {
+            engine,
+            rules,
+            state: file.state,
+            resume: file.resume,
+            base_dir: base.to_owned(),
+        })
     }
 }
 

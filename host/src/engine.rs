@@ -117,8 +117,10 @@ impl Runtime {
         };
         let pre = RulePre::new(self.linker.instantiate_pre(&component).map_err(contract)?)
             .map_err(contract)?;
+        let continue_export = component.get_export_index(None, "on-continue");
         Ok(LoadedRule {
-            resumable: component.get_export_index(None, "on-continue").is_some(),
+            resumable: continue_export.is_some(),
+            continue_export,
             deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1,
             settings: Arc::new(settings.clone()),
             imports,

@@ -2,10 +2,11 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use portcullis::{LoginAttempt, Pipeline, Services};
-//! let pipeline = Pipeline::load(std::path::Path::new("fixtures/pipeline.toml"))?;
-//! let login = LoginAttempt::from_json(&std::fs::read_to_string("fixtures/logins/returning-user.json")?)?;
-//! let verdict = pipeline.evaluate(&login, &Services::none());
+//! use portcullis::{Gateway, LoginAttempt, PipelineConfig, Runtime};
+//! let config = PipelineConfig::load(std::path::Path::new("fixtures/pipeline.toml"))?;
+//! let gateway = Gateway::open(&config, &Runtime::new(&config.engine)?)?;
+//! let login = LoginAttempt::from_json(&std::fs::read_to_string("target/demo-state/logins/login-00000.json")?)?;
+//! let verdict = gateway.login(&login)?; // evaluates, and applies the effects of an allow
 //! println!("{:?}", verdict.decision);
 //! # Ok(()) }
 //! ```
@@ -17,22 +18,30 @@ mod capabilities;
 pub mod config;
 mod engine;
 pub mod error;
+pub mod gateway;
 mod grants;
 pub mod login;
 mod outcome;
+pub mod passwords;
 mod pipeline;
+pub mod record;
 pub mod redact;
+pub mod replay;
+pub mod resume;
 mod sandbox;
+pub mod seed;
 pub mod services;
+pub mod state;
 pub mod verdict;
 
 pub use cache::CompileSource;
 pub use config::{Capability, EngineSettings, OnError, PipelineConfig, RuleSettings};
 pub use engine::Runtime;
 pub use error::{ConfigError, LoadError, LoginError};
+pub use gateway::{Gateway, GatewayError};
 pub use grants::Import;
 pub use login::LoginAttempt;
-pub use pipeline::{LoadedRule, Pipeline};
+pub use pipeline::{LoadedRule, Pipeline, ResumePoint};
 pub use services::Services;
 pub use verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 

@@ -5,7 +5,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use portcullis::{LoginAttempt, Pipeline, Services, Verdict};
+use portcullis::record::{
+    Expectation, RecordedLogin, RecordedResume, Recorder, Recording, Step, TokenChoice,
+};
+use portcullis::state::StoredLogin;
+use portcullis::{Decision, Gateway, LoginAttempt, Pipeline, PipelineConfig, Runtime, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -25,7 +29,8 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Evaluate login attempts and print each verdict as JSON.
+    /// Evaluate login attempts against the configured stores, apply the effects of
+    /// each allowed login, and print each verdict as JSON.
     Run {
         #[arg(long)]
         config: PathBuf,
@@ -38,6 +43,59 @@ enum Command {
         /// One verdict per line instead of pretty-printed JSON.
         #[arg(long)]
         compact: bool,
+        /// Evaluate only; write nothing to the stores.
+        #[arg(long)]
+        dry_run: bool,
+        /// After the verdicts, print counts (allowed, migrated, denied, …).
+        #[arg(long)]
+        summary: bool,
+        /// Write a recording of this evaluation (one login) for `replay`.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Resume a redirected login with its token and what the redirect target reported.
+    Continue {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        transaction_id: String,
+        /// JSON from the redirect target, e.g. '{"verified": true}'.
+        #[arg(long)]
+        result: String,
+        /// The time of the resume, ms since the Unix epoch (default: now).
+        #[arg(long)]
+        time_ms: Option<u64>,
+        #[arg(long)]
+        reveal_pii: bool,
+        /// Append this resume as a step to the recording of the login it resumes.
+        #[arg(long)]
+        record: Option<PathBuf>,
+    },
+    /// Create the demo stores named in the config's [state] section, and a batch of
+    /// login attempts.
+    Seed {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        users: usize,
+        #[arg(long, default_value_t = 200)]
+        logins: usize,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where to write the login attempts (default: `logins/` beside the directory).
+        #[arg(long)]
+        logins_dir: Option<PathBuf>,
+    },
+    /// Run recordings against the current rules; exit 1 if any verdict changed.
+    Replay {
+        /// Recording files or directories of them.
+        #[arg(required = true)]
+        recordings: Vec<PathBuf>,
+        /// The pipeline recordings run in unless they name their own.
+        #[arg(long, default_value = "fixtures/pipeline.toml")]
+        config: PathBuf,
     },
     /// Measure a pipeline: per-rule latency p50/p99, and load time cold vs cached.
     Bench {
@@ -69,7 +127,45 @@ fn main() -> ExitCode {
             login,
             reveal_pii,
             compact,
-        } => run(&config, &login, reveal_pii, compact),
+            dry_run,
+            summary,
+            record,
+        } => run(
+            &config,
+            &login,
+            &RunOptions {
+                reveal_pii,
+                compact,
+                dry_run,
+                summary,
+                record,
+            },
+        ),
+        Command::Continue {
+            config,
+            token,
+            transaction_id,
+            result,
+            time_ms,
+            reveal_pii,
+            record,
+        } => resume(
+            &config,
+            &token,
+            &transaction_id,
+            &result,
+            time_ms,
+            reveal_pii,
+            record.as_deref(),
+        ),
+        Command::Seed {
+            config,
+            users,
+            logins,
+            seed,
+            logins_dir,
+        } => seed_stores(&config, users, logins, seed, logins_dir),
+        Command::Replay { recordings, config } => replay(&recordings, &config),
         Command::Bench {
             config,
             login,
@@ -149,8 +245,56 @@ fn login_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn run(config: &Path, logins: &[PathBuf], reveal_pii: bool, compact: bool) -> Result<()> {
+struct RunOptions {
+    reveal_pii: bool,
+    compact: bool,
+    dry_run: bool,
+    summary: bool,
+    record: Option<PathBuf>,
+}
+
+fn open_gateway(config_path: &Path) -> Result<Gateway> {
+    let config = PipelineConfig::load(config_path)?;
+    let runtime = Runtime::new(&config.engine)?;
+    Ok(Gateway::open(&config, &runtime)?)
+}
+
+#[derive(Default)]
+struct Summary {
+    evaluated: usize,
+    allowed: usize,
+    migrated: usize,
+    denied: usize,
+    redirected: usize,
+    challenged: usize,
+    with_faults: usize,
+}
+
+impl Summary {
+    fn count(&mut self, verdict: &Verdict) {
+        self.evaluated += 1;
+        match verdict.decision {
+            Decision::Allow => self.allowed += 1,
+            Decision::Deny { .. } => self.denied += 1,
+            Decision::Redirect { .. } => self.redirected += 1,
+            Decision::Challenge { .. } => self.challenged += 1,
+        }
+        if verdict.applied.as_ref().is_some_and(|a| a.created_user) {
+            self.migrated += 1;
+        }
+        if verdict.faults().next().is_some() {
+            self.with_faults += 1;
+        }
+    }
+}
+
+fn run(config: &Path, logins: &[PathBuf], options: &RunOptions) -> Result<()> {
     let files = login_files(logins)?;
+    anyhow::ensure!(
+        options.record.is_none() || files.len() == 1,
+        "--record takes exactly one login file (got {})",
+        files.len()
+    );
     // Read every login before running any, so bad input fails before any output.
     let attempts = files
         .iter()
@@ -160,11 +304,210 @@ fn run(config: &Path, logins: &[PathBuf], reveal_pii: bool, compact: bool) -> Re
             LoginAttempt::from_json(&text).with_context(|| format!("login {}", file.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let pipeline = Pipeline::load(config)?;
-    let services = Services::none();
+    let mut gateway = open_gateway(config)?;
+    if options.dry_run {
+        gateway = gateway.without_applying();
+    }
+    let recorder = options
+        .record
+        .as_ref()
+        .map(|_| Recorder::new(gateway.services().clone()));
+    if let Some(recorder) = &recorder {
+        gateway = gateway.with_services(recorder.services());
+    }
+    let mut summary = Summary::default();
+    let mut last = None;
     for attempt in &attempts {
-        let verdict = pipeline.evaluate(attempt, &services);
-        print_verdict(&verdict, reveal_pii, compact)?;
+        let verdict = gateway.login(attempt)?;
+        print_verdict(&verdict, options.reveal_pii, options.compact)?;
+        summary.count(&verdict);
+        last = Some(Expectation::of(&verdict));
+    }
+    if let (Some(path), Some(recorder), Some(attempt)) =
+        (&options.record, &recorder, attempts.first())
+    {
+        let recording = Recording {
+            recording: portcullis::record::FORMAT_VERSION,
+            description: String::new(),
+            pipeline: None,
+            steps: vec![Step {
+                login: Some(RecordedLogin {
+                    login: StoredLogin::from_attempt(attempt),
+                    has_password: attempt.password.is_some(),
+                }),
+                resume: None,
+                calls: recorder.take_calls(),
+                expect: last.context("no verdict to record")?,
+            }],
+        };
+        std::fs::write(
+            path,
+            portcullis::record::to_json(&recording, options.reveal_pii),
+        )
+        .with_context(|| format!("cannot write recording {}", path.display()))?;
+        eprintln!("recorded {}", path.display());
+    }
+    if options.summary {
+        let s = &summary;
+        println!(
+            "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged; {} with rule faults",
+            s.evaluated, s.allowed, s.migrated, s.denied, s.redirected, s.challenged, s.with_faults
+        );
+    }
+    Ok(())
+}
+
+fn resume(
+    config: &Path,
+    token: &str,
+    transaction_id: &str,
+    result: &str,
+    time_ms: Option<u64>,
+    reveal_pii: bool,
+    record: Option<&Path>,
+) -> Result<()> {
+    let result_json: serde_json::Value =
+        serde_json::from_str(result).context("--result is not JSON")?;
+    let now_ms = time_ms.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
+    let mut existing = match record {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!("cannot read recording {} to append to", path.display())
+            })?;
+            Some(
+                serde_json::from_str::<Recording>(&text)
+                    .with_context(|| format!("{} is not a recording", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let mut gateway = open_gateway(config)?;
+    let recorder = Recorder::new(gateway.services().clone());
+    if existing.is_some() {
+        gateway = gateway.with_services(recorder.services());
+    }
+    let expectation = match gateway.resume(token, transaction_id, &result_json.to_string(), now_ms)
+    {
+        Ok(verdict) => {
+            print_verdict(&verdict, reveal_pii, false)?;
+            Expectation::of(&verdict)
+        }
+        Err(portcullis::GatewayError::Refused(refusal)) if existing.is_some() => {
+            eprintln!("portcullis: resume refused: {refusal}");
+            Expectation::refused(refusal)
+        }
+        Err(other) => return Err(other.into()),
+    };
+    if let (Some(path), Some(recording)) = (record, existing.as_mut()) {
+        recording.steps.push(Step {
+            login: None,
+            resume: Some(RecordedResume {
+                token: TokenChoice::Issued,
+                result: result_json,
+                time_ms: now_ms,
+            }),
+            calls: recorder.take_calls(),
+            expect: expectation,
+        });
+        std::fs::write(path, portcullis::record::to_json(recording, reveal_pii))
+            .with_context(|| format!("cannot write recording {}", path.display()))?;
+        eprintln!("appended to {}", path.display());
+    }
+    Ok(())
+}
+
+fn seed_stores(
+    config_path: &Path,
+    users: usize,
+    logins: usize,
+    seed: u64,
+    logins_dir: Option<PathBuf>,
+) -> Result<()> {
+    anyhow::ensure!(users > 0, "--users must be at least 1");
+    let config = PipelineConfig::load(config_path)?;
+    let (state, legacy) = portcullis::seed::open_for_seed(&config)?;
+    let logins_dir = match logins_dir {
+        Some(dir) => dir,
+        None => portcullis::gateway::directory_path(&config)?
+            .and_then(|p| p.parent().map(|d| d.join("logins")))
+            .context("the config has no [state] section to seed")?,
+    };
+    let started = std::time::Instant::now();
+    let options = portcullis::seed::SeedOptions {
+        users,
+        logins,
+        seed,
+    };
+    let report = portcullis::seed::seed(&state, &legacy, &logins_dir, &options, |line| {
+        eprintln!("seed: {line}")
+    })?;
+    let accounts: Vec<String> = report
+        .legacy_accounts
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    println!(
+        "seeded {} people: legacy accounts {}; {} directory users; {} logins in {} ({:.1} s)",
+        report.people,
+        accounts.join(", "),
+        report.directory_users,
+        report.logins,
+        report.logins_dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn replay(paths: &[PathBuf], config: &Path) -> Result<()> {
+    let files = portcullis::replay::recording_files(paths).context("cannot list recordings")?;
+    anyhow::ensure!(!files.is_empty(), "no recordings found");
+    let mut replay = portcullis::replay::Replay::new(config)?;
+    let (mut passed, mut failed) = (0, 0);
+    println!(
+        "{:<44} {:>4}  {:<34} {:<34} result",
+        "recording", "step", "expected", "got"
+    );
+    for file in &files {
+        let result = replay.run(file);
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Some(error) = &result.error {
+            println!("{name:<44} {:>4}  {:<34} {:<34} FAIL", "-", "-", "-");
+            println!("    error: {error}");
+        }
+        for step in &result.steps {
+            let verdict = if step.passed() { "pass" } else { "FAIL" };
+            println!(
+                "{name:<44} {:>4}  {:<34} {:<34} {verdict}",
+                step.step,
+                step.expected.summary(),
+                step.got.summary()
+            );
+            if !step.passed() {
+                for line in step.diff().lines() {
+                    println!("    {line}");
+                }
+            }
+            for call in &step.unexpected_calls {
+                println!("    note: {call} is not in the recording");
+            }
+        }
+        if result.passed() {
+            passed += 1
+        } else {
+            failed += 1
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
     }
     Ok(())
 }

@@ -14,7 +14,23 @@ use crate::login::LoginAttempt;
 use crate::outcome::{self, RuleOutcome, effect_to_wit};
 use crate::sandbox::RuleState;
 use crate::services::Services;
-use crate::verdict::{Decision, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
+use crate::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
+
+/// Where a redirected login resumes: the redirecting rule, its state and what the
+/// redirect target reported.
+#[derive(Debug, Clone)]
+pub struct ResumePoint {
+    pub rule: String,
+    pub rule_index: usize,
+    pub state: String,
+    /// JSON from the party that handled the redirect.
+    pub result: String,
+}
+
+/// The pipeline changed since the redirect: the token cannot resume in it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct ResumeMismatch(pub String);
 
 /// A rule ready to run: its settings and a pre-linked instance template.
 pub struct LoadedRule {
@@ -22,6 +38,7 @@ pub struct LoadedRule {
     pub imports: Vec<Import>,
     /// Exports `on-continue` (the `resumable-rule` world).
     pub resumable: bool,
+    pub(crate) continue_export: Option<wasmtime::component::ComponentExportIndex>,
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
     pub(crate) deadline_ticks: u64,
@@ -53,13 +70,58 @@ impl Pipeline {
     /// Runs every rule in order and returns the verdict. Never fails: a rule that
     /// misbehaves is a fault in the trace, handled by its `on_error` policy.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> Verdict {
+        self.run_from(login, services, 0, None, Vec::new())
+    }
+
+    /// Resumes a redirected login: the redirecting rule's `on-continue`, then the rules
+    /// after it. `pending` are the effects held since the redirect.
+    pub fn resume(
+        &self,
+        login: &LoginAttempt,
+        services: &Services,
+        from: &ResumePoint,
+        pending: Vec<Effect>,
+    ) -> Result<Verdict, ResumeMismatch> {
+        let rule = self
+            .rules
+            .get(from.rule_index)
+            .filter(|rule| rule.settings.name == from.rule)
+            .ok_or_else(|| {
+                ResumeMismatch(format!(
+                    "the pipeline no longer has rule {:?} at position {}",
+                    from.rule,
+                    from.rule_index + 1
+                ))
+            })?;
+        if rule.continue_export.is_none() {
+            return Err(ResumeMismatch(format!(
+                "rule {:?} does not export on-continue",
+                from.rule
+            )));
+        }
+        let resume = wit::Resume {
+            state: from.state.clone(),
+            outcome_json: from.result.clone(),
+        };
+        Ok(self.run_from(login, services, from.rule_index, Some(&resume), pending))
+    }
+
+    fn run_from(
+        &self,
+        login: &LoginAttempt,
+        services: &Services,
+        start: usize,
+        mut resume: Option<&wit::Resume>,
+        pending: Vec<Effect>,
+    ) -> Verdict {
         let mut ctx = login.to_context();
-        let mut effects = Vec::new();
+        ctx.pending = pending.iter().map(effect_to_wit).collect();
+        let mut effects = pending;
         let mut trace = Vec::with_capacity(self.rules.len());
         let mut decision = Decision::Allow;
 
-        for rule in &self.rules {
-            let run = self.run_rule(rule, &ctx, login, services);
+        for rule in &self.rules[start.min(self.rules.len())..] {
+            let run = self.run_rule(rule, &ctx, resume.take(), login, services);
             let name = rule.settings.name.clone();
             let (result, fault, stop) = match run.result {
                 Ok(outcome) => {
@@ -123,6 +185,9 @@ impl Pipeline {
             decision,
             effects,
             trace,
+            applied: None,
+            resume_token: None,
+            error: None,
         }
     }
 
@@ -130,6 +195,7 @@ impl Pipeline {
         &self,
         rule: &LoadedRule,
         ctx: &wit::LoginContext,
+        resume: Option<&wit::Resume>,
         login: &LoginAttempt,
         services: &Services,
     ) -> RuleRun {
@@ -147,11 +213,31 @@ impl Pipeline {
         // A new store's deadline is zero ticks away: set it before anything runs.
         store.set_epoch_deadline(rule.deadline_ticks);
 
-        let result = match rule.pre.instantiate(&mut store) {
-            Err(error) => Err(classify(&error, store.data(), FaultKind::Instantiate)),
-            Ok(instance) => match instance.call_on_login(&mut store, ctx) {
-                Err(error) => Err(classify(&error, store.data(), FaultKind::Trap)),
-                Ok(Err(rule_error)) => {
+        let called = match (resume, &rule.continue_export) {
+            (None, _) => rule
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| (e, FaultKind::Instantiate))
+                .and_then(|instance| instance.call_on_login(&mut store, ctx).map_err(|e| (e, FaultKind::Trap))),
+            (Some(resume), Some(export)) => rule
+                .pre
+                .instance_pre()
+                .instantiate(&mut store)
+                .map_err(|e| (e, FaultKind::Instantiate))
+                .and_then(|instance| {
+                    let on_continue = instance
+                        .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<wit::Outcome, wit::RuleError>,)>(
+                            &mut store, export,
+                        )
+                        .map_err(|e| (e, FaultKind::Instantiate))?;
+                    on_continue.call(&mut store, (ctx, resume)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
+                }),
+            (Some(_), None) => Err((wasmtime::format_err!("rule does not export on-continue"), FaultKind::Instantiate)),
+        };
+        let result = match called {
+            Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
+            Ok(returned) => match returned {
+                Err(rule_error) => {
                     let kind = if store.data().capability_failures > 0 {
                         FaultKind::Capability
                     } else {
@@ -159,7 +245,7 @@ impl Pipeline {
                     };
                     Err((kind, format!("{}: {}", rule_error.code, rule_error.message)))
                 }
-                Ok(Ok(outcome)) => {
+                Ok(outcome) => {
                     outcome::validate(&rule.settings.name, outcome, rule.settings.max_output_bytes)
                         .map_err(|message| (FaultKind::BadOutput, message))
                 }

@@ -6,6 +6,16 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 pub fn redact_text(text: &str) -> Cow<'_, str> {
+    redact_with(text, false)
+}
+
+/// Like [`redact_text`], but each email keeps a short hash of itself, so distinct
+/// addresses stay distinct (recordings must replay the same way).
+pub fn pseudonymize_text(text: &str) -> Cow<'_, str> {
+    redact_with(text, true)
+}
+
+fn redact_with(text: &str, keep_identity: bool) -> Cow<'_, str> {
     if !text.contains('@') && !text.contains('+') {
         return Cow::Borrowed(text);
     }
@@ -15,9 +25,22 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
     while i < chars.len() {
         if let Some(end) = email_at(&chars, i) {
             let at = (i..end).find(|&k| chars[k] == '@').unwrap_or(i);
-            out.push(chars[i]);
-            out.push_str("***");
-            out.extend(&chars[at..end]);
+            let email: String = chars[i..end].iter().collect();
+            if email[..at - i].contains("***") {
+                // Already redacted: redacting is idempotent.
+                out.push_str(&email);
+            } else if keep_identity {
+                use sha2::Digest;
+                let email = email.to_lowercase();
+                out.push(chars[i].to_ascii_lowercase());
+                out.push_str("***");
+                out.push_str(&hex::encode(sha2::Sha256::digest(email.as_bytes()))[..8]);
+                out.push_str(&email[at - i..]);
+            } else {
+                out.push(chars[i]);
+                out.push_str("***");
+                out.extend(&chars[at..end]);
+            }
             i = end;
         } else if let Some(end) = phone_at(&chars, i) {
             out.push('+');
@@ -33,7 +56,8 @@ pub fn redact_text(text: &str) -> Cow<'_, str> {
 }
 
 fn is_local(c: char) -> bool {
-    c.is_alphanumeric() || "._%+-".contains(c)
+    // '*' so that an already redacted address is seen whole.
+    c.is_alphanumeric() || "._%+-*".contains(c)
 }
 
 fn is_domain(c: char) -> bool {
@@ -79,14 +103,23 @@ fn phone_at(chars: &[char], start: usize) -> Option<usize> {
 
 /// Redacts every string in a JSON document (keys stay as they are).
 pub fn redact_json(value: &mut Value) {
+    walk_strings(value, &|text| redact_text(text));
+}
+
+/// Pseudonymizes every string in a JSON document (keys stay as they are).
+pub fn pseudonymize_json(value: &mut Value) {
+    walk_strings(value, &|text| pseudonymize_text(text));
+}
+
+fn walk_strings(value: &mut Value, redact: &dyn for<'a> Fn(&'a str) -> Cow<'a, str>) {
     match value {
         Value::String(text) => {
-            if let Cow::Owned(redacted) = redact_text(text) {
+            if let Cow::Owned(redacted) = redact(text) {
                 *text = redacted;
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_json),
-        Value::Object(map) => map.values_mut().for_each(redact_json),
+        Value::Array(items) => items.iter_mut().for_each(|v| walk_strings(v, redact)),
+        Value::Object(map) => map.values_mut().for_each(|v| walk_strings(v, redact)),
         _ => {}
     }
 }
@@ -112,6 +145,26 @@ mod tests {
             "sms to +**********23 sent"
         );
         assert_eq!(redact_text("a+1234 b"), "a+1234 b");
+    }
+
+    #[test]
+    fn pseudonyms_keep_distinct_emails_distinct() {
+        let a = pseudonymize_text("Ann@example.com");
+        assert_eq!(
+            a,
+            pseudonymize_text("ann@example.com"),
+            "case does not matter"
+        );
+        assert_ne!(a, pseudonymize_text("amy@example.com"));
+        assert!(
+            a.starts_with("a***") && a.ends_with("@example.com") && !a.contains("nn@"),
+            "{a}"
+        );
+        assert_eq!(pseudonymize_text(&a), a, "idempotent");
+        assert_eq!(
+            redact_text(&redact_text("bob@example.com")),
+            "b***@example.com"
+        );
     }
 
     #[test]

@@ -30,6 +30,12 @@ impl ServiceError {
             message: message.into(),
         }
     }
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self {
+            kind: ServiceErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self {
             kind: ServiceErrorKind::InvalidArgument,
@@ -53,6 +59,10 @@ pub struct LegacyAccount {
 pub trait Directory: Send + Sync {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError>;
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError>;
+    /// Checks `password` against the user's stored hash; Ok(false) on mismatch or
+    /// when the user has no password.
+    fn verify_password(&self, user_id: &str, password: &SecretString)
+    -> Result<bool, ServiceError>;
 }
 
 /// The legacy product stores of a migration.
@@ -92,6 +102,9 @@ impl Directory for NoStores {
     }
     fn get_user(&self, _: &str) -> Result<Option<DirectoryUser>, ServiceError> {
         Ok(None)
+    }
+    fn verify_password(&self, _: &str, _: &SecretString) -> Result<bool, ServiceError> {
+        Err(ServiceError::not_found("no directory is configured"))
     }
 }
 

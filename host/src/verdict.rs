@@ -1,12 +1,12 @@
 //! What an evaluation returns: one decision, the effects to apply, and a trace per rule.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::OnError;
 
 /// The pipeline's answer to a login attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Decision {
     Allow,
@@ -28,7 +28,7 @@ pub enum Decision {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChallengeKind {
     Mfa,
@@ -38,7 +38,7 @@ pub enum ChallengeKind {
 }
 
 /// A declarative change a rule asks for. The host applies them after the pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
     SetAppMetadata {
@@ -71,7 +71,7 @@ pub enum Effect {
 }
 
 /// Why a rule's run did not produce a usable outcome.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     /// Ran past its deadline (epoch interruption).
@@ -135,9 +135,23 @@ pub struct Verdict {
     /// held until the login resumes on a redirect; empty on a deny.
     pub effects: Vec<Effect>,
     pub trace: Vec<RuleTrace>,
+    /// What the host wrote for an allowed login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<crate::state::ApplyReport>,
+    /// For a redirect: the token `continue` takes. A bearer secret: never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume_token: Option<String>,
+    /// Why the host itself could not complete the login (state unavailable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl Verdict {
+    pub(crate) fn with_trace(mut self, trace: Vec<RuleTrace>) -> Self {
+        self.trace = trace;
+        self
+    }
+
     pub fn faults(&self) -> impl Iterator<Item = (&str, &Fault)> {
         self.trace
             .iter()

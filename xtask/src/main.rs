@@ -1,8 +1,8 @@
 //! Project chores that need more than one cargo call: `cargo xtask <task>`.
 //!
 //! - `build-rules`: installs the wasm32-wasip2 target if missing, builds every rule crate
-//! - `demo`: builds the rules and the host, checks the example pipeline and evaluates
-//!   the example logins in fixtures/ (the README's main job)
+//! - `demo`: builds the rules and the host, checks the migration pipeline, seeds the
+//!   demo stores, runs a batch of logins and replays the recordings (the main job)
 //! - `test`: builds the rules, then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 
@@ -90,13 +90,18 @@ fn demo() -> Result<()> {
         command
     };
     run(portcullis(&["check", "--config", "fixtures/pipeline.toml"]))?;
+    // Fresh demo stores (embedded SQLite under target/demo-state) and a login batch.
+    run(portcullis(&["seed", "--config", "fixtures/pipeline.toml"]))?;
     run(portcullis(&[
         "run",
         "--config",
         "fixtures/pipeline.toml",
         "--login",
-        "fixtures/logins",
-    ]))
+        "target/demo-state/logins",
+        "--compact",
+        "--summary",
+    ]))?;
+    run(portcullis(&["replay", "fixtures/recordings"]))
 }
 
 fn test(extra: &[String]) -> Result<()> {

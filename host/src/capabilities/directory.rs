@@ -1,6 +1,7 @@
 use crate::bindings::portcullis::rule::directory::Host;
 use crate::bindings::wit;
 use crate::sandbox::RuleState;
+use crate::services::ServiceError;
 
 impl Host for RuleState {
     fn find_by_email(
@@ -21,5 +22,18 @@ impl Host for RuleState {
             Ok(user) => Ok(user.map(|u| u.to_wit())),
             Err(e) => Err(self.capability_error("directory.get-user", e)),
         })
+    }
+
+    fn verify_password(
+        &mut self,
+        user_id: String,
+    ) -> wasmtime::Result<Result<bool, wit::CapabilityError>> {
+        let result = match &self.password {
+            Some(password) => self.services.directory.verify_password(&user_id, password),
+            None => Err(ServiceError::invalid_argument(
+                "this login carries no password",
+            )),
+        };
+        Ok(result.map_err(|e| self.capability_error("directory.verify-password", e)))
     }
 }

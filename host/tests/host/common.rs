@@ -73,3 +73,78 @@ pub fn login_json(transaction_id: &str, with_user: bool) -> String {
 pub fn login(transaction_id: &str) -> LoginAttempt {
     LoginAttempt::from_json(&login_json(transaction_id, true)).unwrap()
 }
+
+/// The migration pipeline of fixtures/pipeline.toml with its stores in `dir`: the
+/// same rules and settings, private state.
+pub fn migration_config(dir: &std::path::Path, variant: &str) -> PathBuf {
+    let root = workspace_root();
+    let text = std::fs::read_to_string(root.join("fixtures").join(variant)).unwrap();
+    let text = text
+        .replace("../target/demo-state/", &format!("{}/", dir.display()))
+        .replace("../target/", &format!("{}/target/", root.display()));
+    let path = dir.join(variant);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A seeded migration environment in a temporary directory.
+pub struct Demo {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub gateway: portcullis::Gateway,
+}
+
+impl Demo {
+    pub fn new(users: usize, logins: usize) -> Demo {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = migration_config(dir.path(), "pipeline.toml");
+        let config =
+            PipelineConfig::parse(&std::fs::read_to_string(&config_path).unwrap(), dir.path())
+                .unwrap();
+        let (state, legacy) = portcullis::seed::open_for_seed(&config).unwrap();
+        let options = portcullis::seed::SeedOptions {
+            users,
+            logins,
+            seed: 42,
+        };
+        portcullis::seed::seed(
+            &state,
+            &legacy,
+            &dir.path().join("logins"),
+            &options,
+            |_| {},
+        )
+        .unwrap();
+        drop(state);
+        let gateway = portcullis::Gateway::open(&config, runtime()).unwrap();
+        Demo {
+            dir,
+            config: config_path,
+            gateway,
+        }
+    }
+
+    /// The seeded login attempts, with their files' JSON.
+    pub fn logins(&self) -> Vec<(LoginAttempt, serde_json::Value)> {
+        let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("logins"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f).unwrap();
+                (
+                    LoginAttempt::from_json(&text).unwrap(),
+                    serde_json::from_str(&text).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn sql<T: rusqlite::types::FromSql>(&self, query: &str) -> T {
+        let db = rusqlite::Connection::open(self.dir.path().join("directory.db")).unwrap();
+        db.query_row(query, [], |row| row.get(0)).unwrap()
+    }
+}

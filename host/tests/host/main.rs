@@ -8,4 +8,6 @@ mod cli;
 mod config;
 mod faults;
 mod memory;
+mod migration;
+mod replay;
 mod semantics;

@@ -1,0 +1,320 @@
+//! What a gateway embeds: a pipeline plus its state. It resolves the directory user,
+//! evaluates, applies the effects of an allowed login in one transaction, and parks
+//! a redirected login behind a resume token.
+
+use std::sync::Arc;
+
+use secrecy::ExposeSecret;
+
+use crate::Runtime;
+use crate::config::PipelineConfig;
+use crate::error::LoadError;
+use crate::login::LoginAttempt;
+use crate::pipeline::{Pipeline, ResumePoint};
+use crate::resume::{ResumeRefusal, ResumeTokens, TokenClaims};
+use crate::services::{LegacyStores, Services};
+use crate::state::{
+    EffectBatch, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore, StoreError,
+    StoredLogin, TakenResume, sqlite_path,
+};
+use crate::verdict::{Decision, Effect, Verdict};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("resume refused: {0}")]
+    Refused(#[from] ResumeRefusal),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub struct Gateway {
+    pipeline: Arc<Pipeline>,
+    state: Arc<dyn StateStore>,
+    services: Services,
+    tokens: ResumeTokens,
+    apply_effects: bool,
+}
+
+impl Gateway {
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        state: Arc<dyn StateStore>,
+        legacy: Arc<dyn LegacyStores>,
+        tokens: ResumeTokens,
+    ) -> Self {
+        let services = Services {
+            directory: state.clone(),
+            legacy,
+        };
+        Self {
+            pipeline,
+            state,
+            services,
+            tokens,
+            apply_effects: true,
+        }
+    }
+
+    /// Loads the pipeline and opens the stores a config names. Without `[state]`, the
+    /// directory is a private in-memory one and no legacy store is configured.
+    pub fn open(config: &PipelineConfig, runtime: &Runtime) -> Result<Self, GatewayError> {
+        let pipeline = Arc::new(runtime.load(config)?);
+        let (state, legacy) = open_stores(config)?;
+        Ok(Self::new(pipeline, state, legacy, resume_tokens(config)?))
+    }
+
+    /// Serve capability calls from `services` (a recording, a recorder) instead.
+    pub fn with_services(mut self, services: Services) -> Self {
+        self.services = services;
+        self
+    }
+
+    /// Evaluate only: allowed logins change nothing (replays, dry runs).
+    pub fn without_applying(mut self) -> Self {
+        self.apply_effects = false;
+        self
+    }
+
+    pub fn pipeline(&self) -> &Pipeline {
+        &self.pipeline
+    }
+
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    pub fn services(&self) -> &Services {
+        &self.services
+    }
+
+    /// Evaluates a login attempt end to end.
+    pub fn login(&self, attempt: &LoginAttempt) -> Result<Verdict, GatewayError> {
+        let mut attempt = attempt.clone();
+        if attempt.user.is_none() {
+            match self.services.directory.find_by_email(&attempt.email) {
+                Ok(users) => attempt.user = users.into_iter().next(),
+                Err(e) => {
+                    return Ok(unavailable(
+                        &attempt.transaction_id,
+                        format!("directory: {}", e.message),
+                    ));
+                }
+            }
+        }
+        let verdict = self.pipeline.evaluate(&attempt, &self.services);
+        let password_hash = needs_password_hash(&verdict.effects)
+            .then(|| {
+                attempt
+                    .password
+                    .as_ref()
+                    .map(|p| crate::passwords::hash_argon2id(p.expose_secret()))
+            })
+            .flatten();
+        self.settle(
+            verdict,
+            &StoredLogin::from_attempt(&attempt),
+            &attempt.new_user_id(),
+            password_hash,
+        )
+    }
+
+    /// Resumes a redirected login with the token it was given and what the redirect
+    /// target reported (`result`, JSON). The token works once, for its own
+    /// transaction, before it expires.
+    pub fn resume(
+        &self,
+        token: &str,
+        transaction_id: &str,
+        result: &str,
+        now_ms: u64,
+    ) -> Result<Verdict, GatewayError> {
+        let claims = self.tokens.verify(token, now_ms)?;
+        if claims.tx != transaction_id {
+            return Err(ResumeRefusal::Mismatch("another transaction".into()).into());
+        }
+        let record = match self.state.take_resume(&claims.jti, now_ms)? {
+            TakenResume::Taken(record) => record,
+            TakenResume::Unknown => return Err(ResumeRefusal::Unknown.into()),
+            TakenResume::AlreadyUsed => return Err(ResumeRefusal::Replayed.into()),
+        };
+        if record.transaction_id != claims.tx || record.subject != claims.sub {
+            return Err(ResumeRefusal::Mismatch("another user".into()).into());
+        }
+        let attempt = record.login.to_attempt(now_ms);
+        let from = ResumePoint {
+            rule: record.rule.clone(),
+            rule_index: record.rule_index,
+            state: record.state.clone(),
+            result: result.to_owned(),
+        };
+        let verdict = self
+            .pipeline
+            .resume(&attempt, &self.services, &from, record.pending.clone())
+            .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
+        self.settle(
+            verdict,
+            &record.login,
+            &attempt.new_user_id(),
+            record.password_hash.clone(),
+        )
+    }
+
+    /// After the pipeline: apply an allow, park a redirect, leave the rest.
+    fn settle(
+        &self,
+        mut verdict: Verdict,
+        login: &StoredLogin,
+        new_user_id: &str,
+        password_hash: Option<String>,
+    ) -> Result<Verdict, GatewayError> {
+        match &verdict.decision {
+            Decision::Allow if self.apply_effects => {
+                let batch = EffectBatch {
+                    transaction_id: login.transaction_id.clone(),
+                    time_ms: login.time_ms,
+                    user_id: login.user.as_ref().map(|u| u.id.clone()),
+                    new_user_id: new_user_id.to_owned(),
+                    effects: verdict.effects.clone(),
+                    password_hash,
+                };
+                match self.state.apply(&batch) {
+                    Ok(report) => verdict.applied = Some(report),
+                    Err(e) => {
+                        tracing::error!(transaction = %login.transaction_id, "applying effects failed: {e}");
+                        return Ok(unavailable(&login.transaction_id, e.to_string())
+                            .with_trace(verdict.trace));
+                    }
+                }
+            }
+            Decision::Redirect { rule, state, .. } => {
+                let rule_index = self
+                    .pipeline
+                    .rules()
+                    .iter()
+                    .position(|r| &r.settings.name == rule)
+                    .expect("a redirect comes from a rule of this pipeline");
+                let claims = TokenClaims {
+                    jti: ResumeTokens::new_jti(),
+                    tx: login.transaction_id.clone(),
+                    sub: login
+                        .user
+                        .as_ref()
+                        .map(|u| u.id.clone())
+                        .unwrap_or_else(|| new_user_id.to_owned()),
+                    exp: login.time_ms + self.tokens.ttl_ms,
+                };
+                self.state.save_resume(&ResumeRecord {
+                    jti: claims.jti.clone(),
+                    transaction_id: claims.tx.clone(),
+                    subject: claims.sub.clone(),
+                    rule: rule.clone(),
+                    rule_index,
+                    state: state.clone(),
+                    login: login.clone(),
+                    pending: verdict.effects.clone(),
+                    password_hash,
+                    expires_at_ms: claims.exp,
+                })?;
+                verdict.resume_token = Some(self.tokens.issue(&claims));
+            }
+            _ => {}
+        }
+        Ok(verdict)
+    }
+}
+
+fn needs_password_hash(effects: &[Effect]) -> bool {
+    effects.iter().any(|e| {
+        matches!(
+            e,
+            Effect::CreateUser {
+                password_from_login: true,
+                ..
+            }
+        )
+    })
+}
+
+/// A login that could not be evaluated or recorded because state is unavailable:
+/// fail closed, and say it is worth retrying.
+fn unavailable(transaction_id: &str, detail: String) -> Verdict {
+    Verdict {
+        transaction_id: transaction_id.to_owned(),
+        decision: Decision::Deny {
+            code: "state_unavailable".into(),
+            message: "The login could not be completed; please try again.".into(),
+            retryable: true,
+        },
+        effects: Vec::new(),
+        trace: Vec::new(),
+        applied: None,
+        resume_token: None,
+        error: Some(crate::redact::redact_text(&detail).into_owned()),
+    }
+}
+
+/// The directory store and the legacy stores a config names.
+type Stores = (Arc<dyn StateStore>, Arc<dyn LegacyStores>);
+
+pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayError> {
+    let Some(settings) = &config.state else {
+        return Ok((
+            Arc::new(SqliteState::in_memory()?),
+            Arc::new(SqliteLegacyStores::new(Default::default())),
+        ));
+    };
+    let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&sqlite_path(
+        &settings.directory,
+        &config.base_dir,
+    )?)?);
+    let legacy = settings
+        .legacy
+        .iter()
+        .map(|(product, url)| Ok((product.clone(), sqlite_path(url, &config.base_dir)?)))
+        .collect::<Result<_, StoreError>>()?;
+    Ok((state, Arc::new(SqliteLegacyStores::new(legacy))))
+}
+
+pub(crate) fn resume_tokens(config: &PipelineConfig) -> Result<ResumeTokens, GatewayError> {
+    let ttl_ms = config.resume.ttl_seconds * 1000;
+    if let Some(name) = &config.resume.key_env {
+        let key = std::env::var(name).map_err(|_| {
+            GatewayError::Config(format!("resume.key_env names {name}, which is not set"))
+        })?;
+        if key.len() < 32 {
+            return Err(GatewayError::Config(format!(
+                "{name} must hold at least 32 characters"
+            )));
+        }
+        return Ok(ResumeTokens::new(key.as_bytes(), ttl_ms));
+    }
+    Ok(match &config.resume.key {
+        Some(key) => ResumeTokens::new(key.as_bytes(), ttl_ms),
+        None => ResumeTokens::ephemeral(ttl_ms),
+    })
+}
+
+/// The legacy product databases a config names, by product.
+pub fn legacy_paths(
+    config: &PipelineConfig,
+) -> Result<Vec<(String, std::path::PathBuf)>, StoreError> {
+    config
+        .state
+        .iter()
+        .flat_map(|s| s.legacy.iter())
+        .map(|(product, url)| Ok((product.clone(), sqlite_path(url, &config.base_dir)?)))
+        .collect()
+}
+
+/// The directory database path a config names.
+pub fn directory_path(config: &PipelineConfig) -> Result<Option<std::path::PathBuf>, StoreError> {
+    config
+        .state
+        .as_ref()
+        .map(|s| sqlite_path(&s.directory, &config.base_dir))
+        .transpose()
+}

@@ -1,0 +1,358 @@
+//! Recordings: a login (and its resumes), every capability call with its answer, and
+//! the verdict. `portcullis run --record` writes them from live evaluations;
+//! `portcullis replay` runs them against the current rules with the answers served
+//! from the file, so no database is needed and a rule change shows as a verdict diff.
+
+use std::sync::{Arc, Mutex};
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::login::DirectoryUser;
+use crate::resume::ResumeRefusal;
+use crate::services::{Directory, LegacyAccount, LegacyStores, ServiceError, Services};
+use crate::state::StoredLogin;
+use crate::verdict::{Decision, Effect, FaultKind, Verdict};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    pub recording: u32,
+    #[serde(default)]
+    pub description: String,
+    /// Another pipeline config for this recording, relative to the recording file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<RecordedLogin>,
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "continue")]
+    pub resume: Option<RecordedResume>,
+    #[serde(default)]
+    pub calls: Vec<Call>,
+    pub expect: Expectation,
+}
+
+/// A login as recorded: never the password, only whether there was one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedLogin {
+    #[serde(flatten)]
+    pub login: StoredLogin,
+    pub has_password: bool,
+}
+
+/// Which token a resume step presents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenChoice {
+    /// The token the last redirect issued.
+    Issued,
+    /// That token with a changed payload and the old signature.
+    Forged,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordedResume {
+    pub token: TokenChoice,
+    pub result: Value,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Call {
+    pub call: String,
+    pub args: Vec<String>,
+    pub answer: Answer,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    Ok(Value),
+    Err(ServiceError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSeen {
+    pub rule: String,
+    pub kind: FaultKind,
+}
+
+/// What a step must produce: a verdict, or a refused resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Expectation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+    #[serde(default)]
+    pub effects: Vec<Effect>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<FaultSeen>,
+    #[serde(default, skip_serializing_if = "Option::is_none", flatten)]
+    pub refused: Option<ResumeRefusal>,
+}
+
+impl Expectation {
+    pub fn of(verdict: &Verdict) -> Self {
+        Self {
+            decision: Some(verdict.decision.clone()),
+            effects: verdict.effects.clone(),
+            faults: verdict
+                .faults()
+                .map(|(rule, fault)| FaultSeen {
+                    rule: rule.to_owned(),
+                    kind: fault.kind,
+                })
+                .collect(),
+            refused: None,
+        }
+    }
+
+    pub fn refused(refusal: ResumeRefusal) -> Self {
+        Self {
+            decision: None,
+            effects: Vec::new(),
+            faults: Vec::new(),
+            refused: Some(refusal),
+        }
+    }
+
+    /// One word for the table.
+    pub fn summary(&self) -> String {
+        match (&self.refused, &self.decision) {
+            (Some(r), _) => format!(
+                "refused:{}",
+                serde_json::to_value(r)
+                    .ok()
+                    .and_then(|v| v["refused"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            (None, Some(Decision::Deny { code, .. })) => format!("deny:{code}"),
+            (None, Some(Decision::Challenge { kind })) => format!(
+                "challenge:{}",
+                serde_json::to_value(kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
+            (None, Some(d)) => serde_json::to_value(d)
+                .ok()
+                .and_then(|v| v["type"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            (None, None) => "nothing".into(),
+        }
+    }
+}
+
+fn answer<T: Serialize>(result: &Result<T, ServiceError>) -> Answer {
+    match result {
+        Ok(value) => Answer::Ok(serde_json::to_value(value).unwrap_or(Value::Null)),
+        Err(e) => Answer::Err(e.clone()),
+    }
+}
+
+/// Wraps live services and writes down every call and its answer.
+#[derive(Clone)]
+pub struct Recorder {
+    inner: Services,
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Recorder {
+    pub fn new(inner: Services) -> Self {
+        Self {
+            inner,
+            calls: Arc::default(),
+        }
+    }
+
+    pub fn services(&self) -> Services {
+        Services {
+            directory: Arc::new(self.clone()),
+            legacy: Arc::new(self.clone()),
+        }
+    }
+
+    /// The calls so far, leaving the list empty for the next step.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.calls.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn note<T: Serialize>(
+        &self,
+        call: &str,
+        args: &[&str],
+        result: Result<T, ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let entry = Call {
+            call: call.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            answer: answer(&result),
+        };
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(entry);
+        result
+    }
+}
+
+impl Directory for Recorder {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        self.note(
+            "directory.find-by-email",
+            &[email],
+            self.inner.directory.find_by_email(email),
+        )
+    }
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        self.note(
+            "directory.get-user",
+            &[id],
+            self.inner.directory.get_user(id),
+        )
+    }
+    fn verify_password(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        self.note(
+            "directory.verify-password",
+            &[user_id],
+            self.inner.directory.verify_password(user_id, password),
+        )
+    }
+}
+
+impl LegacyStores for Recorder {
+    fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
+        self.note(
+            "legacy.find-accounts",
+            &[email],
+            self.inner.legacy.find_accounts(email),
+        )
+    }
+    fn verify_password(
+        &self,
+        product: &str,
+        legacy_id: &str,
+        password: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        self.note(
+            "legacy.verify-password",
+            &[product, legacy_id],
+            self.inner
+                .legacy
+                .verify_password(product, legacy_id, password),
+        )
+    }
+}
+
+/// Answers capability calls from a recording. A call the recording does not hold is
+/// answered `unavailable` and remembered, so the replay can say what changed.
+#[derive(Clone, Default)]
+pub struct Replayer {
+    calls: Arc<Mutex<Vec<(Call, bool)>>>,
+    unexpected: Arc<Mutex<Vec<String>>>,
+}
+
+impl Replayer {
+    pub fn new(calls: &[Call]) -> Self {
+        Self {
+            calls: Arc::new(Mutex::new(
+                calls.iter().cloned().map(|c| (c, false)).collect(),
+            )),
+            unexpected: Arc::default(),
+        }
+    }
+
+    pub fn services(&self) -> Services {
+        Services {
+            directory: Arc::new(self.clone()),
+            legacy: Arc::new(self.clone()),
+        }
+    }
+
+    pub fn unexpected(&self) -> Vec<String> {
+        self.unexpected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn serve<T: for<'de> Deserialize<'de>>(
+        &self,
+        call: &str,
+        args: &[&str],
+    ) -> Result<T, ServiceError> {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        let found = calls.iter_mut().find(|(c, used)| {
+            !used && c.call == call && c.args.iter().map(String::as_str).eq(args.iter().copied())
+        });
+        let Some((recorded, used)) = found else {
+            drop(calls);
+            let what = format!("{call}({})", args.join(", "));
+            self.unexpected
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(what.clone());
+            return Err(ServiceError::unavailable(format!(
+                "{what} is not in the recording"
+            )));
+        };
+        *used = true;
+        match &recorded.answer {
+            Answer::Ok(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                ServiceError::unavailable(format!("recorded answer to {call} is unreadable: {e}"))
+            }),
+            Answer::Err(e) => Err(e.clone()),
+        }
+    }
+}
+
+impl Directory for Replayer {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        self.serve("directory.find-by-email", &[email])
+    }
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        self.serve("directory.get-user", &[id])
+    }
+    fn verify_password(&self, user_id: &str, _: &SecretString) -> Result<bool, ServiceError> {
+        self.serve("directory.verify-password", &[user_id])
+    }
+}
+
+impl LegacyStores for Replayer {
+    fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
+        self.serve("legacy.find-accounts", &[email])
+    }
+    fn verify_password(
+        &self,
+        product: &str,
+        legacy_id: &str,
+        _: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        self.serve("legacy.verify-password", &[product, legacy_id])
+    }
+}
+
+/// A recording as written to disk: personal data pseudonymized (the same email always
+/// becomes the same stand-in, so replays still match) unless `reveal_pii`.
+pub fn to_json(recording: &Recording, reveal_pii: bool) -> String {
+    let mut value = serde_json::to_value(recording).unwrap_or(Value::Null);
+    if !reveal_pii {
+        crate::redact::pseudonymize_json(&mut value);
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}

@@ -1,0 +1,197 @@
+//! `portcullis replay`: runs recordings against the current rules, serving capability
+//! answers from each recording, and reports every step whose verdict changed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::gateway::{Gateway, GatewayError};
+use crate::record::{Expectation, Recording, Replayer, TokenChoice};
+use crate::resume::{ResumeTokens, forge};
+use crate::services::Services;
+use crate::state::SqliteState;
+use crate::{Pipeline, PipelineConfig, Runtime};
+
+/// The password a replayed login carries when the recorded one had one. Capability
+/// answers come from the recording, so its value never matters.
+const REPLAY_PASSWORD: &str = "replayed-login-password";
+/// Replays sign their own tokens; no real key is needed or used.
+const REPLAY_TOKEN_KEY: &[u8] = b"portcullis-replay-key-not-secret!";
+
+#[derive(Debug)]
+pub struct StepResult {
+    pub step: usize,
+    pub expected: Expectation,
+    pub got: Expectation,
+    /// Calls the rules made that the recording does not hold.
+    pub unexpected_calls: Vec<String>,
+}
+
+impl StepResult {
+    pub fn passed(&self) -> bool {
+        serde_json::to_value(&self.expected).ok() == serde_json::to_value(&self.got).ok()
+    }
+
+    /// A unified diff of expected against got.
+    pub fn diff(&self) -> String {
+        let expected = serde_json::to_string_pretty(&self.expected).unwrap_or_default();
+        let got = serde_json::to_string_pretty(&self.got).unwrap_or_default();
+        similar::TextDiff::from_lines(&expected, &got)
+            .unified_diff()
+            .header("expected", "got")
+            .to_string()
+    }
+}
+
+#[derive(Debug)]
+pub struct RecordingResult {
+    pub path: PathBuf,
+    pub steps: Vec<StepResult>,
+    /// The recording could not be replayed at all (unreadable, bad pipeline).
+    pub error: Option<String>,
+}
+
+impl RecordingResult {
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.steps.iter().all(StepResult::passed)
+    }
+}
+
+/// Recording files under `paths` (files, or directories searched for `*.json`).
+pub fn recording_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "json"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Replays recordings, loading each pipeline once.
+pub struct Replay {
+    runtime: Runtime,
+    default_config: PathBuf,
+    pipelines: HashMap<PathBuf, Arc<Pipeline>>,
+}
+
+impl Replay {
+    pub fn new(default_config: &Path) -> Result<Self, GatewayError> {
+        let config = PipelineConfig::load(default_config).map_err(crate::LoadError::from)?;
+        Ok(Self {
+            runtime: Runtime::new(&config.engine)?,
+            default_config: default_config.to_owned(),
+            pipelines: HashMap::new(),
+        })
+    }
+
+    fn pipeline(&mut self, path: &Path) -> Result<Arc<Pipeline>, String> {
+        if let Some(pipeline) = self.pipelines.get(path) {
+            return Ok(pipeline.clone());
+        }
+        let config = PipelineConfig::load(path).map_err(|e| e.to_string())?;
+        let pipeline = Arc::new(self.runtime.load(&config).map_err(|e| e.to_string())?);
+        self.pipelines.insert(path.to_owned(), pipeline.clone());
+        Ok(pipeline)
+    }
+
+    pub fn run(&mut self, path: &Path) -> RecordingResult {
+        let mut result = RecordingResult {
+            path: path.to_owned(),
+            steps: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = self.run_steps(path, &mut result.steps) {
+            result.error = Some(e);
+        }
+        result
+    }
+
+    fn run_steps(&mut self, path: &Path, results: &mut Vec<StepResult>) -> Result<(), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        let recording: Recording =
+            serde_json::from_str(&text).map_err(|e| format!("not a recording: {e}"))?;
+        if recording.recording != crate::record::FORMAT_VERSION {
+            return Err(format!(
+                "recording format {} is not supported",
+                recording.recording
+            ));
+        }
+        let config = match &recording.pipeline {
+            Some(relative) => path.parent().unwrap_or(Path::new(".")).join(relative),
+            None => self.default_config.clone(),
+        };
+        let pipeline = self.pipeline(&config)?;
+        // Resume records live only as long as this recording's replay.
+        let state = Arc::new(SqliteState::in_memory().map_err(|e| e.to_string())?);
+        let tokens = || ResumeTokens::new(REPLAY_TOKEN_KEY, 900_000);
+        let mut issued: Option<(String, String)> = None;
+
+        for (index, step) in recording.steps.iter().enumerate() {
+            let replayer = Replayer::new(&step.calls);
+            let gateway = Gateway::new(
+                pipeline.clone(),
+                state.clone(),
+                Services::none().legacy,
+                tokens(),
+            )
+            .with_services(replayer.services())
+            .without_applying();
+            let outcome = match (&step.login, &step.resume) {
+                (Some(recorded), None) => {
+                    let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);
+                    attempt.password = recorded.has_password.then(|| REPLAY_PASSWORD.into());
+                    gateway.login(&attempt)
+                }
+                (None, Some(resume)) => {
+                    let (token, transaction_id) = issued.clone().ok_or_else(|| {
+                        format!(
+                            "step {} continues, but no earlier step redirected",
+                            index + 1
+                        )
+                    })?;
+                    let token = match resume.token {
+                        TokenChoice::Issued => token,
+                        TokenChoice::Forged => forge(&token),
+                    };
+                    gateway.resume(
+                        &token,
+                        &transaction_id,
+                        &resume.result.to_string(),
+                        resume.time_ms,
+                    )
+                }
+                _ => {
+                    return Err(format!(
+                        "step {} needs exactly one of login and continue",
+                        index + 1
+                    ));
+                }
+            };
+            let got = match outcome {
+                Ok(verdict) => {
+                    if let Some(token) = &verdict.resume_token {
+                        issued = Some((token.clone(), verdict.transaction_id.clone()));
+                    }
+                    Expectation::of(&verdict)
+                }
+                Err(GatewayError::Refused(refusal)) => Expectation::refused(refusal),
+                Err(other) => return Err(format!("step {}: {other}", index + 1)),
+            };
+            results.push(StepResult {
+                step: index + 1,
+                expected: step.expect.clone(),
+                got,
+                unexpected_calls: replayer.unexpected(),
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! `portcullis seed`: demo stores for the migration story. Three products, each with
+//! its own legacy database and its own password hash format, about a thousand people
+//! with realistic overlaps, a directory that already holds a few of them (bulk
+//! imports, migrated users, squatters), and a batch of login attempts.
+//!
+//! Everything derives from one seed: the same seed gives the same stores and logins.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use rand::rngs::StdRng;
+use rand::{Rng, RngExt, SeedableRng};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::login::{DirectoryUser, Identity};
+use crate::passwords::legacy_formats;
+use crate::state::legacy_sqlite::LegacyRow;
+use crate::state::{SqliteLegacyStores, SqliteState, StateStore, StoreError};
+
+const FIRST: &[&str] = &[
+    "ada",
+    "alan",
+    "grace",
+    "linus",
+    "margaret",
+    "dennis",
+    "barbara",
+    "ken",
+    "frances",
+    "edsger",
+    "radia",
+    "tim",
+    "hedy",
+    "john",
+    "katherine",
+    "donald",
+    "sophie",
+    "guido",
+    "anita",
+    "bjarne",
+];
+const LAST: &[&str] = &[
+    "lovelace",
+    "turing",
+    "hopper",
+    "torvalds",
+    "hamilton",
+    "ritchie",
+    "liskov",
+    "thompson",
+    "allen",
+    "dijkstra",
+    "perlman",
+    "berners",
+    "lamarr",
+    "backus",
+    "johnson",
+    "knuth",
+    "wilson",
+    "rossum",
+    "borg",
+    "stroustrup",
+];
+const DOMAINS: &[&str] = &["example.com", "example.org", "example.net", "mail.example"];
+const CLIENTS: &[&str] = &["paste-web", "collect-ios", "transfer-api"];
+const WORDS: &[&str] = &[
+    "copper", "harbor", "violet", "summit", "lantern", "meadow", "quartz", "falcon",
+];
+
+/// The demo's time: logins happen from here on, one second apart.
+pub const DEMO_EPOCH_MS: u64 = 1_764_403_200_000;
+
+#[derive(Debug, Clone)]
+pub struct SeedOptions {
+    pub users: usize,
+    pub logins: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct SeedReport {
+    pub people: usize,
+    pub legacy_accounts: BTreeMap<String, usize>,
+    pub directory_users: usize,
+    pub logins: usize,
+    pub logins_dir: PathBuf,
+}
+
+struct Person {
+    email: String,
+    password: String,
+    first: &'static str,
+    last: &'static str,
+    /// (product, legacy id, password that product holds)
+    accounts: Vec<(String, String, String)>,
+}
+
+/// What a person's directory entry looks like before any login.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prior {
+    None,
+    BulkImported,
+    BulkImportedMustReset,
+    Migrated,
+    Squatted,
+}
+
+fn legacy_hash(product_index: usize, password: &str, rng: &mut StdRng, n: usize) -> String {
+    let mut salt = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    let text_salt: String = hex::encode(&salt[..6]);
+    if n % 97 == 13 {
+        // Real legacy tables have a few rows nobody can read any more.
+        return ["$2b$04$corrupted", "crypt:ab12cd34", "pbkdf2_sha256$x$y$z"][n % 3].to_owned();
+    }
+    match product_index % 3 {
+        0 => legacy_formats::bcrypt(password, ["2a", "2b", "2y"][n % 3], salt),
+        1 => legacy_formats::django_pbkdf2(password, &text_salt, 1_000),
+        _ if n.is_multiple_of(5) => legacy_formats::salted_sha1(password, &text_salt),
+        _ => legacy_formats::argon2id(password, &salt),
+    }
+}
+
+pub fn seed(
+    state: &dyn StateStore,
+    legacy: &[(String, PathBuf)],
+    logins_dir: &Path,
+    options: &SeedOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<SeedReport, StoreError> {
+    if legacy.is_empty() {
+        return Err(StoreError::Backend(
+            "the config names no legacy products under [state.legacy]".into(),
+        ));
+    }
+    let mut rng = StdRng::seed_from_u64(options.seed);
+    let products: Vec<&str> = legacy.iter().map(|(p, _)| p.as_str()).collect();
+
+    let mut people = Vec::with_capacity(options.users);
+    for n in 0..options.users {
+        let first = FIRST[rng.random_range(0..FIRST.len())];
+        let last = LAST[rng.random_range(0..LAST.len())];
+        let domain = DOMAINS[rng.random_range(0..DOMAINS.len())];
+        let email = if n % 10 == 3 {
+            // Some products stored emails as typed: case must not matter.
+            format!("{}.{}{n}@{domain}", capitalize(first), capitalize(last))
+        } else {
+            format!("{first}.{last}{n}@{domain}")
+        };
+        let password = format!(
+            "{}-{}-{n}",
+            WORDS[rng.random_range(0..WORDS.len())],
+            WORDS[rng.random_range(0..WORDS.len())]
+        );
+        let product_count = match rng.random_range(0..100) {
+            0..70 => 1,
+            70..92 => 2,
+            _ => 3,
+        }
+        .min(products.len());
+        let start = rng.random_range(0..products.len());
+        let accounts = (0..product_count)
+            .map(|k| {
+                let product = products[(start + k) % products.len()];
+                // One in five people with several accounts uses another password in one.
+                let pw = if k > 0 && n % 5 == 1 {
+                    format!("{password}-old")
+                } else {
+                    password.clone()
+                };
+                (product.to_owned(), legacy_id(product, n), pw)
+            })
+            .collect();
+        people.push(Person {
+            email,
+            password,
+            first,
+            last,
+            accounts,
+        });
+    }
+
+    progress(&format!(
+        "hashing {} people's legacy passwords",
+        people.len()
+    ));
+    let mut report = SeedReport {
+        people: people.len(),
+        ..Default::default()
+    };
+    for (index, (product, path)) in legacy.iter().enumerate() {
+        let mut rows = Vec::new();
+        for (n, person) in people.iter().enumerate() {
+            for (_, legacy_id, password) in person.accounts.iter().filter(|(p, _, _)| p == product)
+            {
+                let profile = json!({"name": format!("{} {}", capitalize(person.first), capitalize(person.last)), "product": product});
+                rows.push((
+                    legacy_id.clone(),
+                    person.email.clone(),
+                    n % 4 != 0,
+                    legacy_hash(index, password, &mut rng, n),
+                    profile,
+                ));
+            }
+        }
+        let borrowed: Vec<LegacyRow<'_>> = rows
+            .iter()
+            .map(|(id, email, verified, hash, profile)| LegacyRow {
+                legacy_id: id,
+                email,
+                email_verified: *verified,
+                password_hash: Some(hash),
+                created_at_ms: DEMO_EPOCH_MS - 400 * 86_400_000,
+                profile,
+            })
+            .collect();
+        SqliteLegacyStores::create(path, &borrowed)?;
+        report.legacy_accounts.insert(product.clone(), rows.len());
+        progress(&format!("{product}: {} legacy accounts", rows.len()));
+    }
+
+    let priors: Vec<Prior> = (0..people.len())
+        .map(|n| match n % 50 {
+            0..=2 => Prior::BulkImported,
+            3 => Prior::BulkImportedMustReset,
+            4 | 5 => Prior::Migrated,
+            6 => Prior::Squatted,
+            _ => Prior::None,
+        })
+        .collect();
+    for (n, (person, prior)) in people.iter().zip(&priors).enumerate() {
+        let (product, legacy_id, _) = &person.accounts[0];
+        let linked = vec![Identity {
+            provider: product.clone(),
+            user_id: legacy_id.clone(),
+            connection: product.clone(),
+        }];
+        let mut salt = [0u8; 16];
+        rng.fill_bytes(&mut salt);
+        let (metadata, verified, identities, hash) = match prior {
+            Prior::None => continue,
+            Prior::BulkImported => (
+                json!({"bulkImported": true}),
+                true,
+                linked,
+                Some(legacy_formats::bcrypt(&person.password, "2b", salt)),
+            ),
+            Prior::BulkImportedMustReset => (
+                json!({"bulkImported": true, "forcePasswordReset": true}),
+                true,
+                linked,
+                None,
+            ),
+            Prior::Migrated => (
+                json!({"migrated": true, "migrated_from": [product]}),
+                true,
+                linked,
+                Some(legacy_formats::argon2id(&person.password, &salt)),
+            ),
+            // Someone else signed up with this email before the migration.
+            Prior::Squatted => (
+                json!({}),
+                false,
+                Vec::new(),
+                Some(legacy_formats::argon2id("squatter-password", &salt)),
+            ),
+        };
+        let user = DirectoryUser {
+            id: format!("usr_seed{n:05}"),
+            email: Some(person.email.clone()),
+            email_verified: verified,
+            identities,
+            app_metadata: metadata,
+            user_metadata: json!({}),
+            created_at_ms: DEMO_EPOCH_MS - 30 * 86_400_000,
+            last_login_ms: None,
+            logins_count: 0,
+        };
+        state.put_user(&user, hash.as_deref())?;
+        report.directory_users += 1;
+        if report.directory_users.is_multiple_of(25) {
+            progress(&format!("directory: {} users", report.directory_users));
+        }
+    }
+
+    std::fs::create_dir_all(logins_dir)
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", logins_dir.display())))?;
+    for old in std::fs::read_dir(logins_dir)
+        .map_err(|e| StoreError::Backend(e.to_string()))?
+        .flatten()
+    {
+        if old.path().extension().is_some_and(|e| e == "json") {
+            let _ = std::fs::remove_file(old.path());
+        }
+    }
+    for i in 0..options.logins {
+        let n = rng.random_range(0..people.len());
+        let person = &people[n];
+        let (email, password) = match rng.random_range(0..100) {
+            0..80 => (person.email.clone(), person.password.clone()),
+            80..92 => (person.email.clone(), format!("{}x", person.password)),
+            _ => (
+                format!("nobody{i}@example.com"),
+                "whatever-password".to_owned(),
+            ),
+        };
+        let login = json!({
+            "transaction_id": format!("tx-demo-{i:05}"),
+            "time_ms": DEMO_EPOCH_MS + i as u64 * 1000,
+            "connection": "Username-Password-Authentication",
+            "client_id": CLIENTS[i % 3],
+            "email": email,
+            "password": password,
+            "request": {"ip": format!("198.51.100.{}", i % 250 + 1), "user_agent": "portcullis-demo"},
+        });
+        let path = logins_dir.join(format!("login-{i:05}.json"));
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&login).unwrap_or_default(),
+        )
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+    }
+    report.logins = options.logins;
+    report.logins_dir = logins_dir.to_owned();
+    Ok(report)
+}
+
+fn legacy_id(product: &str, n: usize) -> String {
+    match product {
+        "paste" => format!("P{:06}", 100_000 + n * 7),
+        "collect" => format!("{}", 5_000 + n * 3),
+        _ => format!(
+            "{product}-{:08x}",
+            (n as u64).wrapping_mul(2_654_435_761) & 0xffff_ffff
+        ),
+    }
+}
+
+fn capitalize(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+/// Opens (creating) the stores of a config for seeding.
+pub fn open_for_seed(
+    config: &crate::PipelineConfig,
+) -> Result<(SqliteState, Vec<(String, PathBuf)>), StoreError> {
+    let directory = crate::gateway::directory_path(config)?
+        .ok_or_else(|| StoreError::Backend("the config has no [state] section to seed".into()))?;
+    // A fresh directory: seeding twice must not mix two populations.
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", directory.display()));
+    }
+    Ok((
+        SqliteState::open(&directory)?,
+        crate::gateway::legacy_paths(config)?,
+    ))
+}

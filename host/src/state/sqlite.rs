@@ -1,0 +1,460 @@
+//! The embedded default: directory, outbox and resume tokens in one SQLite file.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{
+    ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
+    normalize_email,
+};
+use crate::login::{DirectoryUser, Identity};
+use crate::services::{Directory, ServiceError};
+use crate::verdict::Effect;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    email_norm TEXT NOT NULL UNIQUE,
+    email_verified INTEGER NOT NULL,
+    app_metadata TEXT NOT NULL,
+    user_metadata TEXT NOT NULL,
+    password_hash TEXT,
+    created_at_ms INTEGER NOT NULL,
+    last_login_ms INTEGER,
+    logins_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS identities (
+    provider TEXT NOT NULL,
+    provider_user_id TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    connection TEXT NOT NULL,
+    PRIMARY KEY (provider, provider_user_id)
+);
+CREATE INDEX IF NOT EXISTS identities_user ON identities(user_id);
+CREATE TABLE IF NOT EXISTS applied_transactions (
+    transaction_id TEXT PRIMARY KEY,
+    user_id TEXT,
+    applied_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER NOT NULL,
+    last_error TEXT,
+    UNIQUE (topic, key)
+);
+CREATE TABLE IF NOT EXISTS resume_tokens (
+    jti TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL,
+    used_at_ms INTEGER
+);
+";
+
+pub struct SqliteState {
+    conn: Mutex<Connection>,
+}
+
+impl SqliteState {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// A private database that lives as long as this value (replay, tests).
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (its own
+        // transaction rolls back), so a poisoned lock is still usable.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn users_where(&self, clause: &str, arg: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms, logins_count
+             FROM users WHERE {clause} ORDER BY created_at_ms, id"
+        ))?;
+        let rows = statement.query_map([arg], |row| {
+            Ok(DirectoryUser {
+                id: row.get(0)?,
+                email: row.get(1)?,
+                email_verified: row.get(2)?,
+                identities: Vec::new(),
+                app_metadata: parse_json(row.get::<_, String>(3)?),
+                user_metadata: parse_json(row.get::<_, String>(4)?),
+                created_at_ms: row.get(5)?,
+                last_login_ms: row.get(6)?,
+                logins_count: row.get(7)?,
+            })
+        })?;
+        let mut users = rows.collect::<Result<Vec<_>, _>>()?;
+        let mut identities = conn.prepare_cached(
+            "SELECT provider, provider_user_id, connection FROM identities WHERE user_id = ?1 ORDER BY provider, provider_user_id",
+        )?;
+        for user in &mut users {
+            user.identities = identities
+                .query_map([&user.id], |row| {
+                    Ok(Identity {
+                        provider: row.get(0)?,
+                        user_id: row.get(1)?,
+                        connection: row.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(users)
+    }
+}
+
+fn parse_json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+fn unavailable(e: StoreError) -> ServiceError {
+    ServiceError::unavailable(e.to_string())
+}
+
+impl Directory for SqliteState {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        self.users_where("email_norm = ?1", &normalize_email(email))
+            .map_err(unavailable)
+    }
+
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        Ok(self
+            .users_where("id = ?1", id)
+            .map_err(unavailable)?
+            .into_iter()
+            .next())
+    }
+
+    fn verify_password(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        let stored: Option<Option<String>> = self
+            .lock()
+            .query_row(
+                "SELECT password_hash FROM users WHERE id = ?1",
+                [user_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| unavailable(e.into()))?;
+        match stored {
+            None => Err(ServiceError::not_found(format!(
+                "no directory user {user_id}"
+            ))),
+            Some(None) => Ok(false),
+            Some(Some(hash)) => {
+                crate::passwords::verify(&hash, password.expose_secret()).map_err(|e| {
+                    ServiceError::invalid_argument(format!("directory user {user_id}: {e}"))
+                })
+            }
+        }
+    }
+}
+
+/// Applies one effect to the user being built up inside the transaction.
+fn patch_metadata(
+    tx: &rusqlite::Transaction<'_>,
+    user_id: &str,
+    column: &str,
+    patch: &Value,
+) -> Result<(), StoreError> {
+    let current: String = tx.query_row(
+        &format!("SELECT {column} FROM users WHERE id = ?1"),
+        [user_id],
+        |row| row.get(0),
+    )?;
+    let mut document = parse_json(current);
+    json_patch::merge(&mut document, patch);
+    tx.execute(
+        &format!("UPDATE users SET {column} = ?2 WHERE id = ?1"),
+        params![user_id, document.to_string()],
+    )?;
+    Ok(())
+}
+
+impl StateStore for SqliteState {
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
+        let mut conn = self.lock();
+        // IMMEDIATE: take the write lock first, so the idempotency check and the
+        // writes see the same database even with another process writing.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let done: Option<Option<String>> = tx
+            .query_row(
+                "SELECT user_id FROM applied_transactions WHERE transaction_id = ?1",
+                [&batch.transaction_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(user_id) = done {
+            return Ok(ApplyReport {
+                applied: false,
+                user_id,
+                created_user: false,
+                outbox_messages: 0,
+            });
+        }
+        let mut user_id = batch.user_id.clone();
+        let mut created_user = false;
+        let mut outbox_messages = 0;
+        let need_user = |user_id: &Option<String>, what: &str| {
+            user_id.clone().ok_or_else(|| {
+                StoreError::Conflict(format!("{what} needs a user, and the login has none"))
+            })
+        };
+        for effect in &batch.effects {
+            match effect {
+                Effect::CreateUser {
+                    email,
+                    email_verified,
+                    app_metadata,
+                    user_metadata,
+                    password_from_login,
+                } => {
+                    let email_norm = normalize_email(email);
+                    let existing: Option<String> = tx
+                        .query_row(
+                            "SELECT id FROM users WHERE email_norm = ?1",
+                            [&email_norm],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    if let Some(existing) = existing {
+                        // Another login created this user first: its effects land on
+                        // that user, never on a second one.
+                        user_id = Some(existing);
+                        continue;
+                    }
+                    let hash = if *password_from_login {
+                        batch.password_hash.as_deref()
+                    } else {
+                        None
+                    };
+                    tx.execute(
+                        "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
+                                            password_hash, created_at_ms, logins_count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                        params![
+                            batch.new_user_id,
+                            email,
+                            email_norm,
+                            email_verified,
+                            app_metadata.to_string(),
+                            user_metadata.to_string(),
+                            hash,
+                            batch.time_ms as i64
+                        ],
+                    )?;
+                    user_id = Some(batch.new_user_id.clone());
+                    created_user = true;
+                }
+                Effect::SetAppMetadata { patch } => patch_metadata(
+                    &tx,
+                    &need_user(&user_id, "set-app-metadata")?,
+                    "app_metadata",
+                    patch,
+                )?,
+                Effect::SetUserMetadata { patch } => patch_metadata(
+                    &tx,
+                    &need_user(&user_id, "set-user-metadata")?,
+                    "user_metadata",
+                    patch,
+                )?,
+                Effect::RequirePasswordReset => patch_metadata(
+                    &tx,
+                    &need_user(&user_id, "require-password-reset")?,
+                    "app_metadata",
+                    &serde_json::json!({"forcePasswordReset": true}),
+                )?,
+                Effect::LinkLegacyAccount { product, legacy_id } => {
+                    let target = need_user(&user_id, "link-legacy-account")?;
+                    let owner: Option<String> = tx
+                        .query_row(
+                            "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
+                            params![product, legacy_id],
+                            |row| row.get(0),
+                        )
+                        .optional()?;
+                    match owner {
+                        Some(owner) if owner == target => {}
+                        Some(_) => {
+                            return Err(StoreError::Conflict(format!(
+                                "{product} account {legacy_id} is already linked to another user"
+                            )));
+                        }
+                        None => {
+                            tx.execute(
+                                "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?1)",
+                                params![product, legacy_id, target],
+                            )?;
+                        }
+                    }
+                }
+                Effect::EnqueueOutbox {
+                    topic,
+                    key,
+                    payload,
+                } => {
+                    outbox_messages += tx.execute(
+                        "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (topic, key) DO NOTHING",
+                        params![topic, key, payload, batch.transaction_id, batch.time_ms as i64],
+                    )?;
+                }
+                // Claims go into the token the gateway issues; nothing to store.
+                Effect::AddClaim { .. } => {}
+            }
+        }
+        if let Some(id) = &user_id {
+            tx.execute(
+                "UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1",
+                params![id, batch.time_ms as i64],
+            )?;
+        }
+        tx.execute(
+            "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)",
+            params![batch.transaction_id, user_id, batch.time_ms as i64],
+        )?;
+        tx.commit()?;
+        Ok(ApplyReport {
+            applied: true,
+            user_id,
+            created_user,
+            outbox_messages,
+        })
+    }
+
+    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.lock().execute(
+            "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![record.jti, record.transaction_id, text, record.expires_at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let row: Option<(String, Option<i64>)> = tx
+            .query_row(
+                "SELECT record, used_at_ms FROM resume_tokens WHERE jti = ?1",
+                [jti],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()?;
+        let taken = match row {
+            None => TakenResume::Unknown,
+            Some((_, Some(_))) => TakenResume::AlreadyUsed,
+            Some((text, None)) => {
+                tx.execute(
+                    "UPDATE resume_tokens SET used_at_ms = ?2 WHERE jti = ?1",
+                    params![jti, now_ms as i64],
+                )?;
+                let record =
+                    serde_json::from_str(&text).map_err(|e| StoreError::Backend(e.to_string()))?;
+                TakenResume::Taken(Box::new(record))
+            }
+        };
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(
+            "SELECT id, topic, key, payload, status, attempts, transaction_id FROM outbox ORDER BY id",
+        )?;
+        let rows = statement.query_map([], |row| {
+            Ok(OutboxMessage {
+                id: row.get(0)?,
+                topic: row.get(1)?,
+                key: row.get(2)?,
+                payload: row.get(3)?,
+                status: row.get(4)?,
+                attempts: row.get(5)?,
+                transaction_id: row.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn put_user(
+        &self,
+        user: &DirectoryUser,
+        password_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let email = user.email.clone().unwrap_or_default();
+        tx.execute(
+            "INSERT OR REPLACE INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
+                                           password_hash, created_at_ms, last_login_ms, logins_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                user.id,
+                email,
+                normalize_email(&email),
+                user.email_verified,
+                user.app_metadata.to_string(),
+                user.user_metadata.to_string(),
+                password_hash,
+                user.created_at_ms as i64,
+                user.last_login_ms.map(|t| t as i64),
+                user.logins_count
+            ],
+        )?;
+        for identity in &user.identities {
+            tx.execute(
+                "INSERT OR REPLACE INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?4)",
+                params![identity.provider, identity.user_id, user.id, identity.connection],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0))?
+            as u64)
+    }
+}

@@ -1,0 +1,92 @@
+//! The recordings in fixtures/recordings replay against the current rules; a changed
+//! verdict is caught and shown as a diff; recordings never hold a password.
+
+use std::path::PathBuf;
+
+use crate::common::{Result, workspace_root};
+
+fn recordings() -> Vec<PathBuf> {
+    portcullis::replay::recording_files(&[workspace_root().join("fixtures/recordings")]).unwrap()
+}
+
+#[test]
+fn every_recording_replays() -> Result {
+    let files = recordings();
+    assert!(
+        files.len() >= 12,
+        "the fixtures hold every scenario: {files:?}"
+    );
+    let mut replay =
+        portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
+    for file in &files {
+        let result = replay.run(file);
+        assert!(
+            result.error.is_none(),
+            "{}: {:?}",
+            file.display(),
+            result.error
+        );
+        assert!(!result.steps.is_empty());
+        for step in &result.steps {
+            assert!(
+                step.passed(),
+                "{} step {}:\n{}",
+                file.display(),
+                step.step,
+                step.diff()
+            );
+            assert!(
+                step.unexpected_calls.is_empty(),
+                "{:?}",
+                step.unexpected_calls
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn a_changed_verdict_fails_with_a_diff() -> Result {
+    let dir = tempfile::tempdir()?;
+    let original = workspace_root().join("fixtures/recordings/single-product-migrated.json");
+    let mut recording: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(original)?)?;
+    // Pretend the product's answer changed: the password no longer matches.
+    for call in recording["steps"][0]["calls"].as_array_mut().unwrap() {
+        if call["call"] == "legacy.verify-password" {
+            call["answer"] = serde_json::json!({"ok": false});
+        }
+    }
+    let path = dir.path().join("changed.json");
+    std::fs::write(&path, recording.to_string())?;
+    let mut replay =
+        portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
+    let result = replay.run(&path);
+    assert!(!result.passed());
+    let diff = result.steps[0].diff();
+    assert!(
+        diff.contains("-    \"type\": \"allow\"") && diff.contains("+    \"type\": \"deny\""),
+        "{diff}"
+    );
+    Ok(())
+}
+
+#[test]
+fn recordings_hold_no_password_and_no_full_email() -> Result {
+    for file in recordings() {
+        let text = std::fs::read_to_string(&file)?;
+        assert!(!text.contains("\"password\""), "{}", file.display());
+        // Seeded passwords look like word-word-N.
+        for word in [
+            "copper-", "harbor-", "violet-", "summit-", "lantern-", "meadow-", "quartz-", "falcon-",
+        ] {
+            assert!(!text.contains(word), "{} holds a password", file.display());
+        }
+        let value: serde_json::Value = serde_json::from_str(&text)?;
+        let email = value["steps"][0]["login"]["email"]
+            .as_str()
+            .unwrap_or("x***@y");
+        assert!(email.contains("***"), "{}: {email}", file.display());
+    }
+    Ok(())
+}

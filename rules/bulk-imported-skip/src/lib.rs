@@ -1,0 +1,48 @@
+//! `bulk-imported-skip`: users imported into the directory in bulk never go through
+//! lazy migration, and one whose import left the forced-reset marker must reset the
+//! password before anything else.
+//!
+//! How it cooperates with `migrate-on-login`: this rule runs first and is the reset
+//! gate (a challenge stops the pipeline). Both rules read the same flag (`bulk_flag`,
+//! default `bulkImported`); `migrate-on-login` authenticates a flagged user against
+//! the directory only and never calls the legacy stores for it.
+//!
+//! Config: `bulk_flag` (default `bulkImported`), `reset_flag` (default
+//! `forcePasswordReset`).
+
+wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule" });
+
+use portcullis::rule::config;
+use portcullis::rule::types::{ChallengeKind, Decision};
+use serde_json::Value;
+
+struct BulkImportedSkip;
+
+fn flag(metadata: &Value, name: &str) -> bool {
+    metadata.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+impl Guest for BulkImportedSkip {
+    fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+        let bulk_flag = config::get("bulk_flag").unwrap_or_else(|| "bulkImported".into());
+        let reset_flag = config::get("reset_flag").unwrap_or_else(|| "forcePasswordReset".into());
+        let decision = match &ctx.user {
+            Some(user) => {
+                let metadata: Value =
+                    serde_json::from_str(&user.app_metadata).unwrap_or(Value::Null);
+                if flag(&metadata, &bulk_flag) && flag(&metadata, &reset_flag) {
+                    Decision::Challenge(ChallengeKind::PasswordReset)
+                } else {
+                    Decision::Continue
+                }
+            }
+            None => Decision::Continue,
+        };
+        Ok(Outcome {
+            decision,
+            effects: Vec::new(),
+        })
+    }
+}
+
+export!(BulkImportedSkip);

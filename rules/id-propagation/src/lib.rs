@@ -1,0 +1,60 @@
+//! `id-propagation`: once a user is migrated, every product learns the unified user
+//! id. One outbox message per linked product account (topic `id-propagation`, key
+//! `product:legacy-id`, so a retried delivery is recognised); the host writes them in
+//! the same transaction as the user and a dispatcher delivers them later. Nothing here
+//! calls a product: login never waits on one.
+//!
+//! Config: `topic` (default `id-propagation`).
+
+wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule" });
+
+use portcullis::rule::config;
+use portcullis::rule::types::{Decision, Effect, OutboxMessage};
+use serde_json::json;
+
+struct IdPropagation;
+
+impl Guest for IdPropagation {
+    fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+        let topic = config::get("topic").unwrap_or_else(|| "id-propagation".into());
+        let creates_user = ctx
+            .pending
+            .iter()
+            .any(|e| matches!(e, Effect::CreateUser(_)));
+        let user_id = match (&ctx.user, creates_user) {
+            (_, true) => ctx.new_user_id.clone(),
+            (Some(user), false) => user.id.clone(),
+            (None, false) => {
+                return Ok(Outcome {
+                    decision: Decision::Continue,
+                    effects: Vec::new(),
+                });
+            }
+        };
+        let mut keys: Vec<String> = Vec::new();
+        let mut effects = Vec::new();
+        for effect in &ctx.pending {
+            let Effect::LinkLegacyAccount(link) = effect else {
+                continue;
+            };
+            let key = format!("{}:{}", link.product, link.legacy_id);
+            if keys.contains(&key) {
+                continue;
+            }
+            let payload =
+                json!({"user_id": user_id, "product": link.product, "legacy_id": link.legacy_id});
+            effects.push(Effect::EnqueueOutbox(OutboxMessage {
+                topic: topic.clone(),
+                key: key.clone(),
+                payload: payload.to_string(),
+            }));
+            keys.push(key);
+        }
+        Ok(Outcome {
+            decision: Decision::Continue,
+            effects,
+        })
+    }
+}
+
+export!(IdPropagation);
