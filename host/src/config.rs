@@ -102,6 +102,8 @@ pub struct PipelineConfig {
     pub rules: Vec<RuleSettings>,
     pub state: Option<StateSettings>,
     pub resume: ResumeSettings,
+    pub outbox: OutboxSettings,
+    pub server: ServerSettings,
     /// The config file's directory: relative store paths are taken from here.
     pub base_dir: PathBuf,
 }
@@ -143,6 +145,70 @@ fn default_resume_ttl() -> u64 {
     900
 }
 
+/// Outbox delivery: each message goes to the endpoint of the product its key names
+/// (`product:…`), with an `Idempotency-Key` header, retried with exponential backoff
+/// and jitter, then dead-lettered.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSettings {
+    /// Product name → URL that receives its messages (HTTP POST, JSON body).
+    pub endpoints: BTreeMap<String, String>,
+    pub max_attempts: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    pub timeout_ms: u64,
+    /// How long a claimed message is reserved for the dispatcher that claimed it; a
+    /// dispatcher that dies mid-delivery releases its messages when the lease ends.
+    pub lease_ms: u64,
+    /// Messages delivered at once by one dispatcher.
+    pub concurrency: usize,
+    /// How often an idle dispatcher looks for due messages.
+    pub poll_ms: u64,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            endpoints: BTreeMap::new(),
+            max_attempts: 8,
+            backoff_base_ms: 250,
+            backoff_max_ms: 60_000,
+            timeout_ms: 5_000,
+            lease_ms: 30_000,
+            concurrency: 16,
+            poll_ms: 500,
+        }
+    }
+}
+
+/// `portcullis serve` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Environment variable holding the bearer token for /admin endpoints (32+
+    /// characters). Unset: the admin endpoints answer 404.
+    pub admin_token_env: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_kb: usize,
+    /// Run the outbox dispatcher inside the server.
+    pub dispatch_outbox: bool,
+    /// Evaluations running at once; more requests wait their turn. Bounds memory
+    /// (each first login hashes a password with argon2id, ~19 MiB) and the instance
+    /// pool. Default: twice the cores.
+    pub max_concurrent_evaluations: Option<usize>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            admin_token_env: None,
+            max_body_kb: 64,
+            dispatch_outbox: true,
+            max_concurrent_evaluations: None,
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PipelineFile {
@@ -153,6 +219,10 @@ struct PipelineFile {
     state: Option<StateSettings>,
     #[serde(default)]
     resume: ResumeSettings,
+    #[serde(default)]
+    outbox: OutboxSettings,
+    #[serde(default)]
+    server: ServerSettings,
 }
 
 #[derive(Deserialize)]
@@ -286,11 +356,35 @@ impl PipelineConfig {
                 "resume.ttl_seconds must be between 1 and 86400".into(),
             ));
         }
+        let outbox = file.outbox;
+        if outbox.max_attempts == 0
+            || outbox.concurrency == 0
+            || outbox.timeout_ms == 0
+            || outbox.lease_ms <= outbox.timeout_ms
+        {
+            return Err(invalid(
+                "outbox: max_attempts, concurrency and timeout_ms must be positive, and lease_ms longer than timeout_ms".into(),
+            ));
+        }
+        for (product, url) in &outbox.endpoints {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| invalid(format!("outbox.endpoints.{product}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid(format!(
+                    "outbox.endpoints.{product}: must be an http(s) URL"
+                )));
+            }
+        }
+        if file.server.max_body_kb == 0 {
+            return Err(invalid("server.max_body_kb must be at least 1".into()));
+        }
         Ok(Self {
             engine,
             rules,
             state: file.state,
             resume: file.resume,
+            outbox,
+            server: file.server,
             base_dir: base.to_owned(),
         })
     }

@@ -88,6 +88,19 @@ enum Command {
         #[arg(long)]
         logins_dir: Option<PathBuf>,
     },
+    /// Serve the pipeline over HTTP (JSON), with hot reload, metrics and the outbox
+    /// dispatcher. SIGHUP reloads; SIGTERM finishes in-flight requests and stops.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+    },
+    /// The outbox: deliver pending messages to the products.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
+    },
     /// Run recordings against the current rules; exit 1 if any verdict changed.
     Replay {
         /// Recording files or directories of them.
@@ -108,6 +121,18 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OutboxCommand {
+    /// Deliver messages until stopped (SIGTERM or Ctrl-C).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// Stop once nothing is pending or being delivered.
+        #[arg(long)]
+        until_empty: bool,
     },
 }
 
@@ -166,6 +191,14 @@ fn main() -> ExitCode {
             logins_dir,
         } => seed_stores(&config, users, logins, seed, logins_dir),
         Command::Replay { recordings, config } => replay(&recordings, &config),
+        Command::Serve { config, listen } => serve(&config, listen),
+        Command::Outbox {
+            command:
+                OutboxCommand::Run {
+                    config,
+                    until_empty,
+                },
+        } => outbox_run(&config, until_empty),
         Command::Bench {
             config,
             login,
@@ -557,5 +590,39 @@ fn bench(config: &Path, login: &Path, iterations: usize, json: bool) -> Result<(
         "(pipeline)", p.p50_us, p.p99_us, p.mean_us
     );
     println!("{} evaluations", report.iterations);
+    Ok(())
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn serve(config: &Path, listen: std::net::SocketAddr) -> Result<()> {
+    tokio_runtime()?.block_on(portcullis::server::serve(config, listen, |addr| {
+        // The first stdout line says where: with port 0 the caller learns the port.
+        println!("listening on {addr}");
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }))?;
+    Ok(())
+}
+
+fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {
+    let config = PipelineConfig::load(config_path)?;
+    let settings = config
+        .state
+        .as_ref()
+        .context("the config has no [state] section: there is no outbox")?;
+    let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
+    let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone());
+    let report = tokio_runtime()?
+        .block_on(dispatcher.run(until_empty, portcullis::server::shutdown_signal()))?;
+    println!(
+        "outbox: {} claimed, {} delivered, {} to retry, {} dead-lettered",
+        report.claimed, report.delivered, report.retried, report.dead
+    );
     Ok(())
 }

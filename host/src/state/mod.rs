@@ -2,11 +2,13 @@
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
 pub mod legacy_sqlite;
+mod postgres;
 mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
 pub use legacy_sqlite::SqliteLegacyStores;
+pub use postgres::PostgresState;
 pub use sqlite::SqliteState;
 
 use crate::login::{DirectoryUser, LoginAttempt};
@@ -19,7 +21,7 @@ pub enum StoreError {
     Backend(String),
     #[error("cannot apply effects: {0}")]
     Conflict(String),
-    #[error("invalid store URL {0:?}: expected sqlite://PATH")]
+    #[error("invalid store URL {0:?}: expected sqlite://PATH or postgres://…")]
     Url(String),
 }
 
@@ -135,10 +137,43 @@ pub trait StateStore: Directory {
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;
     fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError>;
+    /// Reserves up to `limit` due messages for `lease_ms` (pending ones whose time has
+    /// come, and claimed ones whose lease ran out) and counts the attempt. Two
+    /// dispatchers never hold the same message at once.
+    fn claim_outbox(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError>;
+    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError>;
+    /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
+    fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<(), StoreError>;
+    /// Messages not yet delivered or dead-lettered.
+    fn outbox_backlog(&self) -> Result<u64, StoreError>;
     /// Inserts or replaces a user (seeding, tests).
     fn put_user(&self, user: &DirectoryUser, password_hash: Option<&str>)
     -> Result<(), StoreError>;
     fn user_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or
+/// `postgres://…`.
+pub fn open_state(
+    url: &str,
+    base: &std::path::Path,
+) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(std::sync::Arc::new(PostgresState::connect(url)?));
+    }
+    Ok(std::sync::Arc::new(SqliteState::open(&sqlite_path(
+        url, base,
+    )?)?))
 }
 
 /// `sqlite://relative/or/absolute.db`, resolved against `base`.

@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at_ms INTEGER NOT NULL,
     last_error TEXT,
+    claimed_until_ms INTEGER,
     UNIQUE (topic, key)
 );
 CREATE TABLE IF NOT EXISTS resume_tokens (
@@ -414,6 +415,80 @@ impl StateStore for SqliteState {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn claim_outbox(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let claimed = {
+            let mut statement = tx.prepare(
+                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = ?2
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE (status = 'pending' AND next_attempt_at_ms <= ?1)
+                                 OR (status = 'delivering' AND claimed_until_ms <= ?1)
+                              ORDER BY id LIMIT ?3)
+                 RETURNING id, topic, key, payload, status, attempts, transaction_id",
+            )?;
+            let rows = statement.query_map(
+                params![now_ms as i64, (now_ms + lease_ms) as i64, limit as i64],
+                |row| {
+                    Ok(OutboxMessage {
+                        id: row.get(0)?,
+                        topic: row.get(1)?,
+                        key: row.get(2)?,
+                        payload: row.get(3)?,
+                        status: row.get(4)?,
+                        attempts: row.get(5)?,
+                        transaction_id: row.get(6)?,
+                    })
+                },
+            )?;
+            rows.collect::<Result<Vec<_>, _>>()?
+        };
+        tx.commit()?;
+        Ok(claimed)
+    }
+
+    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL WHERE id = ?1",
+            [id],
+        )?;
+        Ok(())
+    }
+
+    fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match retry_at_ms {
+            Some(at) => self.lock().execute(
+                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, last_error = ?2, next_attempt_at_ms = ?3
+                 WHERE id = ?1 AND status = 'delivering'",
+                params![id, error, at as i64],
+            )?,
+            None => self.lock().execute(
+                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, last_error = ?2
+                 WHERE id = ?1 AND status = 'delivering'",
+                params![id, error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
+            [],
+            |row| row.get::<_, i64>(0),
+        )? as u64)
     }
 
     fn put_user(

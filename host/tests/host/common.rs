@@ -94,28 +94,43 @@ pub struct Demo {
     pub gateway: portcullis::Gateway,
 }
 
+/// Seeds demo stores (seed 42) in a new temporary directory; returns it with the
+/// path of its copy of fixtures/pipeline.toml.
+pub fn seeded_dir(users: usize, logins: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = migration_config(dir.path(), "pipeline.toml");
+    let config = PipelineConfig::load(&config_path).unwrap();
+    let (state, legacy) = portcullis::seed::open_for_seed(&config).unwrap();
+    let options = portcullis::seed::SeedOptions {
+        users,
+        logins,
+        seed: 42,
+    };
+    portcullis::seed::seed(
+        &state,
+        &legacy,
+        &dir.path().join("logins"),
+        &options,
+        |_| {},
+    )
+    .unwrap();
+    (dir, config_path)
+}
+
+/// The login files a seeded directory holds, in order.
+pub fn login_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("logins"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 impl Demo {
     pub fn new(users: usize, logins: usize) -> Demo {
-        let dir = tempfile::tempdir().unwrap();
-        let config_path = migration_config(dir.path(), "pipeline.toml");
-        let config =
-            PipelineConfig::parse(&std::fs::read_to_string(&config_path).unwrap(), dir.path())
-                .unwrap();
-        let (state, legacy) = portcullis::seed::open_for_seed(&config).unwrap();
-        let options = portcullis::seed::SeedOptions {
-            users,
-            logins,
-            seed: 42,
-        };
-        portcullis::seed::seed(
-            &state,
-            &legacy,
-            &dir.path().join("logins"),
-            &options,
-            |_| {},
-        )
-        .unwrap();
-        drop(state);
+        let (dir, config_path) = seeded_dir(users, logins);
+        let config = PipelineConfig::load(&config_path).unwrap();
         let gateway = portcullis::Gateway::open(&config, runtime()).unwrap();
         Demo {
             dir,
@@ -126,12 +141,7 @@ impl Demo {
 
     /// The seeded login attempts, with their files' JSON.
     pub fn logins(&self) -> Vec<(LoginAttempt, serde_json::Value)> {
-        let mut files: Vec<_> = std::fs::read_dir(self.dir.path().join("logins"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        files
+        login_files(self.dir.path())
             .iter()
             .map(|f| {
                 let text = std::fs::read_to_string(f).unwrap();

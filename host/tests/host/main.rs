@@ -9,5 +9,7 @@ mod config;
 mod faults;
 mod memory;
 mod migration;
+mod outbox;
 mod replay;
 mod semantics;
+mod server;

@@ -1,0 +1,174 @@
+//! Outbox delivery: at least once, to each product's endpoint, with an idempotency key
+//! so a product can drop the duplicates a retry may cause. Runs inside `serve` and
+//! standalone (`portcullis outbox run`); any number of dispatchers may share a store,
+//! because a claim reserves a message for one of them at a time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngExt;
+
+use crate::config::OutboxSettings;
+use crate::state::{OutboxMessage, StateStore, StoreError};
+
+/// What one round of delivery did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RoundReport {
+    pub claimed: usize,
+    pub delivered: usize,
+    pub retried: usize,
+    pub dead: usize,
+}
+
+pub struct Dispatcher {
+    state: Arc<dyn StateStore>,
+    settings: OutboxSettings,
+    client: reqwest::Client,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The idempotency key a product sees: the same for every attempt at one message.
+pub fn idempotency_key(message: &OutboxMessage) -> String {
+    format!("{}:{}", message.topic, message.key)
+}
+
+impl Dispatcher {
+    pub fn new(state: Arc<dyn StateStore>, settings: OutboxSettings) -> Self {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.timeout_ms))
+            .build()
+            .unwrap_or_default();
+        Self {
+            state,
+            settings,
+            client,
+        }
+    }
+
+    async fn store<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&dyn StateStore) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || call(state.as_ref()))
+            .await
+            .map_err(|e| StoreError::Backend(format!("store task: {e}")))?
+    }
+
+    /// When a message that failed its `attempts`th try goes again: exponential, capped,
+    /// with jitter so a fleet of retries does not arrive in step.
+    pub fn retry_delay_ms(&self, attempts: u32) -> u64 {
+        let exponent = attempts.saturating_sub(1).min(30);
+        let ceiling = self
+            .settings
+            .backoff_base_ms
+            .saturating_mul(1 << exponent)
+            .min(self.settings.backoff_max_ms);
+        ceiling / 2 + rand::rng().random_range(0..=ceiling / 2)
+    }
+
+    async fn deliver(&self, message: &OutboxMessage) -> Result<(), String> {
+        let product = message
+            .key
+            .split_once(':')
+            .map(|(p, _)| p)
+            .unwrap_or(&message.key);
+        let url = self
+            .settings
+            .endpoints
+            .get(product)
+            .ok_or_else(|| format!("no outbox endpoint for product {product:?}"))?;
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("idempotency-key", idempotency_key(message))
+            .header("x-portcullis-topic", &message.topic)
+            .body(message.payload.clone())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    format!("request failed: {e}")
+                }
+            })?;
+        if response.status().is_success() {
+            Ok(())
+        } else {
+            Err(format!("endpoint answered {}", response.status()))
+        }
+    }
+
+    /// Claims due messages, delivers them concurrently, and records each result.
+    pub async fn round(&self) -> Result<RoundReport, StoreError> {
+        let (lease, limit) = (self.settings.lease_ms, self.settings.concurrency);
+        let claimed = self
+            .store(move |s| s.claim_outbox(now_ms(), lease, limit))
+            .await?;
+        let mut report = RoundReport {
+            claimed: claimed.len(),
+            ..Default::default()
+        };
+        let results = futures::future::join_all(claimed.iter().map(|m| self.deliver(m))).await;
+        for (message, result) in claimed.into_iter().zip(results) {
+            let id = message.id;
+            match result {
+                Ok(()) => {
+                    self.store(move |s| s.outbox_delivered(id)).await?;
+                    report.delivered += 1;
+                }
+                Err(error) => {
+                    let dead = message.attempts >= self.settings.max_attempts;
+                    let retry_at =
+                        (!dead).then(|| now_ms() + self.retry_delay_ms(message.attempts));
+                    tracing::warn!(id, key = %message.key, attempts = message.attempts, dead, "outbox delivery failed: {error}");
+                    self.store(move |s| s.outbox_failed(id, &error, retry_at))
+                        .await?;
+                    if dead {
+                        report.dead += 1
+                    } else {
+                        report.retried += 1
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Delivers until `stop` resolves; idles `poll_ms` when nothing is due. With
+    /// `until_empty`, returns once nothing is pending or being delivered.
+    pub async fn run(
+        &self,
+        until_empty: bool,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<RoundReport, StoreError> {
+        tokio::pin!(stop);
+        let mut total = RoundReport::default();
+        loop {
+            let round = self.round().await?;
+            total.claimed += round.claimed;
+            total.delivered += round.delivered;
+            total.retried += round.retried;
+            total.dead += round.dead;
+            if round.claimed > 0 {
+                tracing::info!(?round, "outbox round");
+                continue;
+            }
+            if until_empty && self.store(|s| s.outbox_backlog()).await? == 0 {
+                return Ok(total);
+            }
+            tokio::select! {
+                _ = &mut stop => return Ok(total),
+                _ = tokio::time::sleep(Duration::from_millis(self.settings.poll_ms)) => {}
+            }
+        }
+    }
+}

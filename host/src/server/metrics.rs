@@ -1,0 +1,145 @@
+//! Prometheus metrics of the sidecar.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::verdict::{Decision, Verdict};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabel {
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabel {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FaultLabel {
+    rule: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    evaluations: Counter,
+    verdicts: Family<DecisionLabel, Counter>,
+    rule_duration: Family<RuleLabel, Histogram>,
+    faults: Family<FaultLabel, Counter>,
+    reloads: Family<ResultLabel, Counter>,
+    pub(crate) outbox_backlog: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("portcullis");
+        let evaluations = Counter::default();
+        let verdicts = Family::<DecisionLabel, Counter>::default();
+        // 10 µs .. ~2.6 s
+        let rule_duration = Family::<RuleLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-5, 4.0, 10))
+        });
+        let faults = Family::<FaultLabel, Counter>::default();
+        let reloads = Family::<ResultLabel, Counter>::default();
+        let outbox_backlog = Gauge::default();
+        registry.register(
+            "evaluations",
+            "Login evaluations (logins and resumes)",
+            evaluations.clone(),
+        );
+        registry.register("verdicts", "Verdicts by decision", verdicts.clone());
+        registry.register(
+            "rule_duration_seconds",
+            "Time per rule run, sandbox included",
+            rule_duration.clone(),
+        );
+        registry.register(
+            "rule_faults",
+            "Rule faults by rule and kind",
+            faults.clone(),
+        );
+        registry.register(
+            "reloads",
+            "Pipeline reloads and rollbacks by result",
+            reloads.clone(),
+        );
+        registry.register(
+            "outbox_backlog",
+            "Outbox messages not yet delivered or dead-lettered",
+            outbox_backlog.clone(),
+        );
+        Self {
+            registry,
+            evaluations,
+            verdicts,
+            rule_duration,
+            faults,
+            reloads,
+            outbox_backlog,
+        }
+    }
+
+    pub fn observe(&self, verdict: &Verdict) {
+        self.evaluations.inc();
+        let decision = match verdict.decision {
+            Decision::Allow => "allow",
+            Decision::Deny { .. } => "deny",
+            Decision::Redirect { .. } => "redirect",
+            Decision::Challenge { .. } => "challenge",
+        };
+        self.verdicts
+            .get_or_create(&DecisionLabel {
+                decision: decision.into(),
+            })
+            .inc();
+        for trace in &verdict.trace {
+            self.rule_duration
+                .get_or_create(&RuleLabel {
+                    rule: trace.rule.clone(),
+                })
+                .observe(trace.duration_us as f64 / 1e6);
+            if let Some(fault) = &trace.fault {
+                let kind = serde_json::to_value(fault.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                self.faults
+                    .get_or_create(&FaultLabel {
+                        rule: trace.rule.clone(),
+                        kind,
+                    })
+                    .inc();
+            }
+        }
+    }
+
+    pub fn reload(&self, result: &str) {
+        self.reloads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

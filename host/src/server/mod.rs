@@ -1,0 +1,393 @@
+//! `portcullis serve`: the sidecar for gateways that are not written in Rust. JSON
+//! over HTTP, hot reload with rollback, Prometheus metrics, and the outbox dispatcher.
+
+mod metrics;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+pub use metrics::Metrics;
+
+use crate::gateway::{Gateway, GatewayError};
+use crate::outbox::Dispatcher;
+use crate::{LoginAttempt, PipelineConfig, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Gateway(#[from] GatewayError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("server: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The live pipeline, the one before it (for rollback), and what reloads need.
+pub struct AppState {
+    gateway: ArcSwap<Gateway>,
+    previous: Mutex<Option<Arc<Gateway>>>,
+    runtime: Runtime,
+    config_path: PathBuf,
+    admin_token: Option<String>,
+    max_body: usize,
+    evaluations: tokio::sync::Semaphore,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    /// Loads the config and its pipeline; the engine is kept for every reload.
+    pub fn load(config_path: &Path) -> Result<Self, ServeError> {
+        let config = PipelineConfig::load(config_path).map_err(|e| GatewayError::Load(e.into()))?;
+        let runtime = Runtime::new(&config.engine).map_err(GatewayError::Load)?;
+        let gateway = Gateway::open(&config, &runtime)?;
+        let admin_token = match &config.server.admin_token_env {
+            Some(name) => {
+                let token = std::env::var(name).map_err(|_| {
+                    ServeError::Config(format!(
+                        "server.admin_token_env names {name}, which is not set"
+                    ))
+                })?;
+                if token.len() < 32 {
+                    return Err(ServeError::Config(format!(
+                        "{name} must hold at least 32 characters"
+                    )));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        Ok(Self {
+            gateway: ArcSwap::from_pointee(gateway),
+            previous: Mutex::new(None),
+            runtime,
+            config_path: config_path.to_owned(),
+            admin_token,
+            max_body: config.server.max_body_kb * 1024,
+            evaluations: tokio::sync::Semaphore::new(
+                config.server.max_concurrent_evaluations.unwrap_or_else(|| {
+                    2 * std::thread::available_parallelism()
+                        .map(|n| n.get())
+                        .unwrap_or(2)
+                }),
+            ),
+            metrics: Metrics::new(),
+        })
+    }
+
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
+    }
+
+    /// Re-reads the config and swaps the new pipeline in atomically. Logins already
+    /// running finish on the pipeline they started with. On failure nothing changes.
+    pub fn reload(&self) -> Result<usize, String> {
+        let loaded = PipelineConfig::load(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| Gateway::open(&config, &self.runtime).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(gateway) => {
+                let rules = gateway.pipeline().rules().len();
+                let old = self.gateway.swap(Arc::new(gateway));
+                *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old);
+                self.metrics.reload("ok");
+                tracing::info!(rules, "pipeline reloaded");
+                Ok(rules)
+            }
+            Err(e) => {
+                self.metrics.reload("failed");
+                tracing::error!("reload failed, keeping the running pipeline: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Puts the pipeline before the last reload back (and keeps the current one as the
+    /// next rollback target).
+    pub fn rollback(&self) -> Result<usize, String> {
+        let mut previous = self.previous.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(older) = previous.take() else {
+            return Err("there is no previous pipeline to roll back to".into());
+        };
+        let rules = older.pipeline().rules().len();
+        *previous = Some(self.gateway.swap(older));
+        self.metrics.reload("rollback");
+        Ok(rules)
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+fn body_error(rejection: BytesRejection) -> Response {
+    error(rejection.status(), rejection.body_text())
+}
+
+/// Runs an evaluation on the blocking pool once a slot is free.
+async fn evaluate<T: Send + 'static>(
+    app: &AppState,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    let _slot = app
+        .evaluations
+        .acquire()
+        .await
+        .map_err(|_| error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+    blocking(work).await
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("evaluation task failed: {e}"),
+        )
+    })
+}
+
+fn gateway_error(e: GatewayError) -> Response {
+    match e {
+        GatewayError::Refused(refusal) => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": refusal.to_string(), "refused": serde_json::to_value(&refusal).ok().map(|v| v["refused"].clone())})),
+        )
+            .into_response(),
+        other => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+    }
+}
+
+async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_error(rejection),
+    };
+    let attempt = match std::str::from_utf8(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|t| LoginAttempt::from_json(t).map_err(|e| e.to_string()))
+    {
+        Ok(attempt) => attempt,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let gateway = app.gateway();
+    match evaluate(&app, move || gateway.login(&attempt)).await {
+        Ok(Ok(verdict)) => {
+            app.metrics.observe(&verdict);
+            Json(verdict).into_response()
+        }
+        Ok(Err(e)) => gateway_error(e),
+        Err(response) => response,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ContinueRequest {
+    token: String,
+    transaction_id: String,
+    result: serde_json::Value,
+    time_ms: Option<u64>,
+}
+
+async fn resume(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_error(rejection),
+    };
+    let request: ContinueRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid continue request: {e}"),
+            );
+        }
+    };
+    let now = request.time_ms.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    });
+    let gateway = app.gateway();
+    let result = request.result.to_string();
+    match evaluate(&app, move || {
+        gateway.resume(&request.token, &request.transaction_id, &result, now)
+    })
+    .await
+    {
+        Ok(Ok(verdict)) => {
+            app.metrics.observe(&verdict);
+            Json(verdict).into_response()
+        }
+        Ok(Err(e)) => gateway_error(e),
+        Err(response) => response,
+    }
+}
+
+async fn healthz(State(app): State<Arc<AppState>>) -> Response {
+    Json(json!({"status": "ok", "rules": app.gateway().pipeline().rules().len()})).into_response()
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let gateway = app.gateway();
+    if let Ok(Ok(backlog)) = blocking(move || gateway.state().outbox_backlog()).await {
+        app.metrics.outbox_backlog.set(backlog as i64);
+    }
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// `None` when the request carries the admin token; otherwise the response to send.
+fn refuse_unless_admin(app: &AppState, headers: &HeaderMap) -> Option<Response> {
+    let Some(expected) = &app.admin_token else {
+        return Some(error(
+            StatusCode::NOT_FOUND,
+            "admin endpoints are off (set server.admin_token_env)",
+        ));
+    };
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
+        None
+    } else {
+        Some(error(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin bearer token is required",
+        ))
+    }
+}
+
+async fn admin_reload(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(response) = refuse_unless_admin(&app, &headers) {
+        return response;
+    }
+    let worker = app.clone();
+    match blocking(move || worker.reload()).await {
+        Ok(Ok(rules)) => Json(json!({"reloaded": true, "rules": rules})).into_response(),
+        Ok(Err(e)) => error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("reload failed, the running pipeline stays: {e}"),
+        ),
+        Err(response) => response,
+    }
+}
+
+async fn admin_rollback(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(response) = refuse_unless_admin(&app, &headers) {
+        return response;
+    }
+    match app.rollback() {
+        Ok(rules) => Json(json!({"rolled_back": true, "rules": rules})).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+pub fn router(app: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/login", post(login))
+        .route("/v1/continue", post(resume))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/admin/reload", post(admin_reload))
+        .route("/admin/rollback", post(admin_rollback))
+        .layer(axum::extract::DefaultBodyLimit::max(app.max_body))
+        .with_state(app)
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Serves until SIGTERM; `on_listening` gets the bound address (port 0 picks one).
+pub async fn serve(
+    config_path: &Path,
+    listen: SocketAddr,
+    on_listening: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let app = Arc::new(tokio::task::block_in_place(|| AppState::load(config_path))?);
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServeError::Listen {
+            addr: listen,
+            source,
+        })?;
+    on_listening(listener.local_addr()?);
+
+    // SIGHUP reloads, as daemons do.
+    let reloader = app.clone();
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let worker = reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || worker.reload()).await;
+        }
+    });
+
+    let (stop_dispatch, dispatch_stopped) = tokio::sync::watch::channel(false);
+    let config =
+        PipelineConfig::load(config_path).map_err(|e| ServeError::Config(e.to_string()))?;
+    let dispatcher = config.server.dispatch_outbox.then(|| {
+        let dispatcher = Dispatcher::new(app.gateway().state().clone(), config.outbox.clone());
+        let mut stopped = dispatch_stopped.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            if let Err(e) = dispatcher.run(false, stop).await {
+                tracing::error!("outbox dispatcher stopped: {e}");
+            }
+        })
+    });
+
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    let _ = stop_dispatch.send(true);
+    if let Some(task) = dispatcher {
+        let _ = task.await;
+    }
+    Ok(())
+}

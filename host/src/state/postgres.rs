@@ -1,0 +1,524 @@
+//! PostgreSQL, for several gateway instances sharing one state. Same tables and
+//! semantics as the SQLite store; concurrency is settled by the database: unique
+//! keys with `ON CONFLICT`, and `FOR UPDATE SKIP LOCKED` for outbox claims.
+
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+use super::{
+    ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
+    normalize_email,
+};
+use crate::login::{DirectoryUser, Identity};
+use crate::services::{Directory, ServiceError};
+use crate::verdict::Effect;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (
+    id TEXT PRIMARY KEY,
+    email TEXT NOT NULL,
+    email_norm TEXT NOT NULL UNIQUE,
+    email_verified BOOLEAN NOT NULL,
+    app_metadata TEXT NOT NULL,
+    user_metadata TEXT NOT NULL,
+    password_hash TEXT,
+    created_at_ms BIGINT NOT NULL,
+    last_login_ms BIGINT,
+    logins_count INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS identities (
+    provider TEXT NOT NULL,
+    provider_user_id TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    connection TEXT NOT NULL,
+    PRIMARY KEY (provider, provider_user_id)
+);
+CREATE INDEX IF NOT EXISTS identities_user ON identities(user_id);
+CREATE TABLE IF NOT EXISTS applied_transactions (
+    transaction_id TEXT PRIMARY KEY,
+    user_id TEXT,
+    applied_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    id BIGSERIAL PRIMARY KEY,
+    topic TEXT NOT NULL,
+    key TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms BIGINT NOT NULL,
+    last_error TEXT,
+    claimed_until_ms BIGINT,
+    UNIQUE (topic, key)
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at_ms);
+CREATE TABLE IF NOT EXISTS resume_tokens (
+    jti TEXT PRIMARY KEY,
+    transaction_id TEXT NOT NULL,
+    record TEXT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    used_at_ms BIGINT
+);
+";
+
+/// Serializes schema creation between instances starting together.
+const SCHEMA_LOCK: i64 = 0x706f_7274_6375_6c6c;
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+pub struct PostgresState {
+    pool: Pool,
+}
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        StoreError::Backend(match e.as_db_error() {
+            Some(db) => format!("postgres: {}", db.message()),
+            None => format!("postgres: {e}"),
+        })
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(e: r2d2::Error) -> Self {
+        StoreError::Backend(format!("postgres pool: {e}"))
+    }
+}
+
+fn parse_json(text: String) -> Value {
+    serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()))
+}
+
+fn unavailable(e: StoreError) -> ServiceError {
+    ServiceError::unavailable(e.to_string())
+}
+
+fn message(row: &postgres::Row) -> OutboxMessage {
+    OutboxMessage {
+        id: row.get(0),
+        topic: row.get(1),
+        key: row.get(2),
+        payload: row.get(3),
+        status: row.get(4),
+        attempts: row.get::<_, i32>(5) as u32,
+        transaction_id: row.get(6),
+    }
+}
+
+impl PostgresState {
+    pub fn connect(url: &str) -> Result<Self, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("postgres URL: {e}")))?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(16)
+            .connection_timeout(std::time::Duration::from_secs(5))
+            .build(manager)?;
+        let mut conn = pool.get()?;
+        let mut tx = conn.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
+        tx.batch_execute(SCHEMA)?;
+        tx.commit()?;
+        Ok(Self { pool })
+    }
+
+    fn users_where(&self, clause: &str, arg: &str) -> Result<Vec<DirectoryUser>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let rows = conn.query(
+            &format!(
+                "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms, logins_count
+                 FROM users WHERE {clause} ORDER BY created_at_ms, id"
+            ),
+            &[&arg],
+        )?;
+        let mut users = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: String = row.get(0);
+            let identities = conn
+                .query(
+                    "SELECT provider, provider_user_id, connection FROM identities WHERE user_id = $1 ORDER BY provider, provider_user_id",
+                    &[&id],
+                )?
+                .iter()
+                .map(|r| Identity { provider: r.get(0), user_id: r.get(1), connection: r.get(2) })
+                .collect();
+            users.push(DirectoryUser {
+                id,
+                email: row.get(1),
+                email_verified: row.get(2),
+                identities,
+                app_metadata: parse_json(row.get(3)),
+                user_metadata: parse_json(row.get(4)),
+                created_at_ms: row.get::<_, i64>(5) as u64,
+                last_login_ms: row.get::<_, Option<i64>>(6).map(|t| t as u64),
+                logins_count: row.get::<_, i32>(7) as u32,
+            });
+        }
+        Ok(users)
+    }
+}
+
+impl Directory for PostgresState {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        self.users_where("email_norm = $1", &normalize_email(email))
+            .map_err(unavailable)
+    }
+
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        Ok(self
+            .users_where("id = $1", id)
+            .map_err(unavailable)?
+            .into_iter()
+            .next())
+    }
+
+    fn verify_password(
+        &self,
+        user_id: &str,
+        password: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        let row = (|| -> Result<_, StoreError> {
+            Ok(self
+                .pool
+                .get()?
+                .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user_id])?)
+        })()
+        .map_err(unavailable)?;
+        match row.map(|r| r.get::<_, Option<String>>(0)) {
+            None => Err(ServiceError::not_found(format!(
+                "no directory user {user_id}"
+            ))),
+            Some(None) => Ok(false),
+            Some(Some(hash)) => {
+                crate::passwords::verify(&hash, password.expose_secret()).map_err(|e| {
+                    ServiceError::invalid_argument(format!("directory user {user_id}: {e}"))
+                })
+            }
+        }
+    }
+}
+
+fn patch_metadata(
+    tx: &mut postgres::Transaction<'_>,
+    user_id: &str,
+    column: &str,
+    patch: &Value,
+) -> Result<(), StoreError> {
+    let row = tx.query_one(
+        &format!("SELECT {column} FROM users WHERE id = $1 FOR UPDATE"),
+        &[&user_id],
+    )?;
+    let mut document = parse_json(row.get(0));
+    json_patch::merge(&mut document, patch);
+    tx.execute(
+        &format!("UPDATE users SET {column} = $2 WHERE id = $1"),
+        &[&user_id, &document.to_string()],
+    )?;
+    Ok(())
+}
+
+impl StateStore for PostgresState {
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let time = batch.time_ms as i64;
+        // Claim the transaction id first: a concurrent apply of the same id waits here
+        // and then finds it taken.
+        let fresh = tx.execute(
+            "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&batch.transaction_id, &time],
+        )?;
+        if fresh == 0 {
+            let user_id: Option<String> = tx
+                .query_opt(
+                    "SELECT user_id FROM applied_transactions WHERE transaction_id = $1",
+                    &[&batch.transaction_id],
+                )?
+                .and_then(|r| r.get(0));
+            return Ok(ApplyReport {
+                applied: false,
+                user_id,
+                created_user: false,
+                outbox_messages: 0,
+            });
+        }
+        let mut user_id = batch.user_id.clone();
+        let mut created_user = false;
+        let mut outbox_messages = 0;
+        let need_user = |user_id: &Option<String>, what: &str| {
+            user_id.clone().ok_or_else(|| {
+                StoreError::Conflict(format!("{what} needs a user, and the login has none"))
+            })
+        };
+        for effect in &batch.effects {
+            match effect {
+                Effect::CreateUser {
+                    email,
+                    email_verified,
+                    app_metadata,
+                    user_metadata,
+                    password_from_login,
+                } => {
+                    let email_norm = normalize_email(email);
+                    let hash = if *password_from_login {
+                        batch.password_hash.clone()
+                    } else {
+                        None
+                    };
+                    // Two instances migrating the same user at once: one insert wins,
+                    // the other lands its effects on the winner's user.
+                    let inserted = tx.query_opt(
+                        "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
+                                            password_hash, created_at_ms, logins_count)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT (email_norm) DO NOTHING RETURNING id",
+                        &[
+                            &batch.new_user_id,
+                            email,
+                            &email_norm,
+                            email_verified,
+                            &app_metadata.to_string(),
+                            &user_metadata.to_string(),
+                            &hash,
+                            &time,
+                        ],
+                    )?;
+                    match inserted {
+                        Some(row) => {
+                            user_id = Some(row.get(0));
+                            created_user = true;
+                        }
+                        None => {
+                            let row = tx.query_one(
+                                "SELECT id FROM users WHERE email_norm = $1",
+                                &[&email_norm],
+                            )?;
+                            user_id = Some(row.get(0));
+                        }
+                    }
+                }
+                Effect::SetAppMetadata { patch } => patch_metadata(
+                    &mut tx,
+                    &need_user(&user_id, "set-app-metadata")?,
+                    "app_metadata",
+                    patch,
+                )?,
+                Effect::SetUserMetadata { patch } => patch_metadata(
+                    &mut tx,
+                    &need_user(&user_id, "set-user-metadata")?,
+                    "user_metadata",
+                    patch,
+                )?,
+                Effect::RequirePasswordReset => patch_metadata(
+                    &mut tx,
+                    &need_user(&user_id, "require-password-reset")?,
+                    "app_metadata",
+                    &serde_json::json!({"forcePasswordReset": true}),
+                )?,
+                Effect::LinkLegacyAccount { product, legacy_id } => {
+                    let target = need_user(&user_id, "link-legacy-account")?;
+                    let linked = tx.execute(
+                        "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $1)
+                         ON CONFLICT DO NOTHING",
+                        &[product, legacy_id, &target],
+                    )?;
+                    if linked == 0 {
+                        let owner: String = tx
+                            .query_one(
+                                "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
+                                &[product, legacy_id],
+                            )?
+                            .get(0);
+                        if owner != target {
+                            return Err(StoreError::Conflict(format!(
+                                "{product} account {legacy_id} is already linked to another user"
+                            )));
+                        }
+                    }
+                }
+                Effect::EnqueueOutbox {
+                    topic,
+                    key,
+                    payload,
+                } => {
+                    outbox_messages += tx.execute(
+                        "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
+                         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (topic, key) DO NOTHING",
+                        &[topic, key, payload, &batch.transaction_id, &time],
+                    )? as usize;
+                }
+                Effect::AddClaim { .. } => {}
+            }
+        }
+        if let Some(id) = &user_id {
+            tx.execute(
+                "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
+                &[id, &time],
+            )?;
+        }
+        tx.execute(
+            "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
+            &[&batch.transaction_id, &user_id],
+        )?;
+        tx.commit()?;
+        Ok(ApplyReport {
+            applied: true,
+            user_id,
+            created_user,
+            outbox_messages,
+        })
+    }
+
+    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
+        let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.pool.get()?.execute(
+            "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES ($1, $2, $3, $4)",
+            &[&record.jti, &record.transaction_id, &text, &(record.expires_at_ms as i64)],
+        )?;
+        Ok(())
+    }
+
+    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
+        let mut conn = self.pool.get()?;
+        let taken = conn.query_opt(
+            "UPDATE resume_tokens SET used_at_ms = $2 WHERE jti = $1 AND used_at_ms IS NULL RETURNING record",
+            &[&jti, &(now_ms as i64)],
+        )?;
+        Ok(match taken {
+            Some(row) => TakenResume::Taken(Box::new(
+                serde_json::from_str(row.get(0)).map_err(|e| StoreError::Backend(e.to_string()))?,
+            )),
+            None if conn
+                .query_opt("SELECT 1 FROM resume_tokens WHERE jti = $1", &[&jti])?
+                .is_some() =>
+            {
+                TakenResume::AlreadyUsed
+            }
+            None => TakenResume::Unknown,
+        })
+    }
+
+    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query("SELECT id, topic, key, payload, status, attempts, transaction_id FROM outbox ORDER BY id", &[])?
+            .iter()
+            .map(message)
+            .collect())
+    }
+
+    fn claim_outbox(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let now = now_ms as i64;
+        Ok(self
+            .pool
+            .get()?
+            .query(
+                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = $2
+                 WHERE id IN (SELECT id FROM outbox
+                              WHERE (status = 'pending' AND next_attempt_at_ms <= $1)
+                                 OR (status = 'delivering' AND claimed_until_ms <= $1)
+                              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
+                 RETURNING id, topic, key, payload, status, attempts, transaction_id",
+                &[&now, &(now + lease_ms as i64), &(limit as i64)],
+            )?
+            .iter()
+            .map(message)
+            .collect())
+    }
+
+    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL WHERE id = $1",
+            &[&id],
+        )?;
+        Ok(())
+    }
+
+    fn outbox_failed(
+        &self,
+        id: i64,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        match retry_at_ms {
+            Some(at) => conn.execute(
+                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, last_error = $2, next_attempt_at_ms = $3
+                 WHERE id = $1 AND status = 'delivering'",
+                &[&id, &error, &(at as i64)],
+            )?,
+            None => conn.execute(
+                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, last_error = $2 WHERE id = $1 AND status = 'delivering'",
+                &[&id, &error],
+            )?,
+        };
+        Ok(())
+    }
+
+    fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        let row = self.pool.get()?.query_one(
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
+            &[],
+        )?;
+        Ok(row.get::<_, i64>(0) as u64)
+    }
+
+    fn put_user(
+        &self,
+        user: &DirectoryUser,
+        password_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let email = user.email.clone().unwrap_or_default();
+        tx.execute(
+            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, password_hash,
+                                created_at_ms, last_login_ms, logins_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, email_norm = EXCLUDED.email_norm,
+                 email_verified = EXCLUDED.email_verified, app_metadata = EXCLUDED.app_metadata,
+                 user_metadata = EXCLUDED.user_metadata, password_hash = EXCLUDED.password_hash,
+                 created_at_ms = EXCLUDED.created_at_ms, last_login_ms = EXCLUDED.last_login_ms,
+                 logins_count = EXCLUDED.logins_count",
+            &[
+                &user.id,
+                &email,
+                &normalize_email(&email),
+                &user.email_verified,
+                &user.app_metadata.to_string(),
+                &user.user_metadata.to_string(),
+                &password_hash,
+                &(user.created_at_ms as i64),
+                &user.last_login_ms.map(|t| t as i64),
+                &(user.logins_count as i32),
+            ],
+        )?;
+        for identity in &user.identities {
+            tx.execute(
+                "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (provider, provider_user_id) DO UPDATE SET user_id = EXCLUDED.user_id",
+                &[&identity.provider, &identity.user_id, &user.id, &identity.connection],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn user_count(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query_one("SELECT COUNT(*) FROM users", &[])?
+            .get::<_, i64>(0) as u64)
+    }
+}

@@ -1,0 +1,254 @@
+//! Outbox delivery against local receivers that fail, time out and succeed: every
+//! message arrives, duplicates only under the same idempotency key, failures
+//! dead-letter after the last attempt, and a dispatcher killed mid-delivery loses
+//! nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use portcullis::Effect;
+use portcullis::config::OutboxSettings;
+use portcullis::outbox::Dispatcher;
+use portcullis::state::{EffectBatch, SqliteState, StateStore};
+
+use crate::common::Result;
+
+/// What a receiver does with one request.
+#[derive(Clone, Copy)]
+enum Behaviour {
+    /// 30% answer 500, 15% stall past the client's timeout, the rest succeed.
+    Flaky,
+    AlwaysFail,
+    /// Succeed after a delay.
+    Slow(Duration),
+}
+
+/// (idempotency key, body) of every request the receiver acknowledged.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+struct Receiver {
+    url: String,
+    received: Received,
+    requests: Arc<AtomicU64>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+fn receiver(behaviour: Behaviour) -> Receiver {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let received: Received = Arc::default();
+    let requests = Arc::new(AtomicU64::new(0));
+    let (log, count) = (received.clone(), requests.clone());
+    let handler = move |headers: HeaderMap, body: String| {
+        let (log, count) = (log.clone(), count.clone());
+        async move {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            // A fixed pseudo-random sequence: the run is reproducible.
+            let roll = (n.wrapping_mul(2_654_435_761) >> 7) % 100;
+            match behaviour {
+                Behaviour::AlwaysFail => return StatusCode::INTERNAL_SERVER_ERROR,
+                Behaviour::Flaky if roll < 30 => return StatusCode::INTERNAL_SERVER_ERROR,
+                Behaviour::Flaky if roll < 45 => {
+                    tokio::time::sleep(Duration::from_millis(400)).await
+                }
+                Behaviour::Slow(delay) => tokio::time::sleep(delay).await,
+                Behaviour::Flaky => {}
+            }
+            let key = headers
+                .get("idempotency-key")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            log.lock().unwrap().push((key, body));
+            StatusCode::OK
+        }
+    };
+    let app = axum::Router::new().route("/{product}", axum::routing::post(handler));
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    runtime.spawn(async move { axum::serve(listener, app).await });
+    Receiver {
+        url,
+        received,
+        requests,
+        _runtime: runtime,
+    }
+}
+
+fn settings(receiver: &Receiver) -> OutboxSettings {
+    OutboxSettings {
+        endpoints: ["paste", "collect", "transfer"]
+            .iter()
+            .map(|p| (p.to_string(), format!("{}/{p}", receiver.url)))
+            .collect(),
+        max_attempts: 40,
+        backoff_base_ms: 5,
+        backoff_max_ms: 40,
+        timeout_ms: 150,
+        lease_ms: 1_000,
+        concurrency: 8,
+        poll_ms: 10,
+    }
+}
+
+/// Writes `count` outbox messages, as applied logins would.
+fn enqueue(state: &dyn StateStore, count: usize) -> BTreeMap<String, String> {
+    let mut expected = BTreeMap::new();
+    for i in 0..count {
+        let product = ["paste", "collect", "transfer"][i % 3];
+        let key = format!("{product}:L{i:04}");
+        let payload = format!("{{\"user_id\":\"usr_{i}\"}}");
+        expected.insert(format!("id-propagation:{key}"), payload.clone());
+        state
+            .apply(&EffectBatch {
+                transaction_id: format!("tx-outbox-{i}"),
+                time_ms: 1,
+                user_id: None,
+                new_user_id: format!("usr_{i}"),
+                effects: vec![Effect::EnqueueOutbox {
+                    topic: "id-propagation".into(),
+                    key,
+                    payload,
+                }],
+                password_hash: None,
+            })
+            .unwrap();
+    }
+    expected
+}
+
+/// Every message arrived, and each idempotency key always came with the same body.
+fn assert_all_arrived(received: &Received, expected: &BTreeMap<String, String>) {
+    let received = received.lock().unwrap();
+    let keys: BTreeSet<&String> = received.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, expected.keys().collect(), "every message arrives");
+    for (key, body) in received.iter() {
+        assert_eq!(
+            Some(body),
+            expected.get(key),
+            "a duplicate carries its message's key"
+        );
+    }
+}
+
+#[test]
+fn every_message_arrives_through_failures_and_timeouts() -> Result {
+    let receiver = receiver(Behaviour::Flaky);
+    let state: Arc<dyn StateStore> = Arc::new(SqliteState::in_memory()?);
+    let expected = enqueue(state.as_ref(), 60);
+    let dispatcher = Dispatcher::new(state.clone(), settings(&receiver));
+    let runtime = tokio::runtime::Runtime::new()?;
+    let report = runtime.block_on(dispatcher.run(true, std::future::pending()))?;
+    assert_eq!(report.delivered, 60);
+    assert!(
+        report.retried > 0,
+        "the receiver failed some deliveries: {report:?}"
+    );
+    assert_eq!(report.dead, 0);
+    assert_all_arrived(&receiver.received, &expected);
+    assert!(
+        state
+            .outbox_messages()?
+            .iter()
+            .all(|m| m.status == "delivered")
+    );
+    assert_eq!(state.outbox_backlog()?, 0);
+    Ok(())
+}
+
+#[test]
+fn a_message_is_dead_lettered_after_its_last_attempt() -> Result {
+    let receiver = receiver(Behaviour::AlwaysFail);
+    let state: Arc<dyn StateStore> = Arc::new(SqliteState::in_memory()?);
+    enqueue(state.as_ref(), 2);
+    let dispatcher = Dispatcher::new(
+        state.clone(),
+        OutboxSettings {
+            max_attempts: 3,
+            ..settings(&receiver)
+        },
+    );
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(dispatcher.run(true, std::future::pending()))?;
+    assert_eq!((report.delivered, report.dead), (0, 2));
+    assert_eq!(
+        receiver.requests.load(Ordering::SeqCst),
+        6,
+        "three attempts each"
+    );
+    for message in state.outbox_messages()? {
+        assert_eq!((message.status.as_str(), message.attempts), ("dead", 3));
+    }
+    Ok(())
+}
+
+#[test]
+fn backoff_grows_and_stays_capped() {
+    let dispatcher = Dispatcher::new(
+        Arc::new(SqliteState::in_memory().unwrap()),
+        OutboxSettings {
+            backoff_base_ms: 100,
+            backoff_max_ms: 1_000,
+            ..Default::default()
+        },
+    );
+    for _ in 0..50 {
+        let first = dispatcher.retry_delay_ms(1);
+        let fourth = dispatcher.retry_delay_ms(4);
+        let late = dispatcher.retry_delay_ms(30);
+        assert!((50..=100).contains(&first), "{first}");
+        assert!((400..=800).contains(&fourth), "{fourth}");
+        assert!((500..=1_000).contains(&late), "{late}");
+    }
+}
+
+#[test]
+fn a_killed_dispatcher_loses_nothing() -> Result {
+    let receiver = receiver(Behaviour::Slow(Duration::from_millis(150)));
+    let dir = tempfile::tempdir()?;
+    let expected = enqueue(&SqliteState::open(&dir.path().join("directory.db"))?, 40);
+    let endpoints: String = ["paste", "collect", "transfer"]
+        .iter()
+        .map(|p| format!("{p} = \"{}/{p}\"\n", receiver.url))
+        .collect();
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\ndirectory = \"sqlite://directory.db\"\n[outbox]\nlease_ms = 800\ntimeout_ms = 500\nconcurrency = 4\npoll_ms = 20\n\
+             backoff_base_ms = 10\n[outbox.endpoints]\n{endpoints}\n{}",
+            crate::common::rule("r", "add-claim", "")
+        ),
+    )?;
+    let outbox_run = |until_empty: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command.args(["outbox", "run", "--config", config.to_str().unwrap()]);
+        if until_empty {
+            command.arg("--until-empty");
+        }
+        command.stdout(Stdio::null()).stderr(Stdio::null());
+        command
+    };
+    let mut first = outbox_run(false).spawn()?;
+    // Kill it while deliveries are in flight (the receiver takes 150 ms each).
+    while receiver.requests.load(Ordering::SeqCst) < 6 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.kill()?;
+    first.wait()?;
+    let delivered_before = receiver.received.lock().unwrap().len();
+    assert!(
+        delivered_before < expected.len(),
+        "killed mid-way ({delivered_before} delivered)"
+    );
+
+    let second = outbox_run(true).status()?;
+    assert!(second.success());
+    assert_all_arrived(&receiver.received, &expected);
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! The HTTP sidecar, in process: login and continue, client mistakes as 400/413 with
+//! JSON bodies, health and metrics, reload and rollback.
+
+use std::sync::Arc;
+
+use portcullis::server::{AppState, router};
+use serde_json::{Value, json};
+
+use crate::common::{Result, login_files, seeded_dir};
+
+struct Server {
+    url: String,
+    app: Arc<AppState>,
+    dir: tempfile::TempDir,
+    config: std::path::PathBuf,
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+fn start(extra_config: &str) -> Server {
+    let (dir, config) = seeded_dir(150, 60);
+    if !extra_config.is_empty() {
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(&config, format!("{text}\n{extra_config}\n")).unwrap();
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let app = Arc::new(AppState::load(&config).unwrap());
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = router(app.clone());
+    runtime.spawn(async move { axum::serve(listener, served).await });
+    Server {
+        url,
+        app,
+        dir,
+        config,
+        runtime,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    fn post(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        self.runtime.block_on(async {
+            let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.runtime.block_on(async {
+            self.client
+                .get(format!("{}{path}", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        })
+    }
+
+    /// The first seeded login whose dry verdict has this decision type (and reason).
+    fn login_with(&self, decision: &str, reason: Option<&str>) -> Value {
+        let dry = portcullis::Gateway::open(
+            &portcullis::PipelineConfig::load(&self.config).unwrap(),
+            crate::common::runtime(),
+        )
+        .unwrap()
+        .without_applying();
+        for file in login_files(self.dir.path()) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let attempt = portcullis::LoginAttempt::from_json(&text).unwrap();
+            let verdict = serde_json::to_value(dry.login(&attempt).unwrap()).unwrap();
+            if verdict["decision"]["type"] == decision
+                && reason.is_none_or(|r| verdict["decision"]["reason"] == r)
+            {
+                return serde_json::from_str(&text).unwrap();
+            }
+        }
+        panic!("no seeded login with {decision} {reason:?}");
+    }
+}
+
+#[test]
+fn login_over_http_and_client_mistakes() -> Result {
+    let server = start("");
+    let login = server.login_with("allow", None);
+    let (status, verdict) = server.post("/v1/login", login.to_string(), None);
+    assert_eq!(status, 200, "{verdict}");
+    assert_eq!(verdict["decision"]["type"], "allow");
+    assert_eq!(verdict["trace"].as_array().unwrap().len(), 4);
+
+    let (status, body) = server.post("/v1/login", "{not json", None);
+    assert_eq!(status, 400);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid login JSON"),
+        "{body}"
+    );
+    let (status, body) = server.post(
+        "/v1/login",
+        json!({"transaction_id": "t"}).to_string(),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("missing field"),
+        "{body}"
+    );
+    let (status, body) = server.post("/v1/login", "x".repeat(100 * 1024), None);
+    assert_eq!(status, 413, "{body}");
+    assert!(body["error"].is_string());
+    let (status, body) = server.post("/v1/continue", "[]", None);
+    assert_eq!(status, 400, "{body}");
+
+    let health: Value = serde_json::from_str(&server.get("/healthz"))?;
+    assert_eq!(health, json!({"status": "ok", "rules": 4}));
+    let metrics = server.get("/metrics");
+    for needle in [
+        "portcullis_evaluations_total 1",
+        "portcullis_verdicts_total{decision=\"allow\"} 1",
+        "portcullis_rule_duration_seconds_count{rule=\"migrate-on-login\"} 1",
+        "portcullis_outbox_backlog",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "{needle} missing from:\n{metrics}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn redirect_then_continue_over_http() -> Result {
+    let server = start("");
+    let login = server.login_with("redirect", Some("several_products"));
+    let (status, redirected) = server.post("/v1/login", login.to_string(), None);
+    assert_eq!(status, 200);
+    let token = redirected["resume_token"]
+        .as_str()
+        .expect("a resume token")
+        .to_owned();
+    let request = json!({
+        "token": token,
+        "transaction_id": login["transaction_id"],
+        "result": {"verified": true},
+        "time_ms": login["time_ms"].as_u64().unwrap() + 30_000,
+    });
+    let (status, resumed) = server.post("/v1/continue", request.to_string(), None);
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(resumed["decision"]["type"], "allow");
+    assert!(resumed["applied"]["created_user"].as_bool().unwrap());
+    let (status, again) = server.post("/v1/continue", request.to_string(), None);
+    assert_eq!(status, 403);
+    assert_eq!(again["refused"], "replayed");
+    Ok(())
+}
+
+#[test]
+fn reload_swaps_atomically_and_rollback_restores() -> Result {
+    // SAFETY: this variable is read by this test's server only; no other thread of
+    // the test binary reads or writes it.
+    unsafe {
+        std::env::set_var(
+            "PORTCULLIS_TEST_ADMIN_TOKEN",
+            "an-admin-token-for-the-reload-test-0123",
+        )
+    };
+    let server = start("[server]\nadmin_token_env = \"PORTCULLIS_TEST_ADMIN_TOKEN\"");
+    let token = Some("an-admin-token-for-the-reload-test-0123");
+    assert_eq!(server.post("/admin/reload", "", None).0, 401);
+    assert_eq!(
+        server
+            .post(
+                "/admin/reload",
+                "",
+                Some("wrong-token-wrong-token-wrong-token-00")
+            )
+            .0,
+        401
+    );
+
+    let before = server.app.gateway();
+    let original = std::fs::read_to_string(&server.config)?;
+    // Drop the last rule (id-propagation) and reload.
+    let cut = original.rfind("[[rule]]").unwrap();
+    let server_section = original.find("[server]").unwrap();
+    let three_rules = format!("{}{}", &original[..cut], &original[server_section..]);
+    std::fs::write(&server.config, &three_rules)?;
+    let (status, body) = server.post("/admin/reload", "", token);
+    assert_eq!((status, body["rules"].as_u64()), (200, Some(3)), "{body}");
+    assert_eq!(server.app.gateway().pipeline().rules().len(), 3);
+    // A login that started before the reload keeps its pipeline.
+    assert_eq!(before.pipeline().rules().len(), 4);
+
+    std::fs::write(
+        &server.config,
+        "[[rule]]\nname = \"broken\"\ncomponent = \"/nonexistent.wasm\"\n",
+    )?;
+    let (status, body) = server.post("/admin/reload", "", token);
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("nonexistent.wasm"));
+    assert_eq!(
+        server.app.gateway().pipeline().rules().len(),
+        3,
+        "a failed reload keeps the running pipeline"
+    );
+
+    let (status, body) = server.post("/admin/rollback", "", token);
+    assert_eq!((status, body["rules"].as_u64()), (200, Some(4)), "{body}");
+    let metrics = server.get("/metrics");
+    assert!(
+        metrics.contains("portcullis_reloads_total{result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    Ok(())
+}
+
+#[test]
+fn admin_endpoints_are_off_without_a_token() {
+    let server = start("");
+    assert_eq!(server.post("/admin/reload", "", Some("anything")).0, 404);
+    assert_eq!(server.post("/admin/rollback", "", None).0, 404);
+}
