@@ -267,10 +267,7 @@ pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayErro
             Arc::new(SqliteLegacyStores::new(Default::default())),
         ));
     };
-    let state: Arc<dyn StateStore> = Arc::new(SqliteState::open(&sqlite_path(
-        &settings.directory,
-        &config.base_dir,
-    )?)?);
+    let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
     let legacy = settings
         .legacy
         .iter()

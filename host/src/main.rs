@@ -466,9 +466,13 @@ fn seed_stores(
     let (state, legacy) = portcullis::seed::open_for_seed(&config)?;
     let logins_dir = match logins_dir {
         Some(dir) => dir,
-        None => portcullis::gateway::directory_path(&config)?
+        None => portcullis::gateway::directory_path(&config)
+            .ok()
+            .flatten()
             .and_then(|p| p.parent().map(|d| d.join("logins")))
-            .context("the config has no [state] section to seed")?,
+            .context(
+                "name --logins-dir (the directory is not an SQLite file to put them beside)",
+            )?,
     };
     let started = std::time::Instant::now();
     let options = portcullis::seed::SeedOptions {
@@ -476,7 +480,7 @@ fn seed_stores(
         logins,
         seed,
     };
-    let report = portcullis::seed::seed(&state, &legacy, &logins_dir, &options, |line| {
+    let report = portcullis::seed::seed(state.as_ref(), &legacy, &logins_dir, &options, |line| {
         eprintln!("seed: {line}")
     })?;
     let accounts: Vec<String> = report

@@ -16,7 +16,7 @@ use serde_json::json;
 use crate::login::{DirectoryUser, Identity};
 use crate::passwords::legacy_formats;
 use crate::state::legacy_sqlite::LegacyRow;
-use crate::state::{SqliteLegacyStores, SqliteState, StateStore, StoreError};
+use crate::state::{SqliteLegacyStores, StateStore, StoreError};
 
 const FIRST: &[&str] = &[
     "ada",
@@ -345,18 +345,17 @@ fn capitalize(word: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Opens (creating) the stores of a config for seeding.
-pub fn open_for_seed(
-    config: &crate::PipelineConfig,
-) -> Result<(SqliteState, Vec<(String, PathBuf)>), StoreError> {
-    let directory = crate::gateway::directory_path(config)?
+/// The directory store and each legacy product's database path.
+pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, PathBuf)>);
+
+/// Opens the stores of a config for seeding, with the directory emptied: seeding
+/// twice must not mix two populations.
+pub fn open_for_seed(config: &crate::PipelineConfig) -> Result<SeedTargets, StoreError> {
+    let settings = config
+        .state
+        .as_ref()
         .ok_or_else(|| StoreError::Backend("the config has no [state] section to seed".into()))?;
-    // A fresh directory: seeding twice must not mix two populations.
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", directory.display()));
-    }
-    Ok((
-        SqliteState::open(&directory)?,
-        crate::gateway::legacy_paths(config)?,
-    ))
+    let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
+    state.clear()?;
+    Ok((state, crate::gateway::legacy_paths(config)?))
 }

@@ -160,6 +160,9 @@ pub trait StateStore: Directory {
     fn put_user(&self, user: &DirectoryUser, password_hash: Option<&str>)
     -> Result<(), StoreError>;
     fn user_count(&self) -> Result<u64, StoreError>;
+    /// Deletes every user, link, outbox message, token and applied transaction
+    /// (seeding only).
+    fn clear(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

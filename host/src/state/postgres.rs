@@ -514,6 +514,13 @@ impl StateStore for PostgresState {
         Ok(())
     }
 
+    fn clear(&self) -> Result<(), StoreError> {
+        self.pool.get()?.batch_execute(
+            "TRUNCATE identities, users, outbox, resume_tokens, applied_transactions",
+        )?;
+        Ok(())
+    }
+
     fn user_count(&self) -> Result<u64, StoreError> {
         Ok(self
             .pool

@@ -526,6 +526,14 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn clear(&self) -> Result<(), StoreError> {
+        self.lock().execute_batch(
+            "DELETE FROM identities; DELETE FROM users; DELETE FROM outbox; DELETE FROM resume_tokens;
+             DELETE FROM applied_transactions;",
+        )?;
+        Ok(())
+    }
+
     fn user_count(&self) -> Result<u64, StoreError> {
         Ok(self
             .lock()

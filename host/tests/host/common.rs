@@ -107,7 +107,7 @@ pub fn seeded_dir(users: usize, logins: usize) -> (tempfile::TempDir, PathBuf) {
         seed: 42,
     };
     portcullis::seed::seed(
-        &state,
+        state.as_ref(),
         &legacy,
         &dir.path().join("logins"),
         &options,

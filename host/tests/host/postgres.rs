@@ -1,0 +1,280 @@
+//! The PostgreSQL store, against the server on 127.0.0.1:5432 when
+//! PORTCULLIS_TEST_POSTGRES is set (.ci/run sets it). Each test gets its own schema.
+//! Two gateways on one database stand for two sidecar instances.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier};
+
+use portcullis::state::{EffectBatch, PostgresState, StateStore};
+use portcullis::{Decision, Effect, Gateway, PipelineConfig};
+
+use crate::common::{Result, migration_config, runtime};
+
+/// A fresh schema on the test server, as a store URL; None when not asked to test
+/// against PostgreSQL.
+fn fresh_database(name: &str) -> Option<String> {
+    let base = std::env::var("PORTCULLIS_TEST_POSTGRES").ok()?;
+    let base = if base.starts_with("postgres") {
+        base
+    } else {
+        "postgres://postgres@127.0.0.1:5432/test".into()
+    };
+    let schema = format!("pc_{name}_{}", std::process::id());
+    let mut admin =
+        postgres::Client::connect(&base, postgres::NoTls).expect("PostgreSQL is reachable");
+    admin
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        ))
+        .unwrap();
+    let separator = if base.contains('?') { '&' } else { '?' };
+    Some(format!(
+        "{base}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}
+
+fn skipped(test: &str) -> Result {
+    eprintln!("{test}: PORTCULLIS_TEST_POSTGRES is not set, not run");
+    Ok(())
+}
+
+#[test]
+fn postgres_applies_once_and_resumes_once() -> Result {
+    let Some(url) = fresh_database("basics") else {
+        return skipped("postgres_applies_once_and_resumes_once");
+    };
+    let state = PostgresState::connect(&url)?;
+    let batch = EffectBatch {
+        transaction_id: "tx-pg-1".into(),
+        time_ms: 1,
+        user_id: None,
+        new_user_id: "usr_pg_1".into(),
+        effects: vec![
+            Effect::CreateUser {
+                email: "Pg@Example.com".into(),
+                email_verified: true,
+                app_metadata: serde_json::json!({"migrated": true}),
+                user_metadata: serde_json::json!({}),
+                password_from_login: false,
+            },
+            Effect::SetAppMetadata {
+                patch: serde_json::json!({"tier": "gold"}),
+            },
+            Effect::LinkLegacyAccount {
+                product: "paste".into(),
+                legacy_id: "P1".into(),
+            },
+            Effect::EnqueueOutbox {
+                topic: "id-propagation".into(),
+                key: "paste:P1".into(),
+                payload: "{}".into(),
+            },
+        ],
+        password_hash: None,
+    };
+    let first = state.apply(&batch)?;
+    let second = state.apply(&batch)?;
+    assert!(first.applied && first.created_user && first.outbox_messages == 1);
+    assert!(!second.applied && second.user_id.as_deref() == Some("usr_pg_1"));
+    use portcullis::services::Directory;
+    let users = state.find_by_email("pg@example.com")?;
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].app_metadata,
+        serde_json::json!({"migrated": true, "tier": "gold"})
+    );
+    assert_eq!(users[0].identities.len(), 1);
+    assert_eq!(state.outbox_backlog()?, 1);
+
+    let record = portcullis::state::ResumeRecord {
+        jti: "jti-1".into(),
+        transaction_id: "tx-pg-2".into(),
+        subject: "usr_pg_1".into(),
+        rule: "ownership-check".into(),
+        rule_index: 2,
+        state: "{}".into(),
+        login: portcullis::state::StoredLogin::from_attempt(&crate::common::login("tx-pg-2")),
+        pending: Vec::new(),
+        password_hash: None,
+        expires_at_ms: 10,
+    };
+    state.save_resume(&record)?;
+    use portcullis::state::TakenResume;
+    assert!(
+        matches!(state.take_resume("jti-1", 5)?, TakenResume::Taken(r) if r.transaction_id == "tx-pg-2")
+    );
+    assert!(matches!(
+        state.take_resume("jti-1", 6)?,
+        TakenResume::AlreadyUsed
+    ));
+    assert!(matches!(
+        state.take_resume("jti-2", 6)?,
+        TakenResume::Unknown
+    ));
+    Ok(())
+}
+
+#[test]
+fn two_instances_migrate_a_user_exactly_once() -> Result {
+    let Some(url) = fresh_database("twins") else {
+        return skipped("two_instances_migrate_a_user_exactly_once");
+    };
+    let dir = tempfile::tempdir()?;
+    let config_path = migration_config(dir.path(), "pipeline.toml");
+    let text = std::fs::read_to_string(&config_path)?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("directory = "))
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        &config_path,
+        text.replace(&line, &format!("directory = \"{url}\"")),
+    )?;
+    let config = PipelineConfig::load(&config_path)?;
+    let (state, legacy) = portcullis::seed::open_for_seed(&config)?;
+    let options = portcullis::seed::SeedOptions {
+        users: 200,
+        logins: 80,
+        seed: 42,
+    };
+    portcullis::seed::seed(
+        state.as_ref(),
+        &legacy,
+        &dir.path().join("logins"),
+        &options,
+        |_| {},
+    )?;
+
+    // Two gateways, two connection pools: two sidecar instances on one database.
+    let a = Arc::new(Gateway::open(&config, runtime())?);
+    let b = Arc::new(Gateway::open(&config, runtime())?);
+    let dry = Gateway::open(&config, runtime())?.without_applying();
+    let first_logins: Vec<_> = crate::common::login_files(dir.path())
+        .iter()
+        .map(|f| portcullis::LoginAttempt::from_json(&std::fs::read_to_string(f).unwrap()).unwrap())
+        .filter(|attempt| {
+            let verdict = dry.login(attempt).unwrap();
+            verdict.decision == Decision::Allow
+                && verdict
+                    .effects
+                    .iter()
+                    .any(|e| matches!(e, Effect::CreateUser { .. }))
+        })
+        .take(8)
+        .collect();
+    assert!(first_logins.len() >= 4, "enough first logins in the batch");
+
+    let mut raced = 0;
+    for attempt in &first_logins {
+        let barrier = Arc::new(Barrier::new(2));
+        let racers: Vec<_> = [(a.clone(), "a"), (b.clone(), "b")]
+            .into_iter()
+            .map(|(gateway, side)| {
+                let (barrier, mut attempt) = (barrier.clone(), attempt.clone());
+                attempt.transaction_id = format!("{}-{side}", attempt.transaction_id);
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    gateway.login(&attempt).unwrap()
+                })
+            })
+            .collect();
+        let mut creators = 0;
+        for racer in racers {
+            let verdict = racer.join().unwrap();
+            assert_eq!(
+                verdict.decision,
+                Decision::Allow,
+                "both racers get in: {verdict:?}"
+            );
+            creators += verdict
+                .effects
+                .iter()
+                .any(|e| matches!(e, Effect::CreateUser { .. })) as usize;
+        }
+        // Both evaluated before either committed: the database had to settle it.
+        raced += (creators == 2) as usize;
+        let users = a.services().directory.find_by_email(&attempt.email)?;
+        assert_eq!(
+            users.len(),
+            1,
+            "exactly one directory user for {}",
+            attempt.transaction_id
+        );
+        let messages: Vec<_> = a
+            .state()
+            .outbox_messages()?
+            .into_iter()
+            .filter(|m| m.transaction_id.starts_with(&attempt.transaction_id))
+            .collect();
+        let keys: BTreeSet<_> = messages.iter().map(|m| &m.key).collect();
+        assert_eq!(
+            keys.len(),
+            messages.len(),
+            "one message per product account"
+        );
+        assert_eq!(messages.len(), users[0].identities.len());
+        for message in &messages {
+            assert!(
+                message.payload.contains(&users[0].id),
+                "payload names the user that exists"
+            );
+        }
+    }
+    eprintln!(
+        "{raced} of {} logins raced to create the same user",
+        first_logins.len()
+    );
+    assert!(raced > 0, "the test raced at least once");
+    Ok(())
+}
+
+#[test]
+fn outbox_claims_are_exclusive_across_instances() -> Result {
+    let Some(url) = fresh_database("claims") else {
+        return skipped("outbox_claims_are_exclusive_across_instances");
+    };
+    let first = Arc::new(PostgresState::connect(&url)?);
+    let second = Arc::new(PostgresState::connect(&url)?);
+    for i in 0..300 {
+        first.apply(&EffectBatch {
+            transaction_id: format!("tx-claim-{i}"),
+            time_ms: 1,
+            user_id: None,
+            new_user_id: format!("usr_{i}"),
+            effects: vec![Effect::EnqueueOutbox {
+                topic: "t".into(),
+                key: format!("paste:{i}"),
+                payload: "{}".into(),
+            }],
+            password_hash: None,
+        })?;
+    }
+    let barrier = Arc::new(Barrier::new(2));
+    let claimers: Vec<_> = [first.clone(), second.clone()]
+        .into_iter()
+        .map(|state| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut ids = Vec::new();
+                loop {
+                    let claimed = state.claim_outbox(2, 600_000, 7).unwrap();
+                    if claimed.is_empty() {
+                        return ids;
+                    }
+                    ids.extend(claimed.iter().map(|m| m.id));
+                }
+            })
+        })
+        .collect();
+    let claimed: Vec<Vec<i64>> = claimers.into_iter().map(|c| c.join().unwrap()).collect();
+    let (x, y): (BTreeSet<i64>, BTreeSet<i64>) = (
+        claimed[0].iter().copied().collect(),
+        claimed[1].iter().copied().collect(),
+    );
+    assert!(x.is_disjoint(&y), "no message claimed by both");
+    assert_eq!(x.len() + y.len(), 300, "every message claimed once");
+    assert!(!x.is_empty() && !y.is_empty(), "both instances took part");
+    Ok(())
+}
