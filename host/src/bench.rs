@@ -1,14 +1,17 @@
-//! `portcullis bench`: what a pipeline costs per login, and what the compile cache
-//! saves at start-up. Numbers for notes and BENCHMARKS.md, not for tests.
+//! `portcullis bench`: what a pipeline costs per login. Each scenario is a recording
+//! (a login and its capability answers), served from memory: no disk and no password
+//! hashing in the timed loop, so the numbers are the sandboxes' and the rules' own.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::{LoadError, LoginAttempt, PipelineConfig, Runtime, Services};
+use crate::record::{Expectation, MemoryAnswers, Recording};
+use crate::services::Services;
+use crate::{LoadError, LoginAttempt, Pipeline, PipelineConfig, Runtime};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {
     pub p50_us: f64,
     pub p99_us: f64,
@@ -16,7 +19,14 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut samples: Vec<f64>) -> Self {
+    pub fn of(mut samples: Vec<f64>) -> Self {
+        if samples.is_empty() {
+            return Self {
+                p50_us: 0.0,
+                p99_us: 0.0,
+                mean_us: 0.0,
+            };
+        }
         samples.sort_by(f64::total_cmp);
         let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
         Self {
@@ -35,48 +45,124 @@ pub struct RuleLatency {
 }
 
 #[derive(Debug, Serialize)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    /// The whole evaluation, one at a time.
+    pub pipeline: Percentiles,
+    pub rules: Vec<RuleLatency>,
+    /// Evaluations per second with `threads` threads evaluating at once.
+    pub evaluations_per_second: f64,
+    pub threads: usize,
+    /// The largest guest linear memory an evaluation held at once (rules run one
+    /// after another, each in its own sandbox).
+    pub peak_memory_kib_per_evaluation: u64,
+    /// The verdict matched the recording's: the bench measured the path it claims.
+    pub verdict_as_recorded: bool,
+}
+
+#[derive(Debug, Serialize)]
 pub struct BenchReport {
     pub iterations: usize,
     /// Loading the pipeline with an empty compile cache (compiles every rule).
     pub load_cold_ms: f64,
     /// Loading it again in a new engine, from the cache.
     pub load_cached_ms: f64,
-    /// Per rule: sandbox creation + instantiate + call + output checks.
-    pub rules: Vec<RuleLatency>,
-    /// The whole evaluation, as a caller sees it.
-    pub pipeline: Percentiles,
+    pub scenarios: Vec<ScenarioReport>,
 }
 
-pub fn run(
-    config: &Path,
-    login: &LoginAttempt,
-    iterations: usize,
-) -> Result<BenchReport, LoadError> {
-    let mut config = PipelineConfig::load(config)?;
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("scenario {}: {message}", path.display())]
+    Scenario { path: PathBuf, message: String },
+}
+
+/// A recorded login ready to evaluate again and again.
+pub struct Scenario {
+    pub name: String,
+    pub login: LoginAttempt,
+    pub services: Services,
+    pub expected: Expectation,
+}
+
+impl Scenario {
+    /// The first step of a recording, its directory user resolved from its answers.
+    pub fn from_recording(path: &Path) -> Result<Self, BenchError> {
+        let fail = |message: String| BenchError::Scenario {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let recording: Recording = serde_json::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        let step = recording
+            .steps
+            .first()
+            .ok_or_else(|| fail("no steps".into()))?;
+        let recorded = step
+            .login
+            .as_ref()
+            .ok_or_else(|| fail("the first step is not a login".into()))?;
+        let mut login = recorded.login.to_attempt(recorded.login.time_ms);
+        login.password = recorded.has_password.then(|| "bench-password".into());
+        let services = MemoryAnswers::new(&step.calls).services();
+        if login.user.is_none() {
+            login.user = services
+                .directory
+                .find_by_email(&login.email)
+                .map_err(|e| fail(e.message))?
+                .into_iter()
+                .next();
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            name,
+            login,
+            services,
+            expected: step.expect.clone(),
+        })
+    }
+}
+
+pub fn load_times(config: &PipelineConfig) -> Result<(f64, f64), LoadError> {
+    let mut config = config.clone();
     let cache =
         tempfile::tempdir().map_err(|e| LoadError::Engine(format!("temporary cache dir: {e}")))?;
     config.engine.cache_dir = Some(cache.path().to_owned());
-
     let started = Instant::now();
     drop(Runtime::new(&config.engine)?.load(&config)?);
-    let load_cold_ms = started.elapsed().as_secs_f64() * 1e3;
+    let cold = started.elapsed().as_secs_f64() * 1e3;
     let started = Instant::now();
-    let pipeline = Runtime::new(&config.engine)?.load(&config)?;
-    let load_cached_ms = started.elapsed().as_secs_f64() * 1e3;
+    drop(Runtime::new(&config.engine)?.load(&config)?);
+    Ok((cold, started.elapsed().as_secs_f64() * 1e3))
+}
 
-    let services = Services::none();
-    let warm_up = (iterations / 10).max(10);
-    for _ in 0..warm_up {
-        pipeline.evaluate(login, &services);
+pub fn measure(
+    pipeline: &Pipeline,
+    scenario: &Scenario,
+    iterations: usize,
+    threads: usize,
+) -> ScenarioReport {
+    let evaluate = || pipeline.evaluate(&scenario.login, &scenario.services);
+    let first = evaluate();
+    let verdict_as_recorded = serde_json::to_value(Expectation::of(&first)).ok()
+        == serde_json::to_value(&scenario.expected).ok();
+    for _ in 0..(iterations / 10).max(20) {
+        evaluate();
     }
     let mut per_rule: Vec<Vec<f64>> = vec![Vec::with_capacity(iterations); pipeline.rules().len()];
     let mut totals = Vec::with_capacity(iterations);
+    let mut peak_memory = 0;
     for _ in 0..iterations.max(1) {
         let started = Instant::now();
-        let verdict = pipeline.evaluate(login, &services);
+        let verdict = evaluate();
         totals.push(started.elapsed().as_secs_f64() * 1e6);
         for (samples, trace) in per_rule.iter_mut().zip(&verdict.trace) {
             samples.push(trace.duration_us as f64);
+            peak_memory = peak_memory.max(trace.memory_kib);
         }
     }
     let rules = pipeline
@@ -89,11 +175,57 @@ pub fn run(
             latency: Percentiles::of(samples),
         })
         .collect();
+
+    let per_thread = iterations.max(1);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..per_thread {
+                    evaluate();
+                }
+            });
+        }
+    });
+    let evaluations_per_second = (per_thread * threads) as f64 / started.elapsed().as_secs_f64();
+
+    ScenarioReport {
+        scenario: scenario.name.clone(),
+        pipeline: Percentiles::of(totals),
+        rules,
+        evaluations_per_second,
+        threads,
+        peak_memory_kib_per_evaluation: peak_memory,
+        verdict_as_recorded,
+    }
+}
+
+pub fn run(
+    config_path: &Path,
+    recordings: &[PathBuf],
+    iterations: usize,
+) -> Result<BenchReport, BenchError> {
+    let config = PipelineConfig::load(config_path).map_err(LoadError::from)?;
+    let (load_cold_ms, load_cached_ms) = load_times(&config)?;
+    let pipeline = Runtime::new(&config.engine)?.load(&config)?;
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let scenarios = recordings
+        .iter()
+        .map(|path| {
+            Ok(measure(
+                &pipeline,
+                &Scenario::from_recording(path)?,
+                iterations,
+                threads,
+            ))
+        })
+        .collect::<Result<_, BenchError>>()?;
     Ok(BenchReport {
-        iterations: totals.len(),
+        iterations,
         load_cold_ms,
         load_cached_ms,
-        rules,
-        pipeline: Percentiles::of(totals),
+        scenarios,
     })
 }

@@ -127,6 +127,7 @@ impl LoginAttempt {
             connection: self.connection.clone(),
             client_id: self.client_id.clone(),
             email: self.email.clone(),
+            has_password: self.password.is_some(),
             request: wit::Request {
                 ip: self.request.ip.clone(),
                 user_agent: self.request.user_agent.clone(),

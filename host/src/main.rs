@@ -110,13 +110,16 @@ enum Command {
         #[arg(long, default_value = "fixtures/pipeline.toml")]
         config: PathBuf,
     },
-    /// Measure a pipeline: per-rule latency p50/p99, and load time cold vs cached.
+    /// Measure a pipeline: latency p50/p99 per scenario and per rule, evaluations
+    /// per second on every core, peak memory, and load time cold vs cached.
     Bench {
-        #[arg(long)]
+        #[arg(long, default_value = "fixtures/pipeline.toml")]
         config: PathBuf,
+        /// Recordings to replay as scenarios, answers served from memory (default: an
+        /// already-migrated user and a user migrated on this login).
         #[arg(long)]
-        login: PathBuf,
-        #[arg(long, default_value_t = 2000)]
+        recording: Vec<PathBuf>,
+        #[arg(long, default_value_t = 5000)]
         iterations: usize,
         /// Print the report as JSON.
         #[arg(long)]
@@ -201,10 +204,10 @@ fn main() -> ExitCode {
         } => outbox_run(&config, until_empty),
         Command::Bench {
             config,
-            login,
+            recording,
             iterations,
             json,
-        } => bench(&config, &login, iterations, json),
+        } => bench(&config, &recording, iterations, json),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -563,12 +566,16 @@ fn print_verdict(verdict: &Verdict, reveal_pii: bool, compact: bool) -> Result<(
     Ok(())
 }
 
-fn bench(config: &Path, login: &Path, iterations: usize, json: bool) -> Result<()> {
-    let text = std::fs::read_to_string(login)
-        .with_context(|| format!("cannot read login {}", login.display()))?;
-    let attempt =
-        LoginAttempt::from_json(&text).with_context(|| format!("login {}", login.display()))?;
-    let report = portcullis::bench::run(config, &attempt, iterations)?;
+fn bench(config: &Path, recordings: &[PathBuf], iterations: usize, json: bool) -> Result<()> {
+    let recordings = if recordings.is_empty() {
+        vec![
+            PathBuf::from("fixtures/recordings/already-migrated.json"),
+            PathBuf::from("fixtures/recordings/single-product-migrated.json"),
+        ]
+    } else {
+        recordings.to_vec()
+    };
+    let report = portcullis::bench::run(config, &recordings, iterations)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -577,23 +584,37 @@ fn bench(config: &Path, login: &Path, iterations: usize, json: bool) -> Result<(
         "load: cold {:.1} ms, from compile cache {:.1} ms",
         report.load_cold_ms, report.load_cached_ms
     );
-    println!(
-        "{:<24} {:>10} {:>10} {:>10}",
-        "rule", "p50 µs", "p99 µs", "mean µs"
-    );
-    for rule in &report.rules {
-        let l = &rule.latency;
+    for s in &report.scenarios {
+        println!();
         println!(
-            "{:<24} {:>10.1} {:>10.1} {:>10.1}",
-            rule.rule, l.p50_us, l.p99_us, l.mean_us
+            "scenario {}{}: {:.0} evaluations/s on {} threads, peak guest memory {} KiB per evaluation",
+            s.scenario,
+            if s.verdict_as_recorded {
+                ""
+            } else {
+                " (VERDICT DIFFERS FROM THE RECORDING)"
+            },
+            s.evaluations_per_second,
+            s.threads,
+            s.peak_memory_kib_per_evaluation
+        );
+        println!(
+            "  {:<22} {:>9} {:>9} {:>9}",
+            "", "p50 µs", "p99 µs", "mean µs"
+        );
+        for rule in &s.rules {
+            let l = &rule.latency;
+            println!(
+                "  {:<22} {:>9.1} {:>9.1} {:>9.1}",
+                rule.rule, l.p50_us, l.p99_us, l.mean_us
+            );
+        }
+        let p = &s.pipeline;
+        println!(
+            "  {:<22} {:>9.1} {:>9.1} {:>9.1}",
+            "pipeline", p.p50_us, p.p99_us, p.mean_us
         );
     }
-    let p = &report.pipeline;
-    println!(
-        "{:<24} {:>10.1} {:>10.1} {:>10.1}",
-        "(pipeline)", p.p50_us, p.p99_us, p.mean_us
-    );
-    println!("{} evaluations", report.iterations);
     Ok(())
 }
 

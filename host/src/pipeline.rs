@@ -54,6 +54,7 @@ pub struct Pipeline {
 struct RuleRun {
     result: Result<RuleOutcome, (FaultKind, String)>,
     duration_us: u64,
+    memory_kib: u64,
     logs: Vec<String>,
     output: String,
 }
@@ -171,6 +172,7 @@ impl Pipeline {
                 fault,
                 logs: run.logs,
                 output: run.output,
+                memory_kib: run.memory_kib,
             });
             if stop {
                 break;
@@ -258,6 +260,7 @@ impl Pipeline {
         RuleRun {
             result,
             duration_us,
+            memory_kib: (state.limiter.peak_bytes / 1024) as u64,
             output: state.take_output(),
             logs: state.logs,
         }

@@ -356,3 +356,103 @@ pub fn to_json(recording: &Recording, reveal_pii: bool) -> String {
     }
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
+
+type Answered<T> = Result<T, ServiceError>;
+
+/// A recording's capability answers held in memory and served any number of times:
+/// what a benchmark needs (no disk, no password hashing in the timed loop).
+#[derive(Default)]
+pub struct MemoryAnswers {
+    find_by_email: std::collections::HashMap<String, Answered<Vec<DirectoryUser>>>,
+    get_user: std::collections::HashMap<String, Answered<Option<DirectoryUser>>>,
+    directory_verify: std::collections::HashMap<String, Answered<bool>>,
+    find_accounts: std::collections::HashMap<String, Answered<Vec<LegacyAccount>>>,
+    legacy_verify: std::collections::HashMap<(String, String), Answered<bool>>,
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(answer: &Answer) -> Answered<T> {
+    match answer {
+        Answer::Ok(value) => serde_json::from_value(value.clone())
+            .map_err(|e| ServiceError::unavailable(format!("recorded answer is unreadable: {e}"))),
+        Answer::Err(e) => Err(e.clone()),
+    }
+}
+
+impl MemoryAnswers {
+    pub fn new(calls: &[Call]) -> Self {
+        let mut answers = Self::default();
+        for call in calls {
+            let arg = |i: usize| call.args.get(i).cloned().unwrap_or_default();
+            match call.call.as_str() {
+                "directory.find-by-email" => {
+                    answers.find_by_email.insert(arg(0), typed(&call.answer));
+                }
+                "directory.get-user" => {
+                    answers.get_user.insert(arg(0), typed(&call.answer));
+                }
+                "directory.verify-password" => {
+                    answers.directory_verify.insert(arg(0), typed(&call.answer));
+                }
+                "legacy.find-accounts" => {
+                    answers.find_accounts.insert(arg(0), typed(&call.answer));
+                }
+                "legacy.verify-password" => {
+                    answers
+                        .legacy_verify
+                        .insert((arg(0), arg(1)), typed(&call.answer));
+                }
+                _ => {}
+            }
+        }
+        answers
+    }
+
+    pub fn services(self) -> Services {
+        let shared = Arc::new(self);
+        Services {
+            directory: shared.clone(),
+            legacy: shared,
+        }
+    }
+}
+
+fn served<T: Clone>(answer: Option<&Answered<T>>, call: &str) -> Answered<T> {
+    answer.cloned().unwrap_or_else(|| {
+        Err(ServiceError::unavailable(format!(
+            "{call} has no answer in memory"
+        )))
+    })
+}
+
+impl Directory for MemoryAnswers {
+    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
+        served(self.find_by_email.get(email), "directory.find-by-email")
+    }
+    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
+        served(self.get_user.get(id), "directory.get-user")
+    }
+    fn verify_password(&self, user_id: &str, _: &SecretString) -> Result<bool, ServiceError> {
+        served(
+            self.directory_verify.get(user_id),
+            "directory.verify-password",
+        )
+    }
+}
+
+impl LegacyStores for MemoryAnswers {
+    fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
+        served(self.find_accounts.get(email), "legacy.find-accounts")
+    }
+    fn verify_password(
+        &self,
+        product: &str,
+        legacy_id: &str,
+        _: &SecretString,
+    ) -> Result<bool, ServiceError> {
+        served(
+            self.legacy_verify
+                .get(&(product.to_owned(), legacy_id.to_owned())),
+            "legacy.verify-password",
+        )
+    }
+}

@@ -27,6 +27,8 @@ const MAX_TABLE_ELEMENTS: usize = 100_000;
 pub(crate) struct Limiter {
     memory_bytes: usize,
     pub(crate) memory_cap_hit: bool,
+    /// The largest linear memory this store had.
+    pub(crate) peak_bytes: usize,
 }
 
 impl ResourceLimiter for Limiter {
@@ -45,6 +47,7 @@ impl ResourceLimiter for Limiter {
                 self.memory_bytes >> 20
             ));
         }
+        self.peak_bytes = self.peak_bytes.max(desired);
         Ok(true)
     }
 
@@ -109,6 +112,7 @@ impl RuleState {
             limiter: Limiter {
                 memory_bytes: (rule.memory_mb as usize) << 20,
                 memory_cap_hit: false,
+                peak_bytes: 0,
             },
             rule,
             services,

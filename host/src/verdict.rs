@@ -125,6 +125,8 @@ pub struct RuleTrace {
     /// What the guest wrote to stdout/stderr (redacted, bounded), e.g. a panic message.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub output: String,
+    /// The largest linear memory the rule's sandbox had, in KiB.
+    pub memory_kib: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -8,6 +8,9 @@
 //!   first), the legacy stores are tried and matching accounts are linked; the
 //!   `ownership-check` rule then demands proof of the inbox before anything is merged.
 //! - bulk-imported user (`bulk_flag`): directory only, never the legacy stores.
+//! - a login without a password (the gateway authenticated it: a session, SSO) for a
+//!   directory user: nothing to check or migrate. Without a directory user it is
+//!   denied: there is no password to migrate with.
 //! - wrong password or unknown email: `deny invalid_credentials` (the same answer for
 //!   both, so a login cannot probe which emails exist).
 //! - a legacy store that does not answer: a rule error, so the rule's `on_error`
@@ -87,6 +90,10 @@ impl Guest for MigrateOnLogin {
         };
 
         if let Some(user) = &ctx.user {
+            if !ctx.has_password {
+                // The gateway authenticated this user already; nothing to migrate.
+                return continue_with(Vec::new());
+            }
             let verified = directory::verify_password(&user.id)
                 .map_err(|e| unavailable("directory.verify-password", e.message))?;
             if verified {
@@ -114,6 +121,9 @@ impl Guest for MigrateOnLogin {
             return continue_with(links(&matched).collect());
         }
 
+        if !ctx.has_password {
+            return Ok(deny_invalid_credentials());
+        }
         let matched = matching_legacy_accounts(&ctx.email)?;
         let Some(first) = matched.first() else {
             return Ok(deny_invalid_credentials());
