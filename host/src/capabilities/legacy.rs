@@ -1,5 +1,6 @@
-use crate::bindings::portcullis::rule::legacy::{Host, LegacyAccount};
+use crate::bindings::portcullis::rule::legacy::Host;
 use crate::bindings::wit;
+use crate::bindings::wit::LegacyAccount;
 use crate::sandbox::RuleState;
 use crate::services::ServiceError;
 

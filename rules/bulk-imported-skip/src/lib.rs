@@ -10,39 +10,53 @@
 //! Config: `bulk_flag` (default `bulkImported`), `reset_flag` (default
 //! `forcePasswordReset`).
 
-wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule" });
-
-use portcullis::rule::config;
-use portcullis::rule::types::{ChallengeKind, Decision};
+use rule_model::{ChallengeKind, Decision, Host, LoginContext, Outcome, RuleError};
 use serde_json::Value;
-
-struct BulkImportedSkip;
 
 fn flag(metadata: &Value, name: &str) -> bool {
     metadata.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
-impl Guest for BulkImportedSkip {
-    fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
-        let bulk_flag = config::get("bulk_flag").unwrap_or_else(|| "bulkImported".into());
-        let reset_flag = config::get("reset_flag").unwrap_or_else(|| "forcePasswordReset".into());
-        let decision = match &ctx.user {
-            Some(user) => {
-                let metadata: Value =
-                    serde_json::from_str(&user.app_metadata).unwrap_or(Value::Null);
-                if flag(&metadata, &bulk_flag) && flag(&metadata, &reset_flag) {
-                    Decision::Challenge(ChallengeKind::PasswordReset)
-                } else {
-                    Decision::Continue
-                }
+pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, RuleError> {
+    let bulk_flag = host
+        .config("bulk_flag")
+        .unwrap_or_else(|| "bulkImported".into());
+    let reset_flag = host
+        .config("reset_flag")
+        .unwrap_or_else(|| "forcePasswordReset".into());
+    let decision = match &ctx.user {
+        Some(user) => {
+            let metadata: Value = serde_json::from_str(&user.app_metadata).unwrap_or(Value::Null);
+            if flag(&metadata, &bulk_flag) && flag(&metadata, &reset_flag) {
+                Decision::Challenge(ChallengeKind::PasswordReset)
+            } else {
+                Decision::Continue
             }
-            None => Decision::Continue,
-        };
-        Ok(Outcome {
-            decision,
-            effects: Vec::new(),
-        })
-    }
+        }
+        None => Decision::Continue,
+    };
+    Ok(Outcome {
+        decision,
+        effects: Vec::new(),
+    })
 }
 
-export!(BulkImportedSkip);
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "portcullis:rule/rule",
+        with: { "portcullis:rule/types@0.1.0": rule_model::portcullis::rule::types },
+    });
+    rule_model::guest_host!();
+
+    struct Rule;
+
+    impl Guest for Rule {
+        fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+            super::on_login(&ctx, &mut GuestHost)
+        }
+    }
+
+    export!(Rule);
+}

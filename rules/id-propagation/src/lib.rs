@@ -6,55 +6,68 @@
 //!
 //! Config: `topic` (default `id-propagation`).
 
-wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule" });
-
-use portcullis::rule::config;
-use portcullis::rule::types::{Decision, Effect, OutboxMessage};
+use rule_model::{Decision, Effect, Host, LoginContext, OutboxMessage, Outcome, RuleError};
 use serde_json::json;
 
-struct IdPropagation;
-
-impl Guest for IdPropagation {
-    fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
-        let topic = config::get("topic").unwrap_or_else(|| "id-propagation".into());
-        let creates_user = ctx
-            .pending
-            .iter()
-            .any(|e| matches!(e, Effect::CreateUser(_)));
-        let user_id = match (&ctx.user, creates_user) {
-            (_, true) => ctx.new_user_id.clone(),
-            (Some(user), false) => user.id.clone(),
-            (None, false) => {
-                return Ok(Outcome {
-                    decision: Decision::Continue,
-                    effects: Vec::new(),
-                });
-            }
-        };
-        let mut keys: Vec<String> = Vec::new();
-        let mut effects = Vec::new();
-        for effect in &ctx.pending {
-            let Effect::LinkLegacyAccount(link) = effect else {
-                continue;
-            };
-            let key = format!("{}:{}", link.product, link.legacy_id);
-            if keys.contains(&key) {
-                continue;
-            }
-            let payload =
-                json!({"user_id": user_id, "product": link.product, "legacy_id": link.legacy_id});
-            effects.push(Effect::EnqueueOutbox(OutboxMessage {
-                topic: topic.clone(),
-                key: key.clone(),
-                payload: payload.to_string(),
-            }));
-            keys.push(key);
+pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, RuleError> {
+    let topic = host
+        .config("topic")
+        .unwrap_or_else(|| "id-propagation".into());
+    let creates_user = ctx
+        .pending
+        .iter()
+        .any(|e| matches!(e, Effect::CreateUser(_)));
+    let user_id = match (&ctx.user, creates_user) {
+        (_, true) => ctx.new_user_id.clone(),
+        (Some(user), false) => user.id.clone(),
+        (None, false) => {
+            return Ok(Outcome {
+                decision: Decision::Continue,
+                effects: Vec::new(),
+            });
         }
-        Ok(Outcome {
-            decision: Decision::Continue,
-            effects,
-        })
+    };
+    let mut keys: Vec<String> = Vec::new();
+    let mut effects = Vec::new();
+    for effect in &ctx.pending {
+        let Effect::LinkLegacyAccount(link) = effect else {
+            continue;
+        };
+        let key = format!("{}:{}", link.product, link.legacy_id);
+        if keys.contains(&key) {
+            continue;
+        }
+        let payload =
+            json!({"user_id": user_id, "product": link.product, "legacy_id": link.legacy_id});
+        effects.push(Effect::EnqueueOutbox(OutboxMessage {
+            topic: topic.clone(),
+            key: key.clone(),
+            payload: payload.to_string(),
+        }));
+        keys.push(key);
     }
+    Ok(Outcome {
+        decision: Decision::Continue,
+        effects,
+    })
 }
 
-export!(IdPropagation);
+#[cfg(target_arch = "wasm32")]
+mod guest {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "portcullis:rule/rule",
+        with: { "portcullis:rule/types@0.1.0": rule_model::portcullis::rule::types },
+    });
+    rule_model::guest_host!();
+
+    struct Rule;
+
+    impl Guest for Rule {
+        fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+            super::on_login(&ctx, &mut GuestHost)
+        }
+    }
+
+    export!(Rule);
+}

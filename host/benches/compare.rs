@@ -1,0 +1,293 @@
+//! The migration pipeline three ways, in one run: as sandboxed components (a fresh
+//! instance per rule per login), as the same rule logic compiled natively, and as the
+//! same rules in JavaScript in Node's `vm` with a fresh context per evaluation.
+//!
+//!     cargo bench -p portcullis --bench compare [-- --json] [-- --iterations N]
+//!
+//! Capability answers come from the recordings, in memory, for all three.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
+use portcullis::record::{Answer, Recording};
+use portcullis::services::Services;
+use portcullis::{LoginAttempt, PipelineConfig, Runtime};
+use rule_model::{CapabilityError, CapabilityErrorKind, Decision, Host, LegacyAccount, LogLevel, LoginContext, Outcome, RuleError};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+/// The rules' capabilities answered natively from the same in-memory answers.
+struct NativeHost<'a> {
+    services: &'a Services,
+    config: &'a BTreeMap<String, String>,
+}
+
+fn capability_error(e: portcullis::services::ServiceError) -> CapabilityError {
+    CapabilityError { kind: CapabilityErrorKind::Unavailable, message: e.message }
+}
+
+impl Host for NativeHost<'_> {
+    fn log(&mut self, _: LogLevel, message: &str) {
+        std::hint::black_box(message);
+    }
+    fn config(&mut self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
+    }
+    fn verify_directory_password(&mut self, user_id: &str) -> Result<bool, CapabilityError> {
+        self.services.directory.verify_password(user_id, &"bench".into()).map_err(capability_error)
+    }
+    fn find_legacy_accounts(&mut self, email: &str) -> Result<Vec<LegacyAccount>, CapabilityError> {
+        let accounts = self.services.legacy.find_accounts(email).map_err(capability_error)?;
+        Ok(accounts
+            .into_iter()
+            .map(|a| LegacyAccount {
+                product: a.product,
+                legacy_id: a.legacy_id,
+                email: a.email,
+                email_verified: a.email_verified,
+                created_at_ms: a.created_at_ms,
+                profile: a.profile.to_string(),
+            })
+            .collect())
+    }
+    fn verify_legacy_password(&mut self, product: &str, legacy_id: &str) -> Result<bool, CapabilityError> {
+        self.services.legacy.verify_password(product, legacy_id, &"bench".into()).map_err(capability_error)
+    }
+}
+
+fn model_context(login: &LoginAttempt) -> LoginContext {
+    LoginContext {
+        transaction_id: login.transaction_id.clone(),
+        time_ms: login.time_ms,
+        connection: login.connection.clone(),
+        client_id: login.client_id.clone(),
+        email: login.email.clone(),
+        has_password: login.password.is_some(),
+        request: rule_model::Request { ip: login.request.ip.clone(), user_agent: login.request.user_agent.clone() },
+        user: login.user.as_ref().map(|u| rule_model::User {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            email_verified: u.email_verified,
+            identities: u
+                .identities
+                .iter()
+                .map(|i| rule_model::Identity {
+                    provider: i.provider.clone(),
+                    user_id: i.user_id.clone(),
+                    connection: i.connection.clone(),
+                })
+                .collect(),
+            app_metadata: u.app_metadata.to_string(),
+            user_metadata: u.user_metadata.to_string(),
+            created_at_ms: u.created_at_ms,
+            last_login_ms: u.last_login_ms,
+            logins_count: u.logins_count,
+        }),
+        new_user_id: login.new_user_id(),
+        pending: Vec::new(),
+    }
+}
+
+type RuleFn = fn(&LoginContext, &mut NativeHost<'_>) -> Result<Outcome, RuleError>;
+
+/// The pipeline's semantics, natively: rules in order, each seeing the effects before
+/// it, stopping at the first decision that is not `continue`.
+fn native_evaluate(login: &LoginAttempt, services: &Services, configs: &[BTreeMap<String, String>]) -> (String, usize) {
+    let rules: [RuleFn; 4] = [
+        |c, h| rule_bulk_imported_skip::on_login(c, h),
+        |c, h| rule_migrate_on_login::on_login(c, h),
+        |c, h| rule_ownership_check::on_login(c, h),
+        |c, h| rule_id_propagation::on_login(c, h),
+    ];
+    let mut ctx = model_context(login);
+    for (rule, config) in rules.iter().zip(configs) {
+        let outcome = match rule(&ctx, &mut NativeHost { services, config }) {
+            Ok(outcome) => outcome,
+            Err(_) => return ("deny".into(), 0),
+        };
+        ctx.pending.extend(outcome.effects);
+        match outcome.decision {
+            Decision::Continue => {}
+            Decision::Deny(_) => return ("deny".into(), 0),
+            Decision::Redirect(_) => return ("redirect".into(), ctx.pending.len()),
+            Decision::Challenge(_) => return ("challenge".into(), ctx.pending.len()),
+        }
+    }
+    ("allow".into(), ctx.pending.len())
+}
+
+#[derive(Serialize)]
+struct EngineRow {
+    engine: &'static str,
+    decision: String,
+    effects: usize,
+    #[serde(flatten)]
+    latency: Percentiles,
+    evaluations_per_second: f64,
+    threads: usize,
+}
+
+#[derive(Serialize)]
+struct Comparison {
+    scenario: String,
+    wasm: ScenarioReport,
+    engines: Vec<EngineRow>,
+    wasm_over_native_p50: f64,
+    js_over_wasm_p50: Option<f64>,
+}
+
+fn native_row(scenario: &Scenario, configs: &[BTreeMap<String, String>], iterations: usize, threads: usize) -> EngineRow {
+    let run = || native_evaluate(&scenario.login, &scenario.services, configs);
+    let (decision, effects) = run();
+    for _ in 0..iterations / 10 {
+        std::hint::black_box(run());
+    }
+    let mut samples = Vec::with_capacity(iterations);
+    for _ in 0..iterations {
+        let started = Instant::now();
+        std::hint::black_box(run());
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..iterations {
+                    std::hint::black_box(run());
+                }
+            });
+        }
+    });
+    let evaluations_per_second = (iterations * threads) as f64 / started.elapsed().as_secs_f64();
+    EngineRow { engine: "native", decision, effects, latency: Percentiles::of(samples), evaluations_per_second, threads }
+}
+
+/// The recording's answers as the JS host looks them up.
+fn js_answers(recording: &Path) -> Value {
+    let recording: Recording = serde_json::from_str(&std::fs::read_to_string(recording).unwrap()).unwrap();
+    let mut answers = json!({"directory.verify-password": {}, "legacy.find-accounts": {}, "legacy.verify-password": {}});
+    for call in &recording.steps[0].calls {
+        let Answer::Ok(value) = &call.answer else { continue };
+        match call.call.as_str() {
+            "directory.verify-password" => answers[&call.call][&call.args[0]] = value.clone(),
+            "legacy.find-accounts" => {
+                let mut accounts = value.clone();
+                for account in accounts.as_array_mut().into_iter().flatten() {
+                    account["profile"] = Value::String(account["profile"].to_string());
+                }
+                answers[&call.call][&call.args[0]] = accounts;
+            }
+            "legacy.verify-password" => answers[&call.call][format!("{} {}", call.args[0], call.args[1])] = value.clone(),
+            _ => {}
+        }
+    }
+    answers
+}
+
+fn js_row(scenario: &Scenario, recording: &Path, config: &PipelineConfig, iterations: usize) -> Option<EngineRow> {
+    let ctx = serde_json::to_value(model_context_json(&scenario.login)).ok()?;
+    let configs: serde_json::Map<String, Value> =
+        config.rules.iter().map(|r| (r.name.clone(), json!(r.config))).collect();
+    let input = json!({"ctx": ctx, "answers": js_answers(recording), "config": configs, "iterations": iterations});
+    let mut child = std::process::Command::new("node")
+        .arg(root().join("rules/js/bench.mjs"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| eprintln!("node is not available ({e}): no JS column"))
+        .ok()?;
+    use std::io::Write;
+    child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
+    let output = child.wait_with_output().ok()?;
+    let result: Value = serde_json::from_slice(&output.stdout).ok()?;
+    Some(EngineRow {
+        engine: "js-vm",
+        decision: result["decision"].as_str().unwrap_or("?").into(),
+        effects: result["effects"].as_u64().unwrap_or(0) as usize,
+        latency: Percentiles {
+            p50_us: result["p50_us"].as_f64()?,
+            p99_us: result["p99_us"].as_f64()?,
+            mean_us: result["mean_us"].as_f64()?,
+        },
+        evaluations_per_second: result["evaluations_per_second_one_thread"].as_f64()?,
+        threads: 1,
+    })
+}
+
+/// The context as the JS rules see it: the WIT record's fields, snake_case.
+fn model_context_json(login: &LoginAttempt) -> Value {
+    let user = login.user.as_ref().map(|u| {
+        json!({
+            "id": u.id, "email": u.email, "email_verified": u.email_verified,
+            "app_metadata": u.app_metadata.to_string(), "user_metadata": u.user_metadata.to_string(),
+        })
+    });
+    json!({
+        "transaction_id": login.transaction_id, "time_ms": login.time_ms, "email": login.email,
+        "has_password": login.password.is_some(), "user": user, "new_user_id": login.new_user_id(),
+    })
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let json_out = args.iter().any(|a| a == "--json");
+    let iterations = args
+        .iter()
+        .position(|a| a == "--iterations")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5000);
+    let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml")).expect("fixtures/pipeline.toml loads");
+    let pipeline = Runtime::new(&config.engine).unwrap().load(&config).expect("build the rules first: cargo xtask build-rules");
+    let configs: Vec<BTreeMap<String, String>> = config.rules.iter().map(|r| r.config.clone()).collect();
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+
+    let mut comparisons = Vec::new();
+    for name in ["already-migrated", "single-product-migrated"] {
+        let recording = root().join(format!("fixtures/recordings/{name}.json"));
+        let scenario = Scenario::from_recording(&recording).unwrap();
+        let wasm = measure(&pipeline, &scenario, iterations, threads);
+        let native = native_row(&scenario, &configs, iterations, threads);
+        let js = js_row(&scenario, &recording, &config, iterations.min(3000));
+        let wasm_row = EngineRow {
+            engine: "wasm",
+            decision: serde_json::to_value(&scenario.expected.decision).ok().and_then(|d| d["type"].as_str().map(str::to_owned)).unwrap_or_default(),
+            effects: scenario.expected.effects.len(),
+            latency: wasm.pipeline.clone(),
+            evaluations_per_second: wasm.evaluations_per_second,
+            threads,
+        };
+        let wasm_over_native_p50 = wasm.pipeline.p50_us / native.latency.p50_us;
+        let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
+        let mut engines = vec![wasm_row, native];
+        engines.extend(js);
+        comparisons.push(Comparison { scenario: name.into(), wasm, engines, wasm_over_native_p50, js_over_wasm_p50 });
+    }
+
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&comparisons).unwrap());
+        return;
+    }
+    println!("{:<26} {:<8} {:<9} {:>7} {:>10} {:>10} {:>14}", "scenario", "engine", "decision", "effects", "p50 µs", "p99 µs", "evals/s");
+    for c in &comparisons {
+        for row in &c.engines {
+            println!(
+                "{:<26} {:<8} {:<9} {:>7} {:>10.2} {:>10.2} {:>9.0} ({}t)",
+                c.scenario, row.engine, row.decision, row.effects, row.latency.p50_us, row.latency.p99_us, row.evaluations_per_second, row.threads
+            );
+        }
+        println!(
+            "{:<26} wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
+            "",
+            c.wasm_over_native_p50,
+            c.js_over_wasm_p50.map(|r| format!("{r:.1}x")).unwrap_or_else(|| "n/a".into()),
+            c.wasm.peak_memory_kib_per_evaluation
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! What a rule's logic needs, independent of where it runs: the contract's types
+//! (generated from `wit/`, shared with every guest through wit-bindgen's `with`) and
+//! the host capabilities as a trait. A rule crate writes its logic against these; its
+//! guest wrapper implements [`Host`] with the component's imports
+//! ([`guest_host!`]), and tests or benchmarks implement it natively.
+
+wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule-types" });
+
+pub use portcullis::rule::types::*;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// The host capabilities a rule may call (each only if its grants allow the
+/// interface; an unused method costs the component nothing).
+pub trait Host {
+    fn log(&mut self, level: LogLevel, message: &str);
+    fn config(&mut self, key: &str) -> Option<String>;
+    fn verify_directory_password(&mut self, user_id: &str) -> Result<bool, CapabilityError>;
+    fn find_legacy_accounts(&mut self, email: &str) -> Result<Vec<LegacyAccount>, CapabilityError>;
+    fn verify_legacy_password(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+    ) -> Result<bool, CapabilityError>;
+}
+
+/// Inside a guest module that ran `wit_bindgen::generate!` (with the types mapped to
+/// this crate's): defines `GuestHost`, the [`Host`] backed by the component's imports.
+#[macro_export]
+macro_rules! guest_host {
+    () => {
+        pub struct GuestHost;
+
+        impl $crate::Host for GuestHost {
+            fn log(&mut self, level: $crate::LogLevel, message: &str) {
+                use portcullis::rule::log::{Level, log};
+                let level = match level {
+                    $crate::LogLevel::Debug => Level::Debug,
+                    $crate::LogLevel::Info => Level::Info,
+                    $crate::LogLevel::Warn => Level::Warn,
+                    $crate::LogLevel::Error => Level::Error,
+                };
+                log(level, message)
+            }
+            fn config(&mut self, key: &str) -> Option<String> {
+                portcullis::rule::config::get(key)
+            }
+            fn verify_directory_password(
+                &mut self,
+                user_id: &str,
+            ) -> Result<bool, $crate::CapabilityError> {
+                portcullis::rule::directory::verify_password(user_id)
+            }
+            fn find_legacy_accounts(
+                &mut self,
+                email: &str,
+            ) -> Result<Vec<$crate::LegacyAccount>, $crate::CapabilityError> {
+                portcullis::rule::legacy::find_accounts(email)
+            }
+            fn verify_legacy_password(
+                &mut self,
+                product: &str,
+                legacy_id: &str,
+            ) -> Result<bool, $crate::CapabilityError> {
+                portcullis::rule::legacy::verify_password(product, legacy_id)
+            }
+        }
+    };
+}
