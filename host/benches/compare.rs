@@ -14,12 +14,18 @@ use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
 use portcullis::record::{Answer, Recording};
 use portcullis::services::Services;
 use portcullis::{LoginAttempt, PipelineConfig, Runtime};
-use rule_model::{CapabilityError, CapabilityErrorKind, Decision, Host, LegacyAccount, LogLevel, LoginContext, Outcome, RuleError};
+use rule_model::{
+    CapabilityError, CapabilityErrorKind, Decision, Host, LegacyAccount, LogLevel, LoginContext,
+    Outcome, RuleError,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
 }
 
 /// The rules' capabilities answered natively from the same in-memory answers.
@@ -29,7 +35,10 @@ struct NativeHost<'a> {
 }
 
 fn capability_error(e: portcullis::services::ServiceError) -> CapabilityError {
-    CapabilityError { kind: CapabilityErrorKind::Unavailable, message: e.message }
+    CapabilityError {
+        kind: CapabilityErrorKind::Unavailable,
+        message: e.message,
+    }
 }
 
 impl Host for NativeHost<'_> {
@@ -40,10 +49,17 @@ impl Host for NativeHost<'_> {
         self.config.get(key).cloned()
     }
     fn verify_directory_password(&mut self, user_id: &str) -> Result<bool, CapabilityError> {
-        self.services.directory.verify_password(user_id, &"bench".into()).map_err(capability_error)
+        self.services
+            .directory
+            .verify_password(user_id, &"bench".into())
+            .map_err(capability_error)
     }
     fn find_legacy_accounts(&mut self, email: &str) -> Result<Vec<LegacyAccount>, CapabilityError> {
-        let accounts = self.services.legacy.find_accounts(email).map_err(capability_error)?;
+        let accounts = self
+            .services
+            .legacy
+            .find_accounts(email)
+            .map_err(capability_error)?;
         Ok(accounts
             .into_iter()
             .map(|a| LegacyAccount {
@@ -56,8 +72,15 @@ impl Host for NativeHost<'_> {
             })
             .collect())
     }
-    fn verify_legacy_password(&mut self, product: &str, legacy_id: &str) -> Result<bool, CapabilityError> {
-        self.services.legacy.verify_password(product, legacy_id, &"bench".into()).map_err(capability_error)
+    fn verify_legacy_password(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+    ) -> Result<bool, CapabilityError> {
+        self.services
+            .legacy
+            .verify_password(product, legacy_id, &"bench".into())
+            .map_err(capability_error)
     }
 }
 
@@ -69,7 +92,10 @@ fn model_context(login: &LoginAttempt) -> LoginContext {
         client_id: login.client_id.clone(),
         email: login.email.clone(),
         has_password: login.password.is_some(),
-        request: rule_model::Request { ip: login.request.ip.clone(), user_agent: login.request.user_agent.clone() },
+        request: rule_model::Request {
+            ip: login.request.ip.clone(),
+            user_agent: login.request.user_agent.clone(),
+        },
         user: login.user.as_ref().map(|u| rule_model::User {
             id: u.id.clone(),
             email: u.email.clone(),
@@ -98,7 +124,11 @@ type RuleFn = fn(&LoginContext, &mut NativeHost<'_>) -> Result<Outcome, RuleErro
 
 /// The pipeline's semantics, natively: rules in order, each seeing the effects before
 /// it, stopping at the first decision that is not `continue`.
-fn native_evaluate(login: &LoginAttempt, services: &Services, configs: &[BTreeMap<String, String>]) -> (String, usize) {
+fn native_evaluate(
+    login: &LoginAttempt,
+    services: &Services,
+    configs: &[BTreeMap<String, String>],
+) -> (String, usize) {
     let rules: [RuleFn; 4] = [
         |c, h| rule_bulk_imported_skip::on_login(c, h),
         |c, h| rule_migrate_on_login::on_login(c, h),
@@ -142,7 +172,12 @@ struct Comparison {
     js_over_wasm_p50: Option<f64>,
 }
 
-fn native_row(scenario: &Scenario, configs: &[BTreeMap<String, String>], iterations: usize, threads: usize) -> EngineRow {
+fn native_row(
+    scenario: &Scenario,
+    configs: &[BTreeMap<String, String>],
+    iterations: usize,
+    threads: usize,
+) -> EngineRow {
     let run = || native_evaluate(&scenario.login, &scenario.services, configs);
     let (decision, effects) = run();
     for _ in 0..iterations / 10 {
@@ -165,15 +200,25 @@ fn native_row(scenario: &Scenario, configs: &[BTreeMap<String, String>], iterati
         }
     });
     let evaluations_per_second = (iterations * threads) as f64 / started.elapsed().as_secs_f64();
-    EngineRow { engine: "native", decision, effects, latency: Percentiles::of(samples), evaluations_per_second, threads }
+    EngineRow {
+        engine: "native",
+        decision,
+        effects,
+        latency: Percentiles::of(samples),
+        evaluations_per_second,
+        threads,
+    }
 }
 
 /// The recording's answers as the JS host looks them up.
 fn js_answers(recording: &Path) -> Value {
-    let recording: Recording = serde_json::from_str(&std::fs::read_to_string(recording).unwrap()).unwrap();
+    let recording: Recording =
+        serde_json::from_str(&std::fs::read_to_string(recording).unwrap()).unwrap();
     let mut answers = json!({"directory.verify-password": {}, "legacy.find-accounts": {}, "legacy.verify-password": {}});
     for call in &recording.steps[0].calls {
-        let Answer::Ok(value) = &call.answer else { continue };
+        let Answer::Ok(value) = &call.answer else {
+            continue;
+        };
         match call.call.as_str() {
             "directory.verify-password" => answers[&call.call][&call.args[0]] = value.clone(),
             "legacy.find-accounts" => {
@@ -183,17 +228,27 @@ fn js_answers(recording: &Path) -> Value {
                 }
                 answers[&call.call][&call.args[0]] = accounts;
             }
-            "legacy.verify-password" => answers[&call.call][format!("{} {}", call.args[0], call.args[1])] = value.clone(),
+            "legacy.verify-password" => {
+                answers[&call.call][format!("{} {}", call.args[0], call.args[1])] = value.clone()
+            }
             _ => {}
         }
     }
     answers
 }
 
-fn js_row(scenario: &Scenario, recording: &Path, config: &PipelineConfig, iterations: usize) -> Option<EngineRow> {
+fn js_row(
+    scenario: &Scenario,
+    recording: &Path,
+    config: &PipelineConfig,
+    iterations: usize,
+) -> Option<EngineRow> {
     let ctx = serde_json::to_value(model_context_json(&scenario.login)).ok()?;
-    let configs: serde_json::Map<String, Value> =
-        config.rules.iter().map(|r| (r.name.clone(), json!(r.config))).collect();
+    let configs: serde_json::Map<String, Value> = config
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), json!(r.config)))
+        .collect();
     let input = json!({"ctx": ctx, "answers": js_answers(recording), "config": configs, "iterations": iterations});
     let mut child = std::process::Command::new("node")
         .arg(root().join("rules/js/bench.mjs"))
@@ -203,7 +258,11 @@ fn js_row(scenario: &Scenario, recording: &Path, config: &PipelineConfig, iterat
         .map_err(|e| eprintln!("node is not available ({e}): no JS column"))
         .ok()?;
     use std::io::Write;
-    child.stdin.take()?.write_all(input.to_string().as_bytes()).ok()?;
+    child
+        .stdin
+        .take()?
+        .write_all(input.to_string().as_bytes())
+        .ok()?;
     let output = child.wait_with_output().ok()?;
     let result: Value = serde_json::from_slice(&output.stdout).ok()?;
     Some(EngineRow {
@@ -243,10 +302,17 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(5000);
-    let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml")).expect("fixtures/pipeline.toml loads");
-    let pipeline = Runtime::new(&config.engine).unwrap().load(&config).expect("build the rules first: cargo xtask build-rules");
-    let configs: Vec<BTreeMap<String, String>> = config.rules.iter().map(|r| r.config.clone()).collect();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
+        .expect("fixtures/pipeline.toml loads");
+    let pipeline = Runtime::new(&config.engine)
+        .unwrap()
+        .load(&config)
+        .expect("build the rules first: cargo xtask build-rules");
+    let configs: Vec<BTreeMap<String, String>> =
+        config.rules.iter().map(|r| r.config.clone()).collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
 
     let mut comparisons = Vec::new();
     for name in ["already-migrated", "single-product-migrated"] {
@@ -257,7 +323,10 @@ fn main() {
         let js = js_row(&scenario, &recording, &config, iterations.min(3000));
         let wasm_row = EngineRow {
             engine: "wasm",
-            decision: serde_json::to_value(&scenario.expected.decision).ok().and_then(|d| d["type"].as_str().map(str::to_owned)).unwrap_or_default(),
+            decision: serde_json::to_value(&scenario.expected.decision)
+                .ok()
+                .and_then(|d| d["type"].as_str().map(str::to_owned))
+                .unwrap_or_default(),
             effects: scenario.expected.effects.len(),
             latency: wasm.pipeline.clone(),
             evaluations_per_second: wasm.evaluations_per_second,
@@ -267,26 +336,44 @@ fn main() {
         let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
         let mut engines = vec![wasm_row, native];
         engines.extend(js);
-        comparisons.push(Comparison { scenario: name.into(), wasm, engines, wasm_over_native_p50, js_over_wasm_p50 });
+        comparisons.push(Comparison {
+            scenario: name.into(),
+            wasm,
+            engines,
+            wasm_over_native_p50,
+            js_over_wasm_p50,
+        });
     }
 
     if json_out {
         println!("{}", serde_json::to_string_pretty(&comparisons).unwrap());
         return;
     }
-    println!("{:<26} {:<8} {:<9} {:>7} {:>10} {:>10} {:>14}", "scenario", "engine", "decision", "effects", "p50 µs", "p99 µs", "evals/s");
+    println!(
+        "{:<26} {:<8} {:<9} {:>7} {:>10} {:>10} {:>14}",
+        "scenario", "engine", "decision", "effects", "p50 µs", "p99 µs", "evals/s"
+    );
     for c in &comparisons {
         for row in &c.engines {
             println!(
                 "{:<26} {:<8} {:<9} {:>7} {:>10.2} {:>10.2} {:>9.0} ({}t)",
-                c.scenario, row.engine, row.decision, row.effects, row.latency.p50_us, row.latency.p99_us, row.evaluations_per_second, row.threads
+                c.scenario,
+                row.engine,
+                row.decision,
+                row.effects,
+                row.latency.p50_us,
+                row.latency.p99_us,
+                row.evaluations_per_second,
+                row.threads
             );
         }
         println!(
             "{:<26} wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
             "",
             c.wasm_over_native_p50,
-            c.js_over_wasm_p50.map(|r| format!("{r:.1}x")).unwrap_or_else(|| "n/a".into()),
+            c.js_over_wasm_p50
+                .map(|r| format!("{r:.1}x"))
+                .unwrap_or_else(|| "n/a".into()),
             c.wasm.peak_memory_kib_per_evaluation
         );
     }

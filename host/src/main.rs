@@ -619,13 +619,33 @@ fn bench(config: &Path, recordings: &[PathBuf], iterations: usize, json: bool) -
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     tokio::runtime::Builder::new_multi_thread()
+        // Evaluations and store calls run on blocking threads. Few of them, reused:
+        // every thread that ever hashed a password keeps its allocator arena, so an
+        // unbounded pool would let resident memory creep up under load.
+        .max_blocking_threads(4 * cores)
         .enable_all()
         .build()
         .context("cannot start the async runtime")
 }
 
+/// Large transient buffers (argon2id's 19 MiB per password hash) go straight back to
+/// the kernel. By default glibc raises its mmap threshold after the first such free and
+/// then keeps them in per-thread arenas, so a busy server's resident memory creeps up
+/// with every thread that ever hashed a password.
+fn return_large_buffers_to_the_kernel() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before serving starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
 fn serve(config: &Path, listen: std::net::SocketAddr) -> Result<()> {
+    return_large_buffers_to_the_kernel();
     tokio_runtime()?.block_on(portcullis::server::serve(config, listen, |addr| {
         // The first stdout line says where: with port 0 the caller learns the port.
         println!("listening on {addr}");
