@@ -194,7 +194,7 @@ pub struct ServerSettings {
     pub dispatch_outbox: bool,
     /// Evaluations running at once; more requests wait their turn. Bounds memory
     /// (each first login hashes a password with argon2id, ~19 MiB) and the instance
-    /// pool. Default: twice the cores.
+    /// pool. Default: four per core.
     pub max_concurrent_evaluations: Option<usize>,
 }
 

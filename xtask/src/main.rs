@@ -5,6 +5,8 @@
 //!   demo stores, runs a batch of logins and replays the recordings (the main job)
 //! - `test`: builds the rules, then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
+//! - `bench`: the rule pipeline as components, natively and in a JS sandbox
+//! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing)
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -21,7 +23,9 @@ fn main() -> Result<()> {
         "demo" => demo(),
         "test" => test(&extra),
         "lint" => lint(),
-        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint>"),
+        "bench" => bench(&extra),
+        "bench-server" => bench_server(),
+        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint|bench|bench-server>"),
     }
 }
 
@@ -147,4 +151,96 @@ fn lint() -> Result<()> {
         "warnings",
     ]);
     run(clippy_rules)
+}
+
+fn bench(extra: &[String]) -> Result<()> {
+    build_rules()?;
+    let mut bench = cargo();
+    bench
+        .args(["bench", "-p", "portcullis", "--bench", "compare", "--"])
+        .args(extra);
+    run(bench)
+}
+
+fn bench_server() -> Result<()> {
+    build_rules()?;
+    if Command::new("wrk").arg("--version").output().is_err() {
+        let mut install = Command::new("apt-get");
+        install.args(["install", "-y", "wrk"]);
+        if run(install).is_err() {
+            let mut update = Command::new("apt-get");
+            update.arg("update");
+            run(update)?;
+            let mut install = Command::new("apt-get");
+            install.args(["install", "-y", "wrk"]);
+            run(install)?;
+        }
+    }
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "portcullis"]);
+    run(build)?;
+    let root = workspace_root();
+    let portcullis = root.join("target/release/portcullis");
+    let mut seed = Command::new(&portcullis);
+    seed.current_dir(&root).args([
+        "seed",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--logins",
+        "0",
+    ]);
+    run(seed)?;
+    // A user the seed put in the directory as already migrated.
+    let db = root.join("target/demo-state/directory.db");
+    let email = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT email FROM users WHERE app_metadata LIKE '%\\\"migrated\\\":true%' LIMIT 1\").fetchone()[0])",
+        ])
+        .arg(&db)
+        .output()
+        .context("python3 reads the seeded directory")?;
+    let email = String::from_utf8(email.stdout)?.trim().to_owned();
+    anyhow::ensure!(
+        email.contains('@'),
+        "no migrated user in the seeded directory"
+    );
+    let script = std::env::temp_dir().join("portcullis-migrated-login.lua");
+    std::fs::write(
+        &script,
+        std::fs::read_to_string(root.join("fixtures/bench/migrated-login.lua"))?
+            .replace("EMAIL", &email),
+    )?;
+
+    let mut server = Command::new(&portcullis)
+        .current_dir(&root)
+        .args([
+            "serve",
+            "--config",
+            "fixtures/pipeline.toml",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),
+        &mut line,
+    )?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("the server did not say where it listens")?
+        .to_owned();
+    let mut wrk = Command::new("wrk");
+    wrk.args(["-t2", "-c64", "-d10s", "--latency", "-s"])
+        .arg(&script)
+        .arg(format!("http://{addr}"));
+    let outcome = run(wrk);
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let _ = server.wait();
+    outcome
 }
