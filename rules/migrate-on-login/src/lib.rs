@@ -169,3 +169,181 @@ mod guest {
 
     export!(Rule);
 }
+
+#[cfg(test)]
+mod tests {
+    use rule_model::{CapabilityError, CapabilityErrorKind, Request, User};
+
+    use super::*;
+
+    /// Answers like a directory and two legacy products would.
+    #[derive(Default)]
+    struct FakeHost {
+        directory_password_ok: bool,
+        /// (product, legacy id, password matches; None = unreadable hash)
+        accounts: Vec<(&'static str, &'static str, Option<bool>)>,
+        legacy_down: bool,
+        legacy_calls: usize,
+    }
+
+    impl Host for FakeHost {
+        fn log(&mut self, _: LogLevel, _: &str) {}
+        fn config(&mut self, _: &str) -> Option<String> {
+            None
+        }
+        fn verify_directory_password(&mut self, _: &str) -> Result<bool, CapabilityError> {
+            Ok(self.directory_password_ok)
+        }
+        fn find_legacy_accounts(
+            &mut self,
+            email: &str,
+        ) -> Result<Vec<LegacyAccount>, CapabilityError> {
+            self.legacy_calls += 1;
+            if self.legacy_down {
+                return Err(CapabilityError {
+                    kind: CapabilityErrorKind::Unavailable,
+                    message: "down".into(),
+                });
+            }
+            Ok(self
+                .accounts
+                .iter()
+                .map(|(product, id, _)| LegacyAccount {
+                    product: product.to_string(),
+                    legacy_id: id.to_string(),
+                    email: email.into(),
+                    email_verified: true,
+                    created_at_ms: 0,
+                    profile: "{\"name\":\"Ada\"}".into(),
+                })
+                .collect())
+        }
+        fn verify_legacy_password(
+            &mut self,
+            product: &str,
+            id: &str,
+        ) -> Result<bool, CapabilityError> {
+            self.legacy_calls += 1;
+            let (_, _, matches) = self
+                .accounts
+                .iter()
+                .find(|(p, i, _)| *p == product && *i == id)
+                .unwrap();
+            matches.ok_or(CapabilityError {
+                kind: CapabilityErrorKind::InvalidArgument,
+                message: "corrupt hash".into(),
+            })
+        }
+    }
+
+    fn context(user: Option<&str>) -> LoginContext {
+        LoginContext {
+            transaction_id: "tx".into(),
+            time_ms: 7,
+            connection: "db".into(),
+            client_id: "paste-web".into(),
+            email: "ada@example.com".into(),
+            has_password: true,
+            request: Request {
+                ip: String::new(),
+                user_agent: String::new(),
+            },
+            user: user.map(|metadata| User {
+                id: "usr_1".into(),
+                email: Some("ada@example.com".into()),
+                email_verified: true,
+                identities: Vec::new(),
+                app_metadata: metadata.into(),
+                user_metadata: "{}".into(),
+                created_at_ms: 0,
+                last_login_ms: None,
+                logins_count: 0,
+            }),
+            new_user_id: "usr_new".into(),
+            pending: Vec::new(),
+        }
+    }
+
+    fn denied(outcome: &Outcome) -> bool {
+        matches!(&outcome.decision, Decision::Deny(d) if d.code == "invalid_credentials")
+    }
+
+    #[test]
+    fn a_matching_legacy_password_creates_and_links_the_user() {
+        let mut host = FakeHost {
+            accounts: vec![("paste", "P1", Some(true)), ("collect", "C1", Some(false))],
+            ..Default::default()
+        };
+        let outcome = on_login(&context(None), &mut host).unwrap();
+        assert!(matches!(outcome.decision, Decision::Continue));
+        assert!(
+            matches!(&outcome.effects[0], Effect::CreateUser(u) if u.app_metadata.contains("\"migrated_from\":[\"paste\"]"))
+        );
+        assert!(
+            matches!(&outcome.effects[1], Effect::LinkLegacyAccount(l) if l.product == "paste" && l.legacy_id == "P1")
+        );
+        assert_eq!(
+            outcome.effects.len(),
+            2,
+            "no link to the account whose password did not match"
+        );
+    }
+
+    #[test]
+    fn wrong_password_and_unknown_email_get_the_same_denial() {
+        let mut wrong = FakeHost {
+            accounts: vec![("paste", "P1", Some(false))],
+            ..Default::default()
+        };
+        let mut unknown = FakeHost::default();
+        assert!(denied(&on_login(&context(None), &mut wrong).unwrap()));
+        assert!(denied(&on_login(&context(None), &mut unknown).unwrap()));
+    }
+
+    #[test]
+    fn an_unreadable_hash_skips_that_account_only() {
+        let mut host = FakeHost {
+            accounts: vec![("paste", "P1", None), ("transfer", "T1", Some(true))],
+            ..Default::default()
+        };
+        let outcome = on_login(&context(None), &mut host).unwrap();
+        assert!(
+            matches!(&outcome.effects[1], Effect::LinkLegacyAccount(l) if l.product == "transfer")
+        );
+    }
+
+    #[test]
+    fn a_legacy_store_that_is_down_is_a_rule_error() {
+        let mut host = FakeHost {
+            legacy_down: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            on_login(&context(None), &mut host).unwrap_err().code,
+            "store_unavailable"
+        );
+    }
+
+    #[test]
+    fn bulk_imported_and_migrated_users_never_reach_the_legacy_stores() {
+        for metadata in ["{\"bulkImported\":true}", "{\"migrated\":true}"] {
+            let mut host = FakeHost {
+                accounts: vec![("paste", "P1", Some(true))],
+                ..Default::default()
+            };
+            let outcome = on_login(&context(Some(metadata)), &mut host).unwrap();
+            assert!(denied(&outcome), "wrong directory password: {metadata}");
+            assert_eq!(host.legacy_calls, 0, "{metadata}");
+        }
+        let mut host = FakeHost {
+            directory_password_ok: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            on_login(&context(Some("{\"migrated\":true}")), &mut host)
+                .unwrap()
+                .decision,
+            Decision::Continue
+        ));
+    }
+}
