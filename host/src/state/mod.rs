@@ -1,6 +1,7 @@
 //! Durable state: the directory, the legacy product stores of a migration, the outbox
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
+mod apply;
 pub mod legacy_sqlite;
 mod postgres;
 mod sqlite;

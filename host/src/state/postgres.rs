@@ -7,13 +7,13 @@ use r2d2_postgres::PostgresConnectionManager;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
     normalize_email,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
-use crate::verdict::Effect;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -203,174 +203,139 @@ impl Directory for PostgresState {
     }
 }
 
-fn patch_metadata(
-    tx: &mut postgres::Transaction<'_>,
-    user_id: &str,
-    column: &str,
-    patch: &Value,
-) -> Result<(), StoreError> {
-    let row = tx.query_one(
-        &format!("SELECT {column} FROM users WHERE id = $1 FOR UPDATE"),
-        &[&user_id],
-    )?;
-    let mut document = parse_json(row.get(0));
-    json_patch::merge(&mut document, patch);
-    tx.execute(
-        &format!("UPDATE users SET {column} = $2 WHERE id = $1"),
-        &[&user_id, &document.to_string()],
-    )?;
-    Ok(())
+/// The PostgreSQL side of [`apply_effects`]: unique keys with `ON CONFLICT` settle
+/// races between instances (READ COMMITTED: a conflicting insert waits for the other
+/// transaction, then sees its row).
+struct PostgresWriter<'a, 'b> {
+    tx: &'a mut postgres::Transaction<'b>,
+}
+
+impl EffectWriter for PostgresWriter<'_, '_> {
+    fn claim_transaction(
+        &mut self,
+        batch: &EffectBatch,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        // Claimed first: a concurrent apply of the same id waits here, then finds it taken.
+        let fresh = self.tx.execute(
+            "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&batch.transaction_id, &(batch.time_ms as i64)],
+        )?;
+        if fresh == 1 {
+            return Ok(None);
+        }
+        let row = self.tx.query_opt(
+            "SELECT user_id FROM applied_transactions WHERE transaction_id = $1",
+            &[&batch.transaction_id],
+        )?;
+        Ok(Some(row.and_then(|r| r.get(0))))
+    }
+
+    fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError> {
+        let inserted = self.tx.query_opt(
+            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
+                                password_hash, created_at_ms, logins_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT (email_norm) DO NOTHING RETURNING id",
+            &[
+                &user.id,
+                &user.email,
+                &user.email_norm,
+                &user.email_verified,
+                &user.app_metadata,
+                &user.user_metadata,
+                &user.password_hash,
+                &user.created_at_ms,
+            ],
+        )?;
+        Ok(match inserted {
+            Some(row) => (row.get(0), true),
+            None => (
+                self.tx
+                    .query_one(
+                        "SELECT id FROM users WHERE email_norm = $1",
+                        &[&user.email_norm],
+                    )?
+                    .get(0),
+                false,
+            ),
+        })
+    }
+
+    fn patch_metadata(
+        &mut self,
+        user_id: &str,
+        which: Metadata,
+        patch: &Value,
+    ) -> Result<(), StoreError> {
+        let column = which.column();
+        let row = self.tx.query_one(
+            &format!("SELECT {column} FROM users WHERE id = $1 FOR UPDATE"),
+            &[&user_id],
+        )?;
+        let current: String = row.get(0);
+        self.tx.execute(
+            &format!("UPDATE users SET {column} = $2 WHERE id = $1"),
+            &[&user_id, &merged(&current, patch)],
+        )?;
+        Ok(())
+    }
+
+    fn link(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError> {
+        self.tx.execute(
+            "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $1)
+             ON CONFLICT DO NOTHING",
+            &[&product, &legacy_id, &user_id],
+        )?;
+        Ok(self
+            .tx
+            .query_one(
+                "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
+                &[&product, &legacy_id],
+            )?
+            .get(0))
+    }
+
+    fn enqueue(
+        &mut self,
+        batch: &EffectBatch,
+        topic: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (topic, key) DO NOTHING",
+            &[&topic, &key, &payload, &batch.transaction_id, &(batch.time_ms as i64)],
+        )? as usize)
+    }
+
+    fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
+        if let Some(id) = user_id {
+            let time = batch.time_ms as i64;
+            self.tx.execute(
+                "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
+                &[&id, &time],
+            )?;
+            self.tx.execute(
+                "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
+                &[&batch.transaction_id, &id],
+            )?;
+        }
+        Ok(())
+    }
 }
 
 impl StateStore for PostgresState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
-        let time = batch.time_ms as i64;
-        // Claim the transaction id first: a concurrent apply of the same id waits here
-        // and then finds it taken.
-        let fresh = tx.execute(
-            "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&batch.transaction_id, &time],
-        )?;
-        if fresh == 0 {
-            let user_id: Option<String> = tx
-                .query_opt(
-                    "SELECT user_id FROM applied_transactions WHERE transaction_id = $1",
-                    &[&batch.transaction_id],
-                )?
-                .and_then(|r| r.get(0));
-            return Ok(ApplyReport {
-                applied: false,
-                user_id,
-                created_user: false,
-                outbox_messages: 0,
-            });
-        }
-        let mut user_id = batch.user_id.clone();
-        let mut created_user = false;
-        let mut outbox_messages = 0;
-        let need_user = |user_id: &Option<String>, what: &str| {
-            user_id.clone().ok_or_else(|| {
-                StoreError::Conflict(format!("{what} needs a user, and the login has none"))
-            })
-        };
-        for effect in &batch.effects {
-            match effect {
-                Effect::CreateUser {
-                    email,
-                    email_verified,
-                    app_metadata,
-                    user_metadata,
-                    password_from_login,
-                } => {
-                    let email_norm = normalize_email(email);
-                    let hash = if *password_from_login {
-                        batch.password_hash.clone()
-                    } else {
-                        None
-                    };
-                    // Two instances migrating the same user at once: one insert wins,
-                    // the other lands its effects on the winner's user.
-                    let inserted = tx.query_opt(
-                        "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
-                                            password_hash, created_at_ms, logins_count)
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT (email_norm) DO NOTHING RETURNING id",
-                        &[
-                            &batch.new_user_id,
-                            email,
-                            &email_norm,
-                            email_verified,
-                            &app_metadata.to_string(),
-                            &user_metadata.to_string(),
-                            &hash,
-                            &time,
-                        ],
-                    )?;
-                    match inserted {
-                        Some(row) => {
-                            user_id = Some(row.get(0));
-                            created_user = true;
-                        }
-                        None => {
-                            let row = tx.query_one(
-                                "SELECT id FROM users WHERE email_norm = $1",
-                                &[&email_norm],
-                            )?;
-                            user_id = Some(row.get(0));
-                        }
-                    }
-                }
-                Effect::SetAppMetadata { patch } => patch_metadata(
-                    &mut tx,
-                    &need_user(&user_id, "set-app-metadata")?,
-                    "app_metadata",
-                    patch,
-                )?,
-                Effect::SetUserMetadata { patch } => patch_metadata(
-                    &mut tx,
-                    &need_user(&user_id, "set-user-metadata")?,
-                    "user_metadata",
-                    patch,
-                )?,
-                Effect::RequirePasswordReset => patch_metadata(
-                    &mut tx,
-                    &need_user(&user_id, "require-password-reset")?,
-                    "app_metadata",
-                    &serde_json::json!({"forcePasswordReset": true}),
-                )?,
-                Effect::LinkLegacyAccount { product, legacy_id } => {
-                    let target = need_user(&user_id, "link-legacy-account")?;
-                    let linked = tx.execute(
-                        "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $1)
-                         ON CONFLICT DO NOTHING",
-                        &[product, legacy_id, &target],
-                    )?;
-                    if linked == 0 {
-                        let owner: String = tx
-                            .query_one(
-                                "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
-                                &[product, legacy_id],
-                            )?
-                            .get(0);
-                        if owner != target {
-                            return Err(StoreError::Conflict(format!(
-                                "{product} account {legacy_id} is already linked to another user"
-                            )));
-                        }
-                    }
-                }
-                Effect::EnqueueOutbox {
-                    topic,
-                    key,
-                    payload,
-                } => {
-                    outbox_messages += tx.execute(
-                        "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
-                         VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (topic, key) DO NOTHING",
-                        &[topic, key, payload, &batch.transaction_id, &time],
-                    )? as usize;
-                }
-                Effect::AddClaim { .. } => {}
-            }
-        }
-        if let Some(id) = &user_id {
-            tx.execute(
-                "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
-                &[id, &time],
-            )?;
-        }
-        tx.execute(
-            "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
-            &[&batch.transaction_id, &user_id],
-        )?;
+        let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
         tx.commit()?;
-        Ok(ApplyReport {
-            applied: true,
-            user_id,
-            created_user,
-            outbox_messages,
-        })
+        Ok(report)
     }
 
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {

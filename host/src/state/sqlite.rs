@@ -7,13 +7,13 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
+use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
     normalize_email,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
-use crate::verdict::Effect;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -193,25 +193,124 @@ impl Directory for SqliteState {
     }
 }
 
-/// Applies one effect to the user being built up inside the transaction.
-fn patch_metadata(
-    tx: &rusqlite::Transaction<'_>,
-    user_id: &str,
-    column: &str,
-    patch: &Value,
-) -> Result<(), StoreError> {
-    let current: String = tx.query_row(
-        &format!("SELECT {column} FROM users WHERE id = ?1"),
-        [user_id],
-        |row| row.get(0),
-    )?;
-    let mut document = parse_json(current);
-    json_patch::merge(&mut document, patch);
-    tx.execute(
-        &format!("UPDATE users SET {column} = ?2 WHERE id = ?1"),
-        params![user_id, document.to_string()],
-    )?;
-    Ok(())
+/// The SQLite side of [`apply_effects`]. Statements on the login path are prepared
+/// once per connection.
+struct SqliteWriter<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl EffectWriter for SqliteWriter<'_> {
+    fn claim_transaction(
+        &mut self,
+        batch: &EffectBatch,
+    ) -> Result<Option<Option<String>>, StoreError> {
+        let done: Option<Option<String>> = self
+            .tx
+            .prepare_cached("SELECT user_id FROM applied_transactions WHERE transaction_id = ?1")?
+            .query_row([&batch.transaction_id], |row| row.get(0))
+            .optional()?;
+        if done.is_none() {
+            self.tx
+                .prepare_cached("INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES (?1, ?2)")?
+                .execute(params![batch.transaction_id, batch.time_ms as i64])?;
+        }
+        Ok(done)
+    }
+
+    fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError> {
+        let existing: Option<String> = self
+            .tx
+            .query_row(
+                "SELECT id FROM users WHERE email_norm = ?1",
+                [&user.email_norm],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok((existing, false));
+        }
+        self.tx.execute(
+            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
+                                password_hash, created_at_ms, logins_count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+            params![
+                user.id,
+                user.email,
+                user.email_norm,
+                user.email_verified,
+                user.app_metadata,
+                user.user_metadata,
+                user.password_hash,
+                user.created_at_ms
+            ],
+        )?;
+        Ok((user.id.to_owned(), true))
+    }
+
+    fn patch_metadata(
+        &mut self,
+        user_id: &str,
+        which: Metadata,
+        patch: &Value,
+    ) -> Result<(), StoreError> {
+        let column = which.column();
+        let current: String = self.tx.query_row(
+            &format!("SELECT {column} FROM users WHERE id = ?1"),
+            [user_id],
+            |row| row.get(0),
+        )?;
+        self.tx.execute(
+            &format!("UPDATE users SET {column} = ?2 WHERE id = ?1"),
+            params![user_id, merged(&current, patch)],
+        )?;
+        Ok(())
+    }
+
+    fn link(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+        user_id: &str,
+    ) -> Result<String, StoreError> {
+        self.tx.execute(
+            "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?1)
+             ON CONFLICT (provider, provider_user_id) DO NOTHING",
+            params![product, legacy_id, user_id],
+        )?;
+        Ok(self.tx.query_row(
+            "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
+            params![product, legacy_id],
+            |row| row.get(0),
+        )?)
+    }
+
+    fn enqueue(
+        &mut self,
+        batch: &EffectBatch,
+        topic: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<usize, StoreError> {
+        Ok(self.tx.execute(
+            "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (topic, key) DO NOTHING",
+            params![topic, key, payload, batch.transaction_id, batch.time_ms as i64],
+        )?)
+    }
+
+    fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
+        if let Some(id) = user_id {
+            self.tx
+                .prepare_cached("UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1")?
+                .execute(params![id, batch.time_ms as i64])?;
+            self.tx
+                .prepare_cached(
+                    "UPDATE applied_transactions SET user_id = ?2 WHERE transaction_id = ?1",
+                )?
+                .execute(params![batch.transaction_id, id])?;
+        }
+        Ok(())
+    }
 }
 
 impl StateStore for SqliteState {
@@ -220,143 +319,9 @@ impl StateStore for SqliteState {
         // IMMEDIATE: take the write lock first, so the idempotency check and the
         // writes see the same database even with another process writing.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        // Statements on the login path are prepared once per connection.
-        let done: Option<Option<String>> = tx
-            .prepare_cached("SELECT user_id FROM applied_transactions WHERE transaction_id = ?1")?
-            .query_row([&batch.transaction_id], |row| row.get(0))
-            .optional()?;
-        if let Some(user_id) = done {
-            return Ok(ApplyReport {
-                applied: false,
-                user_id,
-                created_user: false,
-                outbox_messages: 0,
-            });
-        }
-        let mut user_id = batch.user_id.clone();
-        let mut created_user = false;
-        let mut outbox_messages = 0;
-        let need_user = |user_id: &Option<String>, what: &str| {
-            user_id.clone().ok_or_else(|| {
-                StoreError::Conflict(format!("{what} needs a user, and the login has none"))
-            })
-        };
-        for effect in &batch.effects {
-            match effect {
-                Effect::CreateUser {
-                    email,
-                    email_verified,
-                    app_metadata,
-                    user_metadata,
-                    password_from_login,
-                } => {
-                    let email_norm = normalize_email(email);
-                    let existing: Option<String> = tx
-                        .query_row(
-                            "SELECT id FROM users WHERE email_norm = ?1",
-                            [&email_norm],
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    if let Some(existing) = existing {
-                        // Another login created this user first: its effects land on
-                        // that user, never on a second one.
-                        user_id = Some(existing);
-                        continue;
-                    }
-                    let hash = if *password_from_login {
-                        batch.password_hash.as_deref()
-                    } else {
-                        None
-                    };
-                    tx.execute(
-                        "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
-                                            password_hash, created_at_ms, logins_count)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
-                        params![
-                            batch.new_user_id,
-                            email,
-                            email_norm,
-                            email_verified,
-                            app_metadata.to_string(),
-                            user_metadata.to_string(),
-                            hash,
-                            batch.time_ms as i64
-                        ],
-                    )?;
-                    user_id = Some(batch.new_user_id.clone());
-                    created_user = true;
-                }
-                Effect::SetAppMetadata { patch } => patch_metadata(
-                    &tx,
-                    &need_user(&user_id, "set-app-metadata")?,
-                    "app_metadata",
-                    patch,
-                )?,
-                Effect::SetUserMetadata { patch } => patch_metadata(
-                    &tx,
-                    &need_user(&user_id, "set-user-metadata")?,
-                    "user_metadata",
-                    patch,
-                )?,
-                Effect::RequirePasswordReset => patch_metadata(
-                    &tx,
-                    &need_user(&user_id, "require-password-reset")?,
-                    "app_metadata",
-                    &serde_json::json!({"forcePasswordReset": true}),
-                )?,
-                Effect::LinkLegacyAccount { product, legacy_id } => {
-                    let target = need_user(&user_id, "link-legacy-account")?;
-                    let owner: Option<String> = tx
-                        .query_row(
-                            "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
-                            params![product, legacy_id],
-                            |row| row.get(0),
-                        )
-                        .optional()?;
-                    match owner {
-                        Some(owner) if owner == target => {}
-                        Some(_) => {
-                            return Err(StoreError::Conflict(format!(
-                                "{product} account {legacy_id} is already linked to another user"
-                            )));
-                        }
-                        None => {
-                            tx.execute(
-                                "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?1)",
-                                params![product, legacy_id, target],
-                            )?;
-                        }
-                    }
-                }
-                Effect::EnqueueOutbox {
-                    topic,
-                    key,
-                    payload,
-                } => {
-                    outbox_messages += tx.execute(
-                        "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (topic, key) DO NOTHING",
-                        params![topic, key, payload, batch.transaction_id, batch.time_ms as i64],
-                    )?;
-                }
-                // Claims go into the token the gateway issues; nothing to store.
-                Effect::AddClaim { .. } => {}
-            }
-        }
-        if let Some(id) = &user_id {
-            tx.prepare_cached("UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1")?
-                .execute(params![id, batch.time_ms as i64])?;
-        }
-        tx.prepare_cached("INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)")?
-            .execute(params![batch.transaction_id, user_id, batch.time_ms as i64])?;
+        let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
         tx.commit()?;
-        Ok(ApplyReport {
-            applied: true,
-            user_id,
-            created_user,
-            outbox_messages,
-        })
+        Ok(report)
     }
 
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {

@@ -1,0 +1,166 @@
+//! Applying a finished pipeline's effects: one algorithm for every backend. A backend
+//! supplies the individual writes ([`EffectWriter`]) inside its own transaction.
+
+use serde_json::Value;
+
+use super::{ApplyReport, EffectBatch, StoreError};
+use crate::verdict::Effect;
+
+/// Which metadata document a patch applies to.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Metadata {
+    App,
+    User,
+}
+
+impl Metadata {
+    pub(super) fn column(self) -> &'static str {
+        match self {
+            Metadata::App => "app_metadata",
+            Metadata::User => "user_metadata",
+        }
+    }
+}
+
+/// A new directory user, as `create-user` asks for it.
+pub(super) struct NewUser<'a> {
+    pub id: &'a str,
+    pub email: &'a str,
+    pub email_norm: String,
+    pub email_verified: bool,
+    pub app_metadata: String,
+    pub user_metadata: String,
+    pub password_hash: Option<&'a str>,
+    pub created_at_ms: i64,
+}
+
+/// The writes of one `apply`, all inside one backend transaction.
+pub(super) trait EffectWriter {
+    /// Records the transaction as applied. `Some(user)` when it was applied before:
+    /// then nothing else is written.
+    fn claim_transaction(
+        &mut self,
+        batch: &EffectBatch,
+    ) -> Result<Option<Option<String>>, StoreError>;
+    /// Inserts the user unless one already holds the email (another login created it
+    /// first); returns the id that holds the email, and whether it is this one.
+    fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError>;
+    fn patch_metadata(
+        &mut self,
+        user_id: &str,
+        which: Metadata,
+        patch: &Value,
+    ) -> Result<(), StoreError>;
+    /// Links the account unless it is linked; returns the user it is linked to.
+    fn link(&mut self, product: &str, legacy_id: &str, user_id: &str)
+    -> Result<String, StoreError>;
+    /// Adds an outbox message unless its (topic, key) exists; returns rows added.
+    fn enqueue(
+        &mut self,
+        batch: &EffectBatch,
+        topic: &str,
+        key: &str,
+        payload: &str,
+    ) -> Result<usize, StoreError>;
+    /// Counts the login on the user and records who it was for.
+    fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError>;
+}
+
+pub(super) fn apply_effects(
+    writer: &mut impl EffectWriter,
+    batch: &EffectBatch,
+) -> Result<ApplyReport, StoreError> {
+    if let Some(user_id) = writer.claim_transaction(batch)? {
+        return Ok(ApplyReport {
+            applied: false,
+            user_id,
+            created_user: false,
+            outbox_messages: 0,
+        });
+    }
+    let mut user_id = batch.user_id.clone();
+    let mut created_user = false;
+    let mut outbox_messages = 0;
+    let need_user = |user_id: &Option<String>, what: &str| {
+        user_id.clone().ok_or_else(|| {
+            StoreError::Conflict(format!("{what} needs a user, and the login has none"))
+        })
+    };
+    for effect in &batch.effects {
+        match effect {
+            Effect::CreateUser {
+                email,
+                email_verified,
+                app_metadata,
+                user_metadata,
+                password_from_login,
+            } => {
+                let (id, created) = writer.create_user(&NewUser {
+                    id: &batch.new_user_id,
+                    email,
+                    email_norm: super::normalize_email(email),
+                    email_verified: *email_verified,
+                    app_metadata: app_metadata.to_string(),
+                    user_metadata: user_metadata.to_string(),
+                    password_hash: if *password_from_login {
+                        batch.password_hash.as_deref()
+                    } else {
+                        None
+                    },
+                    created_at_ms: batch.time_ms as i64,
+                })?;
+                // When another login created this user first, the effects land on
+                // that user, never on a second one.
+                user_id = Some(id);
+                created_user |= created;
+            }
+            Effect::SetAppMetadata { patch } => writer.patch_metadata(
+                &need_user(&user_id, "set-app-metadata")?,
+                Metadata::App,
+                patch,
+            )?,
+            Effect::SetUserMetadata { patch } => writer.patch_metadata(
+                &need_user(&user_id, "set-user-metadata")?,
+                Metadata::User,
+                patch,
+            )?,
+            Effect::RequirePasswordReset => writer.patch_metadata(
+                &need_user(&user_id, "require-password-reset")?,
+                Metadata::App,
+                &serde_json::json!({"forcePasswordReset": true}),
+            )?,
+            Effect::LinkLegacyAccount { product, legacy_id } => {
+                let target = need_user(&user_id, "link-legacy-account")?;
+                if writer.link(product, legacy_id, &target)? != target {
+                    return Err(StoreError::Conflict(format!(
+                        "{product} account {legacy_id} is already linked to another user"
+                    )));
+                }
+            }
+            Effect::EnqueueOutbox {
+                topic,
+                key,
+                payload,
+            } => {
+                outbox_messages += writer.enqueue(batch, topic, key, payload)?;
+            }
+            // Claims go into the token the gateway issues; nothing to store.
+            Effect::AddClaim { .. } => {}
+        }
+    }
+    writer.finish(batch, user_id.as_deref())?;
+    Ok(ApplyReport {
+        applied: true,
+        user_id,
+        created_user,
+        outbox_messages,
+    })
+}
+
+/// A metadata document after an RFC 7386 merge patch.
+pub(super) fn merged(current: &str, patch: &Value) -> String {
+    let mut document =
+        serde_json::from_str(current).unwrap_or_else(|_| Value::Object(Default::default()));
+    json_patch::merge(&mut document, patch);
+    document.to_string()
+}
