@@ -41,22 +41,4 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
     })
 }
 
-#[cfg(target_arch = "wasm32")]
-mod guest {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "portcullis:rule/rule",
-        with: { "portcullis:rule/types@0.1.0": rule_model::portcullis::rule::types },
-    });
-    rule_model::guest_host!();
-
-    struct Rule;
-
-    impl Guest for Rule {
-        fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
-            super::on_login(&ctx, &mut GuestHost)
-        }
-    }
-
-    export!(Rule);
-}
+rule_model::export_rule!(on_login: crate::on_login);

@@ -73,3 +73,62 @@ macro_rules! guest_host {
         }
     };
 }
+
+/// The component wrapper of a rule crate living in `rules/<name>/`: generates the
+/// bindings (the contract's types mapped to this crate's), implements [`Host`] over the
+/// component's imports and exports the rule's functions. Compiles to nothing on other
+/// targets, where the same functions are plain Rust.
+///
+/// ```ignore
+/// rule_model::export_rule!(on_login: crate::on_login);
+/// rule_model::export_rule!(on_login: crate::on_login, on_continue: crate::on_continue);
+/// ```
+#[macro_export]
+macro_rules! export_rule {
+    (on_login: $on_login:path) => {
+        #[cfg(target_arch = "wasm32")]
+        mod guest {
+            wit_bindgen::generate!({
+                path: "../../wit",
+                world: "portcullis:rule/rule",
+                with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
+            });
+            ::rule_model::guest_host!();
+
+            struct Rule;
+
+            impl Guest for Rule {
+                fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+                    $on_login(&ctx, &mut GuestHost)
+                }
+            }
+
+            export!(Rule);
+        }
+    };
+    (on_login: $on_login:path, on_continue: $on_continue:path) => {
+        #[cfg(target_arch = "wasm32")]
+        mod guest {
+            wit_bindgen::generate!({
+                path: "../../wit",
+                world: "portcullis:rule/resumable-rule",
+                with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
+            });
+            ::rule_model::guest_host!();
+
+            struct Rule;
+
+            impl Guest for Rule {
+                fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+                    $on_login(&ctx, &mut GuestHost)
+                }
+
+                fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
+                    $on_continue(&ctx, &resume)
+                }
+            }
+
+            export!(Rule);
+        }
+    };
+}
