@@ -142,6 +142,8 @@ impl Pipeline {
                     (result, None, stop)
                 }
                 Err((kind, message)) => {
+                    // A rule's own error text may quote the login; keep emails out.
+                    let message = crate::redact::redact_text(&message).into_owned();
                     let policy = rule.settings.on_error;
                     tracing::warn!(
                         transaction = %login.transaction_id, rule = %name, ?kind, ?policy,

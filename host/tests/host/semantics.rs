@@ -175,3 +175,18 @@ fn malformed_logins_are_refused_with_a_reason() {
     });
     assert!(LoginAttempt::from_json(&with_bad_metadata.to_string()).is_err());
 }
+
+#[test]
+fn fault_messages_are_redacted() -> Result {
+    // The scripted rule quotes its (bad) config in its error: here, an email.
+    let pipeline = load(&[scripted("probe", "ask carol@example.com")])?;
+    let verdict = pipeline.evaluate(&login("tx-fault-text"), &Services::none());
+    let fault = verdict.trace[0].fault.as_ref().expect("a rule error");
+    assert!(
+        fault.message.contains("c***@example.com"),
+        "{}",
+        fault.message
+    );
+    assert!(!serde_json::to_string(&verdict)?.contains("carol@example.com"));
+    Ok(())
+}
