@@ -79,7 +79,7 @@ fn seed_run_record_and_replay_leak_no_secret() -> Result {
             "--compact",
             "--summary",
         ])
-        .env("PORTCULLIS_LOG", "trace")
+        .env("PORTCULLIS_LOG", "portcullis=trace")
         .output()?;
     assert!(
         run.status.success(),
