@@ -36,8 +36,8 @@ pub(super) struct NewUser<'a> {
 
 /// The writes of one `apply`, all inside one backend transaction.
 pub(super) trait EffectWriter {
-    /// Records the transaction as applied. `Some(user)` when it was applied before:
-    /// then nothing else is written.
+    /// Claims the transaction id. `Some(user)` when it was applied before: then nothing
+    /// else is written. (A backend may record the id here or in `finish`.)
     fn claim_transaction(
         &mut self,
         batch: &EffectBatch,
@@ -62,7 +62,7 @@ pub(super) trait EffectWriter {
         key: &str,
         payload: &str,
     ) -> Result<usize, StoreError>;
-    /// Counts the login on the user and records who it was for.
+    /// Counts the login on the user and records the transaction as applied, for whom.
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError>;
 }
 

@@ -204,17 +204,13 @@ impl EffectWriter for SqliteWriter<'_> {
         &mut self,
         batch: &EffectBatch,
     ) -> Result<Option<Option<String>>, StoreError> {
-        let done: Option<Option<String>> = self
+        // The IMMEDIATE transaction holds the write lock: checking here and recording
+        // the transaction in `finish` cannot race another writer.
+        Ok(self
             .tx
             .prepare_cached("SELECT user_id FROM applied_transactions WHERE transaction_id = ?1")?
             .query_row([&batch.transaction_id], |row| row.get(0))
-            .optional()?;
-        if done.is_none() {
-            self.tx
-                .prepare_cached("INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES (?1, ?2)")?
-                .execute(params![batch.transaction_id, batch.time_ms as i64])?;
-        }
-        Ok(done)
+            .optional()?)
     }
 
     fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError> {
@@ -303,12 +299,12 @@ impl EffectWriter for SqliteWriter<'_> {
             self.tx
                 .prepare_cached("UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1")?
                 .execute(params![id, batch.time_ms as i64])?;
-            self.tx
-                .prepare_cached(
-                    "UPDATE applied_transactions SET user_id = ?2 WHERE transaction_id = ?1",
-                )?
-                .execute(params![batch.transaction_id, id])?;
         }
+        self.tx
+            .prepare_cached(
+                "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![batch.transaction_id, user_id, batch.time_ms as i64])?;
         Ok(())
     }
 }
