@@ -268,11 +268,7 @@ pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayErro
         ));
     };
     let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
-    let legacy = settings
-        .legacy
-        .iter()
-        .map(|(product, url)| Ok((product.clone(), sqlite_path(url, &config.base_dir)?)))
-        .collect::<Result<_, StoreError>>()?;
+    let legacy = legacy_paths(config)?.into_iter().collect();
     Ok((state, Arc::new(SqliteLegacyStores::new(legacy))))
 }
 
