@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
-use super::{StoreError, normalize_email};
+use super::{StoreError, check_stored_password, normalize_email};
 use crate::services::{LegacyAccount, LegacyStores, ServiceError};
 
 const SCHEMA: &str = "
@@ -135,16 +135,6 @@ impl LegacyStores for SqliteLegacyStores {
             )
             .optional()
             .map_err(|e| ServiceError::unavailable(format!("{product} store: {e}")))?;
-        match stored {
-            None => Err(ServiceError::not_found(format!(
-                "no {product} account {legacy_id}"
-            ))),
-            Some(None) => Ok(false),
-            Some(Some(hash)) => {
-                crate::passwords::verify(&hash, password.expose_secret()).map_err(|e| {
-                    ServiceError::invalid_argument(format!("{product} account {legacy_id}: {e}"))
-                })
-            }
-        }
+        check_stored_password(stored, password, &format!("{product} account {legacy_id}"))
     }
 }

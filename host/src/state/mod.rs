@@ -194,6 +194,25 @@ pub(crate) fn sqlite_path(
     Ok(base.join(path))
 }
 
+/// Checks a login's password against what a store holds for one account: no such
+/// account is `not_found`, an account without a password never matches, and a hash
+/// nobody can read is that account's `invalid_argument`.
+pub(crate) fn check_stored_password(
+    stored: Option<Option<String>>,
+    password: &secrecy::SecretString,
+    account: &str,
+) -> Result<bool, crate::services::ServiceError> {
+    use crate::services::ServiceError;
+    match stored {
+        None => Err(ServiceError::not_found(format!("no {account}"))),
+        Some(None) => Ok(false),
+        Some(Some(hash)) => {
+            crate::passwords::verify(&hash, secrecy::ExposeSecret::expose_secret(password))
+                .map_err(|e| ServiceError::invalid_argument(format!("{account}: {e}")))
+        }
+    }
+}
+
 /// Lower-cased, trimmed: how emails are compared everywhere.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()

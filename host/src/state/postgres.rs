@@ -4,13 +4,13 @@
 
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    normalize_email,
+    check_stored_password, normalize_email,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -189,17 +189,11 @@ impl Directory for PostgresState {
                 .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user_id])?)
         })()
         .map_err(unavailable)?;
-        match row.map(|r| r.get::<_, Option<String>>(0)) {
-            None => Err(ServiceError::not_found(format!(
-                "no directory user {user_id}"
-            ))),
-            Some(None) => Ok(false),
-            Some(Some(hash)) => {
-                crate::passwords::verify(&hash, password.expose_secret()).map_err(|e| {
-                    ServiceError::invalid_argument(format!("directory user {user_id}: {e}"))
-                })
-            }
-        }
+        check_stored_password(
+            row.map(|r| r.get::<_, Option<String>>(0)),
+            password,
+            &format!("directory user {user_id}"),
+        )
     }
 }
 

@@ -4,13 +4,13 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    normalize_email,
+    check_stored_password, normalize_email,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -179,17 +179,7 @@ impl Directory for SqliteState {
             )
             .optional()
             .map_err(|e| unavailable(e.into()))?;
-        match stored {
-            None => Err(ServiceError::not_found(format!(
-                "no directory user {user_id}"
-            ))),
-            Some(None) => Ok(false),
-            Some(Some(hash)) => {
-                crate::passwords::verify(&hash, password.expose_secret()).map_err(|e| {
-                    ServiceError::invalid_argument(format!("directory user {user_id}: {e}"))
-                })
-            }
-        }
+        check_stored_password(stored, password, &format!("directory user {user_id}"))
     }
 }
 
