@@ -12,7 +12,7 @@ use crate::config::{OnError, RuleSettings};
 use crate::grants::Import;
 use crate::login::LoginAttempt;
 use crate::outcome::{self, RuleOutcome, effect_to_wit};
-use crate::sandbox::RuleState;
+use crate::sandbox::{LoginSeed, RuleState};
 use crate::services::Services;
 use crate::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 
@@ -117,12 +117,13 @@ impl Pipeline {
     ) -> Verdict {
         let mut ctx = login.to_context();
         ctx.pending = pending.iter().map(effect_to_wit).collect();
+        let seed = LoginSeed::of(&login.transaction_id);
         let mut effects = pending;
         let mut trace = Vec::with_capacity(self.rules.len());
         let mut decision = Decision::Allow;
 
         for rule in &self.rules[start.min(self.rules.len())..] {
-            let run = self.run_rule(rule, &ctx, resume.take(), login, services);
+            let run = self.run_rule(rule, &ctx, resume.take(), login, seed, services);
             let name = rule.settings.name.clone();
             let (result, fault, stop) = match run.result {
                 Ok(outcome) => {
@@ -201,6 +202,7 @@ impl Pipeline {
         ctx: &wit::LoginContext,
         resume: Option<&wit::Resume>,
         login: &LoginAttempt,
+        seed: LoginSeed,
         services: &Services,
     ) -> RuleRun {
         // Timed from the sandbox's creation: that is part of what a rule costs.
@@ -209,7 +211,7 @@ impl Pipeline {
             rule.settings.clone(),
             services.clone(),
             login.password.clone(),
-            &login.transaction_id,
+            seed,
             login.time_ms,
         );
         let mut store = Store::new(&self.engine, state);

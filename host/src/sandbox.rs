@@ -67,6 +67,17 @@ impl ResourceLimiter for Limiter {
     }
 }
 
+/// What a login's sandboxes derive their randomness from: the same for every rule of
+/// the login, computed once per evaluation.
+#[derive(Clone, Copy)]
+pub(crate) struct LoginSeed([u8; 32]);
+
+impl LoginSeed {
+    pub(crate) fn of(transaction_id: &str) -> Self {
+        Self(Sha256::digest(transaction_id.as_bytes()).into())
+    }
+}
+
 /// Everything one rule's store holds for one login.
 pub(crate) struct RuleState {
     wasi: WasiCtx,
@@ -85,11 +96,11 @@ impl RuleState {
         rule: Arc<RuleSettings>,
         services: Services,
         password: Option<SecretString>,
-        transaction_id: &str,
+        seed: LoginSeed,
         time_ms: u64,
     ) -> Self {
+        let LoginSeed(seed) = seed;
         let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-        let seed: [u8; 32] = Sha256::digest(transaction_id.as_bytes()).into();
         // Rust std asks WASI for randomness (HashMap seeds) and clocks; both are derived
         // from the login so a recorded login replays bit for bit.
         let wasi = WasiCtx::builder()

@@ -147,6 +147,19 @@ fn parse_json(text: String) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()))
 }
 
+/// An outbox row selected as `id, topic, key, payload, status, attempts, transaction_id`.
+fn outbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
+    Ok(OutboxMessage {
+        id: row.get(0)?,
+        topic: row.get(1)?,
+        key: row.get(2)?,
+        payload: row.get(3)?,
+        status: row.get(4)?,
+        attempts: row.get(5)?,
+        transaction_id: row.get(6)?,
+    })
+}
+
 fn unavailable(e: StoreError) -> ServiceError {
     ServiceError::unavailable(e.to_string())
 }
@@ -351,17 +364,7 @@ impl StateStore for SqliteState {
         let mut statement = conn.prepare(
             "SELECT id, topic, key, payload, status, attempts, transaction_id FROM outbox ORDER BY id",
         )?;
-        let rows = statement.query_map([], |row| {
-            Ok(OutboxMessage {
-                id: row.get(0)?,
-                topic: row.get(1)?,
-                key: row.get(2)?,
-                payload: row.get(3)?,
-                status: row.get(4)?,
-                attempts: row.get(5)?,
-                transaction_id: row.get(6)?,
-            })
-        })?;
+        let rows = statement.query_map([], outbox_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -384,17 +387,7 @@ impl StateStore for SqliteState {
             )?;
             let rows = statement.query_map(
                 params![now_ms as i64, (now_ms + lease_ms) as i64, limit as i64],
-                |row| {
-                    Ok(OutboxMessage {
-                        id: row.get(0)?,
-                        topic: row.get(1)?,
-                        key: row.get(2)?,
-                        payload: row.get(3)?,
-                        status: row.get(4)?,
-                        attempts: row.get(5)?,
-                        transaction_id: row.get(6)?,
-                    })
-                },
+                outbox_row,
             )?;
             rows.collect::<Result<Vec<_>, _>>()?
         };
