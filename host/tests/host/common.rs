@@ -99,8 +99,24 @@ pub struct Demo {
 pub fn seeded_dir(users: usize, logins: usize) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let config_path = migration_config(dir.path(), "pipeline.toml");
-    let config = PipelineConfig::load(&config_path).unwrap();
-    let (state, legacy) = portcullis::seed::open_for_seed(&config).unwrap();
+    seed_stores(
+        &PipelineConfig::load(&config_path).unwrap(),
+        dir.path(),
+        users,
+        logins,
+    )
+    .unwrap();
+    (dir, config_path)
+}
+
+/// Seeds the stores a config names (seed 42), with its logins in `dir/logins`.
+pub fn seed_stores(
+    config: &PipelineConfig,
+    dir: &std::path::Path,
+    users: usize,
+    logins: usize,
+) -> std::result::Result<(), portcullis::state::StoreError> {
+    let (state, legacy) = portcullis::seed::open_for_seed(config)?;
     let options = portcullis::seed::SeedOptions {
         users,
         logins,
@@ -109,12 +125,11 @@ pub fn seeded_dir(users: usize, logins: usize) -> (tempfile::TempDir, PathBuf) {
     portcullis::seed::seed(
         state.as_ref(),
         &legacy,
-        &dir.path().join("logins"),
+        &dir.join("logins"),
         &options,
         |_| {},
-    )
-    .unwrap();
-    (dir, config_path)
+    )?;
+    Ok(())
 }
 
 /// The login files a seeded directory holds, in order.

@@ -132,19 +132,7 @@ fn two_instances_migrate_a_user_exactly_once() -> Result {
         text.replace(&line, &format!("directory = \"{url}\"")),
     )?;
     let config = PipelineConfig::load(&config_path)?;
-    let (state, legacy) = portcullis::seed::open_for_seed(&config)?;
-    let options = portcullis::seed::SeedOptions {
-        users: 200,
-        logins: 80,
-        seed: 42,
-    };
-    portcullis::seed::seed(
-        state.as_ref(),
-        &legacy,
-        &dir.path().join("logins"),
-        &options,
-        |_| {},
-    )?;
+    crate::common::seed_stores(&config, dir.path(), 200, 80)?;
 
     // Two gateways, two connection pools: two sidecar instances on one database.
     let a = Arc::new(Gateway::open(&config, runtime())?);

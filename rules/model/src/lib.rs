@@ -86,32 +86,21 @@ macro_rules! guest_host {
 #[macro_export]
 macro_rules! export_rule {
     (on_login: $on_login:path) => {
-        #[cfg(target_arch = "wasm32")]
-        mod guest {
-            wit_bindgen::generate!({
-                path: "../../wit",
-                world: "portcullis:rule/rule",
-                with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
-            });
-            ::rule_model::guest_host!();
-
-            struct Rule;
-
-            impl Guest for Rule {
-                fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
-                    $on_login(&ctx, &mut GuestHost)
-                }
-            }
-
-            export!(Rule);
-        }
+        $crate::export_rule!(@guest "portcullis:rule/rule", $on_login, {});
     };
     (on_login: $on_login:path, on_continue: $on_continue:path) => {
+        $crate::export_rule!(@guest "portcullis:rule/resumable-rule", $on_login, {
+            fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
+                $on_continue(&ctx, &resume)
+            }
+        });
+    };
+    (@guest $world:literal, $on_login:path, { $($more:tt)* }) => {
         #[cfg(target_arch = "wasm32")]
         mod guest {
             wit_bindgen::generate!({
                 path: "../../wit",
-                world: "portcullis:rule/resumable-rule",
+                world: $world,
                 with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
             });
             ::rule_model::guest_host!();
@@ -123,9 +112,7 @@ macro_rules! export_rule {
                     $on_login(&ctx, &mut GuestHost)
                 }
 
-                fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
-                    $on_continue(&ctx, &resume)
-                }
+                $($more)*
             }
 
             export!(Rule);
