@@ -159,8 +159,7 @@ pub(super) fn apply_effects(
 
 /// A metadata document after an RFC 7386 merge patch.
 pub(super) fn merged(current: &str, patch: &Value) -> String {
-    let mut document =
-        serde_json::from_str(current).unwrap_or_else(|_| Value::Object(Default::default()));
+    let mut document = super::parse_json(current.to_owned());
     json_patch::merge(&mut document, patch);
     document.to_string()
 }

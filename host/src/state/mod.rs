@@ -213,6 +213,16 @@ pub(crate) fn check_stored_password(
     }
 }
 
+/// A stored metadata document; a row that is not JSON reads as an empty object.
+pub(crate) fn parse_json(text: String) -> serde_json::Value {
+    serde_json::from_str(&text).unwrap_or_else(|_| serde_json::Value::Object(Default::default()))
+}
+
+/// A store that failed, as the rule sees it: worth retrying.
+pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
+    crate::services::ServiceError::unavailable(e.to_string())
+}
+
 /// Lower-cased, trimmed: how emails are compared everywhere.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()

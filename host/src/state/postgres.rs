@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email,
+    check_stored_password, normalize_email, parse_json, unavailable,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -87,14 +87,6 @@ impl From<r2d2::Error> for StoreError {
     fn from(e: r2d2::Error) -> Self {
         StoreError::Backend(format!("postgres pool: {e}"))
     }
-}
-
-fn parse_json(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()))
-}
-
-fn unavailable(e: StoreError) -> ServiceError {
-    ServiceError::unavailable(e.to_string())
 }
 
 fn message(row: &postgres::Row) -> OutboxMessage {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email,
+    check_stored_password, normalize_email, parse_json, unavailable,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -143,10 +143,6 @@ impl SqliteState {
     }
 }
 
-fn parse_json(text: String) -> Value {
-    serde_json::from_str(&text).unwrap_or_else(|_| Value::Object(Default::default()))
-}
-
 /// An outbox row selected as `id, topic, key, payload, status, attempts, transaction_id`.
 fn outbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
     Ok(OutboxMessage {
@@ -158,10 +154,6 @@ fn outbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         attempts: row.get(5)?,
         transaction_id: row.get(6)?,
     })
-}
-
-fn unavailable(e: StoreError) -> ServiceError {
-    ServiceError::unavailable(e.to_string())
 }
 
 impl Directory for SqliteState {
