@@ -125,8 +125,14 @@ impl Runtime {
         };
         let pre = RulePre::new(self.linker.instantiate_pre(&component).map_err(contract)?)
             .map_err(contract)?;
+        // `RulePre::new` has type-checked `on-login` against this component, so the
+        // pipeline can take it by index per login without checking it again.
+        let login_export = component
+            .get_export_index(None, "on-login")
+            .ok_or_else(|| contract(wasmtime::format_err!("no export `on-login`")))?;
         let continue_export = component.get_export_index(None, "on-continue");
         Ok(LoadedRule {
+            login_export,
             resumable: continue_export.is_some(),
             continue_export,
             deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1,

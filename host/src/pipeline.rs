@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use wasmtime::component::{ComponentExportIndex, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::{RulePre, wit};
@@ -38,7 +39,8 @@ pub struct LoadedRule {
     pub imports: Vec<Import>,
     /// Exports `on-continue` (the `resumable-rule` world).
     pub resumable: bool,
-    pub(crate) continue_export: Option<wasmtime::component::ComponentExportIndex>,
+    pub(crate) login_export: ComponentExportIndex,
+    pub(crate) continue_export: Option<ComponentExportIndex>,
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
     pub(crate) deadline_ticks: u64,
@@ -219,27 +221,33 @@ impl Pipeline {
         // A new store's deadline is zero ticks away: set it before anything runs.
         store.set_epoch_deadline(rule.deadline_ticks);
 
-        let called = match (resume, &rule.continue_export) {
-            (None, _) => rule
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| (e, FaultKind::Instantiate))
-                .and_then(|instance| instance.call_on_login(&mut store, ctx).map_err(|e| (e, FaultKind::Trap))),
-            (Some(resume), Some(export)) => rule
-                .pre
-                .instance_pre()
-                .instantiate(&mut store)
-                .map_err(|e| (e, FaultKind::Instantiate))
-                .and_then(|instance| {
-                    let on_continue = instance
-                        .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<wit::Outcome, wit::RuleError>,)>(
-                            &mut store, export,
-                        )
-                        .map_err(|e| (e, FaultKind::Instantiate))?;
-                    on_continue.call(&mut store, (ctx, resume)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
-                }),
+        let instance = rule
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(|e| (e, FaultKind::Instantiate));
+        let called = instance.and_then(|instance| match (resume, &rule.continue_export) {
+            (None, _) => {
+                let func = instance
+                    .get_func(&mut store, rule.login_export)
+                    .ok_or_else(|| (wasmtime::format_err!("no export `on-login`"), FaultKind::Instantiate))?;
+                // SAFETY: `RulePre::new` type-checked this export of this component
+                // against these parameter and result types when the rule was loaded;
+                // checking it again on every login costs more than the call itself.
+                let on_login = unsafe { TypedFunc::<(&wit::LoginContext,), (Result<wit::Outcome, wit::RuleError>,)>::new_unchecked(func) };
+                on_login.call(&mut store, (ctx,)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
+            }
+            (Some(resume), Some(export)) => {
+                // Resuming is rare; this path keeps wasmtime's own type check.
+                let on_continue = instance
+                    .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<wit::Outcome, wit::RuleError>,)>(
+                        &mut store, export,
+                    )
+                    .map_err(|e| (e, FaultKind::Instantiate))?;
+                on_continue.call(&mut store, (ctx, resume)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
+            }
             (Some(_), None) => Err((wasmtime::format_err!("rule does not export on-continue"), FaultKind::Instantiate)),
-        };
+        });
         let result = match called {
             Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
             Ok(returned) => match returned {
