@@ -10,12 +10,7 @@
 //! Config: `bulk_flag` (default `bulkImported`), `reset_flag` (default
 //! `forcePasswordReset`).
 
-use rule_model::{ChallengeKind, Decision, Host, LoginContext, Outcome, RuleError};
-use serde_json::Value;
-
-fn flag(metadata: &Value, name: &str) -> bool {
-    metadata.get(name).and_then(Value::as_bool).unwrap_or(false)
-}
+use rule_model::{ChallengeKind, Decision, Host, LoginContext, Outcome, RuleError, metadata_flag};
 
 pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, RuleError> {
     let bulk_flag = host
@@ -26,8 +21,9 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         .unwrap_or_else(|| "forcePasswordReset".into());
     let decision = match &ctx.user {
         Some(user) => {
-            let metadata: Value = serde_json::from_str(&user.app_metadata).unwrap_or(Value::Null);
-            if flag(&metadata, &bulk_flag) && flag(&metadata, &reset_flag) {
+            if metadata_flag(&user.app_metadata, &bulk_flag)
+                && metadata_flag(&user.app_metadata, &reset_flag)
+            {
                 Decision::Challenge(ChallengeKind::PasswordReset)
             } else {
                 Decision::Continue

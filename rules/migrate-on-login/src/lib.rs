@@ -20,9 +20,9 @@
 
 use rule_model::{
     CapabilityErrorKind, Decision, DenyInfo, Effect, Host, LegacyAccount, LegacyLink, LogLevel,
-    LoginContext, NewUser, Outcome, RuleError,
+    LoginContext, NewUser, Outcome, RuleError, metadata_flag,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn deny_invalid_credentials() -> Outcome {
     Outcome {
@@ -101,10 +101,9 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         if verified {
             return continue_with(Vec::new());
         }
-        let metadata: Value = serde_json::from_str(&user.app_metadata).unwrap_or(Value::Null);
         let settled = [bulk_flag.as_str(), "migrated"]
             .iter()
-            .any(|flag| metadata.get(flag).and_then(Value::as_bool) == Some(true));
+            .any(|flag| metadata_flag(&user.app_metadata, flag));
         if settled {
             return Ok(deny_invalid_credentials());
         }

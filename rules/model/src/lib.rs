@@ -8,6 +8,9 @@ wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule-types" 
 
 pub use portcullis::rule::types::*;
 
+mod metadata;
+pub use metadata::metadata_flag;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
     Debug,

@@ -11,16 +11,9 @@
 
 use rule_model::{
     Decision, DenyInfo, Effect, Host, LegacyLink, LogLevel, LoginContext, Outcome, RedirectInfo,
-    Resume, RuleError,
+    Resume, RuleError, metadata_flag,
 };
 use serde_json::{Value, json};
-
-fn flag(metadata: &str, name: &str) -> bool {
-    serde_json::from_str::<Value>(metadata)
-        .ok()
-        .and_then(|m| m.get(name).and_then(Value::as_bool))
-        .unwrap_or(false)
-}
 
 fn rule_error(code: &str, message: String) -> RuleError {
     RuleError {
@@ -39,7 +32,8 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
     });
     // Settled accounts need no legacy lookups at all.
     if let Some(user) = &ctx.user
-        && (flag(&user.app_metadata, "migrated") || flag(&user.app_metadata, &bulk_flag))
+        && (metadata_flag(&user.app_metadata, "migrated")
+            || metadata_flag(&user.app_metadata, &bulk_flag))
     {
         return proceed;
     }
