@@ -10,7 +10,7 @@
 //! Config: `bulk_flag` (default `bulkImported`), `reset_flag` (default
 //! `forcePasswordReset`).
 
-use rule_model::{ChallengeKind, Decision, Host, LoginContext, Outcome, RuleError, metadata_flag};
+use rule_model::{ChallengeKind, Decision, Host, LoginContext, Outcome, RuleError, json_flag};
 
 pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, RuleError> {
     let bulk_flag = host
@@ -21,8 +21,8 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         .unwrap_or_else(|| "forcePasswordReset".into());
     let decision = match &ctx.user {
         Some(user) => {
-            if metadata_flag(&user.app_metadata, &bulk_flag)
-                && metadata_flag(&user.app_metadata, &reset_flag)
+            if json_flag(&user.app_metadata, &bulk_flag)
+                && json_flag(&user.app_metadata, &reset_flag)
             {
                 Decision::Challenge(ChallengeKind::PasswordReset)
             } else {

@@ -20,7 +20,7 @@
 
 use rule_model::{
     CapabilityErrorKind, Decision, DenyInfo, Effect, Host, LegacyAccount, LegacyLink, LogLevel,
-    LoginContext, NewUser, Outcome, RuleError, metadata_flag,
+    LoginContext, NewUser, Outcome, RuleError, json_flag,
 };
 use serde_json::json;
 
@@ -103,7 +103,7 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         }
         let settled = [bulk_flag.as_str(), "migrated"]
             .iter()
-            .any(|flag| metadata_flag(&user.app_metadata, flag));
+            .any(|flag| json_flag(&user.app_metadata, flag));
         if settled {
             return Ok(deny_invalid_credentials());
         }

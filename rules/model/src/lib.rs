@@ -8,8 +8,8 @@ wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule-types" 
 
 pub use portcullis::rule::types::*;
 
-mod metadata;
-pub use metadata::metadata_flag;
+mod json_flag;
+pub use json_flag::json_flag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {

@@ -11,7 +11,7 @@
 
 use rule_model::{
     Decision, DenyInfo, Effect, Host, LegacyLink, LogLevel, LoginContext, Outcome, RedirectInfo,
-    Resume, RuleError, metadata_flag,
+    Resume, RuleError, json_flag,
 };
 use serde_json::{Value, json};
 
@@ -32,8 +32,7 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
     });
     // Settled accounts need no legacy lookups at all.
     if let Some(user) = &ctx.user
-        && (metadata_flag(&user.app_metadata, "migrated")
-            || metadata_flag(&user.app_metadata, &bulk_flag))
+        && (json_flag(&user.app_metadata, "migrated") || json_flag(&user.app_metadata, &bulk_flag))
     {
         return proceed;
     }
@@ -76,8 +75,8 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
 }
 
 pub fn on_continue(ctx: &LoginContext, resume: &Resume) -> Result<Outcome, RuleError> {
-    let result: Value = serde_json::from_str(&resume.outcome_json).unwrap_or(Value::Null);
-    if result.get("verified").and_then(Value::as_bool) != Some(true) {
+    // The redirect target's report: only a top-level `"verified": true` proves the inbox.
+    if !json_flag(&resume.outcome_json, "verified") {
         return Ok(Outcome {
             decision: Decision::Deny(DenyInfo {
                 code: "ownership_not_proven".into(),

@@ -1,4 +1,5 @@
-//! Reading flags from a user's metadata (JSON text) without building the document.
+//! Reading one top-level flag from JSON text (a user's metadata, a redirect's result)
+//! without building the document.
 //!
 //! Rules run on a small stack (64 KiB), and building a `serde_json::Value` recurses
 //! once per nesting level: a deeply nested metadata document would overflow it and
@@ -11,11 +12,12 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
-/// Whether the top level of `metadata` holds `name: true`. Anything else — the key
-/// missing or not `true`, a document that is not an object, invalid JSON — is
-/// `false`. With a key given twice, the last one counts, as when parsing into a map.
-pub fn metadata_flag(metadata: &str, name: &str) -> bool {
-    let mut deserializer = serde_json::Deserializer::from_str(metadata);
+/// Whether the top level of the JSON object `json` holds `name: true`. Anything
+/// else — the key missing or not `true`, a document that is not an object, invalid
+/// JSON — is `false`. With a key given twice, the last one counts, as when parsing
+/// into a map.
+pub fn json_flag(json: &str, name: &str) -> bool {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
     deserializer
         .deserialize_any(Flag {
             top_level_key: Some(name),
@@ -97,7 +99,7 @@ impl<'de> DeserializeSeed<'de> for Flag<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::metadata_flag;
+    use super::json_flag;
 
     fn nested(depth: usize) -> String {
         format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
@@ -105,8 +107,8 @@ mod tests {
 
     #[test]
     fn reads_a_top_level_true() {
-        assert!(metadata_flag(r#"{"migrated":true}"#, "migrated"));
-        assert!(metadata_flag(
+        assert!(json_flag(r#"{"migrated":true}"#, "migrated"));
+        assert!(json_flag(
             r#"{"x":[1,{"y":2}],"migrated":true,"z":"s"}"#,
             "migrated"
         ));
@@ -128,19 +130,19 @@ mod tests {
             r#"{"migrated":true} trailing"#,
             "",
         ] {
-            assert!(!metadata_flag(metadata, "migrated"), "{metadata}");
+            assert!(!json_flag(metadata, "migrated"), "{metadata}");
         }
     }
 
     #[test]
     fn the_last_of_a_repeated_key_counts() {
-        assert!(metadata_flag(r#"{"m":false,"m":true}"#, "m"));
-        assert!(!metadata_flag(r#"{"m":true,"m":false}"#, "m"));
+        assert!(json_flag(r#"{"m":false,"m":true}"#, "m"));
+        assert!(!json_flag(r#"{"m":true,"m":false}"#, "m"));
     }
 
     #[test]
     fn escaped_keys_compare_by_their_text() {
-        assert!(metadata_flag(r#"{"mi\u0067rated":true}"#, "migrated"));
+        assert!(json_flag(r#"{"mi\u0067rated":true}"#, "migrated"));
     }
 
     #[test]
@@ -149,6 +151,6 @@ mod tests {
         let deep = nested(100_000);
         let metadata = format!(r#"{{"deep":{deep},"migrated":true}}"#);
         assert!(serde_json::from_str::<serde_json::Value>(&metadata).is_err());
-        assert!(metadata_flag(&metadata, "migrated"));
+        assert!(json_flag(&metadata, "migrated"));
     }
 }
