@@ -237,10 +237,57 @@ fn bench_server() -> Result<()> {
     wrk.args(["-t2", "-c64", "-d10s", "--latency", "-s"])
         .arg(&script)
         .arg(format!("http://{addr}"));
-    let outcome = run(wrk);
+    eprintln!("xtask: running {wrk:?}");
+    let cpu_before = cpu_ticks(server.id());
+    let outcome = wrk.output().context("cannot start wrk");
+    let cpu_after = cpu_ticks(server.id());
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
     let _ = server.wait();
-    outcome
+    let output = outcome?;
+    let report = String::from_utf8_lossy(&output.stdout);
+    print!("{report}");
+    eprint!("{}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(output.status.success(), "wrk failed with {}", output.status);
+    // wrk shares the two cores with the server, so requests/s moves with whatever
+    // else runs; the server's own CPU time per login is the steadier figure.
+    let requests = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.to_owned())
+        })
+        .and_then(|n| n.parse::<u64>().ok());
+    if let (Ok(before), Ok(after), Some(requests)) = (cpu_before, cpu_after, requests)
+        && requests > 0
+    {
+        let per_second = clock_ticks_per_second().unwrap_or(100);
+        let micros = (after - before) as f64 * 1e6 / per_second as f64 / requests as f64;
+        println!("server CPU: {micros:.1} µs per login ({requests} logins)");
+    }
+    Ok(())
+}
+
+/// User + system CPU time a process has used so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("unexpected /proc/PID/stat")?
+        .1
+        .split_whitespace()
+        .collect();
+    let field =
+        |i: usize| -> Result<u64> { Ok(fields.get(i).context("short /proc/PID/stat")?.parse()?) };
+    // utime and stime are fields 14 and 15 of proc_pid_stat(5): 11 and 12 counted
+    // from 0 after the name (field 3, the state, is 0).
+    Ok(field(11)? + field(12)?)
+}
+
+fn clock_ticks_per_second() -> Option<u64> {
+    let out = Command::new("getconf").arg("CLK_TCK").output().ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
