@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::login::DirectoryUser;
 use crate::resume::ResumeRefusal;
-use crate::services::{Directory, LegacyAccount, LegacyStores, ServiceError, Services};
+use crate::services::{Directory, LegacyAccount, LegacyStores, ServiceError, Services, call};
 use crate::state::StoredLogin;
 use crate::verdict::{Decision, Effect, FaultKind, Verdict};
 
@@ -154,10 +154,23 @@ impl Expectation {
     }
 }
 
-fn answer<T: Serialize>(result: &Result<T, ServiceError>) -> Answer {
-    match result {
-        Ok(value) => Answer::Ok(serde_json::to_value(value).unwrap_or(Value::Null)),
-        Err(e) => Answer::Err(e.clone()),
+impl Answer {
+    fn of<T: Serialize>(result: &Result<T, ServiceError>) -> Self {
+        match result {
+            Ok(value) => Answer::Ok(serde_json::to_value(value).unwrap_or(Value::Null)),
+            Err(e) => Answer::Err(e.clone()),
+        }
+    }
+
+    /// The answer as the call returned it; one that no longer reads as the call's
+    /// type (an edited recording) is the store being unavailable.
+    fn decode<T: for<'de> Deserialize<'de>>(&self, call: &str) -> Result<T, ServiceError> {
+        match self {
+            Answer::Ok(value) => serde_json::from_value(value.clone()).map_err(|e| {
+                ServiceError::unavailable(format!("recorded answer to {call} is unreadable: {e}"))
+            }),
+            Answer::Err(e) => Err(e.clone()),
+        }
     }
 }
 
@@ -197,7 +210,7 @@ impl Recorder {
         let entry = Call {
             call: call.into(),
             args: args.iter().map(|a| a.to_string()).collect(),
-            answer: answer(&result),
+            answer: Answer::of(&result),
         };
         self.calls
             .lock()
@@ -210,17 +223,13 @@ impl Recorder {
 impl Directory for Recorder {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
         self.note(
-            "directory.find-by-email",
+            call::FIND_BY_EMAIL,
             &[email],
             self.inner.directory.find_by_email(email),
         )
     }
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
-        self.note(
-            "directory.get-user",
-            &[id],
-            self.inner.directory.get_user(id),
-        )
+        self.note(call::GET_USER, &[id], self.inner.directory.get_user(id))
     }
     fn verify_password(
         &self,
@@ -228,7 +237,7 @@ impl Directory for Recorder {
         password: &SecretString,
     ) -> Result<bool, ServiceError> {
         self.note(
-            "directory.verify-password",
+            call::DIRECTORY_VERIFY_PASSWORD,
             &[user_id],
             self.inner.directory.verify_password(user_id, password),
         )
@@ -238,7 +247,7 @@ impl Directory for Recorder {
 impl LegacyStores for Recorder {
     fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
         self.note(
-            "legacy.find-accounts",
+            call::FIND_ACCOUNTS,
             &[email],
             self.inner.legacy.find_accounts(email),
         )
@@ -250,7 +259,7 @@ impl LegacyStores for Recorder {
         password: &SecretString,
     ) -> Result<bool, ServiceError> {
         self.note(
-            "legacy.verify-password",
+            call::LEGACY_VERIFY_PASSWORD,
             &[product, legacy_id],
             self.inner
                 .legacy
@@ -312,30 +321,25 @@ impl Replayer {
             )));
         };
         *used = true;
-        match &recorded.answer {
-            Answer::Ok(value) => serde_json::from_value(value.clone()).map_err(|e| {
-                ServiceError::unavailable(format!("recorded answer to {call} is unreadable: {e}"))
-            }),
-            Answer::Err(e) => Err(e.clone()),
-        }
+        recorded.answer.decode(call)
     }
 }
 
 impl Directory for Replayer {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
-        self.serve("directory.find-by-email", &[email])
+        self.serve(call::FIND_BY_EMAIL, &[email])
     }
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
-        self.serve("directory.get-user", &[id])
+        self.serve(call::GET_USER, &[id])
     }
     fn verify_password(&self, user_id: &str, _: &SecretString) -> Result<bool, ServiceError> {
-        self.serve("directory.verify-password", &[user_id])
+        self.serve(call::DIRECTORY_VERIFY_PASSWORD, &[user_id])
     }
 }
 
 impl LegacyStores for Replayer {
     fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
-        self.serve("legacy.find-accounts", &[email])
+        self.serve(call::FIND_ACCOUNTS, &[email])
     }
     fn verify_password(
         &self,
@@ -343,7 +347,7 @@ impl LegacyStores for Replayer {
         legacy_id: &str,
         _: &SecretString,
     ) -> Result<bool, ServiceError> {
-        self.serve("legacy.verify-password", &[product, legacy_id])
+        self.serve(call::LEGACY_VERIFY_PASSWORD, &[product, legacy_id])
     }
 }
 
@@ -370,36 +374,36 @@ pub struct MemoryAnswers {
     legacy_verify: std::collections::HashMap<(String, String), Answered<bool>>,
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(answer: &Answer) -> Answered<T> {
-    match answer {
-        Answer::Ok(value) => serde_json::from_value(value.clone())
-            .map_err(|e| ServiceError::unavailable(format!("recorded answer is unreadable: {e}"))),
-        Answer::Err(e) => Err(e.clone()),
-    }
-}
-
 impl MemoryAnswers {
     pub fn new(calls: &[Call]) -> Self {
         let mut answers = Self::default();
-        for call in calls {
-            let arg = |i: usize| call.args.get(i).cloned().unwrap_or_default();
-            match call.call.as_str() {
-                "directory.find-by-email" => {
-                    answers.find_by_email.insert(arg(0), typed(&call.answer));
+        for recorded in calls {
+            let arg = |i: usize| recorded.args.get(i).cloned().unwrap_or_default();
+            match recorded.call.as_str() {
+                call::FIND_BY_EMAIL => {
+                    answers
+                        .find_by_email
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
                 }
-                "directory.get-user" => {
-                    answers.get_user.insert(arg(0), typed(&call.answer));
+                call::GET_USER => {
+                    answers
+                        .get_user
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
                 }
-                "directory.verify-password" => {
-                    answers.directory_verify.insert(arg(0), typed(&call.answer));
+                call::DIRECTORY_VERIFY_PASSWORD => {
+                    answers
+                        .directory_verify
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
                 }
-                "legacy.find-accounts" => {
-                    answers.find_accounts.insert(arg(0), typed(&call.answer));
+                call::FIND_ACCOUNTS => {
+                    answers
+                        .find_accounts
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
                 }
-                "legacy.verify-password" => {
+                call::LEGACY_VERIFY_PASSWORD => {
                     answers
                         .legacy_verify
-                        .insert((arg(0), arg(1)), typed(&call.answer));
+                        .insert((arg(0), arg(1)), recorded.answer.decode(&recorded.call));
                 }
                 _ => {}
             }
@@ -426,22 +430,22 @@ fn served<T: Clone>(answer: Option<&Answered<T>>, call: &str) -> Answered<T> {
 
 impl Directory for MemoryAnswers {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
-        served(self.find_by_email.get(email), "directory.find-by-email")
+        served(self.find_by_email.get(email), call::FIND_BY_EMAIL)
     }
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
-        served(self.get_user.get(id), "directory.get-user")
+        served(self.get_user.get(id), call::GET_USER)
     }
     fn verify_password(&self, user_id: &str, _: &SecretString) -> Result<bool, ServiceError> {
         served(
             self.directory_verify.get(user_id),
-            "directory.verify-password",
+            call::DIRECTORY_VERIFY_PASSWORD,
         )
     }
 }
 
 impl LegacyStores for MemoryAnswers {
     fn find_accounts(&self, email: &str) -> Result<Vec<LegacyAccount>, ServiceError> {
-        served(self.find_accounts.get(email), "legacy.find-accounts")
+        served(self.find_accounts.get(email), call::FIND_ACCOUNTS)
     }
     fn verify_password(
         &self,
@@ -452,7 +456,7 @@ impl LegacyStores for MemoryAnswers {
         served(
             self.legacy_verify
                 .get(&(product.to_owned(), legacy_id.to_owned())),
-            "legacy.verify-password",
+            call::LEGACY_VERIFY_PASSWORD,
         )
     }
 }

@@ -7,6 +7,16 @@ use serde_json::Value;
 
 use crate::login::DirectoryUser;
 
+/// The capability calls by the names traces, logs and recordings give them
+/// (`interface.function`, as in `wit/rule.wit`).
+pub mod call {
+    pub const FIND_BY_EMAIL: &str = "directory.find-by-email";
+    pub const GET_USER: &str = "directory.get-user";
+    pub const DIRECTORY_VERIFY_PASSWORD: &str = "directory.verify-password";
+    pub const FIND_ACCOUNTS: &str = "legacy.find-accounts";
+    pub const LEGACY_VERIFY_PASSWORD: &str = "legacy.verify-password";
+}
+
 /// An expected failure of a store, passed to the rule as a `capability-error`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{kind:?}: {message}")]

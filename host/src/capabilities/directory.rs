@@ -1,7 +1,7 @@
 use crate::bindings::portcullis::rule::directory::Host;
 use crate::bindings::wit;
 use crate::sandbox::RuleState;
-use crate::services::ServiceError;
+use crate::services::{ServiceError, call};
 
 impl Host for RuleState {
     fn find_by_email(
@@ -10,7 +10,7 @@ impl Host for RuleState {
     ) -> wasmtime::Result<Result<Vec<wit::User>, wit::CapabilityError>> {
         Ok(match self.services.directory.find_by_email(&email) {
             Ok(users) => Ok(users.iter().map(|u| u.to_wit()).collect()),
-            Err(e) => Err(self.capability_error("directory.find-by-email", e)),
+            Err(e) => Err(self.capability_error(call::FIND_BY_EMAIL, e)),
         })
     }
 
@@ -20,7 +20,7 @@ impl Host for RuleState {
     ) -> wasmtime::Result<Result<Option<wit::User>, wit::CapabilityError>> {
         Ok(match self.services.directory.get_user(&id) {
             Ok(user) => Ok(user.map(|u| u.to_wit())),
-            Err(e) => Err(self.capability_error("directory.get-user", e)),
+            Err(e) => Err(self.capability_error(call::GET_USER, e)),
         })
     }
 
@@ -34,6 +34,6 @@ impl Host for RuleState {
                 "this login carries no password",
             )),
         };
-        Ok(result.map_err(|e| self.capability_error("directory.verify-password", e)))
+        Ok(result.map_err(|e| self.capability_error(call::DIRECTORY_VERIFY_PASSWORD, e)))
     }
 }

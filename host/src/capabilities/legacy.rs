@@ -2,7 +2,7 @@ use crate::bindings::portcullis::rule::legacy::Host;
 use crate::bindings::wit;
 use crate::bindings::wit::LegacyAccount;
 use crate::sandbox::RuleState;
-use crate::services::ServiceError;
+use crate::services::{ServiceError, call};
 
 impl Host for RuleState {
     fn find_accounts(
@@ -21,7 +21,7 @@ impl Host for RuleState {
                     profile: a.profile.to_string(),
                 })
                 .collect()),
-            Err(e) => Err(self.capability_error("legacy.find-accounts", e)),
+            Err(e) => Err(self.capability_error(call::FIND_ACCOUNTS, e)),
         })
     }
 
@@ -40,6 +40,6 @@ impl Host for RuleState {
                 "this login carries no password",
             )),
         };
-        Ok(result.map_err(|e| self.capability_error("legacy.verify-password", e)))
+        Ok(result.map_err(|e| self.capability_error(call::LEGACY_VERIFY_PASSWORD, e)))
     }
 }
