@@ -45,23 +45,33 @@ fn every_recording_replays() -> Result {
     Ok(())
 }
 
-#[test]
-fn a_changed_verdict_fails_with_a_diff() -> Result {
+/// Replays a copy of `fixtures/recordings/<name>` changed by `edit`.
+fn replay_edited(
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Result<portcullis::replay::RecordingResult> {
     let dir = tempfile::tempdir()?;
-    let original = workspace_root().join("fixtures/recordings/single-product-migrated.json");
+    let original = workspace_root().join("fixtures/recordings").join(name);
     let mut recording: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(original)?)?;
-    // Pretend the product's answer changed: the password no longer matches.
-    for call in recording["steps"][0]["calls"].as_array_mut().unwrap() {
-        if call["call"] == "legacy.verify-password" {
-            call["answer"] = serde_json::json!({"ok": false});
-        }
-    }
-    let path = dir.path().join("changed.json");
+    edit(&mut recording);
+    let path = dir.path().join(name);
     std::fs::write(&path, recording.to_string())?;
     let mut replay =
         portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
-    let result = replay.run(&path);
+    Ok(replay.run(&path))
+}
+
+#[test]
+fn a_changed_verdict_fails_with_a_diff() -> Result {
+    let result = replay_edited("single-product-migrated.json", |recording| {
+        // Pretend the product's answer changed: the password no longer matches.
+        for call in recording["steps"][0]["calls"].as_array_mut().unwrap() {
+            if call["call"] == "legacy.verify-password" {
+                call["answer"] = serde_json::json!({"ok": false});
+            }
+        }
+    })?;
     assert!(!result.passed());
     let diff = result.steps[0].diff();
     assert!(
@@ -76,27 +86,20 @@ fn deeply_nested_metadata_faults_no_rule() -> Result {
     // Metadata nested 116 levels deep (about what the host's JSON parser admits) used
     // to overflow a rule's 64 KiB stack while it parsed the document for one flag:
     // every login of that user was a fault, and the fail-closed pipeline denied it.
-    let dir = tempfile::tempdir()?;
-    let original = workspace_root().join("fixtures/recordings/already-migrated.json");
-    let mut recording: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(original)?)?;
     let mut deep = serde_json::json!(1);
     for _ in 0..116 {
         deep = serde_json::json!({ "a": deep });
     }
-    let user = &mut recording["steps"][0]["calls"][0]["answer"]["ok"][0];
-    assert_eq!(user["app_metadata"]["migrated"], true);
-    for which in ["app_metadata", "user_metadata"] {
-        // First in the document, so a flag after it is only found by skipping it.
-        let mut metadata = serde_json::Map::from_iter([("deep".to_owned(), deep.clone())]);
-        metadata.extend(user[which].as_object().unwrap().clone());
-        user[which] = serde_json::Value::Object(metadata);
-    }
-    let path = dir.path().join("deep-metadata.json");
-    std::fs::write(&path, recording.to_string())?;
-    let mut replay =
-        portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
-    let result = replay.run(&path);
+    let result = replay_edited("already-migrated.json", |recording| {
+        let user = &mut recording["steps"][0]["calls"][0]["answer"]["ok"][0];
+        assert_eq!(user["app_metadata"]["migrated"], true);
+        for which in ["app_metadata", "user_metadata"] {
+            // First in the document, so a flag after it is only found by skipping it.
+            let mut metadata = serde_json::Map::from_iter([("deep".to_owned(), deep.clone())]);
+            metadata.extend(user[which].as_object().unwrap().clone());
+            user[which] = serde_json::Value::Object(metadata);
+        }
+    })?;
     assert!(result.error.is_none(), "{:?}", result.error);
     let step = &result.steps[0];
     // Still allowed, no fault, and `migrated` still read: a settled user makes
