@@ -64,14 +64,15 @@ fn verify_django_pbkdf2(rest: &str, password: &str) -> Result<bool, HashError> {
     if expected.len() != 32 {
         return Err(corrupt());
     }
-    let mut actual = [0u8; 32];
-    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
-        password.as_bytes(),
-        salt.as_bytes(),
-        iterations,
-        &mut actual,
-    );
+    let actual = pbkdf2_sha256(password, salt, iterations);
     Ok(actual.ct_eq(expected.as_slice()).into())
+}
+
+/// Django's `pbkdf2_sha256` derivation: 32 bytes of PBKDF2-HMAC-SHA256.
+fn pbkdf2_sha256(password: &str, salt: &str, iterations: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), salt.as_bytes(), iterations, &mut out);
+    out
 }
 
 /// The directory's own format: argon2id with the crate's default (OWASP) parameters.
@@ -110,13 +111,7 @@ pub mod legacy_formats {
     }
 
     pub fn django_pbkdf2(password: &str, salt: &str, iterations: u32) -> String {
-        let mut out = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(
-            password.as_bytes(),
-            salt.as_bytes(),
-            iterations,
-            &mut out,
-        );
+        let out = pbkdf2_sha256(password, salt, iterations);
         format!("pbkdf2_sha256${iterations}${salt}${}", BASE64.encode(out))
     }
 
