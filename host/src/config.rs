@@ -44,6 +44,43 @@ impl fmt::Display for Capability {
     }
 }
 
+/// A kind of effect a rule may return, granted per rule (`effects = [...]`), as
+/// imports are: an effect of a kind the rule is not granted is a `bad_output` fault.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectKind {
+    SetAppMetadata,
+    SetUserMetadata,
+    AddClaim,
+    CreateUser,
+    LinkLegacyAccount,
+    EnqueueOutbox,
+    RequirePasswordReset,
+}
+
+impl EffectKind {
+    /// The name in the pipeline config (`effects = ["create_user"]`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EffectKind::SetAppMetadata => "set_app_metadata",
+            EffectKind::SetUserMetadata => "set_user_metadata",
+            EffectKind::AddClaim => "add_claim",
+            EffectKind::CreateUser => "create_user",
+            EffectKind::LinkLegacyAccount => "link_legacy_account",
+            EffectKind::EnqueueOutbox => "enqueue_outbox",
+            EffectKind::RequirePasswordReset => "require_password_reset",
+        }
+    }
+}
+
+impl fmt::Display for EffectKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What the pipeline does when a rule faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,6 +131,10 @@ pub struct RuleSettings {
     pub max_output_bytes: usize,
     /// The rule's settings as the `config` capability serves them.
     pub config: BTreeMap<String, String>,
+    /// The effect kinds it may return; none by default.
+    pub effects: Vec<EffectKind>,
+    /// Protected app-metadata keys (see [`EffectSettings`]) it may write.
+    pub protected_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -104,8 +145,78 @@ pub struct PipelineConfig {
     pub resume: ResumeSettings,
     pub outbox: OutboxSettings,
     pub server: ServerSettings,
+    pub login: LoginSettings,
+    pub effects: EffectSettings,
+    pub passwords: PasswordLimits,
     /// The config file's directory: relative store paths are taken from here.
     pub base_dir: PathBuf,
+}
+
+/// What the host accepts of a login attempt.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoginSettings {
+    /// A login whose `time_ms` is further than this from the host's clock is refused.
+    pub max_clock_skew_seconds: u64,
+}
+
+impl Default for LoginSettings {
+    fn default() -> Self {
+        Self {
+            max_clock_skew_seconds: 300,
+        }
+    }
+}
+
+/// Invariants the host keeps whatever a rule returns.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EffectSettings {
+    /// Top-level app-metadata keys that decide security (the bulk-import flag, the
+    /// forced-reset marker, the migration flag): only rules that list a key in their
+    /// `protected_keys` may write it, through `set-app-metadata` or `create-user`.
+    pub protected_app_metadata: Vec<String>,
+}
+
+impl Default for EffectSettings {
+    fn default() -> Self {
+        Self {
+            protected_app_metadata: ["bulkImported", "forcePasswordReset", "migrated"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+/// The most work the host spends checking one stored password hash. Legacy stores
+/// are data, not code we wrote: a hash with a bigger work factor than these is a
+/// capability fault, never seconds of CPU or a gigabyte of memory per login.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordLimits {
+    pub max_bcrypt_cost: u32,
+    pub max_pbkdf2_iterations: u32,
+    pub max_argon2_memory_kib: u32,
+    pub max_argon2_iterations: u32,
+    pub max_argon2_parallelism: u32,
+    /// Hashes checked at once across the process (default: one per core); a rule
+    /// whose deadline passes while it waits is a deadline fault.
+    pub max_concurrent: Option<usize>,
+}
+
+impl Default for PasswordLimits {
+    fn default() -> Self {
+        Self {
+            // bcrypt 12 is ~250 ms here; Django's 2025 default is 1,000,000
+            // iterations; argon2id at OWASP's strongest profile is 46 MiB, t=1.
+            max_bcrypt_cost: 12,
+            max_pbkdf2_iterations: 1_200_000,
+            max_argon2_memory_kib: 64 * 1024,
+            max_argon2_iterations: 10,
+            max_argon2_parallelism: 4,
+            max_concurrent: None,
+        }
+    }
 }
 
 /// Where state lives: `sqlite://PATH` (relative to the config file) or, for several
@@ -196,6 +307,34 @@ pub struct ServerSettings {
     /// (each first login hashes a password with argon2id, ~19 MiB) and the instance
     /// pool. Default: four per core.
     pub max_concurrent_evaluations: Option<usize>,
+    /// The gateways allowed to call /v1/login and /v1/continue. None: the login
+    /// endpoints refuse every request.
+    #[serde(rename = "caller")]
+    pub callers: Vec<CallerSettings>,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this (slow-loris).
+    pub header_timeout_ms: u64,
+    /// A request must be answered within this, body included.
+    pub request_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this.
+    pub idle_timeout_ms: u64,
+    /// Requests served on one connection before it is closed.
+    pub max_requests_per_connection: u64,
+}
+
+/// One gateway allowed to send logins: its bearer token comes from an environment
+/// variable or a file (never the config itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    pub name: String,
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// May send logins without a password: the caller vouches that it authenticated
+    /// the user (a session, SSO, a passkey).
+    #[serde(default)]
+    pub vouches: bool,
 }
 
 impl Default for ServerSettings {
@@ -205,7 +344,22 @@ impl Default for ServerSettings {
             max_body_kb: 64,
             dispatch_outbox: true,
             max_concurrent_evaluations: None,
+            callers: Vec::new(),
+            max_connections: 1024,
+            header_timeout_ms: 5_000,
+            request_timeout_ms: 30_000,
+            idle_timeout_ms: 30_000,
+            max_requests_per_connection: 10_000,
         }
+    }
+}
+
+impl ServerSettings {
+    fn with_token_files_from(mut self, base: &Path) -> Self {
+        for caller in &mut self.callers {
+            caller.token_file = caller.token_file.take().map(|f| base.join(f));
+        }
+        self
     }
 }
 
@@ -223,6 +377,12 @@ struct PipelineFile {
     outbox: OutboxSettings,
     #[serde(default)]
     server: ServerSettings,
+    #[serde(default)]
+    login: LoginSettings,
+    #[serde(default)]
+    effects: EffectSettings,
+    #[serde(default)]
+    passwords: PasswordLimits,
 }
 
 #[derive(Deserialize)]
@@ -242,6 +402,10 @@ struct RuleFile {
     max_output_kb: usize,
     #[serde(default)]
     config: toml::Table,
+    #[serde(default)]
+    effects: Vec<EffectKind>,
+    #[serde(default)]
+    protected_keys: Vec<String>,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -329,6 +493,18 @@ impl PipelineConfig {
             let mut grants = rule.grants;
             grants.sort();
             grants.dedup();
+            let mut effects = rule.effects;
+            effects.sort();
+            effects.dedup();
+            if let Some(key) = rule
+                .protected_keys
+                .iter()
+                .find(|k| !file.effects.protected_app_metadata.contains(k))
+            {
+                return Err(bad(format!(
+                    "protected_keys names {key:?}, which is not in effects.protected_app_metadata"
+                )));
+            }
             let config = rule
                 .config
                 .into_iter()
@@ -342,6 +518,8 @@ impl PipelineConfig {
                 on_error: rule.on_error,
                 max_output_bytes: rule.max_output_kb * 1024,
                 config,
+                effects,
+                protected_keys: rule.protected_keys,
                 name,
             });
         }
@@ -375,8 +553,53 @@ impl PipelineConfig {
                 )));
             }
         }
-        if file.server.max_body_kb == 0 {
-            return Err(invalid("server.max_body_kb must be at least 1".into()));
+        if file.server.max_body_kb == 0 || file.server.max_body_kb > 16 * 1024 {
+            return Err(invalid(
+                "server.max_body_kb must be between 1 and 16384".into(),
+            ));
+        }
+        let server = &file.server;
+        if server.max_connections == 0
+            || server.header_timeout_ms == 0
+            || server.request_timeout_ms == 0
+            || server.idle_timeout_ms == 0
+            || server.max_requests_per_connection == 0
+        {
+            return Err(invalid(
+                "server: max_connections, header_timeout_ms, request_timeout_ms, idle_timeout_ms and max_requests_per_connection must be positive".into(),
+            ));
+        }
+        for (i, caller) in server.callers.iter().enumerate() {
+            if caller.name.is_empty() || server.callers[..i].iter().any(|c| c.name == caller.name) {
+                return Err(invalid(format!(
+                    "server.caller {}: each caller needs a name of its own",
+                    i + 1
+                )));
+            }
+            if caller.token_env.is_some() == caller.token_file.is_some() {
+                return Err(invalid(format!(
+                    "server.caller {:?}: set token_env or token_file (one of them)",
+                    caller.name
+                )));
+            }
+        }
+        if file.login.max_clock_skew_seconds == 0 || file.login.max_clock_skew_seconds > 86_400 {
+            return Err(invalid(
+                "login.max_clock_skew_seconds must be between 1 and 86400".into(),
+            ));
+        }
+        let limits = &file.passwords;
+        if !(4..=31).contains(&limits.max_bcrypt_cost)
+            || limits.max_pbkdf2_iterations == 0
+            || limits.max_argon2_memory_kib == 0
+            || limits.max_argon2_iterations == 0
+            || limits.max_argon2_parallelism == 0
+            || limits.max_concurrent == Some(0)
+        {
+            return Err(invalid(
+                "passwords: max_bcrypt_cost is 4 to 31, and every other limit must be positive"
+                    .into(),
+            ));
         }
         Ok(Self {
             engine,
@@ -384,7 +607,10 @@ impl PipelineConfig {
             state: file.state,
             resume: file.resume,
             outbox,
-            server: file.server,
+            server: file.server.with_token_files_from(base),
+            login: file.login,
+            effects: file.effects,
+            passwords: file.passwords,
             base_dir: base.to_owned(),
         })
     }

@@ -85,7 +85,11 @@ impl Runtime {
             .iter()
             .map(|settings| self.load_rule(settings))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Pipeline::new(self.engine.clone(), rules))
+        Ok(Pipeline::new(
+            self.engine.clone(),
+            rules,
+            config.effects.protected_app_metadata.clone(),
+        ))
     }
 
     fn load_rule(&self, settings: &RuleSettings) -> Result<LoadedRule, LoadError> {

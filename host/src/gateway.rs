@@ -7,8 +7,9 @@ use std::sync::Arc;
 use secrecy::ExposeSecret;
 
 use crate::Runtime;
+use crate::clock::{self, Clock};
 use crate::config::PipelineConfig;
-use crate::error::LoadError;
+use crate::error::{LoadError, LoginError};
 use crate::login::LoginAttempt;
 use crate::pipeline::{Pipeline, ResumePoint};
 use crate::resume::{ResumeRefusal, ResumeTokens, TokenClaims};
@@ -29,6 +30,9 @@ pub enum GatewayError {
     Refused(#[from] ResumeRefusal),
     #[error("{0}")]
     Config(String),
+    /// The login cannot be evaluated as given (the caller's mistake: a 400, exit 2).
+    #[error(transparent)]
+    Login(#[from] LoginError),
 }
 
 pub struct Gateway {
@@ -37,6 +41,9 @@ pub struct Gateway {
     services: Services,
     tokens: ResumeTokens,
     apply_effects: bool,
+    clock: Arc<dyn Clock>,
+    /// How far a login's `time_ms` may be from the host's clock.
+    max_skew_ms: u64,
 }
 
 impl Gateway {
@@ -56,6 +63,8 @@ impl Gateway {
             services,
             tokens,
             apply_effects: true,
+            clock: clock::system(),
+            max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
         }
     }
 
@@ -64,7 +73,20 @@ impl Gateway {
     pub fn open(config: &PipelineConfig, runtime: &Runtime) -> Result<Self, GatewayError> {
         let pipeline = Arc::new(runtime.load(config)?);
         let (state, legacy) = open_stores(config)?;
-        Ok(Self::new(pipeline, state, legacy, resume_tokens(config)?))
+        crate::passwords::configure(config.passwords);
+        let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
+        gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
+        Ok(gateway)
+    }
+
+    /// Decide expiry and skew by this clock instead of the system's (tests, replay).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// Serve capability calls from `services` (a recording, a recorder) instead.
@@ -91,18 +113,26 @@ impl Gateway {
         &self.services
     }
 
-    /// Evaluates a login attempt end to end.
+    /// Evaluates a login attempt end to end. The directory user is always the one the
+    /// host finds for the email, whatever the attempt carries.
     pub fn login(&self, attempt: &LoginAttempt) -> Result<Verdict, GatewayError> {
+        let now_ms = self.clock.now_ms();
+        if attempt.time_ms.abs_diff(now_ms) > self.max_skew_ms {
+            return Err(LoginError::Invalid(format!(
+                "time_ms is {} s away from the host's clock (at most {} s allowed)",
+                attempt.time_ms.abs_diff(now_ms) / 1000,
+                self.max_skew_ms / 1000
+            ))
+            .into());
+        }
         let mut attempt = attempt.clone();
-        if attempt.user.is_none() {
-            match self.services.directory.find_by_email(&attempt.email) {
-                Ok(users) => attempt.user = users.into_iter().next(),
-                Err(e) => {
-                    return Ok(unavailable(
-                        &attempt.transaction_id,
-                        format!("directory: {}", e.message),
-                    ));
-                }
+        match self.services.directory.find_by_email(&attempt.email) {
+            Ok(users) => attempt.user = users.into_iter().next(),
+            Err(e) => {
+                return Ok(unavailable(
+                    &attempt.transaction_id,
+                    format!("directory: {}", e.message),
+                ));
             }
         }
         let verdict = self.pipeline.evaluate(&attempt, &self.services);
@@ -124,14 +154,14 @@ impl Gateway {
 
     /// Resumes a redirected login with the token it was given and what the redirect
     /// target reported (`result`, JSON). The token works once, for its own
-    /// transaction, before it expires.
+    /// transaction, before it expires by the host's clock.
     pub fn resume(
         &self,
         token: &str,
         transaction_id: &str,
         result: &str,
-        now_ms: u64,
     ) -> Result<Verdict, GatewayError> {
+        let now_ms = self.clock.now_ms();
         let claims = self.tokens.verify(token, now_ms)?;
         if claims.tx != transaction_id {
             return Err(ResumeRefusal::Mismatch("another transaction".into()).into());
@@ -153,7 +183,13 @@ impl Gateway {
         };
         let verdict = self
             .pipeline
-            .resume(&attempt, &self.services, &from, record.pending.clone())
+            .resume(
+                &attempt,
+                &self.services,
+                &from,
+                record.pending.clone(),
+                record.evidence.clone(),
+            )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
         self.settle(
             verdict,
@@ -205,7 +241,7 @@ impl Gateway {
                         .as_ref()
                         .map(|u| u.id.clone())
                         .unwrap_or_else(|| new_user_id.to_owned()),
-                    exp: login.time_ms + self.tokens.ttl_ms,
+                    exp: self.clock.now_ms().saturating_add(self.tokens.ttl_ms),
                 };
                 self.state.save_resume(&ResumeRecord {
                     jti: claims.jti.clone(),
@@ -218,6 +254,7 @@ impl Gateway {
                     pending: verdict.effects.clone(),
                     password_hash,
                     expires_at_ms: claims.exp,
+                    evidence: verdict.evidence.clone(),
                 })?;
                 verdict.resume_token = Some(self.tokens.issue(&claims));
             }
@@ -254,6 +291,7 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         applied: None,
         resume_token: None,
         error: Some(crate::redact::redact_text(&detail).into_owned()),
+        evidence: Default::default(),
     }
 }
 

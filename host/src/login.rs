@@ -66,7 +66,10 @@ pub struct LoginAttempt {
     pub password: Option<SecretString>,
     #[serde(default)]
     pub request: RequestInfo,
-    #[serde(default)]
+    /// The directory user the host found for the email. Never taken from the caller
+    /// (a `user` in the JSON is refused as an unknown field): the host looks the user
+    /// up itself.
+    #[serde(skip_deserializing)]
     pub user: Option<DirectoryUser>,
 }
 
@@ -85,6 +88,15 @@ impl std::fmt::Debug for LoginAttempt {
 }
 
 const MAX_ID_LEN: usize = 256;
+const MAX_EMAIL_LEN: usize = 320;
+const MAX_IP_LEN: usize = 64;
+const MAX_USER_AGENT_LEN: usize = 1024;
+/// Longer than any password a person types; bounds the host-side hashing work.
+const MAX_PASSWORD_LEN: usize = 1024;
+/// 9999-12-31T23:59:59.999Z. Every time the host stores is a signed 64-bit integer
+/// (SQLite, PostgreSQL); bounding times here keeps any sum of a time and a duration
+/// far from overflowing.
+pub const MAX_TIME_MS: u64 = 253_402_300_799_999;
 
 impl LoginAttempt {
     pub fn from_json(text: &str) -> Result<Self, LoginError> {
@@ -94,20 +106,46 @@ impl LoginAttempt {
     }
 
     fn validate(&self) -> Result<(), LoginError> {
-        let invalid = |m: &str| Err(LoginError::Invalid(m.to_owned()));
+        let invalid = |m: String| Err(LoginError::Invalid(m));
         if self.transaction_id.is_empty() || self.transaction_id.len() > MAX_ID_LEN {
-            return invalid("transaction_id must be 1 to 256 characters");
+            return invalid(format!(
+                "transaction_id must be 1 to {MAX_ID_LEN} characters"
+            ));
         }
-        if self.email.len() > 320 || !self.email.contains('@') {
-            return invalid("email must be an address (with '@', at most 320 characters)");
+        if self.time_ms > MAX_TIME_MS {
+            return invalid(format!(
+                "time_ms must be milliseconds since the Unix epoch, at most {MAX_TIME_MS}"
+            ));
         }
-        if let Some(user) = &self.user {
-            if user.id.is_empty() {
-                return invalid("user.id must not be empty");
+        if self.email.len() > MAX_EMAIL_LEN || !self.email.contains('@') {
+            return invalid(format!(
+                "email must be an address (with '@', at most {MAX_EMAIL_LEN} characters)"
+            ));
+        }
+        for (field, value) in [
+            ("connection", &self.connection),
+            ("client_id", &self.client_id),
+        ] {
+            if value.len() > MAX_ID_LEN {
+                return invalid(format!("{field} must be at most {MAX_ID_LEN} characters"));
             }
-            if !user.app_metadata.is_object() || !user.user_metadata.is_object() {
-                return invalid("user.app_metadata and user.user_metadata must be JSON objects");
-            }
+        }
+        if self.request.ip.len() > MAX_IP_LEN {
+            return invalid(format!(
+                "request.ip must be at most {MAX_IP_LEN} characters"
+            ));
+        }
+        if self.request.user_agent.len() > MAX_USER_AGENT_LEN {
+            return invalid(format!(
+                "request.user_agent must be at most {MAX_USER_AGENT_LEN} characters"
+            ));
+        }
+        if self
+            .password
+            .as_ref()
+            .is_some_and(|p| secrecy::ExposeSecret::expose_secret(p).len() > MAX_PASSWORD_LEN)
+        {
+            return invalid(format!("password must be at most {MAX_PASSWORD_LEN} bytes"));
         }
         Ok(())
     }

@@ -64,9 +64,6 @@ enum Command {
         /// JSON from the redirect target, e.g. '{"verified": true}'.
         #[arg(long)]
         result: String,
-        /// The time of the resume, ms since the Unix epoch (default: now).
-        #[arg(long)]
-        time_ms: Option<u64>,
         #[arg(long)]
         reveal_pii: bool,
         /// Append this resume as a step to the recording of the login it resumes.
@@ -174,7 +171,6 @@ fn main() -> ExitCode {
             token,
             transaction_id,
             result,
-            time_ms,
             reveal_pii,
             record,
         } => resume(
@@ -182,7 +178,6 @@ fn main() -> ExitCode {
             &token,
             &transaction_id,
             &result,
-            time_ms,
             reveal_pii,
             record.as_deref(),
         ),
@@ -398,18 +393,11 @@ fn resume(
     token: &str,
     transaction_id: &str,
     result: &str,
-    time_ms: Option<u64>,
     reveal_pii: bool,
     record: Option<&Path>,
 ) -> Result<()> {
     let result_json: serde_json::Value =
         serde_json::from_str(result).context("--result is not JSON")?;
-    let now_ms = time_ms.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    });
     let mut existing = match record {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| {
@@ -427,8 +415,9 @@ fn resume(
     if existing.is_some() {
         gateway = gateway.with_services(recorder.services());
     }
-    let expectation = match gateway.resume(token, transaction_id, &result_json.to_string(), now_ms)
-    {
+    // The host's clock decides expiry; the recording keeps the time it read.
+    let now_ms = gateway.clock().now_ms();
+    let expectation = match gateway.resume(token, transaction_id, &result_json.to_string()) {
         Ok(verdict) => {
             print_verdict(&verdict, reveal_pii, false)?;
             Expectation::of(&verdict)

@@ -18,6 +18,9 @@ pub struct RoundReport {
     pub delivered: usize,
     pub retried: usize,
     pub dead: usize,
+    /// Results not recorded because the lease ran out first (another dispatcher
+    /// holds the message now and records its own result).
+    pub lease_lost: usize,
 }
 
 pub struct Dispatcher {
@@ -120,19 +123,27 @@ impl Dispatcher {
         let results = futures::future::join_all(claimed.iter().map(|m| self.deliver(m))).await;
         for (message, result) in claimed.into_iter().zip(results) {
             let id = message.id;
+            let lease = message.lease.clone().unwrap_or_default();
             match result {
                 Ok(()) => {
-                    self.store(move |s| s.outbox_delivered(id)).await?;
-                    report.delivered += 1;
+                    if self.store(move |s| s.outbox_delivered(id, &lease)).await? {
+                        report.delivered += 1;
+                    } else {
+                        tracing::warn!(id, "outbox delivery finished after its lease ran out");
+                        report.lease_lost += 1;
+                    }
                 }
                 Err(error) => {
                     let dead = message.attempts >= self.settings.max_attempts;
                     let retry_at =
                         (!dead).then(|| now_ms() + self.retry_delay_ms(message.attempts));
                     tracing::warn!(id, key = %message.key, attempts = message.attempts, dead, "outbox delivery failed: {error}");
-                    self.store(move |s| s.outbox_failed(id, &error, retry_at))
-                        .await?;
-                    if dead {
+                    if !self
+                        .store(move |s| s.outbox_failed(id, &lease, &error, retry_at))
+                        .await?
+                    {
+                        report.lease_lost += 1;
+                    } else if dead {
                         report.dead += 1
                     } else {
                         report.retried += 1
@@ -158,6 +169,7 @@ impl Dispatcher {
             total.delivered += round.delivered;
             total.retried += round.retried;
             total.dead += round.dead;
+            total.lease_lost += round.lease_lost;
             if round.claimed > 0 {
                 tracing::info!(?round, "outbox round");
                 continue;

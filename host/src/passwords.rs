@@ -11,28 +11,148 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::Digest as _;
 use subtle::ConstantTimeEq;
 
+use std::sync::{Condvar, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::config::PasswordLimits;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {
     #[error("unknown password hash format")]
     UnknownFormat,
     #[error("corrupt {0} hash")]
     Corrupt(&'static str),
+    /// The hash asks for more work than the host's limits allow (`[passwords]`).
+    #[error("{0} is over the host's limit ({1})")]
+    TooCostly(&'static str, String),
 }
 
-/// Whether `password` matches `stored`. Comparisons are constant-time; a hash this
-/// module cannot read is an error for that account, never a panic.
+/// The limits in force, process-wide like the engine: set from the pipeline config
+/// when a gateway opens.
+static LIMITS: RwLock<Option<PasswordLimits>> = RwLock::new(None);
+
+pub fn configure(limits: PasswordLimits) {
+    *LIMITS.write().unwrap_or_else(|p| p.into_inner()) = Some(limits);
+    SLOTS.resize(limits.max_concurrent.unwrap_or_else(default_slots));
+}
+
+fn limits() -> PasswordLimits {
+    LIMITS
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .unwrap_or_default()
+}
+
+fn default_slots() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+/// A counting semaphore for hash work: a burst of logins queues for the CPU instead of
+/// every one of them hashing at once (and holding argon2's memory at once).
+struct Slots {
+    state: Mutex<(usize, usize)>, // (in use, capacity)
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    state: Mutex::new((0, 0)),
+    freed: Condvar::new(),
+};
+
+/// One slot of hash work, given back on drop.
+pub struct HashSlot(());
+
+impl Drop for HashSlot {
+    fn drop(&mut self) {
+        let mut state = SLOTS.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+impl Slots {
+    fn resize(&self, capacity: usize) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1 = capacity.max(1);
+        self.freed.notify_all();
+    }
+}
+
+/// Waits for a slot until `deadline`; `None` when the deadline passes first.
+pub fn hash_slot(deadline: Instant) -> Option<HashSlot> {
+    let mut state = SLOTS.state.lock().unwrap_or_else(|p| p.into_inner());
+    if state.1 == 0 {
+        state.1 = default_slots();
+    }
+    while state.0 >= state.1 {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        state = SLOTS
+            .freed
+            .wait_timeout(state, left)
+            .unwrap_or_else(|p| p.into_inner())
+            .0;
+    }
+    state.0 += 1;
+    Some(HashSlot(()))
+}
+
+/// Whether `password` matches `stored`, within the configured work limits.
+/// Comparisons are constant-time; a hash this module cannot read is an error for that
+/// account, never a panic.
 pub fn verify(stored: &str, password: &str) -> Result<bool, HashError> {
+    verify_within(stored, password, &limits())
+}
+
+pub fn verify_within(
+    stored: &str,
+    password: &str,
+    limits: &PasswordLimits,
+) -> Result<bool, HashError> {
     if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
+        // `$2b$12$…`: the cost is the two digits after the second `$`.
+        let cost: u32 = stored
+            .get(4..6)
+            .and_then(|c| c.parse().ok())
+            .ok_or(HashError::Corrupt("bcrypt"))?;
+        if cost > limits.max_bcrypt_cost {
+            return Err(HashError::TooCostly(
+                "bcrypt cost",
+                format!("{cost} > {}", limits.max_bcrypt_cost),
+            ));
+        }
         return bcrypt::verify(password, stored).map_err(|_| HashError::Corrupt("bcrypt"));
     }
     if stored.starts_with("$argon2") {
         let hash = PasswordHash::new(stored).map_err(|_| HashError::Corrupt("argon2"))?;
+        let params = argon2::Params::try_from(&hash).map_err(|_| HashError::Corrupt("argon2"))?;
+        for (what, value, max) in [
+            (
+                "argon2 memory (KiB)",
+                params.m_cost(),
+                limits.max_argon2_memory_kib,
+            ),
+            (
+                "argon2 iterations",
+                params.t_cost(),
+                limits.max_argon2_iterations,
+            ),
+            (
+                "argon2 parallelism",
+                params.p_cost(),
+                limits.max_argon2_parallelism,
+            ),
+        ] {
+            if value > max {
+                return Err(HashError::TooCostly(what, format!("{value} > {max}")));
+            }
+        }
         return Ok(argon2::Argon2::default()
             .verify_password(password.as_bytes(), &hash)
             .is_ok());
     }
     if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
-        return verify_django_pbkdf2(rest, password);
+        return verify_django_pbkdf2(rest, password, limits);
     }
     if let Some(rest) = stored.strip_prefix("sha1$") {
         let (salt, hex_digest) = rest.split_once('$').ok_or(HashError::Corrupt("sha1"))?;
@@ -49,7 +169,11 @@ pub fn verify(stored: &str, password: &str) -> Result<bool, HashError> {
     Err(HashError::UnknownFormat)
 }
 
-fn verify_django_pbkdf2(rest: &str, password: &str) -> Result<bool, HashError> {
+fn verify_django_pbkdf2(
+    rest: &str,
+    password: &str,
+    limits: &PasswordLimits,
+) -> Result<bool, HashError> {
     let corrupt = || HashError::Corrupt("pbkdf2_sha256");
     let mut parts = rest.splitn(3, '$');
     let (Some(iterations), Some(salt), Some(encoded)) = (parts.next(), parts.next(), parts.next())
@@ -57,8 +181,14 @@ fn verify_django_pbkdf2(rest: &str, password: &str) -> Result<bool, HashError> {
         return Err(corrupt());
     };
     let iterations: u32 = iterations.parse().map_err(|_| corrupt())?;
-    if iterations == 0 || iterations > 10_000_000 {
+    if iterations == 0 {
         return Err(corrupt());
+    }
+    if iterations > limits.max_pbkdf2_iterations {
+        return Err(HashError::TooCostly(
+            "pbkdf2 iterations",
+            format!("{iterations} > {}", limits.max_pbkdf2_iterations),
+        ));
     }
     let expected = BASE64.decode(encoded).map_err(|_| corrupt())?;
     if expected.len() != 32 {
@@ -145,6 +275,37 @@ mod tests {
             assert_eq!(verify(hash, "pw-right"), Ok(true), "{hash}");
             assert_eq!(verify(hash, "pw-wrong"), Ok(false), "{hash}");
         }
+    }
+
+    #[test]
+    fn hashes_over_the_limits_are_refused_before_any_work() {
+        let limits = PasswordLimits::default();
+        let costly = [
+            // Real hashes with huge work factors: verifying any of them would take
+            // seconds (bcrypt 15: 1.9 s, pbkdf2 10M: 1.1 s, argon2 1 GiB: 2.7 s).
+            "$2b$15$7777777777777777777777uVYfu6iQsGFV1gN6zaqk7TKhRZBEVzC".to_owned(),
+            django_pbkdf2("x", "salt", 1).replace("$1$", "$10000000$"),
+            "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHQ$MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI"
+                .to_owned(),
+        ];
+        for hash in &costly {
+            assert!(
+                matches!(
+                    verify_within(hash, "x", &limits),
+                    Err(HashError::TooCostly(..))
+                ),
+                "{hash}"
+            );
+        }
+        // At the limit, still verified.
+        let at_limit = PasswordLimits {
+            max_bcrypt_cost: 4,
+            ..limits
+        };
+        assert_eq!(
+            verify_within(&bcrypt("pw", "2b", [1; 16]), "pw", &at_limit),
+            Ok(true)
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use crate::bindings::{RulePre, wit};
 use crate::cache::CompileSource;
 use crate::config::{OnError, RuleSettings};
 use crate::grants::Import;
+use crate::invariants::{self, AccountEvidence};
 use crate::login::LoginAttempt;
 use crate::outcome::{self, RuleOutcome, effect_to_wit};
 use crate::sandbox::{LoginSeed, RuleState};
@@ -50,6 +51,8 @@ pub struct LoadedRule {
 pub struct Pipeline {
     engine: Engine,
     rules: Vec<LoadedRule>,
+    /// App-metadata keys only rules granted them may write.
+    protected_keys: Vec<String>,
 }
 
 /// One rule's run, before the pipeline decides what it means.
@@ -59,11 +62,16 @@ struct RuleRun {
     memory_kib: u64,
     logs: Vec<String>,
     output: String,
+    evidence: AccountEvidence,
 }
 
 impl Pipeline {
-    pub(crate) fn new(engine: Engine, rules: Vec<LoadedRule>) -> Self {
-        Self { engine, rules }
+    pub(crate) fn new(engine: Engine, rules: Vec<LoadedRule>, protected_keys: Vec<String>) -> Self {
+        Self {
+            engine,
+            rules,
+            protected_keys,
+        }
     }
 
     pub fn rules(&self) -> &[LoadedRule] {
@@ -73,17 +81,26 @@ impl Pipeline {
     /// Runs every rule in order and returns the verdict. Never fails: a rule that
     /// misbehaves is a fault in the trace, handled by its `on_error` policy.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> Verdict {
-        self.run_from(login, services, 0, None, Vec::new())
+        self.run_from(
+            login,
+            services,
+            0,
+            None,
+            Vec::new(),
+            AccountEvidence::default(),
+        )
     }
 
     /// Resumes a redirected login: the redirecting rule's `on-continue`, then the rules
-    /// after it. `pending` are the effects held since the redirect.
+    /// after it. `pending` are the effects held since the redirect, `evidence` what the
+    /// host verified before it.
     pub fn resume(
         &self,
         login: &LoginAttempt,
         services: &Services,
         from: &ResumePoint,
         pending: Vec<Effect>,
+        mut evidence: AccountEvidence,
     ) -> Result<Verdict, ResumeMismatch> {
         let rule = self
             .rules
@@ -106,7 +123,16 @@ impl Pipeline {
             state: from.state.clone(),
             outcome_json: from.result.clone(),
         };
-        Ok(self.run_from(login, services, from.rule_index, Some(&resume), pending))
+        // Coming back through the redirect is the proof of the inbox it asked for.
+        evidence.inbox_proven = true;
+        Ok(self.run_from(
+            login,
+            services,
+            from.rule_index,
+            Some(&resume),
+            pending,
+            evidence,
+        ))
     }
 
     fn run_from(
@@ -116,6 +142,7 @@ impl Pipeline {
         start: usize,
         mut resume: Option<&wit::Resume>,
         pending: Vec<Effect>,
+        mut evidence: AccountEvidence,
     ) -> Verdict {
         let mut ctx = login.to_context();
         ctx.pending = pending.iter().map(effect_to_wit).collect();
@@ -125,9 +152,30 @@ impl Pipeline {
         let mut decision = Decision::Allow;
 
         for rule in &self.rules[start.min(self.rules.len())..] {
-            let run = self.run_rule(rule, &ctx, resume.take(), login, seed, services);
+            let run = self.run_rule(
+                rule,
+                &ctx,
+                resume.take(),
+                login,
+                seed,
+                services,
+                std::mem::take(&mut evidence),
+            );
+            evidence = run.evidence;
             let name = rule.settings.name.clone();
-            let (result, fault, stop) = match run.result {
+            let checked = run.result.and_then(|outcome| {
+                invariants::check(
+                    &rule.settings,
+                    &self.protected_keys,
+                    login,
+                    &evidence,
+                    &effects,
+                    &outcome.effects,
+                )
+                .map(|()| outcome)
+                .map_err(|message| (FaultKind::BadOutput, message))
+            });
+            let (result, fault, stop) = match checked {
                 Ok(outcome) => {
                     let result = match &outcome.decision {
                         Decision::Allow => RuleResult::Continue,
@@ -195,9 +243,11 @@ impl Pipeline {
             applied: None,
             resume_token: None,
             error: None,
+            evidence,
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_rule(
         &self,
         rule: &LoadedRule,
@@ -206,15 +256,16 @@ impl Pipeline {
         login: &LoginAttempt,
         seed: LoginSeed,
         services: &Services,
+        evidence: AccountEvidence,
     ) -> RuleRun {
         // Timed from the sandbox's creation: that is part of what a rule costs.
         let started = Instant::now();
         let state = RuleState::new(
             rule.settings.clone(),
             services.clone(),
-            login.password.clone(),
+            login,
             seed,
-            login.time_ms,
+            evidence,
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
@@ -252,12 +303,25 @@ impl Pipeline {
             Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
             Ok(returned) => match returned {
                 Err(rule_error) => {
-                    let kind = if store.data().capability_failures > 0 {
-                        FaultKind::Capability
+                    let size = rule_error.code.len() + rule_error.message.len();
+                    if size > rule.settings.max_output_bytes {
+                        Err((
+                            FaultKind::BadOutput,
+                            format!(
+                                "rule-error is {size} bytes, over the rule's limit of {}",
+                                rule.settings.max_output_bytes
+                            ),
+                        ))
                     } else {
-                        FaultKind::RuleError
-                    };
-                    Err((kind, format!("{}: {}", rule_error.code, rule_error.message)))
+                        let kind = if store.data().capability_failures > 0 {
+                            FaultKind::Capability
+                        } else {
+                            FaultKind::RuleError
+                        };
+                        let mut message = format!("{}: {}", rule_error.code, rule_error.message);
+                        crate::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
+                        Err((kind, message))
+                    }
                 }
                 Ok(outcome) => {
                     outcome::validate(&rule.settings.name, outcome, rule.settings.max_output_bytes)
@@ -275,23 +339,53 @@ impl Pipeline {
             memory_kib: (state.limiter.peak_bytes / 1024) as u64,
             output: state.take_output(),
             logs: state.logs,
+            evidence: state.evidence,
         }
     }
 }
 
-/// Names a fault from what the host itself recorded (the limiter's flag, its own
-/// epoch interrupt, the trap code), never from message text.
+/// A fault's message in traces and logs: enough to say what went wrong.
+const MAX_FAULT_MESSAGE: usize = 1024;
+
+/// Recursion at an out-of-bounds access that means the guest's own (shadow) stack
+/// ran out: Rust keeps locals in linear memory below its stack pointer, and running
+/// past the bottom of that region is an out-of-bounds access, not the engine's
+/// stack-overflow trap. With a 64 KiB stack, a recursion of 1 KiB frames is ~60
+/// deep when it runs out; no honest call chain re-enters one function this often.
+const OVERFLOW_REPEATS: usize = 16;
+
+/// Whether a trap's wasm backtrace shows one function re-entered many times.
+fn deep_recursion(error: &wasmtime::Error) -> bool {
+    let Some(trace) = error.downcast_ref::<wasmtime::WasmBacktrace>() else {
+        return false;
+    };
+    let mut counts = std::collections::HashMap::new();
+    trace.frames().iter().any(|frame| {
+        let seen = counts
+            .entry((frame.module().name().map(str::to_owned), frame.func_index()))
+            .or_insert(0usize);
+        *seen += 1;
+        *seen >= OVERFLOW_REPEATS
+    })
+}
+
+/// Names a fault from what the host itself recorded (a refused capability call, the
+/// limiter's flag, its own epoch interrupt, the trap code and the wasm backtrace),
+/// never from message text.
 fn classify(
     error: &wasmtime::Error,
     state: &RuleState,
     otherwise: FaultKind,
 ) -> (FaultKind, String) {
-    let kind = if state.limiter.memory_cap_hit {
+    let kind = if let Some(kind) = state.refused {
+        kind
+    } else if state.limiter.memory_cap_hit {
         FaultKind::Memory
     } else {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => FaultKind::Deadline,
             Some(Trap::StackOverflow) => FaultKind::StackOverflow,
+            Some(Trap::MemoryOutOfBounds) if deep_recursion(error) => FaultKind::StackOverflow,
             Some(_) => FaultKind::Trap,
             None => otherwise,
         }

@@ -144,6 +144,14 @@ impl Replay {
             )
             .with_services(replayer.services())
             .without_applying();
+            // The host's clock reads the time each step was recorded at: expiry and
+            // skew are decided as they were then.
+            let at = match (&step.login, &step.resume) {
+                (Some(recorded), _) => recorded.login.time_ms,
+                (None, Some(resume)) => resume.time_ms,
+                (None, None) => 0,
+            };
+            let gateway = gateway.with_clock(crate::clock::ManualClock::at(at));
             let outcome = match (&step.login, &step.resume) {
                 (Some(recorded), None) => {
                     let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);
@@ -161,12 +169,7 @@ impl Replay {
                         TokenChoice::Issued => token,
                         TokenChoice::Forged => forge(&token),
                     };
-                    gateway.resume(
-                        &token,
-                        &transaction_id,
-                        &resume.result.to_string(),
-                        resume.time_ms,
-                    )
+                    gateway.resume(&token, &transaction_id, &resume.result.to_string())
                 }
                 _ => {
                     return Err(format!(

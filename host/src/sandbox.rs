@@ -3,19 +3,22 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::RuleSettings;
+use crate::invariants::AccountEvidence;
+use crate::login::LoginAttempt;
+use crate::output::BoundedOutput;
 use crate::redact::redact_text;
 use crate::services::Services;
+use crate::verdict::FaultKind;
 
 /// Guest stdout+stderr kept per run: enough for a panic message.
 pub(crate) const OUTPUT_CAPACITY: usize = 4 * 1024;
@@ -88,19 +91,28 @@ pub(crate) struct RuleState {
     pub(crate) password: Option<SecretString>,
     pub(crate) logs: Vec<String>,
     pub(crate) capability_failures: u32,
-    output: MemoryOutputPipe,
+    output: BoundedOutput,
+    /// The login's email, normalized: accounts found under it are evidence.
+    pub(crate) login_email: String,
+    pub(crate) evidence: AccountEvidence,
+    /// When the rule's time is up, by the host's monotonic clock.
+    pub(crate) deadline: Instant,
+    /// Set when the host refused a capability call and trapped the guest: the fault
+    /// is this kind, whatever the trap looks like.
+    pub(crate) refused: Option<FaultKind>,
 }
 
 impl RuleState {
     pub(crate) fn new(
         rule: Arc<RuleSettings>,
         services: Services,
-        password: Option<SecretString>,
+        login: &LoginAttempt,
         seed: LoginSeed,
-        time_ms: u64,
+        evidence: AccountEvidence,
     ) -> Self {
+        let time_ms = login.time_ms;
         let LoginSeed(seed) = seed;
-        let output = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+        let output = BoundedOutput::new(OUTPUT_CAPACITY);
         // Rust std asks WASI for randomness (HashMap seeds) and clocks; both are derived
         // from the login so a recorded login replays bit for bit.
         let wasi = WasiCtx::builder()
@@ -118,6 +130,11 @@ impl RuleState {
             .allow_ip_name_lookup(false)
             .build();
         Self {
+            deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
+            login_email: crate::state::normalize_email(&login.email),
+            password: login.password.clone(),
+            evidence,
+            refused: None,
             wasi,
             table: ResourceTable::new(),
             limiter: Limiter {
@@ -127,17 +144,39 @@ impl RuleState {
             },
             rule,
             services,
-            password,
             logs: Vec::new(),
             capability_failures: 0,
             output,
         }
     }
 
-    pub(crate) fn push_log(&mut self, line: String) {
+    /// Refuses a capability call: the guest traps, and the fault is `kind`.
+    pub(crate) fn refuse(&mut self, kind: FaultKind, why: String) -> wasmtime::Error {
+        self.refused = Some(kind);
+        wasmtime::format_err!("{why}")
+    }
+
+    /// A capability call may not start once the rule's deadline has passed: the host's
+    /// own work (a password hash) would otherwise run past it.
+    pub(crate) fn check_deadline(&mut self, call: &str) -> wasmtime::Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(self.refuse(
+                FaultKind::Deadline,
+                format!(
+                    "{call} refused: the rule's deadline of {} ms has passed",
+                    self.rule.deadline_ms
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn push_log(&mut self, mut line: String) {
         if self.logs.len() >= MAX_LOG_LINES {
             return;
         }
+        // Cut before redacting: redaction copies, and a guest may log megabytes.
+        cut_guest_text(&mut line, MAX_LOG_LINE);
         let mut line = redact_text(&line).into_owned();
         truncate_at_char(&mut line, MAX_LOG_LINE);
         tracing::debug!(rule = %self.rule.name, "{line}");
@@ -146,13 +185,38 @@ impl RuleState {
 
     /// What the guest wrote to stdout/stderr, redacted.
     pub(crate) fn take_output(&self) -> String {
-        let bytes = self.output.contents();
-        let text = String::from_utf8_lossy(&bytes);
+        let (bytes, dropped) = self.output.contents();
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if dropped > 0 {
+            // An address cut in half would escape redaction: drop the partial token.
+            trim_partial_token(&mut text);
+        }
         let mut text = redact_text(text.trim_end()).into_owned();
-        if bytes.len() >= OUTPUT_CAPACITY {
-            text.push_str(" [output truncated]");
+        if dropped > 0 {
+            text.push_str(&format!(" [output truncated: {dropped} more bytes]"));
         }
         text
+    }
+}
+
+/// Text a guest produced, cut to `max` bytes before anything copies it (redaction
+/// copies), without leaving half an email address at the cut for redaction to miss.
+pub(crate) fn cut_guest_text(text: &mut String, max: usize) {
+    if text.len() > max {
+        truncate_at_char(text, max);
+        text.pop(); // the ellipsis: the token before it is trimmed next
+        trim_partial_token(text);
+        text.push('…');
+    }
+}
+
+fn trim_partial_token(text: &mut String) {
+    while text
+        .chars()
+        .last()
+        .is_some_and(|c| c.is_alphanumeric() || "._%+-*@".contains(c))
+    {
+        text.pop();
     }
 }
 

@@ -294,6 +294,7 @@ pub fn seed(
             let _ = std::fs::remove_file(old.path());
         }
     }
+    let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
     for i in 0..options.logins {
         let n = rng.random_range(0..people.len());
         let person = &people[n];
@@ -307,7 +308,8 @@ pub fn seed(
         };
         let login = json!({
             "transaction_id": format!("tx-demo-{i:05}"),
-            "time_ms": DEMO_EPOCH_MS + i as u64 * 1000,
+            // Logins happen now: the host refuses a login far from its own clock.
+            "time_ms": now_ms + i as u64,
             "connection": "Username-Password-Authentication",
             "client_id": CLIENTS[i % 3],
             "email": email,

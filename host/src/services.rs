@@ -31,6 +31,9 @@ pub enum ServiceErrorKind {
     Unavailable,
     InvalidArgument,
     NotFound,
+    /// The host will not do this work (a hash over the configured limits): the rule
+    /// is stopped with a `capability` fault rather than told.
+    Refused,
 }
 
 impl ServiceError {
@@ -43,6 +46,12 @@ impl ServiceError {
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
             kind: ServiceErrorKind::NotFound,
+            message: message.into(),
+        }
+    }
+    pub fn refused(message: impl Into<String>) -> Self {
+        Self {
+            kind: ServiceErrorKind::Refused,
             message: message.into(),
         }
     }

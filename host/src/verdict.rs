@@ -146,6 +146,10 @@ pub struct Verdict {
     /// Why the host itself could not complete the login (state unavailable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What the host verified about legacy accounts during the evaluation; kept
+    /// server-side across a redirect, never sent.
+    #[serde(skip)]
+    pub evidence: crate::invariants::AccountEvidence,
 }
 
 impl Verdict {

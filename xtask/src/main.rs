@@ -205,22 +205,32 @@ fn bench_server() -> Result<()> {
         email.contains('@'),
         "no migrated user in the seeded directory"
     );
+    // The demo pipeline, with its gateway allowed to vouch for password-less logins
+    // (the path measured here): a copy beside the demo state, paths adjusted.
+    let token = "bench-gateway-token-0123456789abcdef";
+    let config = root.join("target/bench-pipeline.toml");
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(root.join("fixtures/pipeline.toml"))?
+            .replace("\"../target/", "\"./")
+            .replace(
+                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"\nvouches = true",
+            ),
+    )?;
     let script = std::env::temp_dir().join("portcullis-migrated-login.lua");
     std::fs::write(
         &script,
         std::fs::read_to_string(root.join("fixtures/bench/migrated-login.lua"))?
-            .replace("EMAIL", &email),
+            .replace("EMAIL", &email)
+            .replace("TOKEN", token),
     )?;
 
     let mut server = Command::new(&portcullis)
         .current_dir(&root)
-        .args([
-            "serve",
-            "--config",
-            "fixtures/pipeline.toml",
-            "--listen",
-            "127.0.0.1:0",
-        ])
+        .env("PORTCULLIS_GATEWAY_TOKEN", token)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut line = String::new();

@@ -2,25 +2,37 @@ use crate::bindings::portcullis::rule::legacy::Host;
 use crate::bindings::wit;
 use crate::bindings::wit::LegacyAccount;
 use crate::sandbox::RuleState;
-use crate::services::{ServiceError, call};
+use crate::services::call;
 
 impl Host for RuleState {
     fn find_accounts(
         &mut self,
         email: String,
     ) -> wasmtime::Result<Result<Vec<LegacyAccount>, wit::CapabilityError>> {
+        self.check_deadline(call::FIND_ACCOUNTS)?;
         Ok(match self.services.legacy.find_accounts(&email) {
-            Ok(accounts) => Ok(accounts
-                .into_iter()
-                .map(|a| LegacyAccount {
-                    product: a.product,
-                    legacy_id: a.legacy_id,
-                    email: a.email,
-                    email_verified: a.email_verified,
-                    created_at_ms: a.created_at_ms,
-                    profile: a.profile.to_string(),
-                })
-                .collect()),
+            Ok(accounts) => {
+                // Accounts under the login's own email may be linked once its inbox is
+                // proven (see `invariants`).
+                if crate::state::normalize_email(&email) == self.login_email {
+                    self.evidence.found_by_email.extend(
+                        accounts
+                            .iter()
+                            .map(|a| (a.product.clone(), a.legacy_id.clone())),
+                    );
+                }
+                Ok(accounts
+                    .into_iter()
+                    .map(|a| LegacyAccount {
+                        product: a.product,
+                        legacy_id: a.legacy_id,
+                        email: a.email,
+                        email_verified: a.email_verified,
+                        created_at_ms: a.created_at_ms,
+                        profile: a.profile.to_string(),
+                    })
+                    .collect())
+            }
             Err(e) => Err(self.capability_error(call::FIND_ACCOUNTS, e)),
         })
     }
@@ -31,15 +43,15 @@ impl Host for RuleState {
         legacy_id: String,
     ) -> wasmtime::Result<Result<bool, wit::CapabilityError>> {
         // The password of this login stays here; the guest names the account only.
-        let result = match &self.password {
-            Some(password) => self
+        let result = self.check_password(call::LEGACY_VERIFY_PASSWORD, |state, password| {
+            state
                 .services
                 .legacy
-                .verify_password(&product, &legacy_id, password),
-            None => Err(ServiceError::invalid_argument(
-                "this login carries no password",
-            )),
-        };
-        Ok(result.map_err(|e| self.capability_error(call::LEGACY_VERIFY_PASSWORD, e)))
+                .verify_password(&product, &legacy_id, password)
+        })?;
+        if matches!(result, Ok(true)) {
+            self.evidence.password_verified.insert((product, legacy_id));
+        }
+        Ok(result)
     }
 }

@@ -7,13 +7,48 @@ mod directory;
 mod legacy;
 mod log;
 
+use secrecy::SecretString;
+
 use crate::bindings::wit;
 use crate::sandbox::RuleState;
 use crate::services::{ServiceError, ServiceErrorKind};
+use crate::verdict::FaultKind;
 
 impl wit::Host for RuleState {}
 
 impl RuleState {
+    /// Runs a password check for this login: refused once the rule's deadline has
+    /// passed, queued for one of the host's hashing slots (until the deadline at
+    /// most), and a hash over the host's work limits stops the rule (a `capability`
+    /// fault). The outer error traps the guest; the inner one is the guest's to see.
+    fn check_password(
+        &mut self,
+        call: &str,
+        check: impl FnOnce(&Self, &SecretString) -> Result<bool, ServiceError>,
+    ) -> wasmtime::Result<Result<bool, wit::CapabilityError>> {
+        self.check_deadline(call)?;
+        let Some(password) = self.password.clone() else {
+            return Ok(Err(self.capability_error(
+                call,
+                ServiceError::invalid_argument("this login carries no password"),
+            )));
+        };
+        let Some(_slot) = crate::passwords::hash_slot(self.deadline) else {
+            return Err(self.refuse(
+                FaultKind::Deadline,
+                format!("{call}: no hashing slot before the rule's deadline"),
+            ));
+        };
+        match check(self, &password) {
+            Ok(matched) => Ok(Ok(matched)),
+            Err(e) if e.kind == ServiceErrorKind::Refused => Err(self.refuse(
+                FaultKind::Capability,
+                format!("{call} refused: {}", e.message),
+            )),
+            Err(e) => Ok(Err(self.capability_error(call, e))),
+        }
+    }
+
     /// Turns a store failure into the error the guest sees, and remembers it so a
     /// rule that then gives up is traced as a capability fault.
     fn capability_error(&mut self, call: &str, error: ServiceError) -> wit::CapabilityError {
@@ -22,7 +57,9 @@ impl RuleState {
         wit::CapabilityError {
             kind: match error.kind {
                 ServiceErrorKind::Unavailable => wit::CapabilityErrorKind::Unavailable,
-                ServiceErrorKind::InvalidArgument => wit::CapabilityErrorKind::InvalidArgument,
+                ServiceErrorKind::InvalidArgument | ServiceErrorKind::Refused => {
+                    wit::CapabilityErrorKind::InvalidArgument
+                }
                 ServiceErrorKind::NotFound => wit::CapabilityErrorKind::NotFound,
             },
             message: error.message,

@@ -1,6 +1,8 @@
 //! `portcullis serve`: the sidecar for gateways that are not written in Rust. JSON
 //! over HTTP, hot reload with rollback, Prometheus metrics, and the outbox dispatcher.
 
+mod callers;
+mod listener;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -19,6 +21,8 @@ use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
+pub use callers::{Caller, Callers};
+pub use listener::{ConnectionLimits, serve_connections};
 pub use metrics::Metrics;
 
 use crate::gateway::{Gateway, GatewayError};
@@ -47,7 +51,9 @@ pub struct AppState {
     runtime: Runtime,
     config_path: PathBuf,
     admin_token: Option<String>,
+    callers: Callers,
     max_body: usize,
+    request_timeout: std::time::Duration,
     evaluations: tokio::sync::Semaphore,
     pub metrics: Metrics,
 }
@@ -74,13 +80,16 @@ impl AppState {
             }
             None => None,
         };
+        let callers = Callers::load(&config.server.callers).map_err(ServeError::Config)?;
         Ok(Self {
             gateway: ArcSwap::from_pointee(gateway),
             previous: Mutex::new(None),
             runtime,
             config_path: config_path.to_owned(),
             admin_token,
+            callers,
             max_body: config.server.max_body_kb * 1024,
+            request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
             evaluations: tokio::sync::Semaphore::new(
                 config.server.max_concurrent_evaluations.unwrap_or_else(|| {
                     4 * std::thread::available_parallelism()
@@ -173,11 +182,20 @@ fn gateway_error(e: GatewayError) -> Response {
             Json(json!({"error": refusal.to_string(), "refused": serde_json::to_value(&refusal).ok().map(|v| v["refused"].clone())})),
         )
             .into_response(),
+        GatewayError::Login(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
         other => error(StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
     }
 }
 
-async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn login(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let caller = match app.callers.authenticate(&headers) {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
@@ -189,6 +207,15 @@ async fn login(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesReject
         Ok(attempt) => attempt,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
+    if attempt.password.is_none() && !caller.vouches {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "caller {:?} may not send logins without a password (it does not vouch for authentications)",
+                caller.name
+            ),
+        );
+    }
     let gateway = app.gateway();
     match evaluate(&app, move || gateway.login(&attempt)).await {
         Ok(Ok(verdict)) => {
@@ -206,10 +233,16 @@ struct ContinueRequest {
     token: String,
     transaction_id: String,
     result: serde_json::Value,
-    time_ms: Option<u64>,
 }
 
-async fn resume(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn resume(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    if let Err(refusal) = app.callers.authenticate(&headers) {
+        return refusal.into_response();
+    }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => return body_error(rejection),
@@ -223,16 +256,11 @@ async fn resume(State(app): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
             );
         }
     };
-    let now = request.time_ms.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0)
-    });
+    // Expiry is the host's to decide: a `time_ms` here is refused as an unknown field.
     let gateway = app.gateway();
     let result = request.result.to_string();
     match evaluate(&app, move || {
-        gateway.resume(&request.token, &request.transaction_id, &result, now)
+        gateway.resume(&request.token, &request.transaction_id, &result)
     })
     .await
     {
@@ -309,6 +337,22 @@ async fn admin_rollback(State(app): State<Arc<AppState>>, headers: HeaderMap) ->
     }
 }
 
+/// A request that is not answered in time (a body trickling in, an evaluation stuck
+/// behind others) is answered 503 and its work dropped.
+async fn within_deadline(
+    State(app): State<Arc<AppState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(app.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the request was not completed in time",
+        ),
+    }
+}
+
 pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/login", post(login))
@@ -318,6 +362,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/admin/reload", post(admin_reload))
         .route("/admin/rollback", post(admin_rollback))
         .layer(axum::extract::DefaultBodyLimit::max(app.max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            within_deadline,
+        ))
         .with_state(app)
 }
 
@@ -383,9 +431,9 @@ pub async fn serve(
         })
     });
 
-    axum::serve(listener, router(app))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let limits = ConnectionLimits::from(&config.server);
+    let drain = std::time::Duration::from_millis(config.server.request_timeout_ms);
+    serve_connections(listener, router(app), limits, shutdown_signal(), drain).await?;
     let _ = stop_dispatch.send(true);
     if let Some(task) = dispatcher {
         let _ = task.await;

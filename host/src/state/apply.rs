@@ -51,6 +51,8 @@ pub(super) trait EffectWriter {
         which: Metadata,
         patch: &Value,
     ) -> Result<(), StoreError>;
+    /// The user a legacy account is linked to, if any.
+    fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError>;
     /// Links the account unless it is linked; returns the user it is linked to.
     fn link(&mut self, product: &str, legacy_id: &str, user_id: &str)
     -> Result<String, StoreError>;
@@ -107,10 +109,19 @@ pub(super) fn apply_effects(
                     } else {
                         None
                     },
-                    created_at_ms: batch.time_ms as i64,
+                    created_at_ms: super::sql_time(batch.time_ms),
                 })?;
-                // When another login created this user first, the effects land on
-                // that user, never on a second one.
+                // Another login created a user for this email since the evaluation.
+                // The effects land on it only when it is the same migration (two
+                // logins of one person racing): it already holds one of the legacy
+                // accounts this login verified. Anything else (an account someone
+                // signed up with meanwhile) is a conflict: retried, the login then
+                // meets that account like any other.
+                if !created && !shares_an_account(writer, batch, &id)? {
+                    return Err(StoreError::Conflict(
+                        "a directory user for this email appeared during the login".into(),
+                    ));
+                }
                 user_id = Some(id);
                 created_user |= created;
             }
@@ -155,6 +166,21 @@ pub(super) fn apply_effects(
         created_user,
         outbox_messages,
     })
+}
+
+fn shares_an_account(
+    writer: &mut impl EffectWriter,
+    batch: &EffectBatch,
+    user_id: &str,
+) -> Result<bool, StoreError> {
+    for effect in &batch.effects {
+        if let Effect::LinkLegacyAccount { product, legacy_id } = effect
+            && writer.link_owner(product, legacy_id)?.as_deref() == Some(user_id)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// A metadata document after an RFC 7386 merge patch.

@@ -70,6 +70,9 @@ pub struct ResumeRecord {
     pub pending: Vec<Effect>,
     pub password_hash: Option<String>,
     pub expires_at_ms: u64,
+    /// What the host verified before the redirect (links are checked against it).
+    #[serde(default)]
+    pub evidence: crate::invariants::AccountEvidence,
 }
 
 /// A login as kept for a resume: everything but the password.
@@ -128,6 +131,10 @@ pub struct OutboxMessage {
     pub status: String,
     pub attempts: u32,
     pub transaction_id: String,
+    /// The claim this message is held under (`None` unless it is being delivered):
+    /// only the dispatcher holding it may record the delivery's result.
+    #[serde(default)]
+    pub lease: Option<String>,
 }
 
 pub trait StateStore: Directory {
@@ -147,14 +154,18 @@ pub trait StateStore: Directory {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError>;
-    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError>;
+    /// Records a delivery, if `lease` still holds the message; false when the lease
+    /// ran out and another dispatcher claimed it since (that one records the result).
+    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError>;
     /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
+    /// Fenced by the lease as `outbox_delivered` is.
     fn outbox_failed(
         &self,
         id: i64,
+        lease: &str,
         error: &str,
         retry_at_ms: Option<u64>,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// Messages not yet delivered or dead-lettered.
     fn outbox_backlog(&self) -> Result<u64, StoreError>;
     /// Inserts or replaces a user (seeding, tests).
@@ -207,8 +218,14 @@ pub(crate) fn check_stored_password(
         None => Err(ServiceError::not_found(format!("no {account}"))),
         Some(None) => Ok(false),
         Some(Some(hash)) => {
-            crate::passwords::verify(&hash, secrecy::ExposeSecret::expose_secret(password))
-                .map_err(|e| ServiceError::invalid_argument(format!("{account}: {e}")))
+            crate::passwords::verify(&hash, secrecy::ExposeSecret::expose_secret(password)).map_err(
+                |e| match e {
+                    crate::passwords::HashError::TooCostly(..) => {
+                        ServiceError::refused(format!("{account}: {e}"))
+                    }
+                    _ => ServiceError::invalid_argument(format!("{account}: {e}")),
+                },
+            )
         }
     }
 }
@@ -221,6 +238,32 @@ pub(crate) fn parse_json(text: String) -> serde_json::Value {
 /// A store that failed, as the rule sees it: worth retrying.
 pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
     crate::services::ServiceError::unavailable(e.to_string())
+}
+
+/// A fresh lease token for one outbox claim.
+pub(crate) fn new_lease_token() -> String {
+    let mut token = [0u8; 16];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
+    hex::encode(token)
+}
+
+/// A time as the stores keep it (a signed 64-bit integer). Times are bounded where
+/// they enter (`login::MAX_TIME_MS`); saturating here keeps a sum of a time and a
+/// duration from ever wrapping negative.
+pub(crate) fn sql_time(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+/// A time read back: rows an older version wrote may hold a negative number (it
+/// stored unchecked client times); they read as the epoch instead of failing the
+/// whole lookup, which locked the user out.
+pub(crate) fn stored_time(ms: i64) -> u64 {
+    u64::try_from(ms).unwrap_or(0)
+}
+
+/// A counter read back, clamped for the same reason.
+pub(crate) fn stored_count(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 /// Lower-cased, trimmed: how emails are compared everywhere.

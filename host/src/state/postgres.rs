@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email, parse_json, unavailable,
+    check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
+    stored_time, unavailable,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -53,9 +54,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at_ms BIGINT NOT NULL,
     last_error TEXT,
     claimed_until_ms BIGINT,
+    lease_token TEXT,
     UNIQUE (topic, key)
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at_ms);
+-- Older databases: the lease token that fences a dispatcher's updates to its claim.
+ALTER TABLE outbox ADD COLUMN IF NOT EXISTS lease_token TEXT;
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -98,6 +102,7 @@ fn message(row: &postgres::Row) -> OutboxMessage {
         status: row.get(4),
         attempts: row.get::<_, i32>(5) as u32,
         transaction_id: row.get(6),
+        lease: row.get(7),
     }
 }
 
@@ -146,9 +151,9 @@ impl PostgresState {
                 identities,
                 app_metadata: parse_json(row.get(3)),
                 user_metadata: parse_json(row.get(4)),
-                created_at_ms: row.get::<_, i64>(5) as u64,
-                last_login_ms: row.get::<_, Option<i64>>(6).map(|t| t as u64),
-                logins_count: row.get::<_, i32>(7) as u32,
+                created_at_ms: stored_time(row.get::<_, i64>(5)),
+                last_login_ms: row.get::<_, Option<i64>>(6).map(stored_time),
+                logins_count: stored_count(row.get::<_, i32>(7).into()),
             });
         }
         Ok(users)
@@ -204,7 +209,7 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         // Claimed first: a concurrent apply of the same id waits here, then finds it taken.
         let fresh = self.tx.execute(
             "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&batch.transaction_id, &(batch.time_ms as i64)],
+            &[&batch.transaction_id, &sql_time(batch.time_ms)],
         )?;
         if fresh == 1 {
             return Ok(None);
@@ -265,6 +270,16 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         Ok(())
     }
 
+    fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .query_opt(
+                "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
+                &[&product, &legacy_id],
+            )?
+            .map(|row| row.get(0)))
+    }
+
     fn link(
         &mut self,
         product: &str,
@@ -295,13 +310,13 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         Ok(self.tx.execute(
             "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (topic, key) DO NOTHING",
-            &[&topic, &key, &payload, &batch.transaction_id, &(batch.time_ms as i64)],
+            &[&topic, &key, &payload, &batch.transaction_id, &sql_time(batch.time_ms)],
         )? as usize)
     }
 
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
         if let Some(id) = user_id {
-            let time = batch.time_ms as i64;
+            let time = sql_time(batch.time_ms);
             self.tx.execute(
                 "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
                 &[&id, &time],
@@ -328,7 +343,7 @@ impl StateStore for PostgresState {
         let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.pool.get()?.execute(
             "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES ($1, $2, $3, $4)",
-            &[&record.jti, &record.transaction_id, &text, &(record.expires_at_ms as i64)],
+            &[&record.jti, &record.transaction_id, &text, &sql_time(record.expires_at_ms)],
         )?;
         Ok(())
     }
@@ -337,7 +352,7 @@ impl StateStore for PostgresState {
         let mut conn = self.pool.get()?;
         let taken = conn.query_opt(
             "UPDATE resume_tokens SET used_at_ms = $2 WHERE jti = $1 AND used_at_ms IS NULL RETURNING record",
-            &[&jti, &(now_ms as i64)],
+            &[&jti, &sql_time(now_ms)],
         )?;
         Ok(match taken {
             Some(row) => TakenResume::Taken(Box::new(
@@ -357,7 +372,7 @@ impl StateStore for PostgresState {
         Ok(self
             .pool
             .get()?
-            .query("SELECT id, topic, key, payload, status, attempts, transaction_id FROM outbox ORDER BY id", &[])?
+            .query("SELECT id, topic, key, payload, status, attempts, transaction_id, lease_token FROM outbox ORDER BY id", &[])?
             .iter()
             .map(message)
             .collect())
@@ -369,51 +384,58 @@ impl StateStore for PostgresState {
         lease_ms: u64,
         limit: usize,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let now = now_ms as i64;
+        let now = sql_time(now_ms);
         Ok(self
             .pool
             .get()?
             .query(
-                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = $2
+                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = $2, lease_token = $4
                  WHERE id IN (SELECT id FROM outbox
                               WHERE (status = 'pending' AND next_attempt_at_ms <= $1)
                                  OR (status = 'delivering' AND claimed_until_ms <= $1)
                               ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, topic, key, payload, status, attempts, transaction_id",
-                &[&now, &(now + lease_ms as i64), &(limit as i64)],
+                 RETURNING id, topic, key, payload, status, attempts, transaction_id, lease_token",
+                &[
+                    &now,
+                    &sql_time(now_ms.saturating_add(lease_ms)),
+                    &(limit as i64),
+                    &new_lease_token(),
+                ],
             )?
             .iter()
             .map(message)
             .collect())
     }
 
-    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
-            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL WHERE id = $1",
-            &[&id],
-        )?;
-        Ok(())
+    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
+        Ok(self.pool.get()?.execute(
+            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL, lease_token = NULL
+             WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
+            &[&id, &lease],
+        )? == 1)
     }
 
     fn outbox_failed(
         &self,
         id: i64,
+        lease: &str,
         error: &str,
         retry_at_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.pool.get()?;
-        match retry_at_ms {
+        let updated = match retry_at_ms {
             Some(at) => conn.execute(
-                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, last_error = $2, next_attempt_at_ms = $3
-                 WHERE id = $1 AND status = 'delivering'",
-                &[&id, &error, &(at as i64)],
+                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = $3, next_attempt_at_ms = $4
+                 WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
+                &[&id, &lease, &error, &sql_time(at)],
             )?,
             None => conn.execute(
-                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, last_error = $2 WHERE id = $1 AND status = 'delivering'",
-                &[&id, &error],
+                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, lease_token = NULL, last_error = $3
+                 WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
+                &[&id, &lease, &error],
             )?,
         };
-        Ok(())
+        Ok(updated == 1)
     }
 
     fn outbox_backlog(&self) -> Result<u64, StoreError> {
@@ -449,8 +471,8 @@ impl StateStore for PostgresState {
                 &user.app_metadata.to_string(),
                 &user.user_metadata.to_string(),
                 &password_hash,
-                &(user.created_at_ms as i64),
-                &user.last_login_ms.map(|t| t as i64),
+                &sql_time(user.created_at_ms),
+                &user.last_login_ms.map(sql_time),
                 &(user.logins_count as i32),
             ],
         )?;

@@ -10,7 +10,8 @@ use serde_json::Value;
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email, parse_json, unavailable,
+    check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
+    stored_time, unavailable,
 };
 use crate::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     next_attempt_at_ms INTEGER NOT NULL,
     last_error TEXT,
     claimed_until_ms INTEGER,
+    lease_token TEXT,
     UNIQUE (topic, key)
 );
 CREATE TABLE IF NOT EXISTS resume_tokens (
@@ -63,6 +65,19 @@ CREATE TABLE IF NOT EXISTS resume_tokens (
     used_at_ms INTEGER
 );
 ";
+
+/// Upgrades a database an older version created, in place.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_lease: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'lease_token'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_lease {
+        conn.execute_batch("ALTER TABLE outbox ADD COLUMN lease_token TEXT")?;
+    }
+    Ok(())
+}
 
 pub struct SqliteState {
     conn: Mutex<Connection>,
@@ -92,6 +107,7 @@ impl SqliteState {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
         })
@@ -119,9 +135,9 @@ impl SqliteState {
                 identities: Vec::new(),
                 app_metadata: parse_json(row.get::<_, String>(3)?),
                 user_metadata: parse_json(row.get::<_, String>(4)?),
-                created_at_ms: row.get(5)?,
-                last_login_ms: row.get(6)?,
-                logins_count: row.get(7)?,
+                created_at_ms: stored_time(row.get(5)?),
+                last_login_ms: row.get::<_, Option<i64>>(6)?.map(stored_time),
+                logins_count: stored_count(row.get(7)?),
             })
         })?;
         let mut users = rows.collect::<Result<Vec<_>, _>>()?;
@@ -153,6 +169,7 @@ fn outbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
         status: row.get(4)?,
         attempts: row.get(5)?,
         transaction_id: row.get(6)?,
+        lease: row.get(7)?,
     })
 }
 
@@ -257,6 +274,17 @@ impl EffectWriter for SqliteWriter<'_> {
         Ok(())
     }
 
+    fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .tx
+            .query_row(
+                "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
+                params![product, legacy_id],
+                |row| row.get(0),
+            )
+            .optional()?)
+    }
+
     fn link(
         &mut self,
         product: &str,
@@ -285,7 +313,7 @@ impl EffectWriter for SqliteWriter<'_> {
         Ok(self.tx.execute(
             "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (topic, key) DO NOTHING",
-            params![topic, key, payload, batch.transaction_id, batch.time_ms as i64],
+            params![topic, key, payload, batch.transaction_id, sql_time(batch.time_ms)],
         )?)
     }
 
@@ -293,13 +321,13 @@ impl EffectWriter for SqliteWriter<'_> {
         if let Some(id) = user_id {
             self.tx
                 .prepare_cached("UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1")?
-                .execute(params![id, batch.time_ms as i64])?;
+                .execute(params![id, sql_time(batch.time_ms)])?;
         }
         self.tx
             .prepare_cached(
                 "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![batch.transaction_id, user_id, batch.time_ms as i64])?;
+            .execute(params![batch.transaction_id, user_id, sql_time(batch.time_ms)])?;
         Ok(())
     }
 }
@@ -319,7 +347,7 @@ impl StateStore for SqliteState {
         let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
         self.lock().execute(
             "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![record.jti, record.transaction_id, text, record.expires_at_ms as i64],
+            params![record.jti, record.transaction_id, text, sql_time(record.expires_at_ms)],
         )?;
         Ok(())
     }
@@ -340,7 +368,7 @@ impl StateStore for SqliteState {
             Some((text, None)) => {
                 tx.execute(
                     "UPDATE resume_tokens SET used_at_ms = ?2 WHERE jti = ?1",
-                    params![jti, now_ms as i64],
+                    params![jti, sql_time(now_ms)],
                 )?;
                 let record =
                     serde_json::from_str(&text).map_err(|e| StoreError::Backend(e.to_string()))?;
@@ -354,7 +382,7 @@ impl StateStore for SqliteState {
     fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
         let conn = self.lock();
         let mut statement = conn.prepare(
-            "SELECT id, topic, key, payload, status, attempts, transaction_id FROM outbox ORDER BY id",
+            "SELECT id, topic, key, payload, status, attempts, transaction_id, lease_token FROM outbox ORDER BY id",
         )?;
         let rows = statement.query_map([], outbox_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -370,15 +398,20 @@ impl StateStore for SqliteState {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let claimed = {
             let mut statement = tx.prepare(
-                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = ?2
+                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = ?2, lease_token = ?4
                  WHERE id IN (SELECT id FROM outbox
                               WHERE (status = 'pending' AND next_attempt_at_ms <= ?1)
                                  OR (status = 'delivering' AND claimed_until_ms <= ?1)
                               ORDER BY id LIMIT ?3)
-                 RETURNING id, topic, key, payload, status, attempts, transaction_id",
+                 RETURNING id, topic, key, payload, status, attempts, transaction_id, lease_token",
             )?;
             let rows = statement.query_map(
-                params![now_ms as i64, (now_ms + lease_ms) as i64, limit as i64],
+                params![
+                    sql_time(now_ms),
+                    sql_time(now_ms.saturating_add(lease_ms)),
+                    limit as i64,
+                    new_lease_token()
+                ],
                 outbox_row,
             )?;
             rows.collect::<Result<Vec<_>, _>>()?
@@ -387,33 +420,34 @@ impl StateStore for SqliteState {
         Ok(claimed)
     }
 
-    fn outbox_delivered(&self, id: i64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL WHERE id = ?1",
-            [id],
-        )?;
-        Ok(())
+    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL, lease_token = NULL
+             WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
+            params![id, lease],
+        )? == 1)
     }
 
     fn outbox_failed(
         &self,
         id: i64,
+        lease: &str,
         error: &str,
         retry_at_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
-        match retry_at_ms {
+    ) -> Result<bool, StoreError> {
+        let updated = match retry_at_ms {
             Some(at) => self.lock().execute(
-                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, last_error = ?2, next_attempt_at_ms = ?3
-                 WHERE id = ?1 AND status = 'delivering'",
-                params![id, error, at as i64],
+                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = ?3, next_attempt_at_ms = ?4
+                 WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
+                params![id, lease, error, sql_time(at)],
             )?,
             None => self.lock().execute(
-                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, last_error = ?2
-                 WHERE id = ?1 AND status = 'delivering'",
-                params![id, error],
+                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, lease_token = NULL, last_error = ?3
+                 WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
+                params![id, lease, error],
             )?,
         };
-        Ok(())
+        Ok(updated == 1)
     }
 
     fn outbox_backlog(&self) -> Result<u64, StoreError> {
@@ -444,8 +478,8 @@ impl StateStore for SqliteState {
                 user.app_metadata.to_string(),
                 user.user_metadata.to_string(),
                 password_hash,
-                user.created_at_ms as i64,
-                user.last_login_ms.map(|t| t as i64),
+                sql_time(user.created_at_ms),
+                user.last_login_ms.map(sql_time),
                 user.logins_count
             ],
         )?;

@@ -28,10 +28,17 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
-/// One `[[rule]]` entry; `extra` is more TOML lines for it.
+/// One `[[rule]]` entry; `extra` is more TOML lines for it. Unless `extra` says
+/// otherwise, the rule may return the effects the test guests return (claims and
+/// metadata patches); effects are otherwise denied by default.
 pub fn rule(name: &str, guest_name: &str, extra: &str) -> String {
+    let effects = if extra.contains("effects =") {
+        ""
+    } else {
+        "effects = [\"add_claim\", \"set_app_metadata\", \"set_user_metadata\"]\n"
+    };
     format!(
-        "[[rule]]\nname = \"{name}\"\ncomponent = \"{}\"\n{extra}\n",
+        "[[rule]]\nname = \"{name}\"\ncomponent = \"{}\"\n{effects}{extra}\n",
         guest(guest_name).display()
     )
 }
@@ -57,21 +64,43 @@ pub fn load(rules: &[String]) -> std::result::Result<Pipeline, LoadError> {
     runtime().load(&config)
 }
 
-pub fn login_json(transaction_id: &str, with_user: bool) -> String {
-    let user = if with_user {
-        r#", "user": {"id": "usr_1", "email": "carol@example.com", "email_verified": true}"#
-    } else {
-        ""
-    };
+/// The time test logins happen at (a pipeline evaluated directly has no clock; a
+/// gateway in a test is given a `ManualClock` at this time).
+pub const LOGIN_TIME_MS: u64 = 1_764_403_200_000;
+
+/// A login as a gateway sends it (the host finds the user itself).
+pub fn login_json(transaction_id: &str) -> String {
     format!(
-        r#"{{"transaction_id": "{transaction_id}", "time_ms": 1764403200000,
+        r#"{{"transaction_id": "{transaction_id}", "time_ms": {LOGIN_TIME_MS},
             "connection": "db", "client_id": "paste-web", "email": "carol@example.com",
-            "password": "s3cret-Passw0rd!", "request": {{"ip": "192.0.2.1", "user_agent": "test"}}{user}}}"#
+            "password": "s3cret-Passw0rd!", "request": {{"ip": "192.0.2.1", "user_agent": "test"}}}}"#
     )
 }
 
+/// The same login, happening now (for a gateway on the system clock).
+pub fn login_json_now(transaction_id: &str) -> String {
+    login_json(transaction_id).replace(
+        &LOGIN_TIME_MS.to_string(),
+        &portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock).to_string(),
+    )
+}
+
+/// A login with the directory user a gateway would have found, for pipelines
+/// evaluated directly.
 pub fn login(transaction_id: &str) -> LoginAttempt {
-    LoginAttempt::from_json(&login_json(transaction_id, true)).unwrap()
+    let mut login = LoginAttempt::from_json(&login_json(transaction_id)).unwrap();
+    login.user = Some(portcullis::login::DirectoryUser {
+        id: "usr_1".into(),
+        email: Some("carol@example.com".into()),
+        email_verified: true,
+        identities: Vec::new(),
+        app_metadata: serde_json::json!({}),
+        user_metadata: serde_json::json!({}),
+        created_at_ms: 0,
+        last_login_ms: None,
+        logins_count: 0,
+    });
+    login
 }
 
 /// The migration pipeline of fixtures/pipeline.toml with its stores in `dir`: the
@@ -92,6 +121,8 @@ pub struct Demo {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub gateway: portcullis::Gateway,
+    /// The gateway's clock: it starts at the time the logins were seeded.
+    pub clock: std::sync::Arc<portcullis::clock::ManualClock>,
 }
 
 /// Seeds demo stores (seed 42) in a new temporary directory; returns it with the
@@ -146,12 +177,22 @@ impl Demo {
     pub fn new(users: usize, logins: usize) -> Demo {
         let (dir, config_path) = seeded_dir(users, logins);
         let config = PipelineConfig::load(&config_path).unwrap();
-        let gateway = portcullis::Gateway::open(&config, runtime()).unwrap();
+        let clock = portcullis::clock::ManualClock::at(portcullis::clock::Clock::now_ms(
+            &portcullis::clock::SystemClock,
+        ));
+        let gateway = portcullis::Gateway::open(&config, runtime())
+            .unwrap()
+            .with_clock(clock.clone());
         Demo {
             dir,
             config: config_path,
             gateway,
+            clock,
         }
+    }
+
+    pub fn clock_now(&self) -> u64 {
+        portcullis::clock::Clock::now_ms(self.clock.as_ref())
     }
 
     /// The seeded login attempts, with their files' JSON.

@@ -91,7 +91,7 @@ fn panic_traps_and_its_message_is_captured() -> Result {
         rule("faulty", "panic", "on_error = \"skip\""),
         rule("healthy", "add-claim", "grants = [\"log\", \"config\"]"),
     ])?;
-    let login = portcullis::LoginAttempt::from_json(&crate::common::login_json("tx-p", false))?;
+    let login = portcullis::LoginAttempt::from_json(&crate::common::login_json("tx-p"))?;
     let verdict = pipeline.evaluate(&login, &Services::none());
     let trace = &verdict.trace[0];
     assert_eq!(trace.fault.as_ref().unwrap().kind, FaultKind::Trap);

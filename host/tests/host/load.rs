@@ -15,9 +15,22 @@ struct Sidecar {
     url: String,
 }
 
+/// The sidecars' gateway token, handed to them in their environment.
+pub const TOKEN: &str = "load-test-gateway-token-0123456789abc";
+
 impl Sidecar {
+    /// Starts `serve` on `config`, with a gateway caller added if it names none.
     fn start(config: &std::path::Path) -> Sidecar {
+        let text = std::fs::read_to_string(config).unwrap();
+        if !text.contains("[[server.caller]]") {
+            std::fs::write(
+                config,
+                format!("{text}\n[[server.caller]]\nname = \"load\"\ntoken_env = \"PORTCULLIS_GATEWAY_TOKEN\"\n"),
+            )
+            .unwrap();
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .env("PORTCULLIS_GATEWAY_TOKEN", TOKEN)
             .args([
                 "serve",
                 "--config",
@@ -102,7 +115,13 @@ fn drive(
             );
             tasks.push(tokio::spawn(async move {
                 let _permit = permit.await.unwrap();
-                let response = client.post(url).body(body).send().await.ok()?;
+                let response = client
+                    .post(url)
+                    .bearer_auth(TOKEN)
+                    .body(body)
+                    .send()
+                    .await
+                    .ok()?;
                 let ok = response.status() == 200;
                 let verdict: Value = response.json().await.ok()?;
                 (ok && verdict["decision"]["type"].is_string()).then_some(())
@@ -170,9 +189,10 @@ fn sigterm_lets_in_flight_evaluations_finish() -> Result {
     let mut sidecar = Sidecar::start(&config);
     let url = format!("{}/v1/login", sidecar.url);
     let in_flight = std::thread::spawn(move || {
-        let body = crate::common::login_json("tx-slow", true);
+        let body = crate::common::login_json_now("tx-slow");
         let response = reqwest::blocking::Client::new()
             .post(url)
+            .bearer_auth(TOKEN)
             .body(body)
             .timeout(Duration::from_secs(10))
             .send()

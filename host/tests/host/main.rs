@@ -7,6 +7,7 @@ mod cache;
 mod cli;
 mod config;
 mod faults;
+mod hardening;
 mod load;
 mod memory;
 mod migration;

@@ -212,7 +212,6 @@ fn several_products_wait_for_inbox_proof_then_merge() -> Result {
     );
     assert!(demo.gateway.state().outbox_messages()?.is_empty());
 
-    let later = login.time_ms + 60_000;
     let tx = &login.transaction_id;
     let refused = |r: std::result::Result<portcullis::Verdict, GatewayError>| match r {
         Err(GatewayError::Refused(refusal)) => refusal,
@@ -223,28 +222,25 @@ fn several_products_wait_for_inbox_proof_then_merge() -> Result {
             &portcullis::resume::forge(&token),
             tx,
             "{\"verified\":true}",
-            later
         )),
         ResumeRefusal::Forged
     );
     assert!(matches!(
         refused(
             demo.gateway
-                .resume(&token, "tx-other", "{\"verified\":true}", later)
+                .resume(&token, "tx-other", "{\"verified\":true}")
         ),
         ResumeRefusal::Mismatch(_)
     ));
+    // Expiry is the host's clock's to decide (ttl 900 s).
+    demo.clock.advance(901_000);
     assert_eq!(
-        refused(
-            demo.gateway
-                .resume(&token, tx, "{\"verified\":true}", login.time_ms + 901_000)
-        ),
+        refused(demo.gateway.resume(&token, tx, "{\"verified\":true}")),
         ResumeRefusal::Expired
     );
+    demo.clock.set(login.time_ms + 60_000);
 
-    let resumed = demo
-        .gateway
-        .resume(&token, tx, "{\"verified\":true}", later)?;
+    let resumed = demo.gateway.resume(&token, tx, "{\"verified\":true}")?;
     assert_eq!(resumed.decision, Decision::Allow, "{resumed:?}");
     let user_id = resumed
         .applied
@@ -276,10 +272,7 @@ fn several_products_wait_for_inbox_proof_then_merge() -> Result {
     );
 
     assert_eq!(
-        refused(
-            demo.gateway
-                .resume(&token, tx, "{\"verified\":true}", later)
-        ),
+        refused(demo.gateway.resume(&token, tx, "{\"verified\":true}")),
         ResumeRefusal::Replayed
     );
     Ok(())

@@ -97,6 +97,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         pending: Vec::new(),
         password_hash: None,
         expires_at_ms: 10,
+        evidence: Default::default(),
     };
     state.save_resume(&record)?;
     use portcullis::state::TakenResume;

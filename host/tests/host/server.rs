@@ -17,12 +17,29 @@ struct Server {
     client: reqwest::Client,
 }
 
+/// The bearer token of the test gateway (it does not vouch for password-less logins).
+pub const GATEWAY_TOKEN: &str = "test-gateway-token-0123456789abcdef";
+/// The bearer token of a gateway that vouches (an SSO front).
+pub const VOUCHING_TOKEN: &str = "test-sso-gateway-token-0123456789abcd";
+
 fn start(extra_config: &str) -> Server {
     let (dir, config) = seeded_dir(150, 60);
-    if !extra_config.is_empty() {
-        let text = std::fs::read_to_string(&config).unwrap();
-        std::fs::write(&config, format!("{text}\n{extra_config}\n")).unwrap();
-    }
+    // The fixture's caller reads its token from the environment; tests use files.
+    let (gateway_file, sso_file) = (
+        dir.path().join("gateway-token"),
+        dir.path().join("sso-token"),
+    );
+    std::fs::write(&gateway_file, format!("{GATEWAY_TOKEN}\n")).unwrap();
+    std::fs::write(&sso_file, VOUCHING_TOKEN).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+        &format!(
+            "token_file = \"{}\"\n\n[[server.caller]]\nname = \"sso\"\ntoken_file = \"{}\"\nvouches = true",
+            gateway_file.display(),
+            sso_file.display()
+        ),
+    );
+    std::fs::write(&config, format!("{text}\n{extra_config}\n")).unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let app = Arc::new(AppState::load(&config).unwrap());
     let listener = runtime
@@ -50,8 +67,11 @@ impl Server {
     ) -> (u16, Value) {
         self.runtime.block_on(async {
             let mut request = self.client.post(format!("{}{path}", self.url)).body(body);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
+            // The login endpoints need a caller's token; the admin ones an admin's.
+            match (token, path.starts_with("/v1/")) {
+                (Some(token), _) => request = request.bearer_auth(token),
+                (None, true) => request = request.bearer_auth(GATEWAY_TOKEN),
+                (None, false) => {}
             }
             let response = request.send().await.unwrap();
             let status = response.status().as_u16();
@@ -159,7 +179,6 @@ fn redirect_then_continue_over_http() -> Result {
         "token": token,
         "transaction_id": login["transaction_id"],
         "result": {"verified": true},
-        "time_ms": login["time_ms"].as_u64().unwrap() + 30_000,
     });
     let (status, resumed) = server.post("/v1/continue", request.to_string(), None);
     assert_eq!(status, 200, "{resumed}");

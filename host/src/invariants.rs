@@ -1,0 +1,166 @@
+//! What the host holds every rule to, whatever it returns: effect kinds it is
+//! granted (deny by default, as imports are), and invariants tied to the login
+//! itself. A violation is a `bad_output` fault.
+//!
+//! - `create-user` only for the login's own email, only when the directory has no user
+//!   for it, and once per login;
+//! - `link-legacy-account` only to an account the host verified for this login: its
+//!   password matched this login's (checked host-side), or the host found it under the
+//!   login's email and the login came back through a redirect (the inbox was proven);
+//! - `enqueue-outbox` keys are `product:legacy-id` of this user's own accounts (linked
+//!   before, or linked by this login);
+//! - protected app-metadata keys only by rules granted them.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{EffectKind, RuleSettings};
+use crate::login::LoginAttempt;
+use crate::state::normalize_email;
+use crate::verdict::Effect;
+
+/// A legacy account: (product, legacy id).
+pub type AccountRef = (String, String);
+
+/// What the host itself learnt about legacy accounts during one login (and, across a
+/// redirect, the evaluation before it): the evidence links are checked against.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvidence {
+    /// Accounts whose stored hash matched this login's password.
+    #[serde(default)]
+    pub password_verified: BTreeSet<AccountRef>,
+    /// Accounts the host found under the login's own email.
+    #[serde(default)]
+    pub found_by_email: BTreeSet<AccountRef>,
+    /// The login came back through a redirect's continue: its email was proven.
+    #[serde(default)]
+    pub inbox_proven: bool,
+}
+
+impl AccountEvidence {
+    pub fn merge(&mut self, other: AccountEvidence) {
+        self.password_verified.extend(other.password_verified);
+        self.found_by_email.extend(other.found_by_email);
+        self.inbox_proven |= other.inbox_proven;
+    }
+
+    fn may_link(&self, account: &AccountRef) -> bool {
+        self.password_verified.contains(account)
+            || (self.inbox_proven && self.found_by_email.contains(account))
+    }
+}
+
+pub fn kind_of(effect: &Effect) -> EffectKind {
+    match effect {
+        Effect::SetAppMetadata { .. } => EffectKind::SetAppMetadata,
+        Effect::SetUserMetadata { .. } => EffectKind::SetUserMetadata,
+        Effect::AddClaim { .. } => EffectKind::AddClaim,
+        Effect::CreateUser { .. } => EffectKind::CreateUser,
+        Effect::LinkLegacyAccount { .. } => EffectKind::LinkLegacyAccount,
+        Effect::EnqueueOutbox { .. } => EffectKind::EnqueueOutbox,
+        Effect::RequirePasswordReset => EffectKind::RequirePasswordReset,
+    }
+}
+
+/// Checks one rule's effects, given the effects of the rules before it (`earlier`).
+pub(crate) fn check(
+    rule: &RuleSettings,
+    protected: &[String],
+    login: &LoginAttempt,
+    evidence: &AccountEvidence,
+    earlier: &[Effect],
+    effects: &[Effect],
+) -> Result<(), String> {
+    let mut creates_user = earlier
+        .iter()
+        .any(|e| matches!(e, Effect::CreateUser { .. }));
+    // This user's own accounts: linked before this login, or by it.
+    let mut own: BTreeSet<AccountRef> = login
+        .user
+        .iter()
+        .flat_map(|u| u.identities.iter())
+        .map(|i| (i.provider.clone(), i.user_id.clone()))
+        .collect();
+    own.extend(earlier.iter().filter_map(link_of));
+    for effect in effects {
+        let kind = kind_of(effect);
+        if !rule.effects.contains(&kind) {
+            return Err(format!(
+                "returned a {kind} effect, which it is not granted (add \"{kind}\" to its effects if it should be)"
+            ));
+        }
+        match effect {
+            Effect::CreateUser {
+                email,
+                app_metadata,
+                ..
+            } => {
+                if normalize_email(email) != normalize_email(&login.email) {
+                    return Err("create-user names another email than the login's".into());
+                }
+                if login.user.is_some() {
+                    return Err("create-user for an email the directory already holds".into());
+                }
+                if creates_user {
+                    return Err("create-user twice in one login".into());
+                }
+                creates_user = true;
+                check_protected(rule, protected, app_metadata)?;
+            }
+            Effect::SetAppMetadata { patch } => check_protected(rule, protected, patch)?,
+            Effect::LinkLegacyAccount { .. } => {
+                let account = link_of(effect).expect("a link");
+                if !evidence.may_link(&account) {
+                    return Err(format!(
+                        "links {} account {}, which the host did not verify for this login",
+                        account.0, account.1
+                    ));
+                }
+                own.insert(account);
+            }
+            Effect::EnqueueOutbox { key, .. } => {
+                let account = key
+                    .split_once(':')
+                    .map(|(p, id)| (p.to_owned(), id.to_owned()));
+                if !account.is_some_and(|a| own.contains(&a)) {
+                    return Err(format!(
+                        "outbox key {key:?} is not product:legacy-id of one of this user's accounts"
+                    ));
+                }
+            }
+            Effect::SetUserMetadata { .. }
+            | Effect::AddClaim { .. }
+            | Effect::RequirePasswordReset => {}
+        }
+    }
+    Ok(())
+}
+
+fn link_of(effect: &Effect) -> Option<AccountRef> {
+    match effect {
+        Effect::LinkLegacyAccount { product, legacy_id } => {
+            Some((product.clone(), legacy_id.clone()))
+        }
+        _ => None,
+    }
+}
+
+fn check_protected(
+    rule: &RuleSettings,
+    protected: &[String],
+    document: &serde_json::Value,
+) -> Result<(), String> {
+    let Some(object) = document.as_object() else {
+        return Ok(());
+    };
+    match object
+        .keys()
+        .find(|k| protected.contains(k) && !rule.protected_keys.contains(k))
+    {
+        Some(key) => Err(format!(
+            "writes the protected app-metadata key {key:?} (add it to the rule's protected_keys if it should)"
+        )),
+        None => Ok(()),
+    }
+}

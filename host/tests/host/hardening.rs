@@ -1,0 +1,261 @@
+//! The defects an attacker's campaign found around the sandbox, each reproduced here
+//! against real components, real stores and the real server.
+
+use portcullis::state::{EffectBatch, SqliteState, StateStore};
+use portcullis::{Decision, Effect, FaultKind, GatewayError, LoginAttempt, RuleResult, Services};
+
+use crate::common::{Demo, Result, load, login, rule};
+
+fn hostile(mode: &str, extra: &str) -> String {
+    rule(
+        "hostile",
+        "hostile",
+        &format!(
+            "grants = [\"log\", \"config\", \"legacy\"]\nconfig = {{ mode = \"{mode}\" }}\n{extra}"
+        ),
+    )
+}
+
+/// The fault `mode` causes when the hostile rule runs alone (fail closed).
+fn fault_of(mode: &str, extra: &str, login: &LoginAttempt) -> Result<(FaultKind, String)> {
+    let pipeline = load(&[hostile(mode, extra)])?;
+    let verdict = pipeline.evaluate(login, &Services::none());
+    let trace = &verdict.trace[0];
+    let fault = trace
+        .fault
+        .as_ref()
+        .ok_or_else(|| format!("{mode}: no fault: {verdict:#?}"))?;
+    assert!(
+        matches!(verdict.decision, Decision::Deny { ref code, .. } if code == "rule_fault"),
+        "{mode} fails closed"
+    );
+    assert!(verdict.effects.is_empty(), "{mode}: nothing to apply");
+    Ok((fault.kind, fault.message.clone()))
+}
+
+fn without_user(transaction_id: &str) -> LoginAttempt {
+    let mut attempt = login(transaction_id);
+    attempt.user = None;
+    attempt
+}
+
+// 1. One login must never poison a user.
+
+#[test]
+fn a_login_time_that_does_not_fit_the_store_is_refused() {
+    let json =
+        crate::common::login_json("tx-time").replace("1764403200000", "18446744073709551615");
+    let error = LoginAttempt::from_json(&json).expect_err("refused at the boundary");
+    assert!(error.to_string().contains("time_ms"), "{error}");
+    // Bounded sizes too, before anything copies them.
+    let long = crate::common::login_json("tx-ua")
+        .replace("\"test\"", &format!("\"{}\"", "u".repeat(5000)));
+    assert!(LoginAttempt::from_json(&long).is_err());
+}
+
+#[test]
+fn rows_an_older_version_wrote_do_not_lock_the_user_out() -> Result {
+    let demo = Demo::new(120, 60);
+    let (attempt, _) = demo
+        .logins()
+        .into_iter()
+        .find(|(a, _)| {
+            demo.gateway
+                .services()
+                .directory
+                .find_by_email(&a.email)
+                .is_ok_and(|users| !users.is_empty())
+        })
+        .expect("a login of a directory user in the batch");
+    // What an older version wrote for `time_ms: 18446744073709551615`: a negative
+    // integer. Every read of that user failed, so every later login was denied.
+    let db = rusqlite::Connection::open(demo.dir.path().join("directory.db"))?;
+    let email = portcullis::state::normalize_email(&attempt.email);
+    db.execute(
+        "UPDATE users SET created_at_ms = -1, last_login_ms = -1, logins_count = -1 WHERE email_norm = ?1",
+        [&email],
+    )?;
+    let users = demo
+        .gateway
+        .services()
+        .directory
+        .find_by_email(&attempt.email)?;
+    assert_eq!(users.len(), 1, "the row reads back");
+    assert_eq!(users[0].created_at_ms, 0);
+    let verdict = demo.gateway.login(&attempt)?;
+    assert!(
+        !matches!(&verdict.decision, Decision::Deny { code, .. } if code == "state_unavailable"),
+        "{verdict:?}"
+    );
+    Ok(())
+}
+
+// 2. Security decisions use the host's clock.
+
+#[test]
+fn a_login_far_from_the_hosts_clock_is_refused() -> Result {
+    let demo = Demo::new(60, 5);
+    let (mut attempt, _) = demo.logins().remove(0);
+    attempt.time_ms = demo.clock_now() - 3_600_000;
+    match demo.gateway.login(&attempt) {
+        Err(GatewayError::Login(e)) => assert!(e.to_string().contains("clock"), "{e}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    Ok(())
+}
+
+// 4. Effects are checked against the login.
+
+#[test]
+fn effects_a_rule_is_not_granted_are_refused() -> Result {
+    let (kind, message) = fault_of("protected", "effects = []", &login("tx-kind"))?;
+    assert_eq!(kind, FaultKind::BadOutput);
+    assert!(message.contains("set_app_metadata"), "{message}");
+    Ok(())
+}
+
+#[test]
+fn effects_that_break_the_logins_invariants_are_refused() -> Result {
+    let all = "effects = [\"create_user\", \"link_legacy_account\", \"enqueue_outbox\", \"set_app_metadata\"]";
+    for (mode, attempt, says) in [
+        ("create-other", without_user("tx-c1"), "another email"),
+        ("create-self", login("tx-c2"), "already holds"),
+        ("link-unverified", without_user("tx-l"), "did not verify"),
+        ("outbox-foreign", login("tx-o"), "outbox key"),
+        ("protected", login("tx-p"), "protected"),
+    ] {
+        let (kind, message) = fault_of(mode, all, &attempt)?;
+        assert_eq!(kind, FaultKind::BadOutput, "{mode}");
+        assert!(message.contains(says), "{mode}: {message}");
+    }
+    // The same checks let the honest case through: its own email, no user yet.
+    let pipeline = load(&[hostile("create-self", all)])?;
+    let verdict = pipeline.evaluate(&without_user("tx-ok"), &Services::none());
+    assert_eq!(verdict.decision, Decision::Allow, "{verdict:#?}");
+    assert!(matches!(verdict.effects[0], Effect::CreateUser { .. }));
+    Ok(())
+}
+
+#[test]
+fn a_protected_key_may_be_written_by_a_rule_granted_it() -> Result {
+    let pipeline = load(&[hostile(
+        "protected",
+        "effects = [\"set_app_metadata\"]\nprotected_keys = [\"bulkImported\"]",
+    )])?;
+    let verdict = pipeline.evaluate(&login("tx-granted"), &Services::none());
+    assert_eq!(verdict.decision, Decision::Allow, "{verdict:#?}");
+    Ok(())
+}
+
+// 6. A rule's output is bounded, not fatal.
+
+#[test]
+fn a_chatty_rule_is_truncated_not_faulted() -> Result {
+    let pipeline = load(&[hostile("chatty", "")])?;
+    let verdict = pipeline.evaluate(&login("tx-chatty"), &Services::none());
+    assert_eq!(verdict.decision, Decision::Allow, "{verdict:#?}");
+    let output = &verdict.trace[0].output;
+    assert!(output.len() < 5 * 1024, "{} bytes kept", output.len());
+    assert!(output.contains("[output truncated"), "marked as cut");
+    Ok(())
+}
+
+#[test]
+fn a_huge_rule_error_is_bad_output_not_a_10_mb_verdict() -> Result {
+    let (kind, message) = fault_of("huge-error", "memory_mb = 64", &login("tx-err"))?;
+    assert_eq!(kind, FaultKind::BadOutput);
+    assert!(message.len() < 1024, "{} bytes in the trace", message.len());
+    Ok(())
+}
+
+#[test]
+fn a_huge_log_line_is_cut_before_it_is_copied_and_stays_redacted() -> Result {
+    let pipeline = load(&[hostile("huge-log", "memory_mb = 64")])?;
+    let verdict = pipeline.evaluate(&login("tx-log"), &Services::none());
+    assert_eq!(
+        verdict.trace[0].result,
+        RuleResult::Continue,
+        "{:?}",
+        verdict.trace[0].fault
+    );
+    let line = &verdict.trace[0].logs[0];
+    assert!(line.len() <= 1100, "{} bytes", line.len());
+    assert!(!line.contains("carol@"), "no address survives a cut");
+    Ok(())
+}
+
+#[test]
+fn running_off_the_shadow_stack_is_a_stack_overflow() -> Result {
+    let (kind, _) = fault_of("shadow-recursion", "", &login("tx-deep"))?;
+    assert_eq!(kind, FaultKind::StackOverflow);
+    Ok(())
+}
+
+// 7. Host-side work obeys limits.
+
+#[test]
+fn a_legacy_hash_over_the_work_limits_is_a_capability_fault() -> Result {
+    let demo = Demo::new(200, 100);
+    let (attempt, _) = demo
+        .logins()
+        .into_iter()
+        .find(|(a, _)| {
+            let dry = demo.gateway.pipeline().evaluate(a, demo.gateway.services());
+            dry.effects
+                .iter()
+                .any(|e| matches!(e, Effect::CreateUser { .. }))
+        })
+        .expect("a first login in the batch");
+    // bcrypt cost 15 is ~2 s per check here: the host must refuse it, not run it.
+    let costly = "$2b$15$7777777777777777777777uVYfu6iQsGFV1gN6zaqk7TKhRZBEVzC";
+    for product in ["paste", "collect", "transfer"] {
+        let db = rusqlite::Connection::open(demo.dir.path().join(format!("legacy-{product}.db")))?;
+        db.execute(
+            "UPDATE accounts SET password_hash = ?1 WHERE email_norm = ?2",
+            [costly, &portcullis::state::normalize_email(&attempt.email)],
+        )?;
+    }
+    let verdict = demo.gateway.login(&attempt)?;
+    let fault = verdict
+        .faults()
+        .next()
+        .map(|(_, f)| f.kind)
+        .expect("a fault");
+    assert_eq!(fault, FaultKind::Capability, "{verdict:#?}");
+    assert!(matches!(verdict.decision, Decision::Deny { .. }));
+    Ok(())
+}
+
+// 8. Outbox delivery: the lease fences updates.
+
+#[test]
+fn a_dispatcher_whose_lease_ran_out_cannot_record_a_result() -> Result {
+    let state = SqliteState::in_memory()?;
+    state.apply(&EffectBatch {
+        transaction_id: "tx-fence".into(),
+        time_ms: 1,
+        user_id: None,
+        new_user_id: "usr_f".into(),
+        effects: vec![Effect::EnqueueOutbox {
+            topic: "id-propagation".into(),
+            key: "paste:P1".into(),
+            payload: "{}".into(),
+        }],
+        password_hash: None,
+    })?;
+    let stale = state.claim_outbox(1_000, 100, 10)?.remove(0);
+    // The lease ran out; another dispatcher holds the message now.
+    let current = state.claim_outbox(2_000, 100_000, 10)?.remove(0);
+    assert_eq!(stale.id, current.id);
+    let lease = |m: &portcullis::state::OutboxMessage| m.lease.clone().unwrap();
+    assert!(!state.outbox_failed(stale.id, &lease(&stale), "late", None)?);
+    assert!(!state.outbox_delivered(stale.id, &lease(&stale))?);
+    assert_eq!(
+        state.outbox_messages()?[0].status,
+        "delivering",
+        "untouched"
+    );
+    assert!(state.outbox_delivered(current.id, &lease(&current))?);
+    assert_eq!(state.outbox_messages()?[0].status, "delivered");
+    Ok(())
+}
