@@ -46,8 +46,22 @@ fn start(extra_config: &str) -> Server {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
+    // Served as `portcullis serve` serves: with its connection bounds.
     let served = router(app.clone());
-    runtime.spawn(async move { axum::serve(listener, served).await });
+    let limits = {
+        let config = portcullis::PipelineConfig::load(&config).unwrap();
+        portcullis::server::ConnectionLimits::from(&config.server)
+    };
+    runtime.spawn(async move {
+        portcullis::server::serve_connections(
+            listener,
+            served,
+            limits,
+            std::future::pending(),
+            std::time::Duration::from_secs(1),
+        )
+        .await
+    });
     Server {
         url,
         app,
@@ -255,4 +269,117 @@ fn admin_endpoints_are_off_without_a_token() {
     let server = start("");
     assert_eq!(server.post("/admin/reload", "", Some("anything")).0, 404);
     assert_eq!(server.post("/admin/rollback", "", None).0, 404);
+}
+
+#[test]
+fn the_login_endpoints_need_a_callers_token_and_metrics_do_not() -> Result {
+    let server = start("");
+    let login = server.login_with("allow", None);
+    for token in [None, Some("not-a-caller-token-not-a-caller-token")] {
+        let status = server.runtime.block_on(async {
+            let mut request = server
+                .client
+                .post(format!("{}/v1/login", server.url))
+                .body(login.to_string());
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send().await.unwrap().status().as_u16()
+        });
+        assert_eq!(status, 401, "token {token:?}");
+    }
+    let continued = server.runtime.block_on(async {
+        server
+            .client
+            .post(format!("{}/v1/continue", server.url))
+            .body("{}")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(continued, 401);
+    assert!(
+        server
+            .get("/metrics")
+            .contains("portcullis_evaluations_total")
+    );
+    assert_eq!(server.post("/v1/login", login.to_string(), None).0, 200);
+    Ok(())
+}
+
+#[test]
+fn only_a_vouching_caller_may_send_a_login_without_a_password() -> Result {
+    let server = start("");
+    let mut login = server.login_with("allow", None);
+    login.as_object_mut().unwrap().remove("password");
+    let (status, body) = server.post("/v1/login", login.to_string(), None);
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server.post("/v1/login", login.to_string(), Some(VOUCHING_TOKEN));
+    assert_eq!(status, 200, "{body}");
+    Ok(())
+}
+
+#[test]
+fn a_caller_cannot_supply_the_user_or_the_time_of_a_resume() -> Result {
+    let server = start("");
+    let mut login = server.login_with("allow", None);
+    login["user"] = json!({"id": "usr_attacker", "email": login["email"], "email_verified": true});
+    let (status, body) = server.post("/v1/login", login.to_string(), None);
+    assert_eq!(status, 400, "{body}");
+    let request = json!({"token": "x.y", "transaction_id": "t", "result": {}, "time_ms": 0});
+    let (status, body) = server.post("/v1/continue", request.to_string(), None);
+    assert_eq!(status, 400, "{body}");
+    let mut far = server.login_with("allow", None);
+    far["time_ms"] = json!(1);
+    let (status, body) = server.post("/v1/login", far.to_string(), None);
+    assert_eq!(status, 400, "a time far from the host's clock: {body}");
+    Ok(())
+}
+
+#[test]
+fn half_open_connections_are_capped_and_closed_while_logins_go_on() -> Result {
+    use std::io::Read;
+    let server =
+        start("[server]\nmax_connections = 64\nheader_timeout_ms = 1500\nidle_timeout_ms = 1500");
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let login = server.login_with("allow", None);
+    let mut again = login.clone();
+    again["transaction_id"] = json!(format!(
+        "{}-again",
+        again["transaction_id"].as_str().unwrap()
+    ));
+    // Half-open connections: connected, never a byte sent.
+    let idle: Vec<std::net::TcpStream> = (0..48)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    // Slots remain: other clients' logins go on during the attack.
+    assert_eq!(server.post("/v1/login", login.to_string(), None).0, 200);
+    // Past the cap, a connection is answered 503 and closed at once.
+    let mut over: Vec<std::net::TcpStream> = (0..40)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut refused = 0;
+    for stream in &mut over {
+        stream.set_read_timeout(Some(std::time::Duration::from_millis(500)))?;
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        refused += answer.starts_with("HTTP/1.1 503") as usize;
+    }
+    assert!(refused >= 20, "{refused} of 40 refused with 503");
+    // The half-open ones are closed once the header deadline passes.
+    for mut stream in idle {
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+        let mut buffer = [0u8; 16];
+        assert_eq!(stream.read(&mut buffer)?, 0, "closed by the server");
+    }
+    let mut again = server.login_with("allow", None);
+    again["transaction_id"] = json!(format!(
+        "{}-again",
+        again["transaction_id"].as_str().unwrap()
+    ));
+    assert_eq!(server.post("/v1/login", again.to_string(), None).0, 200);
+    Ok(())
 }
