@@ -245,6 +245,20 @@ fn check(config: &Path) -> Result<()> {
                 grants.join(", ")
             }
         );
+        let effects: Vec<&str> = s.effects.iter().map(|e| e.name()).collect();
+        println!(
+            "   effects: {}{}",
+            if effects.is_empty() {
+                "(none)".into()
+            } else {
+                effects.join(", ")
+            },
+            if s.protected_keys.is_empty() {
+                String::new()
+            } else {
+                format!("; protected keys: {}", s.protected_keys.join(", "))
+            }
+        );
         for import in &rule.imports {
             let note = import
                 .capability
