@@ -1,5 +1,6 @@
 //! Accepting connections with bounds a hostile client cannot stretch: a cap on open
-//! connections (one more is answered 503 and closed), a deadline for a new
+//! connections (at the cap, the oldest connection that has not sent a request yet
+//! makes room; with none, one more is answered 503 and closed), a deadline for a new
 //! connection's first request headers, an idle timeout between requests, a cap on
 //! requests per connection, and a deadline per request (in `router`). `axum::serve`
 //! has none of these: 20,000 half-open connections exhausted file descriptors and
@@ -41,12 +42,46 @@ impl From<&ServerSettings> for ConnectionLimits {
     }
 }
 
+/// How long a new connection waits for an evicted one to give its slot back.
+const EVICTION_WAIT: Duration = Duration::from_millis(200);
+
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 37\r\n\r\n{\"error\": \"too many open connections\"}";
+
+/// Connections that have not sent a request yet, oldest first: at the cap, the
+/// oldest makes room for a new one. A half-open flood then only displaces itself,
+/// while a real client's connection sends its request at once and stays.
+#[derive(Default)]
+struct Unspoken(std::sync::Mutex<std::collections::VecDeque<Arc<Activity>>>);
+
+impl Unspoken {
+    fn push(&self, activity: Arc<Activity>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(activity);
+    }
+
+    /// Tells the oldest silent connection to close; false when there is none.
+    fn evict_oldest(&self) -> bool {
+        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(activity) = queue.pop_front() {
+            if activity.requests.load(Ordering::SeqCst) == 0
+                && !activity.closed.load(Ordering::SeqCst)
+            {
+                activity.evict.notify_one();
+                return true;
+            }
+        }
+        false
+    }
+}
 
 /// What one connection is doing, for its idle watchdog.
 #[derive(Default)]
 struct Activity {
+    evict: tokio::sync::Notify,
+    closed: std::sync::atomic::AtomicBool,
     in_flight: AtomicUsize,
     requests: AtomicU64,
     /// Milliseconds since the connection opened, at the last request's start or end.
@@ -63,6 +98,7 @@ pub async fn serve_connections(
     drain: Duration,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let unspoken = Arc::new(Unspoken::default());
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     loop {
@@ -79,19 +115,29 @@ pub async fn serve_connections(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(async move {
+        let router = router.clone();
+        let stopped = stopped.clone();
+        let (slots, unspoken) = (slots.clone(), unspoken.clone());
+        tokio::spawn(async move {
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                // Full: the oldest silent connection makes room, if there is one.
+                Err(_) if unspoken.evict_oldest() => {
+                    tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned())
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                }
+                Err(_) => None,
+            };
+            let Some(slot) = slot else {
                 let mut stream = stream;
                 let _ =
                     tokio::time::timeout(Duration::from_secs(1), stream.write_all(REFUSAL)).await;
-            });
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let router = router.clone();
-        let stopped = stopped.clone();
-        tokio::spawn(async move {
-            serve_one(stream, router, limits, stopped).await;
+                return;
+            };
+            let _ = stream.set_nodelay(true);
+            serve_one(stream, router, limits, stopped, &unspoken).await;
             drop(slot);
         });
     }
@@ -107,9 +153,11 @@ async fn serve_one(
     router: Router,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
+    unspoken: &Unspoken,
 ) {
     let opened = tokio::time::Instant::now();
     let activity = Arc::new(Activity::default());
+    unspoken.push(activity.clone());
     let tracker = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let router = router.clone();
@@ -143,7 +191,8 @@ async fn serve_one(
     let mut closing = false;
     loop {
         tokio::select! {
-            _ = connection.as_mut() => return,
+            _ = connection.as_mut() => break,
+            _ = activity.evict.notified() => break,
             _ = stopped.changed(), if !closing => {
                 connection.as_mut().graceful_shutdown();
                 closing = true;
@@ -167,4 +216,5 @@ async fn serve_one(
             }
         }
     }
+    activity.closed.store(true, Ordering::SeqCst);
 }

@@ -350,25 +350,21 @@ fn half_open_connections_are_capped_and_closed_while_logins_go_on() -> Result {
         "{}-again",
         again["transaction_id"].as_str().unwrap()
     ));
-    // Half-open connections: connected, never a byte sent.
-    let idle: Vec<std::net::TcpStream> = (0..48)
+    // Half-open connections, never a byte sent, past the cap of 64.
+    let mut idle: Vec<std::net::TcpStream> = (0..100)
         .map(|_| std::net::TcpStream::connect(&addr).unwrap())
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    // Slots remain: other clients' logins go on during the attack.
-    assert_eq!(server.post("/v1/login", login.to_string(), None).0, 200);
-    // Past the cap, a connection is answered 503 and closed at once.
-    let mut over: Vec<std::net::TcpStream> = (0..40)
-        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
-        .collect();
-    let mut refused = 0;
-    for stream in &mut over {
-        stream.set_read_timeout(Some(std::time::Duration::from_millis(500)))?;
-        let mut answer = String::new();
-        let _ = stream.read_to_string(&mut answer);
-        refused += answer.starts_with("HTTP/1.1 503") as usize;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The oldest silent ones made room (closed long before the header deadline)…
+    let mut evicted = 0;
+    for stream in &mut idle[..30] {
+        stream.set_read_timeout(Some(std::time::Duration::from_millis(200)))?;
+        let mut buffer = [0u8; 16];
+        evicted += matches!(stream.read(&mut buffer), Ok(0)) as usize;
     }
-    assert!(refused >= 20, "{refused} of 40 refused with 503");
+    assert!(evicted >= 20, "{evicted} of the 30 oldest evicted");
+    // …and a real client's new connection gets in during the attack.
+    assert_eq!(server.post("/v1/login", login.to_string(), None).0, 200);
     // The half-open ones are closed once the header deadline passes.
     for mut stream in idle {
         stream.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
