@@ -311,7 +311,8 @@ pub struct ServerSettings {
     /// endpoints refuse every request.
     #[serde(rename = "caller")]
     pub callers: Vec<CallerSettings>,
-    /// Connections open at once; one more is answered 503 and closed.
+    /// Connections open at once. At the cap a new connection closes the oldest one
+    /// that has not sent a request yet; with none, it is answered 503 and closed.
     pub max_connections: usize,
     /// A client must send a request's headers within this (slow-loris).
     pub header_timeout_ms: u64,

@@ -30,24 +30,22 @@ pub struct AccountEvidence {
     /// Accounts whose stored hash matched this login's password.
     #[serde(default)]
     pub password_verified: BTreeSet<AccountRef>,
-    /// Accounts the host found under the login's own email.
+    /// Accounts the host returned from a lookup, with their own email (normalized):
+    /// those under the login's email are the login's to claim once its inbox is proven.
     #[serde(default)]
-    pub found_by_email: BTreeSet<AccountRef>,
+    pub found: BTreeSet<(AccountRef, String)>,
     /// The login came back through a redirect's continue: its email was proven.
     #[serde(default)]
     pub inbox_proven: bool,
 }
 
 impl AccountEvidence {
-    pub fn merge(&mut self, other: AccountEvidence) {
-        self.password_verified.extend(other.password_verified);
-        self.found_by_email.extend(other.found_by_email);
-        self.inbox_proven |= other.inbox_proven;
-    }
-
-    fn may_link(&self, account: &AccountRef) -> bool {
+    fn may_link(&self, account: &AccountRef, login_email: &str) -> bool {
         self.password_verified.contains(account)
-            || (self.inbox_proven && self.found_by_email.contains(account))
+            || (self.inbox_proven
+                && self
+                    .found
+                    .contains(&(account.clone(), normalize_email(login_email))))
     }
 }
 
@@ -72,17 +70,15 @@ pub(crate) fn check(
     earlier: &[Effect],
     effects: &[Effect],
 ) -> Result<(), String> {
+    // Most rules of most logins return nothing: nothing to check, nothing to build.
+    if effects.is_empty() {
+        return Ok(());
+    }
     let mut creates_user = earlier
         .iter()
         .any(|e| matches!(e, Effect::CreateUser { .. }));
-    // This user's own accounts: linked before this login, or by it.
-    let mut own: BTreeSet<AccountRef> = login
-        .user
-        .iter()
-        .flat_map(|u| u.identities.iter())
-        .map(|i| (i.provider.clone(), i.user_id.clone()))
-        .collect();
-    own.extend(earlier.iter().filter_map(link_of));
+    // Links made by this login so far (earlier rules, then this one's).
+    let mut linked: BTreeSet<AccountRef> = earlier.iter().filter_map(link_of).collect();
     for effect in effects {
         let kind = kind_of(effect);
         if !rule.effects.contains(&kind) {
@@ -111,19 +107,25 @@ pub(crate) fn check(
             Effect::SetAppMetadata { patch } => check_protected(rule, protected, patch)?,
             Effect::LinkLegacyAccount { .. } => {
                 let account = link_of(effect).expect("a link");
-                if !evidence.may_link(&account) {
+                if !evidence.may_link(&account, &login.email) {
                     return Err(format!(
                         "links {} account {}, which the host did not verify for this login",
                         account.0, account.1
                     ));
                 }
-                own.insert(account);
+                linked.insert(account);
             }
             Effect::EnqueueOutbox { key, .. } => {
-                let account = key
-                    .split_once(':')
-                    .map(|(p, id)| (p.to_owned(), id.to_owned()));
-                if !account.is_some_and(|a| own.contains(&a)) {
+                // This user's own accounts: linked before this login, or by it.
+                let own = key.split_once(':').is_some_and(|(product, id)| {
+                    linked.contains(&(product.to_owned(), id.to_owned()))
+                        || login.user.as_ref().is_some_and(|u| {
+                            u.identities
+                                .iter()
+                                .any(|i| i.provider == product && i.user_id == id)
+                        })
+                });
+                if !own {
                     return Err(format!(
                         "outbox key {key:?} is not product:legacy-id of one of this user's accounts"
                     ));

@@ -35,17 +35,37 @@ fn effect_size(effect: &wit::Effect) -> usize {
     }
 }
 
+fn within_limit(what: &str, size: usize, max_bytes: usize) -> Result<(), String> {
+    if size > max_bytes {
+        return Err(format!(
+            "{what} is {size} bytes, over the rule's limit of {max_bytes}"
+        ));
+    }
+    Ok(())
+}
+
+/// A rule's own error, as its fault message: bounded like an outcome (a bigger one is
+/// `Err`, a `bad_output`), then cut to what a trace line needs.
+pub(crate) fn error_message(error: &wit::RuleError, max_bytes: usize) -> Result<String, String> {
+    within_limit(
+        "rule-error",
+        error.code.len() + error.message.len(),
+        max_bytes,
+    )?;
+    let mut message = format!("{}: {}", error.code, error.message);
+    crate::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
+    Ok(message)
+}
+
+/// A fault's message in traces and logs: enough to say what went wrong.
+const MAX_FAULT_MESSAGE: usize = 1024;
+
 pub(crate) fn validate(
     rule: &str,
     outcome: wit::Outcome,
     max_bytes: usize,
 ) -> Result<RuleOutcome, String> {
-    let size = outcome_size(&outcome);
-    if size > max_bytes {
-        return Err(format!(
-            "outcome is {size} bytes, over the rule's limit of {max_bytes}"
-        ));
-    }
+    within_limit("outcome", outcome_size(&outcome), max_bytes)?;
     if outcome.effects.len() > MAX_EFFECTS {
         return Err(format!(
             "outcome has {} effects, over the limit of {MAX_EFFECTS}",

@@ -303,25 +303,15 @@ impl Pipeline {
             Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
             Ok(returned) => match returned {
                 Err(rule_error) => {
-                    let size = rule_error.code.len() + rule_error.message.len();
-                    if size > rule.settings.max_output_bytes {
-                        Err((
-                            FaultKind::BadOutput,
-                            format!(
-                                "rule-error is {size} bytes, over the rule's limit of {}",
-                                rule.settings.max_output_bytes
-                            ),
-                        ))
+                    let kind = if store.data().capability_failures > 0 {
+                        FaultKind::Capability
                     } else {
-                        let kind = if store.data().capability_failures > 0 {
-                            FaultKind::Capability
-                        } else {
-                            FaultKind::RuleError
-                        };
-                        let mut message = format!("{}: {}", rule_error.code, rule_error.message);
-                        crate::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
-                        Err((kind, message))
-                    }
+                        FaultKind::RuleError
+                    };
+                    outcome::error_message(&rule_error, rule.settings.max_output_bytes).map_or_else(
+                        |bad| Err((FaultKind::BadOutput, bad)),
+                        |message| Err((kind, message)),
+                    )
                 }
                 Ok(outcome) => {
                     outcome::validate(&rule.settings.name, outcome, rule.settings.max_output_bytes)
@@ -343,9 +333,6 @@ impl Pipeline {
         }
     }
 }
-
-/// A fault's message in traces and logs: enough to say what went wrong.
-const MAX_FAULT_MESSAGE: usize = 1024;
 
 /// Recursion at an out-of-bounds access that means the guest's own (shadow) stack
 /// ran out: Rust keeps locals in linear memory below its stack pointer, and running

@@ -92,8 +92,6 @@ pub(crate) struct RuleState {
     pub(crate) logs: Vec<String>,
     pub(crate) capability_failures: u32,
     output: BoundedOutput,
-    /// The login's email, normalized: accounts found under it are evidence.
-    pub(crate) login_email: String,
     pub(crate) evidence: AccountEvidence,
     /// When the rule's time is up, by the host's monotonic clock.
     pub(crate) deadline: Instant,
@@ -131,7 +129,6 @@ impl RuleState {
             .build();
         Self {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
-            login_email: crate::state::normalize_email(&login.email),
             password: login.password.clone(),
             evidence,
             refused: None,

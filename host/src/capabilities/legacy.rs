@@ -12,15 +12,14 @@ impl Host for RuleState {
         self.check_deadline(call::FIND_ACCOUNTS)?;
         Ok(match self.services.legacy.find_accounts(&email) {
             Ok(accounts) => {
-                // Accounts under the login's own email may be linked once its inbox is
-                // proven (see `invariants`).
-                if crate::state::normalize_email(&email) == self.login_email {
-                    self.evidence.found_by_email.extend(
-                        accounts
-                            .iter()
-                            .map(|a| (a.product.clone(), a.legacy_id.clone())),
-                    );
-                }
+                // What the host found, under whose email: once the login's inbox is
+                // proven, those under its email may be linked (see `invariants`).
+                self.evidence.found.extend(accounts.iter().map(|a| {
+                    (
+                        (a.product.clone(), a.legacy_id.clone()),
+                        crate::state::normalize_email(&a.email),
+                    )
+                }));
                 Ok(accounts
                     .into_iter()
                     .map(|a| LegacyAccount {

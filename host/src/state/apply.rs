@@ -53,9 +53,13 @@ pub(super) trait EffectWriter {
     ) -> Result<(), StoreError>;
     /// The user a legacy account is linked to, if any.
     fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError>;
-    /// Links the account unless it is linked; returns the user it is linked to.
-    fn link(&mut self, product: &str, legacy_id: &str, user_id: &str)
-    -> Result<String, StoreError>;
+    /// Links the account to the user unless it is linked already.
+    fn insert_link(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+        user_id: &str,
+    ) -> Result<(), StoreError>;
     /// Adds an outbox message unless its (topic, key) exists; returns rows added.
     fn enqueue(
         &mut self,
@@ -142,7 +146,8 @@ pub(super) fn apply_effects(
             )?,
             Effect::LinkLegacyAccount { product, legacy_id } => {
                 let target = need_user(&user_id, "link-legacy-account")?;
-                if writer.link(product, legacy_id, &target)? != target {
+                writer.insert_link(product, legacy_id, &target)?;
+                if writer.link_owner(product, legacy_id)?.as_deref() != Some(target.as_str()) {
                     return Err(StoreError::Conflict(format!(
                         "{product} account {legacy_id} is already linked to another user"
                     )));

@@ -240,11 +240,9 @@ pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
     crate::services::ServiceError::unavailable(e.to_string())
 }
 
-/// A fresh lease token for one outbox claim.
+/// A fresh lease token for one outbox claim: 128 random bits, as a token id.
 pub(crate) fn new_lease_token() -> String {
-    let mut token = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
-    hex::encode(token)
+    crate::resume::ResumeTokens::new_jti()
 }
 
 /// A time as the stores keep it (a signed 64-bit integer). Times are bounded where

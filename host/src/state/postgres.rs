@@ -280,24 +280,18 @@ impl EffectWriter for PostgresWriter<'_, '_> {
             .map(|row| row.get(0)))
     }
 
-    fn link(
+    fn insert_link(
         &mut self,
         product: &str,
         legacy_id: &str,
         user_id: &str,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $1)
              ON CONFLICT DO NOTHING",
             &[&product, &legacy_id, &user_id],
         )?;
-        Ok(self
-            .tx
-            .query_one(
-                "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
-                &[&product, &legacy_id],
-            )?
-            .get(0))
+        Ok(())
     }
 
     fn enqueue(

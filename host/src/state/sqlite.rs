@@ -285,22 +285,18 @@ impl EffectWriter for SqliteWriter<'_> {
             .optional()?)
     }
 
-    fn link(
+    fn insert_link(
         &mut self,
         product: &str,
         legacy_id: &str,
         user_id: &str,
-    ) -> Result<String, StoreError> {
+    ) -> Result<(), StoreError> {
         self.tx.execute(
             "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?1)
              ON CONFLICT (provider, provider_user_id) DO NOTHING",
             params![product, legacy_id, user_id],
         )?;
-        Ok(self.tx.query_row(
-            "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
-            params![product, legacy_id],
-            |row| row.get(0),
-        )?)
+        Ok(())
     }
 
     fn enqueue(

@@ -173,6 +173,29 @@ pub fn login_files(dir: &std::path::Path) -> Vec<PathBuf> {
     files
 }
 
+/// The first seeded login whose dry verdict matches `pick`.
+pub fn find_login(
+    demo: &Demo,
+    pick: impl Fn(&portcullis::Verdict, &serde_json::Value) -> bool,
+) -> LoginAttempt {
+    let dry = portcullis::Gateway::open(&PipelineConfig::load(&demo.config).unwrap(), runtime())
+        .unwrap()
+        .without_applying();
+    demo.logins()
+        .into_iter()
+        .find(|(attempt, json)| pick(&dry.login(attempt).unwrap(), json))
+        .map(|(attempt, _)| attempt)
+        .expect("the seeded batch has such a login")
+}
+
+/// Whether a verdict creates a directory user (a first login, migrated).
+pub fn creates_user(verdict: &portcullis::Verdict) -> bool {
+    verdict
+        .effects
+        .iter()
+        .any(|e| matches!(e, portcullis::Effect::CreateUser { .. }))
+}
+
 impl Demo {
     pub fn new(users: usize, logins: usize) -> Demo {
         let (dir, config_path) = seeded_dir(users, logins);

@@ -4,7 +4,7 @@
 use portcullis::state::{EffectBatch, SqliteState, StateStore};
 use portcullis::{Decision, Effect, FaultKind, GatewayError, LoginAttempt, RuleResult, Services};
 
-use crate::common::{Demo, Result, load, login, rule};
+use crate::common::{Demo, Result, creates_user, find_login, load, login, rule};
 
 fn hostile(mode: &str, extra: &str) -> String {
     rule(
@@ -196,16 +196,7 @@ fn running_off_the_shadow_stack_is_a_stack_overflow() -> Result {
 #[test]
 fn a_legacy_hash_over_the_work_limits_is_a_capability_fault() -> Result {
     let demo = Demo::new(200, 100);
-    let (attempt, _) = demo
-        .logins()
-        .into_iter()
-        .find(|(a, _)| {
-            let dry = demo.gateway.pipeline().evaluate(a, demo.gateway.services());
-            dry.effects
-                .iter()
-                .any(|e| matches!(e, Effect::CreateUser { .. }))
-        })
-        .expect("a first login in the batch");
+    let attempt = find_login(&demo, |verdict, _| creates_user(verdict));
     // bcrypt cost 15 is ~2 s per check here: the host must refuse it, not run it.
     let costly = "$2b$15$7777777777777777777777uVYfu6iQsGFV1gN6zaqk7TKhRZBEVzC";
     for product in ["paste", "collect", "transfer"] {

@@ -3,34 +3,9 @@
 
 use portcullis::resume::ResumeRefusal;
 use portcullis::state::EffectBatch;
-use portcullis::{Decision, Effect, GatewayError, LoginAttempt};
+use portcullis::{Decision, Effect, GatewayError};
 
-use crate::common::{Demo, Result};
-
-/// The first seeded login whose dry verdict matches `pick`.
-fn find_login(
-    demo: &Demo,
-    pick: impl Fn(&portcullis::Verdict, &serde_json::Value) -> bool,
-) -> LoginAttempt {
-    let dry = portcullis::Gateway::open(
-        &portcullis::PipelineConfig::load(&demo.config).unwrap(),
-        crate::common::runtime(),
-    )
-    .unwrap()
-    .without_applying();
-    demo.logins()
-        .into_iter()
-        .find(|(attempt, json)| pick(&dry.login(attempt).unwrap(), json))
-        .map(|(attempt, _)| attempt)
-        .expect("the seeded batch has such a login")
-}
-
-fn creates_user(verdict: &portcullis::Verdict) -> bool {
-    verdict
-        .effects
-        .iter()
-        .any(|e| matches!(e, Effect::CreateUser { .. }))
-}
+use crate::common::{Demo, Result, creates_user, find_login};
 
 #[test]
 fn a_first_login_migrates_the_user_and_fills_the_outbox() -> Result {
