@@ -19,6 +19,9 @@ pub mod clock;
 pub mod config;
 mod engine;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 mod grants;
 mod invariants;

@@ -114,10 +114,33 @@ impl Replay {
         result
     }
 
+    /// Replays a recording given as text; `path` names it, and a `pipeline` in it is
+    /// taken relative to `path`'s directory.
+    pub fn run_text(&mut self, path: &Path, text: &str) -> RecordingResult {
+        let mut result = RecordingResult {
+            path: path.to_owned(),
+            steps: Vec::new(),
+            error: None,
+        };
+        if let Err(e) = self.run_recording(path, text, &mut result.steps) {
+            result.error = Some(e);
+        }
+        result
+    }
+
     fn run_steps(&mut self, path: &Path, results: &mut Vec<StepResult>) -> Result<(), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+        self.run_recording(path, &text, results)
+    }
+
+    fn run_recording(
+        &mut self,
+        path: &Path,
+        text: &str,
+        results: &mut Vec<StepResult>,
+    ) -> Result<(), String> {
         let recording: Recording =
-            serde_json::from_str(&text).map_err(|e| format!("not a recording: {e}"))?;
+            serde_json::from_str(text).map_err(|e| format!("not a recording: {e}"))?;
         if recording.recording != crate::record::FORMAT_VERSION {
             return Err(format!(
                 "recording format {} is not supported",

@@ -175,7 +175,11 @@ impl RuleState {
         // Cut before redacting: redaction copies, and a guest may log megabytes.
         cut_guest_text(&mut line, MAX_LOG_LINE);
         let mut line = redact_text(&line).into_owned();
-        truncate_at_char(&mut line, MAX_LOG_LINE);
+        // Redaction's markers can lengthen a line; whole tokens are already masked.
+        if line.len() > MAX_LOG_LINE {
+            truncate_at_char(&mut line, MAX_LOG_LINE);
+            line.push(CUT_MARK);
+        }
         tracing::debug!(rule = %self.rule.name, "{line}");
         self.logs.push(line);
     }
@@ -196,14 +200,17 @@ impl RuleState {
     }
 }
 
-/// Text a guest produced, cut to `max` bytes before anything copies it (redaction
-/// copies), without leaving half an email address at the cut for redaction to miss.
+/// Marks where guest text was cut.
+const CUT_MARK: char = '…';
+
+/// Text a guest produced, cut to at most `max` bytes (the mark included) before
+/// anything copies it (redaction copies), without leaving half an email address at the
+/// cut for redaction to miss.
 pub(crate) fn cut_guest_text(text: &mut String, max: usize) {
     if text.len() > max {
         truncate_at_char(text, max);
-        text.pop(); // the ellipsis: the token before it is trimmed next
         trim_partial_token(text);
-        text.push('…');
+        text.push(CUT_MARK);
     }
 }
 
@@ -217,14 +224,15 @@ fn trim_partial_token(text: &mut String) {
     }
 }
 
+/// Cuts `text` at a char boundary so that it and the mark fit in `max` bytes; the
+/// caller adds the mark.
 fn truncate_at_char(text: &mut String, max: usize) {
     if text.len() > max {
-        let mut cut = max;
+        let mut cut = max.saturating_sub(CUT_MARK.len_utf8());
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
         text.truncate(cut);
-        text.push('…');
     }
 }
 
@@ -264,5 +272,26 @@ impl HostMonotonicClock for StepClock {
     }
     fn now(&self) -> u64 {
         self.now_ns.fetch_add(1_000, Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_text_fits_its_bound_mark_included() {
+        // Found by the outcome fuzz target: the mark once went past the bound.
+        for text in ["x".repeat(2000), "é".repeat(1000), "a-b ".repeat(500)] {
+            for max in [0, 1, 3, 4, 1023, 1024] {
+                let mut cut = text.clone();
+                cut_guest_text(&mut cut, max);
+                assert!(cut.len() <= max.max(CUT_MARK.len_utf8()), "{max}: {cut:?}");
+                assert!(cut.ends_with(CUT_MARK));
+            }
+        }
+        let mut short = "short".to_owned();
+        cut_guest_text(&mut short, 1024);
+        assert_eq!(short, "short");
     }
 }

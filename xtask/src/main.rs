@@ -7,6 +7,8 @@
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 //! - `bench`: the rule pipeline as components, natively and in a JS sandbox
 //! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing)
+//! - `fuzz`: builds the libFuzzer targets in fuzz/ and runs each (`--seconds N`, default
+//!   30, or `--runs N`), seeded from the fixtures; a JSON report in target/fuzz-report.json
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -15,7 +17,12 @@ use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
+mod fuzz;
+
 fn main() -> Result<()> {
+    if std::env::var_os(fuzz::WRAPPER_ENV).is_some() {
+        return fuzz::rustc_wrapper();
+    }
     let task = std::env::args().nth(1).unwrap_or_default();
     let extra: Vec<String> = std::env::args().skip(2).collect();
     match task.as_str() {
@@ -25,7 +32,8 @@ fn main() -> Result<()> {
         "lint" => lint(),
         "bench" => bench(&extra),
         "bench-server" => bench_server(),
-        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint|bench|bench-server>"),
+        "fuzz" => fuzz::fuzz(&extra),
+        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint|bench|bench-server|fuzz>"),
     }
 }
 
@@ -81,6 +89,7 @@ fn build_rules() -> Result<()> {
         "--workspace",
     ]);
     build.args(["--exclude", "portcullis", "--exclude", "xtask"]);
+    build.args(["--exclude", "portcullis-fuzz"]);
     run(build)
 }
 
@@ -132,6 +141,18 @@ fn lint() -> Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    // The fuzz targets and the host's `fuzzing` entry points.
+    let mut clippy_fuzz = cargo();
+    clippy_fuzz.args([
+        "clippy",
+        "--release",
+        "-p",
+        "portcullis-fuzz",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run(clippy_fuzz)?;
     let mut clippy_rules = cargo();
     clippy_rules.args([
         "clippy",
@@ -146,6 +167,8 @@ fn lint() -> Result<()> {
         "portcullis",
         "--exclude",
         "xtask",
+        "--exclude",
+        "portcullis-fuzz",
         "--",
         "-D",
         "warnings",
