@@ -3,6 +3,12 @@
 //! same rules in JavaScript in Node's `vm` with a fresh context per evaluation.
 //!
 //!     cargo bench -p portcullis --bench compare [-- --json] [-- --iterations N]
+//!     cargo bench -p portcullis --bench compare -- --instructions
+//!
+//! `--instructions` counts instructions per login instead of timing (valgrind's
+//! callgrind, repeatable on a busy machine): each engine and scenario runs twice under
+//! it, with 200 and 400 logins, and the difference divided by 200 is one login's cost,
+//! without start-up or compilation.
 //!
 //! Capability answers come from the recordings, in memory, for all three.
 
@@ -293,8 +299,125 @@ fn model_context_json(login: &LoginAttempt) -> Value {
     })
 }
 
+/// Logins per counting run: the two runs differ by `COUNT_STEP`.
+const COUNT_BASE: usize = 200;
+const COUNT_STEP: usize = 200;
+
+/// Under valgrind: `n` logins of one engine on one scenario, nothing else.
+fn count_run(engine: &str, scenario: &str, n: usize) {
+    let mut config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
+        .expect("fixtures/pipeline.toml loads");
+    // valgrind cannot reserve the default pool's address space.
+    config.engine.max_instances = 2;
+    let pipeline = Runtime::new(&config.engine).unwrap().load(&config).unwrap();
+    let configs: Vec<BTreeMap<String, String>> =
+        config.rules.iter().map(|r| r.config.clone()).collect();
+    let recording = root().join(format!("fixtures/recordings/{scenario}.json"));
+    let scenario = Scenario::from_recording(&recording).unwrap();
+    for _ in 0..n {
+        match engine {
+            "wasm" => {
+                std::hint::black_box(pipeline.evaluate(&scenario.login, &scenario.services));
+            }
+            _ => {
+                std::hint::black_box(native_evaluate(
+                    &scenario.login,
+                    &scenario.services,
+                    &configs,
+                ));
+            }
+        }
+    }
+}
+
+/// Instructions the whole process executed, from callgrind's output file.
+fn callgrind_total(engine: &str, scenario: &str, n: usize) -> Result<u64, String> {
+    let out = std::env::temp_dir().join(format!("portcullis-callgrind-{}.out", std::process::id()));
+    let status = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--quiet"])
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args(["--count-run", engine, scenario, &n.to_string()])
+        .status()
+        .map_err(|e| format!("cannot run valgrind ({e}); install it (apt-get install valgrind)"))?;
+    if !status.success() {
+        return Err(format!("valgrind exited with {status}"));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| e.to_string())?;
+    let _ = std::fs::remove_file(&out);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| "no totals in callgrind's output".into())
+}
+
+#[derive(Serialize)]
+struct InstructionRow {
+    scenario: String,
+    wasm_instructions_per_login: u64,
+    native_instructions_per_login: u64,
+    wasm_over_native: f64,
+}
+
+fn instructions(json_out: bool) {
+    // Fill the compile cache first, so no counted run compiles.
+    let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
+        .expect("fixtures/pipeline.toml loads");
+    Runtime::new(&config.engine)
+        .unwrap()
+        .load(&config)
+        .expect("build the rules first: cargo xtask build-rules");
+    let mut rows = Vec::new();
+    for scenario in ["already-migrated", "single-product-migrated"] {
+        let per_login = |engine: &str| -> u64 {
+            let count = |n| callgrind_total(engine, scenario, n).unwrap_or_else(|e| panic!("{e}"));
+            let (low, high) = (count(COUNT_BASE), count(COUNT_BASE + COUNT_STEP));
+            high.saturating_sub(low) / COUNT_STEP as u64
+        };
+        let (wasm, native) = (per_login("wasm"), per_login("native"));
+        rows.push(InstructionRow {
+            scenario: scenario.into(),
+            wasm_instructions_per_login: wasm,
+            native_instructions_per_login: native,
+            wasm_over_native: wasm as f64 / native.max(1) as f64,
+        });
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap());
+        return;
+    }
+    println!(
+        "{:<26} {:>16} {:>16} {:>12}",
+        "scenario", "wasm instr/login", "native instr/login", "wasm/native"
+    );
+    for r in &rows {
+        println!(
+            "{:<26} {:>16} {:>18} {:>11.1}x",
+            r.scenario,
+            r.wasm_instructions_per_login,
+            r.native_instructions_per_login,
+            r.wasm_over_native
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--count-run") {
+        let n = args
+            .get(i + 3)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(COUNT_BASE);
+        count_run(&args[i + 1], &args[i + 2], n);
+        return;
+    }
+    if args.iter().any(|a| a == "--instructions") {
+        instructions(args.iter().any(|a| a == "--json"));
+        return;
+    }
     let json_out = args.iter().any(|a| a == "--json");
     let iterations = args
         .iter()

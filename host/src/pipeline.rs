@@ -320,19 +320,26 @@ impl Pipeline {
             },
         };
         let duration_us = started.elapsed().as_micros() as u64;
-        // The store (trapped or not) is dropped here; its instance slot goes back to
-        // the pool and nothing of this login survives into the next.
-        let state = store.into_data();
-        RuleRun {
+        let state = store.data_mut();
+        let run = RuleRun {
             result,
             duration_us,
             memory_kib: (state.limiter.peak_bytes / 1024) as u64,
             output: state.take_output(),
-            logs: state.logs,
-            evidence: state.evidence,
-        }
+            logs: std::mem::take(&mut state.logs),
+            evidence: std::mem::take(&mut state.evidence),
+        };
+        // The store (trapped or not) is dropped here, on the login's thread: its memory
+        // is reset and its slot goes back to the pool, and nothing of this login
+        // survives into the next. (Dropping on a background thread measured twice as
+        // slow: the next login then gets a slot that is not warm. BENCHMARKS.md.)
+        drop(store);
+        run
     }
 }
+
+/// What `rule_model` starts a panic's log line with.
+const PANIC_PREFIX: &str = "panicked at ";
 
 /// Recursion at an out-of-bounds access that means the guest's own (shadow) stack
 /// ran out: Rust keeps locals in linear memory below its stack pointer, and running
@@ -379,6 +386,11 @@ fn classify(
     };
     let message = match kind {
         FaultKind::Deadline => format!("ran past its deadline of {} ms", state.rule.deadline_ms),
+        // A rule built without WASI logs its panic just before it traps.
+        FaultKind::Trap => match state.logs.last().and_then(|l| l.strip_prefix("error: ")) {
+            Some(panic) if panic.starts_with(PANIC_PREFIX) => panic.to_owned(),
+            _ => error.root_cause().to_string(),
+        },
         _ => error.root_cause().to_string(),
     };
     (kind, message)

@@ -83,7 +83,10 @@ impl LoginSeed {
 
 /// Everything one rule's store holds for one login.
 pub(crate) struct RuleState {
-    wasi: WasiCtx,
+    /// Built at a component's first WASI call: a rule without WASI imports (the
+    /// migration rules) never pays for one.
+    wasi: Option<WasiCtx>,
+    wasi_inputs: WasiInputs,
     table: ResourceTable,
     pub(crate) limiter: Limiter,
     pub(crate) rule: Arc<RuleSettings>,
@@ -108,31 +111,17 @@ impl RuleState {
         seed: LoginSeed,
         evidence: AccountEvidence,
     ) -> Self {
-        let time_ms = login.time_ms;
-        let LoginSeed(seed) = seed;
         let output = BoundedOutput::new(OUTPUT_CAPACITY);
-        // Rust std asks WASI for randomness (HashMap seeds) and clocks; both are derived
-        // from the login so a recorded login replays bit for bit.
-        let wasi = WasiCtx::builder()
-            .stdout(output.clone())
-            .stderr(output.clone())
-            .secure_random(rand::rngs::StdRng::from_seed(seed))
-            .insecure_random(rand::rngs::StdRng::from_seed(seed))
-            .insecure_random_seed(u128::from_le_bytes(
-                seed[..16].try_into().unwrap_or_default(),
-            ))
-            .wall_clock(LoginClock { time_ms })
-            .monotonic_clock(StepClock::default())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Self {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
             password: login.password.clone(),
             evidence,
             refused: None,
-            wasi,
+            wasi: None,
+            wasi_inputs: WasiInputs {
+                seed,
+                time_ms: login.time_ms,
+            },
             table: ResourceTable::new(),
             limiter: Limiter {
                 memory_bytes: (rule.memory_mb as usize) << 20,
@@ -236,10 +225,42 @@ fn truncate_at_char(text: &mut String, max: usize) {
     }
 }
 
+/// What a rule's WASI context is made of.
+struct WasiInputs {
+    seed: LoginSeed,
+    time_ms: u64,
+}
+
+impl WasiInputs {
+    /// Rust std asks WASI for randomness (HashMap seeds) and clocks; both are derived
+    /// from the login so a recorded login replays bit for bit. Output goes to the
+    /// bounded buffer; no network, no files, no environment.
+    fn build(&self, output: &BoundedOutput) -> WasiCtx {
+        let LoginSeed(seed) = self.seed;
+        WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .secure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random(rand::rngs::StdRng::from_seed(seed))
+            .insecure_random_seed(u128::from_le_bytes(
+                seed[..16].try_into().unwrap_or_default(),
+            ))
+            .wall_clock(LoginClock {
+                time_ms: self.time_ms,
+            })
+            .monotonic_clock(StepClock::default())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build()
+    }
+}
+
 impl WasiView for RuleState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (inputs, output) = (&self.wasi_inputs, &self.output);
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: self.wasi.get_or_insert_with(|| inputs.build(output)),
             table: &mut self.table,
         }
     }

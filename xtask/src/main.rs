@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
+mod componentize;
 mod fuzz;
 
 fn main() -> Result<()> {
@@ -62,18 +63,22 @@ fn run(mut command: Command) -> Result<()> {
 }
 
 fn ensure_wasm_target() -> Result<()> {
+    ensure_target(WASM_TARGET)
+}
+
+fn ensure_target(target: &str) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
         .context("cannot run rustup (the wasm32-wasip2 target is installed with it)")?;
     if String::from_utf8_lossy(&installed.stdout)
         .lines()
-        .any(|l| l.trim() == WASM_TARGET)
+        .any(|l| l.trim() == target)
     {
         return Ok(());
     }
     let mut add = Command::new("rustup");
-    add.args(["target", "add", WASM_TARGET]);
+    add.args(["target", "add", target]);
     run(add)
 }
 
@@ -90,7 +95,11 @@ fn build_rules() -> Result<()> {
     ]);
     build.args(["--exclude", "portcullis", "--exclude", "xtask"]);
     build.args(["--exclude", "portcullis-fuzz"]);
-    run(build)
+    for rule in componentize::RULES {
+        build.args(["--exclude", rule]);
+    }
+    run(build)?;
+    componentize::build()
 }
 
 fn demo() -> Result<()> {
@@ -128,6 +137,7 @@ fn test(extra: &[String]) -> Result<()> {
 
 fn lint() -> Result<()> {
     ensure_wasm_target()?;
+    ensure_target(componentize::CORE_TARGET)?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
@@ -153,6 +163,20 @@ fn lint() -> Result<()> {
         "warnings",
     ]);
     run(clippy_fuzz)?;
+    // The rules built without WASI, as they are built (bump allocator, panic hook).
+    let mut clippy_core_rules = cargo();
+    clippy_core_rules.args([
+        "clippy",
+        "--profile",
+        "guest",
+        "--target",
+        componentize::CORE_TARGET,
+    ]);
+    for rule in componentize::RULES {
+        clippy_core_rules.args(["-p", rule]);
+    }
+    clippy_core_rules.args(["--", "-D", "warnings"]);
+    run(clippy_core_rules)?;
     let mut clippy_rules = cargo();
     clippy_rules.args([
         "clippy",

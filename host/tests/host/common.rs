@@ -31,6 +31,22 @@ pub fn guest(name: &str) -> PathBuf {
 /// One `[[rule]]` entry; `extra` is more TOML lines for it. Unless `extra` says
 /// otherwise, the rule may return the effects the test guests return (claims and
 /// metadata patches); effects are otherwise denied by default.
+/// A rule built without WASI (`cargo xtask build-rules` writes them to target/rules).
+pub fn core_rule_component(crate_name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target
+        .join("rules")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask build-rules`",
+        path.display()
+    );
+    path
+}
+
 pub fn rule(name: &str, guest_name: &str, extra: &str) -> String {
     let effects = if extra.contains("effects =") {
         ""

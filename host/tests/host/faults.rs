@@ -106,6 +106,42 @@ fn panic_traps_and_its_message_is_captured() -> Result {
 }
 
 #[test]
+fn a_rule_without_wasi_reports_its_panic_through_log() -> Result {
+    // Built like the migration rules (no WASI, no stderr): the panic hook logs the
+    // message, the guest traps, and the fault carries the message.
+    let component = crate::common::core_rule_component("guest-model-panic");
+    let pipeline = load(&[
+        format!(
+            "[[rule]]\nname = \"faulty\"\ncomponent = \"{}\"\ngrants = [\"log\"]\non_error = \"skip\"\n",
+            component.display()
+        ),
+        rule("healthy", "add-claim", "grants = [\"log\", \"config\"]"),
+    ])?;
+    let imports: Vec<String> = pipeline.rules()[0]
+        .imports
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    assert!(
+        imports.iter().all(|i| !i.starts_with("wasi:")),
+        "a rule built without WASI imports none: {imports:?}"
+    );
+    let login = portcullis::LoginAttempt::from_json(&crate::common::login_json("tx-mp"))?;
+    let verdict = pipeline.evaluate(&login, &Services::none());
+    let fault = verdict.trace[0].fault.as_ref().unwrap();
+    assert_eq!(fault.kind, FaultKind::Trap);
+    assert!(
+        fault
+            .message
+            .contains("rule bug: assumed every login has a directory user"),
+        "{fault:?}"
+    );
+    assert!(fault.message.starts_with("panicked at "), "{fault:?}");
+    assert_eq!(verdict.trace[1].result, RuleResult::Continue);
+    Ok(())
+}
+
+#[test]
 fn unreachable_traps() -> Result {
     let (kind, verdict) = contained("unreachable", "")?;
     assert_eq!(kind, FaultKind::Trap);

@@ -8,7 +8,15 @@ wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule-types" 
 
 pub use portcullis::rule::types::*;
 
+#[cfg(target_arch = "wasm32")]
+mod arena;
 mod json_flag;
+#[cfg(target_arch = "wasm32")]
+pub use arena::BumpAllocator;
+
+/// How a rule built without WASI reports a panic: an `error` log line starting with
+/// this, then the trap. The host puts that line in the fault.
+pub const PANIC_PREFIX: &str = "panicked at ";
 pub use json_flag::json_flag;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,20 +97,25 @@ macro_rules! guest_host {
 #[macro_export]
 macro_rules! export_rule {
     (on_login: $on_login:path) => {
-        $crate::export_rule!(@guest "portcullis:rule/rule", $on_login, {});
+        $crate::export_rule!(@guest "../../wit", "portcullis:rule/rule", $on_login, {});
+    };
+    // A crate elsewhere than `rules/<name>/` names the contract's directory.
+    (wit: $wit:literal, on_login: $on_login:path) => {
+        $crate::export_rule!(@guest $wit, "portcullis:rule/rule", $on_login, {});
     };
     (on_login: $on_login:path, on_continue: $on_continue:path) => {
-        $crate::export_rule!(@guest "portcullis:rule/resumable-rule", $on_login, {
+        $crate::export_rule!(@guest "../../wit", "portcullis:rule/resumable-rule", $on_login, {
             fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
+                report_panics();
                 $on_continue(&ctx, &resume)
             }
         });
     };
-    (@guest $world:literal, $on_login:path, { $($more:tt)* }) => {
+    (@guest $wit:literal, $world:literal, $on_login:path, { $($more:tt)* }) => {
         #[cfg(target_arch = "wasm32")]
         mod guest {
             wit_bindgen::generate!({
-                path: "../../wit",
+                path: $wit,
                 world: $world,
                 with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
             });
@@ -112,6 +125,7 @@ macro_rules! export_rule {
 
             impl Guest for Rule {
                 fn on_login(ctx: LoginContext) -> Result<Outcome, RuleError> {
+                    report_panics();
                     $on_login(&ctx, &mut GuestHost)
                 }
 
@@ -119,6 +133,31 @@ macro_rules! export_rule {
             }
 
             export!(Rule);
+
+            // Without WASI, an instance lives for one call: bump-allocate it.
+            #[cfg(target_os = "unknown")]
+            #[global_allocator]
+            static ALLOCATOR: ::rule_model::BumpAllocator = ::rule_model::BumpAllocator::new();
+
+            /// Without WASI there is no stderr for a panic's message: it goes through the
+            /// `log` capability (so a rule built this way imports `log`).
+            fn report_panics() {
+                #[cfg(target_os = "unknown")]
+                std::panic::set_hook(Box::new(|info| {
+                    use portcullis::rule::log::{Level, log};
+                    let location = info.location().map(|l| format!("{}:{}", l.file(), l.line()));
+                    let message = info
+                        .payload()
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("a panic");
+                    log(
+                        Level::Error,
+                        &format!("{}{}: {message}", ::rule_model::PANIC_PREFIX, location.unwrap_or_default()),
+                    );
+                }));
+            }
         }
     };
 }

@@ -1,0 +1,56 @@
+//! Rules without WASI: the migration rules are built for `wasm32-unknown-unknown` (one
+//! core module, no imports but the contract's) and wrapped into components here, with
+//! the component type wit-bindgen embedded in each.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::{cargo, run, workspace_root};
+
+pub const CORE_TARGET: &str = "wasm32-unknown-unknown";
+
+/// The rule crates built without WASI: the migration rules and a test guest built the
+/// same way. The other test guests keep WASI: a host must run those unchanged.
+pub const RULES: &[&str] = &[
+    "rule-bulk-imported-skip",
+    "rule-migrate-on-login",
+    "rule-ownership-check",
+    "rule-id-propagation",
+    "guest-model-panic",
+];
+
+/// Builds [`RULES`] as core modules and writes each as a component to
+/// `target/rules/<crate_name>.wasm`.
+pub fn build() -> Result<()> {
+    crate::ensure_target(CORE_TARGET)?;
+    let mut build = cargo();
+    build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
+    for rule in RULES {
+        build.args(["-p", rule]);
+    }
+    run(build)?;
+    let root = workspace_root();
+    let out = root.join("target/rules");
+    std::fs::create_dir_all(&out)?;
+    for rule in RULES {
+        let name = rule.replace('-', "_");
+        let core = root
+            .join("target")
+            .join(CORE_TARGET)
+            .join("guest")
+            .join(format!("{name}.wasm"));
+        componentize(&core, &out.join(format!("{name}.wasm")))?;
+    }
+    Ok(())
+}
+
+fn componentize(core: &Path, component: &Path) -> Result<()> {
+    let module = std::fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
+    let encoded = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .and_then(|encoder| encoder.validate(true).encode())
+        .with_context(|| format!("cannot make a component of {}", core.display()))?;
+    std::fs::write(component, encoded)
+        .with_context(|| format!("cannot write {}", component.display()))
+}
