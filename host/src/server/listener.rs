@@ -55,11 +55,22 @@ connection: close\r\ncontent-length: 37\r\n\r\n{\"error\": \"too many open conne
 struct Unspoken(std::sync::Mutex<std::collections::VecDeque<Arc<Activity>>>);
 
 impl Unspoken {
-    fn push(&self, activity: Arc<Activity>) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back(activity);
+    /// Adds a new connection; drops the ones that spoke or closed once the queue holds
+    /// twice `max_open` entries. At most `max_open` connections are open, so the queue
+    /// stays under twice that however many come and go, and pruning is amortized O(1).
+    fn push(&self, activity: Arc<Activity>, max_open: usize) {
+        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() >= 2 * max_open {
+            queue.retain(|a| {
+                a.requests.load(Ordering::SeqCst) == 0 && !a.closed.load(Ordering::SeqCst)
+            });
+        }
+        queue.push_back(activity);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     /// Tells the oldest silent connection to close; false when there is none.
@@ -101,6 +112,7 @@ pub async fn serve_connections(
     let unspoken = Arc::new(Unspoken::default());
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
+    let trimmer = tokio::spawn(trim_after_bursts(slots.clone(), limits.max_connections));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -141,6 +153,7 @@ pub async fn serve_connections(
             drop(slot);
         });
     }
+    trimmer.abort();
     let _ = stop.send(true);
     // Every connection gives its slot back when it ends.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
@@ -157,7 +170,7 @@ async fn serve_one(
 ) {
     let opened = tokio::time::Instant::now();
     let activity = Arc::new(Activity::default());
-    unspoken.push(activity.clone());
+    unspoken.push(activity.clone(), limits.max_connections);
     let tracker = activity.clone();
     let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
         let router = router.clone();
@@ -217,4 +230,57 @@ async fn serve_one(
         }
     }
     activity.closed.store(true, Ordering::SeqCst);
+}
+
+/// After a burst of connections (a flood, a traffic spike) the allocator keeps the
+/// memory they used; once most of them are gone, hand it back to the system, so
+/// memory returns to its baseline instead of staying at the burst's peak.
+async fn trim_after_bursts(slots: Arc<Semaphore>, max_connections: usize) {
+    let mut peak = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let open = max_connections - slots.available_permits();
+        peak = peak.max(open);
+        if peak >= 64 && open <= peak / 4 {
+            peak = open;
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_silent_queue_stays_bounded_as_connections_come_and_go() {
+        let unspoken = Unspoken::default();
+        let mut silent = std::collections::VecDeque::new();
+        for i in 0..10_000 {
+            let activity = Arc::new(Activity::default());
+            // Most connections speak or close; every tenth stays silent and open, and
+            // at most 50 are open at once (the connection cap holds that in serve).
+            if i % 10 != 0 {
+                activity.closed.store(true, Ordering::SeqCst);
+            } else {
+                silent.push_back(activity.clone());
+                if silent.len() > 50 {
+                    let oldest: Arc<Activity> = silent.pop_front().unwrap();
+                    oldest.closed.store(true, Ordering::SeqCst);
+                }
+            }
+            unspoken.push(activity, 64);
+            assert!(
+                unspoken.len() <= 2 * 64,
+                "{} entries after {i}",
+                unspoken.len()
+            );
+        }
+        // The silent, open ones are still there to be evicted.
+        assert!(unspoken.evict_oldest());
+    }
 }
