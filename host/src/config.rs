@@ -229,6 +229,15 @@ pub struct StateSettings {
     /// Each legacy product's own database, by product name.
     #[serde(default)]
     pub legacy: BTreeMap<String, String>,
+    /// How often the bookkeeping of logins that changed nothing else (last login,
+    /// login count, the transaction as applied) is written, in ms; 0 writes it with
+    /// each login. A crash loses at most this much of it.
+    #[serde(default = "default_login_stats_flush_ms")]
+    pub login_stats_flush_ms: u64,
+}
+
+fn default_login_stats_flush_ms() -> u64 {
+    100
 }
 
 /// Resume tokens: HMAC-SHA256 signed with `key` (or the environment variable named by

@@ -14,9 +14,10 @@ use crate::login::LoginAttempt;
 use crate::pipeline::{Pipeline, ResumePoint};
 use crate::resume::{ResumeRefusal, ResumeTokens, TokenClaims};
 use crate::services::{LegacyStores, Services};
+use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
-    EffectBatch, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore, StoreError,
-    StoredLogin, TakenResume, sqlite_path,
+    ApplyReport, EffectBatch, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore,
+    StoreError, StoredLogin, TakenResume, sqlite_path,
 };
 use crate::verdict::{Decision, Effect, Verdict};
 
@@ -44,6 +45,8 @@ pub struct Gateway {
     clock: Arc<dyn Clock>,
     /// How far a login's `time_ms` may be from the host's clock.
     max_skew_ms: u64,
+    /// Writes the bookkeeping of logins without effects behind; `None`: with each login.
+    login_stats: Option<LoginStats>,
 }
 
 impl Gateway {
@@ -65,6 +68,7 @@ impl Gateway {
             apply_effects: true,
             clock: clock::system(),
             max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
+            login_stats: None,
         }
     }
 
@@ -76,7 +80,17 @@ impl Gateway {
         crate::passwords::configure(config.passwords);
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
+        let flush_ms = config.state.as_ref().map_or(0, |s| s.login_stats_flush_ms);
+        if flush_ms > 0 {
+            gateway.login_stats = Some(LoginStats::start(gateway.state.clone(), flush_ms));
+        }
         Ok(gateway)
+    }
+
+    /// Writes the login statistics waiting to be written behind (tests, shutdown);
+    /// returns how many logins it counted.
+    pub fn flush_login_stats(&self) -> Result<usize, StoreError> {
+        self.login_stats.as_ref().map_or(Ok(0), LoginStats::flush)
     }
 
     /// Decide expiry and skew by this clock instead of the system's (tests, replay).
@@ -217,6 +231,26 @@ impl Gateway {
                     effects: verdict.effects.clone(),
                     password_hash,
                 };
+                // Nothing but bookkeeping to store: written behind.
+                if let Some(stats) = &self.login_stats
+                    && batch
+                        .effects
+                        .iter()
+                        .all(|e| matches!(e, Effect::AddClaim { .. }))
+                {
+                    stats.record(LoginMark {
+                        transaction_id: batch.transaction_id,
+                        user_id: batch.user_id.clone(),
+                        time_ms: batch.time_ms,
+                    });
+                    verdict.applied = Some(ApplyReport {
+                        applied: true,
+                        user_id: batch.user_id,
+                        created_user: false,
+                        outbox_messages: 0,
+                    });
+                    return Ok(verdict);
+                }
                 match self.state.apply(&batch) {
                     Ok(report) => verdict.applied = Some(report),
                     Err(e) => {

@@ -32,7 +32,7 @@ fn main() -> Result<()> {
         "test" => test(&extra),
         "lint" => lint(),
         "bench" => bench(&extra),
-        "bench-server" => bench_server(),
+        "bench-server" => bench_server(&extra),
         "fuzz" => fuzz::fuzz(&extra),
         _ => bail!("usage: cargo xtask <build-rules|demo|test|lint|bench|bench-server|fuzz>"),
     }
@@ -209,7 +209,26 @@ fn bench(extra: &[String]) -> Result<()> {
     run(bench)
 }
 
-fn bench_server() -> Result<()> {
+fn bench_server(extra: &[String]) -> Result<()> {
+    // `--login-stats-flush-ms N`: how the statistics of logins without effects are
+    // written (0: with each login; the config's default otherwise). `--postgres URL`:
+    // the directory in PostgreSQL instead of the demo's SQLite file.
+    let (mut flush_ms, mut postgres) = (None, None);
+    let mut args = extra.iter();
+    while let Some(flag) = args.next() {
+        match (flag.as_str(), args.next()) {
+            ("--login-stats-flush-ms", Some(n)) => {
+                flush_ms = Some(
+                    n.parse::<u64>()
+                        .context("--login-stats-flush-ms needs a number")?,
+                )
+            }
+            ("--postgres", Some(url)) => postgres = Some(url.clone()),
+            _ => {
+                bail!("usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL]")
+            }
+        }
+    }
     build_rules()?;
     if Command::new("wrk").arg("--version").output().is_err() {
         let mut install = Command::new("apt-get");
@@ -228,30 +247,6 @@ fn bench_server() -> Result<()> {
     run(build)?;
     let root = workspace_root();
     let portcullis = root.join("target/release/portcullis");
-    let mut seed = Command::new(&portcullis);
-    seed.current_dir(&root).args([
-        "seed",
-        "--config",
-        "fixtures/pipeline.toml",
-        "--logins",
-        "0",
-    ]);
-    run(seed)?;
-    // A user the seed put in the directory as already migrated.
-    let db = root.join("target/demo-state/directory.db");
-    let email = Command::new("python3")
-        .args([
-            "-c",
-            "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(\"SELECT email FROM users WHERE app_metadata LIKE '%\\\"migrated\\\":true%' LIMIT 1\").fetchone()[0])",
-        ])
-        .arg(&db)
-        .output()
-        .context("python3 reads the seeded directory")?;
-    let email = String::from_utf8(email.stdout)?.trim().to_owned();
-    anyhow::ensure!(
-        email.contains('@'),
-        "no migrated user in the seeded directory"
-    );
     // The demo pipeline, with its gateway allowed to vouch for password-less logins
     // (the path measured here): a copy beside the demo state, paths adjusted.
     let token = "bench-gateway-token-0123456789abcdef";
@@ -263,8 +258,55 @@ fn bench_server() -> Result<()> {
             .replace(
                 "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
                 "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"\nvouches = true",
+            )
+            .replace(
+                "[state]\n",
+                &flush_ms.map_or("[state]\n".into(), |ms| {
+                    format!("[state]\nlogin_stats_flush_ms = {ms}\n")
+                }),
+            )
+            .replace(
+                "directory = \"sqlite://../target/demo-state/directory.db\"",
+                &postgres.as_ref().map_or(
+                    "directory = \"sqlite://../target/demo-state/directory.db\"".into(),
+                    |url| format!("directory = \"{url}\""),
+                ),
             ),
     )?;
+    let mut seed = Command::new(&portcullis);
+    seed.current_dir(&root)
+        .args([
+            "seed",
+            "--logins",
+            "0",
+            "--logins-dir",
+            "target/bench-logins",
+            "--config",
+        ])
+        .arg(&config);
+    run(seed)?;
+    // A user the seed put in the directory as already migrated.
+    let query = "SELECT email FROM users WHERE app_metadata LIKE '%\"migrated\":true%' LIMIT 1";
+    let email = match &postgres {
+        Some(url) => Command::new("psql")
+            .args([url.as_str(), "-tAc", query])
+            .output()
+            .context("psql reads the seeded directory")?,
+        None => Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])",
+            ])
+            .arg(root.join("target/demo-state/directory.db"))
+            .arg(query)
+            .output()
+            .context("python3 reads the seeded directory")?,
+    };
+    let email = String::from_utf8(email.stdout)?.trim().to_owned();
+    anyhow::ensure!(
+        email.contains('@'),
+        "no migrated user in the seeded directory"
+    );
     let script = std::env::temp_dir().join("portcullis-migrated-login.lua");
     std::fs::write(
         &script,

@@ -3,6 +3,7 @@
 
 mod apply;
 pub mod legacy_sqlite;
+pub mod login_stats;
 mod postgres;
 mod sqlite;
 
@@ -141,6 +142,10 @@ pub trait StateStore: Directory {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
+    /// Writes logins' bookkeeping in one transaction (see `login_stats`): each
+    /// transaction id is recorded as applied once, and only then counted on its
+    /// user. Returns how many were counted.
+    fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;

@@ -2,12 +2,15 @@
 //! semantics as the SQLite store; concurrency is settled by the database: unique
 //! keys with `ON CONFLICT`, and `FOR UPDATE SKIP LOCKED` for outbox claims.
 
+use std::collections::HashMap;
+
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
     check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
@@ -331,6 +334,38 @@ impl StateStore for PostgresState {
         let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
         tx.commit()?;
         Ok(report)
+    }
+
+    fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let mut per_user: HashMap<&str, (u64, i64)> = HashMap::new();
+        let mut counted = 0;
+        let applied = tx.prepare(
+            "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (transaction_id) DO NOTHING",
+        )?;
+        for mark in marks {
+            let time = sql_time(mark.time_ms);
+            if tx.execute(&applied, &[&mark.transaction_id, &mark.user_id, &time])? == 0 {
+                continue; // applied before: counted then
+            }
+            counted += 1;
+            if let Some(user) = &mark.user_id {
+                let entry = per_user.entry(user).or_insert((0, 0));
+                *entry = (entry.0.max(mark.time_ms), entry.1 + 1);
+            }
+        }
+        let update = tx.prepare(
+            "UPDATE users SET last_login_ms = GREATEST(COALESCE(last_login_ms, 0), $2),
+                              logins_count = logins_count + $3 WHERE id = $1",
+        )?;
+        for (user, (last, count)) in &per_user {
+            let count = i32::try_from(*count).unwrap_or(i32::MAX);
+            tx.execute(&update, &[user, &sql_time(*last), &count])?;
+        }
+        tx.commit()?;
+        Ok(counted)
     }
 
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {

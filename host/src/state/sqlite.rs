@@ -1,5 +1,6 @@
 //! The embedded default: directory, outbox and resume tokens in one SQLite file.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -8,6 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
     check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
@@ -337,6 +339,43 @@ impl StateStore for SqliteState {
         let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
         tx.commit()?;
         Ok(report)
+    }
+
+    fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut per_user: HashMap<&str, (u64, i64)> = HashMap::new();
+        let mut counted = 0;
+        {
+            let mut applied = tx.prepare_cached(
+                "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (transaction_id) DO NOTHING",
+            )?;
+            for mark in marks {
+                if applied.execute(params![
+                    mark.transaction_id,
+                    mark.user_id,
+                    sql_time(mark.time_ms)
+                ])? == 0
+                {
+                    continue; // applied before: counted then
+                }
+                counted += 1;
+                if let Some(user) = &mark.user_id {
+                    let entry = per_user.entry(user).or_insert((0, 0));
+                    *entry = (entry.0.max(mark.time_ms), entry.1 + 1);
+                }
+            }
+            let mut update = tx.prepare_cached(
+                "UPDATE users SET last_login_ms = MAX(COALESCE(last_login_ms, 0), ?2),
+                                  logins_count = logins_count + ?3 WHERE id = ?1",
+            )?;
+            for (user, (last, count)) in &per_user {
+                update.execute(params![user, sql_time(*last), count])?;
+            }
+        }
+        tx.commit()?;
+        Ok(counted)
     }
 
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {

@@ -70,12 +70,20 @@ fn a_first_login_migrates_the_user_and_fills_the_outbox() -> Result {
     assert_eq!(second.decision, Decision::Allow);
     assert!(second.effects.is_empty(), "{:?}", second.effects);
     assert_eq!(demo.gateway.state().outbox_messages()?.len(), outbox.len());
-    assert_eq!(
+    // A login that changes nothing but the statistics writes them behind: counted once
+    // the writer flushes, not before.
+    let count = |demo: &Demo| {
         demo.sql::<i64>(&format!(
             "SELECT logins_count FROM users WHERE id = '{user_id}'"
-        )),
-        2
-    );
+        ))
+    };
+    assert_eq!(count(&demo), 1);
+    assert_eq!(demo.gateway.flush_login_stats()?, 1);
+    assert_eq!(count(&demo), 2);
+    // The same transaction again (a gateway's retry) is not counted twice.
+    demo.gateway.login(&again)?;
+    assert_eq!(demo.gateway.flush_login_stats()?, 0);
+    assert_eq!(count(&demo), 2);
     Ok(())
 }
 
@@ -286,5 +294,41 @@ fn a_corrupt_legacy_hash_is_that_accounts_problem() -> Result {
         }
     }
     assert!(corrupt > 0, "the seed holds corrupt hashes");
+    Ok(())
+}
+
+#[test]
+fn login_statistics_reach_the_store_without_a_flush() -> Result {
+    // The writer thread flushes on its own (every 100 ms by default), and a dropped
+    // gateway writes what is left.
+    let demo = Demo::new(300, 120);
+    // An already-migrated user's login: allowed, nothing to store but statistics.
+    let login = find_login(&demo, |v, _| {
+        v.decision == Decision::Allow
+            && v.effects
+                .iter()
+                .all(|e| matches!(e, Effect::AddClaim { .. }))
+    });
+    let user = demo.gateway.state().find_by_email(&login.email)?.remove(0);
+    let count = |demo: &Demo| {
+        demo.sql::<i64>(&format!(
+            "SELECT logins_count FROM users WHERE id = '{}'",
+            user.id
+        ))
+    };
+    let before = count(&demo);
+    let verdict = demo.gateway.login(&login)?;
+    assert_eq!(verdict.decision, Decision::Allow, "{verdict:?}");
+    assert!(
+        verdict
+            .effects
+            .iter()
+            .all(|e| matches!(e, Effect::AddClaim { .. }))
+    );
+    let waited = std::time::Instant::now();
+    while count(&demo) == before && waited.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(count(&demo), before + 1);
     Ok(())
 }

@@ -267,3 +267,57 @@ fn outbox_claims_are_exclusive_across_instances() -> Result {
     assert!(!x.is_empty() && !y.is_empty(), "both instances took part");
     Ok(())
 }
+
+/// Login statistics written behind: each transaction counted once, the latest login
+/// kept, on both stores.
+fn records_logins_once(state: &dyn StateStore) -> Result {
+    use portcullis::state::login_stats::LoginMark;
+    let created = state.apply(&EffectBatch {
+        transaction_id: "tx-stats-0".into(),
+        time_ms: 1_000,
+        user_id: None,
+        new_user_id: "usr_stats".into(),
+        effects: vec![Effect::CreateUser {
+            email: "stats@example.com".into(),
+            email_verified: true,
+            app_metadata: serde_json::json!({}),
+            user_metadata: serde_json::json!({}),
+            password_from_login: false,
+        }],
+        password_hash: None,
+    })?;
+    assert!(created.created_user);
+    let mark = |tx: &str, time_ms| LoginMark {
+        transaction_id: tx.into(),
+        user_id: Some("usr_stats".into()),
+        time_ms,
+    };
+    // Out of order, with a repeat inside the batch and one of an applied transaction.
+    let counted = state.record_logins(&[
+        mark("tx-stats-2", 3_000),
+        mark("tx-stats-1", 2_000),
+        mark("tx-stats-2", 3_000),
+        mark("tx-stats-0", 1_000),
+    ])?;
+    assert_eq!(counted, 2);
+    assert_eq!(state.record_logins(&[mark("tx-stats-1", 2_000)])?, 0);
+    let user = state.find_by_email("stats@example.com")?.remove(0);
+    assert_eq!(user.logins_count, 3);
+    assert_eq!(user.last_login_ms, Some(3_000));
+    Ok(())
+}
+
+#[test]
+fn login_statistics_are_counted_once_in_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let state = portcullis::state::SqliteState::open(&dir.path().join("directory.db"))?;
+    records_logins_once(&state)
+}
+
+#[test]
+fn login_statistics_are_counted_once_in_postgres() -> Result {
+    let Some(url) = fresh_database("stats") else {
+        return skipped("login_statistics_are_counted_once_in_postgres");
+    };
+    records_logins_once(&PostgresState::connect(&url)?)
+}
