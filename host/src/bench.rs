@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::record::{Expectation, MemoryAnswers, Recording};
+use crate::replay::record::{Expectation, MemoryAnswers, Recording};
 use crate::services::Services;
 use crate::{LoadError, LoginAttempt, Pipeline, PipelineConfig, Runtime};
 

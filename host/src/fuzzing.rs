@@ -7,11 +7,11 @@ use std::path::Path;
 
 use arbitrary::{Result as ArbitraryResult, Unstructured};
 
-use crate::bindings::wit;
-use crate::login::{LoginAttempt, MAX_TIME_MS};
-use crate::record::Recording;
+use crate::gateway::login::{LoginAttempt, MAX_TIME_MS};
+use crate::gateway::resume::ResumeTokens;
 use crate::replay::Replay;
-use crate::resume::ResumeTokens;
+use crate::replay::record::Recording;
+use crate::runtime::bindings::wit;
 
 /// The key the resume-token target signs and verifies with; its seed tokens are
 /// signed with it too, so the fuzzer starts from tokens that verify.
@@ -86,15 +86,15 @@ pub fn outcome(data: &[u8]) {
         return;
     };
     let effects = outcome.effects.len();
-    if let Ok(valid) = crate::outcome::validate("fuzzed-rule", outcome, max_bytes) {
+    if let Ok(valid) = crate::runtime::outcome::validate("fuzzed-rule", outcome, max_bytes) {
         assert_eq!(valid.effects.len(), effects);
         assert!(valid.effects.len() <= 256);
         for effect in &valid.effects {
-            let _ = crate::outcome::effect_to_wit(effect);
+            let _ = crate::runtime::outcome::effect_to_wit(effect);
         }
     }
     if let Ok(error) = arbitrary_rule_error(&mut input)
-        && let Ok(message) = crate::outcome::error_message(&error, max_bytes)
+        && let Ok(message) = crate::runtime::outcome::error_message(&error, max_bytes)
     {
         assert!(
             message.len() <= 1024,

@@ -12,45 +12,36 @@
 //! ```
 
 pub mod bench;
-mod bindings;
-mod cache;
-mod capabilities;
-pub mod clock;
 pub mod config;
-mod engine;
 pub mod error;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gateway;
-mod grants;
-mod invariants;
-pub mod login;
-pub mod outbox;
-mod outcome;
-mod output;
-pub mod passwords;
-mod pipeline;
-pub mod record;
+pub mod jobs;
 pub mod redact;
 pub mod replay;
-pub mod resume;
-mod sandbox;
-pub mod seed;
+pub mod runtime;
 pub mod server;
 pub mod services;
 pub mod state;
-pub mod verdict;
 
-pub use cache::CompileSource;
+// The modules' earlier, flat paths, kept for the library's users.
+pub use gateway::{clock, login, resume};
+pub use jobs::{outbox, seed};
+pub use replay::record;
+pub use runtime::verdict;
+pub use state::passwords;
+
 pub use config::{Capability, EffectKind, EngineSettings, OnError, PipelineConfig, RuleSettings};
-pub use engine::Runtime;
 pub use error::{ConfigError, LoadError, LoginError};
 pub use gateway::{Gateway, GatewayError};
-pub use grants::Import;
-pub use invariants::AccountEvidence;
 pub use login::LoginAttempt;
-pub use pipeline::{LoadedRule, Pipeline, ResumePoint};
+pub use runtime::cache::CompileSource;
+pub use runtime::engine::Runtime;
+pub use runtime::grants::Import;
+pub use runtime::invariants::AccountEvidence;
+pub use runtime::pipeline::{LoadedRule, Pipeline, ResumePoint};
 pub use services::Services;
 pub use verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 

@@ -5,7 +5,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::login::DirectoryUser;
+use crate::gateway::login::DirectoryUser;
 
 /// The capability calls by the names traces, logs and recordings give them
 /// (`interface.function`, as in `wit/rule.wit`).

@@ -26,7 +26,7 @@ pub use listener::{ConnectionLimits, serve_connections};
 pub use metrics::Metrics;
 
 use crate::gateway::{Gateway, GatewayError};
-use crate::outbox::Dispatcher;
+use crate::jobs::outbox::Dispatcher;
 use crate::{LoginAttempt, PipelineConfig, Runtime};
 
 #[derive(Debug, thiserror::Error)]

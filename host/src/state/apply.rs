@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use super::{ApplyReport, EffectBatch, StoreError};
-use crate::verdict::Effect;
+use crate::runtime::verdict::Effect;
 
 /// Which metadata document a patch applies to.
 #[derive(Debug, Clone, Copy)]

@@ -4,6 +4,7 @@
 mod apply;
 pub mod legacy_sqlite;
 pub mod login_stats;
+pub mod passwords;
 mod postgres;
 mod sqlite;
 
@@ -13,9 +14,9 @@ pub use legacy_sqlite::SqliteLegacyStores;
 pub use postgres::PostgresState;
 pub use sqlite::SqliteState;
 
-use crate::login::{DirectoryUser, LoginAttempt};
+use crate::gateway::login::{DirectoryUser, LoginAttempt};
+use crate::runtime::verdict::Effect;
 use crate::services::Directory;
-use crate::verdict::Effect;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,7 +74,7 @@ pub struct ResumeRecord {
     pub expires_at_ms: u64,
     /// What the host verified before the redirect (links are checked against it).
     #[serde(default)]
-    pub evidence: crate::invariants::AccountEvidence,
+    pub evidence: crate::runtime::invariants::AccountEvidence,
 }
 
 /// A login as kept for a resume: everything but the password.
@@ -84,7 +85,7 @@ pub struct StoredLogin {
     pub connection: String,
     pub client_id: String,
     pub email: String,
-    pub request: crate::login::RequestInfo,
+    pub request: crate::gateway::login::RequestInfo,
     pub user: Option<DirectoryUser>,
 }
 
@@ -223,14 +224,13 @@ pub(crate) fn check_stored_password(
         None => Err(ServiceError::not_found(format!("no {account}"))),
         Some(None) => Ok(false),
         Some(Some(hash)) => {
-            crate::passwords::verify(&hash, secrecy::ExposeSecret::expose_secret(password)).map_err(
-                |e| match e {
-                    crate::passwords::HashError::TooCostly(..) => {
+            crate::state::passwords::verify(&hash, secrecy::ExposeSecret::expose_secret(password))
+                .map_err(|e| match e {
+                    crate::state::passwords::HashError::TooCostly(..) => {
                         ServiceError::refused(format!("{account}: {e}"))
                     }
                     _ => ServiceError::invalid_argument(format!("{account}: {e}")),
-                },
-            )
+                })
         }
     }
 }
@@ -247,7 +247,7 @@ pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
 
 /// A fresh lease token for one outbox claim: 128 random bits, as a token id.
 pub(crate) fn new_lease_token() -> String {
-    crate::resume::ResumeTokens::new_jti()
+    crate::gateway::resume::ResumeTokens::new_jti()
 }
 
 /// A time as the stores keep it (a signed 64-bit integer). Times are bounded where

@@ -15,7 +15,7 @@ use super::{
     check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
     stored_time, unavailable,
 };
-use crate::login::{DirectoryUser, Identity};
+use crate::gateway::login::{DirectoryUser, Identity};
 use crate::services::{Directory, ServiceError};
 
 const SCHEMA: &str = "

@@ -1,7 +1,7 @@
-use crate::bindings::portcullis::rule::legacy::Host;
-use crate::bindings::wit;
-use crate::bindings::wit::LegacyAccount;
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::portcullis::rule::legacy::Host;
+use crate::runtime::bindings::wit;
+use crate::runtime::bindings::wit::LegacyAccount;
+use crate::runtime::sandbox::RuleState;
 use crate::services::call;
 
 impl Host for RuleState {

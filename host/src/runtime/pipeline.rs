@@ -7,16 +7,16 @@ use std::time::Instant;
 use wasmtime::component::{ComponentExportIndex, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
-use crate::bindings::{RulePre, wit};
-use crate::cache::CompileSource;
 use crate::config::{OnError, RuleSettings};
-use crate::grants::Import;
-use crate::invariants::{self, AccountEvidence};
-use crate::login::LoginAttempt;
-use crate::outcome::{self, RuleOutcome, effect_to_wit};
-use crate::sandbox::{LoginSeed, RuleState};
+use crate::gateway::login::LoginAttempt;
+use crate::runtime::bindings::{RulePre, wit};
+use crate::runtime::cache::CompileSource;
+use crate::runtime::grants::Import;
+use crate::runtime::invariants::{self, AccountEvidence};
+use crate::runtime::outcome::{self, RuleOutcome, effect_to_wit};
+use crate::runtime::sandbox::{LoginSeed, RuleState};
+use crate::runtime::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 use crate::services::Services;
-use crate::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 
 /// Where a redirected login resumes: the redirecting rule, its state and what the
 /// redirect target reported.

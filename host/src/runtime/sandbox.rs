@@ -13,12 +13,12 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::RuleSettings;
-use crate::invariants::AccountEvidence;
-use crate::login::LoginAttempt;
-use crate::output::BoundedOutput;
+use crate::gateway::login::LoginAttempt;
 use crate::redact::redact_text;
+use crate::runtime::invariants::AccountEvidence;
+use crate::runtime::output::BoundedOutput;
+use crate::runtime::verdict::FaultKind;
 use crate::services::Services;
-use crate::verdict::FaultKind;
 
 /// Guest stdout+stderr kept per run: enough for a panic message.
 pub(crate) const OUTPUT_CAPACITY: usize = 4 * 1024;

@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EffectKind, RuleSettings};
-use crate::login::LoginAttempt;
+use crate::gateway::login::LoginAttempt;
+use crate::runtime::verdict::Effect;
 use crate::state::normalize_email;
-use crate::verdict::Effect;
 
 /// A legacy account: (product, legacy id).
 pub type AccountRef = (String, String);

@@ -1,6 +1,6 @@
-use crate::bindings::portcullis::rule::directory::Host;
-use crate::bindings::wit;
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::portcullis::rule::directory::Host;
+use crate::runtime::bindings::wit;
+use crate::runtime::sandbox::RuleState;
 use crate::services::call;
 
 impl Host for RuleState {

@@ -8,13 +8,13 @@ use std::time::Duration;
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use crate::bindings::{Rule, RulePre};
-use crate::cache::{CompileCache, CompileSource};
 use crate::config::{EngineSettings, PipelineConfig, RuleSettings};
 use crate::error::LoadError;
-use crate::grants::{Import, check_imports};
-use crate::pipeline::{LoadedRule, Pipeline};
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::{Rule, RulePre};
+use crate::runtime::cache::{CompileCache, CompileSource};
+use crate::runtime::grants::{Import, check_imports};
+use crate::runtime::pipeline::{LoadedRule, Pipeline};
+use crate::runtime::sandbox::RuleState;
 
 /// How often the epoch advances; rule deadlines are counted in these ticks.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);

@@ -2,24 +2,28 @@
 //! evaluates, applies the effects of an allowed login in one transaction, and parks
 //! a redirected login behind a resume token.
 
+pub mod clock;
+pub mod login;
+pub mod resume;
+
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
 use crate::Runtime;
-use crate::clock::{self, Clock};
 use crate::config::PipelineConfig;
 use crate::error::{LoadError, LoginError};
-use crate::login::LoginAttempt;
-use crate::pipeline::{Pipeline, ResumePoint};
-use crate::resume::{ResumeRefusal, ResumeTokens, TokenClaims};
+use crate::runtime::pipeline::{Pipeline, ResumePoint};
+use crate::runtime::verdict::{Decision, Effect, Verdict};
 use crate::services::{LegacyStores, Services};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
     ApplyReport, EffectBatch, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore,
     StoreError, StoredLogin, TakenResume, sqlite_path,
 };
-use crate::verdict::{Decision, Effect, Verdict};
+use clock::Clock;
+use login::LoginAttempt;
+use resume::{ResumeRefusal, ResumeTokens, TokenClaims};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -77,7 +81,7 @@ impl Gateway {
     pub fn open(config: &PipelineConfig, runtime: &Runtime) -> Result<Self, GatewayError> {
         let pipeline = Arc::new(runtime.load(config)?);
         let (state, legacy) = open_stores(config)?;
-        crate::passwords::configure(config.passwords);
+        crate::state::passwords::configure(config.passwords);
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
         let flush_ms = config.state.as_ref().map_or(0, |s| s.login_stats_flush_ms);
@@ -155,7 +159,7 @@ impl Gateway {
                 attempt
                     .password
                     .as_ref()
-                    .map(|p| crate::passwords::hash_argon2id(p.expose_secret()))
+                    .map(|p| crate::state::passwords::hash_argon2id(p.expose_secret()))
             })
             .flatten();
         self.settle(

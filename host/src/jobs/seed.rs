@@ -13,9 +13,9 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::login::{DirectoryUser, Identity};
-use crate::passwords::legacy_formats;
+use crate::gateway::login::{DirectoryUser, Identity};
 use crate::state::legacy_sqlite::LegacyRow;
+use crate::state::passwords::legacy_formats;
 use crate::state::{SqliteLegacyStores, StateStore, StoreError};
 
 const FIRST: &[&str] = &[
@@ -294,7 +294,7 @@ pub fn seed(
             let _ = std::fs::remove_file(old.path());
         }
     }
-    let now_ms = crate::clock::Clock::now_ms(&crate::clock::SystemClock);
+    let now_ms = crate::gateway::clock::Clock::now_ms(&crate::gateway::clock::SystemClock);
     for i in 0..options.logins {
         let n = rng.random_range(0..people.len());
         let person = &people[n];

@@ -1,5 +1,5 @@
-use crate::bindings::portcullis::rule::log::{Host, Level};
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::portcullis::rule::log::{Host, Level};
+use crate::runtime::sandbox::RuleState;
 
 impl Host for RuleState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {

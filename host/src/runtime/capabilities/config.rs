@@ -1,5 +1,5 @@
-use crate::bindings::portcullis::rule::config::Host;
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::portcullis::rule::config::Host;
+use crate::runtime::sandbox::RuleState;
 
 impl Host for RuleState {
     fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {

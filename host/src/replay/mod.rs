@@ -1,13 +1,15 @@
 //! `portcullis replay`: runs recordings against the current rules, serving capability
 //! answers from each recording, and reports every step whose verdict changed.
 
+pub mod record;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::gateway::resume::{ResumeTokens, forge};
 use crate::gateway::{Gateway, GatewayError};
-use crate::record::{Expectation, Recording, Replayer, TokenChoice};
-use crate::resume::{ResumeTokens, forge};
+use crate::replay::record::{Expectation, Recording, Replayer, TokenChoice};
 use crate::services::Services;
 use crate::state::SqliteState;
 use crate::{Pipeline, PipelineConfig, Runtime};
@@ -141,7 +143,7 @@ impl Replay {
     ) -> Result<(), String> {
         let recording: Recording =
             serde_json::from_str(text).map_err(|e| format!("not a recording: {e}"))?;
-        if recording.recording != crate::record::FORMAT_VERSION {
+        if recording.recording != crate::replay::record::FORMAT_VERSION {
             return Err(format!(
                 "recording format {} is not supported",
                 recording.recording
@@ -174,7 +176,7 @@ impl Replay {
                 (None, Some(resume)) => resume.time_ms,
                 (None, None) => 0,
             };
-            let gateway = gateway.with_clock(crate::clock::ManualClock::at(at));
+            let gateway = gateway.with_clock(crate::gateway::clock::ManualClock::at(at));
             let outcome = match (&step.login, &step.resume) {
                 (Some(recorded), None) => {
                     let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);

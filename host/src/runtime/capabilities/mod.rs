@@ -9,10 +9,10 @@ mod log;
 
 use secrecy::SecretString;
 
-use crate::bindings::wit;
-use crate::sandbox::RuleState;
+use crate::runtime::bindings::wit;
+use crate::runtime::sandbox::RuleState;
+use crate::runtime::verdict::FaultKind;
 use crate::services::{ServiceError, ServiceErrorKind};
-use crate::verdict::FaultKind;
 
 impl wit::Host for RuleState {}
 
@@ -33,7 +33,7 @@ impl RuleState {
                 ServiceError::invalid_argument("this login carries no password"),
             )));
         };
-        let Some(_slot) = crate::passwords::hash_slot(self.deadline) else {
+        let Some(_slot) = crate::state::passwords::hash_slot(self.deadline) else {
             return Err(self.refuse(
                 FaultKind::Deadline,
                 format!("{call}: no hashing slot before the rule's deadline"),

@@ -9,11 +9,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::login::DirectoryUser;
-use crate::resume::ResumeRefusal;
+use crate::gateway::login::DirectoryUser;
+use crate::gateway::resume::ResumeRefusal;
+use crate::runtime::verdict::{Decision, Effect, FaultKind, Verdict};
 use crate::services::{Directory, LegacyAccount, LegacyStores, ServiceError, Services, call};
 use crate::state::StoredLogin;
-use crate::verdict::{Decision, Effect, FaultKind, Verdict};
 
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -149,7 +149,7 @@ pub struct Verdict {
     /// What the host verified about legacy accounts during the evaluation; kept
     /// server-side across a redirect, never sent.
     #[serde(skip)]
-    pub evidence: crate::invariants::AccountEvidence,
+    pub evidence: crate::runtime::invariants::AccountEvidence,
 }
 
 impl Verdict {

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::bindings::wit;
-use crate::verdict::{ChallengeKind, Decision, Effect};
+use crate::runtime::bindings::wit;
+use crate::runtime::verdict::{ChallengeKind, Decision, Effect};
 
 /// A rule's outcome after validation.
 pub(crate) struct RuleOutcome {
@@ -53,7 +53,7 @@ pub(crate) fn error_message(error: &wit::RuleError, max_bytes: usize) -> Result<
         max_bytes,
     )?;
     let mut message = format!("{}: {}", error.code, error.message);
-    crate::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
+    crate::runtime::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
     Ok(message)
 }
 

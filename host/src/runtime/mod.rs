@@ -1,0 +1,15 @@
+//! Running rules: the engine and its compile cache, the per-login sandbox, the
+//! contract's bindings and the host capabilities behind them, the checks on what a
+//! rule returns, and the pipeline that runs rules in order into a verdict.
+
+pub(crate) mod bindings;
+pub mod cache;
+pub(crate) mod capabilities;
+pub mod engine;
+pub mod grants;
+pub mod invariants;
+pub(crate) mod outcome;
+pub(crate) mod output;
+pub mod pipeline;
+pub(crate) mod sandbox;
+pub mod verdict;
