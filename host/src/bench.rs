@@ -76,6 +76,8 @@ pub enum BenchError {
     Load(#[from] LoadError),
     #[error("scenario {}: {message}", path.display())]
     Scenario { path: PathBuf, message: String },
+    #[error("counting instructions: {0}")]
+    Instructions(String),
 }
 
 /// A recorded login ready to evaluate again and again.
@@ -228,4 +230,71 @@ pub fn run(
         load_cached_ms,
         scenarios,
     })
+}
+
+/// Evaluations per counted run; two runs differ by this many, so one evaluation's
+/// instructions are the difference divided by it, without start-up or compilation.
+const COUNT_STEP: usize = 200;
+
+/// Under valgrind (see [`instructions_per_evaluation`]): `n` evaluations of one
+/// scenario and nothing else, with an engine small enough for valgrind to map.
+pub fn count_only(config_path: &Path, recording: &Path, n: usize) -> Result<(), BenchError> {
+    let mut config = PipelineConfig::load(config_path).map_err(LoadError::from)?;
+    config.engine.max_instances = 2;
+    let pipeline = Runtime::new(&config.engine)?.load(&config)?;
+    let scenario = Scenario::from_recording(recording)?;
+    for _ in 0..n {
+        std::hint::black_box(pipeline.evaluate(&scenario.login, &scenario.services));
+    }
+    Ok(())
+}
+
+/// Instructions one evaluation of `recording` executes, counted by callgrind (the same
+/// on a busy machine): this binary runs `bench --count-only` under valgrind with
+/// `COUNT_STEP` and twice that many evaluations, and the difference is divided.
+pub fn instructions_per_evaluation(
+    binary: &Path,
+    config_path: &Path,
+    recording: &Path,
+) -> Result<u64, BenchError> {
+    // Compile (or fill the cache) outside the counted runs.
+    let config = PipelineConfig::load(config_path).map_err(LoadError::from)?;
+    Runtime::new(&config.engine)?.load(&config)?;
+    let count = |n: usize| -> Result<u64, BenchError> {
+        let out =
+            tempfile::NamedTempFile::new().map_err(|e| BenchError::Instructions(e.to_string()))?;
+        let status = std::process::Command::new("valgrind")
+            .args(["--tool=callgrind", "--quiet"])
+            .arg(format!("--callgrind-out-file={}", out.path().display()))
+            .arg(binary)
+            .arg("bench")
+            .arg("--config")
+            .arg(config_path)
+            .arg("--recording")
+            .arg(recording)
+            .arg("--count-only")
+            .arg(n.to_string())
+            .status()
+            .map_err(|e| {
+                BenchError::Instructions(format!(
+                    "cannot run valgrind ({e}); install it (apt-get install valgrind)"
+                ))
+            })?;
+        if !status.success() {
+            return Err(BenchError::Instructions(format!(
+                "valgrind exited with {status}"
+            )));
+        }
+        let text = std::fs::read_to_string(out.path())
+            .map_err(|e| BenchError::Instructions(e.to_string()))?;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("totals:")
+                    .or_else(|| l.strip_prefix("summary:"))
+            })
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| BenchError::Instructions("no totals in callgrind's output".into()))
+    };
+    let (low, high) = (count(COUNT_STEP)?, count(2 * COUNT_STEP)?);
+    Ok(high.saturating_sub(low) / COUNT_STEP as u64)
 }

@@ -121,6 +121,14 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Count instructions per evaluation instead of timing (callgrind; repeatable
+        /// on a busy machine). Needs valgrind.
+        #[arg(long)]
+        instructions: bool,
+        /// Run this many evaluations of the (one) recording and nothing else: what
+        /// `--instructions` runs under valgrind.
+        #[arg(long, hide = true)]
+        count_only: Option<usize>,
     },
 }
 
@@ -202,7 +210,16 @@ fn main() -> ExitCode {
             recording,
             iterations,
             json,
-        } => bench(&config, &recording, iterations, json),
+            instructions,
+            count_only,
+        } => match count_only {
+            Some(n) => recording
+                .first()
+                .context("--count-only needs a --recording")
+                .and_then(|r| Ok(portcullis::bench::count_only(&config, r, n)?)),
+            None if instructions => bench_instructions(&config, &recording, json),
+            None => bench(&config, &recording, iterations, json),
+        },
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -569,15 +586,43 @@ fn print_verdict(verdict: &Verdict, reveal_pii: bool, compact: bool) -> Result<(
     Ok(())
 }
 
-fn bench(config: &Path, recordings: &[PathBuf], iterations: usize, json: bool) -> Result<()> {
-    let recordings = if recordings.is_empty() {
+fn bench_recordings(recordings: &[PathBuf]) -> Vec<PathBuf> {
+    if recordings.is_empty() {
         vec![
             PathBuf::from("fixtures/recordings/already-migrated.json"),
             PathBuf::from("fixtures/recordings/single-product-migrated.json"),
         ]
     } else {
         recordings.to_vec()
-    };
+    }
+}
+
+fn bench_instructions(config: &Path, recordings: &[PathBuf], json: bool) -> Result<()> {
+    let binary = std::env::current_exe().context("cannot find this binary")?;
+    let mut report = Vec::new();
+    for recording in bench_recordings(recordings) {
+        let per_evaluation =
+            portcullis::bench::instructions_per_evaluation(&binary, config, &recording)?;
+        let scenario = recording
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !json {
+            println!("scenario {scenario}: {per_evaluation} instructions per evaluation");
+        }
+        report.push(serde_json::json!({
+            "scenario": scenario,
+            "instructions_per_evaluation": per_evaluation,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}
+
+fn bench(config: &Path, recordings: &[PathBuf], iterations: usize, json: bool) -> Result<()> {
+    let recordings = bench_recordings(recordings);
     let report = portcullis::bench::run(config, &recordings, iterations)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -243,3 +243,33 @@ fn bad_input_is_one_line_and_exit_2() -> Result {
     }
     Ok(())
 }
+
+#[test]
+fn bench_counts_instructions_per_evaluation() {
+    // callgrind counts the same on a busy machine; the migrated path runs four
+    // sandboxes, so one evaluation is tens of thousands of instructions at least.
+    if Command::new("valgrind").arg("--version").output().is_err() {
+        eprintln!("valgrind is not installed: not run");
+        return;
+    }
+    let output = portcullis(&[
+        "bench",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--recording",
+        "fixtures/recordings/already-migrated.json",
+        "--instructions",
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let count = report[0]["instructions_per_evaluation"].as_u64().unwrap();
+    assert!(
+        (10_000..50_000_000).contains(&count),
+        "{count} instructions per evaluation"
+    );
+}
