@@ -19,6 +19,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod gateway;
 pub mod jobs;
+pub mod mfa;
 pub mod redact;
 pub mod replay;
 pub mod runtime;
