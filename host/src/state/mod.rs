@@ -2,6 +2,7 @@
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
 mod apply;
+pub mod factors;
 pub mod legacy_sqlite;
 pub mod login_stats;
 pub mod passwords;
@@ -147,6 +148,10 @@ pub trait StateStore: Directory {
     /// transaction id is recorded as applied once, and only then counted on its
     /// user. Returns how many were counted.
     fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
+    /// Inserts a factor, or replaces the one with its id.
+    fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError>;
+    /// A user's factors, oldest enrolment first.
+    fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError>;
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;
@@ -178,7 +183,7 @@ pub trait StateStore: Directory {
     fn put_user(&self, user: &DirectoryUser, password_hash: Option<&str>)
     -> Result<(), StoreError>;
     fn user_count(&self) -> Result<u64, StoreError>;
-    /// Deletes every user, link, outbox message, token and applied transaction
+    /// Deletes every user, link, factor, outbox message, token and applied transaction
     /// (seeding only).
     fn clear(&self) -> Result<(), StoreError>;
 }

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -17,6 +18,7 @@ use super::{
     stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
+use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, ServiceError};
 
 const SCHEMA: &str = "
@@ -63,6 +65,24 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(status, next_attempt_at_ms);
 -- Older databases: the lease token that fences a dispatcher's updates to its claim.
 ALTER TABLE outbox ADD COLUMN IF NOT EXISTS lease_token TEXT;
+CREATE TABLE IF NOT EXISTS factors (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    legacy_provider_user_id TEXT,
+    phone_ciphertext BYTEA,
+    phone_nonce BYTEA,
+    phone_key_id TEXT,
+    status TEXT NOT NULL,
+    enrolled_at_ms BIGINT NOT NULL,
+    updated_at_ms BIGINT NOT NULL,
+    last_used_ms BIGINT,
+    -- A sealed phone is all three parts or none.
+    CHECK ((phone_ciphertext IS NULL) = (phone_nonce IS NULL)
+           AND (phone_nonce IS NULL) = (phone_key_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS factors_user ON factors(user_id);
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -336,6 +356,72 @@ impl StateStore for PostgresState {
         Ok(report)
     }
 
+    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let phone = factor.phone.as_ref();
+        self.pool.get()?.execute(
+            "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
+                                  phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (id) DO UPDATE SET
+                 provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
+                 phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
+                 phone_key_id = excluded.phone_key_id, status = excluded.status,
+                 updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
+             WHERE factors.user_id = excluded.user_id",
+            &[
+                &factor.id,
+                &factor.user_id,
+                &factor.kind.name(),
+                &factor.provider.name(),
+                &factor.legacy_provider_user_id,
+                &phone.map(|p| p.ciphertext.as_slice()),
+                &phone.map(|p| p.nonce.as_slice()),
+                &phone.map(|p| p.key_id.as_str()),
+                &factor.status.name(),
+                &sql_time(factor.enrolled_at_ms),
+                &sql_time(factor.updated_at_ms),
+                &factor.last_used_ms.map(sql_time),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        let rows = self.pool.get()?.query(
+            "SELECT id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, phone_nonce,
+                    phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms
+             FROM factors WHERE user_id = $1 ORDER BY enrolled_at_ms, id",
+            &[&user_id],
+        )?;
+        rows.iter()
+            .map(|row| {
+                Ok(Factor {
+                    id: row.get(0),
+                    user_id: row.get(1),
+                    kind: FactorKind::from_name(row.get(2))?,
+                    provider: FactorProvider::from_name(row.get(3))?,
+                    legacy_provider_user_id: row.get(4),
+                    phone: match (
+                        row.get::<_, Option<Vec<u8>>>(5),
+                        row.get::<_, Option<Vec<u8>>>(6),
+                        row.get::<_, Option<String>>(7),
+                    ) {
+                        (Some(ciphertext), Some(nonce), Some(key_id)) => Some(Sealed {
+                            key_id,
+                            nonce,
+                            ciphertext,
+                        }),
+                        _ => None,
+                    },
+                    status: FactorStatus::from_name(row.get(8))?,
+                    enrolled_at_ms: stored_time(row.get(9)),
+                    updated_at_ms: stored_time(row.get(10)),
+                    last_used_ms: row.get::<_, Option<i64>>(11).map(stored_time),
+                })
+            })
+            .collect()
+    }
+
     fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
@@ -518,7 +604,7 @@ impl StateStore for PostgresState {
 
     fn clear(&self) -> Result<(), StoreError> {
         self.pool.get()?.batch_execute(
-            "TRUNCATE identities, users, outbox, resume_tokens, applied_transactions",
+            "TRUNCATE identities, factors, users, outbox, resume_tokens, applied_transactions",
         )?;
         Ok(())
     }

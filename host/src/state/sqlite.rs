@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -16,6 +17,7 @@ use super::{
     stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
+use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, ServiceError};
 
 const SCHEMA: &str = "
@@ -59,6 +61,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     lease_token TEXT,
     UNIQUE (topic, key)
 );
+CREATE TABLE IF NOT EXISTS factors (
+    id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL REFERENCES users(id),
+    kind TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    legacy_provider_user_id TEXT,
+    phone_ciphertext BLOB,
+    phone_nonce BLOB,
+    phone_key_id TEXT,
+    status TEXT NOT NULL,
+    enrolled_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    last_used_ms INTEGER,
+    -- A sealed phone is all three parts or none.
+    CHECK ((phone_ciphertext IS NULL) = (phone_nonce IS NULL)
+           AND (phone_nonce IS NULL) = (phone_key_id IS NULL))
+);
+CREATE INDEX IF NOT EXISTS factors_user ON factors(user_id);
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -341,6 +361,97 @@ impl StateStore for SqliteState {
         Ok(report)
     }
 
+    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let phone = factor.phone.as_ref();
+        self.lock().execute(
+            "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
+                                  phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (id) DO UPDATE SET
+                 provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
+                 phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
+                 phone_key_id = excluded.phone_key_id, status = excluded.status,
+                 updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
+             WHERE factors.user_id = excluded.user_id",
+            params![
+                factor.id,
+                factor.user_id,
+                factor.kind.name(),
+                factor.provider.name(),
+                factor.legacy_provider_user_id,
+                phone.map(|p| &p.ciphertext),
+                phone.map(|p| &p.nonce),
+                phone.map(|p| &p.key_id),
+                factor.status.name(),
+                sql_time(factor.enrolled_at_ms),
+                sql_time(factor.updated_at_ms),
+                factor.last_used_ms.map(sql_time),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, phone_nonce,
+                    phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms
+             FROM factors WHERE user_id = ?1 ORDER BY enrolled_at_ms, id",
+        )?;
+        let rows = statement.query_map([user_id], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+                row.get::<_, Option<String>>(4)?,
+                row.get::<_, Option<Vec<u8>>>(5)?,
+                row.get::<_, Option<Vec<u8>>>(6)?,
+                row.get::<_, Option<String>>(7)?,
+                row.get::<_, String>(8)?,
+                row.get::<_, i64>(9)?,
+                row.get::<_, i64>(10)?,
+                row.get::<_, Option<i64>>(11)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (
+                id,
+                user_id,
+                kind,
+                provider,
+                legacy,
+                ciphertext,
+                nonce,
+                key_id,
+                status,
+                enrolled,
+                updated,
+                used,
+            ) = row?;
+            Ok(Factor {
+                id,
+                user_id,
+                kind: FactorKind::from_name(&kind)?,
+                provider: FactorProvider::from_name(&provider)?,
+                legacy_provider_user_id: legacy,
+                phone: match (ciphertext, nonce, key_id) {
+                    (Some(ciphertext), Some(nonce), Some(key_id)) => Some(Sealed {
+                        key_id,
+                        nonce,
+                        ciphertext,
+                    }),
+                    _ => None,
+                },
+                status: FactorStatus::from_name(&status)?,
+                enrolled_at_ms: stored_time(enrolled),
+                updated_at_ms: stored_time(updated),
+                last_used_ms: used.map(stored_time),
+            })
+        })
+        .collect()
+    }
+
     fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -530,7 +641,7 @@ impl StateStore for SqliteState {
 
     fn clear(&self) -> Result<(), StoreError> {
         self.lock().execute_batch(
-            "DELETE FROM identities; DELETE FROM users; DELETE FROM outbox; DELETE FROM resume_tokens;
+            "DELETE FROM identities; DELETE FROM factors; DELETE FROM users; DELETE FROM outbox; DELETE FROM resume_tokens;
              DELETE FROM applied_transactions;",
         )?;
         Ok(())

@@ -1,6 +1,7 @@
-//! The PostgreSQL store, against the server on 127.0.0.1:5432 when
-//! PORTCULLIS_TEST_POSTGRES is set (.ci/run sets it). Each test gets its own schema.
-//! Two gateways on one database stand for two sidecar instances.
+//! The state stores: PostgreSQL against the server on 127.0.0.1:5432 when
+//! PORTCULLIS_TEST_POSTGRES is set (.ci/run sets it; each test gets its own schema),
+//! and the checks both backends share, run on SQLite too. Two gateways on one
+//! database stand for two sidecar instances.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
@@ -320,4 +321,121 @@ fn login_statistics_are_counted_once_in_postgres() -> Result {
         return skipped("login_statistics_are_counted_once_in_postgres");
     };
     records_logins_once(&PostgresState::connect(&url)?)
+}
+
+/// Factors: stored and read back with their sealed phone (never plaintext), replaced
+/// by id, and never moved to another user by a replace.
+fn keeps_factors(state: &dyn StateStore) -> Result {
+    use portcullis::mfa::sealed::KeyRing;
+    use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+    for (tx, id, email) in [
+        ("tx-f1", "usr_f1", "f1@example.com"),
+        ("tx-f2", "usr_f2", "f2@example.com"),
+    ] {
+        state.apply(&EffectBatch {
+            transaction_id: tx.into(),
+            time_ms: 1_000,
+            user_id: None,
+            new_user_id: id.into(),
+            effects: vec![Effect::CreateUser {
+                email: email.into(),
+                email_verified: true,
+                app_metadata: serde_json::json!({}),
+                user_metadata: serde_json::json!({}),
+                password_from_login: false,
+            }],
+            password_hash: None,
+        })?;
+    }
+    let keys = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
+    let legacy = Factor {
+        id: "fac_legacy".into(),
+        user_id: "usr_f1".into(),
+        kind: FactorKind::Sms,
+        provider: FactorProvider::LegacySms,
+        legacy_provider_user_id: Some("authy-123".into()),
+        phone: None,
+        status: FactorStatus::Active,
+        enrolled_at_ms: 1_000,
+        updated_at_ms: 1_000,
+        last_used_ms: None,
+    };
+    state.put_factor(&legacy)?;
+    assert_eq!(state.factors_of("usr_f1")?, vec![legacy.clone()]);
+    // Exported: the phone arrives, sealed for this user and factor.
+    let moved = Factor {
+        provider: FactorProvider::Verify,
+        phone: Some(keys.seal("+14155552671", "usr_f1", "fac_legacy")),
+        updated_at_ms: 2_000,
+        last_used_ms: Some(1_500),
+        ..legacy.clone()
+    };
+    state.put_factor(&moved)?;
+    let read = state.factors_of("usr_f1")?;
+    assert_eq!(read, vec![moved.clone()]);
+    assert_eq!(
+        &*keys.open(read[0].phone.as_ref().unwrap(), "usr_f1", "fac_legacy")?,
+        "+14155552671"
+    );
+    // A replace naming another user does not move the factor.
+    state.put_factor(&Factor {
+        user_id: "usr_f2".into(),
+        status: FactorStatus::Disabled,
+        ..moved.clone()
+    })?;
+    assert_eq!(state.factors_of("usr_f1")?, vec![moved]);
+    assert!(state.factors_of("usr_f2")?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn factors_are_kept_in_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("directory.db");
+    keeps_factors(&portcullis::state::SqliteState::open(&path)?)?;
+    // No plaintext phone in the database file.
+    let bytes = std::fs::read(&path)?;
+    let wal = std::fs::read(dir.path().join("directory.db-wal")).unwrap_or_default();
+    for file in [bytes, wal] {
+        assert!(!String::from_utf8_lossy(&file).contains("4155552671"));
+    }
+    Ok(())
+}
+
+#[test]
+fn factors_are_kept_in_postgres() -> Result {
+    let Some(url) = fresh_database("factors") else {
+        return skipped("factors_are_kept_in_postgres");
+    };
+    keeps_factors(&PostgresState::connect(&url)?)
+}
+
+#[test]
+fn an_older_directory_is_upgraded_in_place() -> Result {
+    // A directory as the first release wrote it (no factors, no lease token): opened,
+    // it gains what is new and keeps its users.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("directory.db");
+    {
+        let db = rusqlite::Connection::open(&path)?;
+        db.execute_batch(
+            "CREATE TABLE users (id TEXT PRIMARY KEY, email TEXT NOT NULL, email_norm TEXT NOT NULL UNIQUE,
+                 email_verified INTEGER NOT NULL, app_metadata TEXT NOT NULL, user_metadata TEXT NOT NULL,
+                 password_hash TEXT, created_at_ms INTEGER NOT NULL, last_login_ms INTEGER,
+                 logins_count INTEGER NOT NULL DEFAULT 0);
+             CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key TEXT NOT NULL,
+                 payload TEXT NOT NULL, transaction_id TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+                 status TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_at_ms INTEGER NOT NULL, last_error TEXT, claimed_until_ms INTEGER,
+                 UNIQUE (topic, key));
+             INSERT INTO users VALUES ('usr_old', 'old@example.com', 'old@example.com', 1, '{}', '{}', NULL, 5, NULL, 3);",
+        )?;
+    }
+    let state = portcullis::state::SqliteState::open(&path)?;
+    use portcullis::services::Directory;
+    let users = state.find_by_email("old@example.com")?;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0].logins_count, 3);
+    assert!(state.factors_of("usr_old")?.is_empty());
+    Ok(())
 }

@@ -1,0 +1,72 @@
+//! Second factors in the directory: one row per enrolled factor. An SMS factor is
+//! either the old provider's (which keeps the phone; we hold its user id) or the new
+//! provider's (which needs the phone on every request; we hold it sealed, see
+//! `mfa::sealed`). Never a plaintext phone, never a code.
+
+use serde::Serialize;
+
+use crate::mfa::sealed::Sealed;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactorKind {
+    Sms,
+}
+
+/// Who delivers the factor's codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactorProvider {
+    /// The old SMS provider: it keeps the phone number.
+    LegacySms,
+    /// The new provider: the phone number goes with every request.
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FactorStatus {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Factor {
+    pub id: String,
+    pub user_id: String,
+    pub kind: FactorKind,
+    pub provider: FactorProvider,
+    /// The old provider's id for this user (legacy-sms factors).
+    pub legacy_provider_user_id: Option<String>,
+    /// The phone number, sealed with this user's and factor's ids.
+    pub phone: Option<Sealed>,
+    pub status: FactorStatus,
+    pub enrolled_at_ms: u64,
+    pub updated_at_ms: u64,
+    pub last_used_ms: Option<u64>,
+}
+
+macro_rules! names {
+    ($type:ty { $($variant:ident = $name:literal),* $(,)? }) => {
+        impl $type {
+            pub fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name),* }
+            }
+
+            pub fn from_name(name: &str) -> Result<Self, StoreError> {
+                match name {
+                    $($name => Ok(Self::$variant),)*
+                    other => Err(StoreError::Backend(format!(
+                        "unknown {} {other:?} in the factors table", stringify!($type)
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+names!(FactorKind { Sms = "sms" });
+names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
+names!(FactorStatus { Active = "active", Disabled = "disabled" });
