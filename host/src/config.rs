@@ -148,8 +148,42 @@ pub struct PipelineConfig {
     pub login: LoginSettings,
     pub effects: EffectSettings,
     pub passwords: PasswordLimits,
+    pub mfa: MfaSettings,
     /// The config file's directory: relative store paths are taken from here.
     pub base_dir: PathBuf,
+}
+
+/// The second factor: which phone numbers are accepted, and the keys that seal them
+/// (`ID:BASE64,…`, the first seals; see `mfa::sealed`), from the environment or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MfaSettings {
+    pub allowed_calling_codes: Vec<u16>,
+    pub keys_env: Option<String>,
+    pub keys_file: Option<PathBuf>,
+}
+
+impl Default for MfaSettings {
+    fn default() -> Self {
+        Self {
+            allowed_calling_codes: vec![1],
+            keys_env: None,
+            keys_file: None,
+        }
+    }
+}
+
+impl MfaSettings {
+    pub fn key_ring(&self) -> Result<crate::mfa::sealed::KeyRing, crate::mfa::sealed::SealError> {
+        use crate::mfa::sealed::{KeyRing, SealError};
+        match (&self.keys_env, &self.keys_file) {
+            (Some(name), None) => KeyRing::from_env(name),
+            (None, Some(path)) => KeyRing::from_file(path),
+            _ => Err(SealError::Keys(
+                "[mfa] needs exactly one of keys_env and keys_file".into(),
+            )),
+        }
+    }
 }
 
 /// What the host accepts of a login attempt.
@@ -393,6 +427,8 @@ struct PipelineFile {
     effects: EffectSettings,
     #[serde(default)]
     passwords: PasswordLimits,
+    #[serde(default)]
+    mfa: MfaSettings,
 }
 
 #[derive(Deserialize)]
@@ -621,6 +657,10 @@ impl PipelineConfig {
             login: file.login,
             effects: file.effects,
             passwords: file.passwords,
+            mfa: MfaSettings {
+                keys_file: file.mfa.keys_file.map(|f| base.join(f)),
+                ..file.mfa
+            },
             base_dir: base.to_owned(),
         })
     }

@@ -93,6 +93,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// The keys that seal phone numbers.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// The outbox: deliver pending messages to the products.
     Outbox {
         #[command(subcommand)]
@@ -129,6 +134,21 @@ enum Command {
         /// `--instructions` runs under valgrind.
         #[arg(long, hide = true)]
         count_only: Option<usize>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Re-seal every stored phone number with the ring's current (first) key, in
+    /// chunks; safe to stop and run again.
+    Rotate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, default_value_t = 500)]
+        chunk: usize,
+        /// Also write the summary as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
     },
 }
 
@@ -198,6 +218,14 @@ fn main() -> ExitCode {
         } => seed_stores(&config, users, logins, seed, logins_dir),
         Command::Replay { recordings, config } => replay(&recordings, &config),
         Command::Serve { config, listen } => serve(&config, listen),
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    config,
+                    chunk,
+                    report,
+                },
+        } => keys_rotate(&config, chunk, report.as_deref()),
         Command::Outbox {
             command:
                 OutboxCommand::Run {
@@ -700,6 +728,34 @@ fn serve(config: &Path, listen: std::net::SocketAddr) -> Result<()> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
     }))?;
+    Ok(())
+}
+
+fn keys_rotate(config_path: &Path, chunk: usize, report_path: Option<&Path>) -> Result<()> {
+    let config = PipelineConfig::load(config_path)?;
+    let settings = config
+        .state
+        .as_ref()
+        .context("the config has no [state] section: there are no stored factors")?;
+    let keys = config.mfa.key_ring()?;
+    let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
+    let bar =
+        indicatif::ProgressBar::new_spinner().with_style(indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed} re-sealed {pos} phone numbers ({per_sec}) {msg}",
+        )?);
+    let report = portcullis::jobs::keys::rotate(state.as_ref(), &keys, chunk, |so_far| {
+        bar.set_position(so_far.resealed);
+        let failed: u64 = so_far.failed.values().sum();
+        if failed > 0 {
+            bar.set_message(format!("{failed} failed"));
+        }
+    })?;
+    bar.finish_and_clear();
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = report_path {
+        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{json}");
     Ok(())
 }
 

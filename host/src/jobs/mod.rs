@@ -1,5 +1,6 @@
-//! Work that runs beside logins, not inside them: outbox delivery and seeding the
-//! demo stores.
+//! Work that runs beside logins, not inside them: outbox delivery, re-sealing phone
+//! numbers under a new key, and seeding the demo stores.
 
+pub mod keys;
 pub mod outbox;
 pub mod seed;

@@ -70,3 +70,25 @@ macro_rules! names {
 names!(FactorKind { Sms = "sms" });
 names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
 names!(FactorStatus { Active = "active", Disabled = "disabled" });
+
+/// Inserts a factor or replaces the one with its id, never moving it to another user.
+/// PostgreSQL placeholders; SQLite takes the same text with `?` for `$`.
+pub(super) const UPSERT: &str =
+    "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
+                          phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+     ON CONFLICT (id) DO UPDATE SET
+         provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
+         phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
+         phone_key_id = excluded.phone_key_id, status = excluded.status,
+         updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
+     WHERE factors.user_id = excluded.user_id";
+
+/// Replaces a sealed phone only if it is still the one read.
+pub(super) const RESEAL: &str =
+    "UPDATE factors SET phone_ciphertext = $2, phone_nonce = $3, phone_key_id = $4
+     WHERE id = $1 AND phone_key_id = $5 AND phone_nonce = $6 AND phone_ciphertext = $7";
+
+/// The columns a factor is read from, in `Factor`'s order.
+pub(super) const COLUMNS: &str = "id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, \
+     phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms";

@@ -152,6 +152,22 @@ pub trait StateStore: Directory {
     fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError>;
     /// A user's factors, oldest enrolment first.
     fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError>;
+    /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,
+    /// by id after `after` (a cursor, so a row that cannot be re-sealed is passed).
+    fn factors_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<factors::Factor>, StoreError>;
+    /// Replaces a factor's sealed phone, only if it is still `old` (a concurrent
+    /// change wins); true when replaced.
+    fn reseal_factor(
+        &self,
+        id: &str,
+        old: &crate::mfa::sealed::Sealed,
+        new: &crate::mfa::sealed::Sealed,
+    ) -> Result<bool, StoreError>;
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;

@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
-use super::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -347,51 +347,15 @@ impl EffectWriter for PostgresWriter<'_, '_> {
     }
 }
 
-impl StateStore for PostgresState {
-    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
-        tx.commit()?;
-        Ok(report)
-    }
-
-    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
-        let phone = factor.phone.as_ref();
-        self.pool.get()?.execute(
-            "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
-                                  phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-             ON CONFLICT (id) DO UPDATE SET
-                 provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
-                 phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
-                 phone_key_id = excluded.phone_key_id, status = excluded.status,
-                 updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
-             WHERE factors.user_id = excluded.user_id",
-            &[
-                &factor.id,
-                &factor.user_id,
-                &factor.kind.name(),
-                &factor.provider.name(),
-                &factor.legacy_provider_user_id,
-                &phone.map(|p| p.ciphertext.as_slice()),
-                &phone.map(|p| p.nonce.as_slice()),
-                &phone.map(|p| p.key_id.as_str()),
-                &factor.status.name(),
-                &sql_time(factor.enrolled_at_ms),
-                &sql_time(factor.updated_at_ms),
-                &factor.last_used_ms.map(sql_time),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+impl PostgresState {
+    fn factors_where(
+        &self,
+        clause: &str,
+        args: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<Factor>, StoreError> {
         let rows = self.pool.get()?.query(
-            "SELECT id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, phone_nonce,
-                    phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms
-             FROM factors WHERE user_id = $1 ORDER BY enrolled_at_ms, id",
-            &[&user_id],
+            &format!("SELECT {} FROM factors WHERE {clause}", factors::COLUMNS),
+            args,
         )?;
         rows.iter()
             .map(|row| {
@@ -420,6 +384,70 @@ impl StateStore for PostgresState {
                 })
             })
             .collect()
+    }
+}
+
+impl StateStore for PostgresState {
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let phone = factor.phone.as_ref();
+        self.pool.get()?.execute(
+            factors::UPSERT,
+            &[
+                &factor.id,
+                &factor.user_id,
+                &factor.kind.name(),
+                &factor.provider.name(),
+                &factor.legacy_provider_user_id,
+                &phone.map(|p| p.ciphertext.as_slice()),
+                &phone.map(|p| p.nonce.as_slice()),
+                &phone.map(|p| p.key_id.as_str()),
+                &factor.status.name(),
+                &sql_time(factor.enrolled_at_ms),
+                &sql_time(factor.updated_at_ms),
+                &factor.last_used_ms.map(sql_time),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        self.factors_where("user_id = $1 ORDER BY enrolled_at_ms, id", &[&user_id])
+    }
+
+    fn factors_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Factor>, StoreError> {
+        let limit = limit as i64;
+        self.factors_where(
+            "phone_key_id IS NOT NULL AND phone_key_id != $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[&key_id, &after, &limit],
+        )
+    }
+
+    fn reseal_factor(&self, id: &str, old: &Sealed, new: &Sealed) -> Result<bool, StoreError> {
+        Ok(self.pool.get()?.execute(
+            factors::RESEAL,
+            &[
+                &id,
+                &new.ciphertext,
+                &new.nonce,
+                &new.key_id,
+                &old.key_id,
+                &old.nonce,
+                &old.ciphertext,
+            ],
+        )? == 1)
     }
 
     fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
-use super::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -350,55 +350,18 @@ impl EffectWriter for SqliteWriter<'_> {
     }
 }
 
-impl StateStore for SqliteState {
-    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
-        let mut conn = self.lock();
-        // IMMEDIATE: take the write lock first, so the idempotency check and the
-        // writes see the same database even with another process writing.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
-        tx.commit()?;
-        Ok(report)
-    }
-
-    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
-        let phone = factor.phone.as_ref();
-        self.lock().execute(
-            "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
-                                  phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-             ON CONFLICT (id) DO UPDATE SET
-                 provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
-                 phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
-                 phone_key_id = excluded.phone_key_id, status = excluded.status,
-                 updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
-             WHERE factors.user_id = excluded.user_id",
-            params![
-                factor.id,
-                factor.user_id,
-                factor.kind.name(),
-                factor.provider.name(),
-                factor.legacy_provider_user_id,
-                phone.map(|p| &p.ciphertext),
-                phone.map(|p| &p.nonce),
-                phone.map(|p| &p.key_id),
-                factor.status.name(),
-                sql_time(factor.enrolled_at_ms),
-                sql_time(factor.updated_at_ms),
-                factor.last_used_ms.map(sql_time),
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+impl SqliteState {
+    fn factors_where(
+        &self,
+        clause: &str,
+        args: impl rusqlite::Params,
+    ) -> Result<Vec<Factor>, StoreError> {
         let conn = self.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, phone_nonce,
-                    phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms
-             FROM factors WHERE user_id = ?1 ORDER BY enrolled_at_ms, id",
-        )?;
-        let rows = statement.query_map([user_id], |row| {
+        let mut statement = conn.prepare_cached(&format!(
+            "SELECT {} FROM factors WHERE {clause}",
+            factors::COLUMNS
+        ))?;
+        let rows = statement.query_map(args, |row| {
             Ok((
                 row.get::<_, String>(0)?,
                 row.get::<_, String>(1)?,
@@ -450,6 +413,71 @@ impl StateStore for SqliteState {
             })
         })
         .collect()
+    }
+}
+
+impl StateStore for SqliteState {
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
+        let mut conn = self.lock();
+        // IMMEDIATE: take the write lock first, so the idempotency check and the
+        // writes see the same database even with another process writing.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
+        tx.commit()?;
+        Ok(report)
+    }
+
+    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        let phone = factor.phone.as_ref();
+        self.lock().execute(
+            &factors::UPSERT.replace('$', "?"),
+            params![
+                factor.id,
+                factor.user_id,
+                factor.kind.name(),
+                factor.provider.name(),
+                factor.legacy_provider_user_id,
+                phone.map(|p| &p.ciphertext),
+                phone.map(|p| &p.nonce),
+                phone.map(|p| &p.key_id),
+                factor.status.name(),
+                sql_time(factor.enrolled_at_ms),
+                sql_time(factor.updated_at_ms),
+                factor.last_used_ms.map(sql_time),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        self.factors_where("user_id = ?1 ORDER BY enrolled_at_ms, id", params![user_id])
+    }
+
+    fn factors_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Factor>, StoreError> {
+        self.factors_where(
+            "phone_key_id IS NOT NULL AND phone_key_id != ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            params![key_id, after, limit as i64],
+        )
+    }
+
+    fn reseal_factor(&self, id: &str, old: &Sealed, new: &Sealed) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            &factors::RESEAL.replace('$', "?"),
+            params![
+                id,
+                new.ciphertext,
+                new.nonce,
+                new.key_id,
+                old.key_id,
+                old.nonce,
+                old.ciphertext
+            ],
+        )? == 1)
     }
 
     fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {

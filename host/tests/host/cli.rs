@@ -273,3 +273,83 @@ fn bench_counts_instructions_per_evaluation() {
         "{count} instructions per evaluation"
     );
 }
+
+#[test]
+fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
+    use portcullis::mfa::sealed::KeyRing;
+    use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+    use portcullis::state::{SqliteState, StateStore};
+    const OLD: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    const NEW: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    const GONE: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("directory.db");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[rule]]\nname = \"r\"\ncomponent = \"r.wasm\"\n[state]\ndirectory = \"sqlite://{}\"\n\
+             [mfa]\nkeys_env = \"PC_TEST_ROTATE_KEYS\"\n",
+            db.display()
+        ),
+    )?;
+    let state = SqliteState::open(&db)?;
+    let old = KeyRing::parse(&format!("old:{OLD}"))?;
+    let gone = KeyRing::parse(&format!("gone:{GONE}"))?;
+    for i in 0..4 {
+        let user = format!("usr_{i}");
+        crate::common::create_user(&state, &user, &format!("u{i}@example.com"))?;
+        let factor = format!("fac_{i}");
+        let phone = format!("+1415555267{i}");
+        // The last one was sealed with a key that is no longer anywhere.
+        let ring = if i == 3 { &gone } else { &old };
+        state.put_factor(&Factor {
+            id: factor.clone(),
+            user_id: user.clone(),
+            kind: FactorKind::Sms,
+            provider: FactorProvider::Verify,
+            legacy_provider_user_id: None,
+            phone: Some(ring.seal(&phone, &user, &factor)),
+            status: FactorStatus::Active,
+            enrolled_at_ms: 1,
+            updated_at_ms: 1,
+            last_used_ms: None,
+        })?;
+    }
+    let rotate = || {
+        Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["keys", "rotate", "--chunk", "2", "--config"])
+            .arg(&config)
+            .env("PC_TEST_ROTATE_KEYS", format!("new:{NEW},old:{OLD}"))
+            .output()
+            .unwrap()
+    };
+    let first = rotate();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&first.stdout)?;
+    assert_eq!(report["resealed"], 3, "{report}");
+    assert_eq!(report["failed"]["key not in the ring"], 1, "{report}");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&first.stdout),
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(!output.contains("41555526") && !output.contains(NEW) && !output.contains(OLD));
+    let new = KeyRing::parse(&format!("new:{NEW}"))?;
+    for i in 0..3 {
+        let factor = &state.factors_of(&format!("usr_{i}"))?[0];
+        let sealed = factor.phone.as_ref().unwrap();
+        assert_eq!(sealed.key_id, "new");
+        let phone = new.open(sealed, &format!("usr_{i}"), &format!("fac_{i}"))?;
+        assert_eq!(&*phone, &format!("+1415555267{i}"));
+    }
+    // Again: nothing left to do but the one that cannot be opened.
+    let second: serde_json::Value = serde_json::from_slice(&rotate().stdout)?;
+    assert_eq!(second["resealed"], 0, "{second}");
+    assert_eq!(second["failed"]["key not in the ring"], 1, "{second}");
+    Ok(())
+}

@@ -253,3 +253,23 @@ impl Demo {
         db.query_row(query, [], |row| row.get(0)).unwrap()
     }
 }
+
+/// A directory user created as a first login would create it (tx `tx-<id>`).
+pub fn create_user(state: &dyn portcullis::state::StateStore, id: &str, email: &str) -> Result {
+    let report = state.apply(&portcullis::state::EffectBatch {
+        transaction_id: format!("tx-{id}"),
+        time_ms: 1_000,
+        user_id: None,
+        new_user_id: id.into(),
+        effects: vec![portcullis::Effect::CreateUser {
+            email: email.into(),
+            email_verified: true,
+            app_metadata: serde_json::json!({}),
+            user_metadata: serde_json::json!({}),
+            password_from_login: false,
+        }],
+        password_hash: None,
+    })?;
+    assert!(report.created_user, "{report:?}");
+    Ok(())
+}

@@ -273,21 +273,7 @@ fn outbox_claims_are_exclusive_across_instances() -> Result {
 /// kept, on both stores.
 fn records_logins_once(state: &dyn StateStore) -> Result {
     use portcullis::state::login_stats::LoginMark;
-    let created = state.apply(&EffectBatch {
-        transaction_id: "tx-stats-0".into(),
-        time_ms: 1_000,
-        user_id: None,
-        new_user_id: "usr_stats".into(),
-        effects: vec![Effect::CreateUser {
-            email: "stats@example.com".into(),
-            email_verified: true,
-            app_metadata: serde_json::json!({}),
-            user_metadata: serde_json::json!({}),
-            password_from_login: false,
-        }],
-        password_hash: None,
-    })?;
-    assert!(created.created_user);
+    crate::common::create_user(state, "usr_stats", "stats@example.com")?;
     let mark = |tx: &str, time_ms| LoginMark {
         transaction_id: tx.into(),
         user_id: Some("usr_stats".into()),
@@ -298,7 +284,7 @@ fn records_logins_once(state: &dyn StateStore) -> Result {
         mark("tx-stats-2", 3_000),
         mark("tx-stats-1", 2_000),
         mark("tx-stats-2", 3_000),
-        mark("tx-stats-0", 1_000),
+        mark("tx-usr_stats", 1_000),
     ])?;
     assert_eq!(counted, 2);
     assert_eq!(state.record_logins(&[mark("tx-stats-1", 2_000)])?, 0);
@@ -328,24 +314,8 @@ fn login_statistics_are_counted_once_in_postgres() -> Result {
 fn keeps_factors(state: &dyn StateStore) -> Result {
     use portcullis::mfa::sealed::KeyRing;
     use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
-    for (tx, id, email) in [
-        ("tx-f1", "usr_f1", "f1@example.com"),
-        ("tx-f2", "usr_f2", "f2@example.com"),
-    ] {
-        state.apply(&EffectBatch {
-            transaction_id: tx.into(),
-            time_ms: 1_000,
-            user_id: None,
-            new_user_id: id.into(),
-            effects: vec![Effect::CreateUser {
-                email: email.into(),
-                email_verified: true,
-                app_metadata: serde_json::json!({}),
-                user_metadata: serde_json::json!({}),
-                password_from_login: false,
-            }],
-            password_hash: None,
-        })?;
+    for (id, email) in [("usr_f1", "f1@example.com"), ("usr_f2", "f2@example.com")] {
+        crate::common::create_user(state, id, email)?;
     }
     let keys = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
     let legacy = Factor {
