@@ -269,7 +269,7 @@ fn check(config: &Path) -> Result<()> {
         let s = &rule.settings;
         let grants: Vec<String> = s.grants.iter().map(|g| g.to_string()).collect();
         println!(
-            "{}. {} ({}) deadline {} ms, memory {} MiB, on_error {:?}, {} component{}",
+            "{}. {} ({}) deadline {} ms, memory {} MiB, on_error {:?}, {} component, contract {}{}",
             position + 1,
             s.name,
             s.component.display(),
@@ -277,6 +277,7 @@ fn check(config: &Path) -> Result<()> {
             s.memory_mb,
             s.on_error,
             if rule.resumable { "resumable" } else { "plain" },
+            rule.contract_version().unwrap_or("unknown"),
             match rule.source {
                 portcullis::CompileSource::Cache => " (from compile cache)",
                 portcullis::CompileSource::Compiled => "",

@@ -48,6 +48,17 @@ pub struct LoadedRule {
     pub(crate) pre: RulePre<RuleState>,
 }
 
+impl LoadedRule {
+    /// The `portcullis:rule` contract version the component was built against, read
+    /// off its imports (every rule imports the contract's `types`).
+    pub fn contract_version(&self) -> Option<&str> {
+        self.imports
+            .iter()
+            .find_map(|i| i.name.strip_prefix("portcullis:rule/")?.split_once('@'))
+            .map(|(_, version)| version)
+    }
+}
+
 pub struct Pipeline {
     engine: Engine,
     rules: Vec<LoadedRule>,

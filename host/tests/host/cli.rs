@@ -51,6 +51,8 @@ fn check_lists_rules_with_imports_and_grants() {
         stdout.contains("3. ownership-check") && stdout.contains("resumable component"),
         "{stdout}"
     );
+    // Every rule says which contract it was built against.
+    assert_eq!(stdout.matches(", contract 0.1.0").count(), 4, "{stdout}");
 }
 
 #[test]
