@@ -2,10 +2,12 @@
 //! them from a seed corpus made of the fixtures.
 //!
 //! cargo-fuzz needs nightly for `-Zsanitizer`; coverage alone needs only LLVM's
-//! `sancov-module` pass, which stable rustc runs when asked. The flags go through this
-//! binary as a rustc wrapper, to the project's own crates only: wasmtime and cranelift
-//! would take most of the build and are not what is being fuzzed (a panic anywhere
-//! still fails a run).
+//! `sancov-module` pass, which stable rustc runs when asked. The flags (and overflow
+//! checks and debug assertions) go through this binary as a rustc wrapper, to the
+//! project's own crates only: wasmtime and cranelift are not what is being fuzzed (a
+//! panic anywhere still fails a run), and left alone they are the release build's
+//! own artifacts, reused. The host is built with its `fuzzing` feature here, which
+//! gives it artifacts of its own beside the release build's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +19,9 @@ use crate::{build_rules, cargo, run, workspace_root};
 /// Set in the environment when cargo calls this binary as its rustc wrapper.
 pub const WRAPPER_ENV: &str = "PORTCULLIS_XTASK_RUSTC_WRAPPER";
 
-/// The packages whose code is instrumented for coverage.
+/// The packages whose code is instrumented for coverage. Cargo does not see flags a
+/// wrapper adds: after changing these, `cargo clean --release -p portcullis -p
+/// portcullis-fuzz` so the next build takes them.
 const INSTRUMENTED: &[&str] = &["portcullis", "portcullis-fuzz"];
 
 const TARGETS: &[&str] = &[
@@ -34,6 +38,8 @@ const SANCOV_FLAGS: &[&str] = &[
     "-Cllvm-args=-sanitizer-coverage-inline-8bit-counters",
     "-Cllvm-args=-sanitizer-coverage-pc-table",
     "-Cllvm-args=-sanitizer-coverage-trace-compares",
+    "-Cdebug-assertions=yes",
+    "-Coverflow-checks=yes",
     "--cfg",
     "fuzzing",
 ];
@@ -98,7 +104,7 @@ pub fn fuzz(extra: &[String]) -> Result<()> {
     build_rules()?;
     let mut build = cargo();
     build
-        .args(["build", "--profile", "fuzz", "-p", "portcullis-fuzz"])
+        .args(["build", "--release", "-p", "portcullis-fuzz"])
         .env("RUSTC_WRAPPER", std::env::current_exe()?)
         .env(WRAPPER_ENV, "1");
     run(build)?;
@@ -111,7 +117,7 @@ pub fn fuzz(extra: &[String]) -> Result<()> {
         let artifacts = root.join("target/fuzz-artifacts").join(target);
         std::fs::create_dir_all(&corpus)?;
         std::fs::create_dir_all(&artifacts)?;
-        let mut fuzzer = Command::new(root.join("target/fuzz").join(target));
+        let mut fuzzer = Command::new(root.join("target/release").join(target));
         fuzzer.current_dir(&root).arg(&corpus).arg(&seeds).args([
             "-timeout=10",
             "-rss_limit_mb=4096",
