@@ -132,5 +132,10 @@ impl Drop for LoginStats {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        // Whatever is left (no writer thread could be started, or its last write
+        // failed) gets one more try here.
+        if let Err(e) = self.shared.flush() {
+            tracing::error!("login statistics not written at shutdown: {e}");
+        }
     }
 }
