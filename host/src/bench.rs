@@ -257,9 +257,6 @@ pub fn instructions_per_evaluation(
     config_path: &Path,
     recording: &Path,
 ) -> Result<u64, BenchError> {
-    // Compile (or fill the cache) outside the counted runs.
-    let config = PipelineConfig::load(config_path).map_err(LoadError::from)?;
-    Runtime::new(&config.engine)?.load(&config)?;
     let count = |n: usize| -> Result<u64, BenchError> {
         let out =
             tempfile::NamedTempFile::new().map_err(|e| BenchError::Instructions(e.to_string()))?;
@@ -295,6 +292,16 @@ pub fn instructions_per_evaluation(
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| BenchError::Instructions("no totals in callgrind's output".into()))
     };
+    // A first run under valgrind fills the compile cache: the cache is keyed by the
+    // engine's settings and the CPU features it sees, and valgrind's CPU differs.
+    count(0)?;
     let (low, high) = (count(COUNT_STEP)?, count(2 * COUNT_STEP)?);
-    Ok(high.saturating_sub(low) / COUNT_STEP as u64)
+    if high <= low {
+        return Err(BenchError::Instructions(format!(
+            "{} evaluations counted {high} instructions, {COUNT_STEP} counted {low}: the runs \
+             were not alike (did one of them compile?)",
+            2 * COUNT_STEP
+        )));
+    }
+    Ok((high - low) / COUNT_STEP as u64)
 }
