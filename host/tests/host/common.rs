@@ -12,14 +12,12 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// A guest component from rules/testing/, e.g. `guest("infinite-loop")`.
-pub fn guest(name: &str) -> PathBuf {
+/// A built component under the target directory; says how to build it when missing.
+fn built(relative: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
-        .join("wasm32-wasip2/guest")
-        .join(format!("guest_{}.wasm", name.replace('-', "_")));
+    let path = target.join(relative);
     assert!(
         path.exists(),
         "{} is missing: build the guests with `cargo xtask build-rules` (or run `cargo xtask test`)",
@@ -28,25 +26,22 @@ pub fn guest(name: &str) -> PathBuf {
     path
 }
 
+/// A guest component from rules/testing/, e.g. `guest("infinite-loop")`.
+pub fn guest(name: &str) -> PathBuf {
+    built(&format!(
+        "wasm32-wasip2/guest/guest_{}.wasm",
+        name.replace('-', "_")
+    ))
+}
+
+/// A rule built without WASI (`cargo xtask build-rules` writes them to target/rules).
+pub fn core_rule_component(crate_name: &str) -> PathBuf {
+    built(&format!("rules/{}.wasm", crate_name.replace('-', "_")))
+}
+
 /// One `[[rule]]` entry; `extra` is more TOML lines for it. Unless `extra` says
 /// otherwise, the rule may return the effects the test guests return (claims and
 /// metadata patches); effects are otherwise denied by default.
-/// A rule built without WASI (`cargo xtask build-rules` writes them to target/rules).
-pub fn core_rule_component(crate_name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target
-        .join("rules")
-        .join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo xtask build-rules`",
-        path.display()
-    );
-    path
-}
-
 pub fn rule(name: &str, guest_name: &str, extra: &str) -> String {
     let effects = if extra.contains("effects =") {
         ""
