@@ -17,14 +17,17 @@ pub enum Capability {
     Config,
     Directory,
     Legacy,
+    /// Second factors' summaries (contract 0.2.0).
+    Mfa,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 4] = [
+    pub const ALL: [Capability; 5] = [
         Capability::Log,
         Capability::Config,
         Capability::Directory,
         Capability::Legacy,
+        Capability::Mfa,
     ];
 
     /// The interface name in the `portcullis:rule` package.
@@ -34,6 +37,7 @@ impl Capability {
             Capability::Config => "config",
             Capability::Directory => "directory",
             Capability::Legacy => "legacy",
+            Capability::Mfa => "mfa",
         }
     }
 }
@@ -161,6 +165,14 @@ pub struct MfaSettings {
     pub allowed_calling_codes: Vec<u16>,
     pub keys_env: Option<String>,
     pub keys_file: Option<PathBuf>,
+    /// Wrong codes one challenge takes before the login is denied.
+    pub max_attempts_per_challenge: u32,
+    /// Challenges (codes sent) per user per hour, by this process.
+    pub max_challenges_per_hour: u32,
+    /// The old SMS provider (Authy-like); without it, its users cannot be challenged.
+    pub legacy_sms: Option<LegacySmsSettings>,
+    /// The new SMS provider (Verify-like).
+    pub verify: Option<VerifySettings>,
 }
 
 impl Default for MfaSettings {
@@ -169,8 +181,39 @@ impl Default for MfaSettings {
             allowed_calling_codes: vec![1],
             keys_env: None,
             keys_file: None,
+            max_attempts_per_challenge: 5,
+            max_challenges_per_hour: 10,
+            legacy_sms: None,
+            verify: None,
         }
     }
+}
+
+/// The old provider's API: its base URL and the API key's environment variable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LegacySmsSettings {
+    pub url: String,
+    pub api_key_env: String,
+    #[serde(default = "default_provider_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+/// The new provider's API: base URL, verification service, and the account's
+/// credentials from the environment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifySettings {
+    pub url: String,
+    pub service_sid: String,
+    pub account_sid_env: String,
+    pub auth_token_env: String,
+    #[serde(default = "default_provider_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_provider_timeout_ms() -> u64 {
+    3_000
 }
 
 impl MfaSettings {

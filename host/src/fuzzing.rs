@@ -117,11 +117,20 @@ fn arbitrary_outcome(input: &mut Unstructured) -> ArbitraryResult<wit::Outcome> 
             reason: input.arbitrary()?,
             state: input.arbitrary()?,
         }),
-        _ => wit::Decision::Challenge(match input.int_in_range(0..=3u8)? {
-            0 => wit::ChallengeKind::Mfa,
-            1 => wit::ChallengeKind::PasswordReset,
-            2 => wit::ChallengeKind::EmailVerification,
-            _ => wit::ChallengeKind::Captcha,
+        _ => wit::Decision::Challenge(wit::ChallengeInfo {
+            kind: match input.int_in_range(0..=3u8)? {
+                0 => wit::ChallengeKind::Mfa,
+                1 => wit::ChallengeKind::PasswordReset,
+                2 => wit::ChallengeKind::EmailVerification,
+                _ => wit::ChallengeKind::Captcha,
+            },
+            factor_id: input.arbitrary()?,
+            via: match input.int_in_range(0..=2u8)? {
+                0 => None,
+                1 => Some(wit::FactorProvider::LegacySms),
+                _ => Some(wit::FactorProvider::Verify),
+            },
+            state: input.arbitrary()?,
         }),
     };
     let mut effects = Vec::new();

@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod jobs;
 pub mod mfa;
+pub mod providers;
 pub mod redact;
 pub mod replay;
 pub mod runtime;

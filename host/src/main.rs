@@ -277,7 +277,7 @@ fn check(config: &Path) -> Result<()> {
             s.memory_mb,
             s.on_error,
             if rule.resumable { "resumable" } else { "plain" },
-            rule.contract_version().unwrap_or("unknown"),
+            rule.contract_version(),
             match rule.source {
                 portcullis::CompileSource::Cache => " (from compile cache)",
                 portcullis::CompileSource::Compiled => "",
@@ -493,7 +493,8 @@ fn resume(
             login: None,
             resume: Some(RecordedResume {
                 token: TokenChoice::Issued,
-                result: result_json,
+                // A challenge's code is the user's secret: a recording keeps its place.
+                result: portcullis::redact::without_codes(result_json),
                 time_ms: now_ms,
             }),
             calls: recorder.take_calls(),

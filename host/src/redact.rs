@@ -177,3 +177,12 @@ mod tests {
         );
     }
 }
+
+/// A resume result as a recording keeps it: a challenge's `code` replaced by a marker
+/// (replays are answered from the recorded provider calls, so its value never matters).
+pub fn without_codes(mut result: serde_json::Value) -> serde_json::Value {
+    if let Some(code) = result.get_mut("code") {
+        *code = serde_json::Value::String("[redacted]".into());
+    }
+    result
+}

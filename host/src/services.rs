@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::gateway::login::DirectoryUser;
+use crate::providers::CodeCheck;
+use crate::state::factors::{Factor, FactorKind, FactorProvider};
 
 /// The capability calls by the names traces, logs and recordings give them
 /// (`interface.function`, as in `wit/rule.wit`).
@@ -15,6 +17,11 @@ pub mod call {
     pub const DIRECTORY_VERIFY_PASSWORD: &str = "directory.verify-password";
     pub const FIND_ACCOUNTS: &str = "legacy.find-accounts";
     pub const LEGACY_VERIFY_PASSWORD: &str = "legacy.verify-password";
+    pub const LIST_FACTORS: &str = "mfa.list-factors";
+    /// The host's own calls to the SMS providers while it performs a challenge (the
+    /// code is never an argument in a trace or a recording).
+    pub const SEND_CODE: &str = "sms.send-code";
+    pub const CHECK_CODE: &str = "sms.check-code";
 }
 
 /// An expected failure of a store, passed to the rule as a `capability-error`.
@@ -74,6 +81,36 @@ pub struct LegacyAccount {
     pub profile: Value,
 }
 
+/// A second factor as rules and recordings see it: never the phone, never a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FactorSummary {
+    pub id: String,
+    pub kind: FactorKind,
+    pub provider: FactorProvider,
+    pub enrolled_at_ms: u64,
+    pub last_used_ms: Option<u64>,
+    pub phone_on_file: bool,
+    pub legacy_id_on_file: bool,
+    pub cohort: Option<String>,
+    pub reverted: bool,
+}
+
+impl FactorSummary {
+    pub fn of(factor: &Factor) -> Self {
+        Self {
+            id: factor.id.clone(),
+            kind: factor.kind,
+            provider: factor.provider,
+            enrolled_at_ms: factor.enrolled_at_ms,
+            last_used_ms: factor.last_used_ms,
+            phone_on_file: factor.phone.is_some(),
+            legacy_id_on_file: factor.legacy_provider_user_id.is_some(),
+            cohort: factor.cohort.clone(),
+            reverted: factor.reverted,
+        }
+    }
+}
+
 /// Read-only directory lookups.
 pub trait Directory: Send + Sync {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError>;
@@ -82,6 +119,8 @@ pub trait Directory: Send + Sync {
     /// when the user has no password.
     fn verify_password(&self, user_id: &str, password: &SecretString)
     -> Result<bool, ServiceError>;
+    /// A user's active second factors.
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError>;
 }
 
 /// The legacy product stores of a migration.
@@ -96,19 +135,48 @@ pub trait LegacyStores: Send + Sync {
     ) -> Result<bool, ServiceError>;
 }
 
-/// What the host capabilities call into for one evaluation.
+/// Where a challenge's code went, masked (`+1 ***-***-1234`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCode {
+    pub destination: String,
+}
+
+/// The SMS providers, as the gateway performs a rule's `mfa` challenge through them.
+/// Only sending and checking codes: there is no export here (see `providers`).
+pub trait SecondFactors: Send + Sync {
+    /// Sends a code for one of the user's active factors through `via`.
+    fn send_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+    ) -> Result<SentCode, ServiceError>;
+    /// Checks the code the user typed with the provider that sent it.
+    fn check_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError>;
+}
+
+/// What the host capabilities (and the gateway's challenges) call into.
 #[derive(Clone)]
 pub struct Services {
     pub directory: std::sync::Arc<dyn Directory>,
     pub legacy: std::sync::Arc<dyn LegacyStores>,
+    pub sms: std::sync::Arc<dyn SecondFactors>,
 }
 
 impl Services {
-    /// No stores: the directory is empty and legacy stores are unavailable.
+    /// No stores: the directory is empty, legacy stores and SMS providers are
+    /// unavailable.
     pub fn none() -> Self {
         Self {
             directory: std::sync::Arc::new(NoStores),
             legacy: std::sync::Arc::new(NoStores),
+            sms: std::sync::Arc::new(NoStores),
         }
     }
 }
@@ -125,6 +193,9 @@ impl Directory for NoStores {
     fn verify_password(&self, _: &str, _: &SecretString) -> Result<bool, ServiceError> {
         Err(ServiceError::not_found("no directory is configured"))
     }
+    fn list_factors(&self, _: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        Ok(Vec::new())
+    }
 }
 
 impl LegacyStores for NoStores {
@@ -133,5 +204,20 @@ impl LegacyStores for NoStores {
     }
     fn verify_password(&self, _: &str, _: &str, _: &SecretString) -> Result<bool, ServiceError> {
         Err(ServiceError::unavailable("no legacy stores are configured"))
+    }
+}
+
+impl SecondFactors for NoStores {
+    fn send_code(&self, _: &str, _: &str, _: FactorProvider) -> Result<SentCode, ServiceError> {
+        Err(ServiceError::unavailable("no SMS provider is configured"))
+    }
+    fn check_code(
+        &self,
+        _: &str,
+        _: &str,
+        _: FactorProvider,
+        _: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        Err(ServiceError::unavailable("no SMS provider is configured"))
     }
 }

@@ -17,6 +17,7 @@ pub const RULES: &[&str] = &[
     "rule-migrate-on-login",
     "rule-ownership-check",
     "rule-id-propagation",
+    "rule-mfa-route",
     "guest-model-panic",
 ];
 

@@ -2,6 +2,7 @@
 //! evaluates, applies the effects of an allowed login in one transaction, and parks
 //! a redirected login behind a resume token.
 
+mod challenge;
 pub mod clock;
 pub mod login;
 pub mod resume;
@@ -14,11 +15,11 @@ use crate::Runtime;
 use crate::config::PipelineConfig;
 use crate::error::{LoadError, LoginError};
 use crate::runtime::pipeline::{Pipeline, ResumePoint};
-use crate::runtime::verdict::{Decision, Effect, Verdict};
+use crate::runtime::verdict::{ChallengeKind, Decision, Effect, Verdict};
 use crate::services::{LegacyStores, Services};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
-    ApplyReport, EffectBatch, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore,
+    ApplyReport, EffectBatch, PendingChallenge, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore,
     StoreError, StoredLogin, TakenResume, sqlite_path,
 };
 use clock::Clock;
@@ -51,6 +52,8 @@ pub struct Gateway {
     max_skew_ms: u64,
     /// Writes the bookkeeping of logins without effects behind; `None`: with each login.
     login_stats: Option<LoginStats>,
+    /// How the host performs second-factor challenges.
+    challenges: challenge::ChallengeLimits,
 }
 
 impl Gateway {
@@ -63,6 +66,7 @@ impl Gateway {
         let services = Services {
             directory: state.clone(),
             legacy,
+            sms: Services::none().sms,
         };
         Self {
             pipeline,
@@ -73,6 +77,7 @@ impl Gateway {
             clock: clock::system(),
             max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
             login_stats: None,
+            challenges: challenge::ChallengeLimits::new(&crate::config::MfaSettings::default()),
         }
     }
 
@@ -84,6 +89,13 @@ impl Gateway {
         crate::state::passwords::configure(config.passwords);
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
+        gateway.challenges = challenge::ChallengeLimits::new(&config.mfa);
+        if let Some(providers) =
+            crate::providers::sms::SmsProviders::from_settings(&config.mfa, gateway.state.clone())
+                .map_err(GatewayError::Config)?
+        {
+            gateway.services.sms = Arc::new(providers);
+        }
         let flush_ms = config.state.as_ref().map_or(0, |s| s.login_stats_flush_ms);
         if flush_ms > 0 {
             gateway.login_stats = Some(LoginStats::start(gateway.state.clone(), flush_ms));
@@ -192,12 +204,21 @@ impl Gateway {
         if record.transaction_id != claims.tx || record.subject != claims.sub {
             return Err(ResumeRefusal::Mismatch("another user".into()).into());
         }
+        let result = match &record.challenge {
+            None => result.to_owned(),
+            // The code decides, checked by the provider that sent it; the rule hears
+            // only that it passed.
+            Some(challenge) => match self.check_challenge(&record, challenge, result)? {
+                challenge::Checked::Passed(result) => result,
+                challenge::Checked::Answer(verdict) => return Ok(*verdict),
+            },
+        };
         let attempt = record.login.to_attempt(now_ms);
         let from = ResumePoint {
             rule: record.rule.clone(),
             rule_index: record.rule_index,
             state: record.state.clone(),
-            result: result.to_owned(),
+            result,
         };
         let verdict = self
             .pipeline
@@ -265,40 +286,67 @@ impl Gateway {
                 }
             }
             Decision::Redirect { rule, state, .. } => {
-                let rule_index = self
-                    .pipeline
-                    .rules()
-                    .iter()
-                    .position(|r| &r.settings.name == rule)
-                    .expect("a redirect comes from a rule of this pipeline");
-                let claims = TokenClaims {
-                    jti: ResumeTokens::new_jti(),
-                    tx: login.transaction_id.clone(),
-                    sub: login
-                        .user
-                        .as_ref()
-                        .map(|u| u.id.clone())
-                        .unwrap_or_else(|| new_user_id.to_owned()),
-                    exp: self.clock.now_ms().saturating_add(self.tokens.ttl_ms),
-                };
-                self.state.save_resume(&ResumeRecord {
-                    jti: claims.jti.clone(),
-                    transaction_id: claims.tx.clone(),
-                    subject: claims.sub.clone(),
-                    rule: rule.clone(),
-                    rule_index,
-                    state: state.clone(),
-                    login: login.clone(),
-                    pending: verdict.effects.clone(),
-                    password_hash,
-                    expires_at_ms: claims.exp,
-                    evidence: verdict.evidence.clone(),
-                })?;
-                verdict.resume_token = Some(self.tokens.issue(&claims));
+                let (rule, state) = (rule.clone(), state.clone());
+                let token = self.park(&verdict, login, new_user_id, password_hash, &rule, &state, None)?;
+                verdict.resume_token = Some(token);
             }
+            Decision::Challenge {
+                kind: ChallengeKind::Mfa,
+                factor_id: Some(_),
+                via: Some(_),
+                ..
+            } => return self.challenge(verdict, login, new_user_id, password_hash),
             _ => {}
         }
         Ok(verdict)
+    }
+}
+
+impl Gateway {
+    /// Parks a login behind a fresh resume token bound to its transaction and user;
+    /// returns the token.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn park(
+        &self,
+        verdict: &Verdict,
+        login: &StoredLogin,
+        new_user_id: &str,
+        password_hash: Option<String>,
+        rule: &str,
+        state: &str,
+        challenge: Option<PendingChallenge>,
+    ) -> Result<String, GatewayError> {
+        let rule_index = self
+            .pipeline
+            .rules()
+            .iter()
+            .position(|r| r.settings.name == rule)
+            .expect("a redirect or challenge comes from a rule of this pipeline");
+        let claims = TokenClaims {
+            jti: ResumeTokens::new_jti(),
+            tx: login.transaction_id.clone(),
+            sub: login
+                .user
+                .as_ref()
+                .map(|u| u.id.clone())
+                .unwrap_or_else(|| new_user_id.to_owned()),
+            exp: self.clock.now_ms().saturating_add(self.tokens.ttl_ms),
+        };
+        self.state.save_resume(&ResumeRecord {
+            jti: claims.jti.clone(),
+            transaction_id: claims.tx.clone(),
+            subject: claims.sub.clone(),
+            rule: rule.to_owned(),
+            rule_index,
+            state: state.to_owned(),
+            login: login.clone(),
+            pending: verdict.effects.clone(),
+            password_hash,
+            expires_at_ms: claims.exp,
+            evidence: verdict.evidence.clone(),
+            challenge,
+        })?;
+        Ok(self.tokens.issue(&claims))
     }
 }
 

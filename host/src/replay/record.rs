@@ -12,7 +12,12 @@ use serde_json::Value;
 use crate::gateway::login::DirectoryUser;
 use crate::gateway::resume::ResumeRefusal;
 use crate::runtime::verdict::{Decision, Effect, FaultKind, Verdict};
-use crate::services::{Directory, LegacyAccount, LegacyStores, ServiceError, Services, call};
+use crate::providers::CodeCheck;
+use crate::services::{
+    Directory, FactorSummary, LegacyAccount, LegacyStores, SecondFactors, SentCode,
+    ServiceError, Services, call,
+};
+use crate::state::factors::FactorProvider;
 use crate::state::StoredLogin;
 
 pub const FORMAT_VERSION: u32 = 1;
@@ -138,7 +143,7 @@ impl Expectation {
                     .unwrap_or_default()
             ),
             (None, Some(Decision::Deny { code, .. })) => format!("deny:{code}"),
-            (None, Some(Decision::Challenge { kind })) => format!(
+            (None, Some(Decision::Challenge { kind, .. })) => format!(
                 "challenge:{}",
                 serde_json::to_value(kind)
                     .ok()
@@ -193,6 +198,7 @@ impl Recorder {
         Services {
             directory: Arc::new(self.clone()),
             legacy: Arc::new(self.clone()),
+            sms: Arc::new(self.clone()),
         }
     }
 
@@ -242,6 +248,13 @@ impl Directory for Recorder {
             self.inner.directory.verify_password(user_id, password),
         )
     }
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        self.note(
+            call::LIST_FACTORS,
+            &[user_id],
+            self.inner.directory.list_factors(user_id),
+        )
+    }
 }
 
 impl LegacyStores for Recorder {
@@ -268,6 +281,35 @@ impl LegacyStores for Recorder {
     }
 }
 
+impl SecondFactors for Recorder {
+    fn send_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+    ) -> Result<SentCode, ServiceError> {
+        self.note(
+            call::SEND_CODE,
+            &[factor_id, via.name()],
+            self.inner.sms.send_code(user_id, factor_id, via),
+        )
+    }
+    fn check_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        // The code the user typed is not an argument: it never reaches a recording.
+        self.note(
+            call::CHECK_CODE,
+            &[factor_id, via.name()],
+            self.inner.sms.check_code(user_id, factor_id, via, code),
+        )
+    }
+}
+
 /// Answers capability calls from a recording. A call the recording does not hold is
 /// answered `unavailable` and remembered, so the replay can say what changed.
 #[derive(Clone, Default)]
@@ -290,6 +332,7 @@ impl Replayer {
         Services {
             directory: Arc::new(self.clone()),
             legacy: Arc::new(self.clone()),
+            sms: Arc::new(self.clone()),
         }
     }
 
@@ -335,6 +378,9 @@ impl Directory for Replayer {
     fn verify_password(&self, user_id: &str, _: &SecretString) -> Result<bool, ServiceError> {
         self.serve(call::DIRECTORY_VERIFY_PASSWORD, &[user_id])
     }
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        self.serve(call::LIST_FACTORS, &[user_id])
+    }
 }
 
 impl LegacyStores for Replayer {
@@ -348,6 +394,21 @@ impl LegacyStores for Replayer {
         _: &SecretString,
     ) -> Result<bool, ServiceError> {
         self.serve(call::LEGACY_VERIFY_PASSWORD, &[product, legacy_id])
+    }
+}
+
+impl SecondFactors for Replayer {
+    fn send_code(&self, _: &str, factor_id: &str, via: FactorProvider) -> Result<SentCode, ServiceError> {
+        self.serve(call::SEND_CODE, &[factor_id, via.name()])
+    }
+    fn check_code(
+        &self,
+        _: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        _: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        self.serve(call::CHECK_CODE, &[factor_id, via.name()])
     }
 }
 
@@ -372,6 +433,7 @@ pub struct MemoryAnswers {
     directory_verify: std::collections::HashMap<String, Answered<bool>>,
     find_accounts: std::collections::HashMap<String, Answered<Vec<LegacyAccount>>>,
     legacy_verify: std::collections::HashMap<(String, String), Answered<bool>>,
+    list_factors: std::collections::HashMap<String, Answered<Vec<FactorSummary>>>,
 }
 
 impl MemoryAnswers {
@@ -405,6 +467,11 @@ impl MemoryAnswers {
                         .legacy_verify
                         .insert((arg(0), arg(1)), recorded.answer.decode(&recorded.call));
                 }
+                call::LIST_FACTORS => {
+                    answers
+                        .list_factors
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
+                }
                 _ => {}
             }
         }
@@ -415,7 +482,8 @@ impl MemoryAnswers {
         let shared = Arc::new(self);
         Services {
             directory: shared.clone(),
-            legacy: shared,
+            legacy: shared.clone(),
+            sms: shared,
         }
     }
 }
@@ -441,6 +509,9 @@ impl Directory for MemoryAnswers {
             call::DIRECTORY_VERIFY_PASSWORD,
         )
     }
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        served(self.list_factors.get(user_id), call::LIST_FACTORS)
+    }
 }
 
 impl LegacyStores for MemoryAnswers {
@@ -458,5 +529,20 @@ impl LegacyStores for MemoryAnswers {
                 .get(&(product.to_owned(), legacy_id.to_owned())),
             call::LEGACY_VERIFY_PASSWORD,
         )
+    }
+}
+
+impl SecondFactors for MemoryAnswers {
+    fn send_code(&self, _: &str, _: &str, _: FactorProvider) -> Result<SentCode, ServiceError> {
+        Err(ServiceError::unavailable("a benchmark sends no codes"))
+    }
+    fn check_code(
+        &self,
+        _: &str,
+        _: &str,
+        _: FactorProvider,
+        _: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        Err(ServiceError::unavailable("a benchmark checks no codes"))
     }
 }

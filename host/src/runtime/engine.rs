@@ -10,7 +10,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use crate::config::{EngineSettings, PipelineConfig, RuleSettings};
 use crate::error::LoadError;
-use crate::runtime::bindings::{Rule, RulePre};
+use crate::runtime::bindings::{v0_1, v0_2};
+use crate::runtime::contract::Contract;
 use crate::runtime::cache::{CompileCache, CompileSource};
 use crate::runtime::grants::{Import, check_imports};
 use crate::runtime::pipeline::{LoadedRule, Pipeline};
@@ -63,7 +64,12 @@ impl Runtime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_error)?;
-        Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state).map_err(engine_error)?;
+        // Every contract version side by side: a pipeline may mix rules built
+        // against any of them.
+        v0_1::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
+        v0_2::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(engine_error)?;
 
         Ok(Self {
             cache: CompileCache::new(&engine, settings.cache_dir.clone()),
@@ -127,10 +133,29 @@ impl Runtime {
             rule: rule.clone(),
             message: e.root_cause().to_string(),
         };
-        let pre = RulePre::new(self.linker.instantiate_pre(&component).map_err(contract)?)
-            .map_err(contract)?;
-        // `RulePre::new` has type-checked `on-login` against this component, so the
+        let instance_pre = self.linker.instantiate_pre(&component).map_err(contract)?;
+        // The version its imports name; a component importing none of the contract
+        // is whichever version its exports type-check against.
+        let named = imports
+            .iter()
+            .find_map(|i| i.name.strip_prefix("portcullis:rule/")?.split_once('@'))
+            .and_then(|(_, version)| Contract::of_version(version));
+        // `RulePre::new` type-checks `on-login` against this component, so the
         // pipeline can take it by index per login without checking it again.
+        let version = match named {
+            Some(Contract::V0_1) => v0_1::RulePre::new(instance_pre.clone())
+                .map(|_| Contract::V0_1)
+                .map_err(contract)?,
+            Some(Contract::V0_2) => v0_2::RulePre::new(instance_pre.clone())
+                .map(|_| Contract::V0_2)
+                .map_err(contract)?,
+            None => match v0_2::RulePre::new(instance_pre.clone()) {
+                Ok(_) => Contract::V0_2,
+                Err(newest) => v0_1::RulePre::new(instance_pre.clone())
+                    .map(|_| Contract::V0_1)
+                    .map_err(|_| contract(newest))?,
+            },
+        };
         let login_export = component
             .get_export_index(None, "on-login")
             .ok_or_else(|| contract(wasmtime::format_err!("no export `on-login`")))?;
@@ -143,7 +168,8 @@ impl Runtime {
             settings: Arc::new(settings.clone()),
             imports,
             source,
-            pre,
+            contract: version,
+            pre: instance_pre,
         })
     }
 }

@@ -4,8 +4,9 @@
 use crate::config::Capability;
 use crate::error::LoadError;
 
+use crate::runtime::contract::VERSIONS;
+
 pub(crate) const CONTRACT_PACKAGE: &str = "portcullis:rule";
-pub(crate) const CONTRACT_VERSION: &str = "0.1.0";
 
 /// WASI interfaces a rule may import. They are linked with an empty context: no
 /// files, no environment, no network; time and randomness derived from the login.
@@ -44,7 +45,8 @@ pub(crate) fn check_imports<'a>(
     grants: &[Capability],
     imports: impl Iterator<Item = &'a str>,
 ) -> Result<Vec<Import>, LoadError> {
-    let mut checked = Vec::new();
+    let mut checked: Vec<Import> = Vec::new();
+    let mut contract: Option<&str> = None;
     for name in imports {
         let (interface, version) = name.split_once('@').unwrap_or((name, ""));
         let unsupported = || LoadError::Unsupported {
@@ -55,13 +57,26 @@ pub(crate) fn check_imports<'a>(
             .strip_prefix(CONTRACT_PACKAGE)
             .and_then(|rest| rest.strip_prefix('/'))
         {
-            if version != CONTRACT_VERSION {
+            if !VERSIONS.contains(&version) {
                 return Err(LoadError::Contract {
                     rule: rule.to_owned(),
                     message: format!(
-                        "it imports `{name}`, but this host provides {CONTRACT_PACKAGE}@{CONTRACT_VERSION}"
+                        "it imports `{name}`, but this host provides {CONTRACT_PACKAGE} {}",
+                        VERSIONS.join(" and ")
                     ),
                 });
+            }
+            // One rule, one contract: its types would not line up otherwise.
+            match contract {
+                Some(seen) if seen != version => {
+                    return Err(LoadError::Contract {
+                        rule: rule.to_owned(),
+                        message: format!(
+                            "it imports {CONTRACT_PACKAGE} both @{seen} and @{version}"
+                        ),
+                    });
+                }
+                _ => contract = Some(version),
             }
             if local == "types" {
                 None
@@ -115,8 +130,20 @@ mod tests {
         assert!(refused("wasi:sockets/tcp@0.2.3"));
         assert!(refused("wasi:http/outgoing-handler@0.2.0"));
         assert!(refused("wasi:filesystem/preopens@0.2.6"));
-        assert!(refused("portcullis:rule/log@0.2.0"));
+        assert!(refused("portcullis:rule/log@0.3.0"));
         assert!(!refused("wasi:cli/stderr@0.2.3"));
         assert!(!refused("portcullis:rule/types@0.1.0"));
+        assert!(!refused("portcullis:rule/mfa@0.2.0"));
+    }
+
+    #[test]
+    fn one_rule_imports_one_contract_version() {
+        let err = check_imports(
+            "r",
+            &Capability::ALL,
+            ["portcullis:rule/types@0.1.0", "portcullis:rule/mfa@0.2.0"].into_iter(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, LoadError::Contract { .. }), "{err}");
     }
 }

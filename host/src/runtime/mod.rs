@@ -5,6 +5,7 @@
 pub(crate) mod bindings;
 pub mod cache;
 pub(crate) mod capabilities;
+pub(crate) mod contract;
 pub mod engine;
 pub mod grants;
 pub mod invariants;

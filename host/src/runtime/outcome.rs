@@ -5,6 +5,7 @@ use serde_json::Value;
 
 use crate::runtime::bindings::wit;
 use crate::runtime::verdict::{ChallengeKind, Decision, Effect};
+use crate::state::factors::FactorProvider;
 
 /// A rule's outcome after validation.
 pub(crate) struct RuleOutcome {
@@ -17,7 +18,10 @@ const MAX_EFFECTS: usize = 256;
 /// Bytes of text in an outcome: what it costs the host to hold and pass on.
 fn outcome_size(outcome: &wit::Outcome) -> usize {
     let decision = match &outcome.decision {
-        wit::Decision::Continue | wit::Decision::Challenge(_) => 0,
+        wit::Decision::Continue => 0,
+        wit::Decision::Challenge(c) => {
+            c.factor_id.as_ref().map_or(0, String::len) + c.state.len()
+        }
         wit::Decision::Deny(d) => d.code.len() + d.message.len(),
         wit::Decision::Redirect(r) => r.url.len() + r.reason.len() + r.state.len(),
     };
@@ -97,14 +101,38 @@ pub(crate) fn validate(
                 rule: rule.to_owned(),
             }
         }
-        wit::Decision::Challenge(kind) => Decision::Challenge {
-            kind: match kind {
+        wit::Decision::Challenge(info) => {
+            let kind = match info.kind {
                 wit::ChallengeKind::Mfa => ChallengeKind::Mfa,
                 wit::ChallengeKind::PasswordReset => ChallengeKind::PasswordReset,
                 wit::ChallengeKind::EmailVerification => ChallengeKind::EmailVerification,
                 wit::ChallengeKind::Captcha => ChallengeKind::Captcha,
-            },
-        },
+            };
+            // A challenge the host performs names both the factor and who sends its
+            // code; one naming neither (all 0.1.0 had) is the gateway's to perform.
+            let named = (info.factor_id.is_some(), info.via.is_some());
+            if named == (true, false) || named == (false, true) {
+                return Err("a challenge names both factor-id and via, or neither".into());
+            }
+            if named == (true, true) && kind != ChallengeKind::Mfa {
+                return Err("only an mfa challenge names a factor".into());
+            }
+            if info.factor_id.as_deref() == Some("") {
+                return Err("challenge factor-id is empty".into());
+            }
+            Decision::Challenge {
+                kind,
+                factor_id: info.factor_id,
+                via: info.via.map(|via| match via {
+                    wit::FactorProvider::LegacySms => FactorProvider::LegacySms,
+                    wit::FactorProvider::Verify => FactorProvider::Verify,
+                }),
+                destination: None,
+                attempts_left: None,
+                state: info.state,
+                rule: rule.to_owned(),
+            }
+        }
     };
     let effects = outcome
         .effects

@@ -9,7 +9,8 @@ use wasmtime::{Engine, Store, Trap};
 
 use crate::config::{OnError, RuleSettings};
 use crate::gateway::login::LoginAttempt;
-use crate::runtime::bindings::{RulePre, wit};
+use crate::runtime::bindings::wit;
+use crate::runtime::contract::{Contract, OutcomeV0_1};
 use crate::runtime::cache::CompileSource;
 use crate::runtime::grants::Import;
 use crate::runtime::invariants::{self, AccountEvidence};
@@ -45,17 +46,19 @@ pub struct LoadedRule {
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
     pub(crate) deadline_ticks: u64,
-    pub(crate) pre: RulePre<RuleState>,
+    /// The contract version its exports were type-checked against at load.
+    pub(crate) contract: Contract,
+    pub(crate) pre: wasmtime::component::InstancePre<RuleState>,
 }
 
 impl LoadedRule {
     /// The `portcullis:rule` contract version the component was built against, read
     /// off its imports (every rule imports the contract's `types`).
-    pub fn contract_version(&self) -> Option<&str> {
-        self.imports
-            .iter()
-            .find_map(|i| i.name.strip_prefix("portcullis:rule/")?.split_once('@'))
-            .map(|(_, version)| version)
+    pub fn contract_version(&self) -> &'static str {
+        match self.contract {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
     }
 }
 
@@ -285,30 +288,10 @@ impl Pipeline {
 
         let instance = rule
             .pre
-            .instance_pre()
             .instantiate(&mut store)
             .map_err(|e| (e, FaultKind::Instantiate));
-        let called = instance.and_then(|instance| match (resume, &rule.continue_export) {
-            (None, _) => {
-                let func = instance
-                    .get_func(&mut store, rule.login_export)
-                    .ok_or_else(|| (wasmtime::format_err!("no export `on-login`"), FaultKind::Instantiate))?;
-                // SAFETY: `RulePre::new` type-checked this export of this component
-                // against these parameter and result types when the rule was loaded;
-                // checking it again on every login costs more than the call itself.
-                let on_login = unsafe { TypedFunc::<(&wit::LoginContext,), (Result<wit::Outcome, wit::RuleError>,)>::new_unchecked(func) };
-                on_login.call(&mut store, (ctx,)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
-            }
-            (Some(resume), Some(export)) => {
-                // Resuming is rare; this path keeps wasmtime's own type check.
-                let on_continue = instance
-                    .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<wit::Outcome, wit::RuleError>,)>(
-                        &mut store, export,
-                    )
-                    .map_err(|e| (e, FaultKind::Instantiate))?;
-                on_continue.call(&mut store, (ctx, resume)).map(|(r,)| r).map_err(|e| (e, FaultKind::Trap))
-            }
-            (Some(_), None) => Err((wasmtime::format_err!("rule does not export on-continue"), FaultKind::Instantiate)),
+        let called = instance.and_then(|instance| {
+            call_rule(&mut store, instance, rule, ctx, resume)
         });
         let result = match called {
             Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
@@ -346,6 +329,71 @@ impl Pipeline {
         // slow: the next login then gets a slot that is not warm. BENCHMARKS.md.)
         drop(store);
         run
+    }
+}
+
+type Returned = Result<wit::Outcome, wit::RuleError>;
+
+/// Calls a rule's `on-login` (or `on-continue` when resuming) in the contract version
+/// it was built against; the outcome comes back in the host's types.
+fn call_rule(
+    store: &mut Store<RuleState>,
+    instance: wasmtime::component::Instance,
+    rule: &LoadedRule,
+    ctx: &wit::LoginContext,
+    resume: Option<&wit::Resume>,
+) -> Result<Returned, (wasmtime::Error, FaultKind)> {
+    let trap = |e| (e, FaultKind::Trap);
+    let missing = |what: &str| (wasmtime::format_err!("no export `{what}`"), FaultKind::Instantiate);
+    let Some(resume) = resume else {
+        let func = instance
+            .get_func(&mut *store, rule.login_export)
+            .ok_or_else(|| missing("on-login"))?;
+        // SAFETY: at load, `RulePre::new` of the rule's contract version type-checked
+        // this export of this component against that version's types; checking it
+        // again on every login costs more than the call itself. The 0.2.0 context has
+        // 0.1.0's shape (the test `contract_shapes` checks it), and a typed function
+        // is checked by shape.
+        return match rule.contract {
+            Contract::V0_2 => {
+                let on_login = unsafe {
+                    TypedFunc::<(&wit::LoginContext,), (Returned,)>::new_unchecked(func)
+                };
+                on_login.call(&mut *store, (ctx,)).map(|(r,)| r).map_err(trap)
+            }
+            Contract::V0_1 => {
+                let on_login = unsafe {
+                    TypedFunc::<(&wit::LoginContext,), (Result<OutcomeV0_1, wit::RuleError>,)>::new_unchecked(func)
+                };
+                on_login
+                    .call(&mut *store, (ctx,))
+                    .map(|(r,)| r.map(wit::Outcome::from))
+                    .map_err(trap)
+            }
+        };
+    };
+    // Resuming is rare; this path keeps wasmtime's own type check.
+    let export = rule
+        .continue_export
+        .as_ref()
+        .ok_or_else(|| missing("on-continue"))?;
+    let instantiate = |e| (e, FaultKind::Instantiate);
+    match rule.contract {
+        Contract::V0_2 => instance
+            .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Returned,)>(&mut *store, export)
+            .map_err(instantiate)?
+            .call(&mut *store, (ctx, resume))
+            .map(|(r,)| r)
+            .map_err(trap),
+        Contract::V0_1 => instance
+            .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<OutcomeV0_1, wit::RuleError>,)>(
+                &mut *store,
+                export,
+            )
+            .map_err(instantiate)?
+            .call(&mut *store, (ctx, resume))
+            .map(|(r,)| r.map(wit::Outcome::from))
+            .map_err(trap),
     }
 }
 

@@ -92,6 +92,8 @@ pub(crate) struct RuleState {
     pub(crate) rule: Arc<RuleSettings>,
     pub(crate) services: Services,
     pub(crate) password: Option<SecretString>,
+    /// The login's directory user, the only one whose factors a rule may list.
+    pub(crate) login_user: Option<String>,
     pub(crate) logs: Vec<String>,
     pub(crate) capability_failures: u32,
     output: BoundedOutput,
@@ -115,6 +117,7 @@ impl RuleState {
         Self {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
             password: login.password.clone(),
+            login_user: login.user.as_ref().map(|u| u.id.clone()),
             evidence,
             refused: None,
             wasi: None,

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::OnError;
+use crate::state::factors::FactorProvider;
 
 /// The pipeline's answer to a login attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,6 +26,22 @@ pub enum Decision {
     },
     Challenge {
         kind: ChallengeKind,
+        /// For `mfa`: the factor challenged, and who sends its code.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        factor_id: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<FactorProvider>,
+        /// Where the code went, masked (`+1 ***-***-1234`), once the host sent it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        destination: Option<String>,
+        /// After a wrong code: how many more the challenge takes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        attempts_left: Option<u32>,
+        /// The challenging rule and its state, kept server-side with the resume token.
+        #[serde(skip)]
+        state: String,
+        #[serde(skip)]
+        rule: String,
     },
 }
 

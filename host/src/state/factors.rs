@@ -3,20 +3,20 @@
 //! provider's (which needs the phone on every request; we hold it sealed, see
 //! `mfa::sealed`). Never a plaintext phone, never a code.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::mfa::sealed::Sealed;
 
 use super::StoreError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FactorKind {
     Sms,
 }
 
 /// Who delivers the factor's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FactorProvider {
     /// The old SMS provider: it keeps the phone number.
@@ -25,7 +25,7 @@ pub enum FactorProvider {
     Verify,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FactorStatus {
     Active,
@@ -46,6 +46,10 @@ pub struct Factor {
     pub enrolled_at_ms: u64,
     pub updated_at_ms: u64,
     pub last_used_ms: Option<u64>,
+    /// The rollout cohort (e.g. `internal`), for routing and the backfill.
+    pub cohort: Option<String>,
+    /// Put back on the old provider by an operator; routing honours it.
+    pub reverted: bool,
 }
 
 macro_rules! names {
@@ -75,13 +79,15 @@ names!(FactorStatus { Active = "active", Disabled = "disabled" });
 /// PostgreSQL placeholders; SQLite takes the same text with `?` for `$`.
 pub(super) const UPSERT: &str =
     "INSERT INTO factors (id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext,
-                          phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                          phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms,
+                          cohort, reverted)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
      ON CONFLICT (id) DO UPDATE SET
          provider = excluded.provider, legacy_provider_user_id = excluded.legacy_provider_user_id,
          phone_ciphertext = excluded.phone_ciphertext, phone_nonce = excluded.phone_nonce,
          phone_key_id = excluded.phone_key_id, status = excluded.status,
-         updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms
+         updated_at_ms = excluded.updated_at_ms, last_used_ms = excluded.last_used_ms,
+         cohort = excluded.cohort, reverted = excluded.reverted
      WHERE factors.user_id = excluded.user_id";
 
 /// Replaces a sealed phone only if it is still the one read.
@@ -91,4 +97,4 @@ pub(super) const RESEAL: &str =
 
 /// The columns a factor is read from, in `Factor`'s order.
 pub(super) const COLUMNS: &str = "id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, \
-     phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms";
+     phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms, cohort, reverted";

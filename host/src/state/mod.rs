@@ -76,6 +76,21 @@ pub struct ResumeRecord {
     /// What the host verified before the redirect (links are checked against it).
     #[serde(default)]
     pub evidence: crate::runtime::invariants::AccountEvidence,
+    /// A second-factor challenge the host performs: the code was sent, the token
+    /// resumes once the code checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge: Option<PendingChallenge>,
+}
+
+/// The host's side of an `mfa` challenge in flight.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingChallenge {
+    pub factor_id: String,
+    pub via: factors::FactorProvider,
+    /// Masked.
+    pub destination: String,
+    /// Wrong codes so far (the limit is `[mfa] max_attempts_per_challenge`).
+    pub wrong_codes: u32,
 }
 
 /// A login as kept for a resume: everything but the password.

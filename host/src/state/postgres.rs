@@ -19,7 +19,7 @@ use super::{
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::mfa::sealed::Sealed;
-use crate::services::{Directory, ServiceError};
+use crate::services::{Directory, FactorSummary, ServiceError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -78,11 +78,16 @@ CREATE TABLE IF NOT EXISTS factors (
     enrolled_at_ms BIGINT NOT NULL,
     updated_at_ms BIGINT NOT NULL,
     last_used_ms BIGINT,
+    cohort TEXT,
+    reverted BOOLEAN NOT NULL DEFAULT false,
     -- A sealed phone is all three parts or none.
     CHECK ((phone_ciphertext IS NULL) = (phone_nonce IS NULL)
            AND (phone_nonce IS NULL) = (phone_key_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS factors_user ON factors(user_id);
+-- Older databases: the rollout cohort and the operator's revert.
+ALTER TABLE factors ADD COLUMN IF NOT EXISTS cohort TEXT;
+ALTER TABLE factors ADD COLUMN IF NOT EXISTS reverted BOOLEAN NOT NULL DEFAULT false;
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -214,6 +219,18 @@ impl Directory for PostgresState {
             password,
             &format!("directory user {user_id}"),
         )
+    }
+
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        Ok(self
+            .factors_where(
+                "user_id = $1 AND status = 'active' ORDER BY enrolled_at_ms, id",
+                &[&user_id],
+            )
+            .map_err(unavailable)?
+            .iter()
+            .map(FactorSummary::of)
+            .collect())
     }
 }
 
@@ -381,6 +398,8 @@ impl PostgresState {
                     enrolled_at_ms: stored_time(row.get(9)),
                     updated_at_ms: stored_time(row.get(10)),
                     last_used_ms: row.get::<_, Option<i64>>(11).map(stored_time),
+                    cohort: row.get(12),
+                    reverted: row.get(13),
                 })
             })
             .collect()
@@ -413,6 +432,8 @@ impl StateStore for PostgresState {
                 &sql_time(factor.enrolled_at_ms),
                 &sql_time(factor.updated_at_ms),
                 &factor.last_used_ms.map(sql_time),
+                &factor.cohort,
+                &factor.reverted,
             ],
         )?;
         Ok(())

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::mfa::sealed::Sealed;
-use crate::services::{Directory, ServiceError};
+use crate::services::{Directory, FactorSummary, ServiceError};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -74,6 +74,8 @@ CREATE TABLE IF NOT EXISTS factors (
     enrolled_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL,
     last_used_ms INTEGER,
+    cohort TEXT,
+    reverted INTEGER NOT NULL DEFAULT 0,
     -- A sealed phone is all three parts or none.
     CHECK ((phone_ciphertext IS NULL) = (phone_nonce IS NULL)
            AND (phone_nonce IS NULL) = (phone_key_id IS NULL))
@@ -97,6 +99,17 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
     )?;
     if !has_lease {
         conn.execute_batch("ALTER TABLE outbox ADD COLUMN lease_token TEXT")?;
+    }
+    let has_cohort: bool = conn.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('factors') WHERE name = 'cohort'",
+        [],
+        |row| row.get::<_, i64>(0).map(|n| n > 0),
+    )?;
+    if !has_cohort {
+        conn.execute_batch(
+            "ALTER TABLE factors ADD COLUMN cohort TEXT;
+             ALTER TABLE factors ADD COLUMN reverted INTEGER NOT NULL DEFAULT 0;",
+        )?;
     }
     Ok(())
 }
@@ -224,6 +237,18 @@ impl Directory for SqliteState {
             .optional()
             .map_err(|e| unavailable(e.into()))?;
         check_stored_password(stored, password, &format!("directory user {user_id}"))
+    }
+
+    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
+        Ok(self
+            .factors_where(
+                "user_id = ?1 AND status = 'active' ORDER BY enrolled_at_ms, id",
+                params![user_id],
+            )
+            .map_err(unavailable)?
+            .iter()
+            .map(FactorSummary::of)
+            .collect())
     }
 }
 
@@ -375,6 +400,8 @@ impl SqliteState {
                 row.get::<_, i64>(9)?,
                 row.get::<_, i64>(10)?,
                 row.get::<_, Option<i64>>(11)?,
+                row.get::<_, Option<String>>(12)?,
+                row.get::<_, bool>(13)?,
             ))
         })?;
         rows.map(|row| {
@@ -391,6 +418,8 @@ impl SqliteState {
                 enrolled,
                 updated,
                 used,
+                cohort,
+                reverted,
             ) = row?;
             Ok(Factor {
                 id,
@@ -410,6 +439,8 @@ impl SqliteState {
                 enrolled_at_ms: stored_time(enrolled),
                 updated_at_ms: stored_time(updated),
                 last_used_ms: used.map(stored_time),
+                cohort,
+                reverted,
             })
         })
         .collect()
@@ -444,6 +475,8 @@ impl StateStore for SqliteState {
                 sql_time(factor.enrolled_at_ms),
                 sql_time(factor.updated_at_ms),
                 factor.last_used_ms.map(sql_time),
+                factor.cohort,
+                factor.reverted,
             ],
         )?;
         Ok(())

@@ -316,6 +316,8 @@ fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
             enrolled_at_ms: 1,
             updated_at_ms: 1,
             last_used_ms: None,
+            cohort: None,
+            reverted: false,
         })?;
     }
     let rotate = || {

@@ -99,6 +99,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         password_hash: None,
         expires_at_ms: 10,
         evidence: Default::default(),
+        challenge: None,
     };
     state.save_resume(&record)?;
     use portcullis::state::TakenResume;
@@ -329,6 +330,8 @@ fn keeps_factors(state: &dyn StateStore) -> Result {
         enrolled_at_ms: 1_000,
         updated_at_ms: 1_000,
         last_used_ms: None,
+        cohort: None,
+        reverted: false,
     };
     state.put_factor(&legacy)?;
     assert_eq!(state.factors_of("usr_f1")?, vec![legacy.clone()]);
@@ -338,6 +341,8 @@ fn keeps_factors(state: &dyn StateStore) -> Result {
         phone: Some(keys.seal("+14155552671", "usr_f1", "fac_legacy")),
         updated_at_ms: 2_000,
         last_used_ms: Some(1_500),
+        cohort: Some("internal".into()),
+        reverted: true,
         ..legacy.clone()
     };
     state.put_factor(&moved)?;

@@ -3,8 +3,13 @@
 //! the host capabilities as a trait. A rule crate writes its logic against these; its
 //! guest wrapper implements [`Host`] with the component's imports
 //! ([`guest_host!`]), and tests or benchmarks implement it natively.
+//!
+//! The crate root is contract 0.1.0 (the migration rules are built against it, and
+//! keep running unchanged); [`v0_2`] is contract 0.2.0, with second factors.
 
-wit_bindgen::generate!({ path: "../../wit", world: "portcullis:rule/rule-types" });
+wit_bindgen::generate!({ path: "../../wit/v0.1.0", world: "portcullis:rule/rule-types" });
+
+pub mod v0_2;
 
 pub use portcullis::rule::types::*;
 
@@ -97,29 +102,55 @@ macro_rules! guest_host {
 #[macro_export]
 macro_rules! export_rule {
     (on_login: $on_login:path) => {
-        $crate::export_rule!(@guest "../../wit", "portcullis:rule/rule", $on_login, {});
+        $crate::export_rule!(@guest "../../wit/v0.1.0", "portcullis:rule/rule", V0_1, $on_login, {});
     };
     // A crate elsewhere than `rules/<name>/` names the contract's directory.
     (wit: $wit:literal, on_login: $on_login:path) => {
-        $crate::export_rule!(@guest $wit, "portcullis:rule/rule", $on_login, {});
+        $crate::export_rule!(@guest $wit, "portcullis:rule/rule", V0_1, $on_login, {});
+    };
+    (contract: "0.2.0", on_login: $on_login:path) => {
+        $crate::export_rule!(@guest "../../wit/v0.2.0", "portcullis:rule/rule", V0_2, $on_login, {});
+    };
+    (contract: "0.2.0", on_login: $on_login:path, on_continue: $on_continue:path) => {
+        $crate::export_rule!(@guest "../../wit/v0.2.0", "portcullis:rule/resumable-rule", V0_2, $on_login, {
+            fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
+                report_panics();
+                $on_continue(&ctx, &resume, &mut GuestHost)
+            }
+        });
     };
     (on_login: $on_login:path, on_continue: $on_continue:path) => {
-        $crate::export_rule!(@guest "../../wit", "portcullis:rule/resumable-rule", $on_login, {
+        $crate::export_rule!(@guest "../../wit/v0.1.0", "portcullis:rule/resumable-rule", V0_1, $on_login, {
             fn on_continue(ctx: LoginContext, resume: Resume) -> Result<Outcome, RuleError> {
                 report_panics();
                 $on_continue(&ctx, &resume)
             }
         });
     };
-    (@guest $wit:literal, $world:literal, $on_login:path, { $($more:tt)* }) => {
-        #[cfg(target_arch = "wasm32")]
-        mod guest {
+    (@guest $wit:literal, $world:literal, V0_1, $on_login:path, { $($more:tt)* }) => {
+        $crate::export_rule!(@module {
             wit_bindgen::generate!({
                 path: $wit,
                 world: $world,
                 with: { "portcullis:rule/types@0.1.0": ::rule_model::portcullis::rule::types },
             });
             ::rule_model::guest_host!();
+        }, $on_login, { $($more)* });
+    };
+    (@guest $wit:literal, $world:literal, V0_2, $on_login:path, { $($more:tt)* }) => {
+        $crate::export_rule!(@module {
+            wit_bindgen::generate!({
+                path: $wit,
+                world: $world,
+                with: { "portcullis:rule/types@0.2.0": ::rule_model::v0_2::portcullis::rule::types },
+            });
+            ::rule_model::guest_host_v0_2!();
+        }, $on_login, { $($more)* });
+    };
+    (@module { $($bindings:tt)* }, $on_login:path, { $($more:tt)* }) => {
+        #[cfg(target_arch = "wasm32")]
+        mod guest {
+            $($bindings)*
 
             struct Rule;
 

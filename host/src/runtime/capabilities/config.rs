@@ -1,4 +1,4 @@
-use crate::runtime::bindings::portcullis::rule::config::Host;
+use crate::runtime::bindings::v0_2::portcullis::rule::config::Host;
 use crate::runtime::sandbox::RuleState;
 
 impl Host for RuleState {

@@ -1,4 +1,4 @@
-use crate::runtime::bindings::portcullis::rule::directory::Host;
+use crate::runtime::bindings::v0_2::portcullis::rule::directory::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::sandbox::RuleState;
 use crate::services::call;

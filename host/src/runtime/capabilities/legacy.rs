@@ -1,4 +1,4 @@
-use crate::runtime::bindings::portcullis::rule::legacy::Host;
+use crate::runtime::bindings::v0_2::portcullis::rule::legacy::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::bindings::wit::LegacyAccount;
 use crate::runtime::sandbox::RuleState;

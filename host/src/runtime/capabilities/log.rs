@@ -1,4 +1,4 @@
-use crate::runtime::bindings::portcullis::rule::log::{Host, Level};
+use crate::runtime::bindings::v0_2::portcullis::rule::log::{Host, Level};
 use crate::runtime::sandbox::RuleState;
 
 impl Host for RuleState {

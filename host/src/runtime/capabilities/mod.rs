@@ -6,6 +6,8 @@ mod config;
 mod directory;
 mod legacy;
 mod log;
+pub(crate) mod mfa;
+mod since_v0_1;
 
 use secrecy::SecretString;
 

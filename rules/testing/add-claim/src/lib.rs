@@ -1,7 +1,7 @@
 //! A well-behaved rule: tags the login with a claim and records the client in app
 //! metadata. The host tests use it as the healthy neighbour of the faulty rules.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 use portcullis::rule::types::{Claim, Decision, Effect};
 use portcullis::rule::{config, log};

@@ -2,7 +2,7 @@
 //! `huge` (a 10 MB claim), `invalid-json` (metadata that is not JSON), or
 //! `not-an-object` (a metadata patch that is JSON but not an object).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 use portcullis::rule::config;
 use portcullis::rule::types::{Claim, Decision, Effect};

@@ -12,7 +12,7 @@
 //! - `lookup-loop`: capability calls without end (each refused once the deadline is
 //!   past).
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 use portcullis::rule::types::{Decision, Effect, LegacyLink, NewUser, OutboxMessage};
 use portcullis::rule::{config, legacy, log};

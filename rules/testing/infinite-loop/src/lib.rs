@@ -1,6 +1,6 @@
 //! Faulty on purpose: never returns. The host's epoch deadline must stop it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 struct InfiniteLoop;
 

@@ -1,7 +1,7 @@
 //! Faulty on purpose: allocates and touches 1 MiB blocks until memory runs out. The
 //! host's per-store memory cap must stop it before the process feels it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 struct MemoryBomb;
 

@@ -15,4 +15,4 @@ pub fn on_login(ctx: &LoginContext, _host: &mut impl Host) -> Result<Outcome, Ru
     })
 }
 
-rule_model::export_rule!(wit: "../../../wit", on_login: crate::on_login);
+rule_model::export_rule!(wit: "../../../wit/v0.1.0", on_login: crate::on_login);

@@ -1,7 +1,7 @@
 //! Faulty on purpose: a rule bug that panics. The panic message goes to stderr (which
 //! the host captures into the trace) and the guest traps.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 struct Panics;
 

@@ -2,7 +2,7 @@
 //! host tests use it to check ordering, pending effects, stop semantics and replay
 //! determinism. Config: `decision` = continue | deny | redirect | challenge.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};

@@ -1,7 +1,7 @@
 //! Imports the `legacy` capability. A pipeline that does not grant `legacy` to this rule
 //! must refuse to load it.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 use portcullis::rule::legacy;
 use portcullis::rule::types::Decision;

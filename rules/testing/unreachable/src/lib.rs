@@ -1,7 +1,7 @@
 //! Faulty on purpose: executes the wasm `unreachable` instruction, as a miscompiled or
 //! hand-written rule might.
 
-wit_bindgen::generate!({ path: "../../../wit", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
 
 struct Unreachable;
 

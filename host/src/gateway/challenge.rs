@@ -1,0 +1,264 @@
+//! The second-factor challenges the host performs for a rule: send the code through
+//! the provider the rule chose, park the login behind a resume token, check the code
+//! the user sends back with the same provider, and only then resume the rule.
+//!
+//! Limits are the host's: wrong codes per challenge (kept with the parked login, so
+//! any process enforces them) and challenges per user per hour (this process's
+//! count). A provider that is down denies with `retryable`; nothing here exports a
+//! phone, deletes a factor or locks an account.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use secrecy::SecretString;
+use serde_json::json;
+
+use super::{Gateway, GatewayError};
+use crate::config::MfaSettings;
+use crate::providers::CodeCheck;
+use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
+use crate::services::ServiceErrorKind;
+use crate::state::{PendingChallenge, ResumeRecord, StoredLogin};
+
+/// The longest code a user may send back: providers send 6 or 7 digits.
+const MAX_CODE_LEN: usize = 10;
+
+pub(crate) struct ChallengeLimits {
+    max_wrong_codes: u32,
+    per_user: DefaultKeyedRateLimiter<String>,
+    checks: AtomicU32,
+}
+
+impl ChallengeLimits {
+    pub(crate) fn new(settings: &MfaSettings) -> Self {
+        let per_hour = NonZeroU32::new(settings.max_challenges_per_hour).unwrap_or(NonZeroU32::MIN);
+        Self {
+            max_wrong_codes: settings.max_attempts_per_challenge.max(1),
+            per_user: RateLimiter::keyed(Quota::per_hour(per_hour)),
+            checks: AtomicU32::new(0),
+        }
+    }
+
+    fn allow(&self, user_id: &str) -> bool {
+        // Users who have not been challenged for an hour are forgotten now and then,
+        // so the map does not grow with every user ever challenged.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.per_user.retain_recent();
+        }
+        self.per_user.check_key(&user_id.to_owned()).is_ok()
+    }
+}
+
+/// What a code check means for the parked login.
+pub(crate) enum Checked {
+    /// The code is right: resume the rule with this result.
+    Passed(String),
+    /// The login's answer without resuming (a wrong code, an expired one, an outage).
+    Answer(Box<Verdict>),
+}
+
+/// A denied verdict that keeps the trace of what ran.
+fn denied(mut verdict: Verdict, code: &str, message: &str, retryable: bool) -> Verdict {
+    verdict.decision = Decision::Deny {
+        code: code.into(),
+        message: message.into(),
+        retryable,
+    };
+    verdict.effects.clear();
+    verdict.resume_token = None;
+    verdict
+}
+
+fn answer_only(record: &ResumeRecord) -> Verdict {
+    Verdict {
+        transaction_id: record.transaction_id.clone(),
+        decision: Decision::Allow,
+        effects: Vec::new(),
+        trace: Vec::new(),
+        applied: None,
+        resume_token: None,
+        error: None,
+        evidence: Default::default(),
+    }
+}
+
+/// A provider failure, as the user is told: retry later, or ask for help.
+fn provider_failed(verdict: Verdict, kind: ServiceErrorKind) -> Verdict {
+    if kind == ServiceErrorKind::Unavailable {
+        denied(
+            verdict,
+            "mfa_provider_unavailable",
+            "We could not reach the SMS service; please try again in a few minutes.",
+            true,
+        )
+    } else {
+        denied(
+            verdict,
+            "mfa_unavailable",
+            "Your second factor cannot be used; please contact support.",
+            false,
+        )
+    }
+}
+
+impl Gateway {
+    /// A rule asked for an `mfa` challenge: send the code and park the login.
+    pub(super) fn challenge(
+        &self,
+        mut verdict: Verdict,
+        login: &StoredLogin,
+        new_user_id: &str,
+        password_hash: Option<String>,
+    ) -> Result<Verdict, GatewayError> {
+        let Decision::Challenge {
+            factor_id: Some(factor_id),
+            via: Some(via),
+            rule,
+            state,
+            ..
+        } = verdict.decision.clone()
+        else {
+            return Ok(verdict);
+        };
+        // A factor belongs to a directory user; a login creating one has none yet.
+        let Some(user) = &login.user else {
+            return Ok(denied(
+                verdict,
+                "mfa_unavailable",
+                "Your second factor cannot be used; please contact support.",
+                false,
+            ));
+        };
+        if !self.challenges.allow(&user.id) {
+            return Ok(denied(
+                verdict,
+                "mfa_rate_limited",
+                "Too many codes were sent; please try again later.",
+                true,
+            ));
+        }
+        let sent = match self.services.sms.send_code(&user.id, &factor_id, via) {
+            Ok(sent) => sent,
+            Err(e) => {
+                tracing::warn!(transaction = %login.transaction_id, ?via, "sending a code failed: {}", e.message);
+                return Ok(provider_failed(verdict, e.kind));
+            }
+        };
+        let pending = PendingChallenge {
+            factor_id,
+            via,
+            destination: sent.destination.clone(),
+            wrong_codes: 0,
+        };
+        let token = self.park(
+            &verdict,
+            login,
+            new_user_id,
+            password_hash,
+            &rule,
+            &state,
+            Some(pending),
+        )?;
+        if let Decision::Challenge { destination, .. } = &mut verdict.decision {
+            *destination = Some(sent.destination);
+        }
+        verdict.resume_token = Some(token);
+        Ok(verdict)
+    }
+
+    /// Checks the code sent back for a parked challenge (`result`: `{"code": "…"}`).
+    pub(super) fn check_challenge(
+        &self,
+        record: &ResumeRecord,
+        challenge: &PendingChallenge,
+        result: &str,
+    ) -> Result<Checked, GatewayError> {
+        // Anything but a short string of digits is a wrong code, never sent on.
+        let code = serde_json::from_str::<serde_json::Value>(result)
+            .ok()
+            .and_then(|v| v["code"].as_str().map(str::to_owned))
+            .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN && c.chars().all(|c| c.is_ascii_digit()))
+            .map(SecretString::from);
+        let checked = match &code {
+            None => Ok(CodeCheck::Wrong),
+            Some(code) => self.services.sms.check_code(
+                &record.subject,
+                &challenge.factor_id,
+                challenge.via,
+                code,
+            ),
+        };
+        let base = answer_only(record);
+        let answer = match checked {
+            Ok(CodeCheck::Approved) => {
+                return Ok(Checked::Passed(
+                    json!({
+                        "verified": true,
+                        "factor-id": challenge.factor_id,
+                        "provider": challenge.via.name(),
+                    })
+                    .to_string(),
+                ));
+            }
+            Ok(CodeCheck::Wrong) => {
+                let wrong_codes = challenge.wrong_codes + 1;
+                if wrong_codes >= self.challenges.max_wrong_codes {
+                    denied(
+                        base,
+                        "mfa_too_many_attempts",
+                        "Too many wrong codes; please sign in again.",
+                        false,
+                    )
+                } else {
+                    // The same challenge under a new token: the used one is spent.
+                    let pending = PendingChallenge {
+                        wrong_codes,
+                        ..challenge.clone()
+                    };
+                    let mut verdict = base;
+                    verdict.effects = record.pending.clone();
+                    verdict.evidence = record.evidence.clone();
+                    let token = self.park(
+                        &verdict,
+                        &record.login,
+                        &record.subject,
+                        record.password_hash.clone(),
+                        &record.rule,
+                        &record.state,
+                        Some(pending),
+                    )?;
+                    verdict.effects.clear();
+                    verdict.decision = Decision::Challenge {
+                        kind: ChallengeKind::Mfa,
+                        factor_id: Some(challenge.factor_id.clone()),
+                        via: Some(challenge.via),
+                        destination: Some(challenge.destination.clone()),
+                        attempts_left: Some(self.challenges.max_wrong_codes - wrong_codes),
+                        state: String::new(),
+                        rule: record.rule.clone(),
+                    };
+                    verdict.resume_token = Some(token);
+                    verdict
+                }
+            }
+            Ok(CodeCheck::Expired) => denied(
+                base,
+                "mfa_code_expired",
+                "The code has expired; please sign in again for a new one.",
+                true,
+            ),
+            Ok(CodeCheck::TooManyAttempts) => denied(
+                base,
+                "mfa_too_many_attempts",
+                "Too many wrong codes; please sign in again.",
+                false,
+            ),
+            Err(e) => {
+                tracing::warn!(transaction = %record.transaction_id, via = ?challenge.via, "checking a code failed: {}", e.message);
+                provider_failed(base, e.kind)
+            }
+        };
+        Ok(Checked::Answer(Box::new(answer)))
+    }
+}

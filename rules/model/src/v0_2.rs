@@ -1,0 +1,73 @@
+//! Contract `portcullis:rule@0.2.0`: 0.1.0 plus second factors (a challenge that names
+//! a factor and who sends its code, and the `mfa` capability). Rules built against it
+//! use `rule_model::export_rule!(contract: "0.2.0", …)`.
+
+wit_bindgen::generate!({ path: "../../wit/v0.2.0", world: "portcullis:rule/rule-types" });
+
+pub use self::portcullis::rule::types::*;
+pub use crate::{LogLevel, json_flag};
+
+/// The host capabilities a 0.2.0 rule may call (each only if its grants allow the
+/// interface; an unused method costs the component nothing).
+pub trait Host {
+    fn log(&mut self, level: LogLevel, message: &str);
+    fn config(&mut self, key: &str) -> Option<String>;
+    fn verify_directory_password(&mut self, user_id: &str) -> Result<bool, CapabilityError>;
+    fn find_legacy_accounts(&mut self, email: &str) -> Result<Vec<LegacyAccount>, CapabilityError>;
+    fn verify_legacy_password(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+    ) -> Result<bool, CapabilityError>;
+    /// The login's user's active second factors: summaries, never a phone number.
+    fn list_factors(&mut self, user_id: &str) -> Result<Vec<FactorSummary>, CapabilityError>;
+}
+
+/// [`crate::guest_host!`] for contract 0.2.0.
+#[macro_export]
+macro_rules! guest_host_v0_2 {
+    () => {
+        pub struct GuestHost;
+
+        impl $crate::v0_2::Host for GuestHost {
+            fn log(&mut self, level: $crate::LogLevel, message: &str) {
+                use portcullis::rule::log::{Level, log};
+                let level = match level {
+                    $crate::LogLevel::Debug => Level::Debug,
+                    $crate::LogLevel::Info => Level::Info,
+                    $crate::LogLevel::Warn => Level::Warn,
+                    $crate::LogLevel::Error => Level::Error,
+                };
+                log(level, message)
+            }
+            fn config(&mut self, key: &str) -> Option<String> {
+                portcullis::rule::config::get(key)
+            }
+            fn verify_directory_password(
+                &mut self,
+                user_id: &str,
+            ) -> Result<bool, $crate::v0_2::CapabilityError> {
+                portcullis::rule::directory::verify_password(user_id)
+            }
+            fn find_legacy_accounts(
+                &mut self,
+                email: &str,
+            ) -> Result<Vec<$crate::v0_2::LegacyAccount>, $crate::v0_2::CapabilityError> {
+                portcullis::rule::legacy::find_accounts(email)
+            }
+            fn verify_legacy_password(
+                &mut self,
+                product: &str,
+                legacy_id: &str,
+            ) -> Result<bool, $crate::v0_2::CapabilityError> {
+                portcullis::rule::legacy::verify_password(product, legacy_id)
+            }
+            fn list_factors(
+                &mut self,
+                user_id: &str,
+            ) -> Result<Vec<$crate::v0_2::FactorSummary>, $crate::v0_2::CapabilityError> {
+                portcullis::rule::mfa::list_factors(user_id)
+            }
+        }
+    };
+}
