@@ -528,10 +528,17 @@ fn seed_stores(
             )?,
     };
     let started = std::time::Instant::now();
+    // A config that sets up SMS providers gets factors for its migrated users.
+    let mfa_keys = if config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some() {
+        Some(std::sync::Arc::new(config.mfa.key_ring().context("[mfa] keys")?))
+    } else {
+        None
+    };
     let options = portcullis::seed::SeedOptions {
         users,
         logins,
         seed,
+        mfa_keys,
     };
     let report = portcullis::seed::seed(state.as_ref(), &legacy, &logins_dir, &options, |line| {
         eprintln!("seed: {line}")
@@ -541,11 +548,21 @@ fn seed_stores(
         .iter()
         .map(|(p, n)| format!("{p} {n}"))
         .collect();
+    let factors: Vec<String> = report
+        .factors
+        .iter()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
     println!(
-        "seeded {} people: legacy accounts {}; {} directory users; {} logins in {} ({:.1} s)",
+        "seeded {} people: legacy accounts {}; {} directory users{}; {} logins in {} ({:.1} s)",
         report.people,
         accounts.join(", "),
         report.directory_users,
+        if factors.is_empty() {
+            String::new()
+        } else {
+            format!(" (SMS factors: {})", factors.join(", "))
+        },
         report.logins,
         report.logins_dir.display(),
         started.elapsed().as_secs_f64()

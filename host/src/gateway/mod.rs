@@ -125,6 +125,12 @@ impl Gateway {
         self
     }
 
+    /// Second-factor limits from `[mfa]` (`open` reads them from the config).
+    pub fn with_mfa_limits(mut self, settings: &crate::config::MfaSettings) -> Self {
+        self.challenges = challenge::ChallengeLimits::new(settings);
+        self
+    }
+
     /// Evaluate only: allowed logins change nothing (replays, dry runs).
     pub fn without_applying(mut self) -> Self {
         self.apply_effects = false;

@@ -14,6 +14,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::gateway::login::{DirectoryUser, Identity};
+use crate::mfa::sealed::KeyRing;
+use crate::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
 use crate::state::legacy_sqlite::LegacyRow;
 use crate::state::passwords::legacy_formats;
 use crate::state::{SqliteLegacyStores, StateStore, StoreError};
@@ -76,6 +78,9 @@ pub struct SeedOptions {
     pub users: usize,
     pub logins: usize,
     pub seed: u64,
+    /// Give migrated users SMS factors (phones of the new provider sealed with these
+    /// keys); see [`seed_factor`].
+    pub mfa_keys: Option<std::sync::Arc<KeyRing>>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -83,6 +88,10 @@ pub struct SeedReport {
     pub people: usize,
     pub legacy_accounts: BTreeMap<String, usize>,
     pub directory_users: usize,
+    /// SMS factors by where their codes can go: `legacy-sms`, `verify`, `both`.
+    pub factors: BTreeMap<&'static str, usize>,
+    /// Old-provider ids handed out (`authy-0` …): the simulator must know them.
+    pub legacy_sms_users: usize,
     pub logins: usize,
     pub logins_dir: PathBuf,
 }
@@ -229,6 +238,7 @@ pub fn seed(
             _ => Prior::None,
         })
         .collect();
+    let mut skipped_factor = 0;
     for (n, (person, prior)) in people.iter().zip(&priors).enumerate() {
         let (product, legacy_id, _) = &person.accounts[0];
         let linked = vec![Identity {
@@ -279,6 +289,17 @@ pub fn seed(
         };
         state.put_user(&user, hash.as_deref())?;
         report.directory_users += 1;
+        if let (Prior::Migrated, Some(keys)) = (prior, &options.mfa_keys) {
+            let migrated = report.factors.values().sum::<usize>() + skipped_factor;
+            match seed_factor(&user.id, migrated, report.legacy_sms_users, keys) {
+                Some((factor, kind)) => {
+                    report.legacy_sms_users += usize::from(factor.legacy_provider_user_id.is_some());
+                    *report.factors.entry(kind).or_default() += 1;
+                    state.put_factor(&factor)?;
+                }
+                None => skipped_factor += 1,
+            }
+        }
         if report.directory_users.is_multiple_of(25) {
             progress(&format!("directory: {} users", report.directory_users));
         }
@@ -345,6 +366,63 @@ fn capitalize(word: &str) -> String {
         .next()
         .map(|c| c.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
+}
+
+/// The phone of the n-th old-provider user the demo and the simulator share
+/// (`authy-<n>`): +1 201-555-0000 on, then 202-555-…, all valid North American numbers.
+pub fn legacy_sms_phone(n: usize) -> String {
+    format!("+1{}555{:04}", 201 + n / 10_000, n % 10_000)
+}
+
+/// The SMS factor of the `m`-th migrated user, in a fixed rotation: only the old
+/// provider's id (cohort `internal` for every tenth of these), only a phone at the new
+/// provider, both (exported earlier; `internal` for every other one, and every sixth
+/// reverted by an operator), or none. `legacy` is the next old-provider id to hand out.
+pub fn seed_factor(
+    user_id: &str,
+    m: usize,
+    legacy: usize,
+    keys: &KeyRing,
+) -> Option<(Factor, &'static str)> {
+    let id = format!("fac_{}", user_id.trim_start_matches("usr_"));
+    let mut factor = Factor {
+        id: id.clone(),
+        user_id: user_id.to_owned(),
+        kind: FactorKind::Sms,
+        provider: FactorProvider::LegacySms,
+        legacy_provider_user_id: None,
+        phone: None,
+        status: FactorStatus::Active,
+        enrolled_at_ms: DEMO_EPOCH_MS - 60 * 86_400_000,
+        updated_at_ms: DEMO_EPOCH_MS - 60 * 86_400_000,
+        last_used_ms: None,
+        cohort: None,
+        reverted: false,
+    };
+    // The user's place among those of the same kind.
+    let j = m / 4;
+    let kind = match m % 4 {
+        0 => {
+            factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
+            factor.cohort = Some(if j % 10 == 0 { "internal" } else { "general" }.into());
+            "legacy-sms"
+        }
+        1 => {
+            factor.provider = FactorProvider::Verify;
+            let phone = format!("+1303555{:04}", m % 10_000);
+            factor.phone = Some(keys.seal(&phone, user_id, &id));
+            "verify"
+        }
+        2 => {
+            factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
+            factor.phone = Some(keys.seal(&legacy_sms_phone(legacy), user_id, &id));
+            factor.cohort = Some(if j % 2 == 0 { "internal" } else { "general" }.into());
+            factor.reverted = j % 6 == 2;
+            "both"
+        }
+        _ => return None,
+    };
+    Some((factor, kind))
 }
 
 /// The directory store and each legacy product's database path.

@@ -105,12 +105,18 @@ impl KeyRing {
         Self::parse(&spec)
     }
 
-    /// The ring in a file (one line, or one key per line).
+    /// The ring in a file (one line, or one key per line; `#` starts a comment line).
     pub fn from_file(path: &Path) -> Result<Self, SealError> {
         let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
             SealError::Keys(format!("cannot read {}: {}", path.display(), e.kind()))
         })?);
-        Self::parse(&text.replace('\n', ","))
+        let keys: Zeroizing<String> = Zeroizing::new(
+            text.lines()
+                .filter(|line| !line.trim_start().starts_with('#'))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        Self::parse(&keys)
     }
 
     pub fn current_key_id(&self) -> &str {

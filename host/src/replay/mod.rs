@@ -77,11 +77,25 @@ pub fn recording_files(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A recorded resume result as the replay sends it. A challenge's code was recorded as
+/// a marker; the provider's answer comes from the recording, so any well-formed code
+/// stands in for it.
+fn replayed_result(result: &serde_json::Value) -> String {
+    let mut result = result.clone();
+    if let Some(code) = result.get_mut("code")
+        && code.as_str() == Some("[redacted]")
+    {
+        *code = serde_json::Value::String("000000".into());
+    }
+    result.to_string()
+}
+
 /// Replays recordings, loading each pipeline once.
 pub struct Replay {
     runtime: Runtime,
     default_config: PathBuf,
-    pipelines: HashMap<PathBuf, Arc<Pipeline>>,
+    /// Each pipeline with its config's second-factor limits.
+    pipelines: HashMap<PathBuf, (Arc<Pipeline>, crate::config::MfaSettings)>,
 }
 
 impl Replay {
@@ -94,14 +108,18 @@ impl Replay {
         })
     }
 
-    fn pipeline(&mut self, path: &Path) -> Result<Arc<Pipeline>, String> {
-        if let Some(pipeline) = self.pipelines.get(path) {
-            return Ok(pipeline.clone());
+    fn pipeline(
+        &mut self,
+        path: &Path,
+    ) -> Result<(Arc<Pipeline>, crate::config::MfaSettings), String> {
+        if let Some(loaded) = self.pipelines.get(path) {
+            return Ok(loaded.clone());
         }
         let config = PipelineConfig::load(path).map_err(|e| e.to_string())?;
         let pipeline = Arc::new(self.runtime.load(&config).map_err(|e| e.to_string())?);
-        self.pipelines.insert(path.to_owned(), pipeline.clone());
-        Ok(pipeline)
+        let loaded = (pipeline, config.mfa);
+        self.pipelines.insert(path.to_owned(), loaded.clone());
+        Ok(loaded)
     }
 
     pub fn run(&mut self, path: &Path) -> RecordingResult {
@@ -153,7 +171,7 @@ impl Replay {
             Some(relative) => path.parent().unwrap_or(Path::new(".")).join(relative),
             None => self.default_config.clone(),
         };
-        let pipeline = self.pipeline(&config)?;
+        let (pipeline, mfa) = self.pipeline(&config)?;
         // Resume records live only as long as this recording's replay.
         let state = Arc::new(SqliteState::in_memory().map_err(|e| e.to_string())?);
         let tokens = || ResumeTokens::new(REPLAY_TOKEN_KEY, 900_000);
@@ -168,6 +186,7 @@ impl Replay {
                 tokens(),
             )
             .with_services(replayer.services())
+            .with_mfa_limits(&mfa)
             .without_applying();
             // The host's clock reads the time each step was recorded at: expiry and
             // skew are decided as they were then.
@@ -194,7 +213,7 @@ impl Replay {
                         TokenChoice::Issued => token,
                         TokenChoice::Forged => forge(&token),
                     };
-                    gateway.resume(&token, &transaction_id, &resume.result.to_string())
+                    gateway.resume(&token, &transaction_id, &replayed_result(&resume.result))
                 }
                 _ => {
                     return Err(format!(

@@ -159,10 +159,13 @@ pub fn seed_stores(
     logins: usize,
 ) -> std::result::Result<(), portcullis::state::StoreError> {
     let (state, legacy) = portcullis::seed::open_for_seed(config)?;
+    let mfa_keys = (config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some())
+        .then(|| std::sync::Arc::new(config.mfa.key_ring().unwrap()));
     let options = portcullis::seed::SeedOptions {
         users,
         logins,
         seed: 42,
+        mfa_keys,
     };
     portcullis::seed::seed(
         state.as_ref(),

@@ -126,7 +126,7 @@ impl Sim {
                 id.clone(),
                 LegacyUser {
                     id,
-                    phone: seeded_phone(n),
+                    phone: portcullis::seed::legacy_sms_phone(n as usize),
                     cohort: (n < internal).then(|| "internal".to_owned()),
                 },
             );
@@ -219,11 +219,6 @@ impl World {
             at_ms,
         });
     }
-}
-
-/// The phone of the n-th seeded old-provider user: +1 201-555-xxxx (and 202-…).
-pub fn seeded_phone(n: u32) -> String {
-    format!("+1{}555{:04}", 201 + n / 10_000, n % 10_000)
 }
 
 pub fn legacy_error(code: u32, message: &str) -> Value {
