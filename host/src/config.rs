@@ -189,27 +189,49 @@ impl Default for MfaSettings {
     }
 }
 
-/// The old provider's API: its base URL and the API key's environment variable.
+/// The old provider's API: its base URL and the API key, from the environment
+/// (`api_key_env`) or a file (`api_key_file`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LegacySmsSettings {
     pub url: String,
-    pub api_key_env: String,
+    pub api_key_env: Option<String>,
+    pub api_key_file: Option<PathBuf>,
     #[serde(default = "default_provider_timeout_ms")]
     pub timeout_ms: u64,
 }
 
-/// The new provider's API: base URL, verification service, and the account's
-/// credentials from the environment.
+/// The new provider's API: base URL, verification service, the account SID, and its
+/// auth token from the environment or a file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerifySettings {
     pub url: String,
     pub service_sid: String,
-    pub account_sid_env: String,
-    pub auth_token_env: String,
+    pub account_sid: String,
+    pub auth_token_env: Option<String>,
+    pub auth_token_file: Option<PathBuf>,
     #[serde(default = "default_provider_timeout_ms")]
     pub timeout_ms: u64,
+}
+
+/// A credential from exactly one of an environment variable and a file (trimmed).
+pub fn secret_from(
+    what: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<secrecy::SecretString, String> {
+    match (env, file) {
+        (Some(name), None) => std::env::var(name)
+            .map(Into::into)
+            .map_err(|_| format!("{what}: the environment variable {name} is not set")),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned().into())
+            .map_err(|e| format!("{what}: cannot read {}: {}", path.display(), e.kind())),
+        _ => Err(format!(
+            "{what}: name exactly one of the _env and _file settings"
+        )),
+    }
 }
 
 fn default_provider_timeout_ms() -> u64 {
@@ -702,6 +724,14 @@ impl PipelineConfig {
             passwords: file.passwords,
             mfa: MfaSettings {
                 keys_file: file.mfa.keys_file.map(|f| base.join(f)),
+                legacy_sms: file.mfa.legacy_sms.map(|l| LegacySmsSettings {
+                    api_key_file: l.api_key_file.map(|f| base.join(f)),
+                    ..l
+                }),
+                verify: file.mfa.verify.map(|v| VerifySettings {
+                    auth_token_file: v.auth_token_file.map(|f| base.join(f)),
+                    ..v
+                }),
                 ..file.mfa
             },
             base_dir: base.to_owned(),

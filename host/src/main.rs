@@ -530,7 +530,9 @@ fn seed_stores(
     let started = std::time::Instant::now();
     // A config that sets up SMS providers gets factors for its migrated users.
     let mfa_keys = if config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some() {
-        Some(std::sync::Arc::new(config.mfa.key_ring().context("[mfa] keys")?))
+        Some(std::sync::Arc::new(
+            config.mfa.key_ring().context("[mfa] keys")?,
+        ))
     } else {
         None
     };

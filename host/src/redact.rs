@@ -124,6 +124,15 @@ fn walk_strings(value: &mut Value, redact: &dyn for<'a> Fn(&'a str) -> Cow<'a, s
     }
 }
 
+/// A resume result as a recording keeps it: a challenge's `code` replaced by a marker
+/// (replays are answered from the recorded provider calls, so its value never matters).
+pub fn without_codes(mut result: serde_json::Value) -> serde_json::Value {
+    if let Some(code) = result.get_mut("code") {
+        *code = serde_json::Value::String("[redacted]".into());
+    }
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,13 +185,4 @@ mod tests {
             serde_json::json!({"email": "b***@example.com", "n": ["+*********67"]})
         );
     }
-}
-
-/// A resume result as a recording keeps it: a challenge's `code` replaced by a marker
-/// (replays are answered from the recorded provider calls, so its value never matters).
-pub fn without_codes(mut result: serde_json::Value) -> serde_json::Value {
-    if let Some(code) = result.get_mut("code") {
-        *code = serde_json::Value::String("[redacted]".into());
-    }
-    result
 }

@@ -178,7 +178,9 @@ impl Gateway {
         let code = serde_json::from_str::<serde_json::Value>(result)
             .ok()
             .and_then(|v| v["code"].as_str().map(str::to_owned))
-            .filter(|c| !c.is_empty() && c.len() <= MAX_CODE_LEN && c.chars().all(|c| c.is_ascii_digit()))
+            .filter(|c| {
+                !c.is_empty() && c.len() <= MAX_CODE_LEN && c.chars().all(|c| c.is_ascii_digit())
+            })
             .map(SecretString::from);
         let checked = match &code {
             None => Ok(CodeCheck::Wrong),

@@ -19,8 +19,8 @@ use crate::runtime::verdict::{ChallengeKind, Decision, Effect, Verdict};
 use crate::services::{LegacyStores, Services};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
-    ApplyReport, EffectBatch, PendingChallenge, ResumeRecord, SqliteLegacyStores, SqliteState, StateStore,
-    StoreError, StoredLogin, TakenResume, sqlite_path,
+    ApplyReport, EffectBatch, PendingChallenge, ResumeRecord, SqliteLegacyStores, SqliteState,
+    StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
 };
 use clock::Clock;
 use login::LoginAttempt;
@@ -293,7 +293,15 @@ impl Gateway {
             }
             Decision::Redirect { rule, state, .. } => {
                 let (rule, state) = (rule.clone(), state.clone());
-                let token = self.park(&verdict, login, new_user_id, password_hash, &rule, &state, None)?;
+                let token = self.park(
+                    &verdict,
+                    login,
+                    new_user_id,
+                    password_hash,
+                    &rule,
+                    &state,
+                    None,
+                )?;
                 verdict.resume_token = Some(token);
             }
             Decision::Challenge {

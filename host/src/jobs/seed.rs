@@ -293,7 +293,8 @@ pub fn seed(
             let migrated = report.factors.values().sum::<usize>() + skipped_factor;
             match seed_factor(&user.id, migrated, report.legacy_sms_users, keys) {
                 Some((factor, kind)) => {
-                    report.legacy_sms_users += usize::from(factor.legacy_provider_user_id.is_some());
+                    report.legacy_sms_users +=
+                        usize::from(factor.legacy_provider_user_id.is_some());
                     *report.factors.entry(kind).or_default() += 1;
                     state.put_factor(&factor)?;
                 }
@@ -404,7 +405,14 @@ pub fn seed_factor(
     let kind = match m % 4 {
         0 => {
             factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
-            factor.cohort = Some(if j % 10 == 0 { "internal" } else { "general" }.into());
+            factor.cohort = Some(
+                if j.is_multiple_of(10) {
+                    "internal"
+                } else {
+                    "general"
+                }
+                .into(),
+            );
             "legacy-sms"
         }
         1 => {
@@ -416,7 +424,14 @@ pub fn seed_factor(
         2 => {
             factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
             factor.phone = Some(keys.seal(&legacy_sms_phone(legacy), user_id, &id));
-            factor.cohort = Some(if j % 2 == 0 { "internal" } else { "general" }.into());
+            factor.cohort = Some(
+                if j.is_multiple_of(2) {
+                    "internal"
+                } else {
+                    "general"
+                }
+                .into(),
+            );
             factor.reverted = j % 6 == 2;
             "both"
         }

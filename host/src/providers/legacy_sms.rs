@@ -15,16 +15,15 @@ pub struct LegacySmsClient {
 
 impl LegacySmsClient {
     pub fn new(settings: &LegacySmsSettings) -> Result<Self, String> {
-        let api_key = std::env::var(&settings.api_key_env).map_err(|_| {
-            format!(
-                "[mfa.legacy_sms] api_key_env names {}, which is not set",
-                settings.api_key_env
-            )
-        })?;
+        let api_key = crate::config::secret_from(
+            "[mfa.legacy_sms] api_key",
+            settings.api_key_env.as_deref(),
+            settings.api_key_file.as_deref(),
+        )?;
         Ok(Self {
             http: http_client(settings.timeout_ms)?,
             base: settings.url.trim_end_matches('/').to_owned(),
-            api_key: api_key.into(),
+            api_key,
         })
     }
 
@@ -77,7 +76,9 @@ impl LegacySmsClient {
 pub(crate) fn path_segment(id: &str) -> Result<&str, ProviderError> {
     if id.is_empty()
         || id.len() > 128
-        || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
         return Err(ProviderError::Rejected {
             code: 0,

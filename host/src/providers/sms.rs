@@ -30,7 +30,11 @@ impl SmsProviders {
         if settings.legacy_sms.is_none() && settings.verify.is_none() {
             return Ok(None);
         }
-        let verify = settings.verify.as_ref().map(VerifyClient::new).transpose()?;
+        let verify = settings
+            .verify
+            .as_ref()
+            .map(VerifyClient::new)
+            .transpose()?;
         // The new provider needs the phone, so the keys that unseal it.
         let keys = match verify {
             Some(_) => Some(settings.key_ring().map_err(|e| e.to_string())?),
@@ -39,7 +43,11 @@ impl SmsProviders {
         Ok(Some(Self {
             state,
             keys,
-            legacy: settings.legacy_sms.as_ref().map(LegacySmsClient::new).transpose()?,
+            legacy: settings
+                .legacy_sms
+                .as_ref()
+                .map(LegacySmsClient::new)
+                .transpose()?,
             verify,
         }))
     }
@@ -147,7 +155,9 @@ impl SecondFactors for SmsProviders {
                 .map_err(provider_error)?,
             FactorProvider::Verify => {
                 let client = self.verify_client()?;
-                self.with_phone(&factor, |phone| client.check(phone, code).map_err(provider_error))?
+                self.with_phone(&factor, |phone| {
+                    client.check(phone, code).map_err(provider_error)
+                })?
             }
         };
         Ok(checked)

@@ -16,10 +16,6 @@ pub struct VerifyClient {
 
 impl VerifyClient {
     pub fn new(settings: &VerifySettings) -> Result<Self, String> {
-        let env = |name: &str| {
-            std::env::var(name)
-                .map_err(|_| format!("[mfa.verify] names {name}, which is not set"))
-        };
         Ok(Self {
             http: http_client(settings.timeout_ms)?,
             service: format!(
@@ -27,12 +23,20 @@ impl VerifyClient {
                 settings.url.trim_end_matches('/'),
                 settings.service_sid
             ),
-            account_sid: env(&settings.account_sid_env)?,
-            auth_token: env(&settings.auth_token_env)?.into(),
+            account_sid: settings.account_sid.clone(),
+            auth_token: crate::config::secret_from(
+                "[mfa.verify] auth_token",
+                settings.auth_token_env.as_deref(),
+                settings.auth_token_file.as_deref(),
+            )?,
         })
     }
 
-    fn post(&self, path: &str, form: &[(&str, &str)]) -> Result<reqwest::blocking::Response, ProviderError> {
+    fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> Result<reqwest::blocking::Response, ProviderError> {
         self.http
             .post(format!("{}/{path}", self.service))
             .basic_auth(&self.account_sid, Some(self.auth_token.expose_secret()))
@@ -76,7 +80,11 @@ impl VerifyClient {
             Some("pending") => CodeCheck::Wrong,
             Some("max_attempts_reached") => CodeCheck::TooManyAttempts,
             Some("canceled" | "expired") => CodeCheck::Expired,
-            _ => return Err(ProviderError::Unavailable("unexpected verification status".into())),
+            _ => {
+                return Err(ProviderError::Unavailable(
+                    "unexpected verification status".into(),
+                ));
+            }
         })
     }
 }

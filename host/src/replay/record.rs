@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use crate::gateway::login::DirectoryUser;
 use crate::gateway::resume::ResumeRefusal;
-use crate::runtime::verdict::{Decision, Effect, FaultKind, Verdict};
 use crate::providers::CodeCheck;
+use crate::runtime::verdict::{Decision, Effect, FaultKind, Verdict};
 use crate::services::{
-    Directory, FactorSummary, LegacyAccount, LegacyStores, SecondFactors, SentCode,
-    ServiceError, Services, call,
+    Directory, FactorSummary, LegacyAccount, LegacyStores, SecondFactors, SentCode, ServiceError,
+    Services, call,
 };
-use crate::state::factors::FactorProvider;
 use crate::state::StoredLogin;
+use crate::state::factors::FactorProvider;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -398,7 +398,12 @@ impl LegacyStores for Replayer {
 }
 
 impl SecondFactors for Replayer {
-    fn send_code(&self, _: &str, factor_id: &str, via: FactorProvider) -> Result<SentCode, ServiceError> {
+    fn send_code(
+        &self,
+        _: &str,
+        factor_id: &str,
+        via: FactorProvider,
+    ) -> Result<SentCode, ServiceError> {
         self.serve(call::SEND_CODE, &[factor_id, via.name()])
     }
     fn check_code(

@@ -11,8 +11,8 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 use crate::config::{EngineSettings, PipelineConfig, RuleSettings};
 use crate::error::LoadError;
 use crate::runtime::bindings::{v0_1, v0_2};
-use crate::runtime::contract::Contract;
 use crate::runtime::cache::{CompileCache, CompileSource};
+use crate::runtime::contract::Contract;
 use crate::runtime::grants::{Import, check_imports};
 use crate::runtime::pipeline::{LoadedRule, Pipeline};
 use crate::runtime::sandbox::RuleState;

@@ -19,9 +19,7 @@ const MAX_EFFECTS: usize = 256;
 fn outcome_size(outcome: &wit::Outcome) -> usize {
     let decision = match &outcome.decision {
         wit::Decision::Continue => 0,
-        wit::Decision::Challenge(c) => {
-            c.factor_id.as_ref().map_or(0, String::len) + c.state.len()
-        }
+        wit::Decision::Challenge(c) => c.factor_id.as_ref().map_or(0, String::len) + c.state.len(),
         wit::Decision::Deny(d) => d.code.len() + d.message.len(),
         wit::Decision::Redirect(r) => r.url.len() + r.reason.len() + r.state.len(),
     };

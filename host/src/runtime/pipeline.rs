@@ -10,8 +10,8 @@ use wasmtime::{Engine, Store, Trap};
 use crate::config::{OnError, RuleSettings};
 use crate::gateway::login::LoginAttempt;
 use crate::runtime::bindings::wit;
-use crate::runtime::contract::{Contract, OutcomeV0_1};
 use crate::runtime::cache::CompileSource;
+use crate::runtime::contract::{Contract, OutcomeV0_1};
 use crate::runtime::grants::Import;
 use crate::runtime::invariants::{self, AccountEvidence};
 use crate::runtime::outcome::{self, RuleOutcome, effect_to_wit};
@@ -290,9 +290,8 @@ impl Pipeline {
             .pre
             .instantiate(&mut store)
             .map_err(|e| (e, FaultKind::Instantiate));
-        let called = instance.and_then(|instance| {
-            call_rule(&mut store, instance, rule, ctx, resume)
-        });
+        let called =
+            instance.and_then(|instance| call_rule(&mut store, instance, rule, ctx, resume));
         let result = match called {
             Err((error, otherwise)) => Err(classify(&error, store.data(), otherwise)),
             Ok(returned) => match returned {
@@ -344,7 +343,12 @@ fn call_rule(
     resume: Option<&wit::Resume>,
 ) -> Result<Returned, (wasmtime::Error, FaultKind)> {
     let trap = |e| (e, FaultKind::Trap);
-    let missing = |what: &str| (wasmtime::format_err!("no export `{what}`"), FaultKind::Instantiate);
+    let missing = |what: &str| {
+        (
+            wasmtime::format_err!("no export `{what}`"),
+            FaultKind::Instantiate,
+        )
+    };
     let Some(resume) = resume else {
         let func = instance
             .get_func(&mut *store, rule.login_export)
@@ -356,10 +360,12 @@ fn call_rule(
         // is checked by shape.
         return match rule.contract {
             Contract::V0_2 => {
-                let on_login = unsafe {
-                    TypedFunc::<(&wit::LoginContext,), (Returned,)>::new_unchecked(func)
-                };
-                on_login.call(&mut *store, (ctx,)).map(|(r,)| r).map_err(trap)
+                let on_login =
+                    unsafe { TypedFunc::<(&wit::LoginContext,), (Returned,)>::new_unchecked(func) };
+                on_login
+                    .call(&mut *store, (ctx,))
+                    .map(|(r,)| r)
+                    .map_err(trap)
             }
             Contract::V0_1 => {
                 let on_login = unsafe {

@@ -271,3 +271,94 @@ pub fn create_user(state: &dyn portcullis::state::StateStore, id: &str, email: &
     assert!(report.created_user, "{report:?}");
     Ok(())
 }
+
+/// `portcullis-sim` running as its own process on a free port; killed on drop.
+pub struct Simulator {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Simulator {
+    /// Starts the simulator with `args` (e.g. `--seed-legacy 100`).
+    pub fn start(args: &[&str]) -> Simulator {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-sim"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start portcullis-sim");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("portcullis-sim said {line:?}"))
+            .to_owned();
+        Simulator { child, url }
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        reqwest::blocking::get(format!("{}{path}", self.url))
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    pub fn send(&self, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+        reqwest::blocking::Client::new()
+            .request(method.parse().unwrap(), format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// The last code texted to `to` (E.164), as the phone's owner would read it.
+    pub fn last_code(&self, to: &str) -> String {
+        let inbox = self.get(&format!("/sim/inbox?to={}", to.replace('+', "%2B")));
+        inbox
+            .as_array()
+            .and_then(|m| m.last())
+            .expect("a text was sent")["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// fixtures/pipeline-mfa.toml with its stores in `dir`, its providers at `sim`, and
+/// their secrets in files beside it.
+pub fn mfa_config(dir: &std::path::Path, sim: &Simulator) -> PathBuf {
+    let path = migration_config(dir, "pipeline-mfa.toml");
+    std::fs::copy(
+        workspace_root().join("fixtures/demo-mfa.keys"),
+        dir.join("demo-mfa.keys"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("legacy.key"), "sim-legacy-key\n").unwrap();
+    std::fs::write(dir.join("verify.token"), "sim-verify-token\n").unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("http://127.0.0.1:7879", &sim.url)
+        .replace(
+            "api_key_env = \"PORTCULLIS_LEGACY_SMS_KEY\"",
+            "api_key_file = \"legacy.key\"",
+        )
+        .replace(
+            "auth_token_env = \"PORTCULLIS_VERIFY_AUTH_TOKEN\"",
+            "auth_token_file = \"verify.token\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    path
+}

@@ -10,6 +10,7 @@ mod faults;
 mod hardening;
 mod load;
 mod memory;
+mod mfa;
 mod migration;
 mod outbox;
 mod postgres;

@@ -414,3 +414,48 @@ fn an_older_directory_is_upgraded_in_place() -> Result {
     assert!(state.factors_of("usr_old")?.is_empty());
     Ok(())
 }
+
+#[test]
+fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
+    // The factors table as it first landed (no cohort, no revert), with a factor in it.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("directory.db");
+    drop(portcullis::state::SqliteState::open(&path)?);
+    {
+        let db = rusqlite::Connection::open(&path)?;
+        db.execute_batch(
+            "DROP TABLE factors;
+             CREATE TABLE factors (id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
+                 kind TEXT NOT NULL, provider TEXT NOT NULL, legacy_provider_user_id TEXT,
+                 phone_ciphertext BLOB, phone_nonce BLOB, phone_key_id TEXT, status TEXT NOT NULL,
+                 enrolled_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, last_used_ms INTEGER);
+             INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, created_at_ms)
+                 VALUES ('usr_f', 'f@example.com', 'f@example.com', 1, '{}', '{}', 5);
+             INSERT INTO factors VALUES ('fac_f', 'usr_f', 'sms', 'legacy-sms', 'authy-9', NULL, NULL, NULL,
+                 'active', 10, 10, NULL);",
+        )?;
+    }
+    let state = portcullis::state::SqliteState::open(&path)?;
+    let factors = state.factors_of("usr_f")?;
+    assert_eq!(factors.len(), 1);
+    assert_eq!(
+        factors[0].legacy_provider_user_id.as_deref(),
+        Some("authy-9")
+    );
+    assert_eq!(
+        (factors[0].cohort.as_deref(), factors[0].reverted),
+        (None, false)
+    );
+    // And it takes the new columns.
+    state.put_factor(&portcullis::state::factors::Factor {
+        cohort: Some("internal".into()),
+        reverted: true,
+        ..factors[0].clone()
+    })?;
+    let again = state.factors_of("usr_f")?;
+    assert_eq!(
+        (again[0].cohort.as_deref(), again[0].reverted),
+        (Some("internal"), true)
+    );
+    Ok(())
+}

@@ -45,9 +45,9 @@ fn switched_cohorts(host: &mut impl Host) -> Result<Vec<String>, RuleError> {
 
 /// Who sends this factor's code, or `None` when no provider can.
 pub fn route(factor: &FactorSummary, switched: &[String]) -> Option<FactorProvider> {
-    let cohort_switched = switched.iter().any(|c| {
-        c == "*" || factor.cohort.as_deref() == Some(c.as_str())
-    });
+    let cohort_switched = switched
+        .iter()
+        .any(|c| c == "*" || factor.cohort.as_deref() == Some(c.as_str()));
     match (factor.phone_on_file, factor.legacy_id_on_file) {
         (false, false) => None,
         (true, false) => Some(FactorProvider::Verify),

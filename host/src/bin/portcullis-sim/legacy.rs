@@ -39,7 +39,11 @@ fn masked(phone: &str) -> String {
 }
 
 /// `GET /protected/json/sms/{id}?force=true`
-pub async fn send(State(sim): State<Arc<Sim>>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+pub async fn send(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     if let Some(refused) = admit(&sim, &headers).await {
         return refused;
     }
@@ -74,9 +78,10 @@ pub async fn verify(
         return user_not_found();
     }
     let now = world.now_ms();
-    let valid = world.legacy_codes.get(&id).is_some_and(|code| {
-        now < code.issued_ms + crate::world::CODE_TTL_MS && code.code == token
-    });
+    let valid = world
+        .legacy_codes
+        .get(&id)
+        .is_some_and(|code| now < code.issued_ms + crate::world::CODE_TTL_MS && code.code == token);
     if !valid {
         return (
             StatusCode::UNAUTHORIZED,
@@ -92,7 +97,8 @@ pub async fn verify(
     }
     // A token verifies once.
     world.legacy_codes.remove(&id);
-    Json(json!({ "success": true, "message": "Token is valid.", "token": "is valid" })).into_response()
+    Json(json!({ "success": true, "message": "Token is valid.", "token": "is valid" }))
+        .into_response()
 }
 
 /// `GET /protected/json/users/{id}/phone_number`: the export the migration needs and
@@ -108,7 +114,11 @@ pub async fn export_phone(
     let mut world = sim.world();
     world.count("legacy.export");
     if world.legacy_fault == Fault::ExportDisabled {
-        return refuse(StatusCode::FORBIDDEN, 60154, "Phone number export is disabled for this account");
+        return refuse(
+            StatusCode::FORBIDDEN,
+            60154,
+            "Phone number export is disabled for this account",
+        );
     }
     let Some(user) = world.legacy_users.get(&id).cloned() else {
         return user_not_found();

@@ -28,7 +28,10 @@ use clap::Parser;
 use world::{Credentials, Sim};
 
 #[derive(Parser, Debug)]
-#[command(name = "portcullis-sim", about = "Both SMS providers of the MFA migration, simulated over HTTP")]
+#[command(
+    name = "portcullis-sim",
+    about = "Both SMS providers of the MFA migration, simulated over HTTP"
+)]
 struct Args {
     /// Address to listen on (port 0: any free port, printed on start).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -75,10 +78,16 @@ async fn main() -> Result<()> {
     let app = Router::new()
         .route("/protected/json/sms/{id}", get(legacy::send))
         .route("/protected/json/verify/{token}/{id}", get(legacy::verify))
-        .route("/protected/json/users/{id}/phone_number", get(legacy::export_phone))
+        .route(
+            "/protected/json/users/{id}/phone_number",
+            get(legacy::export_phone),
+        )
         .route("/v2/Services/{sid}/Verifications", post(verify::start))
         .route("/v2/Services/{sid}/VerificationCheck", post(verify::check))
-        .route("/sim/legacy-users", post(world::add_legacy_users).get(world::legacy_users))
+        .route(
+            "/sim/legacy-users",
+            post(world::add_legacy_users).get(world::legacy_users),
+        )
         .route("/sim/inbox", get(world::inbox))
         .route("/sim/faults", put(world::set_faults))
         .route("/sim/clock", post(world::advance_clock))

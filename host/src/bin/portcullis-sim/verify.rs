@@ -33,7 +33,11 @@ async fn admit(sim: &Sim, headers: &HeaderMap, sid: &str) -> Option<Response> {
         return Some(refuse(20003, "Authenticate", StatusCode::UNAUTHORIZED));
     }
     if sid != sim.credentials.verify_service_sid {
-        return Some(refuse(20404, "The requested resource was not found", StatusCode::NOT_FOUND));
+        return Some(refuse(
+            20404,
+            "The requested resource was not found",
+            StatusCode::NOT_FOUND,
+        ));
     }
     sim.gate(Provider::Verify).await
 }
@@ -66,8 +70,9 @@ fn verification(sid: &str, to: &str, status: &str) -> serde_json::Value {
 
 /// A stable id per number (the simulator's verification SIDs need not be secret).
 fn fxhash(text: &str) -> u128 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325u128, |h, b| (h ^ u128::from(b)).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// `POST /v2/Services/{sid}/Verifications` (`To`, `Channel=sms`)
@@ -86,18 +91,30 @@ pub async fn start(
         return refuse(60200, "Invalid parameter `To`", StatusCode::BAD_REQUEST);
     }
     if form.channel != "sms" {
-        return refuse(60200, "Invalid parameter `Channel`", StatusCode::BAD_REQUEST);
+        return refuse(
+            60200,
+            "Invalid parameter `Channel`",
+            StatusCode::BAD_REQUEST,
+        );
     }
     let now = world.now_ms();
     let sends = world.sends.entry(form.to.clone()).or_default();
     sends.retain(|at| now.saturating_sub(*at) < CODE_TTL_MS);
     if sends.len() >= MAX_SENDS {
-        return refuse(60203, "Max send attempts reached", StatusCode::TOO_MANY_REQUESTS);
+        return refuse(
+            60203,
+            "Max send attempts reached",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     sends.push(now);
     let code = World::code_for(&mut world.verifications, &form.to, now, CODE_DIGITS);
     world.deliver(&form.to, "verify", &code);
-    (StatusCode::CREATED, Json(verification(&sid, &form.to, "pending"))).into_response()
+    (
+        StatusCode::CREATED,
+        Json(verification(&sid, &form.to, "pending")),
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]
@@ -136,7 +153,11 @@ pub async fn check(
         return not_found();
     }
     if pending.checks >= MAX_CHECKS {
-        return refuse(60202, "Max check attempts reached", StatusCode::TOO_MANY_REQUESTS);
+        return refuse(
+            60202,
+            "Max check attempts reached",
+            StatusCode::TOO_MANY_REQUESTS,
+        );
     }
     pending.checks += 1;
     if pending.code == form.code {

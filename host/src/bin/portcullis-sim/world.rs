@@ -147,7 +147,9 @@ impl Sim {
         match fault {
             Fault::Down => return Some(StatusCode::SERVICE_UNAVAILABLE.into_response()),
             Fault::Error => {
-                return Some((StatusCode::INTERNAL_SERVER_ERROR, "simulated failure").into_response());
+                return Some(
+                    (StatusCode::INTERNAL_SERVER_ERROR, "simulated failure").into_response(),
+                );
             }
             Fault::Slow => tokio::time::sleep(self.slow).await,
             Fault::Ok | Fault::ExportDisabled => {}
@@ -187,7 +189,12 @@ impl World {
     }
 
     /// The code to send: the one still valid (re-sent unchanged), or a new one.
-    pub fn code_for(codes: &mut HashMap<String, Code>, key: &str, now_ms: u64, digits: u32) -> String {
+    pub fn code_for(
+        codes: &mut HashMap<String, Code>,
+        key: &str,
+        now_ms: u64,
+        digits: u32,
+    ) -> String {
         if let Some(code) = codes.get(key)
             && now_ms < code.issued_ms + CODE_TTL_MS
         {
@@ -298,7 +305,10 @@ pub struct Advance {
     advance_ms: u64,
 }
 
-pub async fn advance_clock(State(sim): State<Arc<Sim>>, Json(advance): Json<Advance>) -> Json<Value> {
+pub async fn advance_clock(
+    State(sim): State<Arc<Sim>>,
+    Json(advance): Json<Advance>,
+) -> Json<Value> {
     let mut world = sim.world();
     world.clock_offset_ms = world.clock_offset_ms.saturating_add(advance.advance_ms);
     Json(json!({ "now_ms": world.now_ms() }))

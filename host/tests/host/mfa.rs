@@ -1,0 +1,528 @@
+//! The SMS second factor during the provider migration: contract 0.2.0 beside 0.1.0,
+//! and logins challenged through both providers of the simulator (a real process
+//! over HTTP), with the host's limits and no phone number anywhere it should not be.
+
+use std::path::{Path, PathBuf};
+
+use portcullis::mfa::sealed::KeyRing;
+use portcullis::resume::ResumeRefusal;
+use portcullis::state::factors::{Factor, FactorProvider};
+use portcullis::{Decision, Gateway, GatewayError, LoadError, LoginAttempt, PipelineConfig};
+use secrecy::ExposeSecret;
+
+use crate::common::{
+    Result, Simulator, core_rule_component, guest, mfa_config, runtime, workspace_root,
+};
+
+#[test]
+fn the_login_context_and_resume_have_one_shape_in_both_contracts() -> Result {
+    // The host hands a 0.1.0 rule the 0.2.0 context without converting it (see
+    // `runtime::contract`): the component model must agree the two are one type.
+    use wasmtime::component::types::ComponentItem;
+    let engine = runtime().engine();
+    let params = |crate_name: &str, export: &str| -> Vec<wasmtime::component::types::Type> {
+        let component =
+            wasmtime::component::Component::from_file(engine, core_rule_component(crate_name))
+                .unwrap();
+        let component_type = component.component_type();
+        let found = component_type
+            .get_export(engine, export)
+            .unwrap_or_else(|| panic!("{crate_name} exports {export}"));
+        match found.ty {
+            ComponentItem::ComponentFunc(f) => f.params().map(|(_, ty)| ty).collect(),
+            _ => panic!("{export} is a function"),
+        }
+    };
+    let old = params("rule-ownership-check", "on-continue");
+    let new = params("rule-mfa-route", "on-continue");
+    assert_eq!(old.len(), 2);
+    assert_eq!(old[0], new[0], "login-context");
+    assert_eq!(old[1], new[1], "resume");
+    assert_eq!(
+        params("rule-migrate-on-login", "on-login")[0],
+        params("rule-mfa-route", "on-login")[0]
+    );
+    // And the comparison can fail: the context is not the resume.
+    assert_ne!(old[0], new[1]);
+    Ok(())
+}
+
+#[test]
+fn rules_built_against_0_1_replay_every_recording_beside_a_0_2_rule() -> Result {
+    let dir = tempfile::tempdir()?;
+    let base = crate::common::migration_config(dir.path(), "pipeline.toml");
+    // A 0.2.0 rule first: it runs on every login before the four 0.1.0 rules.
+    let observer = format!(
+        "[[rule]]\nname = \"observer\"\ncomponent = \"{}\"\ngrants = [\"log\"]\non_error = \"deny\"\n\n",
+        guest("v02-observer").display()
+    );
+    let text =
+        std::fs::read_to_string(&base)?.replacen("[[rule]]", &format!("{observer}[[rule]]"), 1);
+    let mixed = dir.path().join("pipeline-mixed.toml");
+    std::fs::write(&mixed, text)?;
+
+    let pipeline = runtime().load(&PipelineConfig::load(&mixed)?)?;
+    let versions: Vec<&str> = pipeline
+        .rules()
+        .iter()
+        .map(|r| r.contract_version())
+        .collect();
+    assert_eq!(versions, ["0.2.0", "0.1.0", "0.1.0", "0.1.0", "0.1.0"]);
+
+    let files =
+        portcullis::replay::recording_files(&[workspace_root().join("fixtures/recordings")])?;
+    let mut replay = portcullis::replay::Replay::new(&mixed)?;
+    let mut replayed = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file)?;
+        let recording: portcullis::record::Recording = serde_json::from_str(&text)?;
+        let result = replay.run_text(file, &text);
+        assert!(result.passed(), "{}: {:?}", file.display(), result.error);
+        // Recordings with a pipeline of their own ran that one; the rest ran beside
+        // the 0.2.0 rule.
+        replayed += usize::from(recording.pipeline.is_none());
+    }
+    assert!(
+        replayed >= 10,
+        "{replayed} recordings ran in the mixed pipeline"
+    );
+    Ok(())
+}
+
+#[test]
+fn an_import_that_could_export_a_phone_is_refused_at_load() -> Result {
+    let rule = crate::common::rule(
+        "exporter",
+        "phone-export",
+        "grants = [\"log\", \"config\", \"directory\", \"legacy\", \"mfa\"]",
+    );
+    match crate::common::load(&[rule]) {
+        Err(LoadError::Unsupported { rule, import }) => {
+            assert_eq!(rule, "exporter");
+            assert_eq!(import, "portcullis:rule/legacy-sms-export@0.2.0");
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a rule that imports a phone export was loaded"),
+    }
+    Ok(())
+}
+
+/// A seeded MFA environment: the simulator, the stores and a gateway.
+struct Env {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    config: PathBuf,
+    gateway: Gateway,
+}
+
+impl Env {
+    fn new(edit: impl FnOnce(String) -> String) -> Env {
+        let sim = Simulator::start(&["--seed-legacy", "2000", "--internal", "30"]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = mfa_config(dir.path(), &sim);
+        let text = edit(std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        let loaded = PipelineConfig::load(&config).unwrap();
+        crate::common::seed_stores(&loaded, &dir.path().join("mfa"), 1000, 1500).unwrap();
+        let gateway = Gateway::open(&loaded, runtime()).unwrap();
+        Env {
+            dir,
+            sim,
+            config,
+            gateway,
+        }
+    }
+
+    fn keys(&self) -> KeyRing {
+        KeyRing::from_file(&self.dir.path().join("demo-mfa.keys")).unwrap()
+    }
+
+    /// A seeded login with the right password of a user whose factor `pick` accepts.
+    fn login_of(&self, pick: impl Fn(&Factor) -> bool) -> (LoginAttempt, Factor) {
+        let logins = crate::common::login_files(&self.dir.path().join("mfa"));
+        for file in logins {
+            let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let Ok(users) = portcullis::services::Directory::find_by_email(
+                self.gateway.state().as_ref(),
+                &login.email,
+            ) else {
+                continue;
+            };
+            let Some(user) = users.first() else { continue };
+            let factors = self.gateway.state().factors_of(&user.id).unwrap();
+            let Some(factor) = factors.first().filter(|f| pick(f)) else {
+                continue;
+            };
+            let password = login.password.as_ref().unwrap();
+            if portcullis::services::Directory::verify_password(
+                self.gateway.state().as_ref(),
+                &user.id,
+                password,
+            )
+            .unwrap()
+            {
+                return (login, factor.clone());
+            }
+        }
+        panic!("the seeded batch has no such login");
+    }
+
+    /// Where a factor's codes go.
+    fn phone_of(&self, factor: &Factor, via: FactorProvider) -> String {
+        match via {
+            FactorProvider::Verify => {
+                let sealed = factor.phone.as_ref().unwrap();
+                self.keys()
+                    .open(sealed, &factor.user_id, &factor.id)
+                    .unwrap()
+                    .to_string()
+            }
+            FactorProvider::LegacySms => {
+                let id = factor.legacy_provider_user_id.as_deref().unwrap();
+                let n: usize = id.trim_start_matches("authy-").parse().unwrap();
+                portcullis::seed::legacy_sms_phone(n)
+            }
+        }
+    }
+
+    fn resume(
+        &self,
+        verdict: &portcullis::Verdict,
+        code: &str,
+    ) -> std::result::Result<portcullis::Verdict, GatewayError> {
+        self.gateway.resume(
+            verdict.resume_token.as_deref().expect("a resume token"),
+            &verdict.transaction_id,
+            &serde_json::json!({ "code": code }).to_string(),
+        )
+    }
+}
+
+fn only_legacy(f: &Factor) -> bool {
+    f.legacy_provider_user_id.is_some() && f.phone.is_none()
+}
+
+fn only_phone(f: &Factor) -> bool {
+    f.legacy_provider_user_id.is_none() && f.phone.is_some()
+}
+
+fn challenged_via(verdict: &portcullis::Verdict) -> Option<FactorProvider> {
+    match &verdict.decision {
+        Decision::Challenge { via, .. } => *via,
+        _ => None,
+    }
+}
+
+#[test]
+fn logins_are_challenged_through_both_providers_and_complete_with_the_texted_code() -> Result {
+    let env = Env::new(|t| t);
+    for (pick, via) in [
+        (
+            only_legacy as fn(&Factor) -> bool,
+            FactorProvider::LegacySms,
+        ),
+        (only_phone, FactorProvider::Verify),
+        (
+            |f: &Factor| {
+                f.phone.is_some()
+                    && f.legacy_provider_user_id.is_some()
+                    && f.cohort.as_deref() == Some("internal")
+                    && !f.reverted
+            },
+            FactorProvider::Verify,
+        ),
+        (
+            |f: &Factor| {
+                f.phone.is_some()
+                    && f.legacy_provider_user_id.is_some()
+                    && f.cohort.as_deref() == Some("general")
+            },
+            FactorProvider::LegacySms,
+        ),
+        (
+            |f: &Factor| f.phone.is_some() && f.reverted,
+            FactorProvider::LegacySms,
+        ),
+    ] {
+        let (login, factor) = env.login_of(pick);
+        let verdict = env.gateway.login(&login)?;
+        assert_eq!(
+            challenged_via(&verdict),
+            Some(via),
+            "{factor:?}: {:?}",
+            verdict.decision
+        );
+        let phone = env.phone_of(&factor, via);
+        let Decision::Challenge {
+            destination: Some(shown),
+            ..
+        } = &verdict.decision
+        else {
+            unreachable!()
+        };
+        assert!(shown.starts_with("+1 ***-***-"), "{shown}");
+        assert!(
+            phone.ends_with(
+                shown
+                    .trim_start_matches("+1 ***-***-")
+                    .trim_start_matches("**")
+            )
+        );
+        assert!(!shown.contains(&phone[2..8]), "masked: {shown}");
+        let done = env.resume(&verdict, &env.sim.last_code(&phone))?;
+        assert_eq!(done.decision, Decision::Allow, "{factor:?}");
+        assert!(done.applied.is_some_and(|a| a.applied));
+    }
+    // The old provider's phone export was never called.
+    assert_eq!(env.sim.get("/sim/stats")["export_calls"], 0);
+    Ok(())
+}
+
+#[test]
+fn wrong_codes_are_limited_per_challenge_and_each_token_works_once() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.login_of(only_phone);
+    let mut verdict = env.gateway.login(&login)?;
+    assert_eq!(challenged_via(&verdict), Some(FactorProvider::Verify));
+    let first = verdict.clone();
+    for left in (1..=4).rev() {
+        verdict = env.resume(&verdict, "000000")?;
+        let Decision::Challenge { attempts_left, .. } = &verdict.decision else {
+            panic!("a wrong code keeps the challenge: {:?}", verdict.decision)
+        };
+        assert_eq!(*attempts_left, Some(left));
+    }
+    // A spent token does not come back, even with the right code.
+    let code = env
+        .sim
+        .last_code(&env.phone_of(&factor, FactorProvider::Verify));
+    assert!(matches!(
+        env.resume(&first, &code),
+        Err(GatewayError::Refused(ResumeRefusal::Replayed))
+    ));
+    let last = env.resume(&verdict, "not a code")?;
+    assert!(
+        matches!(&last.decision, Decision::Deny { code, retryable: false, .. } if code == "mfa_too_many_attempts"),
+        "{:?}",
+        last.decision
+    );
+    assert!(last.resume_token.is_none());
+    Ok(())
+}
+
+#[test]
+fn an_expired_code_and_a_provider_outage_deny_retryable_and_touch_nothing() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.login_of(only_phone);
+    let verdict = env.gateway.login(&login)?;
+    let code = env
+        .sim
+        .last_code(&env.phone_of(&factor, FactorProvider::Verify));
+    env.sim.send(
+        "POST",
+        "/sim/clock",
+        serde_json::json!({ "advance_ms": 11 * 60 * 1000 }),
+    );
+    let late = env.resume(&verdict, &code)?;
+    assert!(
+        matches!(&late.decision, Decision::Deny { code, retryable: true, .. } if code == "mfa_code_expired"),
+        "{:?}",
+        late.decision
+    );
+
+    let (login, factor) = env.login_of(only_legacy);
+    env.sim.send(
+        "PUT",
+        "/sim/faults",
+        serde_json::json!({ "legacy": "down" }),
+    );
+    let down = env.gateway.login(&login)?;
+    assert!(
+        matches!(&down.decision, Decision::Deny { code, retryable: true, .. } if code == "mfa_provider_unavailable"),
+        "{:?}",
+        down.decision
+    );
+    assert!(down.applied.is_none());
+    assert_eq!(
+        env.gateway.state().factors_of(&factor.user_id)?,
+        vec![factor.clone()]
+    );
+    // Back up: the same user signs in.
+    env.sim
+        .send("PUT", "/sim/faults", serde_json::json!({ "legacy": "ok" }));
+    let up = env.gateway.login(&login)?;
+    assert_eq!(challenged_via(&up), Some(FactorProvider::LegacySms));
+    assert_eq!(env.sim.get("/sim/stats")["export_calls"], 0);
+    Ok(())
+}
+
+#[test]
+fn challenges_per_user_per_hour_are_the_hosts_to_limit() -> Result {
+    let env = Env::new(|t| {
+        t.replace(
+            "max_challenges_per_hour = 10",
+            "max_challenges_per_hour = 3",
+        )
+    });
+    let (login, _) = env.login_of(only_legacy);
+    for n in 0..3 {
+        let mut attempt = login.clone();
+        attempt.transaction_id = format!("{}-{n}", login.transaction_id);
+        let verdict = env.gateway.login(&attempt)?;
+        assert_eq!(
+            challenged_via(&verdict),
+            Some(FactorProvider::LegacySms),
+            "{n}"
+        );
+    }
+    let mut fourth = login.clone();
+    fourth.transaction_id = format!("{}-4", login.transaction_id);
+    let verdict = env.gateway.login(&fourth)?;
+    assert!(
+        matches!(&verdict.decision, Decision::Deny { code, retryable: true, .. } if code == "mfa_rate_limited"),
+        "{:?}",
+        verdict.decision
+    );
+    Ok(())
+}
+
+/// Every phone number of the seeded factors, in E.164 and as digits alone.
+fn seeded_phones(env: &Env) -> Vec<String> {
+    let db = rusqlite::Connection::open(env.dir.path().join("mfa/directory.db")).unwrap();
+    let mut statement = db.prepare("SELECT user_id FROM factors").unwrap();
+    let users: Vec<String> = statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let mut phones = Vec::new();
+    for user in users {
+        for factor in env.gateway.state().factors_of(&user).unwrap() {
+            for via in [FactorProvider::Verify, FactorProvider::LegacySms] {
+                let usable = match via {
+                    FactorProvider::Verify => factor.phone.is_some(),
+                    FactorProvider::LegacySms => factor.legacy_provider_user_id.is_some(),
+                };
+                if usable {
+                    let phone = env.phone_of(&factor, via);
+                    phones.push(phone[1..].to_owned());
+                    phones.push(phone[2..].to_owned());
+                }
+            }
+        }
+    }
+    assert!(phones.len() >= 20, "{} phones", phones.len());
+    phones
+}
+
+fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .env("PORTCULLIS_LOG", "trace")
+        .output()
+        .unwrap();
+    (
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        out.status,
+    )
+}
+
+#[test]
+fn no_phone_number_in_any_output_recording_or_the_database() -> Result {
+    let env = Env::new(|t| t);
+    let phones = seeded_phones(&env);
+    let logins = env.dir.path().join("mfa/logins");
+    let mut outputs = Vec::new();
+    // Every login, traced at the most verbose level.
+    let (all, status) = cli(
+        &env.config,
+        &["run", "--login", logins.to_str().unwrap(), "--compact"],
+    );
+    assert!(status.success(), "{all}");
+    assert!(all.contains("\"via\":\"verify\"") && all.contains("\"via\":\"legacy-sms\""));
+    outputs.push(all);
+    // One challenge through to the end, recorded, with a wrong code first.
+    let (login, factor) = env.login_of(only_phone);
+    let file = env.dir.path().join("one.json");
+    std::fs::write(
+        &file,
+        serde_json::to_string(&serde_json::json!({
+            "transaction_id": "tx-phone-check", "time_ms": login.time_ms, "connection": login.connection,
+            "client_id": login.client_id, "email": login.email,
+            "password": login.password.as_ref().unwrap().expose_secret(),
+            "request": {"ip": "198.51.100.7", "user_agent": "test"},
+        }))?,
+    )?;
+    let recording = env.dir.path().join("recording.json");
+    let (first, status) = cli(
+        &env.config,
+        &[
+            "run",
+            "--login",
+            file.to_str().unwrap(),
+            "--record",
+            recording.to_str().unwrap(),
+        ],
+    );
+    assert!(status.success(), "{first}");
+    let token_in = |out: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("\"resume_token\": \""))
+            .map(|t| t.trim_end_matches(['"', ',']).to_owned())
+    };
+    let mut token = token_in(&first).expect("a challenge");
+    outputs.push(first);
+    let code = env
+        .sim
+        .last_code(&env.phone_of(&factor, FactorProvider::Verify));
+    for attempt in ["000000", code.as_str()] {
+        let result = serde_json::json!({ "code": attempt }).to_string();
+        let (out, status) = cli(
+            &env.config,
+            &[
+                "continue",
+                "--token",
+                &token,
+                "--transaction-id",
+                "tx-phone-check",
+                "--result",
+                &result,
+                "--record",
+                recording.to_str().unwrap(),
+            ],
+        );
+        assert!(status.success(), "{out}");
+        if let Some(next) = token_in(&out) {
+            token = next;
+        }
+        outputs.push(out);
+    }
+    assert!(
+        outputs.last().unwrap().contains("\"allow\""),
+        "{}",
+        outputs.last().unwrap()
+    );
+    let recorded = std::fs::read_to_string(&recording)?;
+    assert!(recorded.contains("sms.send-code") && recorded.contains("[redacted]"));
+    assert!(!recorded.contains(&code), "the code is not recorded");
+    outputs.push(recorded);
+    outputs.push(
+        String::from_utf8_lossy(&std::fs::read(env.dir.path().join("mfa/directory.db"))?)
+            .into_owned(),
+    );
+    for output in &outputs {
+        for phone in &phones {
+            assert!(
+                !output.contains(phone.as_str()),
+                "a phone number leaked: …{}",
+                &phone[phone.len() - 4..]
+            );
+        }
+    }
+    Ok(())
+}
