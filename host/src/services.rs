@@ -159,6 +159,29 @@ pub trait SecondFactors: Send + Sync {
         via: FactorProvider,
         code: &SecretString,
     ) -> Result<CodeCheck, ServiceError>;
+    /// Sends the confirmation code of an enrolment (a `pending` factor) through the
+    /// new provider, the only one that enrols.
+    fn send_enrolment_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+    ) -> Result<SentCode, ServiceError> {
+        let _ = (user_id, factor_id);
+        Err(ServiceError::unavailable(
+            "enrolment needs the new SMS provider",
+        ))
+    }
+    fn check_enrolment_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        let _ = (user_id, factor_id, code);
+        Err(ServiceError::unavailable(
+            "enrolment needs the new SMS provider",
+        ))
+    }
 }
 
 /// What the host capabilities (and the gateway's challenges) call into.

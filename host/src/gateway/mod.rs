@@ -4,6 +4,7 @@
 
 mod challenge;
 pub mod clock;
+pub mod enroll;
 pub mod login;
 pub mod resume;
 
@@ -54,6 +55,7 @@ pub struct Gateway {
     login_stats: Option<LoginStats>,
     /// How the host performs second-factor challenges.
     challenges: challenge::ChallengeLimits,
+    enrolment: enroll::Enrolment,
 }
 
 impl Gateway {
@@ -78,6 +80,10 @@ impl Gateway {
             max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
             login_stats: None,
             challenges: challenge::ChallengeLimits::new(&crate::config::MfaSettings::default()),
+            enrolment: enroll::Enrolment {
+                policy: Default::default(),
+                keys: None,
+            },
         }
     }
 
@@ -90,9 +96,27 @@ impl Gateway {
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
         gateway.challenges = challenge::ChallengeLimits::new(&config.mfa);
-        if let Some(providers) =
-            crate::providers::sms::SmsProviders::from_settings(&config.mfa, gateway.state.clone())
-                .map_err(GatewayError::Config)?
+        // Phones are sealed for, and unsealed by, the new provider only.
+        let keys = match &config.mfa.verify {
+            Some(_) => {
+                Some(Arc::new(config.mfa.key_ring().map_err(|e| {
+                    GatewayError::Config(format!("[mfa] keys: {e}"))
+                })?))
+            }
+            None => None,
+        };
+        gateway.enrolment = enroll::Enrolment {
+            policy: crate::mfa::phone::PhonePolicy {
+                allowed_calling_codes: config.mfa.allowed_calling_codes.clone(),
+            },
+            keys: keys.clone(),
+        };
+        if let Some(providers) = crate::providers::sms::SmsProviders::from_settings(
+            &config.mfa,
+            gateway.state.clone(),
+            keys,
+        )
+        .map_err(GatewayError::Config)?
         {
             gateway.services.sms = Arc::new(providers);
         }

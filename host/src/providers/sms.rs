@@ -16,16 +16,18 @@ use crate::state::factors::{Factor, FactorProvider, FactorStatus};
 
 pub struct SmsProviders {
     state: Arc<dyn StateStore>,
-    keys: Option<KeyRing>,
+    keys: Option<Arc<KeyRing>>,
     legacy: Option<LegacySmsClient>,
     verify: Option<VerifyClient>,
 }
 
 impl SmsProviders {
-    /// The providers `[mfa]` configures; `None` when it configures neither.
+    /// The providers `[mfa]` configures; `None` when it configures neither. `keys`
+    /// unseal the phone numbers the new provider needs.
     pub fn from_settings(
         settings: &MfaSettings,
         state: Arc<dyn StateStore>,
+        keys: Option<Arc<KeyRing>>,
     ) -> Result<Option<Self>, String> {
         if settings.legacy_sms.is_none() && settings.verify.is_none() {
             return Ok(None);
@@ -35,11 +37,9 @@ impl SmsProviders {
             .as_ref()
             .map(VerifyClient::new)
             .transpose()?;
-        // The new provider needs the phone, so the keys that unseal it.
-        let keys = match verify {
-            Some(_) => Some(settings.key_ring().map_err(|e| e.to_string())?),
-            None => None,
-        };
+        if verify.is_some() && keys.is_none() {
+            return Err("[mfa.verify] needs the keys that seal phone numbers".into());
+        }
         Ok(Some(Self {
             state,
             keys,
@@ -53,12 +53,23 @@ impl SmsProviders {
     }
 
     fn factor(&self, user_id: &str, factor_id: &str) -> Result<Factor, ServiceError> {
+        self.factor_in(user_id, factor_id, FactorStatus::Active)
+    }
+
+    fn factor_in(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        status: FactorStatus,
+    ) -> Result<Factor, ServiceError> {
         self.state
             .factors_of(user_id)
             .map_err(|e| ServiceError::unavailable(e.to_string()))?
             .into_iter()
-            .find(|f| f.id == factor_id && f.status == FactorStatus::Active)
-            .ok_or_else(|| ServiceError::not_found("the user has no such active factor"))
+            .find(|f| f.id == factor_id && f.status == status)
+            .ok_or_else(|| {
+                ServiceError::not_found(format!("the user has no such {} factor", status.name()))
+            })
     }
 
     fn legacy_client(&self) -> Result<&LegacySmsClient, ServiceError> {
@@ -161,5 +172,33 @@ impl SecondFactors for SmsProviders {
             }
         };
         Ok(checked)
+    }
+
+    fn send_enrolment_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+    ) -> Result<SentCode, ServiceError> {
+        let factor = self.factor_in(user_id, factor_id, FactorStatus::Pending)?;
+        let client = self.verify_client()?;
+        self.with_phone(&factor, |phone| {
+            client.start(phone).map_err(provider_error)?;
+            Ok(SentCode {
+                destination: mask_phone(phone),
+            })
+        })
+    }
+
+    fn check_enrolment_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        let factor = self.factor_in(user_id, factor_id, FactorStatus::Pending)?;
+        let client = self.verify_client()?;
+        self.with_phone(&factor, |phone| {
+            client.check(phone, code).map_err(provider_error)
+        })
     }
 }

@@ -273,6 +273,109 @@ async fn resume(
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollRequest {
+    user_id: String,
+    phone: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    user_id: String,
+    enrollment_id: String,
+    code: String,
+}
+
+/// The longest enrolment request worth reading: ids, a phone number, a code.
+const MAX_ENROLL_BODY: usize = 2 * 1024;
+
+fn enroll_error(e: crate::gateway::enroll::EnrollError) -> Response {
+    use crate::gateway::enroll::EnrollError as E;
+    let status = match &e {
+        E::InvalidPhone(_) | E::RefusedPhone => StatusCode::BAD_REQUEST,
+        E::UnknownUser | E::UnknownEnrollment => StatusCode::NOT_FOUND,
+        E::AlreadyEnrolled => StatusCode::CONFLICT,
+        E::WrongCode => StatusCode::UNPROCESSABLE_ENTITY,
+        E::Expired => StatusCode::GONE,
+        E::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+        E::Unavailable(_) | E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    (
+        status,
+        Json(json!({"error": e.to_string(), "code": e.code()})),
+    )
+        .into_response()
+}
+
+/// Reads a small JSON body for the enrolment endpoints, after the caller is known.
+fn enroll_body<T: serde::de::DeserializeOwned>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Response> {
+    app.callers
+        .authenticate(headers)
+        .map_err(IntoResponse::into_response)?;
+    let body = body.map_err(body_error)?;
+    if body.len() > MAX_ENROLL_BODY {
+        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"));
+    }
+    // The body holds a phone number or a code: the error names neither.
+    serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request at line {} column {}", e.line(), e.column()),
+        )
+    })
+}
+
+/// `POST /v1/mfa/enroll`: the gateway, having authenticated the user, starts enrolling
+/// a phone with the new provider; a code is texted to it.
+async fn mfa_enroll(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: EnrollRequest = match enroll_body(&app, &headers, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let gateway = app.gateway();
+    match evaluate(&app, move || {
+        gateway.enroll_sms(&request.user_id, &request.phone)
+    })
+    .await
+    {
+        Ok(Ok(started)) => (StatusCode::ACCEPTED, Json(started)).into_response(),
+        Ok(Err(e)) => enroll_error(e),
+        Err(response) => response,
+    }
+}
+
+/// `POST /v1/mfa/enroll/confirm`: the code came back; the factor becomes active.
+async fn mfa_enroll_confirm(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let request: ConfirmRequest = match enroll_body(&app, &headers, body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let gateway = app.gateway();
+    match evaluate(&app, move || {
+        gateway.confirm_sms(&request.user_id, &request.enrollment_id, &request.code)
+    })
+    .await
+    {
+        Ok(Ok(enrolled)) => (StatusCode::CREATED, Json(enrolled)).into_response(),
+        Ok(Err(e)) => enroll_error(e),
+        Err(response) => response,
+    }
+}
+
 async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     Json(json!({"status": "ok", "rules": app.gateway().pipeline().rules().len()})).into_response()
 }
@@ -357,6 +460,8 @@ pub fn router(app: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/login", post(login))
         .route("/v1/continue", post(resume))
+        .route("/v1/mfa/enroll", post(mfa_enroll))
+        .route("/v1/mfa/enroll/confirm", post(mfa_enroll_confirm))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))

@@ -30,6 +30,9 @@ pub enum FactorProvider {
 pub enum FactorStatus {
     Active,
     Disabled,
+    /// Enrolment started: the code was sent, not yet confirmed. Never listed to rules
+    /// nor challenged.
+    Pending,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +76,7 @@ macro_rules! names {
 
 names!(FactorKind { Sms = "sms" });
 names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
-names!(FactorStatus { Active = "active", Disabled = "disabled" });
+names!(FactorStatus { Active = "active", Disabled = "disabled", Pending = "pending" });
 
 /// Inserts a factor or replaces the one with its id, never moving it to another user.
 /// PostgreSQL placeholders; SQLite takes the same text with `?` for `$`.

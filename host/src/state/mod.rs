@@ -165,6 +165,13 @@ pub trait StateStore: Directory {
     fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
     /// Inserts a factor, or replaces the one with its id.
     fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError>;
+    /// Deletes a user's factor if it has this status; true when deleted.
+    fn delete_factor(
+        &self,
+        user_id: &str,
+        id: &str,
+        status: factors::FactorStatus,
+    ) -> Result<bool, StoreError>;
     /// A user's factors, oldest enrolment first.
     fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError>;
     /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,

@@ -482,6 +482,18 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn delete_factor(
+        &self,
+        user_id: &str,
+        id: &str,
+        status: FactorStatus,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM factors WHERE id = ?1 AND user_id = ?2 AND status = ?3",
+            params![id, user_id, status.name()],
+        )? == 1)
+    }
+
     fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
         self.factors_where("user_id = ?1 ORDER BY enrolled_at_ms, id", params![user_id])
     }

@@ -139,6 +139,16 @@ impl Env {
 
     /// A seeded login with the right password of a user whose factor `pick` accepts.
     fn login_of(&self, pick: impl Fn(&Factor) -> bool) -> (LoginAttempt, Factor) {
+        let (login, factor) = self.login_where(|f| f.is_some_and(&pick));
+        (login, factor.unwrap())
+    }
+
+    /// A seeded login with the right password of a directory user whose first factor
+    /// (or none) `pick` accepts.
+    fn login_where(
+        &self,
+        pick: impl Fn(Option<&Factor>) -> bool,
+    ) -> (LoginAttempt, Option<Factor>) {
         let logins = crate::common::login_files(&self.dir.path().join("mfa"));
         for file in logins {
             let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -150,9 +160,9 @@ impl Env {
             };
             let Some(user) = users.first() else { continue };
             let factors = self.gateway.state().factors_of(&user.id).unwrap();
-            let Some(factor) = factors.first().filter(|f| pick(f)) else {
+            if !pick(factors.first()) {
                 continue;
-            };
+            }
             let password = login.password.as_ref().unwrap();
             if portcullis::services::Directory::verify_password(
                 self.gateway.state().as_ref(),
@@ -161,7 +171,7 @@ impl Env {
             )
             .unwrap()
             {
-                return (login, factor.clone());
+                return (login, factors.first().cloned());
             }
         }
         panic!("the seeded batch has no such login");
@@ -523,6 +533,181 @@ fn no_phone_number_in_any_output_recording_or_the_database() -> Result {
                 &phone[phone.len() - 4..]
             );
         }
+    }
+    Ok(())
+}
+
+/// The sidecar over HTTP for `env`'s config, with a caller token from a file.
+struct Sidecar {
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const CALLER_TOKEN: &str = "mfa-test-gateway-token-0123456789abcdef";
+
+impl Sidecar {
+    fn start(env: &Env) -> Sidecar {
+        let token = env.dir.path().join("caller.token");
+        std::fs::write(&token, CALLER_TOKEN).unwrap();
+        let text = std::fs::read_to_string(&env.config).unwrap().replace(
+            "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+            &format!("token_file = \"{}\"", token.display()),
+        );
+        std::fs::write(&env.config, text).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let app = std::sync::Arc::new(portcullis::server::AppState::load(&env.config).unwrap());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, portcullis::server::router(app)).await });
+        Sidecar {
+            url,
+            _runtime: runtime,
+        }
+    }
+
+    fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(CALLER_TOKEN)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or_default())
+    }
+}
+
+#[test]
+fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone() -> Result {
+    let env = Env::new(|t| t);
+    let sidecar = Sidecar::start(&env);
+    let (login, none) = env.login_where(|f| f.is_none());
+    assert!(none.is_none());
+    let user =
+        portcullis::services::Directory::find_by_email(env.gateway.state().as_ref(), &login.email)?
+            .remove(0);
+    let factors = || env.gateway.state().factors_of(&user.id).unwrap();
+
+    // Numbers outside the allowed region, or not numbers: refused, nothing stored.
+    for (phone, says) in [
+        ("+44 7911 123456", "+44"),
+        ("12", "phone number"),
+        ("+1 415 555 267", "not a valid"),
+    ] {
+        let (status, body) = sidecar.post(
+            "/v1/mfa/enroll",
+            serde_json::json!({"user_id": user.id, "phone": phone}),
+        );
+        assert_eq!(status, 400, "{phone}: {body}");
+        assert_eq!(body["code"], "invalid_phone");
+        assert!(body["error"].as_str().unwrap().contains(says), "{body}");
+        assert!(
+            !body.to_string().contains("7911"),
+            "the error does not repeat the number"
+        );
+    }
+    assert!(factors().is_empty());
+    let (status, _) = sidecar.post(
+        "/v1/mfa/enroll",
+        serde_json::json!({"user_id": "usr_nobody", "phone": "(415) 555-2671"}),
+    );
+    assert_eq!(status, 404);
+
+    let (status, started) = sidecar.post(
+        "/v1/mfa/enroll",
+        serde_json::json!({"user_id": user.id, "phone": "(415) 555-2671"}),
+    );
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["destination"], "+1 ***-***-2671");
+    let enrollment = started["enrollment_id"].as_str().unwrap().to_owned();
+    // Pending: stored sealed, never listed to rules.
+    let pending = factors();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        pending[0].status,
+        portcullis::state::factors::FactorStatus::Pending
+    );
+    assert!(
+        portcullis::services::Directory::list_factors(env.gateway.state().as_ref(), &user.id)?
+            .is_empty()
+    );
+
+    let confirm = |code: &str| {
+        sidecar.post(
+            "/v1/mfa/enroll/confirm",
+            serde_json::json!({"user_id": user.id, "enrollment_id": enrollment, "code": code}),
+        )
+    };
+    let (status, body) = confirm("000000");
+    assert_eq!((status, body["code"].as_str()), (422, Some("wrong_code")));
+    let (status, body) = confirm(&env.sim.last_code("+14155552671"));
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["provider"], "verify");
+    let active = factors();
+    assert_eq!(active.len(), 1);
+    assert_eq!(
+        active[0].status,
+        portcullis::state::factors::FactorStatus::Active
+    );
+    assert_eq!(active[0].provider, FactorProvider::Verify);
+    let sealed = active[0].phone.as_ref().unwrap();
+    assert_eq!(
+        &*env.keys().open(sealed, &user.id, &active[0].id)?,
+        "+14155552671"
+    );
+    // The phone, sealed for this user, does not open as anyone else's.
+    assert!(
+        env.keys()
+            .open(sealed, "usr_someone_else", &active[0].id)
+            .is_err()
+    );
+
+    let (status, body) = sidecar.post(
+        "/v1/mfa/enroll",
+        serde_json::json!({"user_id": user.id, "phone": "+1 415 555 0000"}),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("already_enrolled"))
+    );
+
+    // The user's next login is challenged through the new provider, at that phone.
+    let verdict = env.gateway.login(&login)?;
+    assert_eq!(challenged_via(&verdict), Some(FactorProvider::Verify));
+    let done = env.resume(&verdict, &env.sim.last_code("+14155552671"))?;
+    assert_eq!(done.decision, Decision::Allow);
+
+    // An enrolment whose code expired leaves nothing behind.
+    let (other, _) = env.login_where(|f| f.is_none());
+    let other =
+        portcullis::services::Directory::find_by_email(env.gateway.state().as_ref(), &other.email)?
+            .remove(0);
+    assert_ne!(other.id, user.id, "the first user has a factor now");
+    let other_id = other.id;
+    {
+        let (status, started) = sidecar.post(
+            "/v1/mfa/enroll",
+            serde_json::json!({"user_id": other_id, "phone": "+1 415 555 2672"}),
+        );
+        assert_eq!(status, 202, "{started}");
+        env.sim.send(
+            "POST",
+            "/sim/clock",
+            serde_json::json!({ "advance_ms": 11 * 60 * 1000 }),
+        );
+        let code = env.sim.last_code("+14155552672");
+        let (status, body) = sidecar.post(
+            "/v1/mfa/enroll/confirm",
+            serde_json::json!({"user_id": other_id, "enrollment_id": started["enrollment_id"], "code": code}),
+        );
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (410, Some("code_expired")),
+            "{body}"
+        );
+        assert!(env.gateway.state().factors_of(&other_id)?.is_empty());
     }
     Ok(())
 }
