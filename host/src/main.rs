@@ -358,6 +358,8 @@ struct Summary {
     denied: usize,
     redirected: usize,
     challenged: usize,
+    /// Second-factor codes sent, by provider.
+    codes_via: std::collections::BTreeMap<&'static str, usize>,
     with_faults: usize,
 }
 
@@ -368,7 +370,16 @@ impl Summary {
             Decision::Allow => self.allowed += 1,
             Decision::Deny { .. } => self.denied += 1,
             Decision::Redirect { .. } => self.redirected += 1,
-            Decision::Challenge { .. } => self.challenged += 1,
+            Decision::Challenge {
+                via,
+                ref destination,
+                ..
+            } => {
+                self.challenged += 1;
+                if let (Some(via), Some(_)) = (via, destination) {
+                    *self.codes_via.entry(via.name()).or_default() += 1;
+                }
+            }
         }
         if verdict.applied.as_ref().is_some_and(|a| a.created_user) {
             self.migrated += 1;
@@ -441,8 +452,26 @@ fn run(config: &Path, logins: &[PathBuf], options: &RunOptions) -> Result<()> {
     if options.summary {
         let s = &summary;
         println!(
-            "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged; {} with rule faults",
-            s.evaluated, s.allowed, s.migrated, s.denied, s.redirected, s.challenged, s.with_faults
+            "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged{}; {} with rule faults",
+            s.evaluated,
+            s.allowed,
+            s.migrated,
+            s.denied,
+            s.redirected,
+            s.challenged,
+            if s.codes_via.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (SMS codes sent via {})",
+                    s.codes_via
+                        .iter()
+                        .map(|(via, n)| format!("{via} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+            s.with_faults
         );
     }
     Ok(())

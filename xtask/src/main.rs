@@ -123,7 +123,73 @@ fn demo() -> Result<()> {
         "--compact",
         "--summary",
     ]))?;
-    run(portcullis(&["replay", "fixtures/recordings"]))
+    run(portcullis(&["replay", "fixtures/recordings"]))?;
+    mfa_demo(&portcullis)
+}
+
+/// The SMS second factor during the provider migration: the provider simulator on
+/// 127.0.0.1:7879 (as fixtures/pipeline-mfa.toml expects), users with factors at the
+/// old provider, the new one or both, and a batch of logins challenged through both.
+fn mfa_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--quiet",
+        "--release",
+        "-p",
+        "portcullis",
+        "--bins",
+    ]);
+    run(build)?;
+    let simulator = workspace_root().join("target/release/portcullis-sim");
+    let mut sim = Command::new(&simulator)
+        .args([
+            "--listen",
+            "127.0.0.1:7879",
+            "--seed-legacy",
+            "24000",
+            "--internal",
+            "300",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", simulator.display()))?;
+    // It prints its address once it listens.
+    let mut line = String::new();
+    let started = sim
+        .stdout
+        .take()
+        .map(|out| std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line));
+    let outcome = (|| {
+        anyhow::ensure!(
+            matches!(started, Some(Ok(n)) if n > 0),
+            "portcullis-sim did not start (is 127.0.0.1:7879 in use?)"
+        );
+        println!("mfa demo: provider simulator {}", line.trim());
+        // The simulator's credentials (demo only) for the providers' clients.
+        let with_secrets = |args: &[&str]| {
+            let mut command = portcullis(args);
+            command
+                .env("PORTCULLIS_LEGACY_SMS_KEY", "sim-legacy-key")
+                .env("PORTCULLIS_VERIFY_AUTH_TOKEN", "sim-verify-token");
+            command
+        };
+        let config = "fixtures/pipeline-mfa.toml";
+        run(with_secrets(&["check", "--config", config]))?;
+        run(with_secrets(&["seed", "--config", config]))?;
+        run(with_secrets(&[
+            "run",
+            "--config",
+            config,
+            "--login",
+            "target/demo-state/mfa/logins",
+            "--compact",
+            "--summary",
+        ]))
+    })();
+    let _ = sim.kill();
+    let _ = sim.wait();
+    outcome
 }
 
 fn test(extra: &[String]) -> Result<()> {
