@@ -314,20 +314,23 @@ fn enroll_body<T: serde::de::DeserializeOwned>(
     app: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
+) -> Result<T, Box<Response>> {
     app.callers
         .authenticate(headers)
-        .map_err(IntoResponse::into_response)?;
-    let body = body.map_err(body_error)?;
+        .map_err(|refusal| Box::new(refusal.into_response()))?;
+    let body = body.map_err(|rejection| Box::new(body_error(rejection)))?;
     if body.len() > MAX_ENROLL_BODY {
-        return Err(error(StatusCode::PAYLOAD_TOO_LARGE, "request too large"));
+        return Err(Box::new(error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request too large",
+        )));
     }
     // The body holds a phone number or a code: the error names neither.
     serde_json::from_slice(&body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("invalid request at line {} column {}", e.line(), e.column()),
-        )
+        ))
     })
 }
 
@@ -340,7 +343,7 @@ async fn mfa_enroll(
 ) -> Response {
     let request: EnrollRequest = match enroll_body(&app, &headers, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let gateway = app.gateway();
     match evaluate(&app, move || {
@@ -362,7 +365,7 @@ async fn mfa_enroll_confirm(
 ) -> Response {
     let request: ConfirmRequest = match enroll_body(&app, &headers, body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let gateway = app.gateway();
     match evaluate(&app, move || {
