@@ -98,6 +98,12 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The SMS provider migration: backfill phones from the old provider, revert users,
+    /// see where everyone is.
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
+    },
     /// The outbox: deliver pending messages to the products.
     Outbox {
         #[command(subcommand)]
@@ -149,6 +155,62 @@ enum KeysCommand {
         /// Also write the summary as JSON to this file.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum MfaCommand {
+    /// Export old-provider users' phones (throttled, resumable, quota-guarded) and
+    /// store them sealed; their next login goes through the new provider.
+    Backfill {
+        #[arg(long)]
+        config: PathBuf,
+        /// Only this cohort (e.g. `internal` for the pilot).
+        #[arg(long)]
+        cohort: Option<String>,
+        /// Take up at most this many users.
+        #[arg(long)]
+        limit: Option<u64>,
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+        /// Export calls per second (0: unthrottled).
+        #[arg(long, default_value_t = 5)]
+        rate: u32,
+        /// List who would be exported; no call, no write.
+        #[arg(long)]
+        dry_run: bool,
+        /// Take up users that failed or were skipped in earlier runs.
+        #[arg(long)]
+        retry_failed: bool,
+        /// How long a chunk is held before another run may take it up.
+        #[arg(long, default_value_t = 600)]
+        lease_seconds: u64,
+        /// Also write the summary as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Fault injection (tests): abort right after this many export answers.
+        #[arg(long, hide = true)]
+        abort_after_exports: Option<u64>,
+    },
+    /// Put a user (or a cohort) back on the old provider; audited.
+    Revert {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, conflicts_with = "cohort", required_unless_present = "cohort")]
+        user: Option<String>,
+        #[arg(long)]
+        cohort: Option<String>,
+        /// Who does this (the audit trail names them); default: $USER.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Per cohort: SMS factors, at the new provider, exported, pending, failing,
+    /// reverted; and how many still depend on the old provider.
+    Status {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -226,6 +288,7 @@ fn main() -> ExitCode {
                     report,
                 },
         } => keys_rotate(&config, chunk, report.as_deref()),
+        Command::Mfa { command } => mfa(command),
         Command::Outbox {
             command:
                 OutboxCommand::Run {
@@ -311,6 +374,19 @@ fn check(config: &Path) -> Result<()> {
                 .map(|c| format!("  [capability: {c}]"))
                 .unwrap_or_default();
             println!("   imports: {}{note}", import.name);
+        }
+    }
+    // Whether the old SMS provider can be retired yet.
+    let loaded = PipelineConfig::load(config)?;
+    if loaded.mfa.legacy_sms.is_some() && loaded.state.is_some() {
+        let depending = directory_of(&loaded)?.factors_depending_on_legacy()?;
+        if depending > 0 {
+            eprintln!(
+                "warning: {depending} active SMS factors still depend on the old provider \
+                 (no phone on file, or reverted): it cannot be retired yet"
+            );
+        } else {
+            println!("the old SMS provider is no longer needed: no active factor depends on it");
         }
     }
     println!("ok: {} rule(s)", pipeline.rules().len());
@@ -807,6 +883,155 @@ fn keys_rotate(config_path: &Path, chunk: usize, report_path: Option<&Path>) -> 
     }
     println!("{json}");
     Ok(())
+}
+
+fn directory_of(config: &PipelineConfig) -> Result<std::sync::Arc<dyn portcullis::state::StateStore>> {
+    let settings = config
+        .state
+        .as_ref()
+        .context("the config has no [state] section: there are no stored factors")?;
+    Ok(portcullis::state::open_state(
+        &settings.directory,
+        &config.base_dir,
+    )?)
+}
+
+fn mfa(command: MfaCommand) -> Result<()> {
+    match command {
+        MfaCommand::Backfill {
+            config,
+            cohort,
+            limit,
+            chunk,
+            rate,
+            dry_run,
+            retry_failed,
+            lease_seconds,
+            report,
+            abort_after_exports,
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let state = directory_of(&config)?;
+            let legacy = config
+                .mfa
+                .legacy_sms
+                .as_ref()
+                .context("the config has no [mfa.legacy_sms]: there is no old provider to export from")?;
+            let export = portcullis::providers::legacy_sms::PhoneExport::new(legacy)
+                .map_err(anyhow::Error::msg)?;
+            let keys = config.mfa.key_ring()?;
+            let policy = portcullis::mfa::phone::PhonePolicy {
+                allowed_calling_codes: config.mfa.allowed_calling_codes.clone(),
+            };
+            let options = portcullis::jobs::backfill::BackfillOptions {
+                cohort,
+                limit,
+                chunk,
+                rate_per_second: rate,
+                dry_run,
+                retry_failed,
+                lease_ms: lease_seconds * 1000,
+                run_id: format!("run-{}", portcullis::resume::ResumeTokens::new_jti()),
+                abort_after_exports,
+            };
+            // The users this run will see, for the bar's length and ETA.
+            let clock = portcullis::clock::SystemClock;
+            let todo = state
+                .backfill_candidates(
+                    options.cohort.as_deref(),
+                    portcullis::clock::Clock::now_ms(&clock),
+                    retry_failed,
+                    usize::MAX >> 1,
+                )?
+                .len() as u64;
+            let bar = indicatif::ProgressBar::new(limit.map_or(todo, |l| l.min(todo)))
+                .with_style(indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} users, {per_sec}, ETA {eta} {msg}",
+                )?);
+            let job = portcullis::jobs::backfill::Backfill {
+                state: state.as_ref(),
+                export: &export,
+                keys: &keys,
+                policy: &policy,
+                clock: &clock,
+            };
+            let summary = job.run(&options, |so_far| {
+                bar.set_position(so_far.taken_up);
+                let failed: u64 = so_far.failed.values().sum();
+                bar.set_message(format!(
+                    "exported {}, quota {}, failed {failed}",
+                    so_far.exported,
+                    so_far.skipped_by_quota.len()
+                ));
+            })?;
+            bar.finish_and_clear();
+            let json = serde_json::to_string_pretty(&summary)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{json}");
+            Ok(())
+        }
+        MfaCommand::Revert {
+            config,
+            user,
+            cohort,
+            actor,
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let state = directory_of(&config)?;
+            let actor = actor
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "unknown".into());
+            let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+            let reverted =
+                state.revert_factors(user.as_deref(), cohort.as_deref(), &actor, now)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "reverted": reverted.len(),
+                    "factors": reverted,
+                    "actor": actor,
+                }))?
+            );
+            Ok(())
+        }
+        MfaCommand::Status { config, json } => {
+            let config = PipelineConfig::load(&config)?;
+            let state = directory_of(&config)?;
+            let cohorts = state.mfa_status()?;
+            let depending = state.factors_depending_on_legacy()?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "cohorts": cohorts,
+                        "depending_on_old_provider": depending,
+                    }))?
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<12} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+                "cohort", "factors", "new", "exported", "pending", "failing", "reverted"
+            );
+            for c in &cohorts {
+                println!(
+                    "{:<12} {:>8} {:>8} {:>9} {:>8} {:>8} {:>9}",
+                    if c.cohort.is_empty() { "-" } else { &c.cohort },
+                    c.factors,
+                    c.new_provider,
+                    c.exported,
+                    c.pending,
+                    c.failing,
+                    c.reverted
+                );
+            }
+            println!("{depending} active factors still depend on the old provider");
+            Ok(())
+        }
+    }
 }
 
 fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {

@@ -96,6 +96,17 @@ impl Gateway {
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
         gateway.challenges = challenge::ChallengeLimits::new(&config.mfa);
+        // Retiring the old provider: refused while any active factor still needs it.
+        if config.mfa.verify.is_some() && config.mfa.legacy_sms.is_none() {
+            let depending = gateway.state.factors_depending_on_legacy()?;
+            if depending > 0 {
+                return Err(GatewayError::Config(format!(
+                    "the config has no [mfa.legacy_sms], but {depending} active SMS factors \
+                     still depend on the old provider (no phone on file, or reverted); keep it \
+                     until `portcullis mfa status` shows none"
+                )));
+            }
+        }
         // Phones are sealed for, and unsealed by, the new provider only.
         let keys = match &config.mfa.verify {
             Some(_) => {

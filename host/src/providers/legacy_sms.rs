@@ -87,3 +87,57 @@ pub(crate) fn path_segment(id: &str) -> Result<&str, ProviderError> {
     }
     Ok(id)
 }
+
+/// The old provider's phone export, 3 calls per user per 30 days. Only the backfill job
+/// builds one (`jobs::backfill`): the login path holds a [`LegacySmsClient`], which
+/// cannot export.
+pub struct PhoneExport {
+    client: LegacySmsClient,
+}
+
+impl PhoneExport {
+    pub fn new(settings: &LegacySmsSettings) -> Result<Self, String> {
+        Ok(Self {
+            client: LegacySmsClient::new(settings)?,
+        })
+    }
+
+    /// The user's phone as the provider returns it (`e164`, or the country code and
+    /// the national number); validate it before use.
+    pub fn export(&self, user_id: &str) -> Result<zeroize::Zeroizing<String>, ProviderError> {
+        let response = self.client.get(&format!(
+            "/protected/json/users/{}/phone_number",
+            path_segment(user_id)?
+        ))?;
+        if !response.status().is_success() {
+            return Err(error_of(response));
+        }
+        let body: zeroize::Zeroizing<Vec<u8>> = zeroize::Zeroizing::new(
+            response
+                .bytes()
+                .map_err(|e| ProviderError::Unavailable(format!("unreadable answer: {e}")))?
+                .to_vec(),
+        );
+        #[derive(serde::Deserialize)]
+        struct Exported {
+            e164: Option<String>,
+            phone_number: Option<String>,
+            country_code: Option<String>,
+        }
+        let mut exported: Exported = serde_json::from_slice(&body)
+            .map_err(|_| ProviderError::Unavailable("the export answer is not the API's".into()))?;
+        let phone = match (exported.e164.take(), exported.phone_number.take(), exported.country_code.take()) {
+            (Some(e164), mut national, _) => {
+                national.as_mut().map(zeroize::Zeroize::zeroize);
+                e164
+            }
+            (None, Some(national), Some(code)) => format!("+{code} {national}"),
+            _ => {
+                return Err(ProviderError::Unavailable(
+                    "the export answer has no phone number".into(),
+                ));
+            }
+        };
+        Ok(zeroize::Zeroizing::new(phone))
+    }
+}

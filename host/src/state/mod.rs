@@ -2,6 +2,7 @@
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
 mod apply;
+pub mod backfill;
 pub mod factors;
 pub mod legacy_sqlite;
 pub mod login_stats;
@@ -224,6 +225,68 @@ pub trait StateStore: Directory {
     /// Deletes every user, link, factor, outbox message, token and applied transaction
     /// (seeding only).
     fn clear(&self) -> Result<(), StoreError>;
+
+    // The MFA backfill (see `backfill`).
+
+    /// Up to `limit` factor ids the backfill may take up, by id.
+    fn backfill_candidates(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
+    /// Takes up `ids` under one lease, in one transaction; returns those taken (not
+    /// those another run took first).
+    fn claim_backfill(
+        &self,
+        ids: &[String],
+        lease: &backfill::Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError>;
+    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError>;
+    /// Records an export attempt before it is made, in one transaction with the quota
+    /// check: `None` when the user already has `quota` counted attempts since
+    /// `since_ms` (no call may be made).
+    fn begin_export(
+        &self,
+        factor_id: &str,
+        provider_user_id: &str,
+        run_id: &str,
+        now_ms: u64,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<Option<i64>, StoreError>;
+    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError>;
+    /// Stores an exported phone if the factor is still as `read` (see
+    /// `backfill::STORE_PHONE`); false when its user changed it meanwhile.
+    fn store_exported_phone(
+        &self,
+        read: &factors::Factor,
+        sealed: &crate::mfa::sealed::Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Ends a factor's backfill if `token` still holds it.
+    fn finish_backfill(
+        &self,
+        factor_id: &str,
+        token: &str,
+        status: backfill::BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+    /// Reverts a user's or a cohort's factors to the old provider, audited, in one
+    /// transaction; returns the factor ids.
+    fn revert_factors(
+        &self,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError>;
+    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError>;
+    /// Active factors that cannot be challenged without the old provider.
+    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

@@ -10,6 +10,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::backfill;
 use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
@@ -88,6 +89,33 @@ CREATE INDEX IF NOT EXISTS factors_user ON factors(user_id);
 -- Older databases: the rollout cohort and the operator's revert.
 ALTER TABLE factors ADD COLUMN IF NOT EXISTS cohort TEXT;
 ALTER TABLE factors ADD COLUMN IF NOT EXISTS reverted BOOLEAN NOT NULL DEFAULT false;
+CREATE TABLE IF NOT EXISTS mfa_exports (
+    id BIGSERIAL PRIMARY KEY,
+    factor_id TEXT NOT NULL,
+    provider_user_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    attempted_at_ms BIGINT NOT NULL,
+    -- NULL: the call was made, or about to be, and its result never written.
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS mfa_exports_user ON mfa_exports(provider_user_id, attempted_at_ms);
+CREATE TABLE IF NOT EXISTS mfa_backfill (
+    factor_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT,
+    lease_token TEXT,
+    lease_until_ms BIGINT,
+    run_id TEXT,
+    updated_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mfa_audit (
+    id BIGSERIAL PRIMARY KEY,
+    at_ms BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -663,9 +691,192 @@ impl StateStore for PostgresState {
         Ok(())
     }
 
+    fn backfill_candidates(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = self.pool.get()?.query(
+            backfill::CANDIDATES,
+            &[&cohort, &sql_time(now_ms), &retry_failed, &(limit as i64)],
+        )?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    fn claim_backfill(
+        &self,
+        ids: &[String],
+        lease: &backfill::Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let claim = tx.prepare(backfill::CLAIM)?;
+        let mut taken = Vec::with_capacity(ids.len());
+        for id in ids {
+            // Another run inserting the same factor first makes this one wait for it,
+            // then find the row held: nothing returned.
+            if let Some(row) = tx.query_opt(
+                &claim,
+                &[
+                    id,
+                    &lease.token,
+                    &sql_time(lease.until_ms),
+                    &lease.run_id,
+                    &sql_time(lease.now_ms),
+                    &retry_failed,
+                ],
+            )? {
+                taken.push(row.get(0));
+            }
+        }
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
+        self.factors_where("id = ANY($1) ORDER BY id", &[&ids])
+    }
+
+    fn begin_export(
+        &self,
+        factor_id: &str,
+        provider_user_id: &str,
+        run_id: &str,
+        now_ms: u64,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        // One check-and-record per old-provider user at a time.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            &[&provider_user_id],
+        )?;
+        let counted: i64 = tx
+            .query_one(
+                backfill::COUNTED_EXPORTS,
+                &[&provider_user_id, &sql_time(since_ms)],
+            )?
+            .get(0);
+        if counted as u64 >= quota {
+            return Ok(None);
+        }
+        let id: i64 = tx
+            .query_one(
+                backfill::RECORD_EXPORT,
+                &[&factor_id, &provider_user_id, &run_id, &sql_time(now_ms)],
+            )?
+            .get(0);
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
+        self.pool
+            .get()?
+            .execute(backfill::FINISH_EXPORT, &[&id, &outcome.name()])?;
+        Ok(())
+    }
+
+    fn store_exported_phone(
+        &self,
+        read: &Factor,
+        sealed: &Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.pool.get()?.execute(
+            backfill::STORE_PHONE,
+            &[
+                &read.id,
+                &read.user_id,
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &sealed.key_id,
+                &sql_time(now_ms),
+                &read.legacy_provider_user_id,
+                &sql_time(read.updated_at_ms),
+            ],
+        )? == 1)
+    }
+
+    fn finish_backfill(
+        &self,
+        factor_id: &str,
+        token: &str,
+        status: backfill::BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.pool.get()?.execute(
+            backfill::FINISH_BACKFILL,
+            &[&factor_id, &token, &status.name(), &reason, &sql_time(now_ms)],
+        )? == 1)
+    }
+
+    fn revert_factors(
+        &self,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let rows = tx.query(backfill::REVERT, &[&user_id, &cohort, &sql_time(now_ms)])?;
+        let mut reverted = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (factor, user): (String, String) = (row.get(0), row.get(1));
+            tx.execute(
+                backfill::AUDIT,
+                &[
+                    &sql_time(now_ms),
+                    &actor,
+                    &"mfa.revert",
+                    &user,
+                    &format!("factor {factor} back on the old provider"),
+                ],
+            )?;
+            reverted.push(factor);
+        }
+        tx.commit()?;
+        Ok(reverted)
+    }
+
+    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
+        let rows = self.pool.get()?.query(backfill::STATUS, &[])?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let n = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or(0) as u64;
+                backfill::CohortStatus {
+                    cohort: row.get(0),
+                    factors: row.get::<_, i64>(1) as u64,
+                    new_provider: n(2),
+                    exported: n(3),
+                    pending: n(4),
+                    failing: n(5),
+                    reverted: n(6),
+                }
+            })
+            .collect())
+    }
+
+    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query_one(backfill::DEPEND_ON_LEGACY, &[])?
+            .get::<_, i64>(0) as u64)
+    }
+
     fn clear(&self) -> Result<(), StoreError> {
         self.pool.get()?.batch_execute(
-            "TRUNCATE identities, factors, users, outbox, resume_tokens, applied_transactions",
+            "TRUNCATE identities, factors, users, outbox, resume_tokens, applied_transactions,
+                      mfa_exports, mfa_backfill, mfa_audit",
         )?;
         Ok(())
     }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::backfill;
 use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
 use super::{
@@ -81,6 +82,33 @@ CREATE TABLE IF NOT EXISTS factors (
            AND (phone_nonce IS NULL) = (phone_key_id IS NULL))
 );
 CREATE INDEX IF NOT EXISTS factors_user ON factors(user_id);
+CREATE TABLE IF NOT EXISTS mfa_exports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    factor_id TEXT NOT NULL,
+    provider_user_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    attempted_at_ms INTEGER NOT NULL,
+    -- NULL: the call was made, or about to be, and its result never written.
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS mfa_exports_user ON mfa_exports(provider_user_id, attempted_at_ms);
+CREATE TABLE IF NOT EXISTS mfa_backfill (
+    factor_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    reason TEXT,
+    lease_token TEXT,
+    lease_until_ms INTEGER,
+    run_id TEXT,
+    updated_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mfa_audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS resume_tokens (
     jti TEXT PRIMARY KEY,
     transaction_id TEXT NOT NULL,
@@ -712,10 +740,200 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn backfill_candidates(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(&backfill::CANDIDATES.replace('$', "?"))?;
+        let ids = statement
+            .query_map(
+                params![cohort, sql_time(now_ms), retry_failed, limit as i64],
+                |row| row.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
+    fn claim_backfill(
+        &self,
+        ids: &[String],
+        lease: &backfill::Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut taken = Vec::with_capacity(ids.len());
+        {
+            let mut claim = tx.prepare_cached(&backfill::CLAIM.replace('$', "?"))?;
+            for id in ids {
+                let got: Option<String> = claim
+                    .query_row(
+                        params![
+                            id,
+                            lease.token,
+                            sql_time(lease.until_ms),
+                            lease.run_id,
+                            sql_time(lease.now_ms),
+                            retry_failed
+                        ],
+                        |row| row.get(0),
+                    )
+                    .optional()?;
+                taken.extend(got);
+            }
+        }
+        tx.commit()?;
+        Ok(taken)
+    }
+
+    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(self.factors_where("id = ?1", params![id])?);
+        }
+        Ok(found)
+    }
+
+    fn begin_export(
+        &self,
+        factor_id: &str,
+        provider_user_id: &str,
+        run_id: &str,
+        now_ms: u64,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let counted: i64 = tx.query_row(
+            &backfill::COUNTED_EXPORTS.replace('$', "?"),
+            params![provider_user_id, sql_time(since_ms)],
+            |row| row.get(0),
+        )?;
+        if counted as u64 >= quota {
+            return Ok(None);
+        }
+        let id: i64 = tx.query_row(
+            &backfill::RECORD_EXPORT.replace('$', "?"),
+            params![factor_id, provider_user_id, run_id, sql_time(now_ms)],
+            |row| row.get(0),
+        )?;
+        // Durable before the call is made: that is the ledger's point.
+        tx.commit()?;
+        Ok(Some(id))
+    }
+
+    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
+        self.lock().execute(
+            &backfill::FINISH_EXPORT.replace('$', "?"),
+            params![id, outcome.name()],
+        )?;
+        Ok(())
+    }
+
+    fn store_exported_phone(
+        &self,
+        read: &Factor,
+        sealed: &Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            &backfill::STORE_PHONE.replace('$', "?"),
+            params![
+                read.id,
+                read.user_id,
+                sealed.ciphertext,
+                sealed.nonce,
+                sealed.key_id,
+                sql_time(now_ms),
+                read.legacy_provider_user_id,
+                sql_time(read.updated_at_ms)
+            ],
+        )? == 1)
+    }
+
+    fn finish_backfill(
+        &self,
+        factor_id: &str,
+        token: &str,
+        status: backfill::BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            &backfill::FINISH_BACKFILL.replace('$', "?"),
+            params![factor_id, token, status.name(), reason, sql_time(now_ms)],
+        )? == 1)
+    }
+
+    fn revert_factors(
+        &self,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let reverted: Vec<(String, String)> = {
+            let mut revert = tx.prepare(&backfill::REVERT.replace('$', "?"))?;
+            revert
+                .query_map(params![user_id, cohort, sql_time(now_ms)], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?
+        };
+        for (factor, user) in &reverted {
+            tx.execute(
+                &backfill::AUDIT.replace('$', "?"),
+                params![
+                    sql_time(now_ms),
+                    actor,
+                    "mfa.revert",
+                    user,
+                    format!("factor {factor} back on the old provider")
+                ],
+            )?;
+        }
+        tx.commit()?;
+        Ok(reverted.into_iter().map(|(factor, _)| factor).collect())
+    }
+
+    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(backfill::STATUS)?;
+        let rows = statement
+            .query_map([], |row| {
+                let n = |i: usize| row.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0) as u64);
+                Ok(backfill::CohortStatus {
+                    cohort: row.get(0)?,
+                    factors: n(1)?,
+                    new_provider: n(2)?,
+                    exported: n(3)?,
+                    pending: n(4)?,
+                    failing: n(5)?,
+                    reverted: n(6)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(backfill::DEPEND_ON_LEGACY, [], |row| row.get::<_, i64>(0))?
+            as u64)
+    }
+
     fn clear(&self) -> Result<(), StoreError> {
         self.lock().execute_batch(
             "DELETE FROM identities; DELETE FROM factors; DELETE FROM users; DELETE FROM outbox; DELETE FROM resume_tokens;
-             DELETE FROM applied_transactions;",
+             DELETE FROM applied_transactions; DELETE FROM mfa_exports; DELETE FROM mfa_backfill; DELETE FROM mfa_audit;",
         )?;
         Ok(())
     }

@@ -1,0 +1,336 @@
+//! `portcullis mfa backfill`: moves old-provider users' phones to the directory, sealed,
+//! in the background, so their next login goes through the new provider.
+//!
+//! The export is precious (3 per user per 30 days), so the ledger comes first: every
+//! attempt is recorded, with the quota checked in the same transaction, *before* the
+//! call (see `state::backfill`). A job killed between the call and writing its result
+//! has counted the call; a user at quota is skipped and listed, never called.
+//!
+//! Work is taken up a chunk at a time under a lease: two runs never hold one factor,
+//! and a killed run's chunk is taken up again once its lease runs out (a factor whose
+//! phone was stored is never taken up again). The phone is stored only if the factor
+//! is still what was read (its user may enrol, disable or be reverted meanwhile), in
+//! one conditional write. Calls are throttled to a rate (token bucket); a 429 waits for
+//! its `Retry-After`, a 5xx or timeout backs off exponentially.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+
+use crate::gateway::clock::Clock;
+use crate::mfa::phone::PhonePolicy;
+use crate::mfa::sealed::KeyRing;
+use crate::providers::ProviderError;
+use crate::providers::legacy_sms::PhoneExport;
+use crate::state::backfill::{BackfillStatus, ExportOutcome, Lease};
+use crate::state::factors::Factor;
+use crate::state::{StateStore, StoreError};
+
+/// The old provider's export quota.
+pub const EXPORT_QUOTA: u64 = 3;
+pub const EXPORT_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
+/// Attempts per factor per run when the provider keeps failing (each one is counted in
+/// the ledger, so this stays under the quota).
+const MAX_FAILURES_PER_FACTOR: u32 = 2;
+/// 429s in a row for one factor before it is left for a later run.
+const MAX_THROTTLES_PER_FACTOR: u32 = 20;
+/// Longest wait the job honours from a `Retry-After` before giving up on the run.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone)]
+pub struct BackfillOptions {
+    pub cohort: Option<String>,
+    /// Factors to take up in this run at most.
+    pub limit: Option<u64>,
+    pub chunk: usize,
+    /// Export calls per second (0: no throttle).
+    pub rate_per_second: u32,
+    /// List what would be exported; no call, no write.
+    pub dry_run: bool,
+    /// Take up factors that failed or were skipped in an earlier run.
+    pub retry_failed: bool,
+    pub lease_ms: u64,
+    pub run_id: String,
+    /// Fault injection for the crash tests: abort the process right after this many
+    /// export answers, before their results are written.
+    pub abort_after_exports: Option<u64>,
+}
+
+/// A user the job did not export, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Passed {
+    pub user_id: String,
+    pub factor_id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct BackfillReport {
+    pub run_id: String,
+    pub dry_run: bool,
+    pub cohort: Option<String>,
+    pub taken_up: u64,
+    pub exported: u64,
+    /// Users at their export quota: skipped, never called.
+    pub skipped_by_quota: Vec<Passed>,
+    /// Changed by their users meanwhile (enrolled, disabled, reverted): not touched.
+    pub changed_meanwhile: u64,
+    /// By reason.
+    pub failed: BTreeMap<String, u64>,
+    pub failures: Vec<Passed>,
+    pub export_calls: u64,
+    pub throttled_calls: u64,
+    pub chunks: u64,
+    pub elapsed_seconds: f64,
+    pub users_per_second: f64,
+    /// With `--dry-run`: who would be exported.
+    pub would_export: Vec<Passed>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The provider refuses exports for the whole account (60154): stop, nothing to
+    /// gain from trying every user.
+    #[error("the old provider has phone export disabled (60154); the run stopped")]
+    ExportDisabled,
+    #[error("the old provider asked to wait {0} s, longer than the job waits")]
+    TooLongToWait(u64),
+}
+
+/// What one factor came to.
+enum Done {
+    Exported,
+    Quota,
+    Changed,
+    Failed(String),
+}
+
+pub struct Backfill<'a> {
+    pub state: &'a dyn StateStore,
+    pub export: &'a PhoneExport,
+    pub keys: &'a KeyRing,
+    pub policy: &'a PhonePolicy,
+    pub clock: &'a dyn Clock,
+}
+
+impl Backfill<'_> {
+    /// Runs until no factor is left to take up (or `limit` were); `progress` hears the
+    /// running report after each factor.
+    pub fn run(
+        &self,
+        options: &BackfillOptions,
+        mut progress: impl FnMut(&BackfillReport),
+    ) -> Result<BackfillReport, BackfillError> {
+        let started = Instant::now();
+        let mut report = BackfillReport {
+            run_id: options.run_id.clone(),
+            dry_run: options.dry_run,
+            cohort: options.cohort.clone(),
+            ..Default::default()
+        };
+        let limiter: Option<DefaultDirectRateLimiter> = NonZeroU32::new(options.rate_per_second)
+            .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
+        let cohort = options.cohort.as_deref();
+        let chunk = options.chunk.max(1);
+        loop {
+            let left = options.limit.map_or(u64::MAX, |l| l.saturating_sub(report.taken_up));
+            if left == 0 {
+                break;
+            }
+            let now_ms = self.clock.now_ms();
+            let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
+            if options.dry_run {
+                // Reads only: the candidates after those listed so far.
+                let ids = self.state.backfill_candidates(
+                    cohort,
+                    now_ms,
+                    options.retry_failed,
+                    report.would_export.len() + want,
+                )?;
+                let fresh = &ids[report.would_export.len().min(ids.len())..];
+                if fresh.is_empty() {
+                    break;
+                }
+                for factor in self.state.factors_by_ids(fresh)? {
+                    report.taken_up += 1;
+                    report.would_export.push(Passed {
+                        user_id: factor.user_id,
+                        factor_id: factor.id,
+                        reason: "would export".into(),
+                    });
+                }
+                report.chunks += 1;
+                progress(&report);
+                continue;
+            }
+            let ids = self
+                .state
+                .backfill_candidates(cohort, now_ms, options.retry_failed, want)?;
+            if ids.is_empty() {
+                break;
+            }
+            let lease = Lease {
+                token: crate::gateway::resume::ResumeTokens::new_jti(),
+                until_ms: now_ms + options.lease_ms,
+                run_id: options.run_id.clone(),
+                now_ms,
+            };
+            let taken = self.state.claim_backfill(&ids, &lease, options.retry_failed)?;
+            if taken.is_empty() {
+                // Another run took these first: look again.
+                continue;
+            }
+            report.chunks += 1;
+            for factor in self.state.factors_by_ids(&taken)? {
+                report.taken_up += 1;
+                let done = self.one(&factor, &lease, options, limiter.as_ref(), &mut report)?;
+                let now_ms = self.clock.now_ms();
+                let (status, reason) = match &done {
+                    Done::Exported => (BackfillStatus::Exported, None),
+                    Done::Quota => (BackfillStatus::Skipped, Some("export quota reached")),
+                    Done::Changed => (BackfillStatus::Skipped, Some("changed meanwhile")),
+                    Done::Failed(reason) => (BackfillStatus::Failed, Some(reason.as_str())),
+                };
+                self.state
+                    .finish_backfill(&factor.id, &lease.token, status, reason, now_ms)?;
+                match done {
+                    Done::Exported => report.exported += 1,
+                    Done::Quota => report.skipped_by_quota.push(Passed {
+                        user_id: factor.user_id.clone(),
+                        factor_id: factor.id.clone(),
+                        reason: "export quota reached".into(),
+                    }),
+                    Done::Changed => report.changed_meanwhile += 1,
+                    Done::Failed(reason) => {
+                        *report.failed.entry(reason.clone()).or_default() += 1;
+                        report.failures.push(Passed {
+                            user_id: factor.user_id.clone(),
+                            factor_id: factor.id.clone(),
+                            reason,
+                        });
+                    }
+                }
+                report.elapsed_seconds = started.elapsed().as_secs_f64();
+                progress(&report);
+            }
+        }
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        report.users_per_second = if report.elapsed_seconds > 0.0 {
+            report.exported as f64 / report.elapsed_seconds
+        } else {
+            0.0
+        };
+        Ok(report)
+    }
+
+    /// Exports one factor's phone: ledger first, then the call, then the result.
+    fn one(
+        &self,
+        factor: &Factor,
+        lease: &Lease,
+        options: &BackfillOptions,
+        limiter: Option<&DefaultDirectRateLimiter>,
+        report: &mut BackfillReport,
+    ) -> Result<Done, BackfillError> {
+        let Some(provider_user_id) = factor.legacy_provider_user_id.as_deref() else {
+            return Ok(Done::Changed);
+        };
+        let (mut failures, mut throttles) = (0, 0);
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if let Some(limiter) = limiter {
+                while let Err(not_until) = limiter.check() {
+                    std::thread::sleep(
+                        not_until.wait_time_from(governor::clock::Clock::now(
+                            &governor::clock::DefaultClock::default(),
+                        )),
+                    );
+                }
+            }
+            let now_ms = self.clock.now_ms();
+            let Some(ledger) = self.state.begin_export(
+                &factor.id,
+                provider_user_id,
+                &lease.run_id,
+                now_ms,
+                now_ms.saturating_sub(EXPORT_WINDOW_MS),
+                EXPORT_QUOTA,
+            )?
+            else {
+                return Ok(Done::Quota);
+            };
+            report.export_calls += 1;
+            let answer = self.export.export(provider_user_id);
+            if options
+                .abort_after_exports
+                .is_some_and(|n| report.export_calls >= n)
+            {
+                // The crash the ledger exists for: the call was made, its result is lost.
+                std::process::abort();
+            }
+            match answer {
+                Ok(phone) => {
+                    self.state.finish_export(ledger, ExportOutcome::Exported)?;
+                    let phone = match self.policy.normalize(&phone) {
+                        Ok(phone) => phone,
+                        Err(e) => return Ok(Done::Failed(format!("phone refused: {e}"))),
+                    };
+                    let sealed = self.keys.seal(phone.e164(), &factor.user_id, &factor.id);
+                    let stored = self
+                        .state
+                        .store_exported_phone(factor, &sealed, self.clock.now_ms())?;
+                    return Ok(if stored { Done::Exported } else { Done::Changed });
+                }
+                Err(ProviderError::RateLimited {
+                    retry_after: Some(wait),
+                    ..
+                }) => {
+                    // Throttled before it was served: wait as told, and try again.
+                    self.state.finish_export(ledger, ExportOutcome::Throttled)?;
+                    report.throttled_calls += 1;
+                    throttles += 1;
+                    if throttles >= MAX_THROTTLES_PER_FACTOR {
+                        return Ok(Done::Failed("throttled by the old provider".into()));
+                    }
+                    if wait > MAX_RETRY_AFTER {
+                        return Err(BackfillError::TooLongToWait(wait.as_secs()));
+                    }
+                    std::thread::sleep(wait);
+                }
+                Err(ProviderError::RateLimited {
+                    retry_after: None, ..
+                }) => {
+                    // The per-user limit: the provider counted it.
+                    self.state.finish_export(ledger, ExportOutcome::Failed)?;
+                    return Ok(Done::Failed("provider export limit".into()));
+                }
+                Err(ProviderError::Rejected { code: 60154, .. }) => {
+                    self.state.finish_export(ledger, ExportOutcome::Failed)?;
+                    return Err(BackfillError::ExportDisabled);
+                }
+                Err(ProviderError::Rejected { code: 60026, .. }) => {
+                    self.state.finish_export(ledger, ExportOutcome::Failed)?;
+                    return Ok(Done::Failed("not found at the old provider".into()));
+                }
+                Err(ProviderError::Rejected { code, .. }) => {
+                    self.state.finish_export(ledger, ExportOutcome::Failed)?;
+                    return Ok(Done::Failed(format!("refused by the old provider ({code})")));
+                }
+                Err(ProviderError::Unavailable(why)) => {
+                    self.state.finish_export(ledger, ExportOutcome::Failed)?;
+                    failures += 1;
+                    if failures >= MAX_FAILURES_PER_FACTOR {
+                        return Ok(Done::Failed(format!("provider unavailable: {why}")));
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
