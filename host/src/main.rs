@@ -84,6 +84,13 @@ enum Command {
         /// Where to write the login attempts (default: `logins/` beside the directory).
         #[arg(long)]
         logins_dir: Option<PathBuf>,
+        /// Also this many users with only an old-provider SMS factor (the backfill's
+        /// population; the config must set up [mfa]) …
+        #[arg(long, default_value_t = 0)]
+        sms_users: usize,
+        /// … the first this many of them in the `internal` cohort.
+        #[arg(long, default_value_t = 0)]
+        sms_internal: usize,
     },
     /// Serve the pipeline over HTTP (JSON), with hot reload, metrics and the outbox
     /// dispatcher. SIGHUP reloads; SIGTERM finishes in-flight requests and stops.
@@ -277,7 +284,16 @@ fn main() -> ExitCode {
             logins,
             seed,
             logins_dir,
-        } => seed_stores(&config, users, logins, seed, logins_dir),
+            sms_users,
+            sms_internal,
+        } => seed_stores(
+            &config,
+            users,
+            logins,
+            seed,
+            logins_dir,
+            (sms_users, sms_internal),
+        ),
         Command::Replay { recordings, config } => replay(&recordings, &config),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Keys {
@@ -618,6 +634,7 @@ fn seed_stores(
     logins: usize,
     seed: u64,
     logins_dir: Option<PathBuf>,
+    (sms_users, sms_internal): (usize, usize),
 ) -> Result<()> {
     anyhow::ensure!(users > 0, "--users must be at least 1");
     let config = PipelineConfig::load(config_path)?;
@@ -650,6 +667,25 @@ fn seed_stores(
     let report = portcullis::seed::seed(state.as_ref(), &legacy, &logins_dir, &options, |line| {
         eprintln!("seed: {line}")
     })?;
+    if sms_users > 0 {
+        anyhow::ensure!(
+            options.mfa_keys.is_some(),
+            "--sms-users needs a config with [mfa] providers"
+        );
+        portcullis::seed::seed_sms_users(
+            state.as_ref(),
+            report.legacy_sms_users,
+            sms_users,
+            sms_internal,
+            |n| eprintln!("seed: {n} old-provider SMS users"),
+        )?;
+        println!(
+            "seeded {sms_users} users with only an old-provider SMS factor (authy-{} to authy-{}; {} internal)",
+            report.legacy_sms_users,
+            report.legacy_sms_users + sms_users - 1,
+            sms_internal.min(sms_users)
+        );
+    }
     let accounts: Vec<String> = report
         .legacy_accounts
         .iter()
@@ -885,7 +921,9 @@ fn keys_rotate(config_path: &Path, chunk: usize, report_path: Option<&Path>) -> 
     Ok(())
 }
 
-fn directory_of(config: &PipelineConfig) -> Result<std::sync::Arc<dyn portcullis::state::StateStore>> {
+fn directory_of(
+    config: &PipelineConfig,
+) -> Result<std::sync::Arc<dyn portcullis::state::StateStore>> {
     let settings = config
         .state
         .as_ref()
@@ -912,11 +950,9 @@ fn mfa(command: MfaCommand) -> Result<()> {
         } => {
             let config = PipelineConfig::load(&config)?;
             let state = directory_of(&config)?;
-            let legacy = config
-                .mfa
-                .legacy_sms
-                .as_ref()
-                .context("the config has no [mfa.legacy_sms]: there is no old provider to export from")?;
+            let legacy = config.mfa.legacy_sms.as_ref().context(
+                "the config has no [mfa.legacy_sms]: there is no old provider to export from",
+            )?;
             let export = portcullis::providers::legacy_sms::PhoneExport::new(legacy)
                 .map_err(anyhow::Error::msg)?;
             let keys = config.mfa.key_ring()?;
@@ -944,10 +980,11 @@ fn mfa(command: MfaCommand) -> Result<()> {
                     usize::MAX >> 1,
                 )?
                 .len() as u64;
-            let bar = indicatif::ProgressBar::new(limit.map_or(todo, |l| l.min(todo)))
-                .with_style(indicatif::ProgressStyle::with_template(
+            let bar = indicatif::ProgressBar::new(limit.map_or(todo, |l| l.min(todo))).with_style(
+                indicatif::ProgressStyle::with_template(
                     "{bar:30} {pos}/{len} users, {per_sec}, ETA {eta} {msg}",
-                )?);
+                )?,
+            );
             let job = portcullis::jobs::backfill::Backfill {
                 state: state.as_ref(),
                 export: &export,
@@ -985,8 +1022,7 @@ fn mfa(command: MfaCommand) -> Result<()> {
                 .or_else(|| std::env::var("USER").ok())
                 .unwrap_or_else(|| "unknown".into());
             let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
-            let reverted =
-                state.revert_factors(user.as_deref(), cohort.as_deref(), &actor, now)?;
+            let reverted = state.revert_factors(user.as_deref(), cohort.as_deref(), &actor, now)?;
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({

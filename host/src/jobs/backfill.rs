@@ -25,7 +25,7 @@ use crate::mfa::phone::PhonePolicy;
 use crate::mfa::sealed::KeyRing;
 use crate::providers::ProviderError;
 use crate::providers::legacy_sms::PhoneExport;
-use crate::state::backfill::{BackfillStatus, ExportOutcome, Lease};
+use crate::state::backfill::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
 use crate::state::factors::Factor;
 use crate::state::{StateStore, StoreError};
 
@@ -78,6 +78,8 @@ pub struct BackfillReport {
     pub skipped_by_quota: Vec<Passed>,
     /// Changed by their users meanwhile (enrolled, disabled, reverted): not touched.
     pub changed_meanwhile: u64,
+    /// Factors another run took over after this run's lease on them ran out.
+    pub lost_to_other_runs: u64,
     /// By reason.
     pub failed: BTreeMap<String, u64>,
     pub failures: Vec<Passed>,
@@ -105,6 +107,8 @@ pub enum BackfillError {
 /// What one factor came to.
 enum Done {
     Exported,
+    /// This run's lease ran out and another run took the factor: its business now.
+    LostLease,
     Quota,
     Changed,
     Failed(String),
@@ -138,7 +142,9 @@ impl Backfill<'_> {
         let cohort = options.cohort.as_deref();
         let chunk = options.chunk.max(1);
         loop {
-            let left = options.limit.map_or(u64::MAX, |l| l.saturating_sub(report.taken_up));
+            let left = options
+                .limit
+                .map_or(u64::MAX, |l| l.saturating_sub(report.taken_up));
             if left == 0 {
                 break;
             }
@@ -180,7 +186,9 @@ impl Backfill<'_> {
                 run_id: options.run_id.clone(),
                 now_ms,
             };
-            let taken = self.state.claim_backfill(&ids, &lease, options.retry_failed)?;
+            let taken = self
+                .state
+                .claim_backfill(&ids, &lease, options.retry_failed)?;
             if taken.is_empty() {
                 // Another run took these first: look again.
                 continue;
@@ -191,6 +199,10 @@ impl Backfill<'_> {
                 let done = self.one(&factor, &lease, options, limiter.as_ref(), &mut report)?;
                 let now_ms = self.clock.now_ms();
                 let (status, reason) = match &done {
+                    Done::LostLease => {
+                        report.lost_to_other_runs += 1;
+                        continue;
+                    }
                     Done::Exported => (BackfillStatus::Exported, None),
                     Done::Quota => (BackfillStatus::Skipped, Some("export quota reached")),
                     Done::Changed => (BackfillStatus::Skipped, Some("changed meanwhile")),
@@ -199,6 +211,7 @@ impl Backfill<'_> {
                 self.state
                     .finish_backfill(&factor.id, &lease.token, status, reason, now_ms)?;
                 match done {
+                    Done::LostLease => {}
                     Done::Exported => report.exported += 1,
                     Done::Quota => report.skipped_by_quota.push(Passed {
                         user_id: factor.user_id.clone(),
@@ -245,24 +258,27 @@ impl Backfill<'_> {
         loop {
             if let Some(limiter) = limiter {
                 while let Err(not_until) = limiter.check() {
-                    std::thread::sleep(
-                        not_until.wait_time_from(governor::clock::Clock::now(
-                            &governor::clock::DefaultClock::default(),
-                        )),
-                    );
+                    std::thread::sleep(not_until.wait_time_from(governor::clock::Clock::now(
+                        &governor::clock::DefaultClock::default(),
+                    )));
                 }
             }
             let now_ms = self.clock.now_ms();
-            let Some(ledger) = self.state.begin_export(
+            let attempt = Lease {
+                until_ms: now_ms + options.lease_ms,
+                now_ms,
+                ..lease.clone()
+            };
+            let ledger = match self.state.begin_export(
                 &factor.id,
                 provider_user_id,
-                &lease.run_id,
-                now_ms,
+                &attempt,
                 now_ms.saturating_sub(EXPORT_WINDOW_MS),
                 EXPORT_QUOTA,
-            )?
-            else {
-                return Ok(Done::Quota);
+            )? {
+                ExportPermit::Go(ledger) => ledger,
+                ExportPermit::Quota => return Ok(Done::Quota),
+                ExportPermit::LostLease => return Ok(Done::LostLease),
             };
             report.export_calls += 1;
             let answer = self.export.export(provider_user_id);
@@ -281,10 +297,14 @@ impl Backfill<'_> {
                         Err(e) => return Ok(Done::Failed(format!("phone refused: {e}"))),
                     };
                     let sealed = self.keys.seal(phone.e164(), &factor.user_id, &factor.id);
-                    let stored = self
-                        .state
-                        .store_exported_phone(factor, &sealed, self.clock.now_ms())?;
-                    return Ok(if stored { Done::Exported } else { Done::Changed });
+                    let stored =
+                        self.state
+                            .store_exported_phone(factor, &sealed, self.clock.now_ms())?;
+                    return Ok(if stored {
+                        Done::Exported
+                    } else {
+                        Done::Changed
+                    });
                 }
                 Err(ProviderError::RateLimited {
                     retry_after: Some(wait),
@@ -319,7 +339,9 @@ impl Backfill<'_> {
                 }
                 Err(ProviderError::Rejected { code, .. }) => {
                     self.state.finish_export(ledger, ExportOutcome::Failed)?;
-                    return Ok(Done::Failed(format!("refused by the old provider ({code})")));
+                    return Ok(Done::Failed(format!(
+                        "refused by the old provider ({code})"
+                    )));
                 }
                 Err(ProviderError::Unavailable(why)) => {
                     self.state.finish_export(ledger, ExportOutcome::Failed)?;

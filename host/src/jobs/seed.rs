@@ -440,6 +440,53 @@ pub fn seed_factor(
     Some((factor, kind))
 }
 
+/// Directory users with only an old-provider SMS factor (`usr_sms000000` …, ids
+/// `authy-<first_legacy + i>`), the first `internal` in the `internal` cohort: the
+/// population the MFA backfill moves. Returns how many were added.
+pub fn seed_sms_users(
+    state: &dyn StateStore,
+    first_legacy: usize,
+    count: usize,
+    internal: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<usize, StoreError> {
+    for i in 0..count {
+        let user_id = format!("usr_sms{i:06}");
+        state.put_user(
+            &DirectoryUser {
+                id: user_id.clone(),
+                email: Some(format!("sms{i}@example.com")),
+                email_verified: true,
+                identities: Vec::new(),
+                app_metadata: json!({"migrated": true}),
+                user_metadata: json!({}),
+                created_at_ms: DEMO_EPOCH_MS - 400 * 86_400_000,
+                last_login_ms: None,
+                logins_count: 0,
+            },
+            None,
+        )?;
+        state.put_factor(&Factor {
+            id: format!("fac_sms{i:06}"),
+            user_id,
+            kind: FactorKind::Sms,
+            provider: FactorProvider::LegacySms,
+            legacy_provider_user_id: Some(format!("authy-{}", first_legacy + i)),
+            phone: None,
+            status: FactorStatus::Active,
+            enrolled_at_ms: DEMO_EPOCH_MS - 400 * 86_400_000,
+            updated_at_ms: DEMO_EPOCH_MS - 400 * 86_400_000,
+            last_used_ms: None,
+            cohort: Some(if i < internal { "internal" } else { "general" }.into()),
+            reverted: false,
+        })?;
+        if (i + 1) % 1000 == 0 {
+            progress(i + 1);
+        }
+    }
+    Ok(count)
+}
+
 /// The directory store and each legacy product's database path.
 pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, PathBuf)>);
 

@@ -126,7 +126,11 @@ impl PhoneExport {
         }
         let mut exported: Exported = serde_json::from_slice(&body)
             .map_err(|_| ProviderError::Unavailable("the export answer is not the API's".into()))?;
-        let phone = match (exported.e164.take(), exported.phone_number.take(), exported.country_code.take()) {
+        let phone = match (
+            exported.e164.take(),
+            exported.phone_number.take(),
+            exported.country_code.take(),
+        ) {
             (Some(e164), mut national, _) => {
                 national.as_mut().map(zeroize::Zeroize::zeroize);
                 e164

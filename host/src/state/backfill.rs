@@ -123,6 +123,24 @@ pub(super) const RECORD_EXPORT: &str = "
     INSERT INTO mfa_exports (factor_id, provider_user_id, run_id, attempted_at_ms)
     VALUES ($1, $2, $3, $4) RETURNING id";
 
+/// Renews a factor's lease for one export attempt, if this run still holds it. In the
+/// ledger's transaction: an attempt is recorded only while its run holds the factor.
+/// `$1` factor, `$2` token, `$3` until.
+pub(super) const RENEW: &str = "
+    UPDATE mfa_backfill SET lease_until_ms = $3
+    WHERE factor_id = $1 AND lease_token = $2 AND status = 'claimed'";
+
+/// What `begin_export` allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportPermit {
+    /// Recorded in the ledger under this id: make the call.
+    Go(i64),
+    /// The user has used the quota: no call.
+    Quota,
+    /// Another run took the factor over (this run's lease ran out): leave it.
+    LostLease,
+}
+
 pub(super) const FINISH_EXPORT: &str = "UPDATE mfa_exports SET outcome = $2 WHERE id = $1";
 
 /// Stores an exported phone only if the factor is still what the job read: active,

@@ -246,17 +246,16 @@ pub trait StateStore: Directory {
     ) -> Result<Vec<String>, StoreError>;
     fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError>;
     /// Records an export attempt before it is made, in one transaction with the quota
-    /// check: `None` when the user already has `quota` counted attempts since
-    /// `since_ms` (no call may be made).
+    /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
+    /// run can take it up while the call is in flight).
     fn begin_export(
         &self,
         factor_id: &str,
         provider_user_id: &str,
-        run_id: &str,
-        now_ms: u64,
+        lease: &backfill::Lease,
         since_ms: u64,
         quota: u64,
-    ) -> Result<Option<i64>, StoreError>;
+    ) -> Result<backfill::ExportPermit, StoreError>;
     fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError>;
     /// Stores an exported phone if the factor is still as `read` (see
     /// `backfill::STORE_PHONE`); false when its user changed it meanwhile.

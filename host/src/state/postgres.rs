@@ -744,13 +744,19 @@ impl StateStore for PostgresState {
         &self,
         factor_id: &str,
         provider_user_id: &str,
-        run_id: &str,
-        now_ms: u64,
+        lease: &backfill::Lease,
         since_ms: u64,
         quota: u64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<backfill::ExportPermit, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
+        let held = tx.execute(
+            backfill::RENEW,
+            &[&factor_id, &lease.token, &sql_time(lease.until_ms)],
+        )?;
+        if held == 0 {
+            return Ok(backfill::ExportPermit::LostLease);
+        }
         // One check-and-record per old-provider user at a time.
         tx.execute(
             "SELECT pg_advisory_xact_lock(hashtext($1))",
@@ -763,16 +769,21 @@ impl StateStore for PostgresState {
             )?
             .get(0);
         if counted as u64 >= quota {
-            return Ok(None);
+            return Ok(backfill::ExportPermit::Quota);
         }
         let id: i64 = tx
             .query_one(
                 backfill::RECORD_EXPORT,
-                &[&factor_id, &provider_user_id, &run_id, &sql_time(now_ms)],
+                &[
+                    &factor_id,
+                    &provider_user_id,
+                    &lease.run_id,
+                    &sql_time(lease.now_ms),
+                ],
             )?
             .get(0);
         tx.commit()?;
-        Ok(Some(id))
+        Ok(backfill::ExportPermit::Go(id))
     }
 
     fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
@@ -813,7 +824,13 @@ impl StateStore for PostgresState {
     ) -> Result<bool, StoreError> {
         Ok(self.pool.get()?.execute(
             backfill::FINISH_BACKFILL,
-            &[&factor_id, &token, &status.name(), &reason, &sql_time(now_ms)],
+            &[
+                &factor_id,
+                &token,
+                &status.name(),
+                &reason,
+                &sql_time(now_ms),
+            ],
         )? == 1)
     }
 

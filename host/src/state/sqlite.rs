@@ -802,29 +802,40 @@ impl StateStore for SqliteState {
         &self,
         factor_id: &str,
         provider_user_id: &str,
-        run_id: &str,
-        now_ms: u64,
+        lease: &backfill::Lease,
         since_ms: u64,
         quota: u64,
-    ) -> Result<Option<i64>, StoreError> {
+    ) -> Result<backfill::ExportPermit, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held = tx.execute(
+            &backfill::RENEW.replace('$', "?"),
+            params![factor_id, lease.token, sql_time(lease.until_ms)],
+        )?;
+        if held == 0 {
+            return Ok(backfill::ExportPermit::LostLease);
+        }
         let counted: i64 = tx.query_row(
             &backfill::COUNTED_EXPORTS.replace('$', "?"),
             params![provider_user_id, sql_time(since_ms)],
             |row| row.get(0),
         )?;
         if counted as u64 >= quota {
-            return Ok(None);
+            return Ok(backfill::ExportPermit::Quota);
         }
         let id: i64 = tx.query_row(
             &backfill::RECORD_EXPORT.replace('$', "?"),
-            params![factor_id, provider_user_id, run_id, sql_time(now_ms)],
+            params![
+                factor_id,
+                provider_user_id,
+                lease.run_id,
+                sql_time(lease.now_ms)
+            ],
             |row| row.get(0),
         )?;
         // Durable before the call is made: that is the ledger's point.
         tx.commit()?;
-        Ok(Some(id))
+        Ok(backfill::ExportPermit::Go(id))
     }
 
     fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod backfill;
 mod cache;
 mod cli;
 mod config;

@@ -88,6 +88,9 @@ pub struct World {
     pub inbox: Vec<Sms>,
     pub legacy_fault: Fault,
     pub verify_fault: Fault,
+    /// Fractions of the old provider's requests answered 500, or slowly.
+    pub legacy_error_rate: f64,
+    pub legacy_slow_rate: f64,
     pub clock_offset_ms: u64,
     pub counters: HashMap<&'static str, u64>,
 }
@@ -139,8 +142,14 @@ impl Sim {
         let fault = {
             let mut world = self.world();
             *world.counters.entry("requests").or_default() += 1;
+            let draw: f64 = rand::rng().random();
             match provider {
-                Provider::Legacy => world.legacy_fault,
+                Provider::Legacy if world.legacy_fault != Fault::Ok => world.legacy_fault,
+                Provider::Legacy if draw < world.legacy_error_rate => Fault::Error,
+                Provider::Legacy if draw < world.legacy_error_rate + world.legacy_slow_rate => {
+                    Fault::Slow
+                }
+                Provider::Legacy => Fault::Ok,
                 Provider::Verify => world.verify_fault,
             }
         };
@@ -287,6 +296,10 @@ pub async fn inbox(State(sim): State<Arc<Sim>>, Query(query): Query<InboxQuery>)
 pub struct Faults {
     legacy: Option<Fault>,
     verify: Option<Fault>,
+    /// Random faults on the old provider: this fraction of requests answers 500 …
+    legacy_error_rate: Option<f64>,
+    /// … and this fraction answers after `--slow-ms`.
+    legacy_slow_rate: Option<f64>,
 }
 
 pub async fn set_faults(State(sim): State<Arc<Sim>>, Json(faults): Json<Faults>) -> Json<Value> {
@@ -296,6 +309,12 @@ pub async fn set_faults(State(sim): State<Arc<Sim>>, Json(faults): Json<Faults>)
     }
     if let Some(fault) = faults.verify {
         world.verify_fault = fault;
+    }
+    if let Some(rate) = faults.legacy_error_rate {
+        world.legacy_error_rate = rate.clamp(0.0, 1.0);
+    }
+    if let Some(rate) = faults.legacy_slow_rate {
+        world.legacy_slow_rate = rate.clamp(0.0, 1.0);
     }
     Json(json!({ "legacy": world.legacy_fault, "verify": world.verify_fault }))
 }
@@ -319,11 +338,19 @@ pub async fn advance_clock(
 pub async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let world = sim.world();
     let max_exports = world.exports.values().map(Vec::len).max().unwrap_or(0);
+    let mut more_than_once: Vec<&String> = world
+        .exports
+        .iter()
+        .filter(|(_, calls)| calls.len() > 1)
+        .map(|(id, _)| id)
+        .collect();
+    more_than_once.sort();
     Json(json!({
         "counters": world.counters,
         "exported_users": world.exports.len(),
         "export_calls": world.exports.values().map(Vec::len).sum::<usize>(),
         "max_exports_per_user": max_exports,
+        "exported_more_than_once": more_than_once,
         "sms_sent": world.inbox.len(),
     }))
 }
