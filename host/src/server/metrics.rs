@@ -25,6 +25,14 @@ struct FaultLabel {
     kind: String,
 }
 
+/// Where the SMS factors of one cohort are in the provider migration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct MfaLabel {
+    pub(crate) cohort: String,
+    /// `new_provider`, `exported`, `pending`, `failing`, `reverted`.
+    pub(crate) state: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
@@ -38,6 +46,7 @@ pub struct Metrics {
     faults: Family<FaultLabel, Counter>,
     reloads: Family<ResultLabel, Counter>,
     pub(crate) outbox_backlog: Gauge,
+    pub(crate) mfa_factors: Family<MfaLabel, Gauge>,
 }
 
 impl Metrics {
@@ -52,6 +61,12 @@ impl Metrics {
         let faults = Family::<FaultLabel, Counter>::default();
         let reloads = Family::<ResultLabel, Counter>::default();
         let outbox_backlog = Gauge::default();
+        let mfa_factors = Family::<MfaLabel, Gauge>::default();
+        registry.register(
+            "mfa_factors",
+            "Active SMS factors by cohort and migration state (`portcullis mfa status`)",
+            mfa_factors.clone(),
+        );
         registry.register(
             "evaluations",
             "Login evaluations (logins and resumes)",
@@ -86,6 +101,27 @@ impl Metrics {
             faults,
             reloads,
             outbox_backlog,
+            mfa_factors,
+        }
+    }
+
+    /// The MFA migration's gauges from `portcullis mfa status`'s numbers.
+    pub(crate) fn set_mfa(&self, cohorts: &[crate::state::backfill::CohortStatus]) {
+        for c in cohorts {
+            for (state, n) in [
+                ("new_provider", c.new_provider),
+                ("exported", c.exported),
+                ("pending", c.pending),
+                ("failing", c.failing),
+                ("reverted", c.reverted),
+            ] {
+                self.mfa_factors
+                    .get_or_create(&MfaLabel {
+                        cohort: c.cohort.clone(),
+                        state: state.into(),
+                    })
+                    .set(n as i64);
+            }
         }
     }
 

@@ -388,6 +388,10 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if let Ok(Ok(backlog)) = blocking(move || gateway.state().outbox_backlog()).await {
         app.metrics.outbox_backlog.set(backlog as i64);
     }
+    let gateway = app.gateway();
+    if let Ok(Ok(cohorts)) = blocking(move || gateway.state().mfa_status()).await {
+        app.metrics.set_mfa(&cohorts);
+    }
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.encode(),
