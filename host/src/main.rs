@@ -978,6 +978,7 @@ fn mfa(command: MfaCommand) -> Result<()> {
                     portcullis::clock::Clock::now_ms(&clock),
                     retry_failed,
                     usize::MAX >> 1,
+                    &options.run_id,
                 )?
                 .len() as u64;
             let bar = indicatif::ProgressBar::new(limit.map_or(todo, |l| l.min(todo))).with_style(

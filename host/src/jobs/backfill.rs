@@ -32,11 +32,15 @@ use crate::state::{StateStore, StoreError};
 /// The old provider's export quota.
 pub const EXPORT_QUOTA: u64 = 3;
 pub const EXPORT_WINDOW_MS: u64 = 30 * 24 * 3600 * 1000;
-/// Attempts per factor per run when the provider keeps failing (each one is counted in
-/// the ledger, so this stays under the quota).
-const MAX_FAILURES_PER_FACTOR: u32 = 2;
+/// Attempts per factor per run when the provider fails (a 5xx, a timeout). Each is
+/// counted against the user's quota (the provider may have counted it), so a failed
+/// user waits for a later run (`--retry-failed`) rather than spending the quota now;
+/// the backoff still slows the run down while the provider is failing.
+const MAX_FAILURES_PER_FACTOR: u32 = 1;
 /// 429s in a row for one factor before it is left for a later run.
 const MAX_THROTTLES_PER_FACTOR: u32 = 20;
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Longest wait the job honours from a `Retry-After` before giving up on the run.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
 
@@ -141,6 +145,8 @@ impl Backfill<'_> {
             .map(|rate| RateLimiter::direct(Quota::per_second(rate)));
         let cohort = options.cohort.as_deref();
         let chunk = options.chunk.max(1);
+        // Grows with provider failures in a row, back to zero on a success.
+        let mut backoff = Duration::ZERO;
         loop {
             let left = options
                 .limit
@@ -157,6 +163,7 @@ impl Backfill<'_> {
                     now_ms,
                     options.retry_failed,
                     report.would_export.len() + want,
+                    &options.run_id,
                 )?;
                 let fresh = &ids[report.would_export.len().min(ids.len())..];
                 if fresh.is_empty() {
@@ -174,9 +181,13 @@ impl Backfill<'_> {
                 progress(&report);
                 continue;
             }
-            let ids = self
-                .state
-                .backfill_candidates(cohort, now_ms, options.retry_failed, want)?;
+            let ids = self.state.backfill_candidates(
+                cohort,
+                now_ms,
+                options.retry_failed,
+                want,
+                &options.run_id,
+            )?;
             if ids.is_empty() {
                 break;
             }
@@ -196,7 +207,14 @@ impl Backfill<'_> {
             report.chunks += 1;
             for factor in self.state.factors_by_ids(&taken)? {
                 report.taken_up += 1;
-                let done = self.one(&factor, &lease, options, limiter.as_ref(), &mut report)?;
+                let done = self.one(
+                    &factor,
+                    &lease,
+                    options,
+                    limiter.as_ref(),
+                    &mut backoff,
+                    &mut report,
+                )?;
                 let now_ms = self.clock.now_ms();
                 let (status, reason) = match &done {
                     Done::LostLease => {
@@ -248,13 +266,13 @@ impl Backfill<'_> {
         lease: &Lease,
         options: &BackfillOptions,
         limiter: Option<&DefaultDirectRateLimiter>,
+        backoff: &mut Duration,
         report: &mut BackfillReport,
     ) -> Result<Done, BackfillError> {
         let Some(provider_user_id) = factor.legacy_provider_user_id.as_deref() else {
             return Ok(Done::Changed);
         };
         let (mut failures, mut throttles) = (0, 0);
-        let mut backoff = Duration::from_millis(200);
         loop {
             if let Some(limiter) = limiter {
                 while let Err(not_until) = limiter.check() {
@@ -292,6 +310,7 @@ impl Backfill<'_> {
             match answer {
                 Ok(phone) => {
                     self.state.finish_export(ledger, ExportOutcome::Exported)?;
+                    *backoff = Duration::ZERO;
                     let phone = match self.policy.normalize(&phone) {
                         Ok(phone) => phone,
                         Err(e) => return Ok(Done::Failed(format!("phone refused: {e}"))),
@@ -346,11 +365,13 @@ impl Backfill<'_> {
                 Err(ProviderError::Unavailable(why)) => {
                     self.state.finish_export(ledger, ExportOutcome::Failed)?;
                     failures += 1;
+                    // Back off, more with each failure in a row (whoever's), so a
+                    // failing provider is not hammered user after user.
+                    *backoff = (*backoff * 2).clamp(MIN_BACKOFF, MAX_BACKOFF);
+                    std::thread::sleep(*backoff);
                     if failures >= MAX_FAILURES_PER_FACTOR {
                         return Ok(Done::Failed(format!("provider unavailable: {why}")));
                     }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }

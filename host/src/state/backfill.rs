@@ -87,8 +87,8 @@ pub struct CohortStatus {
 
 /// Factors the backfill may take up: active, at the old provider without a phone,
 /// not reverted, in the cohort if one is named, and not taken up by anyone now (or
-/// failed before, with `$3`). `$1` cohort or NULL, `$2` now, `$3` retry failed,
-/// `$4` limit.
+/// failed or skipped in another run, with `$3`). `$1` cohort or NULL, `$2` now, `$3`
+/// retry failed, `$4` limit, `$5` this run.
 pub(super) const CANDIDATES: &str = "
     SELECT f.id FROM factors f LEFT JOIN mfa_backfill b ON b.factor_id = f.id
     WHERE f.status = 'active' AND f.legacy_provider_user_id IS NOT NULL
@@ -96,12 +96,12 @@ pub(super) const CANDIDATES: &str = "
       AND ($1 IS NULL OR f.cohort = $1)
       AND (b.factor_id IS NULL
            OR (b.status = 'claimed' AND b.lease_until_ms < $2)
-           OR ($3 AND b.status IN ('failed', 'skipped')))
+           OR ($3 AND b.status IN ('failed', 'skipped') AND b.run_id != $5))
     ORDER BY f.id LIMIT $4";
 
-/// Takes up one factor under a chunk's lease, unless someone else holds it: returns
-/// the id when taken. `$1` factor, `$2` token, `$3` lease until, `$4` run, `$5` now,
-/// `$6` retry failed.
+/// Takes up one factor under a chunk's lease, unless someone else holds it (or this
+/// run already dealt with it): returns the id when taken. `$1` factor, `$2` token,
+/// `$3` lease until, `$4` run, `$5` now, `$6` retry failed.
 pub(super) const CLAIM: &str = "
     INSERT INTO mfa_backfill (factor_id, status, lease_token, lease_until_ms, run_id, updated_at_ms)
     VALUES ($1, 'claimed', $2, $3, $4, $5)
@@ -110,7 +110,8 @@ pub(super) const CLAIM: &str = "
         lease_until_ms = excluded.lease_until_ms, run_id = excluded.run_id,
         updated_at_ms = excluded.updated_at_ms
     WHERE (mfa_backfill.status = 'claimed' AND mfa_backfill.lease_until_ms < excluded.updated_at_ms)
-       OR ($6 AND mfa_backfill.status IN ('failed', 'skipped'))
+       OR ($6 AND mfa_backfill.status IN ('failed', 'skipped')
+           AND mfa_backfill.run_id != excluded.run_id)
     RETURNING factor_id";
 
 /// Attempts counted against a user's export quota since `$2`.

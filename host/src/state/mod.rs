@@ -235,6 +235,7 @@ pub trait StateStore: Directory {
         now_ms: u64,
         retry_failed: bool,
         limit: usize,
+        run_id: &str,
     ) -> Result<Vec<String>, StoreError>;
     /// Takes up `ids` under one lease, in one transaction; returns those taken (not
     /// those another run took first).

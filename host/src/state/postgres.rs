@@ -697,10 +697,17 @@ impl StateStore for PostgresState {
         now_ms: u64,
         retry_failed: bool,
         limit: usize,
+        run_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let rows = self.pool.get()?.query(
             backfill::CANDIDATES,
-            &[&cohort, &sql_time(now_ms), &retry_failed, &(limit as i64)],
+            &[
+                &cohort,
+                &sql_time(now_ms),
+                &retry_failed,
+                &(limit as i64),
+                &run_id,
+            ],
         )?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }

@@ -746,12 +746,13 @@ impl StateStore for SqliteState {
         now_ms: u64,
         retry_failed: bool,
         limit: usize,
+        run_id: &str,
     ) -> Result<Vec<String>, StoreError> {
         let conn = self.lock();
         let mut statement = conn.prepare_cached(&backfill::CANDIDATES.replace('$', "?"))?;
         let ids = statement
             .query_map(
-                params![cohort, sql_time(now_ms), retry_failed, limit as i64],
+                params![cohort, sql_time(now_ms), retry_failed, limit as i64, run_id],
                 |row| row.get(0),
             )?
             .collect::<Result<_, _>>()?;
