@@ -10,7 +10,8 @@
 //!   ran out.
 //! - `mfa_audit`: operators' actions on factors (reverts).
 //!
-//! SQL is written once with PostgreSQL placeholders; SQLite takes `?` for `$`.
+//! SQL is written once with PostgreSQL placeholders; SQLite takes `?` for `$`. An
+//! optional parameter is cast where it is tested for NULL: PostgreSQL needs its type.
 
 use serde::Serialize;
 
@@ -93,7 +94,7 @@ pub(super) const CANDIDATES: &str = "
     SELECT f.id FROM factors f LEFT JOIN mfa_backfill b ON b.factor_id = f.id
     WHERE f.status = 'active' AND f.legacy_provider_user_id IS NOT NULL
       AND f.phone_ciphertext IS NULL AND NOT f.reverted
-      AND ($1 IS NULL OR f.cohort = $1)
+      AND (CAST($1 AS TEXT) IS NULL OR f.cohort = $1)
       AND (b.factor_id IS NULL
            OR (b.status = 'claimed' AND b.lease_until_ms < $2)
            OR ($3 AND b.status IN ('failed', 'skipped') AND b.run_id != $5))
@@ -163,7 +164,8 @@ pub(super) const FINISH_BACKFILL: &str = "
 pub(super) const REVERT: &str = "
     UPDATE factors SET reverted = TRUE, updated_at_ms = $3
     WHERE status = 'active' AND legacy_provider_user_id IS NOT NULL AND NOT reverted
-      AND ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR cohort = $2)
+      AND (CAST($1 AS TEXT) IS NULL OR user_id = $1)
+      AND (CAST($2 AS TEXT) IS NULL OR cohort = $2)
     RETURNING id, user_id";
 
 pub(super) const AUDIT: &str = "

@@ -459,3 +459,160 @@ fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
     );
     Ok(())
 }
+
+/// The backfill's store: chunk leases, the ledger's quota and lease check, the
+/// conditional phone write, revert with its audit, the status counts.
+fn keeps_backfill_state(state: &dyn StateStore) -> Result {
+    use portcullis::mfa::sealed::KeyRing;
+    use portcullis::state::backfill::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
+    let keys = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
+    portcullis::seed::seed_sms_users(state, 100, 4, 2, |_| {})?;
+    let lease = |token: &str, now_ms: u64, until_ms: u64| Lease {
+        token: token.into(),
+        until_ms,
+        run_id: format!("run-{token}"),
+        now_ms,
+    };
+    let ids = state.backfill_candidates(Some("internal"), 1_000, false, 10, "run-a")?;
+    assert_eq!(ids, ["fac_sms000000", "fac_sms000001"]);
+    let a = lease("a", 1_000, 5_000);
+    assert_eq!(state.claim_backfill(&ids, &a, false)?, ids);
+    // Held: another run gets nothing, until the lease runs out.
+    assert!(
+        state
+            .claim_backfill(&ids, &lease("b", 2_000, 9_000), false)?
+            .is_empty()
+    );
+    assert!(
+        state
+            .backfill_candidates(Some("internal"), 2_000, false, 10, "run-b")?
+            .is_empty()
+    );
+    assert_eq!(
+        state
+            .backfill_candidates(None, 2_000, false, 10, "run-b")?
+            .len(),
+        2
+    );
+
+    // The ledger: three counted attempts per user, each renewing the lease.
+    let since = 0;
+    for n in 0..3 {
+        let permit = state.begin_export(
+            "fac_sms000000",
+            "authy-100",
+            &lease("a", 1_000 + n, 5_000),
+            since,
+            3,
+        )?;
+        let ExportPermit::Go(id) = permit else {
+            panic!("{permit:?}")
+        };
+        state.finish_export(
+            id,
+            if n == 0 {
+                ExportOutcome::Throttled
+            } else {
+                ExportOutcome::Failed
+            },
+        )?;
+    }
+    // The throttled one does not count; a call whose result was lost does.
+    let ExportPermit::Go(_lost) = state.begin_export(
+        "fac_sms000000",
+        "authy-100",
+        &lease("a", 1_010, 5_000),
+        since,
+        3,
+    )?
+    else {
+        panic!("the third counted attempt")
+    };
+    assert_eq!(
+        state.begin_export(
+            "fac_sms000000",
+            "authy-100",
+            &lease("a", 1_020, 5_000),
+            since,
+            3
+        )?,
+        ExportPermit::Quota
+    );
+    // Another run's token is not a lease on it.
+    assert_eq!(
+        state.begin_export(
+            "fac_sms000001",
+            "authy-101",
+            &lease("b", 1_020, 5_000),
+            since,
+            3
+        )?,
+        ExportPermit::LostLease
+    );
+    assert!(state.finish_backfill(
+        "fac_sms000000",
+        "a",
+        BackfillStatus::Skipped,
+        Some("export quota reached"),
+        1_030
+    )?);
+    assert!(!state.finish_backfill("fac_sms000001", "b", BackfillStatus::Exported, None, 1_030)?);
+
+    // The phone is stored only over the factor as it was read.
+    let read = state
+        .factors_by_ids(&["fac_sms000001".to_owned()])?
+        .remove(0);
+    let sealed = keys.seal("+12015550101", &read.user_id, &read.id);
+    let changed = portcullis::state::factors::Factor {
+        updated_at_ms: read.updated_at_ms + 1,
+        ..read.clone()
+    };
+    state.put_factor(&changed)?;
+    assert!(
+        !state.store_exported_phone(&read, &sealed, 1_040)?,
+        "changed meanwhile"
+    );
+    assert!(state.store_exported_phone(&changed, &sealed, 1_040)?);
+    assert!(state.factors_of(&read.user_id)?[0].phone.is_some());
+
+    let status = state.mfa_status()?;
+    let internal = status.iter().find(|c| c.cohort == "internal").unwrap();
+    assert_eq!(
+        (
+            internal.factors,
+            internal.exported,
+            internal.pending,
+            internal.failing
+        ),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(state.factors_depending_on_legacy()?, 3);
+    assert_eq!(
+        state.revert_factors(Some("usr_sms000001"), None, "ops", 1_050)?,
+        ["fac_sms000001"]
+    );
+    assert_eq!(state.factors_depending_on_legacy()?, 4);
+    assert!(state.factors_of("usr_sms000001")?[0].reverted);
+    assert!(
+        state
+            .revert_factors(None, Some("nobody"), "ops", 1_060)?
+            .is_empty()
+    );
+    Ok(())
+}
+
+#[test]
+fn backfill_state_is_kept_in_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    keeps_backfill_state(&portcullis::state::SqliteState::open(
+        &dir.path().join("directory.db"),
+    )?)
+}
+
+#[test]
+fn backfill_state_is_kept_in_postgres() -> Result {
+    let Some(url) = fresh_database("backfill") else {
+        return skipped("backfill_state_is_kept_in_postgres");
+    };
+    keeps_backfill_state(&PostgresState::connect(&url)?)
+}
