@@ -711,3 +711,30 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     }
     Ok(())
 }
+
+#[test]
+fn the_new_providers_own_send_limit_denies_retryable() -> Result {
+    // Five codes per number per 10 minutes at the new provider; the host's own hourly
+    // limit (10) is further away.
+    let env = Env::new(|t| t);
+    let (login, _) = env.login_of(only_phone);
+    for n in 0..5 {
+        let mut attempt = login.clone();
+        attempt.transaction_id = format!("{}-{n}", login.transaction_id);
+        let verdict = env.gateway.login(&attempt)?;
+        assert_eq!(
+            challenged_via(&verdict),
+            Some(FactorProvider::Verify),
+            "{n}"
+        );
+    }
+    let mut sixth = login.clone();
+    sixth.transaction_id = format!("{}-6", login.transaction_id);
+    let verdict = env.gateway.login(&sixth)?;
+    assert!(
+        matches!(&verdict.decision, Decision::Deny { code, retryable: true, .. } if code == "mfa_provider_unavailable"),
+        "{:?}",
+        verdict.decision
+    );
+    Ok(())
+}
