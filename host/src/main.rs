@@ -970,17 +970,10 @@ fn mfa(command: MfaCommand) -> Result<()> {
                 run_id: format!("run-{}", portcullis::resume::ResumeTokens::new_jti()),
                 abort_after_exports,
             };
-            // The users this run will see, for the bar's length and ETA.
+            // The users left, for the bar's length and ETA (failed and skipped ones
+            // included: `--retry-failed` takes them up).
             let clock = portcullis::clock::SystemClock;
-            let todo = state
-                .backfill_candidates(
-                    options.cohort.as_deref(),
-                    portcullis::clock::Clock::now_ms(&clock),
-                    retry_failed,
-                    usize::MAX >> 1,
-                    &options.run_id,
-                )?
-                .len() as u64;
+            let todo = state.backfill_left(options.cohort.as_deref())?;
             let bar = indicatif::ProgressBar::new(limit.map_or(todo, |l| l.min(todo))).with_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:30} {pos}/{len} users, {per_sec}, ETA {eta} {msg}",

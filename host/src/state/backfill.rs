@@ -100,6 +100,14 @@ pub(super) const CANDIDATES: &str = "
            OR ($3 AND b.status IN ('failed', 'skipped') AND b.run_id != $5))
     ORDER BY f.id LIMIT $4";
 
+/// How many factors the backfill has left in a cohort (or all, `$1` NULL): the
+/// progress bar's length, counted without reading them.
+pub(super) const LEFT: &str = "
+    SELECT COUNT(*) FROM factors
+    WHERE status = 'active' AND legacy_provider_user_id IS NOT NULL
+      AND phone_ciphertext IS NULL AND NOT reverted
+      AND (CAST($1 AS TEXT) IS NULL OR cohort = $1)";
+
 /// Takes up one factor under a chunk's lease, unless someone else holds it (or this
 /// run already dealt with it): returns the id when taken. `$1` factor, `$2` token,
 /// `$3` lease until, `$4` run, `$5` now, `$6` retry failed.

@@ -245,6 +245,8 @@ pub trait StateStore: Directory {
         lease: &backfill::Lease,
         retry_failed: bool,
     ) -> Result<Vec<String>, StoreError>;
+    /// Old-provider factors without a phone, not reverted, in the cohort if named.
+    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError>;
     fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError>;
     /// Records an export attempt before it is made, in one transaction with the quota
     /// check and the renewal of the factor's lease until `lease.until_ms` (so no other

@@ -743,6 +743,14 @@ impl StateStore for PostgresState {
         Ok(taken)
     }
 
+    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query_one(backfill::LEFT, &[&cohort])?
+            .get::<_, i64>(0) as u64)
+    }
+
     fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
         self.factors_where("id = ANY($1) ORDER BY id", &[&ids])
     }

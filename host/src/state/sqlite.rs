@@ -791,6 +791,14 @@ impl StateStore for SqliteState {
         Ok(taken)
     }
 
+    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row(&backfill::LEFT.replace('$', "?"), params![cohort], |row| {
+                row.get::<_, i64>(0)
+            })? as u64)
+    }
+
     fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
         let mut found = Vec::with_capacity(ids.len());
         for id in ids {

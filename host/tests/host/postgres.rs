@@ -473,6 +473,13 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
         run_id: format!("run-{token}"),
         now_ms,
     };
+    assert_eq!(
+        (
+            state.backfill_left(Some("internal"))?,
+            state.backfill_left(None)?
+        ),
+        (2, 4)
+    );
     let ids = state.backfill_candidates(Some("internal"), 1_000, false, 10, "run-a")?;
     assert_eq!(ids, ["fac_sms000000", "fac_sms000001"]);
     let a = lease("a", 1_000, 5_000);
