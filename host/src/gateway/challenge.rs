@@ -167,6 +167,18 @@ impl Gateway {
         Ok(verdict)
     }
 
+    /// Notes when the factor last passed a challenge (what `list-factors` shows as
+    /// last used). Best effort: the login goes on if the write fails.
+    fn mark_factor_used(&self, user_id: &str, factor_id: &str) {
+        // One column, not the row: a backfill may be storing the phone meanwhile.
+        if let Err(e) = self
+            .state
+            .mark_factor_used(user_id, factor_id, self.clock.now_ms())
+        {
+            tracing::warn!(factor = %factor_id, "recording the factor's use failed: {e}");
+        }
+    }
+
     /// Checks the code sent back for a parked challenge (`result`: `{"code": "…"}`).
     pub(super) fn check_challenge(
         &self,
@@ -194,6 +206,7 @@ impl Gateway {
         let base = answer_only(record);
         let answer = match checked {
             Ok(CodeCheck::Approved) => {
+                self.mark_factor_used(&record.subject, &challenge.factor_id);
                 return Ok(Checked::Passed(
                     json!({
                         "verified": true,

@@ -90,13 +90,13 @@ pub(crate) fn error_of(response: reqwest::blocking::Response) -> ProviderError {
 }
 
 pub(crate) fn transport_error(error: reqwest::Error) -> ProviderError {
-    // reqwest's message names the URL but never a form body or header.
+    // Without the URL: the old provider's verify URL holds the code the user typed.
     ProviderError::Unavailable(if error.is_timeout() {
         "timed out".into()
     } else if error.is_connect() {
         "cannot connect".into()
     } else {
-        error.to_string()
+        error.without_url().to_string()
     })
 }
 

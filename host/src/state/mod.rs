@@ -166,6 +166,8 @@ pub trait StateStore: Directory {
     fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
     /// Inserts a factor, or replaces the one with its id.
     fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError>;
+    /// Notes that a factor passed a challenge at `at_ms` (only that column).
+    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError>;
     /// Deletes a user's factor if it has this status; true when deleted.
     fn delete_factor(
         &self,

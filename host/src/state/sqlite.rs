@@ -510,6 +510,14 @@ impl StateStore for SqliteState {
         Ok(())
     }
 
+    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
+        self.lock().execute(
+            "UPDATE factors SET last_used_ms = ?3 WHERE id = ?1 AND user_id = ?2",
+            params![id, user_id, sql_time(at_ms)],
+        )?;
+        Ok(())
+    }
+
     fn delete_factor(
         &self,
         user_id: &str,

@@ -282,6 +282,19 @@ fn logins_are_challenged_through_both_providers_and_complete_with_the_texted_cod
         let done = env.resume(&verdict, &env.sim.last_code(&phone))?;
         assert_eq!(done.decision, Decision::Allow, "{factor:?}");
         assert!(done.applied.is_some_and(|a| a.applied));
+        // Passed: the factor shows when it was last used, nothing else of it changed.
+        let after = env.gateway.state().factors_of(&factor.user_id)?.remove(0);
+        assert!(after.last_used_ms.is_some());
+        assert_eq!(
+            Factor {
+                last_used_ms: None,
+                ..after
+            },
+            Factor {
+                last_used_ms: None,
+                ..factor
+            }
+        );
     }
     // The old provider's phone export was never called.
     assert_eq!(env.sim.get("/sim/stats")["export_calls"], 0);
