@@ -176,7 +176,17 @@ fn mfa_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
         };
         let config = "fixtures/pipeline-mfa.toml";
         run(with_secrets(&["check", "--config", config]))?;
-        run(with_secrets(&["seed", "--config", config]))?;
+        // The seeded users, and 300 more with only the old provider's factor (30 of
+        // them internal): the backfill's population.
+        run(with_secrets(&[
+            "seed",
+            "--config",
+            config,
+            "--sms-users",
+            "300",
+            "--sms-internal",
+            "30",
+        ]))?;
         run(with_secrets(&[
             "run",
             "--config",
@@ -185,7 +195,34 @@ fn mfa_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
             "target/demo-state/mfa/logins",
             "--compact",
             "--summary",
-        ]))
+        ]))?;
+        // The backfill, as the runbook has it: look, pilot, everyone else, look again.
+        run(with_secrets(&["mfa", "status", "--config", config]))?;
+        run(with_secrets(&[
+            "mfa",
+            "backfill",
+            "--config",
+            config,
+            "--cohort",
+            "internal",
+            "--rate",
+            "100",
+            "--report",
+            "target/demo-state/mfa/backfill-pilot.json",
+        ]))?;
+        run(with_secrets(&[
+            "mfa",
+            "backfill",
+            "--config",
+            config,
+            "--chunk",
+            "100",
+            "--rate",
+            "100",
+            "--report",
+            "target/demo-state/mfa/backfill.json",
+        ]))?;
+        run(with_secrets(&["mfa", "status", "--config", config]))
     })();
     let _ = sim.kill();
     let _ = sim.wait();
