@@ -441,8 +441,8 @@ pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayErro
         ));
     };
     let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
-    let legacy = legacy_paths(config)?.into_iter().collect();
-    Ok((state, Arc::new(SqliteLegacyStores::new(legacy))))
+    let legacy = crate::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+    Ok((state, Arc::new(legacy)))
 }
 
 pub(crate) fn resume_tokens(config: &PipelineConfig) -> Result<ResumeTokens, GatewayError> {
@@ -464,15 +464,24 @@ pub(crate) fn resume_tokens(config: &PipelineConfig) -> Result<ResumeTokens, Gat
     })
 }
 
-/// The legacy product databases a config names, by product.
-pub fn legacy_paths(
-    config: &PipelineConfig,
-) -> Result<Vec<(String, std::path::PathBuf)>, StoreError> {
+/// The legacy product databases a config names, by product: server URLs as written,
+/// SQLite ones with their path made absolute.
+pub fn legacy_urls(config: &PipelineConfig) -> Result<Vec<(String, String)>, StoreError> {
     config
         .state
         .iter()
         .flat_map(|s| s.legacy.iter())
-        .map(|(product, url)| Ok((product.clone(), sqlite_path(url, &config.base_dir)?)))
+        .map(|(product, url)| {
+            let url = if url.starts_with("sqlite://") {
+                let path = sqlite_path(url, &config.base_dir)?;
+                let absolute = std::path::absolute(&path)
+                    .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+                format!("sqlite://{}", absolute.display())
+            } else {
+                url.clone()
+            };
+            Ok((product.clone(), url))
+        })
         .collect()
 }
 

@@ -18,7 +18,7 @@ use crate::mfa::sealed::KeyRing;
 use crate::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
 use crate::state::legacy_sqlite::LegacyRow;
 use crate::state::passwords::legacy_formats;
-use crate::state::{SqliteLegacyStores, StateStore, StoreError};
+use crate::state::{LegacyProducts, StateStore, StoreError};
 
 const FIRST: &[&str] = &[
     "ada",
@@ -133,7 +133,7 @@ fn legacy_hash(product_index: usize, password: &str, rng: &mut StdRng, n: usize)
 
 pub fn seed(
     state: &dyn StateStore,
-    legacy: &[(String, PathBuf)],
+    legacy: &[(String, String)],
     logins_dir: &Path,
     options: &SeedOptions,
     mut progress: impl FnMut(&str),
@@ -198,7 +198,7 @@ pub fn seed(
         people: people.len(),
         ..Default::default()
     };
-    for (index, (product, path)) in legacy.iter().enumerate() {
+    for (index, (product, url)) in legacy.iter().enumerate() {
         let mut rows = Vec::new();
         for (n, person) in people.iter().enumerate() {
             for (_, legacy_id, password) in person.accounts.iter().filter(|(p, _, _)| p == product)
@@ -224,7 +224,7 @@ pub fn seed(
                 profile,
             })
             .collect();
-        SqliteLegacyStores::create(path, &borrowed)?;
+        LegacyProducts::replace(product, url, Path::new("/"), &borrowed)?;
         report.legacy_accounts.insert(product.clone(), rows.len());
         progress(&format!("{product}: {} legacy accounts", rows.len()));
     }
@@ -487,8 +487,9 @@ pub fn seed_sms_users(
     Ok(count)
 }
 
-/// The directory store and each legacy product's database path.
-pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, PathBuf)>);
+/// The directory store and each legacy product's database URL (SQLite paths made
+/// absolute).
+pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, String)>);
 
 /// Opens the stores of a config for seeding, with the directory emptied: seeding
 /// twice must not mix two populations.
@@ -499,5 +500,5 @@ pub fn open_for_seed(config: &crate::PipelineConfig) -> Result<SeedTargets, Stor
         .ok_or_else(|| StoreError::Backend("the config has no [state] section to seed".into()))?;
     let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
     state.clear()?;
-    Ok((state, crate::gateway::legacy_paths(config)?))
+    Ok((state, crate::gateway::legacy_urls(config)?))
 }

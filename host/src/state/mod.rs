@@ -4,6 +4,7 @@
 mod apply;
 pub mod backfill;
 pub mod factors;
+mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;
 pub mod passwords;
@@ -12,6 +13,7 @@ mod sqlite;
 
 use serde::{Deserialize, Serialize};
 
+pub use legacy_sql::LegacyProducts;
 pub use legacy_sqlite::SqliteLegacyStores;
 pub use postgres::PostgresState;
 pub use sqlite::SqliteState;
@@ -26,7 +28,9 @@ pub enum StoreError {
     Backend(String),
     #[error("cannot apply effects: {0}")]
     Conflict(String),
-    #[error("invalid store URL {0:?}: expected sqlite://PATH or postgres://…")]
+    #[error(
+        "invalid store URL {0:?}: expected sqlite://PATH, postgres://… or (legacy stores) mysql://…"
+    )]
     Url(String),
 }
 

@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod faults;
 mod hardening;
+mod legacy;
 mod load;
 mod memory;
 mod mfa;

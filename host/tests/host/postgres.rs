@@ -13,7 +13,7 @@ use crate::common::{Result, migration_config, runtime};
 
 /// A fresh schema on the test server, as a store URL; None when not asked to test
 /// against PostgreSQL.
-fn fresh_database(name: &str) -> Option<String> {
+pub(crate) fn fresh_database(name: &str) -> Option<String> {
     let base = std::env::var("PORTCULLIS_TEST_POSTGRES").ok()?;
     let base = if base.starts_with("postgres") {
         base
