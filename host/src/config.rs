@@ -215,7 +215,8 @@ pub struct VerifySettings {
     pub timeout_ms: u64,
 }
 
-/// A credential from exactly one of an environment variable and a file (trimmed).
+/// A credential from exactly one of an environment variable and a file (without the
+/// file's trailing line break): callers' tokens, the SMS providers' secrets.
 pub fn secret_from(
     what: &str,
     env: Option<&str>,
@@ -226,7 +227,7 @@ pub fn secret_from(
             .map(Into::into)
             .map_err(|_| format!("{what}: the environment variable {name} is not set")),
         (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|text| text.trim().to_owned().into())
+            .map(|text| text.trim_end_matches(['\n', '\r']).to_owned().into())
             .map_err(|e| format!("{what}: cannot read {}: {}", path.display(), e.kind())),
         _ => Err(format!(
             "{what}: name exactly one of the _env and _file settings"

@@ -82,23 +82,9 @@ impl IntoResponse for Unauthenticated {
 }
 
 fn read_token(caller: &CallerSettings) -> Result<SecretString, String> {
-    let name = &caller.name;
-    if let Some(variable) = &caller.token_env {
-        return std::env::var(variable)
-            .map(SecretString::from)
-            .map_err(|_| format!("server.caller {name:?}: {variable} is not set"));
-    }
-    let file = caller
-        .token_file
-        .as_ref()
-        .ok_or_else(|| format!("server.caller {name:?}: set token_env or token_file"))?;
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        format!(
-            "server.caller {name:?}: cannot read token file {}: {e}",
-            file.display()
-        )
-    })?;
-    Ok(SecretString::from(
-        text.trim_end_matches(['\n', '\r']).to_owned(),
-    ))
+    crate::config::secret_from(
+        &format!("server.caller {:?}", caller.name),
+        caller.token_env.as_deref(),
+        caller.token_file.as_deref(),
+    )
 }
