@@ -487,8 +487,9 @@ impl MemoryAnswers {
         let shared = Arc::new(self);
         Services {
             directory: shared.clone(),
-            legacy: shared.clone(),
-            sms: shared,
+            legacy: shared,
+            // A benchmark evaluates the pipeline; it sends and checks no codes.
+            sms: Services::none().sms,
         }
     }
 }
@@ -534,20 +535,5 @@ impl LegacyStores for MemoryAnswers {
                 .get(&(product.to_owned(), legacy_id.to_owned())),
             call::LEGACY_VERIFY_PASSWORD,
         )
-    }
-}
-
-impl SecondFactors for MemoryAnswers {
-    fn send_code(&self, _: &str, _: &str, _: FactorProvider) -> Result<SentCode, ServiceError> {
-        Err(ServiceError::unavailable("a benchmark sends no codes"))
-    }
-    fn check_code(
-        &self,
-        _: &str,
-        _: &str,
-        _: FactorProvider,
-        _: &SecretString,
-    ) -> Result<CodeCheck, ServiceError> {
-        Err(ServiceError::unavailable("a benchmark checks no codes"))
     }
 }

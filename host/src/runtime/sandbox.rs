@@ -117,7 +117,12 @@ impl RuleState {
         Self {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
             password: login.password.clone(),
-            login_user: login.user.as_ref().map(|u| u.id.clone()),
+            // Only a rule that may list factors needs it: no copy per rule otherwise.
+            login_user: rule
+                .grants
+                .contains(&crate::config::Capability::Mfa)
+                .then(|| login.user.as_ref().map(|u| u.id.clone()))
+                .flatten(),
             evidence,
             refused: None,
             wasi: None,
