@@ -48,12 +48,28 @@ pub trait Host {
 
 /// Inside a guest module that ran `wit_bindgen::generate!` (with the types mapped to
 /// this crate's): defines `GuestHost`, the [`Host`] backed by the component's imports.
+/// `guest_host!(v0_2)` does the same for contract 0.2.0 ([`v0_2::Host`]).
 #[macro_export]
 macro_rules! guest_host {
     () => {
+        $crate::guest_host!(@impl [$crate], {});
+    };
+    (v0_2) => {
+        $crate::guest_host!(@impl [$crate::v0_2], {
+            fn list_factors(
+                &mut self,
+                user_id: &str,
+            ) -> Result<Vec<$crate::v0_2::FactorSummary>, $crate::v0_2::CapabilityError> {
+                portcullis::rule::mfa::list_factors(user_id)
+            }
+        });
+    };
+    // The capabilities every contract version has, over `$types` (the version's
+    // module: its types and its `Host`), plus `$extra` methods.
+    (@impl [$($types:tt)*], { $($extra:tt)* }) => {
         pub struct GuestHost;
 
-        impl $crate::Host for GuestHost {
+        impl $($types)*::Host for GuestHost {
             fn log(&mut self, level: $crate::LogLevel, message: &str) {
                 use portcullis::rule::log::{Level, log};
                 let level = match level {
@@ -70,22 +86,23 @@ macro_rules! guest_host {
             fn verify_directory_password(
                 &mut self,
                 user_id: &str,
-            ) -> Result<bool, $crate::CapabilityError> {
+            ) -> Result<bool, $($types)*::CapabilityError> {
                 portcullis::rule::directory::verify_password(user_id)
             }
             fn find_legacy_accounts(
                 &mut self,
                 email: &str,
-            ) -> Result<Vec<$crate::LegacyAccount>, $crate::CapabilityError> {
+            ) -> Result<Vec<$($types)*::LegacyAccount>, $($types)*::CapabilityError> {
                 portcullis::rule::legacy::find_accounts(email)
             }
             fn verify_legacy_password(
                 &mut self,
                 product: &str,
                 legacy_id: &str,
-            ) -> Result<bool, $crate::CapabilityError> {
+            ) -> Result<bool, $($types)*::CapabilityError> {
                 portcullis::rule::legacy::verify_password(product, legacy_id)
             }
+            $($extra)*
         }
     };
 }
@@ -144,7 +161,7 @@ macro_rules! export_rule {
                 world: $world,
                 with: { "portcullis:rule/types@0.2.0": ::rule_model::v0_2::portcullis::rule::types },
             });
-            ::rule_model::guest_host_v0_2!();
+            ::rule_model::guest_host!(v0_2);
         }, $on_login, { $($more)* });
     };
     (@module { $($bindings:tt)* }, $on_login:path, { $($more:tt)* }) => {
