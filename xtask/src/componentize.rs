@@ -46,6 +46,43 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
+/// The migration rules the benchmark's floor runs: contract 0.1.0, `on_login` only.
+pub const FLOOR_RULES: &[&str] = &[
+    "rule-bulk-imported-skip",
+    "rule-migrate-on-login",
+    "rule-ownership-check",
+    "rule-id-propagation",
+];
+
+/// Builds [`FLOOR_RULES`] as plain core modules over `rule_model`'s floor ABI (its
+/// `floor` feature) and copies them to `target/floor/<crate_name>.wasm`. The same
+/// output paths as [`build`]: run this after it, and `build` rebuilds the components'
+/// modules when it runs next.
+pub fn build_floor() -> Result<()> {
+    crate::ensure_target(CORE_TARGET)?;
+    let mut build = cargo();
+    build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
+    build.args(["--features", "portcullis-rule-model/floor"]);
+    for rule in FLOOR_RULES {
+        build.args(["-p", rule]);
+    }
+    run(build)?;
+    let root = workspace_root();
+    let out = root.join("target/floor");
+    std::fs::create_dir_all(&out)?;
+    for rule in FLOOR_RULES {
+        let name = format!("{}.wasm", rule.replace('-', "_"));
+        let core = root
+            .join("target")
+            .join(CORE_TARGET)
+            .join("guest")
+            .join(&name);
+        std::fs::copy(&core, out.join(&name))
+            .with_context(|| format!("cannot copy {}", core.display()))?;
+    }
+    Ok(())
+}
+
 fn componentize(core: &Path, component: &Path) -> Result<()> {
     let module = std::fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
     let encoded = wit_component::ComponentEncoder::default()

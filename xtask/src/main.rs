@@ -5,7 +5,8 @@
 //!   demo stores, runs a batch of logins and replays the recordings (the main job)
 //! - `test`: builds the rules, then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
-//! - `bench`: the rule pipeline as components, natively and in a JS sandbox
+//! - `bench`: the rule pipeline as components, as plain core modules (the floor),
+//!   natively and in a JS sandbox
 //! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing)
 //! - `fuzz`: builds the libFuzzer targets in fuzz/ and runs each (`--seconds N`, default
 //!   30, or `--runs N`), seeded from the fixtures; a JSON report in target/fuzz-report.json
@@ -304,6 +305,8 @@ fn lint() -> Result<()> {
 }
 
 fn bench(extra: &[String]) -> Result<()> {
+    // The floor first: building the components after it restores their modules.
+    componentize::build_floor()?;
     build_rules()?;
     let mut bench = cargo();
     bench

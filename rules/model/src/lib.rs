@@ -15,6 +15,7 @@ pub use portcullis::rule::types::*;
 
 #[cfg(target_arch = "wasm32")]
 mod arena;
+pub mod floor;
 mod json_flag;
 #[cfg(target_arch = "wasm32")]
 pub use arena::BumpAllocator;
@@ -116,6 +117,7 @@ macro_rules! guest_host {
 /// rule_model::export_rule!(on_login: crate::on_login);
 /// rule_model::export_rule!(on_login: crate::on_login, on_continue: crate::on_continue);
 /// ```
+#[cfg(not(feature = "floor"))]
 #[macro_export]
 macro_rules! export_rule {
     (on_login: $on_login:path) => {
@@ -205,6 +207,33 @@ macro_rules! export_rule {
                         &format!("{}{}: {message}", ::rule_model::PANIC_PREFIX, location.unwrap_or_default()),
                     );
                 }));
+            }
+        }
+    };
+}
+
+/// With the `floor` feature (the benchmark's floor build, never a rule's): the same
+/// rule function exported as a plain core module over [`floor`]'s buffer ABI and one
+/// host import. Contract 0.1.0 rules only, `on_login` only.
+#[cfg(feature = "floor")]
+#[macro_export]
+macro_rules! export_rule {
+    ($(wit: $wit:literal,)? on_login: $on_login:path $(, on_continue: $on_continue:path)?) => {
+        #[cfg(target_arch = "wasm32")]
+        mod floor_guest {
+            #[global_allocator]
+            static ALLOCATOR: ::rule_model::BumpAllocator = ::rule_model::BumpAllocator::new();
+
+            #[unsafe(no_mangle)]
+            extern "C" fn portcullis_alloc(len: usize) -> *mut u8 {
+                ::rule_model::floor::guest::alloc(len)
+            }
+
+            /// # Safety
+            /// The host's side of the floor ABI.
+            #[unsafe(no_mangle)]
+            unsafe extern "C" fn portcullis_on_login(ptr: *const u8, len: usize) -> u64 {
+                unsafe { ::rule_model::floor::guest::on_login(ptr, len, |c, h| $on_login(c, h)) }
             }
         }
     };

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+mod floor;
+
 use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
 use portcullis::record::{Answer, Recording};
 use portcullis::services::Services;
@@ -175,6 +177,7 @@ struct Comparison {
     wasm: ScenarioReport,
     engines: Vec<EngineRow>,
     wasm_over_native_p50: f64,
+    wasm_over_floor_p50: f64,
     js_over_wasm_p50: Option<f64>,
 }
 
@@ -184,7 +187,21 @@ fn native_row(
     iterations: usize,
     threads: usize,
 ) -> EngineRow {
-    let run = || native_evaluate(&scenario.login, &scenario.services, configs);
+    row(
+        "native",
+        || native_evaluate(&scenario.login, &scenario.services, configs),
+        iterations,
+        threads,
+    )
+}
+
+/// Latency percentiles (sequential) and throughput (`threads` at once) of `run`.
+fn row(
+    engine: &'static str,
+    run: impl Fn() -> (String, usize) + Sync,
+    iterations: usize,
+    threads: usize,
+) -> EngineRow {
     let (decision, effects) = run();
     for _ in 0..iterations / 10 {
         std::hint::black_box(run());
@@ -207,7 +224,7 @@ fn native_row(
     });
     let evaluations_per_second = (iterations * threads) as f64 / started.elapsed().as_secs_f64();
     EngineRow {
-        engine: "native",
+        engine,
         decision,
         effects,
         latency: Percentiles::of(samples),
@@ -314,10 +331,17 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         config.rules.iter().map(|r| r.config.clone()).collect();
     let recording = root().join(format!("fixtures/recordings/{scenario}.json"));
     let scenario = Scenario::from_recording(&recording).unwrap();
+    let floor = (engine == "floor").then(|| {
+        floor::Floor::load(&root(), &configs, config.engine.max_instances)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
     for _ in 0..n {
-        match engine {
-            "wasm" => {
+        match (engine, &floor) {
+            ("wasm", _) => {
                 std::hint::black_box(pipeline.evaluate(&scenario.login, &scenario.services));
+            }
+            (_, Some(floor)) => {
+                std::hint::black_box(floor.evaluate(&scenario.login, &scenario.services));
             }
             _ => {
                 std::hint::black_box(native_evaluate(
@@ -358,7 +382,9 @@ fn callgrind_total(engine: &str, scenario: &str, n: usize) -> Result<u64, String
 struct InstructionRow {
     scenario: String,
     wasm_instructions_per_login: u64,
+    floor_instructions_per_login: u64,
     native_instructions_per_login: u64,
+    wasm_over_floor: f64,
     wasm_over_native: f64,
 }
 
@@ -378,11 +404,13 @@ fn instructions(json_out: bool) {
             );
             (high - low) / COUNT_STEP as u64
         };
-        let (wasm, native) = (per_login("wasm"), per_login("native"));
+        let (wasm, floor, native) = (per_login("wasm"), per_login("floor"), per_login("native"));
         rows.push(InstructionRow {
             scenario: scenario.into(),
             wasm_instructions_per_login: wasm,
+            floor_instructions_per_login: floor,
             native_instructions_per_login: native,
+            wasm_over_floor: wasm as f64 / floor.max(1) as f64,
             wasm_over_native: wasm as f64 / native.max(1) as f64,
         });
     }
@@ -391,15 +419,22 @@ fn instructions(json_out: bool) {
         return;
     }
     println!(
-        "{:<26} {:>16} {:>16} {:>12}",
-        "scenario", "wasm instr/login", "native instr/login", "wasm/native"
+        "{:<26} {:>16} {:>17} {:>18} {:>11} {:>12}",
+        "scenario",
+        "wasm instr/login",
+        "floor instr/login",
+        "native instr/login",
+        "wasm/floor",
+        "wasm/native"
     );
     for r in &rows {
         println!(
-            "{:<26} {:>16} {:>18} {:>11.1}x",
+            "{:<26} {:>16} {:>17} {:>18} {:>10.2}x {:>11.1}x",
             r.scenario,
             r.wasm_instructions_per_login,
+            r.floor_instructions_per_login,
             r.native_instructions_per_login,
+            r.wasm_over_floor,
             r.wasm_over_native
         );
     }
@@ -434,6 +469,8 @@ fn main() {
         .expect("build the rules first: cargo xtask build-rules");
     let configs: Vec<BTreeMap<String, String>> =
         config.rules.iter().map(|r| r.config.clone()).collect();
+    let floor = floor::Floor::load(&root(), &configs, config.engine.max_instances)
+        .unwrap_or_else(|e| panic!("{e}"));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -443,6 +480,12 @@ fn main() {
         let recording = root().join(format!("fixtures/recordings/{name}.json"));
         let scenario = Scenario::from_recording(&recording).unwrap();
         let wasm = measure(&pipeline, &scenario, iterations, threads);
+        let floor_row = row(
+            "floor",
+            || floor.evaluate(&scenario.login, &scenario.services),
+            iterations,
+            threads,
+        );
         let native = native_row(&scenario, &configs, iterations, threads);
         let js = js_row(&scenario, &recording, &config, iterations.min(3000));
         let wasm_row = EngineRow {
@@ -457,14 +500,16 @@ fn main() {
             threads,
         };
         let wasm_over_native_p50 = wasm.pipeline.p50_us / native.latency.p50_us;
+        let wasm_over_floor_p50 = wasm.pipeline.p50_us / floor_row.latency.p50_us;
         let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
-        let mut engines = vec![wasm_row, native];
+        let mut engines = vec![wasm_row, floor_row, native];
         engines.extend(js);
         comparisons.push(Comparison {
             scenario: name.into(),
             wasm,
             engines,
             wasm_over_native_p50,
+            wasm_over_floor_p50,
             js_over_wasm_p50,
         });
     }
@@ -492,8 +537,9 @@ fn main() {
             );
         }
         println!(
-            "{:<26} wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
+            "{:<26} wasm/floor p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
             "",
+            c.wasm_over_floor_p50,
             c.wasm_over_native_p50,
             c.js_over_wasm_p50
                 .map(|r| format!("{r:.1}x"))

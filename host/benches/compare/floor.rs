@@ -1,0 +1,199 @@
+//! The floor of per-rule isolation in wasmtime: the same four rules as plain core
+//! modules (`cargo xtask bench` builds them with `rule_model`'s `floor` feature), one
+//! host import, a bump allocator, the context as one hand-written buffer
+//! (`rule_model::floor`), a fresh instance per rule per login from a pooling
+//! allocator configured as the runtime's is. What the components cost above this is
+//! what the component model, the typed context and the host's bookkeeping cost.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use portcullis::LoginAttempt;
+use portcullis::services::Services;
+use rule_model::floor::{
+    OP_CONFIG, OP_FIND_LEGACY_ACCOUNTS, OP_LOG, OP_TAKE, OP_VERIFY_DIRECTORY_PASSWORD,
+    OP_VERIFY_LEGACY_PASSWORD, decode, encode,
+};
+use rule_model::{Decision, Host, LogLevel, LoginContext, Outcome, RuleError};
+use wasmtime::{
+    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    PoolingAllocationConfig, Store,
+};
+
+use super::{NativeHost, model_context};
+
+/// The rules in the fixture pipeline's order.
+const RULES: [&str; 4] = [
+    "rule_bulk_imported_skip",
+    "rule_migrate_on_login",
+    "rule_ownership_check",
+    "rule_id_propagation",
+];
+
+/// What a host call may hand over; the floor bounds inputs as the runtime does.
+const MAX_REQUEST: usize = 64 << 10;
+
+struct FloorState {
+    services: Services,
+    config: Arc<BTreeMap<String, String>>,
+    /// An answer too big for the guest's buffer, until it takes it.
+    kept: Vec<u8>,
+}
+
+/// A rule's instance template and its config.
+type FloorRule = (InstancePre<FloorState>, Arc<BTreeMap<String, String>>);
+
+pub struct Floor {
+    engine: Engine,
+    rules: Vec<FloorRule>,
+}
+
+impl Floor {
+    /// The floor modules from `target/floor/`, with each rule's config; `instances`
+    /// and the limits as the runtime's engine settings (`[engine]` defaults).
+    pub fn load(
+        root: &Path,
+        configs: &[BTreeMap<String, String>],
+        instances: u32,
+    ) -> Result<Self, String> {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(instances)
+            .total_memories(instances)
+            .total_tables(instances)
+            .max_memory_size(256 << 20)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(2 << 20);
+        let mut config = Config::new();
+        config
+            .epoch_interruption(true)
+            .max_wasm_stack(512 << 10)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(|e| e.to_string())?;
+        let mut linker = Linker::<FloorState>::new(&engine);
+        linker
+            .func_wrap("portcullis", "call", host_call)
+            .map_err(|e| e.to_string())?;
+        let mut rules = Vec::new();
+        for (name, config) in RULES.iter().zip(configs) {
+            let path = root.join(format!("target/floor/{name}.wasm"));
+            let bytes = std::fs::read(&path).map_err(|e| {
+                format!(
+                    "cannot read {} ({e}): build it with `cargo xtask bench`",
+                    path.display()
+                )
+            })?;
+            let module = Module::new(&engine, bytes).map_err(|e| e.to_string())?;
+            let pre = linker.instantiate_pre(&module).map_err(|e| e.to_string())?;
+            rules.push((pre, Arc::new(config.clone())));
+        }
+        Ok(Self { engine, rules })
+    }
+
+    /// The pipeline's semantics, as `native_evaluate`, each rule in a fresh instance.
+    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
+        let mut ctx = model_context(login);
+        for (pre, config) in &self.rules {
+            let state = FloorState {
+                services: services.clone(),
+                config: config.clone(),
+                kept: Vec::new(),
+            };
+            let mut store = Store::new(&self.engine, state);
+            store.set_epoch_deadline(1000);
+            let outcome = match call(pre, &mut store, &ctx) {
+                Ok(Ok(outcome)) => outcome,
+                _ => return ("deny".into(), 0),
+            };
+            ctx.pending.extend(outcome.effects);
+            match outcome.decision {
+                Decision::Continue => {}
+                Decision::Deny(_) => return ("deny".into(), 0),
+                Decision::Redirect(_) => return ("redirect".into(), ctx.pending.len()),
+                Decision::Challenge(_) => return ("challenge".into(), ctx.pending.len()),
+            }
+        }
+        ("allow".into(), ctx.pending.len())
+    }
+}
+
+fn call(
+    pre: &InstancePre<FloorState>,
+    store: &mut Store<FloorState>,
+    ctx: &LoginContext,
+) -> wasmtime::Result<Result<Outcome, RuleError>> {
+    let instance = pre.instantiate(&mut *store)?;
+    let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "portcullis_alloc")?;
+    let on_login =
+        instance.get_typed_func::<(u32, u32), u64>(&mut *store, "portcullis_on_login")?;
+    let memory = instance
+        .get_memory(&mut *store, "memory")
+        .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+    let bytes = encode(ctx);
+    let ptr = alloc.call(&mut *store, bytes.len() as u32)?;
+    memory.write(&mut *store, ptr as usize, &bytes)?;
+    let packed = on_login.call(&mut *store, (ptr, bytes.len() as u32))?;
+    let (at, len) = ((packed >> 32) as usize, (packed & 0xffff_ffff) as usize);
+    let answer = memory
+        .data(&*store)
+        .get(at..at.saturating_add(len))
+        .ok_or_else(|| wasmtime::format_err!("the answer is outside the memory"))?;
+    decode(answer).ok_or_else(|| wasmtime::format_err!("the answer does not decode"))
+}
+
+/// The one import: `call(op, ptr, len, out, cap) -> len`.
+fn host_call(
+    mut caller: Caller<'_, FloorState>,
+    op: u32,
+    ptr: u32,
+    len: u32,
+    out: u32,
+    cap: u32,
+) -> wasmtime::Result<u32> {
+    let memory = caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+    let answer = if op == OP_TAKE {
+        std::mem::take(&mut caller.data_mut().kept)
+    } else {
+        if len as usize > MAX_REQUEST {
+            wasmtime::bail!("a host call of {len} bytes");
+        }
+        let mut request = vec![0; len as usize];
+        memory.read(&caller, ptr as usize, &mut request)?;
+        let state = caller.data();
+        answer(state, op, &request).ok_or_else(|| wasmtime::format_err!("a malformed host call"))?
+    };
+    let answer_len = answer.len() as u32;
+    if answer_len <= cap {
+        memory.write(&mut caller, out as usize, &answer)?;
+    } else {
+        caller.data_mut().kept = answer;
+    }
+    Ok(answer_len)
+}
+
+fn answer(state: &FloorState, op: u32, request: &[u8]) -> Option<Vec<u8>> {
+    let mut host = NativeHost {
+        services: &state.services,
+        config: &state.config,
+    };
+    Some(match op {
+        OP_LOG => {
+            let (_level, message): (u8, String) = decode(request)?;
+            host.log(LogLevel::Info, &message);
+            encode(&())
+        }
+        OP_CONFIG => encode(&host.config(&decode::<String>(request)?)),
+        OP_VERIFY_DIRECTORY_PASSWORD => {
+            encode(&host.verify_directory_password(&decode::<String>(request)?))
+        }
+        OP_FIND_LEGACY_ACCOUNTS => encode(&host.find_legacy_accounts(&decode::<String>(request)?)),
+        OP_VERIFY_LEGACY_PASSWORD => {
+            let (product, legacy_id): (String, String) = decode(request)?;
+            encode(&host.verify_legacy_password(&product, &legacy_id))
+        }
+        _ => return None,
+    })
+}
