@@ -110,6 +110,11 @@ pub struct EngineSettings {
     pub max_instances: u32,
     /// Native stack the wasm code of one rule may use.
     pub max_wasm_stack_kb: usize,
+    /// Per rule, fresh instances made ahead of the logins that will use them, when a
+    /// gateway has a moment between logins (`Pipeline::prepare`): each still serves
+    /// one login only, and holds no login data until then. Rules that import WASI are
+    /// always instantiated with their login. 0: every instance is made in its login.
+    pub warm_instances: u32,
 }
 
 impl Default for EngineSettings {
@@ -119,6 +124,7 @@ impl Default for EngineSettings {
             max_memory_mb: 256,
             max_instances: 128,
             max_wasm_stack_kb: 512,
+            warm_instances: 1,
         }
     }
 }

@@ -10,8 +10,8 @@ use crate::{cargo, run, workspace_root};
 
 pub const CORE_TARGET: &str = "wasm32-unknown-unknown";
 
-/// The rule crates built without WASI: the migration rules and a test guest built the
-/// same way. The other test guests keep WASI: a host must run those unchanged.
+/// The rule crates built without WASI: the migration rules and the test guests built
+/// the same way. The other test guests keep WASI: a host must run those unchanged.
 pub const RULES: &[&str] = &[
     "rule-bulk-imported-skip",
     "rule-migrate-on-login",
@@ -19,6 +19,7 @@ pub const RULES: &[&str] = &[
     "rule-id-propagation",
     "rule-mfa-route",
     "guest-model-panic",
+    "guest-warm-probe",
 ];
 
 /// Builds [`RULES`] as core modules and writes each as a component to

@@ -319,7 +319,10 @@ fn bench_server(extra: &[String]) -> Result<()> {
     // `--login-stats-flush-ms N`: how the statistics of logins without effects are
     // written (0: with each login; the config's default otherwise). `--postgres URL`:
     // the directory in PostgreSQL instead of the demo's SQLite file.
-    let (mut flush_ms, mut postgres) = (None, None);
+    // `--warm-instances N`: `engine.warm_instances` (instances made ahead per rule).
+    // `--connections N`: wrk's open connections (64: the server saturated; 1: one
+    // login at a time, the latency a lightly loaded gateway sees).
+    let (mut flush_ms, mut postgres, mut warm, mut connections) = (None, None, None, 64u32);
     let mut args = extra.iter();
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
@@ -330,8 +333,20 @@ fn bench_server(extra: &[String]) -> Result<()> {
                 )
             }
             ("--postgres", Some(url)) => postgres = Some(url.clone()),
+            ("--connections", Some(n)) => {
+                connections = n.parse().context("--connections needs a number")?;
+                anyhow::ensure!(connections >= 1, "--connections needs at least 1");
+            }
+            ("--warm-instances", Some(n)) => {
+                warm = Some(
+                    n.parse::<u32>()
+                        .context("--warm-instances needs a number")?,
+                )
+            }
             _ => {
-                bail!("usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL]")
+                bail!(
+                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N]"
+                )
             }
         }
     }
@@ -364,6 +379,12 @@ fn bench_server(extra: &[String]) -> Result<()> {
             .replace(
                 "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
                 "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"\nvouches = true",
+            )
+            .replace(
+                "[engine]\n",
+                &warm.map_or("[engine]\n".into(), |n| {
+                    format!("[engine]\nwarm_instances = {n}\n")
+                }),
             )
             .replace(
                 "[state]\n",
@@ -439,7 +460,10 @@ fn bench_server(extra: &[String]) -> Result<()> {
         .context("the server did not say where it listens")?
         .to_owned();
     let mut wrk = Command::new("wrk");
-    wrk.args(["-t2", "-c64", "-d10s", "--latency", "-s"])
+    let threads = connections.min(2);
+    wrk.arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .args(["-d10s", "--latency", "-s"])
         .arg(&script)
         .arg(format!("http://{addr}"));
     eprintln!("xtask: running {wrk:?}");

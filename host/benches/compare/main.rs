@@ -326,6 +326,8 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         .expect("fixtures/pipeline.toml loads");
     // valgrind cannot reserve the default pool's address space.
     config.engine.max_instances = 2;
+    // The work of a login, wherever it happens: instances made in it.
+    config.engine.warm_instances = 0;
     let pipeline = Runtime::new(&config.engine).unwrap().load(&config).unwrap();
     let configs: Vec<BTreeMap<String, String>> =
         config.rules.iter().map(|r| r.config.clone()).collect();

@@ -91,10 +91,24 @@ impl Runtime {
             .iter()
             .map(|settings| self.load_rule(settings))
             .collect::<Result<Vec<_>, _>>()?;
+        // Instances made ahead hold pool slots: half the pool stays for logins.
+        let warm = self.settings.warm_instances as usize;
+        let held = warm.saturating_mul(rules.iter().filter(|r| r.warmable).count());
+        if held > self.settings.max_instances as usize / 2 {
+            return Err(LoadError::Config(crate::error::ConfigError::Invalid {
+                path: None,
+                message: format!(
+                    "engine.warm_instances ({warm}) for each of {} rules is over half of engine.max_instances ({})",
+                    held / warm.max(1),
+                    self.settings.max_instances
+                ),
+            }));
+        }
         Ok(Pipeline::new(
             self.engine.clone(),
             rules,
             config.effects.protected_app_metadata.clone(),
+            warm,
         ))
     }
 
@@ -161,6 +175,10 @@ impl Runtime {
             .ok_or_else(|| contract(wasmtime::format_err!("no export `on-login`")))?;
         let continue_export = component.get_export_index(None, "on-continue");
         Ok(LoadedRule {
+            // A WASI context is made from the login (its clock and seed): a rule that
+            // imports WASI cannot be instantiated before its login is known.
+            warmable: !imports.iter().any(|i| i.name.starts_with("wasi:")),
+            warm: Default::default(),
             login_export,
             resumable: continue_export.is_some(),
             continue_export,

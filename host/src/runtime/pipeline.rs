@@ -1,7 +1,7 @@
 //! A loaded pipeline and its evaluation: each rule in order, each in a fresh store
 //! and instance, every fault contained and turned into the rule's failure policy.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use wasmtime::component::{ComponentExportIndex, TypedFunc};
@@ -49,9 +49,36 @@ pub struct LoadedRule {
     /// The contract version its exports were type-checked against at load.
     pub(crate) contract: Contract,
     pub(crate) pre: wasmtime::component::InstancePre<RuleState>,
+    /// Imports no WASI: its instances can be made before their login.
+    pub(crate) warmable: bool,
+    /// Instances made ahead (`Pipeline::prepare`), each for one login.
+    pub(crate) warm: Mutex<Vec<Warm>>,
+}
+
+/// A fresh instance made before its login: never called, no login data in it.
+pub(crate) struct Warm {
+    store: Store<RuleState>,
+    instance: wasmtime::component::Instance,
 }
 
 impl LoadedRule {
+    fn warm_count(&self) -> usize {
+        self.warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    fn take_warm(&self) -> Option<Warm> {
+        if !self.warmable {
+            return None;
+        }
+        self.warm
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+    }
+
     /// The `portcullis:rule` contract version the component was built against, read
     /// off its imports (every rule imports the contract's `types`).
     pub fn contract_version(&self) -> &'static str {
@@ -67,6 +94,8 @@ pub struct Pipeline {
     rules: Vec<LoadedRule>,
     /// App-metadata keys only rules granted them may write.
     protected_keys: Vec<String>,
+    /// Instances `prepare` keeps made ahead per rule.
+    warm_per_rule: usize,
 }
 
 /// One rule's run, before the pipeline decides what it means.
@@ -80,12 +109,60 @@ struct RuleRun {
 }
 
 impl Pipeline {
-    pub(crate) fn new(engine: Engine, rules: Vec<LoadedRule>, protected_keys: Vec<String>) -> Self {
+    pub(crate) fn new(
+        engine: Engine,
+        rules: Vec<LoadedRule>,
+        protected_keys: Vec<String>,
+        warm_per_rule: usize,
+    ) -> Self {
         Self {
             engine,
             rules,
             protected_keys,
+            warm_per_rule,
         }
+    }
+
+    /// Makes each rule's next instances (`engine.warm_instances` per rule) so the
+    /// logins that take them do not wait for instantiation. For a moment between
+    /// logins (after a response is sent): it moves the work off the login's latency,
+    /// it does not remove it. Each instance still serves exactly one login, and holds
+    /// nothing of any login until it is taken. Rules that import WASI are skipped.
+    pub fn prepare(&self) {
+        for rule in self.rules.iter().filter(|r| r.warmable) {
+            while rule.warm_count() < self.warm_per_rule {
+                let mut store =
+                    self.new_store(rule, RuleState::ahead_of_login(rule.settings.clone()));
+                match rule.pre.instantiate(&mut store) {
+                    Ok(instance) => {
+                        let mut warm = rule.warm.lock().unwrap_or_else(PoisonError::into_inner);
+                        // Another thread may have filled it meanwhile: this one is dropped.
+                        if warm.len() < self.warm_per_rule {
+                            warm.push(Warm { store, instance });
+                        }
+                    }
+                    Err(e) => {
+                        // Its login will instantiate it and report the fault.
+                        tracing::debug!(rule = %rule.settings.name, "cannot instantiate ahead: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Instances made ahead and not yet taken by a login, across the rules.
+    pub fn warm_instances(&self) -> usize {
+        self.rules.iter().map(LoadedRule::warm_count).sum()
+    }
+
+    /// A store for one instance of `rule`, its limits set.
+    fn new_store(&self, rule: &LoadedRule, state: RuleState) -> Store<RuleState> {
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        // A new store's deadline is zero ticks away: set it before anything runs.
+        store.set_epoch_deadline(rule.deadline_ticks);
+        store
     }
 
     pub fn rules(&self) -> &[LoadedRule] {
@@ -281,15 +358,27 @@ impl Pipeline {
             seed,
             evidence,
         );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        // A new store's deadline is zero ticks away: set it before anything runs.
-        store.set_epoch_deadline(rule.deadline_ticks);
-
-        let instance = rule
-            .pre
-            .instantiate(&mut store)
-            .map_err(|e| (e, FaultKind::Instantiate));
+        let (mut store, instance) = match rule.take_warm() {
+            Some(Warm {
+                mut store,
+                instance,
+            }) => {
+                let ahead = std::mem::replace(store.data_mut(), state);
+                // The memory it was made with counts as this login's.
+                store.data_mut().limiter.peak_bytes = ahead.limiter.peak_bytes;
+                // Its deadline counts from now, not from when it was made.
+                store.set_epoch_deadline(rule.deadline_ticks);
+                (store, Ok(instance))
+            }
+            None => {
+                let mut store = self.new_store(rule, state);
+                let instance = rule
+                    .pre
+                    .instantiate(&mut store)
+                    .map_err(|e| (e, FaultKind::Instantiate));
+                (store, instance)
+            }
+        };
         let called =
             instance.and_then(|instance| call_rule(&mut store, instance, rule, ctx, resume));
         let result = match called {

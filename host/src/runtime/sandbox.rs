@@ -144,6 +144,34 @@ impl RuleState {
         }
     }
 
+    /// The state of an instance made before its login (`Pipeline::prepare`): no login
+    /// data and no stores, replaced by [`RuleState::new`]'s when the login takes it.
+    pub(crate) fn ahead_of_login(rule: Arc<RuleSettings>) -> Self {
+        Self {
+            deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
+            password: None,
+            login_user: None,
+            evidence: AccountEvidence::default(),
+            refused: None,
+            wasi: None,
+            wasi_inputs: WasiInputs {
+                seed: LoginSeed([0; 32]),
+                time_ms: 0,
+            },
+            table: ResourceTable::new(),
+            limiter: Limiter {
+                memory_bytes: (rule.memory_mb as usize) << 20,
+                memory_cap_hit: false,
+                peak_bytes: 0,
+            },
+            rule,
+            services: Services::none(),
+            logs: Vec::new(),
+            capability_failures: 0,
+            output: BoundedOutput::new(OUTPUT_CAPACITY),
+        }
+    }
+
     /// Refuses a capability call: the guest traps, and the fault is `kind`.
     pub(crate) fn refuse(&mut self, kind: FaultKind, why: String) -> wasmtime::Error {
         self.refused = Some(kind);

@@ -55,6 +55,8 @@ pub struct AppState {
     max_body: usize,
     request_timeout: std::time::Duration,
     evaluations: tokio::sync::Semaphore,
+    /// The semaphore's size: all free means no evaluation is running.
+    evaluation_slots: usize,
     pub metrics: Metrics,
 }
 
@@ -81,6 +83,11 @@ impl AppState {
             None => None,
         };
         let callers = Callers::load(&config.server.callers).map_err(ServeError::Config)?;
+        let evaluation_slots = config.server.max_concurrent_evaluations.unwrap_or_else(|| {
+            4 * std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
         Ok(Self {
             gateway: ArcSwap::from_pointee(gateway),
             previous: Mutex::new(None),
@@ -90,13 +97,8 @@ impl AppState {
             callers,
             max_body: config.server.max_body_kb * 1024,
             request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
-            evaluations: tokio::sync::Semaphore::new(
-                config.server.max_concurrent_evaluations.unwrap_or_else(|| {
-                    4 * std::thread::available_parallelism()
-                        .map(|n| n.get())
-                        .unwrap_or(2)
-                }),
-            ),
+            evaluations: tokio::sync::Semaphore::new(evaluation_slots),
+            evaluation_slots,
             metrics: Metrics::new(),
         })
     }
@@ -164,6 +166,17 @@ async fn evaluate<T>(app: &AppState, work: impl FnOnce() -> T) -> Result<T, Resp
     Ok(tokio::task::block_in_place(work))
 }
 
+/// The next logins' instances (`engine.warm_instances`), made in a task of their own
+/// so the answer at hand goes out first, and only when no evaluation is running: under
+/// load the work would only move, and handing it to another task costs more than the
+/// login saves (`cargo xtask bench-server --warm-instances`, BENCHMARKS.md).
+fn prepare_next(app: &AppState, gateway: Arc<Gateway>) {
+    if app.evaluations.available_permits() < app.evaluation_slots {
+        return;
+    }
+    tokio::spawn(async move { tokio::task::block_in_place(|| gateway.pipeline().prepare()) });
+}
+
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, Response> {
@@ -217,9 +230,11 @@ async fn login(
         );
     }
     let gateway = app.gateway();
+    let next = gateway.clone();
     match evaluate(&app, move || gateway.login(&attempt)).await {
         Ok(Ok(verdict)) => {
             app.metrics.observe(&verdict);
+            prepare_next(&app, next);
             Json(verdict).into_response()
         }
         Ok(Err(e)) => gateway_error(e),
@@ -258,6 +273,7 @@ async fn resume(
     };
     // Expiry is the host's to decide: a `time_ms` here is refused as an unknown field.
     let gateway = app.gateway();
+    let next = gateway.clone();
     let result = request.result.to_string();
     match evaluate(&app, move || {
         gateway.resume(&request.token, &request.transaction_id, &result)
@@ -266,6 +282,7 @@ async fn resume(
     {
         Ok(Ok(verdict)) => {
             app.metrics.observe(&verdict);
+            prepare_next(&app, next);
             Json(verdict).into_response()
         }
         Ok(Err(e)) => gateway_error(e),

@@ -19,3 +19,4 @@ mod postgres;
 mod replay;
 mod semantics;
 mod server;
+mod warm;
