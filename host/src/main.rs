@@ -111,6 +111,11 @@ enum Command {
         #[command(subcommand)]
         command: MfaCommand,
     },
+    /// The bulk import beside lazy migration.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// The outbox: deliver pending messages to the products.
     Outbox {
         #[command(subcommand)]
@@ -222,6 +227,32 @@ enum MfaCommand {
 }
 
 #[derive(Subcommand)]
+enum ImportCommand {
+    /// Every legacy user the directory does not have yet, from all products, into
+    /// Auth0 user-import JSON files (and a manifest) in a new directory.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+        /// A new or empty directory for the files.
+        #[arg(long)]
+        out: PathBuf,
+        /// The most a file may hold, in KB (Auth0 takes 500).
+        #[arg(long, default_value_t = 500)]
+        max_file_kb: usize,
+        /// Only accounts created at or after this time (ms since the epoch): for
+        /// incremental runs.
+        #[arg(long, default_value_t = 0)]
+        since: i64,
+        /// Accounts read per query.
+        #[arg(long, default_value_t = 1000)]
+        page: usize,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum OutboxCommand {
     /// Deliver messages until stopped (SIGTERM or Ctrl-C).
     Run {
@@ -305,6 +336,7 @@ fn main() -> ExitCode {
                 },
         } => keys_rotate(&config, chunk, report.as_deref()),
         Command::Mfa { command } => mfa(command),
+        Command::Import { command } => import(command),
         Command::Outbox {
             command:
                 OutboxCommand::Run {
@@ -940,6 +972,78 @@ fn directory_of(
         &settings.directory,
         &config.base_dir,
     )?)
+}
+
+fn import(command: ImportCommand) -> Result<()> {
+    match command {
+        ImportCommand::Export {
+            config,
+            out,
+            max_file_kb,
+            since,
+            page,
+            report,
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let settings = config
+                .state
+                .as_ref()
+                .context("the config has no [state] section: there are no legacy stores")?;
+            anyhow::ensure!(
+                !settings.legacy.is_empty(),
+                "the config's [state.legacy] names no product"
+            );
+            anyhow::ensure!(since >= 0, "--since is a time in ms since the epoch");
+            let directory = directory_of(&config)?;
+            let legacy =
+                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+            let mut options = portcullis::jobs::import::export::ExportOptions::new(out);
+            options.max_file_bytes = max_file_kb.saturating_mul(1024);
+            options.since_ms = since;
+            options.page = page;
+            // The flags the pipeline's rules read, if it renames them.
+            for rule in &config.rules {
+                if let Some(flag) = rule.config.get("bulk_flag") {
+                    options.bulk_flag = flag.clone();
+                }
+                if let Some(flag) = rule.config.get("reset_flag") {
+                    options.reset_flag = flag.clone();
+                }
+            }
+            let total: u64 = settings
+                .legacy
+                .keys()
+                .map(|p| legacy.count_accounts(p, since))
+                .sum::<Result<u64, _>>()?;
+            let bar = indicatif::ProgressBar::new(total).with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} accounts, {per_sec}, ETA {eta} {msg}",
+                )?,
+            );
+            let summary = portcullis::jobs::import::export::run(
+                &legacy,
+                directory.as_ref(),
+                &options,
+                |p| {
+                    bar.set_position(p.accounts_read);
+                    bar.set_message(format!(
+                        "{} users in {} files, {} problems",
+                        p.report.users_exported,
+                        p.report.files.len(),
+                        p.report.problems.len()
+                    ));
+                },
+            )?;
+            bar.finish_and_clear();
+            let json = serde_json::to_string_pretty(&summary)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{json}");
+            Ok(())
+        }
+    }
 }
 
 fn mfa(command: MfaCommand) -> Result<()> {

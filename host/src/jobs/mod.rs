@@ -2,6 +2,7 @@
 //! numbers under a new key, and seeding the demo stores.
 
 pub mod backfill;
+pub mod import;
 pub mod keys;
 pub mod outbox;
 pub mod seed;

@@ -18,7 +18,7 @@ use super::{StoreError, check_stored_password, normalize_email, sqlite_path};
 use crate::services::{LegacyAccount, LegacyStores, ServiceError};
 
 /// Where one product's accounts live.
-enum ProductStore {
+pub(super) enum ProductStore {
     Sqlite(PathBuf),
     Postgres(r2d2::Pool<PostgresConnectionManager<NoTls>>),
     Mysql(mysql::Pool),
@@ -27,10 +27,10 @@ enum ProductStore {
 /// The legacy stores of a migration, one per product, on whichever backend each URL
 /// names (`sqlite://`, `postgres://`, `mysql://`).
 pub struct LegacyProducts {
-    products: BTreeMap<String, ProductStore>,
+    pub(super) products: BTreeMap<String, ProductStore>,
 }
 
-fn table(product: &str) -> Result<String, StoreError> {
+pub(super) fn table(product: &str) -> Result<String, StoreError> {
     if product.is_empty()
         || product.len() > 40
         || !product
@@ -106,11 +106,12 @@ impl LegacyProducts {
                 "DROP TABLE IF EXISTS {table};
                  CREATE TABLE {table} (legacy_id TEXT PRIMARY KEY, email TEXT NOT NULL,
                      email_norm TEXT NOT NULL, email_verified BOOLEAN NOT NULL, password_hash TEXT,
-                     created_at_ms BIGINT NOT NULL, profile TEXT NOT NULL);
+                     created_at_ms BIGINT NOT NULL, profile TEXT NOT NULL, unified_id TEXT);
                  CREATE INDEX {table}_email ON {table}(email_norm);"
             ))?;
             let insert = tx.prepare(&format!(
-                "INSERT INTO {table} VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                "INSERT INTO {table} (legacy_id, email, email_norm, email_verified, password_hash,
+                     created_at_ms, profile) VALUES ($1, $2, $3, $4, $5, $6, $7)"
             ))?;
             for row in rows {
                 tx.execute(
@@ -138,7 +139,8 @@ impl LegacyProducts {
             conn.query_drop(format!(
                 "CREATE TABLE {table} (legacy_id VARCHAR(191) PRIMARY KEY, email VARCHAR(320) NOT NULL,
                      email_norm VARCHAR(320) NOT NULL, email_verified BOOLEAN NOT NULL, password_hash TEXT,
-                     created_at_ms BIGINT NOT NULL, profile TEXT NOT NULL, INDEX (email_norm))
+                     created_at_ms BIGINT NOT NULL, profile TEXT NOT NULL, unified_id VARCHAR(191),
+                     INDEX (email_norm))
                  CHARACTER SET utf8mb4"
             ))
             .map_err(mysql)?;
@@ -146,7 +148,10 @@ impl LegacyProducts {
                 .start_transaction(mysql::TxOpts::default())
                 .map_err(mysql)?;
             tx.exec_batch(
-                format!("INSERT INTO {table} VALUES (?, ?, ?, ?, ?, ?, ?)"),
+                format!(
+                    "INSERT INTO {table} (legacy_id, email, email_norm, email_verified,
+                         password_hash, created_at_ms, profile) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                ),
                 rows.iter().map(|row| {
                     (
                         row.legacy_id,

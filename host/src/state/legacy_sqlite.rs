@@ -20,7 +20,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     email_verified INTEGER NOT NULL,
     password_hash TEXT,
     created_at_ms INTEGER NOT NULL,
-    profile TEXT NOT NULL
+    profile TEXT NOT NULL,
+    -- The directory user's id, once `portcullis import backfill-ids` wrote it.
+    unified_id TEXT
 );
 CREATE INDEX IF NOT EXISTS accounts_email ON accounts(email_norm);
 ";
@@ -71,7 +73,8 @@ impl SqliteLegacyStores {
         let tx = conn.transaction()?;
         for row in rows {
             tx.execute(
-                "INSERT INTO accounts VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO accounts (legacy_id, email, email_norm, email_verified, password_hash,
+                     created_at_ms, profile) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     row.legacy_id,
                     row.email,

@@ -4,6 +4,7 @@
 mod apply;
 pub mod backfill;
 pub mod factors;
+pub mod legacy_export;
 mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;

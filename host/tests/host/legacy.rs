@@ -7,7 +7,7 @@ use crate::common::{Result, login_files, migration_config, runtime};
 
 /// A fresh MySQL/MariaDB database for one test, when `PORTCULLIS_TEST_MYSQL` names
 /// the server (`mysql://root@127.0.0.1:3306/test`).
-fn fresh_mysql(name: &str) -> Option<String> {
+pub(crate) fn fresh_mysql(name: &str) -> Option<String> {
     use mysql::prelude::Queryable;
     let base = std::env::var("PORTCULLIS_TEST_MYSQL").ok()?;
     let database = format!("pc_{name}_{}", std::process::id());
@@ -47,7 +47,10 @@ fn scrub(value: &mut serde_json::Value) {
 }
 
 /// The migration fixture in a new directory, with these legacy store URLs.
-fn config_with_legacy(dir: &std::path::Path, urls: &[(&str, &str)]) -> std::path::PathBuf {
+pub(crate) fn config_with_legacy(
+    dir: &std::path::Path,
+    urls: &[(&str, &str)],
+) -> std::path::PathBuf {
     let path = migration_config(dir, "pipeline.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
     for (product, url) in urls {

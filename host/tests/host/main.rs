@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod faults;
 mod hardening;
+mod import;
 mod legacy;
 mod load;
 mod memory;
