@@ -437,6 +437,59 @@ pub struct ServerSettings {
     pub idle_timeout_ms: u64,
     /// Requests served on one connection before it is closed.
     pub max_requests_per_connection: u64,
+    /// The Auth0-compatible bulk user-import API (`/api/v2/jobs/…`) on the directory.
+    /// Unset: those endpoints answer 404.
+    pub import_api: Option<ImportApiSettings>,
+}
+
+/// `[server.import_api]`: Auth0's users-imports endpoints with Auth0's limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportApiSettings {
+    /// The API token (bearer), from an environment variable or a file.
+    pub token_env: Option<String>,
+    pub token_file: Option<PathBuf>,
+    /// The one connection users are imported into.
+    #[serde(default = "default_import_connection")]
+    pub connection_id: String,
+    /// Largest users file (Auth0: 500 KB).
+    #[serde(default = "default_import_file_kb")]
+    pub max_file_kb: usize,
+    /// Jobs pending or processing at once (Auth0: 2); one more is a 429.
+    #[serde(default = "default_import_jobs")]
+    pub max_concurrent_jobs: usize,
+    /// Requests per minute to these endpoints, a burst of that many at most; over it,
+    /// 429 with `x-ratelimit-*` headers.
+    #[serde(default = "default_import_rate")]
+    pub requests_per_minute: u32,
+    /// How long a job and its errors are kept after it was created (Auth0: 24 h).
+    #[serde(default = "default_import_retention")]
+    pub job_retention_seconds: u64,
+    /// A job still running after this stops and is `expired` (Auth0: 2 h).
+    #[serde(default = "default_import_job_seconds")]
+    pub max_job_seconds: u64,
+    /// Users imported per second per job (0: as fast as the directory takes them).
+    #[serde(default)]
+    pub users_per_second: u32,
+}
+
+fn default_import_connection() -> String {
+    "con_portcullis".into()
+}
+fn default_import_file_kb() -> usize {
+    500
+}
+fn default_import_jobs() -> usize {
+    2
+}
+fn default_import_rate() -> u32 {
+    120
+}
+fn default_import_retention() -> u64 {
+    24 * 3600
+}
+fn default_import_job_seconds() -> u64 {
+    2 * 3600
 }
 
 /// One gateway allowed to send logins: its bearer token comes from an environment
@@ -466,12 +519,16 @@ impl Default for ServerSettings {
             request_timeout_ms: 30_000,
             idle_timeout_ms: 30_000,
             max_requests_per_connection: 10_000,
+            import_api: None,
         }
     }
 }
 
 impl ServerSettings {
     fn with_token_files_from(mut self, base: &Path) -> Self {
+        if let Some(api) = &mut self.import_api {
+            api.token_file = api.token_file.take().map(|f| base.join(f));
+        }
         for caller in &mut self.callers {
             caller.token_file = caller.token_file.take().map(|f| base.join(f));
         }

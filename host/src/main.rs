@@ -250,6 +250,49 @@ enum ImportCommand {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Submit an export's files to an Auth0-compatible users-imports API (`serve`'s,
+    /// or a tenant's), two jobs at a time, following each to its end. Resumable: each
+    /// file's state is kept in the directory. The API token is read from
+    /// PORTCULLIS_IMPORT_TOKEN or --token-file.
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+        /// The export's directory (with its manifest.json).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The API's base URL, e.g. http://127.0.0.1:8080 or https://TENANT.auth0.com.
+        #[arg(long)]
+        target: String,
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        #[arg(long, default_value = "con_portcullis")]
+        connection_id: String,
+        /// Merge into users that exist instead of reporting them as duplicates.
+        #[arg(long)]
+        upsert: bool,
+        /// Jobs at once (Auth0 allows 2).
+        #[arg(long, default_value_t = 2)]
+        max_jobs: usize,
+        /// Submissions per file before it is given up.
+        #[arg(long, default_value_t = 3)]
+        max_attempts: u32,
+        /// First wait between polls, in ms (it doubles up to 10 s while nothing changes).
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+        /// Wait before a failed file is submitted again, in ms (times its attempts).
+        #[arg(long, default_value_t = 60_000)]
+        retry_after_ms: u64,
+        /// List the files that would be submitted; no call, no write.
+        #[arg(long)]
+        dry_run: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Fault injection (tests): exit after this many accepted submissions, before
+        /// their job ids are written.
+        #[arg(long, hide = true)]
+        abort_after_submissions: Option<u32>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1041,6 +1084,75 @@ fn import(command: ImportCommand) -> Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             println!("{json}");
+            Ok(())
+        }
+        ImportCommand::Run {
+            config,
+            dir,
+            target,
+            token_file,
+            connection_id,
+            upsert,
+            max_jobs,
+            max_attempts,
+            poll_ms,
+            retry_after_ms,
+            dry_run,
+            report,
+            abort_after_submissions,
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let state = directory_of(&config)?;
+            let token = portcullis::config::secret_from(
+                "the import API token",
+                token_file.is_none().then_some("PORTCULLIS_IMPORT_TOKEN"),
+                token_file.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                target.starts_with("http://") || target.starts_with("https://"),
+                "--target is an http(s) URL"
+            );
+            let options = portcullis::jobs::import::run::RunOptions {
+                dir,
+                target,
+                token,
+                connection_id,
+                upsert,
+                max_jobs,
+                max_attempts,
+                poll: std::time::Duration::from_millis(poll_ms.max(10)),
+                max_poll: std::time::Duration::from_secs(10),
+                retry_after: std::time::Duration::from_millis(retry_after_ms),
+                dry_run,
+                abort_after_submissions,
+                now_ms: || portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock),
+            };
+            let bar =
+                indicatif::ProgressBar::new(0).with_style(indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} files, {msg} [{elapsed}]",
+                )?);
+            let summary = portcullis::jobs::import::run::run(state.as_ref(), &options, |p| {
+                bar.set_length(p.files as u64);
+                bar.set_position(p.files_done as u64);
+                bar.set_message(format!(
+                    "{} users imported, {} refused",
+                    p.inserted, p.errors
+                ));
+            });
+            bar.finish_and_clear();
+            let summary = summary?;
+            let json = serde_json::to_string_pretty(&summary)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{json}");
+            anyhow::ensure!(
+                summary.files_failed.is_empty(),
+                "{} file(s) could not be imported (see files_failed)",
+                summary.files_failed.len()
+            );
             Ok(())
         }
     }

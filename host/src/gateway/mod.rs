@@ -215,12 +215,24 @@ impl Gateway {
                     .map(|p| crate::state::passwords::hash_argon2id(p.expose_secret()))
             })
             .flatten();
-        self.settle(
+        let verified = verdict.evidence.directory_password_verified;
+        let verdict = self.settle(
             verdict,
             &StoredLogin::from_attempt(&attempt),
             &attempt.new_user_id(),
             password_hash,
-        )
+        )?;
+        // An imported legacy hash becomes argon2id at its first successful sign-in.
+        if verified
+            && verdict.applied.is_some()
+            && matches!(verdict.decision, Decision::Allow)
+            && let (Some(user), Some(password)) = (&attempt.user, &attempt.password)
+            && let Err(e) = self.state.upgrade_password(&user.id, password)
+        {
+            // The login stands; the upgrade is tried again at the next one.
+            tracing::warn!(user = %user.id, "upgrading the password hash failed: {e}");
+        }
+        Ok(verdict)
     }
 
     /// Resumes a redirected login with the token it was given and what the redirect

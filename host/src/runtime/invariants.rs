@@ -37,6 +37,10 @@ pub struct AccountEvidence {
     /// The login came back through a redirect's continue: its email was proven.
     #[serde(default)]
     pub inbox_proven: bool,
+    /// The directory user's stored hash matched this login's password (the gateway
+    /// then upgrades an imported legacy hash to argon2id).
+    #[serde(default)]
+    pub directory_password_verified: bool,
 }
 
 impl AccountEvidence {

@@ -2,6 +2,7 @@
 //! over HTTP, hot reload with rollback, Prometheus metrics, and the outbox dispatcher.
 
 mod callers;
+mod import_api;
 mod listener;
 mod metrics;
 
@@ -55,6 +56,8 @@ pub struct AppState {
     max_body: usize,
     request_timeout: std::time::Duration,
     evaluations: tokio::sync::Semaphore,
+    /// The users-imports API, when `[server.import_api]` is set (a reload keeps it).
+    import_api: Option<Arc<import_api::ImportApi>>,
     /// The semaphore's size: all free means no evaluation is running.
     evaluation_slots: usize,
     pub metrics: Metrics,
@@ -83,6 +86,13 @@ impl AppState {
             None => None,
         };
         let callers = Callers::load(&config.server.callers).map_err(ServeError::Config)?;
+        let import_api = config
+            .server
+            .import_api
+            .as_ref()
+            .map(|settings| import_api::ImportApi::new(settings).map(Arc::new))
+            .transpose()
+            .map_err(ServeError::Config)?;
         let evaluation_slots = config.server.max_concurrent_evaluations.unwrap_or_else(|| {
             4 * std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -98,6 +108,7 @@ impl AppState {
             max_body: config.server.max_body_kb * 1024,
             request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
             evaluations: tokio::sync::Semaphore::new(evaluation_slots),
+            import_api,
             evaluation_slots,
             metrics: Metrics::new(),
         })
@@ -491,6 +502,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/admin/reload", post(admin_reload))
         .route("/admin/rollback", post(admin_rollback))
         .layer(axum::extract::DefaultBodyLimit::max(app.max_body))
+        // Its own body limit: a users file is up to 500 KB.
+        .merge(import_api::routes(
+            app.import_api.as_ref().map(|api| api.max_file_kb()),
+        ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             within_deadline,

@@ -194,3 +194,72 @@ pub(super) fn merged(current: &str, patch: &Value) -> String {
     json_patch::merge(&mut document, patch);
     document.to_string()
 }
+
+/// One user of a bulk import, as the import API validated it.
+#[derive(Debug, Clone)]
+pub struct ImportRecord {
+    /// The id the user gets if inserted.
+    pub id: String,
+    pub email: String,
+    pub email_verified: bool,
+    pub app_metadata: Value,
+    pub user_metadata: Value,
+    /// A hash the directory verifies (a legacy format or argon2id); `None`: no
+    /// password sign-in until a reset.
+    pub password_hash: Option<String>,
+    /// (product, legacy id) of the accounts the user had.
+    pub legacy_accounts: Vec<(String, String)>,
+    /// Merge into a user that holds the email instead of failing.
+    pub upsert: bool,
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    Inserted(String),
+    /// Merged into the existing user (`upsert`).
+    Updated(String),
+    /// A user holds the email already (lazy migration got there first), and the job
+    /// does not upsert: nothing written.
+    Duplicate(String),
+}
+
+/// Imports one user inside the backend's transaction: inserted, merged, or refused as
+/// a duplicate. A legacy account linked to another user fails the whole record (the
+/// backend rolls it back).
+pub(super) fn import_user(
+    writer: &mut impl EffectWriter,
+    record: &ImportRecord,
+) -> Result<ImportOutcome, StoreError> {
+    let (id, created) = writer.create_user(&NewUser {
+        id: &record.id,
+        email: &record.email,
+        email_norm: super::normalize_email(&record.email),
+        email_verified: record.email_verified,
+        app_metadata: record.app_metadata.to_string(),
+        user_metadata: record.user_metadata.to_string(),
+        password_hash: record.password_hash.as_deref(),
+        created_at_ms: super::sql_time(record.time_ms),
+    })?;
+    if !created {
+        if !record.upsert {
+            return Ok(ImportOutcome::Duplicate(id));
+        }
+        // Auth0's upsert: metadata merged; the password and the email stay.
+        writer.patch_metadata(&id, Metadata::App, &record.app_metadata)?;
+        writer.patch_metadata(&id, Metadata::User, &record.user_metadata)?;
+    }
+    for (product, legacy_id) in &record.legacy_accounts {
+        writer.insert_link(product, legacy_id, &id)?;
+        if writer.link_owner(product, legacy_id)?.as_deref() != Some(id.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "{product} account {legacy_id} is already linked to another user"
+            )));
+        }
+    }
+    Ok(if created {
+        ImportOutcome::Inserted(id)
+    } else {
+        ImportOutcome::Updated(id)
+    })
+}

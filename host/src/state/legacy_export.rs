@@ -126,14 +126,15 @@ impl LegacyProducts {
             }
             ProductStore::Postgres(pool) => {
                 let mut conn = pool.get()?;
+                // The table as the queries name it: the first on the search path.
                 let found = conn
-                    .query_opt(
-                        "SELECT 1 FROM information_schema.columns
-                         WHERE table_name = $1 AND column_name = 'unified_id'",
+                    .query(
+                        "SELECT 1 FROM information_schema.columns WHERE table_name = $1
+                         AND column_name = 'unified_id' AND table_schema = current_schema()",
                         &[&table(product)?],
                     )
                     .map_err(|e| down(e.to_string()))?;
-                Ok(found.is_some())
+                Ok(!found.is_empty())
             }
             ProductStore::Mysql(pool) => {
                 let mut conn = pool.get_conn().map_err(|e| down(e.to_string()))?;

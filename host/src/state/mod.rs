@@ -2,8 +2,10 @@
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
 mod apply;
+pub use apply::{ImportOutcome, ImportRecord};
 pub mod backfill;
 pub mod factors;
+pub mod import_files;
 pub mod legacy_export;
 mod legacy_sql;
 pub mod legacy_sqlite;
@@ -22,6 +24,7 @@ pub use sqlite::SqliteState;
 use crate::gateway::login::{DirectoryUser, LoginAttempt};
 use crate::runtime::verdict::Effect;
 use crate::services::Directory;
+use secrecy::SecretString;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -165,6 +168,26 @@ pub trait StateStore: Directory {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
+    /// Records an import's files (sha256, name, users) as pending unless known.
+    fn import_files_register(
+        &self,
+        files: &[(String, String, u64)],
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Every import file's state, by name.
+    fn import_files(&self) -> Result<Vec<import_files::ImportFileState>, StoreError>;
+    /// Writes one file's state (by its sha256).
+    fn import_file_update(
+        &self,
+        file: &import_files::ImportFileState,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+    /// Imports one user of a bulk import in one transaction (see `apply::import_user`).
+    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError>;
+    /// Re-hashes a user's password with argon2id if the stored hash is another format
+    /// (an imported legacy hash) and `password` matches it; true when upgraded. Only
+    /// the hash that was read is replaced (a concurrent change wins).
+    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError>;
     /// Writes logins' bookkeeping in one transaction (see `login_stats`): each
     /// transaction id is recorded as applied once, and only then counted on its
     /// user. Returns how many were counted.
@@ -387,4 +410,18 @@ pub(crate) fn stored_count(n: i64) -> u32 {
 /// Lower-cased, trimmed: how emails are compared everywhere.
 pub fn normalize_email(email: &str) -> String {
     email.trim().to_lowercase()
+}
+
+/// The argon2id hash replacing `stored` for `password`, if `stored` is another format
+/// that `password` matches (the upgrade of an imported legacy hash).
+pub(crate) fn upgraded_hash(stored: Option<&str>, password: &SecretString) -> Option<String> {
+    use secrecy::ExposeSecret;
+    let stored = stored?;
+    if stored.starts_with("$argon2id$") {
+        return None;
+    }
+    passwords::verify(stored, password.expose_secret())
+        .ok()
+        .filter(|ok| *ok)
+        .map(|_| passwords::hash_argon2id(password.expose_secret()))
 }

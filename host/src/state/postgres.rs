@@ -9,7 +9,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::apply::{
+    EffectWriter, ImportOutcome, ImportRecord, Metadata, NewUser, apply_effects, import_user,
+    merged,
+};
 use super::backfill;
 use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
@@ -176,6 +179,7 @@ impl PostgresState {
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         tx.batch_execute(SCHEMA)?;
+        tx.batch_execute(super::import_files::SCHEMA)?;
         tx.commit()?;
         Ok(Self { pool })
     }
@@ -441,6 +445,93 @@ impl StateStore for PostgresState {
         let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
         tx.commit()?;
         Ok(report)
+    }
+
+    fn import_files_register(
+        &self,
+        files: &[(String, String, u64)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let insert = tx.prepare(super::import_files::REGISTER)?;
+        for (sha, name, users) in files {
+            tx.execute(&insert, &[sha, name, &(*users as i64), &sql_time(now_ms)])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn import_files(&self) -> Result<Vec<super::import_files::ImportFileState>, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query(super::import_files::LIST, &[])?
+            .iter()
+            .map(|r| {
+                super::import_files::from_row((
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    i64::from(r.get::<_, i32>(5)),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                    r.get(10),
+                    r.get(11),
+                ))
+            })
+            .collect())
+    }
+
+    fn import_file_update(
+        &self,
+        f: &super::import_files::ImportFileState,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.pool.get()?.execute(
+            super::import_files::UPDATE,
+            &[
+                &f.sha256,
+                &f.status.name(),
+                &f.job_id,
+                &(f.attempts.min(i32::MAX as u32) as i32),
+                &(f.inserted as i64),
+                &(f.updated as i64),
+                &(f.failed as i64),
+                &(f.duplicates as i64),
+                &f.last_error,
+                &sql_time(f.retry_at_ms),
+                &sql_time(now_ms),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let outcome = import_user(&mut PostgresWriter { tx: &mut tx }, record)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError> {
+        let stored: Option<String> = self
+            .pool
+            .get()?
+            .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user_id])?
+            .and_then(|row| row.get(0));
+        let Some(new) = super::upgraded_hash(stored.as_deref(), password) else {
+            return Ok(false);
+        };
+        Ok(self.pool.get()?.execute(
+            "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
+            &[&user_id, &stored, &new],
+        )? == 1)
     }
 
     fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {

@@ -8,7 +8,10 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::apply::{EffectWriter, Metadata, NewUser, apply_effects, merged};
+use super::apply::{
+    EffectWriter, ImportOutcome, ImportRecord, Metadata, NewUser, apply_effects, import_user,
+    merged,
+};
 use super::backfill;
 use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
 use super::login_stats::LoginMark;
@@ -170,6 +173,7 @@ impl SqliteState {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(super::import_files::SCHEMA)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -484,6 +488,101 @@ impl StateStore for SqliteState {
         let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
         tx.commit()?;
         Ok(report)
+    }
+
+    fn import_files_register(
+        &self,
+        files: &[(String, String, u64)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        use super::import_files::REGISTER;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare(&REGISTER.replace('$', "?"))?;
+            for (sha, name, users) in files {
+                insert.execute(params![sha, name, *users as i64, sql_time(now_ms)])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn import_files(&self) -> Result<Vec<super::import_files::ImportFileState>, StoreError> {
+        use super::import_files::{LIST, from_row};
+        let conn = self.lock();
+        let mut statement = conn.prepare(LIST)?;
+        let rows = statement
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                    r.get(10)?,
+                    r.get(11)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows.into_iter().map(from_row).collect())
+    }
+
+    fn import_file_update(
+        &self,
+        f: &super::import_files::ImportFileState,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.lock().execute(
+            &super::import_files::UPDATE.replace('$', "?"),
+            params![
+                f.sha256,
+                f.status.name(),
+                f.job_id,
+                i64::from(f.attempts),
+                f.inserted as i64,
+                f.updated as i64,
+                f.failed as i64,
+                f.duplicates as i64,
+                f.last_error,
+                sql_time(f.retry_at_ms),
+                sql_time(now_ms)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let outcome = import_user(&mut SqliteWriter { tx: &tx }, record)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError> {
+        let stored: Option<Option<String>> = self
+            .lock()
+            .query_row(
+                "SELECT password_hash FROM users WHERE id = ?1",
+                [user_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let stored = stored.flatten();
+        // Hashed outside the lock: argon2id takes milliseconds.
+        let Some(new) = super::upgraded_hash(stored.as_deref(), password) else {
+            return Ok(false);
+        };
+        Ok(self.lock().execute(
+            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
+            params![user_id, stored, new],
+        )? == 1)
     }
 
     fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {

@@ -382,3 +382,567 @@ fn the_same_people_on_postgres_and_mariadb_export_as_from_sqlite() -> Result {
     assert_eq!(from_sqlite, from_servers);
     Ok(())
 }
+
+const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
+const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
+
+/// `portcullis serve` as a process with the import API on, stopped on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    client: reqwest::blocking::Client,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(dir: &Path, config: &Path, import_api: &str) -> Serve {
+        std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
+        let text = std::fs::read_to_string(config).unwrap();
+        let with_api =
+            format!("{text}\n[server.import_api]\ntoken_file = \"import-token\"\n{import_api}\n");
+        let served = dir.join("serve.toml");
+        std::fs::write(&served, with_api).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&served)
+            .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("serve said {line:?}"))
+            .to_owned();
+        Serve {
+            child,
+            url: format!("http://{addr}"),
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+
+    fn submit(
+        &self,
+        users: Vec<u8>,
+        external_id: &str,
+        upsert: bool,
+    ) -> reqwest::blocking::Response {
+        let form = reqwest::blocking::multipart::Form::new()
+            .part(
+                "users",
+                reqwest::blocking::multipart::Part::bytes(users).file_name("users.json"),
+            )
+            .text("connection_id", "con_portcullis")
+            .text("external_id", external_id.to_owned())
+            .text("upsert", upsert.to_string());
+        self.client
+            .post(format!("{}/api/v2/jobs/users-imports", self.url))
+            .bearer_auth(IMPORT_TOKEN)
+            .multipart(form)
+            .send()
+            .unwrap()
+    }
+
+    fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(IMPORT_TOKEN)
+            .send()
+            .unwrap()
+    }
+
+    /// Polls a job until it is no longer pending or processing.
+    fn finished(&self, id: &str) -> Value {
+        for _ in 0..600 {
+            let job: Value = self.get(&format!("/api/v2/jobs/{id}")).json().unwrap();
+            if !matches!(job["status"].as_str(), Some("pending" | "processing")) {
+                return job;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("job {id} did not finish");
+    }
+
+    fn login(&self, email: &str, password: &str, tx: &str) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.client
+            .post(format!("{}/v1/login", self.url))
+            .bearer_auth(GATEWAY)
+            .json(&serde_json::json!({
+                "transaction_id": tx, "time_ms": now, "connection": "db",
+                "client_id": "paste-web", "email": email, "password": password,
+                "request": {"ip": "192.0.2.1", "user_agent": "test"},
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+}
+
+fn stored_hash(dir: &Path, email: &str) -> Option<String> {
+    rusqlite::Connection::open(dir.join("directory.db"))
+        .unwrap()
+        .query_row(
+            "SELECT password_hash FROM users WHERE email_norm = ?1",
+            [email.to_lowercase()],
+            |r| r.get(0),
+        )
+        .unwrap()
+}
+
+#[test]
+fn imported_users_sign_in_with_their_legacy_password_which_then_becomes_argon2id() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    seed_stores(&PipelineConfig::load(&config)?, dir.path(), 200, 120)?;
+    let out = dir.path().join("export");
+    let report = export(&config, &out, &["--max-file-kb", "40"])?;
+    let serve = Serve::start(dir.path(), &config, "");
+    let (mut inserted, mut failed) = (0, 0);
+    for file in report["files"].as_array().unwrap() {
+        let bytes = std::fs::read(out.join(file["name"].as_str().unwrap()))?;
+        let response = serve.submit(bytes, file["sha256"].as_str().unwrap(), false);
+        assert_eq!(response.status(), 201);
+        let job: Value = response.json()?;
+        assert_eq!(job["external_id"], file["sha256"]);
+        let done = serve.finished(job["id"].as_str().unwrap());
+        assert_eq!(done["status"], "completed", "{done}");
+        inserted += done["summary"]["inserted"].as_u64().unwrap();
+        failed += done["summary"]["failed"].as_u64().unwrap();
+    }
+    assert_eq!(inserted, report["users_exported"].as_u64().unwrap());
+    assert_eq!(failed, 0);
+
+    // Imported with one product's hash: the password they know, checked host-side,
+    // then stored as argon2id. With several products: a reset first.
+    let users = exported_users(&out, 500 * 1024)?;
+    let (mut upgraded, mut reset) = (0, 0);
+    for (n, file) in login_files(dir.path()).iter().enumerate() {
+        let login: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+        let email = login["email"].as_str().unwrap().to_lowercase();
+        let (Some(user), Some(password)) = (users.get(&email), login["password"].as_str()) else {
+            continue;
+        };
+        let custom = &user["custom_password_hash"];
+        let forced = user["app_metadata"]["forcePasswordReset"] == true;
+        if !forced && !auth0_verifies(custom, password) {
+            continue;
+        }
+        let before = stored_hash(dir.path(), &email);
+        let verdict = serve.login(&email, password, &format!("tx-import-{n}"));
+        if forced {
+            assert_eq!(verdict["decision"]["type"], "challenge", "{verdict}");
+            reset += 1;
+            continue;
+        }
+        assert_eq!(verdict["decision"]["type"], "allow", "{email}: {verdict}");
+        let after = stored_hash(dir.path(), &email).unwrap();
+        assert!(
+            after.starts_with("$argon2id$"),
+            "{email} still has {after:.12}"
+        );
+        // A product that used argon2id already keeps its hash.
+        if before.as_deref().unwrap().starts_with("$argon2id$") {
+            assert_eq!(before.as_deref(), Some(after.as_str()));
+        } else {
+            upgraded += 1;
+        }
+        // The upgraded hash still takes the password, and only it.
+        let again = serve.login(&email, password, &format!("tx-again-{n}"));
+        assert_eq!(again["decision"]["type"], "allow");
+        let wrong = serve.login(&email, &format!("{password}-no"), &format!("tx-wrong-{n}"));
+        assert_eq!(wrong["decision"]["type"], "deny");
+    }
+    assert!(
+        upgraded >= 5 && reset >= 1,
+        "{upgraded} upgraded, {reset} reset"
+    );
+    Ok(())
+}
+
+fn user(email: &str) -> Value {
+    let hash = portcullis::passwords::legacy_formats::salted_sha1("pw", "salt");
+    serde_json::json!({
+        "email": email,
+        "email_verified": true,
+        "custom_password_hash": portcullis::jobs::import::export::custom_password_hash(&hash).unwrap(),
+        "app_metadata": {"bulkImported": true},
+    })
+}
+
+#[test]
+fn the_import_api_keeps_auth0s_limits_and_fails_records_alone() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    seed_stores(&PipelineConfig::load(&config)?, dir.path(), 60, 0)?;
+    let serve = Serve::start(
+        dir.path(),
+        &config,
+        "users_per_second = 10\nmax_file_kb = 8",
+    );
+    let slow: Vec<Value> = (0..30)
+        .map(|n| user(&format!("slow{n}@example.org")))
+        .collect();
+    let slow = serde_json::to_vec(&slow)?;
+
+    // Two jobs at once, not three.
+    let first: Value = serve.submit(slow.clone(), "a", false).json()?;
+    assert_eq!(first["status"], "pending");
+    assert_eq!(serve.submit(slow.clone(), "b", false).status(), 201);
+    let third = serve.submit(slow.clone(), "c", false);
+    assert_eq!(third.status(), 429);
+    assert!(third.text()?.contains("2 active import users jobs"));
+    let running: Value = serve
+        .get(&format!("/api/v2/jobs/{}", first["id"].as_str().unwrap()))
+        .json()?;
+    assert!(
+        matches!(running["status"].as_str(), Some("pending" | "processing")),
+        "{running}"
+    );
+
+    // A file over the limit, no token, a wrong token, an unknown job.
+    let big = serde_json::to_vec(&vec![user("big@example.org"); 60])?;
+    assert!(big.len() > 8 * 1024);
+    assert_eq!(serve.submit(big, "big", false).status(), 413);
+    let anonymous = serve
+        .client
+        .get(format!("{}/api/v2/jobs/job_x", serve.url))
+        .send()?;
+    assert_eq!(anonymous.status(), 401);
+    let wrong = serve
+        .client
+        .get(format!("{}/api/v2/jobs/job_x", serve.url))
+        .bearer_auth("test-import-api-token-0123456789abcdeX")
+        .send()?;
+    assert_eq!(wrong.status(), 401);
+    let unknown = serve.get("/api/v2/jobs/job_nope");
+    assert_eq!(unknown.status(), 404);
+    assert!(unknown.headers().contains_key("x-ratelimit-limit"));
+
+    // Lazy migration got to one user first: DUPLICATED_USER, never a second user;
+    // bad records fail alone, and their hashes are not shown.
+    let existing: String = rusqlite::Connection::open(dir.path().join("directory.db"))?.query_row(
+        "SELECT email FROM users LIMIT 1",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut reserved = user("reserved@example.org");
+    reserved["app_metadata"]["email"] = serde_json::json!("x");
+    let mixed = serde_json::to_vec(&serde_json::json!([
+        user("fresh@example.org"),
+        user(&existing),
+        user("not-an-address"),
+        reserved,
+    ]))?;
+    serve.finished(first["id"].as_str().unwrap());
+    let found: Vec<Value> = serve.get("/api/v2/jobs?external_id=b").json()?;
+    assert_eq!(found.len(), 1, "the job is found by its external id");
+    serve.finished(found[0]["id"].as_str().unwrap());
+    let job: Value = serve.submit(mixed.clone(), "mixed", false).json()?;
+    let done = serve.finished(job["id"].as_str().unwrap());
+    assert_eq!(done["status"], "completed");
+    assert_eq!(
+        done["summary"],
+        serde_json::json!({"failed": 3, "updated": 0, "inserted": 1, "total": 4})
+    );
+    let errors: Vec<Value> = serve
+        .get(&format!(
+            "/api/v2/jobs/{}/errors",
+            job["id"].as_str().unwrap()
+        ))
+        .json()?;
+    let codes: BTreeSet<&str> = errors
+        .iter()
+        .flat_map(|e| e["errors"].as_array().unwrap())
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        codes,
+        BTreeSet::from(["DUPLICATED_USER", "FORMAT", "NOT_PASSED"])
+    );
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["user"]["custom_password_hash"] == "[redacted]")
+    );
+    let users: i64 = rusqlite::Connection::open(dir.path().join("directory.db"))?.query_row(
+        "SELECT COUNT(*) FROM users WHERE email_norm = ?1",
+        [existing.to_lowercase()],
+        |r| r.get(0),
+    )?;
+    assert_eq!(users, 1);
+
+    // With upsert the records merge into the user that exists.
+    let mut merged = user(&existing);
+    merged["app_metadata"]["imported_wave"] = serde_json::json!(2);
+    let job: Value = serve
+        .submit(serde_json::to_vec(&[merged])?, "upsert", true)
+        .json()?;
+    let done = serve.finished(job["id"].as_str().unwrap());
+    assert_eq!(done["summary"]["updated"], 1, "{done}");
+    let metadata: String = rusqlite::Connection::open(dir.path().join("directory.db"))?.query_row(
+        "SELECT app_metadata FROM users WHERE email_norm = ?1",
+        [existing.to_lowercase()],
+        |r| r.get(0),
+    )?;
+    assert!(metadata.contains("imported_wave"), "{metadata}");
+    let no_errors = serve.get(&format!(
+        "/api/v2/jobs/{}/errors",
+        job["id"].as_str().unwrap()
+    ));
+    assert_eq!(no_errors.status(), 204);
+
+    // A file that is not JSON: the job fails.
+    let job: Value = serve
+        .submit(b"[{\"email\": ".to_vec(), "broken", false)
+        .json()?;
+    let done = serve.finished(job["id"].as_str().unwrap());
+    assert_eq!(done["status"], "failed", "{done}");
+    Ok(())
+}
+
+#[test]
+fn the_import_api_rate_limits_and_forgets_jobs_after_their_retention() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    let serve = Serve::start(
+        dir.path(),
+        &config,
+        "requests_per_minute = 4\njob_retention_seconds = 1",
+    );
+    let job: Value = serve
+        .submit(serde_json::to_vec(&[user("one@example.org")])?, "r", false)
+        .json()?;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..5 {
+        let response = serve.get(&format!("/api/v2/jobs/{id}"));
+        statuses.push(response.status().as_u16());
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let limited = limited.unwrap_or_else(|| panic!("never limited: {statuses:?}"));
+    let header = |name: &str| -> u64 { limited.headers()[name].to_str().unwrap().parse().unwrap() };
+    assert_eq!(header("x-ratelimit-limit"), 4);
+    assert_eq!(header("x-ratelimit-remaining"), 0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    assert!(header("x-ratelimit-reset") > now && header("x-ratelimit-reset") <= now + 16);
+    // One request every 15 s comes back: wait for one, then the job is gone.
+    std::thread::sleep(std::time::Duration::from_secs(16));
+    assert_eq!(serve.get(&format!("/api/v2/jobs/{id}")).status(), 404);
+    Ok(())
+}
+
+/// `portcullis import run` against `serve`; its report, or its stderr on failure.
+fn import_run(config: &Path, dir: &Path, serve: &Serve, extra: &[&str]) -> (bool, Value, String) {
+    std::fs::write(dir.join("run-token"), IMPORT_TOKEN).unwrap();
+    let token = dir.join("run-token");
+    let mut args = vec![
+        "import",
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--dir",
+        dir.to_str().unwrap(),
+        "--target",
+        &serve.url,
+        "--token-file",
+        token.to_str().unwrap(),
+        "--poll-ms",
+        "20",
+        "--retry-after-ms",
+        "100",
+    ];
+    args.extend_from_slice(extra);
+    let output = portcullis(&args);
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    (
+        output.status.success(),
+        report,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_run_resumes_after_a_kill_without_submitting_twice_beside_lazy_migration() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    seed_stores(&PipelineConfig::load(&config)?, dir.path(), 200, 120)?;
+    let out = dir.path().join("export");
+    let exported = export(&config, &out, &["--max-file-kb", "20"])?;
+    let serve = Serve::start(dir.path(), &config, "users_per_second = 400");
+
+    // Lazy migration goes on meanwhile: people sign in before their file is imported.
+    let mut migrated = 0;
+    for (n, file) in login_files(dir.path()).iter().enumerate().take(60) {
+        let login: Value = serde_json::from_str(&std::fs::read_to_string(file)?)?;
+        let (Some(email), Some(password)) = (login["email"].as_str(), login["password"].as_str())
+        else {
+            continue;
+        };
+        let verdict = serve.login(email, password, &format!("tx-lazy-{n}"));
+        migrated += usize::from(verdict["applied"]["created_user"] == true);
+    }
+    assert!(migrated >= 5, "{migrated} migrated lazily");
+
+    // Killed right after the target took the first file, before its job id was written.
+    let (ok, _, stderr) = import_run(&config, &out, &serve, &["--abort-after-submissions", "1"]);
+    assert!(!ok && stderr.contains("fault injection"), "{stderr}");
+    let (ok, report, stderr) = import_run(&config, &out, &serve, &[]);
+    assert!(ok, "{stderr}");
+    assert_eq!(report["jobs_found_again"], 1, "{report}");
+    assert_eq!(
+        report["files_completed"],
+        exported["files"].as_array().unwrap().len()
+    );
+    assert_eq!(report["files_failed"], serde_json::json!([]));
+    let first = &exported["files"][0]["sha256"];
+    let jobs: Vec<Value> = serve
+        .get(&format!(
+            "/api/v2/jobs?external_id={}",
+            first.as_str().unwrap()
+        ))
+        .json()?;
+    assert_eq!(jobs.len(), 1, "the first file was submitted once: {jobs:?}");
+    // Those lazy migration took are duplicates, reconciled; everyone else inserted.
+    let users = exported["users_exported"].as_u64().unwrap();
+    assert_eq!(
+        report["inserted"].as_u64().unwrap() + report["duplicates"].as_u64().unwrap(),
+        users
+    );
+    assert!(
+        report["duplicates"].as_u64().unwrap() >= migrated as u64,
+        "{report}"
+    );
+    assert_eq!(report["failed_users"], serde_json::json!({}));
+    // One directory user per legacy person, no more.
+    let people = legacy_accounts(dir.path()).len() as i64;
+    let directory: i64 = rusqlite::Connection::open(dir.path().join("directory.db"))?.query_row(
+        "SELECT COUNT(*) FROM users",
+        [],
+        |r| r.get(0),
+    )?;
+    assert_eq!(directory, people);
+    // Errors are kept beside the export (the target forgets them in 24 h).
+    assert!(out.join("results").read_dir()?.count() >= 1);
+
+    // Run again: nothing to submit.
+    let (ok, again, _) = import_run(&config, &out, &serve, &[]);
+    assert!(ok);
+    assert_eq!(again["submissions"], 0, "{again}");
+    Ok(())
+}
+
+/// An export directory made by hand: these files and their manifest.
+fn hand_export(dir: &Path, files: &[(&str, Vec<u8>)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut listed = Vec::new();
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).unwrap();
+        listed.push(serde_json::json!({
+            "name": name, "users": 1, "bytes": bytes.len(),
+            "sha256": hex::encode(sha2::Sha256::digest(bytes)),
+        }));
+    }
+    std::fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_vec(
+            &serde_json::json!({"format": "auth0-users-import", "since_ms": 0, "files": listed}),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn import_run_waits_out_429s_retries_failed_jobs_and_reports_what_it_gave_up() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    let serve = Serve::start(
+        dir.path(),
+        &config,
+        "requests_per_minute = 120\nusers_per_second = 40\nmax_file_kb = 8",
+    );
+    // Another client spent the budget: the run starts in a 429 storm.
+    let mut drained = 0;
+    while serve.get("/api/v2/jobs/job_none").status() != 429 {
+        drained += 1;
+        assert!(drained <= 130, "never rate limited");
+    }
+    let batch = |from: usize| -> Vec<u8> {
+        serde_json::to_vec(
+            &(from..from + 12)
+                .map(|n| user(&format!("p{n}@example.org")))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap()
+    };
+    let export = dir.path().join("export");
+    hand_export(
+        &export,
+        &[
+            ("users-000001.json", batch(0)),
+            ("users-000002.json", batch(100)),
+            ("users-000003.json", b"[{\"email\": ".to_vec()),
+            (
+                "users-000004.json",
+                serde_json::to_vec(&vec![user("big@example.org"); 40])?,
+            ),
+        ],
+    );
+    let (ok, report, stderr) = import_run(&config, &export, &serve, &["--max-attempts", "2"]);
+    assert!(!ok, "two files fail");
+    assert!(
+        stderr.contains("2 file(s) could not be imported"),
+        "{stderr}"
+    );
+    assert!(
+        report["rate_limited"].as_u64().unwrap() >= 1,
+        "a 429 storm was met: {report}"
+    );
+    assert_eq!(report["files_completed"], 2);
+    assert_eq!(report["inserted"], 24);
+    let failed: BTreeMap<String, String> = report["files_failed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().into(),
+                f["reason"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert!(failed["users-000003.json"].contains("failed"), "{failed:?}");
+    assert!(failed["users-000004.json"].contains("413"), "{failed:?}");
+    // The broken file was tried twice (two jobs), the big one once.
+    let jobs: Vec<Value> = serve
+        .get(&format!(
+            "/api/v2/jobs?external_id={}",
+            hex::encode(sha2::Sha256::digest(b"[{\"email\": "))
+        ))
+        .json()?;
+    assert_eq!(jobs.len(), 2);
+    Ok(())
+}

@@ -30,8 +30,12 @@ impl Host for RuleState {
         &mut self,
         user_id: String,
     ) -> wasmtime::Result<Result<bool, wit::CapabilityError>> {
-        self.check_password(call::DIRECTORY_VERIFY_PASSWORD, |state, password| {
+        let answer = self.check_password(call::DIRECTORY_VERIFY_PASSWORD, |state, password| {
             state.services.directory.verify_password(&user_id, password)
-        })
+        })?;
+        if matches!(answer, Ok(true)) {
+            self.evidence.directory_password_verified = true;
+        }
+        Ok(answer)
     }
 }
