@@ -293,6 +293,26 @@ enum ImportCommand {
         #[arg(long, hide = true)]
         abort_after_submissions: Option<u32>,
     },
+    /// Write each directory user's id into every product row linked to them (in
+    /// chunks, throttled; a rerun changes nothing). `--pregenerate`, before the
+    /// migration: ids derived from the email for people in several products.
+    BackfillIds {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        pregenerate: bool,
+        #[arg(long, default_value_t = 1000)]
+        chunk: usize,
+        /// Rows written per second (0: unthrottled).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Add the unified_id column to product tables that lack it.
+        #[arg(long)]
+        add_column: bool,
+        /// Also write the report as JSON to this file.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -1153,6 +1173,60 @@ fn import(command: ImportCommand) -> Result<()> {
                 "{} file(s) could not be imported (see files_failed)",
                 summary.files_failed.len()
             );
+            Ok(())
+        }
+        ImportCommand::BackfillIds {
+            config,
+            pregenerate,
+            chunk,
+            rate,
+            add_column,
+            report,
+        } => {
+            let config = PipelineConfig::load(&config)?;
+            let settings = config
+                .state
+                .as_ref()
+                .context("the config has no [state] section: there are no legacy stores")?;
+            let legacy =
+                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+            let options = portcullis::jobs::import::backfill_ids::IdOptions {
+                chunk,
+                rate_per_second: rate,
+                add_column,
+            };
+            let bar = indicatif::ProgressBar::new_spinner().with_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {pos} rows, {per_sec} {msg} [{elapsed}]",
+                )?,
+            );
+            let show = |r: &portcullis::jobs::import::backfill_ids::IdReport| {
+                bar.set_position(r.rows_seen);
+                bar.set_message(format!(
+                    "written {}, repaired {}, conflicts {}",
+                    r.written,
+                    r.repaired,
+                    r.conflicts.len()
+                ));
+            };
+            let summary = if pregenerate {
+                portcullis::jobs::import::backfill_ids::pregenerate(&legacy, &options, show)?
+            } else {
+                let state = directory_of(&config)?;
+                portcullis::jobs::import::backfill_ids::backfill(
+                    state.as_ref(),
+                    &legacy,
+                    &options,
+                    show,
+                )?
+            };
+            bar.finish_and_clear();
+            let json = serde_json::to_string_pretty(&summary)?;
+            if let Some(path) = report {
+                std::fs::write(&path, &json)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            println!("{json}");
             Ok(())
         }
     }

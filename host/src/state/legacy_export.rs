@@ -67,11 +67,11 @@ fn row(product: &str, r: Raw) -> ExportRow {
     }
 }
 
-fn backend(product: &str) -> impl Fn(String) -> StoreError + '_ {
+pub(super) fn backend(product: &str) -> impl Fn(String) -> StoreError + '_ {
     move |e| StoreError::Backend(format!("{product} store: {e}"))
 }
 
-fn sqlite(path: &std::path::Path, write: bool) -> Result<Connection, StoreError> {
+pub(super) fn sqlite(path: &std::path::Path, write: bool) -> Result<Connection, StoreError> {
     let flags = if write {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {

@@ -12,6 +12,8 @@ use serde_json::Value;
 use super::{StoreError, check_stored_password, normalize_email};
 use crate::services::{LegacyAccount, LegacyStores, ServiceError};
 
+/// `unified_id`: the directory user's id, once `portcullis import backfill-ids` wrote
+/// it (a product that predates it gets it with `--add-column`).
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS accounts (
     legacy_id TEXT PRIMARY KEY,
@@ -21,7 +23,6 @@ CREATE TABLE IF NOT EXISTS accounts (
     password_hash TEXT,
     created_at_ms INTEGER NOT NULL,
     profile TEXT NOT NULL,
-    -- The directory user's id, once `portcullis import backfill-ids` wrote it.
     unified_id TEXT
 );
 CREATE INDEX IF NOT EXISTS accounts_email ON accounts(email_norm);

@@ -7,6 +7,7 @@ pub mod backfill;
 pub mod factors;
 pub mod import_files;
 pub mod legacy_export;
+pub mod legacy_ids;
 mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;
@@ -168,6 +169,14 @@ pub trait StateStore: Directory {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
+    /// Up to `limit` links of directory users to accounts of `product`, by legacy id
+    /// after `after`: (legacy id, user id).
+    fn legacy_links_page(
+        &self,
+        product: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError>;
     /// Records an import's files (sha256, name, users) as pending unless known.
     fn import_files_register(
         &self,

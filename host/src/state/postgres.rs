@@ -447,6 +447,25 @@ impl StateStore for PostgresState {
         Ok(report)
     }
 
+    fn legacy_links_page(
+        &self,
+        product: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .pool
+            .get()?
+            .query(
+                "SELECT provider_user_id, user_id FROM identities
+                 WHERE provider = $1 AND provider_user_id > $2 ORDER BY provider_user_id LIMIT $3",
+                &[&product, &after, &(limit as i64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
     fn import_files_register(
         &self,
         files: &[(String, String, u64)],

@@ -490,6 +490,25 @@ impl StateStore for SqliteState {
         Ok(report)
     }
 
+    fn legacy_links_page(
+        &self,
+        product: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare_cached(
+            "SELECT provider_user_id, user_id FROM identities
+             WHERE provider = ?1 AND provider_user_id > ?2 ORDER BY provider_user_id LIMIT ?3",
+        )?;
+        let rows = statement
+            .query_map(params![product, after, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     fn import_files_register(
         &self,
         files: &[(String, String, u64)],

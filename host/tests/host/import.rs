@@ -380,6 +380,26 @@ fn the_same_people_on_postgres_and_mariadb_export_as_from_sqlite() -> Result {
     let from_servers = shape(mixed_dir.path(), &mixed_config)?;
     assert!(from_sqlite.len() > 200);
     assert_eq!(from_sqlite, from_servers);
+
+    // The unified ids go back into the products alike, and a second run writes none.
+    let counts = |config: &Path| -> Vec<Value> {
+        let mut seen = Vec::new();
+        for extra in [&["--pregenerate"][..], &[], &[]] {
+            let (ok, report, stderr) = backfill_ids(config, extra);
+            assert!(ok, "{stderr}");
+            seen.push(serde_json::json!([
+                report["written"],
+                report["repaired"],
+                report["unchanged"],
+                report["rows_seen"]
+            ]));
+        }
+        seen
+    };
+    let on_sqlite = counts(&sqlite_config);
+    assert!(on_sqlite[0][0].as_u64().unwrap() > 0 && on_sqlite[1][0].as_u64().unwrap() > 0);
+    assert_eq!(on_sqlite[2][0], 0);
+    assert_eq!(on_sqlite, counts(&mixed_config));
     Ok(())
 }
 
@@ -806,6 +826,15 @@ fn import_run_resumes_after_a_kill_without_submitting_twice_beside_lazy_migratio
     }
     assert!(migrated >= 5, "{migrated} migrated lazily");
 
+    // A dry run lists every file and submits none.
+    let (ok, dry, _) = import_run(&config, &out, &serve, &["--dry-run"]);
+    assert!(ok);
+    assert_eq!(
+        dry["files_to_submit"].as_array().unwrap().len(),
+        exported["files"].as_array().unwrap().len()
+    );
+    assert_eq!(dry["submissions"], 0);
+
     // Killed right after the target took the first file, before its job id was written.
     let (ok, _, stderr) = import_run(&config, &out, &serve, &["--abort-after-submissions", "1"]);
     assert!(!ok && stderr.contains("fault injection"), "{stderr}");
@@ -944,5 +973,114 @@ fn import_run_waits_out_429s_retries_failed_jobs_and_reports_what_it_gave_up() -
         ))
         .json()?;
     assert_eq!(jobs.len(), 2);
+    Ok(())
+}
+
+fn backfill_ids(config: &Path, extra: &[&str]) -> (bool, Value, String) {
+    let mut args = vec![
+        "import",
+        "backfill-ids",
+        "--config",
+        config.to_str().unwrap(),
+        "--chunk",
+        "17",
+    ];
+    args.extend_from_slice(extra);
+    let output = portcullis(&args);
+    (
+        output.status.success(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// (product, legacy id) -> unified id, from the products' SQLite files.
+fn unified_ids(dir: &Path, product: &str) -> BTreeMap<String, Option<String>> {
+    let conn = rusqlite::Connection::open(dir.join(format!("legacy-{product}.db"))).unwrap();
+    let mut statement = conn
+        .prepare("SELECT legacy_id, unified_id FROM accounts")
+        .unwrap();
+    statement
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(|row| row.unwrap())
+        .collect()
+}
+
+#[test]
+fn backfill_ids_writes_each_linked_row_once_repairs_pregenerated_ids_and_keeps_conflicts() -> Result
+{
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    seed_stores(&PipelineConfig::load(&config)?, dir.path(), 300, 0)?;
+    // A product whose table predates the column.
+    rusqlite::Connection::open(dir.path().join("legacy-transfer.db"))?
+        .execute_batch("ALTER TABLE accounts DROP COLUMN unified_id")?;
+    let (ok, _, stderr) = backfill_ids(&config, &["--pregenerate"]);
+    assert!(!ok && stderr.contains("--add-column"), "{stderr}");
+
+    // Before the migration: people in several products share an id from their email.
+    let (ok, pre, stderr) = backfill_ids(&config, &["--pregenerate", "--add-column"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(pre["columns_added"], serde_json::json!(["transfer"]));
+    let accounts = legacy_accounts(dir.path());
+    let shared: usize = accounts
+        .values()
+        .filter(|a| a.iter().map(|(p, _)| p).collect::<BTreeSet<_>>().len() > 1)
+        .map(Vec::len)
+        .sum();
+    assert_eq!(pre["written"].as_u64().unwrap() as usize, shared, "{pre}");
+    for (email, held) in &accounts {
+        for (product, legacy_id) in held {
+            let id = unified_ids(dir.path(), product)[legacy_id].clone();
+            let expected = (held.iter().map(|(p, _)| p).collect::<BTreeSet<_>>().len() > 1)
+                .then(|| portcullis::jobs::import::records::user_id_for(email));
+            assert_eq!(id, expected, "{product} {legacy_id}");
+        }
+    }
+
+    // Someone's row holds another person's id: left alone, reported.
+    let directory = rusqlite::Connection::open(dir.path().join("directory.db"))?;
+    let links: Vec<(String, String, String)> = directory
+        .prepare("SELECT provider, provider_user_id, user_id FROM identities")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    assert!(links.len() > 20);
+    let (victim_product, victim_id, _) = &links[0];
+    rusqlite::Connection::open(dir.path().join(format!("legacy-{victim_product}.db")))?.execute(
+        "UPDATE accounts SET unified_id = 'usr_someone_else' WHERE legacy_id = ?1",
+        [victim_id],
+    )?;
+
+    let (ok, first, stderr) = backfill_ids(&config, &["--rate", "2000"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(first["rows_seen"].as_u64().unwrap() as usize, links.len());
+    assert!(
+        first["repaired"].as_u64().unwrap() >= 1,
+        "pre-generated ids superseded: {first}"
+    );
+    assert_eq!(first["conflicts"].as_array().unwrap().len(), 1, "{first}");
+    assert_eq!(first["conflicts"][0]["holds"], "usr_someone_else");
+    for (product, legacy_id, user_id) in &links[1..] {
+        assert_eq!(
+            unified_ids(dir.path(), product)[legacy_id].as_deref(),
+            Some(user_id.as_str()),
+            "{product} {legacy_id}"
+        );
+    }
+    assert_eq!(
+        unified_ids(dir.path(), victim_product)[victim_id].as_deref(),
+        Some("usr_someone_else")
+    );
+
+    // A second run changes nothing.
+    let (ok, second, _) = backfill_ids(&config, &[]);
+    assert!(ok);
+    assert_eq!(second["written"], 0, "{second}");
+    assert_eq!(second["repaired"], 0);
+    assert_eq!(
+        second["unchanged"].as_u64().unwrap() as usize,
+        links.len() - 1
+    );
     Ok(())
 }
