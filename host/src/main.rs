@@ -293,6 +293,12 @@ enum ImportCommand {
         #[arg(long, hide = true)]
         abort_after_submissions: Option<u32>,
     },
+    /// Where the migration stands: legacy people with and without a directory user,
+    /// product rows with and without their unified id (and why).
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Write each directory user's id into every product row linked to them (in
     /// chunks, throttled; a rerun changes nothing). `--pregenerate`, before the
     /// migration: ids derived from the email for people in several products.
@@ -1173,6 +1179,19 @@ fn import(command: ImportCommand) -> Result<()> {
                 "{} file(s) could not be imported (see files_failed)",
                 summary.files_failed.len()
             );
+            Ok(())
+        }
+        ImportCommand::Verify { config } => {
+            let config = PipelineConfig::load(&config)?;
+            let settings = config
+                .state
+                .as_ref()
+                .context("the config has no [state] section: there are no legacy stores")?;
+            let legacy =
+                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+            let state = directory_of(&config)?;
+            let report = portcullis::jobs::import::verify::verify(state.as_ref(), &legacy)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
         ImportCommand::BackfillIds {

@@ -7,6 +7,8 @@
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 //! - `bench`: the rule pipeline as components, as plain core modules (the floor),
 //!   natively and in a JS sandbox
+//! - `demo-import`: the bulk import beside lazy migration, end to end, on 100,000 people
+//!   (products on PostgreSQL, MariaDB and SQLite); reports in target/demo-import/
 //! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing)
 //! - `fuzz`: builds the libFuzzer targets in fuzz/ and runs each (`--seconds N`, default
 //!   30, or `--runs N`), seeded from the fixtures; a JSON report in target/fuzz-report.json
@@ -20,6 +22,7 @@ const WASM_TARGET: &str = "wasm32-wasip2";
 
 mod componentize;
 mod fuzz;
+mod import_demo;
 
 fn main() -> Result<()> {
     if std::env::var_os(fuzz::WRAPPER_ENV).is_some() {
@@ -34,8 +37,11 @@ fn main() -> Result<()> {
         "lint" => lint(),
         "bench" => bench(&extra),
         "bench-server" => bench_server(&extra),
+        "demo-import" => import_demo::demo_import(&extra),
         "fuzz" => fuzz::fuzz(&extra),
-        _ => bail!("usage: cargo xtask <build-rules|demo|test|lint|bench|bench-server|fuzz>"),
+        _ => bail!(
+            "usage: cargo xtask <build-rules|demo|demo-import|test|lint|bench|bench-server|fuzz>"
+        ),
     }
 }
 

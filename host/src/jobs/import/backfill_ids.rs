@@ -60,6 +60,7 @@ pub struct IdReport {
     pub conflicts: Vec<Conflict>,
     pub elapsed_ms: u64,
     pub rows_per_second: f64,
+    pub peak_rss_kib: u64,
 }
 
 impl IdReport {
@@ -142,6 +143,7 @@ fn finish(mut report: IdReport, started: Instant) -> IdReport {
     let elapsed = started.elapsed().as_secs_f64();
     report.elapsed_ms = (elapsed * 1000.0) as u64;
     report.rows_per_second = report.rows_seen as f64 / elapsed.max(1e-9);
+    report.peak_rss_kib = crate::jobs::peak_rss_kib();
     report
 }
 

@@ -122,6 +122,7 @@ pub struct ExportReport {
     pub elapsed_ms: u64,
     pub users_per_second: f64,
     pub megabytes_per_second: f64,
+    pub peak_rss_kib: u64,
 }
 
 /// Progress for a bar: accounts read so far.
@@ -406,6 +407,7 @@ pub fn run(
     report.elapsed_ms = (elapsed * 1000.0) as u64;
     report.users_per_second = report.users_exported as f64 / elapsed.max(1e-9);
     report.megabytes_per_second = report.bytes_written as f64 / 1e6 / elapsed.max(1e-9);
+    report.peak_rss_kib = crate::jobs::peak_rss_kib();
     Ok(report)
 }
 

@@ -7,3 +7,4 @@ pub mod backfill_ids;
 pub mod export;
 pub mod records;
 pub mod run;
+pub mod verify;

@@ -100,6 +100,9 @@ pub struct RunReport {
     pub jobs_found_again: u64,
     pub rate_limited: u64,
     pub elapsed_ms: u64,
+    /// Users the target took per second (inserted + updated + refused) over the run.
+    pub users_per_second: f64,
+    pub peak_rss_kib: u64,
 }
 
 pub struct Progress {
@@ -334,6 +337,12 @@ pub fn run(
     report.failed_users = failed_users_by_code(&options.dir);
     report.rate_limited = client.rate_limited;
     report.elapsed_ms = started.elapsed().as_millis() as u64;
+    let handled: u64 = report.inserted
+        + report.updated
+        + report.failed_users.values().sum::<u64>()
+        + report.duplicates;
+    report.users_per_second = handled as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    report.peak_rss_kib = crate::jobs::peak_rss_kib();
     Ok(report)
 }
 
