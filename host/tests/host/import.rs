@@ -432,6 +432,8 @@ impl Serve {
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&served)
             .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
+            // The fixture's outbox has no product endpoints: no delivery warnings.
+            .env("PORTCULLIS_LOG", "error")
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
@@ -1082,5 +1084,73 @@ fn backfill_ids_writes_each_linked_row_once_repairs_pregenerated_ids_and_keeps_c
         second["unchanged"].as_u64().unwrap() as usize,
         links.len() - 1
     );
+    Ok(())
+}
+
+#[test]
+fn an_incremental_export_holds_only_people_with_an_account_created_since() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    seed_stores(&PipelineConfig::load(&config)?, dir.path(), 200, 0)?;
+    // Every account's creation time, by email (spread out: the seed uses one).
+    let mut created: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for product in ["paste", "collect", "transfer"] {
+        let conn = rusqlite::Connection::open(dir.path().join(format!("legacy-{product}.db")))?;
+        conn.execute(
+            "UPDATE accounts SET created_at_ms = created_at_ms + (rowid % 97) * 86400000",
+            [],
+        )?;
+        let mut statement = conn.prepare("SELECT email_norm, created_at_ms FROM accounts")?;
+        for row in statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (email, at) = row?;
+            created.entry(email).or_default().push(at);
+        }
+    }
+    let mut times: Vec<i64> = created.values().flatten().copied().collect();
+    times.sort_unstable();
+    let since = times[times.len() / 2];
+    let out = dir.path().join("since");
+    export(&config, &out, &["--since", &since.to_string()])?;
+    let users = exported_users(&out, 500 * 1024)?;
+    let in_directory = directory_emails(dir.path());
+    let expected: BTreeSet<&String> = created
+        .iter()
+        .filter(|(email, at)| !in_directory.contains(*email) && at.iter().any(|t| *t >= since))
+        .map(|(email, _)| email)
+        .collect();
+    assert!(!expected.is_empty() && expected.len() < created.len() - in_directory.len());
+    assert_eq!(users.keys().collect::<BTreeSet<_>>(), expected);
+    // A person is exported with all their accounts, old ones included.
+    for (email, user) in &users {
+        assert_eq!(
+            user["app_metadata"]["legacy_accounts"]
+                .as_array()
+                .unwrap()
+                .len(),
+            created[email].len()
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn a_job_running_past_its_time_limit_expires_with_what_it_did() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    let serve = Serve::start(
+        dir.path(),
+        &config,
+        "users_per_second = 10\nmax_job_seconds = 1",
+    );
+    let users: Vec<Value> = (0..40)
+        .map(|n| user(&format!("late{n}@example.org")))
+        .collect();
+    let job: Value = serve
+        .submit(serde_json::to_vec(&users)?, "late", false)
+        .json()?;
+    let done = serve.finished(job["id"].as_str().unwrap());
+    assert_eq!(done["status"], "expired", "{done}");
+    let inserted = done["summary"]["inserted"].as_u64().unwrap();
+    assert!((5..40).contains(&inserted), "{done}");
     Ok(())
 }
