@@ -84,6 +84,33 @@ pub fn build_floor() -> Result<()> {
     Ok(())
 }
 
+/// The same rules as components over buffers (`rule_model`'s `floor-component`
+/// feature), to `target/floor-component/<crate_name>.wasm`: what the component model
+/// costs above the floor once the typed context is out of the way.
+pub fn build_floor_component() -> Result<()> {
+    crate::ensure_target(CORE_TARGET)?;
+    let mut build = cargo();
+    build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
+    build.args(["--features", "portcullis-rule-model/floor-component"]);
+    for rule in FLOOR_RULES {
+        build.args(["-p", rule]);
+    }
+    run(build)?;
+    let root = workspace_root();
+    let out = root.join("target/floor-component");
+    std::fs::create_dir_all(&out)?;
+    for rule in FLOOR_RULES {
+        let name = format!("{}.wasm", rule.replace('-', "_"));
+        let core = root
+            .join("target")
+            .join(CORE_TARGET)
+            .join("guest")
+            .join(&name);
+        componentize(&core, &out.join(&name))?;
+    }
+    Ok(())
+}
+
 fn componentize(core: &Path, component: &Path) -> Result<()> {
     let module = std::fs::read(core).with_context(|| format!("cannot read {}", core.display()))?;
     let encoded = wit_component::ComponentEncoder::default()

@@ -311,8 +311,9 @@ fn lint() -> Result<()> {
 }
 
 fn bench(extra: &[String]) -> Result<()> {
-    // The floor first: building the components after it restores their modules.
+    // The floors first: building the components after them restores their modules.
     componentize::build_floor()?;
+    componentize::build_floor_component()?;
     build_rules()?;
     let mut bench = cargo();
     bench

@@ -24,7 +24,7 @@ use wasmtime::{
 use super::{NativeHost, model_context};
 
 /// The rules in the fixture pipeline's order.
-const RULES: [&str; 4] = [
+pub(super) const RULES: [&str; 4] = [
     "rule_bulk_imported_skip",
     "rule_migrate_on_login",
     "rule_ownership_check",
@@ -163,7 +163,8 @@ fn host_call(
         let mut request = vec![0; len as usize];
         memory.read(&caller, ptr as usize, &mut request)?;
         let state = caller.data();
-        answer(state, op, &request).ok_or_else(|| wasmtime::format_err!("a malformed host call"))?
+        answer(&state.services, &state.config, op, &request)
+            .ok_or_else(|| wasmtime::format_err!("a malformed host call"))?
     };
     let answer_len = answer.len() as u32;
     if answer_len <= cap {
@@ -174,11 +175,14 @@ fn host_call(
     Ok(answer_len)
 }
 
-fn answer(state: &FloorState, op: u32, request: &[u8]) -> Option<Vec<u8>> {
-    let mut host = NativeHost {
-        services: &state.services,
-        config: &state.config,
-    };
+/// The answer to one host call, from the recordings' in-memory services.
+pub(super) fn answer(
+    services: &Services,
+    config: &BTreeMap<String, String>,
+    op: u32,
+    request: &[u8],
+) -> Option<Vec<u8>> {
+    let mut host = NativeHost { services, config };
     Some(match op {
         OP_LOG => {
             let (_level, message): (u8, String) = decode(request)?;

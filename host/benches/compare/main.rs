@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod floor;
+mod floor_component;
 
 use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
 use portcullis::record::{Answer, Recording};
@@ -337,12 +338,20 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         floor::Floor::load(&root(), &configs, config.engine.max_instances)
             .unwrap_or_else(|e| panic!("{e}"))
     });
+    let floor_component = (engine == "floor-component").then(|| {
+        floor_component::FloorComponent::load(&root(), &configs, config.engine.max_instances)
+            .unwrap_or_else(|e| panic!("{e}"))
+    });
     for _ in 0..n {
         match (engine, &floor) {
             ("wasm", _) => {
                 std::hint::black_box(pipeline.evaluate(&scenario.login, &scenario.services));
             }
             (_, Some(floor)) => {
+                std::hint::black_box(floor.evaluate(&scenario.login, &scenario.services));
+            }
+            ("floor-component", _) => {
+                let floor = floor_component.as_ref().expect("loaded above");
                 std::hint::black_box(floor.evaluate(&scenario.login, &scenario.services));
             }
             _ => {
@@ -384,6 +393,7 @@ fn callgrind_total(engine: &str, scenario: &str, n: usize) -> Result<u64, String
 struct InstructionRow {
     scenario: String,
     wasm_instructions_per_login: u64,
+    floor_component_instructions_per_login: u64,
     floor_instructions_per_login: u64,
     native_instructions_per_login: u64,
     wasm_over_floor: f64,
@@ -407,9 +417,11 @@ fn instructions(json_out: bool) {
             (high - low) / COUNT_STEP as u64
         };
         let (wasm, floor, native) = (per_login("wasm"), per_login("floor"), per_login("native"));
+        let floor_component = per_login("floor-component");
         rows.push(InstructionRow {
             scenario: scenario.into(),
             wasm_instructions_per_login: wasm,
+            floor_component_instructions_per_login: floor_component,
             floor_instructions_per_login: floor,
             native_instructions_per_login: native,
             wasm_over_floor: wasm as f64 / floor.max(1) as f64,
@@ -421,9 +433,10 @@ fn instructions(json_out: bool) {
         return;
     }
     println!(
-        "{:<26} {:>16} {:>17} {:>18} {:>11} {:>12}",
+        "{:<26} {:>16} {:>16} {:>17} {:>18} {:>11} {:>12}",
         "scenario",
         "wasm instr/login",
+        "fl.comp instr",
         "floor instr/login",
         "native instr/login",
         "wasm/floor",
@@ -431,9 +444,10 @@ fn instructions(json_out: bool) {
     );
     for r in &rows {
         println!(
-            "{:<26} {:>16} {:>17} {:>18} {:>10.2}x {:>11.1}x",
+            "{:<26} {:>16} {:>16} {:>17} {:>18} {:>10.2}x {:>11.1}x",
             r.scenario,
             r.wasm_instructions_per_login,
+            r.floor_component_instructions_per_login,
             r.floor_instructions_per_login,
             r.native_instructions_per_login,
             r.wasm_over_floor,
@@ -473,6 +487,9 @@ fn main() {
         config.rules.iter().map(|r| r.config.clone()).collect();
     let floor = floor::Floor::load(&root(), &configs, config.engine.max_instances)
         .unwrap_or_else(|e| panic!("{e}"));
+    let floor_component =
+        floor_component::FloorComponent::load(&root(), &configs, config.engine.max_instances)
+            .unwrap_or_else(|e| panic!("{e}"));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2);
@@ -485,6 +502,12 @@ fn main() {
         let floor_row = row(
             "floor",
             || floor.evaluate(&scenario.login, &scenario.services),
+            iterations,
+            threads,
+        );
+        let floor_component_row = row(
+            "fl-comp",
+            || floor_component.evaluate(&scenario.login, &scenario.services),
             iterations,
             threads,
         );
@@ -501,10 +524,20 @@ fn main() {
             evaluations_per_second: wasm.evaluations_per_second,
             threads,
         };
+        // The login's latency takes instances made ahead; the work per login (made
+        // in the login, as the floors do) is the evaluation plus `prepare`.
+        let work_row = EngineRow {
+            engine: "wasm+prep",
+            latency: wasm.pipeline_and_prepare.clone(),
+            evaluations_per_second: wasm.evaluations_per_second,
+            decision: wasm_row.decision.clone(),
+            effects: wasm_row.effects,
+            threads,
+        };
         let wasm_over_native_p50 = wasm.pipeline.p50_us / native.latency.p50_us;
-        let wasm_over_floor_p50 = wasm.pipeline.p50_us / floor_row.latency.p50_us;
+        let wasm_over_floor_p50 = wasm.pipeline_and_prepare.p50_us / floor_row.latency.p50_us;
         let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
-        let mut engines = vec![wasm_row, floor_row, native];
+        let mut engines = vec![wasm_row, work_row, floor_component_row, floor_row, native];
         engines.extend(js);
         comparisons.push(Comparison {
             scenario: name.into(),
@@ -539,7 +572,7 @@ fn main() {
             );
         }
         println!(
-            "{:<26} wasm/floor p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
+            "{:<26} wasm+prep/floor p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
             "",
             c.wasm_over_floor_p50,
             c.wasm_over_native_p50,

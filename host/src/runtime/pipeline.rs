@@ -52,7 +52,15 @@ pub struct LoadedRule {
     /// Imports no WASI: its instances can be made before their login.
     pub(crate) warmable: bool,
     /// Instances made ahead (`Pipeline::prepare`), each for one login.
-    pub(crate) warm: Mutex<Vec<Warm>>,
+    pub(crate) warm: Mutex<WarmSlots>,
+}
+
+/// A rule's instances made ahead, and how many are being made right now (so two
+/// threads preparing at once do not both make the last one and throw one away).
+#[derive(Default)]
+pub(crate) struct WarmSlots {
+    ready: Vec<Warm>,
+    making: usize,
 }
 
 /// A fresh instance made before its login: never called, no login data in it.
@@ -62,21 +70,30 @@ pub(crate) struct Warm {
 }
 
 impl LoadedRule {
+    fn slots(&self) -> std::sync::MutexGuard<'_, WarmSlots> {
+        self.warm.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn warm_count(&self) -> usize {
-        self.warm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+        self.slots().ready.len()
     }
 
     fn take_warm(&self) -> Option<Warm> {
         if !self.warmable {
             return None;
         }
-        self.warm
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop()
+        self.slots().ready.pop()
+    }
+
+    /// Claims the making of one more instance, if fewer than `cap` are ready or being
+    /// made.
+    fn claim_making(&self, cap: usize) -> bool {
+        let mut slots = self.slots();
+        if slots.ready.len() + slots.making >= cap {
+            return false;
+        }
+        slots.making += 1;
+        true
     }
 
     /// The `portcullis:rule` contract version the component was built against, read
@@ -128,19 +145,19 @@ impl Pipeline {
     /// logins (after a response is sent): it moves the work off the login's latency,
     /// it does not remove it. Each instance still serves exactly one login, and holds
     /// nothing of any login until it is taken. Rules that import WASI are skipped.
+    /// An instance made ahead costs a little more than one made in its login, and
+    /// threads preparing beside busy evaluations lose throughput (BENCHMARKS.md): call
+    /// it where there is spare time, as `serve` does when no evaluation is running.
     pub fn prepare(&self) {
         for rule in self.rules.iter().filter(|r| r.warmable) {
-            while rule.warm_count() < self.warm_per_rule {
+            while rule.claim_making(self.warm_per_rule) {
                 let mut store =
                     self.new_store(rule, RuleState::ahead_of_login(rule.settings.clone()));
-                match rule.pre.instantiate(&mut store) {
-                    Ok(instance) => {
-                        let mut warm = rule.warm.lock().unwrap_or_else(PoisonError::into_inner);
-                        // Another thread may have filled it meanwhile: this one is dropped.
-                        if warm.len() < self.warm_per_rule {
-                            warm.push(Warm { store, instance });
-                        }
-                    }
+                let made = rule.pre.instantiate(&mut store);
+                let mut slots = rule.slots();
+                slots.making -= 1;
+                match made {
+                    Ok(instance) => slots.ready.push(Warm { store, instance }),
                     Err(e) => {
                         // Its login will instantiate it and report the fault.
                         tracing::debug!(rule = %rule.settings.name, "cannot instantiate ahead: {e}");

@@ -375,6 +375,59 @@ impl Wire for Effect {
     }
 }
 
+/// The same buffers through the component model (`floor-component` feature): one
+/// `list<u8>` in and out of `on-login`, one `host.call(op, args) -> list<u8>` import.
+/// What the component model costs over a core module, with the typed context out of
+/// the way.
+pub const FLOOR_COMPONENT_WIT: &str = "package portcullis:floor;
+interface host { call: func(op: u32, args: list<u8>) -> list<u8>; }
+world floor { import host; export on-login: func(ctx: list<u8>) -> list<u8>; }";
+
+/// A [`crate::Host`] over a function answering `(op, encoded args)` with encoded
+/// answers: the floor component's import (or any other transport).
+pub struct CallHost<F: FnMut(u32, &[u8]) -> Vec<u8>>(pub F);
+
+impl<F: FnMut(u32, &[u8]) -> Vec<u8>> CallHost<F> {
+    fn call<A: Wire, R: Wire>(&mut self, op: u32, args: &A) -> R {
+        decode(&(self.0)(op, &encode(args))).expect("the host's answer decodes")
+    }
+}
+
+impl<F: FnMut(u32, &[u8]) -> Vec<u8>> crate::Host for CallHost<F> {
+    fn log(&mut self, level: crate::LogLevel, message: &str) {
+        self.call::<_, ()>(OP_LOG, &(level as u8, message.to_owned()))
+    }
+    fn config(&mut self, key: &str) -> Option<String> {
+        self.call(OP_CONFIG, &key.to_owned())
+    }
+    fn verify_directory_password(&mut self, user_id: &str) -> Result<bool, CapabilityError> {
+        self.call(OP_VERIFY_DIRECTORY_PASSWORD, &user_id.to_owned())
+    }
+    fn find_legacy_accounts(&mut self, email: &str) -> Result<Vec<LegacyAccount>, CapabilityError> {
+        self.call(OP_FIND_LEGACY_ACCOUNTS, &email.to_owned())
+    }
+    fn verify_legacy_password(
+        &mut self,
+        product: &str,
+        legacy_id: &str,
+    ) -> Result<bool, CapabilityError> {
+        self.call(
+            OP_VERIFY_LEGACY_PASSWORD,
+            &(product.to_owned(), legacy_id.to_owned()),
+        )
+    }
+}
+
+/// One `on-login` over buffers: decode the context, run the rule, encode its answer.
+pub fn serve_login<F: FnMut(u32, &[u8]) -> Vec<u8>>(
+    ctx: &[u8],
+    call: F,
+    rule: fn(&LoginContext, &mut CallHost<F>) -> Result<Outcome, RuleError>,
+) -> Vec<u8> {
+    let ctx: LoginContext = decode(ctx).expect("the host's context decodes");
+    encode(&rule(&ctx, &mut CallHost(call)))
+}
+
 /// The guest side: the [`crate::Host`] over the one import, and the exports.
 /// `export_rule!` expands to this when the crate is built with the `floor` feature.
 #[cfg(target_arch = "wasm32")]

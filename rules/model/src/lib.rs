@@ -117,7 +117,7 @@ macro_rules! guest_host {
 /// rule_model::export_rule!(on_login: crate::on_login);
 /// rule_model::export_rule!(on_login: crate::on_login, on_continue: crate::on_continue);
 /// ```
-#[cfg(not(feature = "floor"))]
+#[cfg(not(any(feature = "floor", feature = "floor-component")))]
 #[macro_export]
 macro_rules! export_rule {
     (on_login: $on_login:path) => {
@@ -215,7 +215,7 @@ macro_rules! export_rule {
 /// With the `floor` feature (the benchmark's floor build, never a rule's): the same
 /// rule function exported as a plain core module over [`floor`]'s buffer ABI and one
 /// host import. Contract 0.1.0 rules only, `on_login` only.
-#[cfg(feature = "floor")]
+#[cfg(all(feature = "floor", not(feature = "floor-component")))]
 #[macro_export]
 macro_rules! export_rule {
     ($(wit: $wit:literal,)? on_login: $on_login:path $(, on_continue: $on_continue:path)?) => {
@@ -235,6 +235,41 @@ macro_rules! export_rule {
             unsafe extern "C" fn portcullis_on_login(ptr: *const u8, len: usize) -> u64 {
                 unsafe { ::rule_model::floor::guest::on_login(ptr, len, |c, h| $on_login(c, h)) }
             }
+        }
+    };
+}
+
+/// With the `floor-component` feature (the benchmark's, never a rule's): the same rule
+/// function as a component over [`floor::FLOOR_COMPONENT_WIT`]: buffers in and out,
+/// one host function.
+#[cfg(feature = "floor-component")]
+#[macro_export]
+macro_rules! export_rule {
+    ($(wit: $wit:literal,)? on_login: $on_login:path $(, on_continue: $on_continue:path)?) => {
+        #[cfg(target_arch = "wasm32")]
+        mod floor_component {
+            wit_bindgen::generate!({
+                inline: "package portcullis:floor;
+interface host { call: func(op: u32, args: list<u8>) -> list<u8>; }
+world floor { import host; export on-login: func(ctx: list<u8>) -> list<u8>; }",
+            });
+
+            #[global_allocator]
+            static ALLOCATOR: ::rule_model::BumpAllocator = ::rule_model::BumpAllocator::new();
+
+            struct Floor;
+
+            impl Guest for Floor {
+                fn on_login(ctx: Vec<u8>) -> Vec<u8> {
+                    ::rule_model::floor::serve_login(
+                        &ctx,
+                        |op, args| portcullis::floor::host::call(op, args),
+                        |c, h| $on_login(c, h),
+                    )
+                }
+            }
+
+            export!(Floor);
         }
     };
 }
