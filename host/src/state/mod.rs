@@ -169,6 +169,12 @@ pub trait StateStore: Directory {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
+    /// Which of these normalized emails a directory user holds (one query: the
+    /// export asks for a page of people at once).
+    fn emails_in_directory(
+        &self,
+        emails: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
     /// Up to `limit` links of directory users to accounts of `product`, by legacy id
     /// after `after`: (legacy id, user id).
     fn legacy_links_page(

@@ -447,6 +447,23 @@ impl StateStore for PostgresState {
         Ok(report)
     }
 
+    fn emails_in_directory(
+        &self,
+        emails: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let emails: Vec<&str> = emails.to_vec();
+        Ok(self
+            .pool
+            .get()?
+            .query(
+                "SELECT email_norm FROM users WHERE email_norm = ANY($1)",
+                &[&emails],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     fn legacy_links_page(
         &self,
         product: &str,

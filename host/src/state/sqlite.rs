@@ -490,6 +490,25 @@ impl StateStore for SqliteState {
         Ok(report)
     }
 
+    fn emails_in_directory(
+        &self,
+        emails: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let conn = self.lock();
+        let mut found = std::collections::HashSet::new();
+        // SQLite's default limit on parameters is 32,766.
+        for chunk in emails.chunks(10_000) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut statement = conn.prepare(&format!(
+                "SELECT email_norm FROM users WHERE email_norm IN ({marks})"
+            ))?;
+            for email in statement.query_map(rusqlite::params_from_iter(chunk), |r| r.get(0))? {
+                found.insert(email?);
+            }
+        }
+        Ok(found)
+    }
+
     fn legacy_links_page(
         &self,
         product: &str,

@@ -623,3 +623,46 @@ fn backfill_state_is_kept_in_postgres() -> Result {
     };
     keeps_backfill_state(&PostgresState::connect(&url)?)
 }
+
+/// The import's state in the directory: which emails it holds (a page at once), the
+/// files' states, the legacy links by product.
+fn keeps_import_state(state: &dyn StateStore) -> Result {
+    use portcullis::state::import_files::FileStatus;
+    crate::common::create_user(state, "usr_i1", "one@example.com")?;
+    crate::common::create_user(state, "usr_i2", "two@example.com")?;
+    let known =
+        state.emails_in_directory(&["one@example.com", "nobody@example.com", "two@example.com"])?;
+    assert_eq!(
+        known,
+        ["one@example.com", "two@example.com"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    state.import_files_register(&[("aa".into(), "users-1.json".into(), 3)], 1)?;
+    // Registering again keeps what is known.
+    let mut file = state.import_files()?.remove(0);
+    file.status = FileStatus::Submitted;
+    file.job_id = Some("job_1".into());
+    file.attempts = 1;
+    state.import_file_update(&file, 2)?;
+    state.import_files_register(&[("aa".into(), "users-1.json".into(), 3)], 3)?;
+    assert_eq!(state.import_files()?, vec![file]);
+    Ok(())
+}
+
+#[test]
+fn import_state_is_kept_in_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    keeps_import_state(&portcullis::state::SqliteState::open(
+        &dir.path().join("directory.db"),
+    )?)
+}
+
+#[test]
+fn import_state_is_kept_in_postgres() -> Result {
+    let Some(url) = fresh_database("import") else {
+        return skipped("import_state_is_kept_in_postgres");
+    };
+    keeps_import_state(&PostgresState::connect(&url)?)
+}

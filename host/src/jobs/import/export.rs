@@ -23,10 +23,8 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::services::Directory;
-use crate::state::LegacyProducts;
-use crate::state::StoreError;
 use crate::state::legacy_export::{ExportRow, unified_columns};
+use crate::state::{LegacyProducts, StateStore, StoreError};
 
 /// Auth0's limit on one import file.
 pub const AUTH0_MAX_FILE_BYTES: usize = 500 * 1024;
@@ -62,8 +60,6 @@ impl ExportOptions {
 pub enum ExportError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Directory(String),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -310,7 +306,7 @@ pub const MANIFEST: &str = "manifest.json";
 
 pub fn run(
     legacy: &LegacyProducts,
-    directory: &dyn Directory,
+    directory: &dyn StateStore,
     options: &ExportOptions,
     mut progress: impl FnMut(Progress<'_>),
 ) -> Result<ExportReport, ExportError> {
@@ -365,6 +361,7 @@ pub fn run(
             for other in &products {
                 holders.extend(legacy.accounts_of(other, &emails, unified[other])?);
             }
+            let mut groups: Vec<Vec<&ExportRow>> = Vec::new();
             for row in &page {
                 let mut group: Vec<&ExportRow> = holders
                     .iter()
@@ -376,10 +373,16 @@ pub fn run(
                     .iter()
                     .find(|h| h.created_at_ms >= options.since_ms)
                     .copied();
-                if first.is_none_or(|f| f.product != row.product || f.legacy_id != row.legacy_id) {
-                    continue;
+                if first.is_some_and(|f| f.product == row.product && f.legacy_id == row.legacy_id) {
+                    groups.push(group);
                 }
-                export_user(&group, directory, options, &mut files, &mut report)?;
+            }
+            // Who of them the directory has: one query for the page.
+            let people: Vec<&str> = groups.iter().map(|g| g[0].email_norm.as_str()).collect();
+            let known = directory.emails_in_directory(&people)?;
+            for group in &groups {
+                let in_directory = known.contains(&group[0].email_norm);
+                export_user(group, in_directory, options, &mut files, &mut report)?;
             }
             progress(Progress {
                 accounts_read: report.accounts_read,
@@ -413,7 +416,7 @@ pub fn run(
 
 fn export_user(
     group: &[&ExportRow],
-    directory: &dyn Directory,
+    in_directory: bool,
     options: &ExportOptions,
     files: &mut Files,
     report: &mut ExportReport,
@@ -432,10 +435,7 @@ fn export_user(
         report.skipped_with_unified_id += 1;
         return Ok(());
     }
-    let existing = directory
-        .find_by_email(&first.email)
-        .map_err(|e| ExportError::Directory(e.message))?;
-    if !existing.is_empty() {
+    if in_directory {
         report.skipped_in_directory += 1;
         return Ok(());
     }
