@@ -1022,12 +1022,7 @@ fn keys_rotate(config_path: &Path, chunk: usize, report_path: Option<&Path>) -> 
         }
     })?;
     bar.finish_and_clear();
-    let json = serde_json::to_string_pretty(&report)?;
-    if let Some(path) = report_path {
-        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!("{json}");
-    Ok(())
+    print_report(&report, report_path)
 }
 
 fn directory_of(
@@ -1043,6 +1038,32 @@ fn directory_of(
     )?)
 }
 
+/// A job's JSON report: on stdout, and also in `path` when given.
+fn print_report(summary: &impl serde::Serialize, path: Option<&Path>) -> Result<()> {
+    let json = serde_json::to_string_pretty(summary)?;
+    if let Some(path) = path {
+        std::fs::write(path, &json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!("{json}");
+    Ok(())
+}
+
+/// The legacy product stores a config names.
+fn legacy_of(config: &PipelineConfig) -> Result<portcullis::state::LegacyProducts> {
+    let settings = config
+        .state
+        .as_ref()
+        .context("the config has no [state] section: there are no legacy stores")?;
+    anyhow::ensure!(
+        !settings.legacy.is_empty(),
+        "the config's [state.legacy] names no product"
+    );
+    Ok(portcullis::state::LegacyProducts::open(
+        &settings.legacy,
+        &config.base_dir,
+    )?)
+}
+
 fn import(command: ImportCommand) -> Result<()> {
     match command {
         ImportCommand::Export {
@@ -1054,18 +1075,9 @@ fn import(command: ImportCommand) -> Result<()> {
             report,
         } => {
             let config = PipelineConfig::load(&config)?;
-            let settings = config
-                .state
-                .as_ref()
-                .context("the config has no [state] section: there are no legacy stores")?;
-            anyhow::ensure!(
-                !settings.legacy.is_empty(),
-                "the config's [state.legacy] names no product"
-            );
             anyhow::ensure!(since >= 0, "--since is a time in ms since the epoch");
+            let legacy = legacy_of(&config)?;
             let directory = directory_of(&config)?;
-            let legacy =
-                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
             let mut options = portcullis::jobs::import::export::ExportOptions::new(out);
             options.max_file_bytes = max_file_kb.saturating_mul(1024);
             options.since_ms = since;
@@ -1079,9 +1091,8 @@ fn import(command: ImportCommand) -> Result<()> {
                     options.reset_flag = flag.clone();
                 }
             }
-            let total: u64 = settings
-                .legacy
-                .keys()
+            let total: u64 = legacy
+                .product_names()
                 .map(|p| legacy.count_accounts(p, since))
                 .sum::<Result<u64, _>>()?;
             let bar = indicatif::ProgressBar::new(total).with_style(
@@ -1104,12 +1115,7 @@ fn import(command: ImportCommand) -> Result<()> {
                 },
             )?;
             bar.finish_and_clear();
-            let json = serde_json::to_string_pretty(&summary)?;
-            if let Some(path) = report {
-                std::fs::write(&path, &json)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            println!("{json}");
+            print_report(&summary, report.as_deref())?;
             Ok(())
         }
         ImportCommand::Run {
@@ -1168,12 +1174,7 @@ fn import(command: ImportCommand) -> Result<()> {
             });
             bar.finish_and_clear();
             let summary = summary?;
-            let json = serde_json::to_string_pretty(&summary)?;
-            if let Some(path) = report {
-                std::fs::write(&path, &json)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            println!("{json}");
+            print_report(&summary, report.as_deref())?;
             anyhow::ensure!(
                 summary.files_failed.is_empty(),
                 "{} file(s) could not be imported (see files_failed)",
@@ -1183,12 +1184,7 @@ fn import(command: ImportCommand) -> Result<()> {
         }
         ImportCommand::Verify { config } => {
             let config = PipelineConfig::load(&config)?;
-            let settings = config
-                .state
-                .as_ref()
-                .context("the config has no [state] section: there are no legacy stores")?;
-            let legacy =
-                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+            let legacy = legacy_of(&config)?;
             let state = directory_of(&config)?;
             let report = portcullis::jobs::import::verify::verify(state.as_ref(), &legacy)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1203,12 +1199,7 @@ fn import(command: ImportCommand) -> Result<()> {
             report,
         } => {
             let config = PipelineConfig::load(&config)?;
-            let settings = config
-                .state
-                .as_ref()
-                .context("the config has no [state] section: there are no legacy stores")?;
-            let legacy =
-                portcullis::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
+            let legacy = legacy_of(&config)?;
             let options = portcullis::jobs::import::backfill_ids::IdOptions {
                 chunk,
                 rate_per_second: rate,
@@ -1240,12 +1231,7 @@ fn import(command: ImportCommand) -> Result<()> {
                 )?
             };
             bar.finish_and_clear();
-            let json = serde_json::to_string_pretty(&summary)?;
-            if let Some(path) = report {
-                std::fs::write(&path, &json)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            println!("{json}");
+            print_report(&summary, report.as_deref())?;
             Ok(())
         }
     }
@@ -1313,12 +1299,7 @@ fn mfa(command: MfaCommand) -> Result<()> {
                 ));
             })?;
             bar.finish_and_clear();
-            let json = serde_json::to_string_pretty(&summary)?;
-            if let Some(path) = report {
-                std::fs::write(&path, &json)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-            println!("{json}");
+            print_report(&summary, report.as_deref())?;
             Ok(())
         }
         MfaCommand::Revert {

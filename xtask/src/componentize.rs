@@ -25,26 +25,7 @@ pub const RULES: &[&str] = &[
 /// Builds [`RULES`] as core modules and writes each as a component to
 /// `target/rules/<crate_name>.wasm`.
 pub fn build() -> Result<()> {
-    crate::ensure_target(CORE_TARGET)?;
-    let mut build = cargo();
-    build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
-    for rule in RULES {
-        build.args(["-p", rule]);
-    }
-    run(build)?;
-    let root = workspace_root();
-    let out = root.join("target/rules");
-    std::fs::create_dir_all(&out)?;
-    for rule in RULES {
-        let name = rule.replace('-', "_");
-        let core = root
-            .join("target")
-            .join(CORE_TARGET)
-            .join("guest")
-            .join(format!("{name}.wasm"));
-        componentize(&core, &out.join(format!("{name}.wasm")))?;
-    }
-    Ok(())
+    build_into(RULES, None, "target/rules", Output::Component)
 }
 
 /// The migration rules the benchmark's floor runs: contract 0.1.0, `on_login` only.
@@ -56,57 +37,60 @@ pub const FLOOR_RULES: &[&str] = &[
 ];
 
 /// Builds [`FLOOR_RULES`] as plain core modules over `rule_model`'s floor ABI (its
-/// `floor` feature) and copies them to `target/floor/<crate_name>.wasm`. The same
-/// output paths as [`build`]: run this after it, and `build` rebuilds the components'
-/// modules when it runs next.
+/// `floor` feature) to `target/floor/<crate_name>.wasm`. The same core output paths as
+/// [`build`]: run this before it, and `build` rebuilds the components' modules.
 pub fn build_floor() -> Result<()> {
-    crate::ensure_target(CORE_TARGET)?;
-    let mut build = cargo();
-    build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
-    build.args(["--features", "portcullis-rule-model/floor"]);
-    for rule in FLOOR_RULES {
-        build.args(["-p", rule]);
-    }
-    run(build)?;
-    let root = workspace_root();
-    let out = root.join("target/floor");
-    std::fs::create_dir_all(&out)?;
-    for rule in FLOOR_RULES {
-        let name = format!("{}.wasm", rule.replace('-', "_"));
-        let core = root
-            .join("target")
-            .join(CORE_TARGET)
-            .join("guest")
-            .join(&name);
-        std::fs::copy(&core, out.join(&name))
-            .with_context(|| format!("cannot copy {}", core.display()))?;
-    }
-    Ok(())
+    build_into(FLOOR_RULES, Some("floor"), "target/floor", Output::Core)
 }
 
 /// The same rules as components over buffers (`rule_model`'s `floor-component`
 /// feature), to `target/floor-component/<crate_name>.wasm`: what the component model
 /// costs above the floor once the typed context is out of the way.
 pub fn build_floor_component() -> Result<()> {
+    build_into(
+        FLOOR_RULES,
+        Some("floor-component"),
+        "target/floor-component",
+        Output::Component,
+    )
+}
+
+/// What each built core module becomes in the output directory.
+enum Output {
+    Core,
+    Component,
+}
+
+/// Builds `rules` for [`CORE_TARGET`] (with a `rule_model` feature) and writes each to
+/// `out` (relative to the workspace), as the core module or wrapped as a component.
+fn build_into(rules: &[&str], feature: Option<&str>, out: &str, output: Output) -> Result<()> {
     crate::ensure_target(CORE_TARGET)?;
     let mut build = cargo();
     build.args(["build", "--profile", "guest", "--target", CORE_TARGET]);
-    build.args(["--features", "portcullis-rule-model/floor-component"]);
-    for rule in FLOOR_RULES {
+    if let Some(feature) = feature {
+        build.args(["--features", &format!("portcullis-rule-model/{feature}")]);
+    }
+    for rule in rules {
         build.args(["-p", rule]);
     }
     run(build)?;
     let root = workspace_root();
-    let out = root.join("target/floor-component");
+    let out = root.join(out);
     std::fs::create_dir_all(&out)?;
-    for rule in FLOOR_RULES {
+    for rule in rules {
         let name = format!("{}.wasm", rule.replace('-', "_"));
         let core = root
             .join("target")
             .join(CORE_TARGET)
             .join("guest")
             .join(&name);
-        componentize(&core, &out.join(&name))?;
+        match output {
+            Output::Core => {
+                std::fs::copy(&core, out.join(&name))
+                    .with_context(|| format!("cannot copy {}", core.display()))?;
+            }
+            Output::Component => componentize(&core, &out.join(&name))?,
+        }
     }
     Ok(())
 }

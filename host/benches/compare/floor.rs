@@ -15,13 +15,13 @@ use rule_model::floor::{
     OP_CONFIG, OP_FIND_LEGACY_ACCOUNTS, OP_LOG, OP_TAKE, OP_VERIFY_DIRECTORY_PASSWORD,
     OP_VERIFY_LEGACY_PASSWORD, decode, encode,
 };
-use rule_model::{Decision, Host, LogLevel, LoginContext, Outcome, RuleError};
+use rule_model::{Host, LogLevel, LoginContext, Outcome, RuleError};
 use wasmtime::{
     Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store,
 };
 
-use super::{NativeHost, model_context};
+use super::{NativeHost, run_rules};
 
 /// The rules in the fixture pipeline's order.
 pub(super) const RULES: [&str; 4] = [
@@ -92,8 +92,7 @@ impl Floor {
 
     /// The pipeline's semantics, as `native_evaluate`, each rule in a fresh instance.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
-        let mut ctx = model_context(login);
-        for (pre, config) in &self.rules {
+        run_rules(login, &self.rules, |(pre, config), ctx| {
             let state = FloorState {
                 services: services.clone(),
                 config: config.clone(),
@@ -101,19 +100,8 @@ impl Floor {
             };
             let mut store = Store::new(&self.engine, state);
             store.set_epoch_deadline(1000);
-            let outcome = match call(pre, &mut store, &ctx) {
-                Ok(Ok(outcome)) => outcome,
-                _ => return ("deny".into(), 0),
-            };
-            ctx.pending.extend(outcome.effects);
-            match outcome.decision {
-                Decision::Continue => {}
-                Decision::Deny(_) => return ("deny".into(), 0),
-                Decision::Redirect(_) => return ("redirect".into(), ctx.pending.len()),
-                Decision::Challenge(_) => return ("challenge".into(), ctx.pending.len()),
-            }
-        }
-        ("allow".into(), ctx.pending.len())
+            call(pre, &mut store, ctx).ok()?.ok()
+        })
     }
 }
 

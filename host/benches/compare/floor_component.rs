@@ -11,12 +11,12 @@ use std::sync::Arc;
 use ::portcullis::LoginAttempt;
 use ::portcullis::services::Services;
 use rule_model::floor::{decode, encode};
-use rule_model::{Decision, Outcome, RuleError};
+use rule_model::{Outcome, RuleError};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::floor::{RULES, answer};
-use super::model_context;
+use super::run_rules;
 
 wasmtime::component::bindgen!({
     inline: "package portcullis:floor;
@@ -91,8 +91,7 @@ impl FloorComponent {
 
     /// The pipeline's semantics, each rule in a fresh component instance.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
-        let mut ctx = model_context(login);
-        for (pre, config) in &self.rules {
+        run_rules(login, &self.rules, |(pre, config), ctx| {
             let state = ComponentState {
                 services: services.clone(),
                 config: config.clone(),
@@ -101,22 +100,9 @@ impl FloorComponent {
             store.set_epoch_deadline(1000);
             let answer = pre
                 .instantiate(&mut store)
-                .and_then(|floor| floor.call_on_login(&mut store, &encode(&ctx)));
-            let outcome = match answer
-                .ok()
-                .and_then(|bytes| decode::<Result<Outcome, RuleError>>(&bytes))
-            {
-                Some(Ok(outcome)) => outcome,
-                _ => return ("deny".into(), 0),
-            };
-            ctx.pending.extend(outcome.effects);
-            match outcome.decision {
-                Decision::Continue => {}
-                Decision::Deny(_) => return ("deny".into(), 0),
-                Decision::Redirect(_) => return ("redirect".into(), ctx.pending.len()),
-                Decision::Challenge(_) => return ("challenge".into(), ctx.pending.len()),
-            }
-        }
-        ("allow".into(), ctx.pending.len())
+                .and_then(|floor| floor.call_on_login(&mut store, &encode(ctx)))
+                .ok()?;
+            decode::<Result<Outcome, RuleError>>(&answer)?.ok()
+        })
     }
 }

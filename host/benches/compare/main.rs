@@ -144,11 +144,23 @@ fn native_evaluate(
         |c, h| rule_ownership_check::on_login(c, h),
         |c, h| rule_id_propagation::on_login(c, h),
     ];
+    run_rules(login, rules.iter().zip(configs), |(rule, config), ctx| {
+        rule(ctx, &mut NativeHost { services, config }).ok()
+    })
+}
+
+/// The pipeline's semantics for the engines beside the components: each rule's
+/// outcome (`None`: it failed) in order, each seeing the effects before it, stopping
+/// at the first decision that is not `continue`. (verdict, effects held).
+fn run_rules<R>(
+    login: &LoginAttempt,
+    rules: impl IntoIterator<Item = R>,
+    mut call: impl FnMut(R, &LoginContext) -> Option<Outcome>,
+) -> (String, usize) {
     let mut ctx = model_context(login);
-    for (rule, config) in rules.iter().zip(configs) {
-        let outcome = match rule(&ctx, &mut NativeHost { services, config }) {
-            Ok(outcome) => outcome,
-            Err(_) => return ("deny".into(), 0),
+    for rule in rules {
+        let Some(outcome) = call(rule, &ctx) else {
+            return ("deny".into(), 0);
         };
         ctx.pending.extend(outcome.effects);
         match outcome.decision {

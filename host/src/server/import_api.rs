@@ -89,8 +89,7 @@ struct Job {
     external_id: Option<String>,
     upsert: bool,
     send_completion_email: bool,
-    /// Users in the file, once parsed.
-    total: u64,
+    /// Users taken up so far (of `summary.total`, once the file is parsed).
     done: u64,
     summary: Summary,
     errors: Vec<Value>,
@@ -115,32 +114,28 @@ impl Job {
         }
         match self.status {
             Status::Processing => {
-                let percentage = (self.done * 100).checked_div(self.total).unwrap_or(0);
+                let percentage = (self.done * 100)
+                    .checked_div(self.summary.total)
+                    .unwrap_or(0);
                 job["percentage_done"] = json!(percentage);
                 if let Some(started) = self.started
                     && self.done > 0
                 {
                     let per_user = started.elapsed().as_secs_f64() / self.done as f64;
                     job["time_left_seconds"] =
-                        json!((per_user * (self.total - self.done) as f64).ceil() as u64);
+                        json!((per_user * (self.summary.total - self.done) as f64).ceil() as u64);
                 }
             }
-            Status::Completed | Status::Expired => {
+            Status::Completed | Status::Expired | Status::Failed => {
                 job["summary"] = json!({
                     "failed": self.summary.failed,
                     "updated": self.summary.updated,
                     "inserted": self.summary.inserted,
                     "total": self.summary.total,
                 });
-            }
-            Status::Failed => {
-                job["summary"] = json!({
-                    "failed": self.summary.failed,
-                    "updated": self.summary.updated,
-                    "inserted": self.summary.inserted,
-                    "total": self.summary.total,
-                });
-                job["message"] = json!(self.failure.clone().unwrap_or_default());
+                if let Some(failure) = &self.failure {
+                    job["message"] = json!(failure);
+                }
             }
             Status::Pending => {}
         }
@@ -268,12 +263,24 @@ impl Job {
     }
 }
 
-// A refusal is the response itself (axum's idiom); it is built once per request.
+/// The API, once the request passed its token and rate limit; with the rate headers
+/// every answer carries. A refusal is the response itself (axum's idiom).
 #[allow(clippy::result_large_err)]
-fn api(app: &AppState) -> Result<&Arc<ImportApi>, Response> {
-    app.import_api
+fn admitted(app: &AppState, headers: &HeaderMap) -> Result<(Arc<ImportApi>, HeaderMap), Response> {
+    let api = app
+        .import_api
         .as_ref()
-        .ok_or_else(|| auth0_error(StatusCode::NOT_FOUND, "Not Found", "not_found"))
+        .ok_or_else(|| auth0_error(StatusCode::NOT_FOUND, "Not Found", "not_found"))?;
+    let rate = api.admit(headers)?;
+    Ok((api.clone(), rate))
+}
+
+fn no_such_job() -> Response {
+    auth0_error(
+        StatusCode::NOT_FOUND,
+        "The job does not exist.",
+        "inexistent_job",
+    )
 }
 
 fn with_headers(mut response: Response, headers: HeaderMap) -> Response {
@@ -373,12 +380,8 @@ fn too_large(max_file: usize) -> Response {
 }
 
 async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, form: Multipart) -> Response {
-    let api = match api(&app) {
-        Ok(api) => api.clone(),
-        Err(response) => return response,
-    };
-    let rate = match api.admit(&headers) {
-        Ok(rate) => rate,
+    let (api, rate) = match admitted(&app, &headers) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let max_file = api.settings.max_file_kb * 1024;
@@ -431,7 +434,6 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, form: Mult
                 external_id: submission.external_id,
                 upsert: submission.upsert,
                 send_completion_email: submission.send_completion_email,
-                total: 0,
                 done: 0,
                 summary: Summary::default(),
                 errors: Vec::new(),
@@ -486,7 +488,6 @@ impl ImportApi {
         );
         self.update(id, |job| {
             job.status = Status::Processing;
-            job.total = total;
             job.summary.total = total;
             job.started = Some(started);
         });
@@ -553,23 +554,15 @@ async fn status(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let api = match api(&app) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
-    let rate = match api.admit(&headers) {
-        Ok(rate) => rate,
+    let (api, rate) = match admitted(&app, &headers) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let found = api.jobs().get(&id).map(Job::to_json);
     with_headers(
         match found {
             Some(job) => Json(job).into_response(),
-            None => auth0_error(
-                StatusCode::NOT_FOUND,
-                "The job does not exist.",
-                "inexistent_job",
-            ),
+            None => no_such_job(),
         },
         rate,
     )
@@ -580,22 +573,14 @@ async fn errors(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let api = match api(&app) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
-    let rate = match api.admit(&headers) {
-        Ok(rate) => rate,
+    let (api, rate) = match admitted(&app, &headers) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let found = api.jobs().get(&id).map(|job| job.errors.clone());
     with_headers(
         match found {
-            None => auth0_error(
-                StatusCode::NOT_FOUND,
-                "The job does not exist.",
-                "inexistent_job",
-            ),
+            None => no_such_job(),
             Some(errors) if errors.is_empty() => StatusCode::NO_CONTENT.into_response(),
             Some(errors) => Json(errors).into_response(),
         },
@@ -613,12 +598,8 @@ async fn find(
     headers: HeaderMap,
     query: Result<Query<FindQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let api = match api(&app) {
-        Ok(api) => api,
-        Err(response) => return response,
-    };
-    let rate = match api.admit(&headers) {
-        Ok(rate) => rate,
+    let (api, rate) = match admitted(&app, &headers) {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let Ok(Query(query)) = query else {

@@ -102,14 +102,15 @@ impl LegacyProducts {
     ) -> Result<IdWrites, StoreError> {
         let down = backend(product);
         let mut done = IdWrites::default();
+        // Counts the row's case; true when the row is to be written.
         let apply = |done: &mut IdWrites,
                      legacy_id: &str,
                      current: Option<(Option<String>, String)>,
                      target: &str|
-         -> Option<bool> {
+         -> bool {
             let Some((current, email_norm)) = current else {
                 done.missing += 1;
-                return None;
+                return false;
             };
             let current_step = if only_empty && current.is_some() {
                 Step::Unchanged
@@ -123,15 +124,15 @@ impl LegacyProducts {
                     } else {
                         done.written += 1;
                     }
-                    Some(true)
+                    true
                 }
                 Step::Unchanged => {
                     done.unchanged += 1;
-                    None
+                    false
                 }
                 Step::Conflict(held) => {
                     done.conflicts.push((legacy_id.to_owned(), held));
-                    None
+                    false
                 }
             }
         };
@@ -150,7 +151,7 @@ impl LegacyProducts {
                         let current = read
                             .query_row([legacy_id], |r| Ok((r.get(0)?, r.get(1)?)))
                             .optional()?;
-                        if apply(&mut done, legacy_id, current, target).is_some() {
+                        if apply(&mut done, legacy_id, current, target) {
                             write.execute([legacy_id, target])?;
                         }
                     }
@@ -176,7 +177,7 @@ impl LegacyProducts {
                         .query_opt(&read, &[legacy_id])
                         .map_err(|e| down(e.to_string()))?
                         .map(|r| (r.get(0), r.get(1)));
-                    if apply(&mut done, legacy_id, current, target).is_some() {
+                    if apply(&mut done, legacy_id, current, target) {
                         tx.execute(&write, &[legacy_id, target])
                             .map_err(|e| down(e.to_string()))?;
                     }
@@ -198,7 +199,7 @@ impl LegacyProducts {
                             (legacy_id,),
                         )
                         .map_err(|e| down(e.to_string()))?;
-                    if apply(&mut done, legacy_id, current, target).is_some() {
+                    if apply(&mut done, legacy_id, current, target) {
                         tx.exec_drop(
                             format!("UPDATE {table} SET unified_id = ? WHERE legacy_id = ?"),
                             (target, legacy_id),

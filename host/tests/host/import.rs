@@ -12,12 +12,18 @@ use sha1::Digest as _;
 
 use crate::common::{Result, login_files, migration_config, seed_stores};
 
-fn portcullis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+/// Runs the CLI: (succeeded, its JSON report or null, its stderr).
+fn portcullis(args: &[&str]) -> (bool, Value, String) {
+    let output: Output = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(args)
         .env("NO_COLOR", "1")
         .output()
-        .expect("the binary runs")
+        .expect("the binary runs");
+    (
+        output.status.success(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 fn export(config: &Path, out: &Path, extra: &[&str]) -> Result<Value> {
@@ -30,13 +36,9 @@ fn export(config: &Path, out: &Path, extra: &[&str]) -> Result<Value> {
         out.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let output = portcullis(&args);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(serde_json::from_slice(&output.stdout)?)
+    let (ok, report, stderr) = portcullis(&args);
+    assert!(ok, "{stderr}");
+    Ok(report)
 }
 
 /// Whether Auth0 would accept `password` for this `custom_password_hash`: each
@@ -251,8 +253,8 @@ fn the_export_holds_each_user_the_directory_lacks_once_with_hashes_auth0_verifie
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(!again.status.success());
-    assert!(String::from_utf8_lossy(&again.stderr).contains("not empty"));
+    assert!(!again.0);
+    assert!(again.2.contains("not empty"));
     Ok(())
 }
 
@@ -816,13 +818,7 @@ fn import_run(config: &Path, dir: &Path, serve: &Serve, extra: &[&str]) -> (bool
         "100",
     ];
     args.extend_from_slice(extra);
-    let output = portcullis(&args);
-    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
-    (
-        output.status.success(),
-        report,
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    portcullis(&args)
 }
 
 #[test]
@@ -1007,12 +1003,7 @@ fn backfill_ids(config: &Path, extra: &[&str]) -> (bool, Value, String) {
         "17",
     ];
     args.extend_from_slice(extra);
-    let output = portcullis(&args);
-    (
-        output.status.success(),
-        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    portcullis(&args)
 }
 
 /// (product, legacy id) -> unified id, from the products' SQLite files.
