@@ -377,15 +377,31 @@ fn start(
     if file.status == FileStatus::Submitting {
         // A run died after (or while) submitting it: does the target have the job?
         let (status, body) = client.get(&format!("/api/v2/jobs?external_id={}", file.sha256))?;
+        // A failed or expired job with this external id is an earlier attempt (or the
+        // lost one, failed already): only a live or completed job is taken up.
         if status == 200
             && let Ok(Value::Array(jobs)) = serde_json::from_slice::<Value>(&body)
-            && let Some(id) = jobs.last().and_then(|j| j["id"].as_str())
+            && let Some(id) = jobs
+                .iter()
+                .find(|j| {
+                    matches!(
+                        j["status"].as_str(),
+                        Some("pending" | "processing" | "completed")
+                    )
+                })
+                .and_then(|j| j["id"].as_str())
         {
             file.status = FileStatus::Submitted;
             file.job_id = Some(id.to_owned());
             file.attempts += 1;
             state.import_file_update(&file, now())?;
             report.jobs_found_again += 1;
+            return Ok(Started::Changed);
+        }
+        if file.attempts >= options.max_attempts {
+            // The lost submission was the last attempt.
+            file.status = FileStatus::Failed;
+            state.import_file_update(&file, now())?;
             return Ok(Started::Changed);
         }
     }
