@@ -19,15 +19,18 @@ pub enum Capability {
     Legacy,
     /// Second factors' summaries (contract 0.2.0).
     Mfa,
+    /// Facts about a login asking to recover its account (contract 0.2.0).
+    Recovery,
 }
 
 impl Capability {
-    pub const ALL: [Capability; 5] = [
+    pub const ALL: [Capability; 6] = [
         Capability::Log,
         Capability::Config,
         Capability::Directory,
         Capability::Legacy,
         Capability::Mfa,
+        Capability::Recovery,
     ];
 
     /// The interface name in the `portcullis:rule` package.
@@ -38,6 +41,7 @@ impl Capability {
             Capability::Directory => "directory",
             Capability::Legacy => "legacy",
             Capability::Mfa => "mfa",
+            Capability::Recovery => "recovery",
         }
     }
 }
@@ -159,6 +163,11 @@ pub struct PipelineConfig {
     pub effects: EffectSettings,
     pub passwords: PasswordLimits,
     pub mfa: MfaSettings,
+    /// Account recovery when a second factor is lost; `None`: no recovery codes and
+    /// no recovery path (a login asking to recover is handled as any other).
+    pub recovery: Option<RecoverySettings>,
+    /// Support agents and the guardrails on what they may do.
+    pub support: SupportSettings,
     /// The config file's directory: relative store paths are taken from here.
     pub base_dir: PathBuf,
 }
@@ -558,6 +567,9 @@ struct PipelineFile {
     passwords: PasswordLimits,
     #[serde(default)]
     mfa: MfaSettings,
+    recovery: Option<RecoverySettings>,
+    #[serde(default)]
+    support: SupportSettings,
 }
 
 #[derive(Deserialize)]
@@ -798,8 +810,126 @@ impl PipelineConfig {
                 }),
                 ..file.mfa
             },
+            recovery: match file.recovery {
+                Some(r) => Some(r.validated(base).map_err(invalid)?),
+                None => None,
+            },
+            support: SupportSettings {
+                agents: file
+                    .support
+                    .agents
+                    .into_iter()
+                    .map(|a| CallerSettings {
+                        token_file: a.token_file.map(|f| base.join(f)),
+                        ..a
+                    })
+                    .collect(),
+                ..file.support
+            },
             base_dir: base.to_owned(),
         })
+    }
+}
+
+/// `[recovery]`: recovery codes and the waiting period (see `gateway::recovery`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoverySettings {
+    /// The key of the codes' keyed hash (HMAC-SHA256), 32+ characters, from the
+    /// environment or a file.
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    /// The shortest waiting period without a code; a rule may ask for longer (risk).
+    pub wait_hours: u64,
+    /// After the wait, how long the user has to come back and enrol a new factor.
+    pub enrol_window_hours: u64,
+    /// The page a notice's cancel link opens (`?recovery=ID&token=…` is appended).
+    pub cancel_url: String,
+    /// Consecutive wrong codes before the codes are disabled until the user signs in
+    /// with their factor (NIST SP 800-63B-4: at most 100).
+    pub max_code_failures: u32,
+    /// Wrong codes allowed back to back before delays (doubling from 1 s) start.
+    pub free_code_failures: u32,
+    pub max_code_delay_seconds: u64,
+    /// Recovery attempts (logins asking to recover) per user and per IP address per hour.
+    pub max_attempts_per_user_per_hour: u32,
+    pub max_attempts_per_ip_per_hour: u32,
+    /// How far back a device, network or country counts as known.
+    pub known_for_days: u64,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        Self {
+            key_env: None,
+            key_file: None,
+            wait_hours: 72,
+            enrol_window_hours: 72,
+            cancel_url: "https://accounts.example.invalid/recovery/cancel".into(),
+            max_code_failures: 100,
+            free_code_failures: 5,
+            max_code_delay_seconds: 3600,
+            max_attempts_per_user_per_hour: 10,
+            max_attempts_per_ip_per_hour: 30,
+            known_for_days: 90,
+        }
+    }
+}
+
+impl RecoverySettings {
+    fn validated(self, base: &Path) -> Result<Self, String> {
+        if self.key_env.is_none() && self.key_file.is_none() {
+            return Err(
+                "[recovery] needs key_env or key_file (the recovery codes' hash key)".into(),
+            );
+        }
+        if self.max_code_failures == 0 || self.max_code_failures > 100 {
+            return Err("recovery.max_code_failures must be between 1 and 100".into());
+        }
+        if self.wait_hours == 0 || self.enrol_window_hours == 0 {
+            return Err("recovery.wait_hours and enrol_window_hours must be positive".into());
+        }
+        if self.max_attempts_per_user_per_hour == 0 || self.max_attempts_per_ip_per_hour == 0 {
+            return Err("recovery attempt limits must be positive".into());
+        }
+        url::Url::parse(&self.cancel_url).map_err(|e| format!("recovery.cancel_url: {e}"))?;
+        Ok(Self {
+            key_file: self.key_file.map(|f| base.join(f)),
+            ..self
+        })
+    }
+
+    /// The codes' hash key.
+    pub fn key(&self) -> Result<secrecy::SecretString, String> {
+        let key = secret_from(
+            "[recovery]",
+            self.key_env.as_deref(),
+            self.key_file.as_deref(),
+        )?;
+        if secrecy::ExposeSecret::expose_secret(&key).len() < 32 {
+            return Err("the [recovery] key must hold at least 32 characters".into());
+        }
+        Ok(key)
+    }
+}
+
+/// `[support]`: the agents of the support console, each with their own token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupportSettings {
+    #[serde(rename = "agent")]
+    pub agents: Vec<CallerSettings>,
+    /// The waiting period of an approved dangerous action (unless both agents give a
+    /// reason to skip it).
+    pub wait_hours: u64,
+}
+
+impl Default for SupportSettings {
+    fn default() -> Self {
+        Self {
+            agents: Vec::new(),
+            wait_hours: 72,
+        }
     }
 }
 

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand};
 use portcullis::record::{
     Expectation, RecordedLogin, RecordedResume, Recorder, Recording, Step, TokenChoice,
 };
-use portcullis::state::StoredLogin;
 use portcullis::{Decision, Gateway, LoginAttempt, Pipeline, PipelineConfig, Runtime, Verdict};
 
 #[derive(Parser)]
@@ -120,6 +119,22 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// The audit log of support actions and recovery steps.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// The support console, as one agent: a client of `serve`'s admin API. The
+    /// agent's own token comes from the environment (`--token-env`).
+    Support {
+        /// Where `portcullis serve` listens, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        server: String,
+        #[arg(long, default_value = "PORTCULLIS_AGENT_TOKEN")]
+        token_env: String,
+        #[command(subcommand)]
+        command: SupportCommand,
     },
     /// Run recordings against the current rules; exit 1 if any verdict changed.
     Replay {
@@ -322,6 +337,86 @@ enum ImportCommand {
 }
 
 #[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; exit 1 at the first edited, missing or inserted row (or
+    /// when the head is not `--expect-head`, a hash kept from an earlier run).
+    Verify {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum SupportCommand {
+    /// A user by email: masked data, factors, logins, recoveries, requests, audit.
+    Lookup { email: String },
+    /// Ask for a dangerous action; a second agent must approve it.
+    Request {
+        /// remove-factor, complete-recovery or change-email
+        action: String,
+        #[arg(long)]
+        user: String,
+        /// For remove-factor.
+        #[arg(long)]
+        factor: Option<String>,
+        /// For change-email.
+        #[arg(long)]
+        email: Option<String>,
+        /// An identity-verification reference, a ticket.
+        #[arg(long)]
+        evidence: String,
+        #[arg(long)]
+        reason: String,
+        /// Why the waiting period may be skipped (both agents must give one).
+        #[arg(long)]
+        skip_wait_reason: Option<String>,
+    },
+    /// Approve another agent's request.
+    Approve {
+        id: String,
+        #[arg(long)]
+        evidence: String,
+        #[arg(long)]
+        skip_wait_reason: Option<String>,
+    },
+    /// Carry out an approved request once its waiting period is over.
+    Execute { id: String },
+    /// Withdraw a request.
+    Cancel {
+        id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Unlink a legacy account from a user.
+    Unlink {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        product: String,
+        #[arg(long)]
+        legacy_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Make the user reset their password at the next sign-in.
+    ResetPassword {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Put the user's SMS factor back on the old provider.
+    RevertMfa {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum OutboxCommand {
     /// Deliver messages until stopped (SIGTERM or Ctrl-C).
     Run {
@@ -395,6 +490,18 @@ fn main() -> ExitCode {
             (sms_users, sms_internal),
         ),
         Command::Replay { recordings, config } => replay(&recordings, &config),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    config,
+                    expect_head,
+                },
+        } => audit_verify(&config, expect_head.as_deref()),
+        Command::Support {
+            server,
+            token_env,
+            command,
+        } => support(&server, &token_env, command),
         Command::Serve { config, listen } => serve(&config, listen),
         Command::Keys {
             command:
@@ -563,6 +670,7 @@ impl Summary {
             Decision::Allow => self.allowed += 1,
             Decision::Deny { .. } => self.denied += 1,
             Decision::Redirect { .. } => self.redirected += 1,
+            Decision::Recover { .. } => self.denied += 1,
             Decision::Challenge {
                 via,
                 ref destination,
@@ -629,10 +737,7 @@ fn run(config: &Path, logins: &[PathBuf], options: &RunOptions) -> Result<()> {
             description: String::new(),
             pipeline: None,
             steps: vec![Step {
-                login: Some(RecordedLogin {
-                    login: StoredLogin::from_attempt(attempt),
-                    has_password: attempt.password.is_some(),
-                }),
+                login: Some(RecordedLogin::of(attempt)),
                 resume: None,
                 calls: recorder.take_calls(),
                 expect: last.context("no verdict to record")?,
@@ -1376,5 +1481,95 @@ fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {
         "outbox: {} claimed, {} delivered, {} to retry, {} dead-lettered",
         report.claimed, report.delivered, report.retried, report.dead
     );
+    Ok(())
+}
+
+/// `portcullis audit verify`: exit 1 unless the chain holds (and ends at the head
+/// expected).
+fn audit_verify(config: &Path, expect_head: Option<&str>) -> Result<()> {
+    let config = PipelineConfig::load(config)?;
+    let (state, _) = portcullis::gateway::open_stores_of(&config)?;
+    let report = portcullis::state::audit::verify(state.sql())?;
+    let head_ok = expect_head.is_none_or(|h| h == report.head);
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !head_ok {
+        eprintln!(
+            "the chain's head is not the one expected: rows were cut off the end, or the log was replaced"
+        );
+    }
+    if !(report.ok && head_ok) {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `portcullis support …`: one call to the admin API; exit 1 when it refused.
+fn support(server: &str, token_env: &str, command: SupportCommand) -> Result<()> {
+    use portcullis::server::support_client::{ConsoleCall, send};
+    let token =
+        std::env::var(token_env).with_context(|| format!("the agent's token: set {token_env}"))?;
+    let call = match command {
+        SupportCommand::Lookup { email } => ConsoleCall::Lookup { email },
+        SupportCommand::Request {
+            action,
+            user,
+            factor,
+            email,
+            evidence,
+            reason,
+            skip_wait_reason,
+        } => ConsoleCall::Request {
+            body: serde_json::json!({
+                "action": action, "user_id": user,
+                "params": {"factor_id": factor, "email": email},
+                "evidence": evidence, "reason": reason, "skip_wait_reason": skip_wait_reason,
+            }),
+        },
+        SupportCommand::Approve {
+            id,
+            evidence,
+            skip_wait_reason,
+        } => ConsoleCall::Step {
+            id,
+            step: "approve",
+            body: serde_json::json!({"evidence": evidence, "skip_wait_reason": skip_wait_reason}),
+        },
+        SupportCommand::Execute { id } => ConsoleCall::Step {
+            id,
+            step: "execute",
+            body: serde_json::json!({}),
+        },
+        SupportCommand::Cancel { id, reason } => ConsoleCall::Step {
+            id,
+            step: "cancel",
+            body: serde_json::json!({"reason": reason}),
+        },
+        SupportCommand::Unlink {
+            user,
+            product,
+            legacy_id,
+            reason,
+        } => ConsoleCall::Act {
+            user,
+            action: "unlink",
+            body: serde_json::json!({"product": product, "legacy_id": legacy_id, "reason": reason}),
+        },
+        SupportCommand::ResetPassword { user, reason } => ConsoleCall::Act {
+            user,
+            action: "password-reset",
+            body: serde_json::json!({"reason": reason}),
+        },
+        SupportCommand::RevertMfa { user, reason } => ConsoleCall::Act {
+            user,
+            action: "mfa-revert",
+            body: serde_json::json!({"reason": reason}),
+        },
+    };
+    let (status, answer) = send(server, &token, call).map_err(anyhow::Error::msg)?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    if !(200..300).contains(&status) {
+        eprintln!("refused ({status})");
+        std::process::exit(1);
+    }
     Ok(())
 }

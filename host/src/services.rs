@@ -18,6 +18,7 @@ pub mod call {
     pub const FIND_ACCOUNTS: &str = "legacy.find-accounts";
     pub const LEGACY_VERIFY_PASSWORD: &str = "legacy.verify-password";
     pub const LIST_FACTORS: &str = "mfa.list-factors";
+    pub const RECOVERY_FACTS: &str = "recovery.facts";
     /// The host's own calls to the SMS providers while it performs a challenge (the
     /// code is never an argument in a trace or a recording).
     pub const SEND_CODE: &str = "sms.send-code";
@@ -112,6 +113,40 @@ impl FactorSummary {
 }
 
 /// Read-only directory lookups.
+/// Where a user's recovery stands, as rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryStatus {
+    None,
+    Waiting,
+    Ready,
+}
+
+/// What the host knows about a login asking to recover (see the `recovery` capability).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryFacts {
+    pub has_code: bool,
+    pub has_factors: bool,
+    pub status: RecoveryStatus,
+    pub wait_ends_ms: Option<u64>,
+    pub new_device: bool,
+    pub new_network: bool,
+    pub new_country: bool,
+}
+
+/// A login's request to recover, as the host prepared it before the pipeline: keyed
+/// digests of where it comes from, never the code or the raw addresses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryAsk {
+    pub has_code: bool,
+    /// (`device` | `network` | `country`, keyed digest)
+    pub sightings: Vec<(&'static str, String)>,
+    /// Sightings since then count as known.
+    pub known_since_ms: u64,
+    /// The host's clock when the login arrived.
+    pub now_ms: u64,
+}
+
 pub trait Directory: Send + Sync {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError>;
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError>;
@@ -121,6 +156,12 @@ pub trait Directory: Send + Sync {
     -> Result<bool, ServiceError>;
     /// A user's active second factors.
     fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError>;
+    /// The facts of a recovery asked for by this login (`ask`) for its user.
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        ask: &RecoveryAsk,
+    ) -> Result<RecoveryFacts, ServiceError>;
 }
 
 /// The legacy product stores of a migration.
@@ -218,6 +259,17 @@ impl Directory for NoStores {
     }
     fn list_factors(&self, _: &str) -> Result<Vec<FactorSummary>, ServiceError> {
         Ok(Vec::new())
+    }
+    fn recovery_facts(&self, _: &str, ask: &RecoveryAsk) -> Result<RecoveryFacts, ServiceError> {
+        Ok(RecoveryFacts {
+            has_code: ask.has_code,
+            has_factors: false,
+            status: RecoveryStatus::None,
+            wait_ends_ms: None,
+            new_device: true,
+            new_network: true,
+            new_country: true,
+        })
     }
 }
 

@@ -18,6 +18,7 @@ pub const RULES: &[&str] = &[
     "rule-ownership-check",
     "rule-id-propagation",
     "rule-mfa-route",
+    "rule-recovery-guard",
     "guest-model-panic",
     "guest-warm-probe",
 ];

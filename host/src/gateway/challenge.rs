@@ -59,7 +59,7 @@ pub(crate) enum Checked {
 }
 
 /// A denied verdict that keeps the trace of what ran.
-fn denied(mut verdict: Verdict, code: &str, message: &str, retryable: bool) -> Verdict {
+pub(super) fn denied(mut verdict: Verdict, code: &str, message: &str, retryable: bool) -> Verdict {
     verdict.decision = Decision::Deny {
         code: code.into(),
         message: message.into(),
@@ -70,7 +70,7 @@ fn denied(mut verdict: Verdict, code: &str, message: &str, retryable: bool) -> V
     verdict
 }
 
-fn answer_only(record: &ResumeRecord) -> Verdict {
+pub(super) fn answer_only(record: &ResumeRecord) -> Verdict {
     Verdict {
         transaction_id: record.transaction_id.clone(),
         decision: Decision::Allow,
@@ -80,6 +80,7 @@ fn answer_only(record: &ResumeRecord) -> Verdict {
         resume_token: None,
         error: None,
         evidence: Default::default(),
+        recovery: None,
     }
 }
 

@@ -80,12 +80,19 @@ fn unavailable(e: ServiceError) -> EnrollError {
 }
 
 impl Gateway {
+    /// Whether an active factor stands in the way of enrolling one: one SMS factor per
+    /// user, except while a recovery waits for a new one (the lost factor is still
+    /// active then; the recovery disables it once the new one is confirmed).
     fn active_sms_factor(&self, user_id: &str) -> Result<bool, EnrollError> {
-        Ok(self
-            .state
-            .factors_of(user_id)?
-            .iter()
-            .any(|f| f.kind == FactorKind::Sms && f.status == FactorStatus::Active))
+        let recovering_since =
+            crate::state::recovery::open_recovery(self.state.sql(), user_id, self.clock.now_ms())?
+                .filter(|r| r.status == "enrolling")
+                .map(|r| r.ready_at_ms);
+        Ok(self.state.factors_of(user_id)?.iter().any(|f| {
+            f.kind == FactorKind::Sms
+                && f.status == FactorStatus::Active
+                && recovering_since.is_none_or(|since| f.enrolled_at_ms >= since)
+        }))
     }
 
     /// Starts enrolling `phone` as the user's SMS factor: sends a code to it.

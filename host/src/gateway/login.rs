@@ -15,6 +15,10 @@ pub struct RequestInfo {
     pub ip: String,
     #[serde(default)]
     pub user_agent: String,
+    /// The country the gateway placed the request in (ISO 3166 alpha-2), if it
+    /// knows: a recovery from a new country waits longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -66,11 +70,42 @@ pub struct LoginAttempt {
     pub password: Option<SecretString>,
     #[serde(default)]
     pub request: RequestInfo,
+    /// The user asks to recover an account whose second factor is lost:
+    /// `"recovery": true`, or `{"code": "XXXXX-XXXXX-XXXXX"}` with a recovery code
+    /// (a secret, like the password: never serialized, never handed to a rule).
+    #[serde(default)]
+    pub recovery: Option<RecoveryRequest>,
+    /// What the host prepared for the `recovery` capability when the login asks to
+    /// recover (never taken from the caller).
+    #[serde(skip)]
+    pub recovery_ask: Option<crate::services::RecoveryAsk>,
     /// The directory user the host found for the email. Never taken from the caller
     /// (a `user` in the JSON is refused as an unknown field): the host looks the user
     /// up itself.
     #[serde(skip_deserializing)]
     pub user: Option<DirectoryUser>,
+}
+
+/// What a login carries when it asks to recover.
+#[derive(Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RecoveryRequest {
+    Flag(bool),
+    Code { code: SecretString },
+}
+
+impl RecoveryRequest {
+    /// Whether the login asks to recover at all (`"recovery": false` does not).
+    pub fn asked(request: &Option<Self>) -> bool {
+        !matches!(request, None | Some(Self::Flag(false)))
+    }
+
+    pub fn code(request: &Option<Self>) -> Option<&SecretString> {
+        match request {
+            Some(Self::Code { code }) => Some(code),
+            _ => None,
+        }
+    }
 }
 
 impl std::fmt::Debug for LoginAttempt {
@@ -82,6 +117,7 @@ impl std::fmt::Debug for LoginAttempt {
             .field("client_id", &self.client_id)
             .field("email", &crate::redact::redact_text(&self.email))
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("recovery", &RecoveryRequest::asked(&self.recovery))
             .field("user", &self.user.as_ref().map(|u| &u.id))
             .finish_non_exhaustive()
     }
@@ -146,6 +182,18 @@ impl LoginAttempt {
             .is_some_and(|p| secrecy::ExposeSecret::expose_secret(p).len() > MAX_PASSWORD_LEN)
         {
             return invalid(format!("password must be at most {MAX_PASSWORD_LEN} bytes"));
+        }
+        if RecoveryRequest::code(&self.recovery).is_some_and(|c| {
+            secrecy::ExposeSecret::expose_secret(c).len()
+                > crate::mfa::recovery_codes::MAX_INPUT_LEN
+        }) {
+            return invalid(format!(
+                "recovery.code must be at most {} characters",
+                crate::mfa::recovery_codes::MAX_INPUT_LEN
+            ));
+        }
+        if self.request.country.as_ref().is_some_and(|c| c.len() > 8) {
+            return invalid("request.country must be at most 8 characters".into());
         }
         Ok(())
     }

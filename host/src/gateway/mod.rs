@@ -6,7 +6,9 @@ mod challenge;
 pub mod clock;
 pub mod enroll;
 pub mod login;
+mod recovery;
 pub mod resume;
+pub mod support;
 
 use std::sync::Arc;
 
@@ -20,8 +22,8 @@ use crate::runtime::verdict::{ChallengeKind, Decision, Effect, Verdict};
 use crate::services::{LegacyStores, Services};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
-    ApplyReport, EffectBatch, PendingChallenge, ResumeRecord, SqliteLegacyStores, SqliteState,
-    StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
+    ApplyReport, EffectBatch, PendingChallenge, PendingEnrolment, ResumeRecord, SqliteLegacyStores,
+    SqliteState, StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
 };
 use clock::Clock;
 use login::LoginAttempt;
@@ -56,6 +58,10 @@ pub struct Gateway {
     /// How the host performs second-factor challenges.
     challenges: challenge::ChallengeLimits,
     enrolment: enroll::Enrolment,
+    /// Account recovery (`[recovery]`); `None`: nothing to recover with.
+    recovery: Option<recovery::RecoveryPolicy>,
+    /// The waiting period of an approved dangerous support action.
+    support_wait_hours: u64,
 }
 
 impl Gateway {
@@ -84,6 +90,8 @@ impl Gateway {
                 policy: Default::default(),
                 keys: None,
             },
+            recovery: None,
+            support_wait_hours: crate::config::SupportSettings::default().wait_hours,
         }
     }
 
@@ -96,6 +104,13 @@ impl Gateway {
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
         gateway.challenges = challenge::ChallengeLimits::new(&config.mfa);
+        gateway.support_wait_hours = config.support.wait_hours;
+        if let Some(settings) = &config.recovery {
+            gateway.recovery = Some(
+                recovery::RecoveryPolicy::new(settings.clone())
+                    .map_err(|e| GatewayError::Config(format!("[recovery]: {e}")))?,
+            );
+        }
         // Retiring the old provider: refused while any active factor still needs it.
         if config.mfa.verify.is_some() && config.mfa.legacy_sms.is_none() {
             let depending = gateway.state.factors_depending_on_legacy()?;
@@ -206,7 +221,11 @@ impl Gateway {
                 ));
             }
         }
+        self.prepare_recovery(&mut attempt, now_ms);
         let verdict = self.pipeline.evaluate(&attempt, &self.services);
+        if matches!(verdict.decision, Decision::Recover { .. }) && self.apply_effects {
+            return self.recover(verdict, &attempt);
+        }
         let password_hash = needs_password_hash(&verdict.effects)
             .then(|| {
                 attempt
@@ -216,12 +235,9 @@ impl Gateway {
             })
             .flatten();
         let verified = verdict.evidence.directory_password_verified;
-        let verdict = self.settle(
-            verdict,
-            &StoredLogin::from_attempt(&attempt),
-            &attempt.new_user_id(),
-            password_hash,
-        )?;
+        let stored = StoredLogin::from_attempt(&attempt);
+        let verdict = self.settle(verdict, &stored, &attempt.new_user_id(), password_hash)?;
+        self.remember_sightings(&stored, &verdict);
         // An imported legacy hash becomes argon2id at its first successful sign-in.
         if verified
             && verdict.applied.is_some()
@@ -257,14 +273,22 @@ impl Gateway {
         if record.transaction_id != claims.tx || record.subject != claims.sub {
             return Err(ResumeRefusal::Mismatch("another user".into()).into());
         }
-        let result = match &record.challenge {
-            None => result.to_owned(),
+        let result = match (&record.challenge, &record.enrolment) {
             // The code decides, checked by the provider that sent it; the rule hears
             // only that it passed.
-            Some(challenge) => match self.check_challenge(&record, challenge, result)? {
-                challenge::Checked::Passed(result) => result,
+            (Some(challenge), _) => match self.check_challenge(&record, challenge, result)? {
+                challenge::Checked::Passed(result) => {
+                    self.factor_passed(&record.subject);
+                    result
+                }
                 challenge::Checked::Answer(verdict) => return Ok(*verdict),
             },
+            // A recovery completes once a new factor is enrolled.
+            (None, Some(enrolment)) => match self.check_enrolment(&record, enrolment, result)? {
+                Ok(result) => result,
+                Err(verdict) => return Ok(*verdict),
+            },
+            (None, None) => result.to_owned(),
         };
         let attempt = record.login.to_attempt(now_ms);
         let from = ResumePoint {
@@ -283,12 +307,14 @@ impl Gateway {
                 record.evidence.clone(),
             )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
-        self.settle(
+        let verdict = self.settle(
             verdict,
             &record.login,
             &attempt.new_user_id(),
             record.password_hash.clone(),
-        )
+        )?;
+        self.remember_sightings(&record.login, &verdict);
+        Ok(verdict)
     }
 
     /// After the pipeline: apply an allow, park a redirect, leave the rest.
@@ -357,6 +383,16 @@ impl Gateway {
                 via: Some(_),
                 ..
             } => return self.challenge(verdict, login, new_user_id, password_hash),
+            // A recovery is performed for a login's first evaluation only; asked for
+            // anywhere else (a resumed rule), it lets nobody in.
+            Decision::Recover { .. } if self.apply_effects => {
+                return Ok(challenge::denied(
+                    verdict,
+                    "recovery_pending",
+                    "The recovery could not be continued; please sign in again.",
+                    true,
+                ));
+            }
             _ => {}
         }
         Ok(verdict)
@@ -376,6 +412,31 @@ impl Gateway {
         rule: &str,
         state: &str,
         challenge: Option<PendingChallenge>,
+    ) -> Result<String, GatewayError> {
+        self.park_with(
+            verdict,
+            login,
+            new_user_id,
+            password_hash,
+            rule,
+            state,
+            challenge,
+            None,
+        )
+    }
+
+    /// [`Gateway::park`], for a recovery's enrolment too.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn park_with(
+        &self,
+        verdict: &Verdict,
+        login: &StoredLogin,
+        new_user_id: &str,
+        password_hash: Option<String>,
+        rule: &str,
+        state: &str,
+        challenge: Option<PendingChallenge>,
+        enrolment: Option<PendingEnrolment>,
     ) -> Result<String, GatewayError> {
         let rule_index = self
             .pipeline
@@ -406,6 +467,7 @@ impl Gateway {
             expires_at_ms: claims.exp,
             evidence: verdict.evidence.clone(),
             challenge,
+            enrolment,
         })?;
         Ok(self.tokens.issue(&claims))
     }
@@ -439,11 +501,17 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         resume_token: None,
         error: Some(crate::redact::redact_text(&detail).into_owned()),
         evidence: Default::default(),
+        recovery: None,
     }
 }
 
 /// The directory store and the legacy stores a config names.
 type Stores = (Arc<dyn StateStore>, Arc<dyn LegacyStores>);
+
+/// The stores a config names, for jobs outside a gateway (`audit verify`).
+pub fn open_stores_of(config: &PipelineConfig) -> Result<Stores, GatewayError> {
+    open_stores(config)
+}
 
 pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayError> {
     let Some(settings) = &config.state else {

@@ -3,4 +3,5 @@
 //! and the routing rule build on these.)
 
 pub mod phone;
+pub mod recovery_codes;
 pub mod sealed;

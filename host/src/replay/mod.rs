@@ -200,6 +200,7 @@ impl Replay {
                 (Some(recorded), None) => {
                     let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);
                     attempt.password = recorded.has_password.then(|| REPLAY_PASSWORD.into());
+                    attempt.recovery = recorded.replayed_recovery();
                     gateway.login(&attempt)
                 }
                 (None, Some(resume)) => {

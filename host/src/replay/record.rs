@@ -52,6 +52,37 @@ pub struct RecordedLogin {
     #[serde(flatten)]
     pub login: StoredLogin,
     pub has_password: bool,
+    /// Whether the login asked to recover: `"asked"`, or `"code"` when it carried a
+    /// recovery code (never the code itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<String>,
+}
+
+impl RecordedLogin {
+    pub fn of(attempt: &crate::gateway::login::LoginAttempt) -> Self {
+        use crate::gateway::login::RecoveryRequest;
+        Self {
+            login: StoredLogin::from_attempt(attempt),
+            has_password: attempt.password.is_some(),
+            recovery: match RecoveryRequest::code(&attempt.recovery) {
+                Some(_) => Some("code".into()),
+                None => RecoveryRequest::asked(&attempt.recovery).then(|| "asked".into()),
+            },
+        }
+    }
+
+    /// What a replay sends for the recovery the login asked for: the code's check
+    /// is the host's, so any stand-in serves.
+    pub fn replayed_recovery(&self) -> Option<crate::gateway::login::RecoveryRequest> {
+        use crate::gateway::login::RecoveryRequest;
+        match self.recovery.as_deref() {
+            Some("code") => Some(RecoveryRequest::Code {
+                code: "REPLAYED-RECOVERY-CODE".into(),
+            }),
+            Some(_) => Some(RecoveryRequest::Flag(true)),
+            None => None,
+        }
+    }
 }
 
 /// Which token a resume step presents.
@@ -109,9 +140,24 @@ pub struct Expectation {
 
 impl Expectation {
     pub fn of(verdict: &Verdict) -> Self {
+        // A recovery the host performed is compared by the rule's decision: what the
+        // host answered depends on its state, which a replay does not have.
+        let decision = match &verdict.recovery {
+            Some(step) => Decision::Recover {
+                step: step.clone(),
+                state: String::new(),
+                rule: String::new(),
+            },
+            None => verdict.decision.clone(),
+        };
+        // Nothing of a login asking to recover is applied with it.
+        let effects = match decision {
+            Decision::Recover { .. } => Vec::new(),
+            _ => verdict.effects.clone(),
+        };
         Self {
-            decision: Some(verdict.decision.clone()),
-            effects: verdict.effects.clone(),
+            decision: Some(decision),
+            effects,
             faults: verdict
                 .faults()
                 .map(|(rule, fault)| FaultSeen {
@@ -143,6 +189,13 @@ impl Expectation {
                     .unwrap_or_default()
             ),
             (None, Some(Decision::Deny { code, .. })) => format!("deny:{code}"),
+            (None, Some(Decision::Recover { step, .. })) => format!(
+                "recover:{}",
+                serde_json::to_value(step)
+                    .ok()
+                    .and_then(|v| v["step"].as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            ),
             (None, Some(Decision::Challenge { kind, .. })) => format!(
                 "challenge:{}",
                 serde_json::to_value(kind)
@@ -253,6 +306,17 @@ impl Directory for Recorder {
             call::LIST_FACTORS,
             &[user_id],
             self.inner.directory.list_factors(user_id),
+        )
+    }
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        ask: &crate::services::RecoveryAsk,
+    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        self.note(
+            call::RECOVERY_FACTS,
+            &[user_id],
+            self.inner.directory.recovery_facts(user_id, ask),
         )
     }
 }
@@ -381,6 +445,13 @@ impl Directory for Replayer {
     fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
         self.serve(call::LIST_FACTORS, &[user_id])
     }
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        _: &crate::services::RecoveryAsk,
+    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        self.serve(call::RECOVERY_FACTS, &[user_id])
+    }
 }
 
 impl LegacyStores for Replayer {
@@ -439,6 +510,7 @@ pub struct MemoryAnswers {
     find_accounts: std::collections::HashMap<String, Answered<Vec<LegacyAccount>>>,
     legacy_verify: std::collections::HashMap<(String, String), Answered<bool>>,
     list_factors: std::collections::HashMap<String, Answered<Vec<FactorSummary>>>,
+    recovery_facts: std::collections::HashMap<String, Answered<crate::services::RecoveryFacts>>,
 }
 
 impl MemoryAnswers {
@@ -475,6 +547,11 @@ impl MemoryAnswers {
                 call::LIST_FACTORS => {
                     answers
                         .list_factors
+                        .insert(arg(0), recorded.answer.decode(&recorded.call));
+                }
+                call::RECOVERY_FACTS => {
+                    answers
+                        .recovery_facts
                         .insert(arg(0), recorded.answer.decode(&recorded.call));
                 }
                 _ => {}
@@ -517,6 +594,13 @@ impl Directory for MemoryAnswers {
     }
     fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
         served(self.list_factors.get(user_id), call::LIST_FACTORS)
+    }
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        _: &crate::services::RecoveryAsk,
+    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        served(self.recovery_facts.get(user_id), call::RECOVERY_FACTS)
     }
 }
 

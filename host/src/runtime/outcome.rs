@@ -4,7 +4,7 @@
 use serde_json::Value;
 
 use crate::runtime::bindings::wit;
-use crate::runtime::verdict::{ChallengeKind, Decision, Effect};
+use crate::runtime::verdict::{ChallengeKind, Decision, Effect, RecoveryStep};
 use crate::state::factors::FactorProvider;
 
 /// A rule's outcome after validation.
@@ -22,6 +22,13 @@ fn outcome_size(outcome: &wit::Outcome) -> usize {
         wit::Decision::Challenge(c) => c.factor_id.as_ref().map_or(0, String::len) + c.state.len(),
         wit::Decision::Deny(d) => d.code.len() + d.message.len(),
         wit::Decision::Redirect(r) => r.url.len() + r.reason.len() + r.state.len(),
+        wit::Decision::Recover(r) => {
+            r.state.len()
+                + match &r.step {
+                    wit::RecoveryStep::Wait(w) => w.reasons.iter().map(String::len).sum(),
+                    _ => 0,
+                }
+        }
     };
     decision + outcome.effects.iter().map(effect_size).sum::<usize>()
 }
@@ -127,6 +134,29 @@ pub(crate) fn validate(
                 }),
                 destination: None,
                 attempts_left: None,
+                state: info.state,
+                rule: rule.to_owned(),
+            }
+        }
+        wit::Decision::Recover(info) => {
+            const MAX_REASONS: usize = 16;
+            Decision::Recover {
+                step: match info.step {
+                    wit::RecoveryStep::UseCode => RecoveryStep::UseCode,
+                    wit::RecoveryStep::Enrol => RecoveryStep::Enrol,
+                    wit::RecoveryStep::Wait(w) => {
+                        if w.reasons.len() > MAX_REASONS || w.reasons.iter().any(|r| r.len() > 200)
+                        {
+                            return Err(format!(
+                                "a wait gives at most {MAX_REASONS} reasons of 200 bytes"
+                            ));
+                        }
+                        RecoveryStep::Wait {
+                            wait_ms: w.wait_ms,
+                            reasons: w.reasons,
+                        }
+                    }
+                },
                 state: info.state,
                 rule: rule.to_owned(),
             }

@@ -290,6 +290,7 @@ impl Pipeline {
                         Decision::Deny { .. } => RuleResult::Deny,
                         Decision::Redirect { .. } => RuleResult::Redirect,
                         Decision::Challenge { .. } => RuleResult::Challenge,
+                        Decision::Recover { .. } => RuleResult::Recover,
                     };
                     ctx.pending
                         .extend(outcome.effects.iter().map(effect_to_wit));
@@ -352,6 +353,7 @@ impl Pipeline {
             resume_token: None,
             error: None,
             evidence,
+            recovery: None,
         }
     }
 

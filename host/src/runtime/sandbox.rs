@@ -94,6 +94,8 @@ pub(crate) struct RuleState {
     pub(crate) password: Option<SecretString>,
     /// The login's directory user, the only one whose factors a rule may list.
     pub(crate) login_user: Option<String>,
+    /// What the host prepared for a login asking to recover (rules granted `recovery`).
+    pub(crate) recovery: Option<crate::services::RecoveryAsk>,
     pub(crate) logs: Vec<String>,
     pub(crate) capability_failures: u32,
     output: BoundedOutput,
@@ -118,10 +120,14 @@ impl RuleState {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
             password: login.password.clone(),
             // Only a rule that may list factors needs it: no copy per rule otherwise.
-            login_user: rule
+            login_user: (rule.grants.contains(&crate::config::Capability::Mfa)
+                || rule.grants.contains(&crate::config::Capability::Recovery))
+            .then(|| login.user.as_ref().map(|u| u.id.clone()))
+            .flatten(),
+            recovery: rule
                 .grants
-                .contains(&crate::config::Capability::Mfa)
-                .then(|| login.user.as_ref().map(|u| u.id.clone()))
+                .contains(&crate::config::Capability::Recovery)
+                .then(|| login.recovery_ask.clone())
                 .flatten(),
             evidence,
             refused: None,
@@ -151,6 +157,7 @@ impl RuleState {
             deadline: Instant::now() + Duration::from_millis(rule.deadline_ms),
             password: None,
             login_user: None,
+            recovery: None,
             evidence: AccountEvidence::default(),
             refused: None,
             wasi: None,

@@ -43,6 +43,24 @@ pub enum Decision {
         #[serde(skip)]
         rule: String,
     },
+    /// Account recovery, which the host performs (`gateway::recovery`); a gateway
+    /// never answers with it: it becomes a deny or an enrolment challenge.
+    Recover {
+        step: RecoveryStep,
+        #[serde(skip)]
+        state: String,
+        #[serde(skip)]
+        rule: String,
+    },
+}
+
+/// What a rule asks the host to do for a login that asks to recover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum RecoveryStep {
+    UseCode,
+    Wait { wait_ms: u64, reasons: Vec<String> },
+    Enrol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +70,8 @@ pub enum ChallengeKind {
     PasswordReset,
     EmailVerification,
     Captcha,
+    /// Enrol a new second factor (after a recovery), then continue the login.
+    MfaEnrollment,
 }
 
 /// A declarative change a rule asks for. The host applies them after the pipeline.
@@ -126,6 +146,7 @@ pub enum RuleResult {
     Deny,
     Redirect,
     Challenge,
+    Recover,
     Fault,
 }
 
@@ -167,6 +188,11 @@ pub struct Verdict {
     /// server-side across a redirect, never sent.
     #[serde(skip)]
     pub evidence: crate::runtime::invariants::AccountEvidence,
+    /// For a recovery the host performed: what the rule decided (the `recover`
+    /// decision), which recordings keep and replays compare; the answer itself
+    /// depends on the host's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoveryStep>,
 }
 
 impl Verdict {

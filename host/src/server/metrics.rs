@@ -132,6 +132,7 @@ impl Metrics {
             Decision::Deny { .. } => "deny",
             Decision::Redirect { .. } => "redirect",
             Decision::Challenge { .. } => "challenge",
+            Decision::Recover { .. } => "recover",
         };
         self.verdicts
             .get_or_create(&DecisionLabel {

@@ -5,6 +5,9 @@ mod callers;
 mod import_api;
 mod listener;
 mod metrics;
+mod recovery_api;
+mod support_api;
+pub mod support_client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -53,6 +56,8 @@ pub struct AppState {
     config_path: PathBuf,
     admin_token: Option<String>,
     callers: Callers,
+    /// Support agents (`[[support.agent]]`), for the console's admin API.
+    agents: Callers,
     max_body: usize,
     request_timeout: std::time::Duration,
     evaluations: tokio::sync::Semaphore,
@@ -86,6 +91,9 @@ impl AppState {
             None => None,
         };
         let callers = Callers::load(&config.server.callers).map_err(ServeError::Config)?;
+        // Agents are callers of the admin API, each with a token of their own.
+        let agents = Callers::load(&config.support.agents)
+            .map_err(|e| ServeError::Config(e.replace("server.caller", "support.agent")))?;
         let import_api = config
             .server
             .import_api
@@ -105,6 +113,7 @@ impl AppState {
             config_path: config_path.to_owned(),
             admin_token,
             callers,
+            agents,
             max_body: config.server.max_body_kb * 1024,
             request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
             evaluations: tokio::sync::Semaphore::new(evaluation_slots),
@@ -497,6 +506,9 @@ pub fn router(app: Arc<AppState>) -> Router {
         .route("/v1/continue", post(resume))
         .route("/v1/mfa/enroll", post(mfa_enroll))
         .route("/v1/mfa/enroll/confirm", post(mfa_enroll_confirm))
+        .route("/v1/mfa/recovery-codes", post(recovery_api::issue_codes))
+        .route("/v1/recovery/cancel", post(recovery_api::cancel))
+        .merge(support_api::routes())
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/admin/reload", post(admin_reload))

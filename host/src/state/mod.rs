@@ -2,6 +2,7 @@
 //! and resume tokens. One trait, with SQLite as the embedded default.
 
 mod apply;
+pub mod audit;
 pub use apply::{ImportOutcome, ImportRecord};
 pub mod backfill;
 pub mod factors;
@@ -12,8 +13,11 @@ mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;
 pub mod passwords;
+pub mod portable;
 mod postgres;
+pub mod recovery;
 mod sqlite;
+pub mod support;
 
 use serde::{Deserialize, Serialize};
 
@@ -90,6 +94,18 @@ pub struct ResumeRecord {
     /// resumes once the code checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub challenge: Option<PendingChallenge>,
+    /// A recovery waiting for the user to enrol a new factor: the token resumes once
+    /// a factor enrolled since then is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<PendingEnrolment>,
+}
+
+/// The host's side of an enrolment after a recovery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEnrolment {
+    pub recovery_id: String,
+    /// Only a factor enrolled at or after this time counts.
+    pub since_ms: u64,
 }
 
 /// The host's side of an `mfa` challenge in flight.
@@ -136,6 +152,8 @@ impl StoredLogin {
             client_id: self.client_id.clone(),
             email: self.email.clone(),
             password: None,
+            recovery: None,
+            recovery_ask: None,
             request: self.request.clone(),
             user: self.user.clone(),
         }
@@ -166,6 +184,8 @@ pub struct OutboxMessage {
 }
 
 pub trait StateStore: Directory {
+    /// The same store through portable SQL (recovery, audit and support tables).
+    fn sql(&self) -> &dyn portable::SqlStore;
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;

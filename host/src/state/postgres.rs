@@ -180,6 +180,9 @@ impl PostgresState {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
         tx.batch_execute(SCHEMA)?;
         tx.batch_execute(super::import_files::SCHEMA)?;
+        tx.batch_execute(super::recovery::SCHEMA)?;
+        tx.batch_execute(super::audit::SCHEMA)?;
+        tx.batch_execute(super::support::SCHEMA)?;
         tx.commit()?;
         Ok(Self { pool })
     }
@@ -263,6 +266,13 @@ impl Directory for PostgresState {
             .iter()
             .map(FactorSummary::of)
             .collect())
+    }
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        ask: &crate::services::RecoveryAsk,
+    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        super::recovery::facts(self, user_id, ask).map_err(unavailable)
     }
 }
 
@@ -438,7 +448,37 @@ impl PostgresState {
     }
 }
 
+impl super::portable::SqlStore for PostgresState {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn super::portable::SqlTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        work(&mut super::portable::PostgresTx(&mut tx))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn lock_table(
+        &self,
+        tx: &mut dyn super::portable::SqlTx,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        // Readers go on; a second appender waits for this transaction's end.
+        tx.execute(
+            &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"),
+            &[],
+        )?;
+        Ok(())
+    }
+}
+
 impl StateStore for PostgresState {
+    fn sql(&self) -> &dyn super::portable::SqlStore {
+        self
+    }
+
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;

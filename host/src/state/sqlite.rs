@@ -174,6 +174,9 @@ impl SqliteState {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(super::import_files::SCHEMA)?;
+        conn.execute_batch(super::recovery::SCHEMA)?;
+        conn.execute_batch(super::audit::SCHEMA)?;
+        conn.execute_batch(super::support::SCHEMA)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -281,6 +284,13 @@ impl Directory for SqliteState {
             .iter()
             .map(FactorSummary::of)
             .collect())
+    }
+    fn recovery_facts(
+        &self,
+        user_id: &str,
+        ask: &crate::services::RecoveryAsk,
+    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        super::recovery::facts(self, user_id, ask).map_err(unavailable)
     }
 }
 
@@ -479,7 +489,33 @@ impl SqliteState {
     }
 }
 
+impl super::portable::SqlStore for SqliteState {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn super::portable::SqlTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        work(&mut super::portable::SqliteTx(&tx))?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn lock_table(
+        &self,
+        _tx: &mut dyn super::portable::SqlTx,
+        _table: &str,
+    ) -> Result<(), StoreError> {
+        // An immediate transaction holds SQLite's one write lock already.
+        Ok(())
+    }
+}
+
 impl StateStore for SqliteState {
+    fn sql(&self) -> &dyn super::portable::SqlStore {
+        self
+    }
+
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.lock();
         // IMMEDIATE: take the write lock first, so the idempotency check and the

@@ -100,6 +100,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         expires_at_ms: 10,
         evidence: Default::default(),
         challenge: None,
+        enrolment: None,
     };
     state.save_resume(&record)?;
     use portcullis::state::TakenResume;

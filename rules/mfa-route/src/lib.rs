@@ -12,7 +12,7 @@
 //! Config: `new_provider_cohorts` (default `[]`).
 
 use rule_model::v0_2::{
-    ChallengeInfo, ChallengeKind, Decision, DenyInfo, FactorProvider, FactorSummary, Host,
+    ChallengeInfo, ChallengeKind, Decision, DenyInfo, Effect, FactorProvider, FactorSummary, Host,
     LogLevel, LoginContext, Outcome, Resume, RuleError, json_flag,
 };
 
@@ -62,6 +62,15 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
     let Some(user) = &ctx.user else {
         return outcome(Decision::Continue);
     };
+    // A login that recovered its account in this flow has just enrolled a new factor
+    // and proven it with a code (`recovery-guard`'s claim, after the host checked it).
+    if ctx
+        .pending
+        .iter()
+        .any(|e| matches!(e, Effect::AddClaim(c) if c.name == "recovery"))
+    {
+        return outcome(Decision::Continue);
+    }
     let switched = switched_cohorts(host)?;
     let factors = host.list_factors(&user.id).map_err(|e| {
         rule_error(

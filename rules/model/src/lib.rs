@@ -63,6 +63,12 @@ macro_rules! guest_host {
             ) -> Result<Vec<$crate::v0_2::FactorSummary>, $crate::v0_2::CapabilityError> {
                 portcullis::rule::mfa::list_factors(user_id)
             }
+            fn recovery_facts(
+                &mut self,
+                user_id: &str,
+            ) -> Result<Option<$crate::v0_2::RecoveryFacts>, $crate::v0_2::CapabilityError> {
+                portcullis::rule::recovery::facts(user_id)
+            }
         });
     };
     // The capabilities every contract version has, over `$types` (the version's

@@ -21,4 +21,7 @@ pub trait Host {
     ) -> Result<bool, CapabilityError>;
     /// The login's user's active second factors: summaries, never a phone number.
     fn list_factors(&mut self, user_id: &str) -> Result<Vec<FactorSummary>, CapabilityError>;
+    /// What the host knows about a login asking to recover its account; `None` when
+    /// the login does not ask to.
+    fn recovery_facts(&mut self, user_id: &str) -> Result<Option<RecoveryFacts>, CapabilityError>;
 }

@@ -13,6 +13,7 @@
 //! It prints `listening on http://ADDR` first, so a test can start it on port 0.
 
 mod legacy;
+mod notify;
 mod verify;
 mod world;
 
@@ -89,6 +90,9 @@ async fn main() -> Result<()> {
             post(world::add_legacy_users).get(world::legacy_users),
         )
         .route("/sim/inbox", get(world::inbox))
+        .route("/notify", post(notify::notify))
+        .route("/sessions", post(notify::sessions))
+        .route("/sim/notices", get(notify::notices))
         .route("/sim/faults", put(world::set_faults))
         .route("/sim/clock", post(world::advance_clock))
         .route("/sim/stats", get(world::stats))

@@ -93,6 +93,10 @@ pub struct World {
     pub legacy_slow_rate: f64,
     pub clock_offset_ms: u64,
     pub counters: HashMap<&'static str, u64>,
+    /// Delivered notices and session revocations, and the idempotency keys seen.
+    pub notices: Vec<serde_json::Value>,
+    pub revocations: Vec<serde_json::Value>,
+    pub notice_keys: std::collections::HashSet<String>,
 }
 
 pub struct Sim {

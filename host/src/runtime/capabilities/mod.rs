@@ -7,6 +7,7 @@ mod directory;
 mod legacy;
 mod log;
 pub(crate) mod mfa;
+mod recovery;
 mod since_v0_1;
 
 use secrecy::SecretString;

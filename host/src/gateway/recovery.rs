@@ -1,0 +1,711 @@
+//! Account recovery when the second factor is lost. The `recovery-guard` rule decides
+//! the path (`recover` decision); the host performs it and checks everything again,
+//! so no rule can shorten a wait or skip a code:
+//!
+//! - **a recovery code** (with the password, which the pipeline checked first): the
+//!   code is checked in constant time, throttled, and burnt; every session is
+//!   revoked, every channel on file notified; the login waits for a new factor's
+//!   enrolment (`mfa_enrollment` challenge), which completes the recovery (the old
+//!   factors are disabled) and resumes the pipeline;
+//! - **no code**: a waiting period (at least `[recovery] wait_hours`, longer on risk)
+//!   starts, every channel is told at once with a cancel link; a second request
+//!   changes nothing; the owner's cancel link, or a sign-in with the old factor, ends
+//!   it; once it is over, the same login enrols a new factor.
+//!
+//! Recovery state, notices (outbox) and the audit log change together, in one
+//! transaction each step. Answers say the same whatever the account: a recovery
+//! request is answered `recovery_pending` for users with and without factors.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use hmac::{Hmac, KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::challenge::denied;
+use super::login::{LoginAttempt, RecoveryRequest};
+use super::{Gateway, GatewayError};
+use crate::config::RecoverySettings;
+use crate::mfa::recovery_codes;
+use crate::runtime::verdict::{ChallengeKind, Decision, RecoveryStep, Verdict};
+use crate::services::RecoveryAsk;
+use crate::state::audit::AuditEntry;
+use crate::state::factors::{Factor, FactorStatus};
+use crate::state::recovery::{self as store, CodeCheck, Notice, Recovery, Started, Throttle};
+use crate::state::{PendingEnrolment, ResumeRecord, StoredLogin};
+
+const HOUR_MS: u64 = 3_600_000;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// What every notice says about disputing it.
+const DISPUTE: &str = "If this was not you, use the cancel link or contact support at once: \
+    nobody gets in without your second factor before the waiting period ends.";
+
+/// The host's recovery settings, key and attempt limits.
+pub(crate) struct RecoveryPolicy {
+    pub(crate) settings: RecoverySettings,
+    key: SecretString,
+    per_user: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<String>,
+    checks: AtomicU32,
+}
+
+impl RecoveryPolicy {
+    pub(crate) fn new(settings: RecoverySettings) -> Result<Self, String> {
+        let key = settings.key()?;
+        let quota = |n: u32| Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        Ok(Self {
+            per_user: RateLimiter::keyed(quota(settings.max_attempts_per_user_per_hour)),
+            per_ip: RateLimiter::keyed(quota(settings.max_attempts_per_ip_per_hour)),
+            settings,
+            key,
+            checks: AtomicU32::new(0),
+        })
+    }
+
+    fn throttle(&self) -> Throttle {
+        Throttle {
+            max_failures: i64::from(self.settings.max_code_failures),
+            free_failures: i64::from(self.settings.free_code_failures),
+            max_delay_ms: i64::try_from(self.settings.max_code_delay_seconds.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        }
+    }
+
+    /// Both the user's and the address's hourly allowance (checked in that order, so
+    /// one address cannot use up a user's allowance without using its own).
+    fn allow(&self, user_id: &str, ip: &str) -> bool {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
+            self.per_user.retain_recent();
+            self.per_ip.retain_recent();
+        }
+        self.per_ip.check_key(&ip.to_owned()).is_ok()
+            && self.per_user.check_key(&user_id.to_owned()).is_ok()
+    }
+
+    fn keyed(&self, kind: &str, value: &str) -> String {
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.expose_secret().as_bytes())
+                .expect("HMAC takes a key of any length");
+        mac.update(kind.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Keyed digests of where a login comes from: the device (user agent), the
+    /// network (an IPv4 /24 or IPv6 /48) and the country, when the gateway says.
+    pub(crate) fn sightings(
+        &self,
+        request: &super::login::RequestInfo,
+    ) -> Vec<(&'static str, String)> {
+        let network = match request.ip.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v4)) => {
+                let [a, b, c, _] = v4.octets();
+                format!("{a}.{b}.{c}.0/24")
+            }
+            Ok(IpAddr::V6(v6)) => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+            }
+            Err(_) => request.ip.clone(),
+        };
+        let mut sightings = vec![
+            ("device", self.keyed("device", &request.user_agent)),
+            ("network", self.keyed("network", &network)),
+        ];
+        if let Some(country) = &request.country {
+            sightings.push((
+                "country",
+                self.keyed("country", &country.to_ascii_uppercase()),
+            ));
+        }
+        sightings
+    }
+
+    pub(crate) fn code_digest(&self, user_id: &str, code: &SecretString) -> [u8; 32] {
+        // A malformed code is checked as a digest no code has: same work, a failure.
+        match recovery_codes::normalize(code.expose_secret()) {
+            Some(normalized) => recovery_codes::digest(&self.key, user_id, &normalized),
+            None => [0; 32],
+        }
+    }
+}
+
+/// Where the notices go: the email on file and each active factor.
+fn notices(
+    user: &crate::gateway::login::DirectoryUser,
+    factors: &[Factor],
+    key: &str,
+    event: &str,
+    message: &str,
+    cancel_url: Option<&str>,
+) -> Vec<Notice> {
+    let mut out = Vec::new();
+    let base = |channel: &str, to: &str| Notice {
+        key: format!("notify:{key}:{event}:{channel}:{to}"),
+        user_id: user.id.clone(),
+        channel: channel.into(),
+        to: to.into(),
+        event: event.into(),
+        message: message.into(),
+        cancel_url: cancel_url.map(str::to_owned),
+        dispute: DISPUTE.into(),
+    };
+    if let Some(email) = &user.email {
+        out.push(base("email", email));
+    }
+    for factor in factors.iter().filter(|f| f.status == FactorStatus::Active) {
+        out.push(base("sms", &factor.id));
+    }
+    out
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", super::resume::ResumeTokens::new_jti())
+}
+
+fn pending_answer(verdict: Verdict) -> Verdict {
+    denied(
+        verdict,
+        "recovery_pending",
+        "If this account can be recovered, a recovery is under way: every address on file \
+         has been told, and you can finish it once the waiting period is over.",
+        true,
+    )
+}
+
+impl Gateway {
+    /// Before the pipeline: what the `recovery` capability will answer from.
+    /// (Without `[recovery]` the facts still come from the directory, or from a
+    /// recording in a replay; the host then performs nothing.)
+    pub(super) fn prepare_recovery(&self, attempt: &mut LoginAttempt, now_ms: u64) {
+        if attempt.user.is_none() || !RecoveryRequest::asked(&attempt.recovery) {
+            return;
+        }
+        let known_for = self
+            .recovery
+            .as_ref()
+            .map_or(90, |p| p.settings.known_for_days);
+        attempt.recovery_ask = Some(RecoveryAsk {
+            has_code: RecoveryRequest::code(&attempt.recovery).is_some(),
+            sightings: self
+                .recovery
+                .as_ref()
+                .map(|p| p.sightings(&attempt.request))
+                .unwrap_or_default(),
+            known_since_ms: now_ms.saturating_sub(known_for * DAY_MS),
+            now_ms,
+        });
+    }
+
+    /// After an allowed login: its device, network and country become known.
+    pub(super) fn remember_sightings(&self, login: &StoredLogin, verdict: &Verdict) {
+        let (Some(policy), Some(user)) = (&self.recovery, &login.user) else {
+            return;
+        };
+        if !matches!(verdict.decision, Decision::Allow) || verdict.applied.is_none() {
+            return;
+        }
+        let sightings = policy.sightings(&login.request);
+        if let Err(e) =
+            store::record_sightings(self.state.sql(), &user.id, &sightings, self.clock.now_ms())
+        {
+            tracing::warn!(user = %user.id, "recording where the login came from failed: {e}");
+        }
+    }
+
+    /// A rule decided `recover`: perform it.
+    pub(super) fn recover(
+        &self,
+        mut verdict: Verdict,
+        attempt: &LoginAttempt,
+    ) -> Result<Verdict, GatewayError> {
+        let Decision::Recover { step, rule, state } = verdict.decision.clone() else {
+            return Ok(verdict);
+        };
+        verdict.recovery = Some(step.clone());
+        let (Some(policy), Some(user)) = (&self.recovery, &attempt.user) else {
+            // Without [recovery] the host has nothing to perform: the same answer as a
+            // recovery under way, so it says nothing about the account.
+            return Ok(pending_answer(verdict));
+        };
+        if !policy.allow(&user.id, &attempt.request.ip) {
+            return Ok(denied(
+                verdict,
+                "recovery_rate_limited",
+                "Too many recovery attempts; please try again later.",
+                true,
+            ));
+        }
+        let now_ms = self.clock.now_ms();
+        let factors = self.state.factors_of(&user.id)?;
+        if !factors.iter().any(|f| f.status == FactorStatus::Active) {
+            return Ok(pending_answer(verdict));
+        }
+        let login = StoredLogin::from_attempt(attempt);
+        let sql = self.state.sql();
+        let actor = format!("user:{}", user.id);
+        match step {
+            RecoveryStep::UseCode => {
+                let Some(code) = RecoveryRequest::code(&attempt.recovery) else {
+                    return Ok(pending_answer(verdict));
+                };
+                let digest = policy.code_digest(&user.id, code);
+                let checked = store::check_code(sql, &user.id, &digest, now_ms, policy.throttle())?;
+                let outcome = match &checked {
+                    CodeCheck::Burnt { .. } => "accepted",
+                    CodeCheck::Wrong { .. } => "wrong",
+                    CodeCheck::Throttled { .. } => "throttled",
+                    CodeCheck::Disabled => "disabled",
+                };
+                if !matches!(checked, CodeCheck::Burnt { .. }) {
+                    crate::state::audit::record(
+                        sql,
+                        &AuditEntry::new(now_ms, &actor, "recovery-code-attempt", &user.id)
+                            .outcome(outcome)
+                            .details(json!({"transaction": attempt.transaction_id})),
+                    )?;
+                }
+                match checked {
+                    CodeCheck::Wrong { .. } => Ok(denied(
+                        verdict,
+                        "recovery_code_invalid",
+                        "That recovery code is not valid.",
+                        false,
+                    )),
+                    CodeCheck::Throttled { .. } => Ok(denied(
+                        verdict,
+                        "recovery_throttled",
+                        "Too many wrong recovery codes; please wait before trying again.",
+                        true,
+                    )),
+                    CodeCheck::Disabled => Ok(denied(
+                        verdict,
+                        "recovery_codes_disabled",
+                        "Recovery codes are disabled for this account after too many wrong \
+                         ones; please contact support.",
+                        false,
+                    )),
+                    CodeCheck::Burnt { left } => {
+                        let recovery = Recovery {
+                            id: new_id("rcv"),
+                            user_id: user.id.clone(),
+                            path: "code".into(),
+                            status: "enrolling".into(),
+                            requested_at_ms: now_ms,
+                            ready_at_ms: now_ms,
+                            expires_at_ms: now_ms
+                                .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
+                            reasons: Vec::new(),
+                            cancel_digest: String::new(),
+                            finished_at_ms: None,
+                            outcome: None,
+                        };
+                        let told = notices(
+                            user,
+                            &factors,
+                            &recovery.id,
+                            "recovery-code-used",
+                            "A recovery code was used to sign in to your account; every \
+                             session was signed out and a new second factor is being set up.",
+                            None,
+                        );
+                        store::in_transaction(sql, |tx| {
+                            // A code supersedes a wait under way.
+                            if let Some(open) = store::open_in(tx, &user.id, now_ms)? {
+                                store::set_status(
+                                    tx,
+                                    &open.id,
+                                    &open.status,
+                                    "cancelled",
+                                    "superseded by a recovery code",
+                                    now_ms,
+                                )?;
+                            }
+                            store::insert(tx, &recovery)?;
+                            store::revoke_sessions(tx, &user.id, now_ms)?;
+                            store::enqueue(tx, &told, now_ms, &recovery.id)?;
+                            crate::state::audit::append(
+                                sql,
+                                tx,
+                                &AuditEntry::new(now_ms, &actor, "recovery-code-used", &user.id)
+                                    .details(json!({
+                                        "recovery": recovery.id,
+                                        "codes_left": left,
+                                        "sessions": "revoked",
+                                        "notices": told.len(),
+                                    })),
+                            )?;
+                            Ok(())
+                        })?;
+                        self.enrol(verdict, &login, &recovery.id, now_ms, &rule, &state)
+                    }
+                }
+            }
+            RecoveryStep::Wait { wait_ms, reasons } => {
+                let floor = policy.settings.wait_hours * HOUR_MS;
+                let wait = wait_ms.max(floor);
+                let ready_at_ms = now_ms.saturating_add(wait);
+                let mut token = [0u8; 16];
+                rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
+                let token = hex::encode(token);
+                let recovery = Recovery {
+                    id: new_id("rcv"),
+                    user_id: user.id.clone(),
+                    path: "wait".into(),
+                    status: "waiting".into(),
+                    requested_at_ms: now_ms,
+                    ready_at_ms,
+                    expires_at_ms: ready_at_ms
+                        .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
+                    reasons: reasons.clone(),
+                    cancel_digest: hex::encode(Sha256::digest(token.as_bytes())),
+                    finished_at_ms: None,
+                    outcome: None,
+                };
+                let cancel_url = format!(
+                    "{}?recovery={}&token={token}",
+                    policy.settings.cancel_url, recovery.id
+                );
+                let told = notices(
+                    user,
+                    &factors,
+                    &recovery.id,
+                    "recovery-requested",
+                    &format!(
+                        "Someone who knows your password asked to recover your account without \
+                         your second factor. Unless you cancel, they can set up a new second \
+                         factor after {} hours.",
+                        wait / HOUR_MS
+                    ),
+                    Some(&cancel_url),
+                );
+                let entry = AuditEntry::new(now_ms, &actor, "recovery-requested", &user.id)
+                    .reason(&reasons.join("; "))
+                    .details(json!({
+                        "recovery": recovery.id,
+                        "wait_ms": wait,
+                        "ready_at_ms": ready_at_ms,
+                        "notices": told.len(),
+                    }));
+                match store::start_recovery(sql, &recovery, now_ms, &told, &entry)? {
+                    Started::New(_) => {}
+                    Started::Existing(open) => {
+                        crate::state::audit::record(
+                            sql,
+                            &AuditEntry::new(now_ms, &actor, "recovery-requested-again", &user.id)
+                                .outcome("kept")
+                                .details(json!({"recovery": open.id})),
+                        )?;
+                    }
+                }
+                Ok(pending_answer(verdict))
+            }
+            RecoveryStep::Enrol => {
+                let Some(open) = store::open_recovery(sql, &user.id, now_ms)? else {
+                    return Ok(pending_answer(verdict));
+                };
+                // The host's clock decides whether the wait is over, not the rule.
+                let ready = match open.status.as_str() {
+                    "waiting" if now_ms >= open.ready_at_ms => store::finish_recovery(
+                        sql,
+                        &open.id,
+                        &["waiting"],
+                        "enrolling",
+                        "waiting period over",
+                        now_ms,
+                        &[],
+                        &AuditEntry::new(now_ms, &actor, "recovery-wait-over", &user.id)
+                            .details(json!({"recovery": open.id})),
+                    )?,
+                    "enrolling" => true,
+                    _ => false,
+                };
+                if !ready {
+                    return Ok(pending_answer(verdict));
+                }
+                self.enrol(verdict, &login, &open.id, now_ms, &rule, &state)
+            }
+        }
+    }
+
+    /// Parks the login until a new factor is enrolled.
+    fn enrol(
+        &self,
+        mut verdict: Verdict,
+        login: &StoredLogin,
+        recovery_id: &str,
+        since_ms: u64,
+        rule: &str,
+        state: &str,
+    ) -> Result<Verdict, GatewayError> {
+        let token = self.park_with(
+            &verdict,
+            login,
+            "",
+            None,
+            rule,
+            state,
+            None,
+            Some(PendingEnrolment {
+                recovery_id: recovery_id.to_owned(),
+                since_ms,
+            }),
+        )?;
+        verdict.effects.clear();
+        verdict.decision = Decision::Challenge {
+            kind: ChallengeKind::MfaEnrollment,
+            factor_id: None,
+            via: None,
+            destination: None,
+            attempts_left: None,
+            state: String::new(),
+            rule: rule.to_owned(),
+        };
+        verdict.resume_token = Some(token);
+        Ok(verdict)
+    }
+
+    /// `/v1/continue` after a recovery's enrolment: `{"enrollment_id": …}` names the
+    /// factor the user just enrolled and confirmed. The recovery completes (old
+    /// factors disabled, sessions revoked, every channel told) and the rule resumes.
+    pub(super) fn check_enrolment(
+        &self,
+        record: &ResumeRecord,
+        pending: &PendingEnrolment,
+        result: &str,
+    ) -> Result<Result<String, Box<Verdict>>, GatewayError> {
+        let now_ms = self.clock.now_ms();
+        let enrolled = serde_json::from_str::<serde_json::Value>(result)
+            .ok()
+            .and_then(|v| v["enrollment_id"].as_str().map(str::to_owned));
+        let factors = self.state.factors_of(&record.subject)?;
+        let new = enrolled.as_deref().and_then(|id| {
+            factors.iter().find(|f| {
+                f.id == id
+                    && f.status == FactorStatus::Active
+                    && f.enrolled_at_ms >= pending.since_ms
+            })
+        });
+        let mut base = super::challenge::answer_only(record);
+        let Some(new) = new else {
+            // Not yet: the same enrolment under a new token (each token works once).
+            base.effects = record.pending.clone();
+            base.evidence = record.evidence.clone();
+            let verdict = self.enrol(
+                base,
+                &record.login,
+                &pending.recovery_id,
+                pending.since_ms,
+                &record.rule,
+                &record.state,
+            )?;
+            return Ok(Err(Box::new(verdict)));
+        };
+        let Some(user) = &record.login.user else {
+            return Ok(Err(Box::new(pending_answer(base))));
+        };
+        let sql = self.state.sql();
+        let told = notices(
+            user,
+            &factors,
+            &pending.recovery_id,
+            "recovery-completed",
+            "Your account was recovered: a new second factor was set up, the old one no \
+             longer works, and every session was signed out.",
+            None,
+        );
+        let completed = store::in_transaction(sql, |tx| {
+            if !store::set_status(
+                tx,
+                &pending.recovery_id,
+                "enrolling",
+                "completed",
+                "new factor enrolled",
+                now_ms,
+            )? {
+                return Ok(false);
+            }
+            let disabled = store::disable_other_factors(tx, &user.id, &new.id, now_ms)?;
+            store::revoke_sessions(tx, &user.id, now_ms)?;
+            store::enqueue(tx, &told, now_ms, &pending.recovery_id)?;
+            crate::state::audit::append(
+                sql,
+                tx,
+                &AuditEntry::new(
+                    now_ms,
+                    format!("user:{}", user.id),
+                    "recovery-completed",
+                    &user.id,
+                )
+                .details(json!({
+                    "recovery": pending.recovery_id,
+                    "new_factor": new.id,
+                    "factors_disabled": disabled,
+                    "notices": told.len(),
+                })),
+            )?;
+            Ok(true)
+        })?;
+        if !completed {
+            // Cancelled (or expired) while the user was enrolling.
+            return Ok(Err(Box::new(denied(
+                base,
+                "recovery_cancelled",
+                "This recovery was cancelled; please sign in again.",
+                false,
+            ))));
+        }
+        store::reset_failures(sql, &user.id)?;
+        Ok(Ok(json!({
+            "enrolled": true,
+            "factor-id": new.id,
+            "recovery": pending.recovery_id,
+        })
+        .to_string()))
+    }
+
+    /// The owner's cancel link: the recovery id and the token from the notice.
+    pub fn cancel_recovery(&self, recovery_id: &str, token: &str) -> Result<bool, GatewayError> {
+        let sql = self.state.sql();
+        let Some(recovery) = store::recovery_by_id(sql, recovery_id)? else {
+            return Ok(false);
+        };
+        let presented = hex::encode(Sha256::digest(token.as_bytes()));
+        let matches: bool = presented
+            .as_bytes()
+            .ct_eq(recovery.cancel_digest.as_bytes())
+            .into();
+        if !matches || recovery.cancel_digest.is_empty() {
+            return Ok(false);
+        }
+        self.end_recovery(&recovery, "cancelled by the owner (cancel link)", "user")
+    }
+
+    /// The owner signed in with their factor: a recovery under way is not theirs to
+    /// need, so it ends, and the code failures start again from zero.
+    pub(super) fn factor_passed(&self, user_id: &str) {
+        let Some(_) = &self.recovery else {
+            return;
+        };
+        let sql = self.state.sql();
+        let ended = store::open_recovery(sql, user_id, self.clock.now_ms())
+            .and_then(|open| match open {
+                Some(open) => self
+                    .end_recovery(
+                        &open,
+                        "cancelled: the owner signed in with their second factor",
+                        "user",
+                    )
+                    .map_err(|e| crate::state::StoreError::Backend(e.to_string())),
+                None => Ok(false),
+            })
+            .and_then(|_| store::reset_failures(sql, user_id));
+        if let Err(e) = ended {
+            tracing::warn!(user = %user_id, "ending a recovery after a factor sign-in failed: {e}");
+        }
+    }
+
+    pub(crate) fn end_recovery(
+        &self,
+        recovery: &Recovery,
+        outcome: &str,
+        actor_kind: &str,
+    ) -> Result<bool, GatewayError> {
+        let now_ms = self.clock.now_ms();
+        let sql = self.state.sql();
+        let user = self.state.get_user(&recovery.user_id).ok().flatten();
+        let factors = self.state.factors_of(&recovery.user_id)?;
+        let told = user
+            .as_ref()
+            .map(|u| {
+                notices(
+                    u,
+                    &factors,
+                    &recovery.id,
+                    "recovery-cancelled",
+                    "The recovery of your account was cancelled; nothing changed.",
+                    None,
+                )
+            })
+            .unwrap_or_default();
+        Ok(store::finish_recovery(
+            sql,
+            &recovery.id,
+            &["waiting", "enrolling"],
+            "cancelled",
+            outcome,
+            now_ms,
+            &told,
+            &AuditEntry::new(
+                now_ms,
+                format!("{actor_kind}:{}", recovery.user_id),
+                "recovery-cancelled",
+                &recovery.user_id,
+            )
+            .reason(outcome)
+            .details(json!({"recovery": recovery.id})),
+        )?)
+    }
+
+    /// `POST /v1/mfa/recovery-codes`: ten new codes for a signed-in user, shown once;
+    /// every earlier code stops working; every channel is told.
+    pub fn issue_recovery_codes(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<Vec<SecretString>>, GatewayError> {
+        let Some(policy) = &self.recovery else {
+            return Err(GatewayError::Config(
+                "recovery codes need [recovery] in the config".into(),
+            ));
+        };
+        let Some(user) = self
+            .state
+            .get_user(user_id)
+            .map_err(|e| GatewayError::Store(crate::state::StoreError::Backend(e.message)))?
+        else {
+            return Ok(None);
+        };
+        let now_ms = self.clock.now_ms();
+        let codes = recovery_codes::generate().map_err(GatewayError::Config)?;
+        let digests: Vec<String> = codes
+            .iter()
+            .map(|code| {
+                let normalized = recovery_codes::normalize(code.expose_secret())
+                    .expect("a generated code is well formed");
+                hex::encode(recovery_codes::digest(&policy.key, &user.id, &normalized))
+            })
+            .collect();
+        let factors = self.state.factors_of(&user.id)?;
+        let batch = new_id("codes");
+        let told = notices(
+            &user,
+            &factors,
+            &batch,
+            "recovery-codes-issued",
+            "New recovery codes were created for your account; the earlier ones no longer work.",
+            None,
+        );
+        store::replace_codes(
+            self.state.sql(),
+            &user.id,
+            &digests,
+            now_ms,
+            &told,
+            &AuditEntry::new(
+                now_ms,
+                format!("user:{}", user.id),
+                "recovery-codes-issued",
+                &user.id,
+            )
+            .details(json!({"codes": digests.len(), "batch": batch})),
+        )?;
+        Ok(Some(codes))
+    }
+}

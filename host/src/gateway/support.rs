@@ -1,0 +1,600 @@
+//! The support console's actions, with their guardrails. Every call names the agent
+//! (authenticated by the admin API with the agent's own token) and is written to the
+//! hash-chained audit log with its reason and outcome, refusals included.
+//!
+//! - Looking a user up shows masked data only.
+//! - Undoable actions are one agent's: unlink a legacy account, force a password
+//!   reset, put a user's SMS factor back on the old provider.
+//! - Dangerous ones (remove a factor, complete an assisted recovery, change the
+//!   email) are requests: one agent asks with evidence (an identity-verification
+//!   reference), another approves with their own, the requester never; then the
+//!   waiting period runs unless both recorded a reason to skip it. The user is told on
+//!   every channel at each step.
+
+use serde_json::{Value, json};
+
+use super::Gateway;
+use crate::state::audit::{self, AuditEntry};
+use crate::state::factors::FactorStatus;
+use crate::state::portable::{Val, transact};
+use crate::state::recovery::{self as recovery_store, Notice, Recovery};
+use crate::state::support::{self as requests, SupportRequest};
+use crate::state::{StoreError, normalize_email};
+
+const HOUR_MS: u64 = 3_600_000;
+/// Evidence, reasons: enough for a ticket reference and a sentence.
+const MAX_TEXT: usize = 500;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupportError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The guardrails said no (two-person rule, waiting period).
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("invalid: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SupportError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::NotFound(_) => 404,
+            Self::Refused(_) => 403,
+            Self::Invalid(_) => 400,
+            Self::Store(StoreError::Conflict(_)) => 409,
+            Self::Store(_) => 503,
+        }
+    }
+}
+
+/// The dangerous actions, which need a second agent.
+pub const GUARDED: [&str; 3] = ["remove-factor", "complete-recovery", "change-email"];
+
+fn required(what: &str, text: &str) -> Result<String, SupportError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SupportError::Invalid(format!("{what} is required")));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(SupportError::Invalid(format!(
+            "{what} is at most {MAX_TEXT} bytes"
+        )));
+    }
+    Ok(text.to_owned())
+}
+
+fn optional(what: &str, text: Option<&str>) -> Result<Option<String>, SupportError> {
+    text.filter(|t| !t.trim().is_empty())
+        .map(|t| required(what, t))
+        .transpose()
+}
+
+/// A masked address: the first letter and the domain.
+fn masked_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+/// What a new support request carries.
+pub struct NewRequest<'a> {
+    pub action: &'a str,
+    pub user_id: &'a str,
+    pub params: Value,
+    pub evidence: &'a str,
+    pub reason: &'a str,
+    pub skip_wait_reason: Option<&'a str>,
+}
+
+impl Gateway {
+    fn agent_entry(&self, agent: &str, action: &str, subject: &str) -> AuditEntry {
+        AuditEntry::new(
+            self.clock.now_ms(),
+            format!("agent:{agent}"),
+            action,
+            subject,
+        )
+    }
+
+    /// Records a refusal too: who tried what is audit material.
+    fn refuse(
+        &self,
+        agent: &str,
+        action: &str,
+        subject: &str,
+        error: SupportError,
+    ) -> SupportError {
+        let entry = self
+            .agent_entry(agent, action, subject)
+            .outcome("refused")
+            .reason(&error.to_string());
+        if let Err(e) = audit::record(self.state.sql(), &entry) {
+            tracing::error!("auditing a refused support action failed: {e}");
+        }
+        error
+    }
+
+    fn user_notices(
+        &self,
+        user_id: &str,
+        key: &str,
+        event: &str,
+        message: &str,
+    ) -> Result<Vec<Notice>, SupportError> {
+        let user = self
+            .state
+            .get_user(user_id)
+            .map_err(|e| StoreError::Backend(e.message))?
+            .ok_or_else(|| SupportError::NotFound("no such user".into()))?;
+        let mut out = Vec::new();
+        let mut push = |channel: &str, to: &str| {
+            out.push(Notice {
+                key: format!("notify:{key}:{event}:{channel}:{to}"),
+                user_id: user.id.clone(),
+                channel: channel.into(),
+                to: to.into(),
+                event: event.into(),
+                message: message.into(),
+                cancel_url: None,
+                dispute:
+                    "If you did not ask support for this, reply to this notice or call us at once."
+                        .into(),
+            })
+        };
+        if let Some(email) = &user.email {
+            push("email", email);
+        }
+        for factor in self.state.factors_of(&user.id)? {
+            if factor.status == FactorStatus::Active {
+                push("sms", &factor.id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A user by email, masked: factors (never a phone), logins, recoveries, open
+    /// requests and the audit trail.
+    pub fn support_lookup(&self, agent: &str, email: &str) -> Result<Value, SupportError> {
+        let users = self
+            .state
+            .find_by_email(email)
+            .map_err(|e| StoreError::Backend(e.message))?;
+        let Some(user) = users.into_iter().next() else {
+            audit::record(
+                self.state.sql(),
+                &self
+                    .agent_entry(agent, "support-lookup", "-")
+                    .outcome("not-found"),
+            )?;
+            return Err(SupportError::NotFound("no user with that email".into()));
+        };
+        let sql = self.state.sql();
+        audit::record(sql, &self.agent_entry(agent, "support-lookup", &user.id))?;
+        let factors: Vec<Value> = self
+            .state
+            .factors_of(&user.id)?
+            .iter()
+            .map(|f| {
+                json!({
+                    "id": f.id, "provider": f.provider.name(), "status": f.status.name(),
+                    "phone_on_file": f.phone.is_some(),
+                    "legacy_id_on_file": f.legacy_provider_user_id.is_some(),
+                    "cohort": f.cohort, "reverted": f.reverted,
+                    "enrolled_at_ms": f.enrolled_at_ms, "last_used_ms": f.last_used_ms,
+                })
+            })
+            .collect();
+        let open_requests = transact(sql, |tx| requests::of_user(tx, &user.id))?;
+        Ok(json!({
+            "user_id": user.id,
+            "email": user.email.as_deref().map(masked_email),
+            "email_verified": user.email_verified,
+            "created_at_ms": user.created_at_ms,
+            "last_login_ms": user.last_login_ms,
+            "logins_count": user.logins_count,
+            "legacy_accounts": user.identities.iter().map(|i| json!({"product": i.provider, "legacy_id": i.user_id})).collect::<Vec<_>>(),
+            "factors": factors,
+            "sessions_revoked_at_ms": recovery_store::sessions_revoked_at(sql, &user.id)?,
+            "recovery_codes_left": recovery_store::codes_left(sql, &user.id)?,
+            "recoveries": recovery_store::recoveries_of(sql, &user.id)?,
+            "requests": open_requests,
+            "audit": audit::rows_about(sql, &user.id)?,
+        }))
+    }
+
+    /// One agent asks for a dangerous action, with evidence.
+    pub fn support_request(
+        &self,
+        agent: &str,
+        new: NewRequest<'_>,
+    ) -> Result<SupportRequest, SupportError> {
+        let check = || -> Result<SupportRequest, SupportError> {
+            if !GUARDED.contains(&new.action) {
+                return Err(SupportError::Invalid(format!(
+                    "action must be one of {}",
+                    GUARDED.join(", ")
+                )));
+            }
+            let evidence = required(
+                "evidence (e.g. an identity-verification reference)",
+                new.evidence,
+            )?;
+            let reason = required("reason", new.reason)?;
+            let skip = optional("skip_wait_reason", new.skip_wait_reason)?;
+            if self
+                .state
+                .get_user(new.user_id)
+                .map_err(|e| StoreError::Backend(e.message))?
+                .is_none()
+            {
+                return Err(SupportError::NotFound("no such user".into()));
+            }
+            let params = match new.action {
+                "remove-factor" => {
+                    let id = new.params["factor_id"].as_str().unwrap_or_default();
+                    let factors = self.state.factors_of(new.user_id)?;
+                    if !factors
+                        .iter()
+                        .any(|f| f.id == id && f.status == FactorStatus::Active)
+                    {
+                        return Err(SupportError::Invalid(
+                            "factor_id names no active factor of the user".into(),
+                        ));
+                    }
+                    json!({"factor_id": id})
+                }
+                "change-email" => {
+                    let email = new.params["email"].as_str().unwrap_or_default();
+                    if email.len() > 254 || !email.contains('@') {
+                        return Err(SupportError::Invalid("email is not an address".into()));
+                    }
+                    json!({"email": email})
+                }
+                _ => json!({}),
+            };
+            Ok(SupportRequest {
+                id: format!("req_{}", super::resume::ResumeTokens::new_jti()),
+                action: new.action.into(),
+                user_id: new.user_id.into(),
+                params,
+                requested_by: agent.into(),
+                evidence,
+                reason,
+                skip_wait_reason: skip,
+                approved_by: None,
+                approval_evidence: None,
+                approval_skip_reason: None,
+                status: "awaiting-approval".into(),
+                created_at_ms: self.clock.now_ms(),
+                ready_at_ms: None,
+                finished_at_ms: None,
+            })
+        };
+        let request = check().map_err(|e| self.refuse(agent, "support-request", new.user_id, e))?;
+        let told = self.user_notices(
+            &request.user_id,
+            &request.id,
+            "support-action-requested",
+            &format!("Support was asked to {} on your account.", request.action),
+        )?;
+        let sql = self.state.sql();
+        transact(sql, |tx| {
+            requests::insert(tx, &request)?;
+            recovery_store::enqueue(tx, &told, request.created_at_ms, &request.id)?;
+            audit::append(
+                sql,
+                tx,
+                &self
+                    .agent_entry(agent, "support-request", &request.user_id)
+                    .reason(&request.reason)
+                    .details(json!({
+                        "request": request.id, "action": request.action, "params": request.params,
+                        "evidence": request.evidence, "skip_wait_reason": request.skip_wait_reason,
+                    })),
+            )?;
+            Ok(())
+        })?;
+        Ok(request)
+    }
+
+    fn request(&self, id: &str) -> Result<SupportRequest, SupportError> {
+        transact(self.state.sql(), |tx| requests::get(tx, id))?
+            .ok_or_else(|| SupportError::NotFound("no such request".into()))
+    }
+
+    /// A second agent approves, with evidence of their own. The waiting period starts
+    /// now, unless both agents gave a reason to skip it.
+    pub fn support_approve(
+        &self,
+        agent: &str,
+        id: &str,
+        evidence: &str,
+        skip_wait_reason: Option<&str>,
+    ) -> Result<SupportRequest, SupportError> {
+        let request = self.request(id)?;
+        let refuse = |e| self.refuse(agent, "support-approve", &request.user_id, e);
+        if request.requested_by == agent {
+            return Err(refuse(SupportError::Refused(
+                "the agent who asked cannot approve: a second agent must".into(),
+            )));
+        }
+        if request.status != "awaiting-approval" {
+            return Err(refuse(SupportError::Refused(format!(
+                "the request is {}",
+                request.status
+            ))));
+        }
+        let evidence = required("evidence", evidence).map_err(refuse)?;
+        let skip = optional("skip_wait_reason", skip_wait_reason).map_err(refuse)?;
+        let now_ms = self.clock.now_ms();
+        let skipped = skip.is_some() && request.skip_wait_reason.is_some();
+        let ready_at_ms = if skipped {
+            now_ms
+        } else {
+            now_ms.saturating_add(self.support_wait_hours * HOUR_MS)
+        };
+        let told = self.user_notices(
+            &request.user_id,
+            &request.id,
+            "support-action-approved",
+            &format!(
+                "Support will {} on your account{}.",
+                request.action,
+                if skipped {
+                    " now"
+                } else {
+                    " after the waiting period"
+                }
+            ),
+        )?;
+        let sql = self.state.sql();
+        let approved = transact(sql, |tx| {
+            if !requests::approve(tx, id, agent, &evidence, skip.as_deref(), ready_at_ms)? {
+                return Ok(false);
+            }
+            recovery_store::enqueue(tx, &told, now_ms, &request.id)?;
+            audit::append(
+                sql,
+                tx,
+                &self
+                    .agent_entry(agent, "support-approve", &request.user_id)
+                    .reason(skip.as_deref().unwrap_or_default())
+                    .details(json!({
+                        "request": request.id, "evidence": evidence,
+                        "ready_at_ms": ready_at_ms, "wait_skipped": skipped,
+                    })),
+            )?;
+            Ok(true)
+        })?;
+        if !approved {
+            return Err(refuse(SupportError::Refused(
+                "the request changed meanwhile".into(),
+            )));
+        }
+        self.request(id)
+    }
+
+    /// Carries out an approved request once its waiting period is over.
+    pub fn support_execute(&self, agent: &str, id: &str) -> Result<SupportRequest, SupportError> {
+        let request = self.request(id)?;
+        let refuse = |e| self.refuse(agent, "support-execute", &request.user_id, e);
+        if request.status != "approved" {
+            return Err(refuse(SupportError::Refused(format!(
+                "the request is {}: it needs a second agent's approval first",
+                request.status
+            ))));
+        }
+        let now_ms = self.clock.now_ms();
+        let ready_at_ms = request.ready_at_ms.unwrap_or(u64::MAX);
+        if now_ms < ready_at_ms {
+            return Err(refuse(SupportError::Refused(format!(
+                "the waiting period runs until {ready_at_ms} (ms since the epoch)"
+            ))));
+        }
+        let told = self.user_notices(
+            &request.user_id,
+            &request.id,
+            "support-action-done",
+            &format!("Support did {} on your account.", request.action),
+        )?;
+        let window = self
+            .recovery
+            .as_ref()
+            .map_or(72, |p| p.settings.enrol_window_hours);
+        let sql = self.state.sql();
+        transact(sql, |tx| {
+            if !requests::finish(tx, id, "approved", "done", now_ms)? {
+                return Err(StoreError::Conflict("the request changed meanwhile".into()));
+            }
+            let user = Val::text(&request.user_id);
+            let now = Val::int(crate::state::sql_time(now_ms));
+            match request.action.as_str() {
+                "remove-factor" => {
+                    tx.execute(
+                        "UPDATE factors SET status = 'disabled', updated_at_ms = $3
+                         WHERE user_id = $1 AND id = $2 AND status = 'active'",
+                        &[user, Val::text(request.params["factor_id"].as_str().unwrap_or_default()), now],
+                    )?;
+                }
+                "change-email" => {
+                    let email = request.params["email"].as_str().unwrap_or_default();
+                    tx.execute(
+                        "UPDATE users SET email = $2, email_norm = $3, email_verified = FALSE WHERE id = $1",
+                        &[user, Val::text(email), Val::text(normalize_email(email))],
+                    )
+                    .map_err(|e| StoreError::Conflict(format!("the email cannot be taken: {e}")))?;
+                }
+                _ => {
+                    // The user may now enrol a new factor at their next recovery login.
+                    if let Some(open) = recovery_store::open_in(tx, &request.user_id, now_ms)? {
+                        recovery_store::set_status(tx, &open.id, &open.status, "cancelled", "superseded by an assisted recovery", now_ms)?;
+                    }
+                    recovery_store::insert(
+                        tx,
+                        &Recovery {
+                            id: format!("rcv_{}", super::resume::ResumeTokens::new_jti()),
+                            user_id: request.user_id.clone(),
+                            path: "assisted".into(),
+                            status: "waiting".into(),
+                            requested_at_ms: request.created_at_ms,
+                            ready_at_ms: now_ms,
+                            expires_at_ms: now_ms.saturating_add(window * HOUR_MS),
+                            reasons: vec![format!("support request {}", request.id)],
+                            cancel_digest: String::new(),
+                            finished_at_ms: None,
+                            outcome: None,
+                        },
+                    )?;
+                }
+            }
+            recovery_store::enqueue(tx, &told, now_ms, &request.id)?;
+            audit::append(
+                sql,
+                tx,
+                &self
+                    .agent_entry(agent, "support-execute", &request.user_id)
+                    .details(json!({"request": request.id, "action": request.action})),
+            )?;
+            Ok(())
+        })
+        .map_err(|e| match e {
+            StoreError::Conflict(m) => refuse(SupportError::Refused(m)),
+            other => SupportError::Store(other),
+        })?;
+        self.request(id)
+    }
+
+    /// Withdraws an open request (any agent; the user is told).
+    pub fn support_cancel(
+        &self,
+        agent: &str,
+        id: &str,
+        reason: &str,
+    ) -> Result<SupportRequest, SupportError> {
+        let request = self.request(id)?;
+        let reason = required("reason", reason)
+            .map_err(|e| self.refuse(agent, "support-cancel", &request.user_id, e))?;
+        let now_ms = self.clock.now_ms();
+        let sql = self.state.sql();
+        transact(sql, |tx| {
+            let cancelled = requests::finish(tx, id, "awaiting-approval", "cancelled", now_ms)?
+                || requests::finish(tx, id, "approved", "cancelled", now_ms)?;
+            if cancelled {
+                audit::append(
+                    sql,
+                    tx,
+                    &self
+                        .agent_entry(agent, "support-cancel", &request.user_id)
+                        .reason(&reason)
+                        .details(json!({"request": request.id})),
+                )?;
+            }
+            Ok(())
+        })?;
+        self.request(id)
+    }
+
+    /// An undoable action of one agent: `unlink` (`product`, `legacy_id`),
+    /// `password-reset` or `mfa-revert`.
+    pub fn support_act(
+        &self,
+        agent: &str,
+        user_id: &str,
+        action: &str,
+        params: &Value,
+        reason: &str,
+    ) -> Result<Value, SupportError> {
+        let reason =
+            required("reason", reason).map_err(|e| self.refuse(agent, action, user_id, e))?;
+        let user = self
+            .state
+            .get_user(user_id)
+            .map_err(|e| StoreError::Backend(e.message))?
+            .ok_or_else(|| SupportError::NotFound("no such user".into()))?;
+        let now_ms = self.clock.now_ms();
+        let sql = self.state.sql();
+        let entry = |outcome: &str, details: Value| {
+            self.agent_entry(agent, &format!("support-{action}"), user_id)
+                .reason(&reason)
+                .outcome(outcome)
+                .details(details)
+        };
+        let result = match action {
+            "unlink" => {
+                let product = params["product"].as_str().unwrap_or_default().to_owned();
+                let legacy_id = params["legacy_id"].as_str().unwrap_or_default().to_owned();
+                let removed = transact(sql, |tx| {
+                    let n = tx.execute(
+                        "DELETE FROM identities WHERE user_id = $1 AND provider = $2 AND provider_user_id = $3",
+                        &[Val::text(user_id), Val::text(&product), Val::text(&legacy_id)],
+                    )?;
+                    audit::append(
+                        sql,
+                        tx,
+                        &entry(
+                            if n == 1 { "ok" } else { "not-linked" },
+                            json!({"product": product, "legacy_id": legacy_id}),
+                        ),
+                    )?;
+                    Ok(n)
+                })?;
+                if removed == 0 {
+                    return Err(SupportError::NotFound(
+                        "the user has no such legacy link".into(),
+                    ));
+                }
+                json!({"unlinked": {"product": product, "legacy_id": legacy_id}})
+            }
+            "password-reset" => {
+                let mut metadata = user.app_metadata.clone();
+                if !metadata.is_object() {
+                    metadata = json!({});
+                }
+                metadata["forcePasswordReset"] = json!(true);
+                transact(sql, |tx| {
+                    tx.execute(
+                        "UPDATE users SET app_metadata = $2 WHERE id = $1",
+                        &[Val::text(user_id), Val::text(metadata.to_string())],
+                    )?;
+                    audit::append(sql, tx, &entry("ok", json!({})))?;
+                    Ok(())
+                })?;
+                json!({"force_password_reset": true})
+            }
+            "mfa-revert" => {
+                let reverted = self.state.revert_factors(
+                    Some(user_id),
+                    None,
+                    &format!("agent:{agent}"),
+                    now_ms,
+                )?;
+                audit::record(sql, &entry("ok", json!({"factors": reverted})))?;
+                json!({"reverted": reverted})
+            }
+            other => {
+                return Err(self.refuse(
+                    agent,
+                    other,
+                    user_id,
+                    SupportError::Invalid(
+                        "action must be unlink, password-reset or mfa-revert".into(),
+                    ),
+                ));
+            }
+        };
+        let told = self.user_notices(
+            user_id,
+            &format!("act_{}", super::resume::ResumeTokens::new_jti()),
+            &format!("support-{action}"),
+            &format!("Support did {action} on your account."),
+        )?;
+        transact(sql, |tx| {
+            recovery_store::enqueue(tx, &told, now_ms, user_id)
+        })?;
+        Ok(result)
+    }
+}

@@ -1,0 +1,164 @@
+//! One SQL text for both directory backends. The recovery, audit and support tables
+//! are new, so they are written once in the subset SQLite and PostgreSQL share
+//! (`TEXT` and `BIGINT` columns, `$n` placeholders, `ON CONFLICT`), and run through
+//! this small adapter instead of twice by hand. Values cross as [`Val`]; SQLite reads
+//! `$n` as `?n`.
+
+use postgres::types::{ToSql, Type};
+
+use super::StoreError;
+
+/// A parameter or a column value. Integers are `BIGINT` on PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Val {
+    Int(Option<i64>),
+    Text(Option<String>),
+}
+
+impl Val {
+    pub fn int(v: i64) -> Self {
+        Self::Int(Some(v))
+    }
+    pub fn text(v: impl Into<String>) -> Self {
+        Self::Text(Some(v.into()))
+    }
+    pub fn as_int(&self) -> Option<i64> {
+        match self {
+            Self::Int(v) => *v,
+            Self::Text(_) => None,
+        }
+    }
+    pub fn as_text(&self) -> Option<&str> {
+        match self {
+            Self::Text(v) => v.as_deref(),
+            Self::Int(_) => None,
+        }
+    }
+    pub fn into_text(self) -> Option<String> {
+        match self {
+            Self::Text(v) => v,
+            Self::Int(_) => None,
+        }
+    }
+}
+
+pub type Row = Vec<Val>;
+
+/// Statements inside one transaction.
+pub trait SqlTx {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError>;
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError>;
+}
+
+/// A store that runs portable SQL: each call of `transact` is one transaction,
+/// committed when `work` returns `Ok`, rolled back otherwise.
+pub trait SqlStore: Send + Sync {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn SqlTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Serializes writers of one append-only table (the audit chain) within the
+    /// transaction: a table lock on PostgreSQL; SQLite has one writer anyway.
+    fn lock_table(&self, tx: &mut dyn SqlTx, table: &str) -> Result<(), StoreError>;
+}
+
+/// Runs `work` in one transaction and hands back what it produced.
+pub fn transact<T>(
+    store: &dyn SqlStore,
+    mut work: impl FnMut(&mut dyn SqlTx) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut out = None;
+    store.transact(&mut |tx| {
+        out = Some(work(tx)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Backend("transaction produced nothing".into()))
+}
+
+pub(super) fn sqlite_text(sql: &str) -> String {
+    sql.replace('$', "?")
+}
+
+pub(super) struct SqliteTx<'a>(pub &'a rusqlite::Transaction<'a>);
+
+impl SqlTx for SqliteTx<'_> {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        let mut statement = self.0.prepare_cached(&sqlite_text(sql))?;
+        let n = statement.execute(rusqlite::params_from_iter(params.iter().map(sqlite_param)))?;
+        Ok(n as u64)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError> {
+        let mut statement = self.0.prepare_cached(&sqlite_text(sql))?;
+        let width = statement.column_count();
+        let rows = statement.query_map(
+            rusqlite::params_from_iter(params.iter().map(sqlite_param)),
+            |row| {
+                (0..width)
+                    .map(|i| {
+                        Ok(match row.get_ref(i)? {
+                            rusqlite::types::ValueRef::Null => Val::Text(None),
+                            rusqlite::types::ValueRef::Integer(v) => Val::Int(Some(v)),
+                            rusqlite::types::ValueRef::Real(v) => Val::Int(Some(v as i64)),
+                            rusqlite::types::ValueRef::Text(t)
+                            | rusqlite::types::ValueRef::Blob(t) => {
+                                Val::Text(Some(String::from_utf8_lossy(t).into_owned()))
+                            }
+                        })
+                    })
+                    .collect::<rusqlite::Result<Row>>()
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+fn sqlite_param(v: &Val) -> rusqlite::types::Value {
+    match v {
+        Val::Int(Some(v)) => rusqlite::types::Value::Integer(*v),
+        Val::Text(Some(v)) => rusqlite::types::Value::Text(v.clone()),
+        Val::Int(None) | Val::Text(None) => rusqlite::types::Value::Null,
+    }
+}
+
+pub(super) struct PostgresTx<'a, 'b>(pub &'a mut postgres::Transaction<'b>);
+
+fn pg_params(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+    params
+        .iter()
+        .map(|v| match v {
+            Val::Int(v) => v as &(dyn ToSql + Sync),
+            Val::Text(v) => v as &(dyn ToSql + Sync),
+        })
+        .collect()
+}
+
+impl SqlTx for PostgresTx<'_, '_> {
+    fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+        Ok(self.0.execute(sql, &pg_params(params))?)
+    }
+
+    fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError> {
+        let rows = self.0.query(sql, &pg_params(params))?;
+        rows.iter()
+            .map(|row| {
+                (0..row.len())
+                    .map(|i| {
+                        let ty = row.columns()[i].type_();
+                        Ok(if *ty == Type::INT8 {
+                            Val::Int(row.try_get::<_, Option<i64>>(i)?)
+                        } else if *ty == Type::INT4 {
+                            Val::Int(row.try_get::<_, Option<i32>>(i)?.map(i64::from))
+                        } else if *ty == Type::BOOL {
+                            Val::Int(row.try_get::<_, Option<bool>>(i)?.map(i64::from))
+                        } else {
+                            Val::Text(row.try_get::<_, Option<String>>(i)?)
+                        })
+                    })
+                    .collect::<Result<Row, postgres::Error>>()
+                    .map_err(StoreError::from)
+            })
+            .collect()
+    }
+}

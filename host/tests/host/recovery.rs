@@ -1,0 +1,722 @@
+//! Account recovery when the second factor is lost (fixtures/pipeline-recovery.toml):
+//! the attacks it must stop and the owner's ways back in, against the simulator's
+//! SMS providers and notification endpoint (a real process over HTTP), with the
+//! host's clock moved by hand across the waiting period.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use portcullis::clock::{Clock, ManualClock};
+use portcullis::login::RecoveryRequest;
+use portcullis::mfa::sealed::KeyRing;
+use portcullis::state::factors::{Factor, FactorStatus};
+use portcullis::verdict::ChallengeKind;
+use portcullis::{Decision, Gateway, LoginAttempt, PipelineConfig, Verdict};
+use secrecy::ExposeSecret;
+
+use crate::common::{Result, Simulator, runtime, workspace_root};
+
+const HOUR_MS: u64 = 3_600_000;
+/// A number the new provider texts the new factor's codes to.
+const NEW_PHONE: &str = "+16502530000";
+
+/// fixtures/pipeline-recovery.toml with its stores in `dir` and its providers and
+/// notification endpoint at `sim`.
+pub fn recovery_config(dir: &Path, sim: &Simulator) -> PathBuf {
+    let path = crate::common::migration_config(dir, "pipeline-recovery.toml");
+    for file in ["demo-mfa.keys", "demo-recovery.key"] {
+        std::fs::copy(workspace_root().join("fixtures").join(file), dir.join(file)).unwrap();
+    }
+    std::fs::write(dir.join("legacy.key"), "sim-legacy-key\n").unwrap();
+    std::fs::write(dir.join("verify.token"), "sim-verify-token\n").unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("http://127.0.0.1:7879", &sim.url)
+        .replace(
+            "api_key_env = \"PORTCULLIS_LEGACY_SMS_KEY\"",
+            "api_key_file = \"legacy.key\"",
+        )
+        .replace(
+            "auth_token_env = \"PORTCULLIS_VERIFY_AUTH_TOKEN\"",
+            "auth_token_file = \"verify.token\"",
+        );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    sim: Simulator,
+    config: PathBuf,
+    gateway: Gateway,
+    clock: Arc<ManualClock>,
+    next_tx: std::sync::atomic::AtomicU32,
+}
+
+impl Env {
+    fn new(edit: impl FnOnce(String) -> String) -> Env {
+        let sim = Simulator::start(&["--seed-legacy", "200", "--internal", "10"]);
+        let dir = tempfile::tempdir().unwrap();
+        let config = recovery_config(dir.path(), &sim);
+        let text = edit(std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        let loaded = PipelineConfig::load(&config).unwrap();
+        crate::common::seed_stores(&loaded, &dir.path().join("recovery"), 300, 400).unwrap();
+        let clock = ManualClock::at(portcullis::clock::SystemClock.now_ms());
+        let gateway = Gateway::open(&loaded, runtime())
+            .unwrap()
+            .with_clock(clock.clone());
+        Env {
+            dir,
+            sim,
+            config,
+            gateway,
+            clock,
+            next_tx: Default::default(),
+        }
+    }
+
+    /// A seeded login with the right password of a user whose one factor is a phone
+    /// at the new provider (the simulator texts it), `skip` such users first.
+    fn owner(&self, skip: usize) -> (LoginAttempt, Factor) {
+        let mut found = 0;
+        for file in crate::common::login_files(&self.dir.path().join("recovery")) {
+            let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let Ok(users) = portcullis::services::Directory::find_by_email(
+                self.gateway.state().as_ref(),
+                &login.email,
+            ) else {
+                continue;
+            };
+            let Some(user) = users.first() else { continue };
+            let factors = self.gateway.state().factors_of(&user.id).unwrap();
+            let [factor] = factors.as_slice() else {
+                continue;
+            };
+            if factor.phone.is_none() || factor.legacy_provider_user_id.is_some() {
+                continue;
+            }
+            let right = portcullis::services::Directory::verify_password(
+                self.gateway.state().as_ref(),
+                &user.id,
+                login.password.as_ref().unwrap(),
+            )
+            .unwrap();
+            if right {
+                if found == skip {
+                    return (login, factor.clone());
+                }
+                found += 1;
+            }
+        }
+        panic!("the seeded batch has no such login");
+    }
+
+    /// `login` again, now, under a new transaction id, from `device`.
+    fn again(
+        &self,
+        login: &LoginAttempt,
+        device: &str,
+        recovery: Option<RecoveryRequest>,
+    ) -> LoginAttempt {
+        let n = self
+            .next_tx
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut login = login.clone();
+        login.transaction_id = format!("tx-recovery-{n}");
+        login.time_ms = self.clock.now_ms();
+        login.request.user_agent = device.into();
+        login.request.ip = if device == "owner-phone" {
+            "198.51.100.7".into()
+        } else {
+            "203.0.113.99".into()
+        };
+        login.recovery = recovery;
+        login
+    }
+
+    fn phone_of(&self, factor: &Factor) -> String {
+        KeyRing::from_file(&self.dir.path().join("demo-mfa.keys"))
+            .unwrap()
+            .open(factor.phone.as_ref().unwrap(), &factor.user_id, &factor.id)
+            .unwrap()
+            .to_string()
+    }
+
+    /// The owner signs in with their factor (the code the simulator texted).
+    fn sign_in_with_factor(&self, login: &LoginAttempt, factor: &Factor) -> Verdict {
+        let verdict = self
+            .gateway
+            .login(&self.again(login, "owner-phone", None))
+            .unwrap();
+        assert!(
+            matches!(
+                verdict.decision,
+                Decision::Challenge {
+                    kind: ChallengeKind::Mfa,
+                    ..
+                }
+            ),
+            "{:?}",
+            verdict.decision
+        );
+        let code = self.sim.last_code(&self.phone_of(factor));
+        self.continue_with(&verdict, serde_json::json!({ "code": code }))
+    }
+
+    fn continue_with(&self, verdict: &Verdict, result: serde_json::Value) -> Verdict {
+        self.gateway
+            .resume(
+                verdict.resume_token.as_deref().expect("a resume token"),
+                &verdict.transaction_id,
+                &result.to_string(),
+            )
+            .unwrap()
+    }
+
+    /// Enrols `NEW_PHONE` as the user's new factor (code from the simulator's inbox).
+    fn enrol_new_phone(&self, user_id: &str) -> String {
+        let started = self.gateway.enroll_sms(user_id, NEW_PHONE).unwrap();
+        let code = self.sim.last_code(NEW_PHONE);
+        self.gateway
+            .confirm_sms(user_id, &started.enrollment_id, &code)
+            .unwrap();
+        started.enrollment_id
+    }
+
+    fn notices(&self) -> Vec<serde_json::Value> {
+        self.gateway
+            .state()
+            .outbox_messages()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.topic == "notify")
+            .map(|m| serde_json::from_str(&m.payload).unwrap())
+            .collect()
+    }
+
+    fn recoveries(&self, user_id: &str) -> Vec<portcullis::state::recovery::Recovery> {
+        portcullis::state::recovery::recoveries_of(self.gateway.state().sql(), user_id).unwrap()
+    }
+
+    fn user_id(&self, login: &LoginAttempt) -> String {
+        portcullis::services::Directory::find_by_email(self.gateway.state().as_ref(), &login.email)
+            .unwrap()[0]
+            .id
+            .clone()
+    }
+}
+
+fn asked() -> Option<RecoveryRequest> {
+    Some(RecoveryRequest::Flag(true))
+}
+
+fn with_code(code: &str) -> Option<RecoveryRequest> {
+    Some(RecoveryRequest::Code { code: code.into() })
+}
+
+fn denied_code(verdict: &Verdict) -> String {
+    match &verdict.decision {
+        Decision::Deny { code, .. } => code.clone(),
+        other => panic!("expected a deny, got {other:?}"),
+    }
+}
+
+fn enrolment_asked(verdict: &Verdict) -> bool {
+    matches!(
+        verdict.decision,
+        Decision::Challenge {
+            kind: ChallengeKind::MfaEnrollment,
+            ..
+        }
+    ) && verdict.resume_token.is_some()
+}
+
+#[test]
+fn with_the_password_only_nobody_gets_in_before_the_wait_ends_and_the_owner_is_told() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    // The owner has signed in from their phone before: that device and network are
+    // known, so a recovery from them waits the minimum.
+    assert!(matches!(
+        env.sign_in_with_factor(&login, &factor).decision,
+        Decision::Allow
+    ));
+
+    let first = env
+        .gateway
+        .login(&env.again(&login, "owner-phone", asked()))?;
+    assert_eq!(denied_code(&first), "recovery_pending");
+    let recovery = &env.recoveries(&user)[0];
+    assert_eq!(
+        (recovery.status.as_str(), recovery.path.as_str()),
+        ("waiting", "wait")
+    );
+    assert_eq!(
+        recovery.ready_at_ms - recovery.requested_at_ms,
+        72 * HOUR_MS
+    );
+    // Every channel on file, at once, each with the cancel link and how to dispute.
+    let notices = env.notices();
+    let channels: Vec<(&str, &str)> = notices
+        .iter()
+        .map(|n| (n["channel"].as_str().unwrap(), n["to"].as_str().unwrap()))
+        .collect();
+    assert!(
+        channels.contains(&("email", login.email.as_str())),
+        "{channels:?}"
+    );
+    assert!(
+        channels.contains(&("sms", factor.id.as_str())),
+        "{channels:?}"
+    );
+    for notice in &notices {
+        assert_eq!(notice["event"], "recovery-requested");
+        assert!(
+            notice["cancel_url"]
+                .as_str()
+                .unwrap()
+                .contains(&recovery.id)
+        );
+        assert!(notice["dispute"].as_str().unwrap().contains("cancel"));
+    }
+
+    // A second request neither restarts nor shortens the wait, and sends nothing new.
+    env.clock.advance(HOUR_MS);
+    let second = env
+        .gateway
+        .login(&env.again(&login, "owner-phone", asked()))?;
+    assert_eq!(denied_code(&second), "recovery_pending");
+    assert_eq!(env.recoveries(&user).len(), 1);
+    assert_eq!(&env.recoveries(&user)[0], recovery);
+    assert_eq!(env.notices().len(), notices.len());
+
+    // Without the factor a plain login is still challenged by it, and an hour before
+    // the end of the wait the recovery still answers "pending".
+    env.clock.advance(70 * HOUR_MS);
+    let plain = env.gateway.login(&env.again(&login, "owner-phone", None))?;
+    assert!(matches!(
+        plain.decision,
+        Decision::Challenge {
+            kind: ChallengeKind::Mfa,
+            ..
+        }
+    ));
+    let early = env
+        .gateway
+        .login(&env.again(&login, "owner-phone", asked()))?;
+    assert_eq!(denied_code(&early), "recovery_pending");
+    assert!(early.resume_token.is_none());
+
+    // The wait is over: the same login enrols a new factor and gets in.
+    env.clock.advance(HOUR_MS + 1);
+    let ready = env
+        .gateway
+        .login(&env.again(&login, "owner-phone", asked()))?;
+    assert!(enrolment_asked(&ready), "{:?}", ready.decision);
+    // A continue without a confirmed factor gets the same enrolment again.
+    let not_yet = env.continue_with(&ready, serde_json::json!({"enrollment_id": factor.id}));
+    assert!(enrolment_asked(&not_yet), "the old factor does not count");
+    let new_factor = env.enrol_new_phone(&user);
+    let done = env.continue_with(&not_yet, serde_json::json!({"enrollment_id": new_factor}));
+    assert!(
+        matches!(done.decision, Decision::Allow),
+        "{:?}",
+        done.decision
+    );
+    assert!(
+        done.effects
+            .iter()
+            .any(|e| matches!(e, portcullis::Effect::AddClaim { name, .. } if name == "recovery"))
+    );
+    // The lost factor opens nothing now; the new one is the user's factor.
+    let factors = env.gateway.state().factors_of(&user)?;
+    let status = |id: &str| factors.iter().find(|f| f.id == id).unwrap().status;
+    assert_eq!(status(&factor.id), FactorStatus::Disabled);
+    assert_eq!(status(&new_factor), FactorStatus::Active);
+    assert_eq!(env.recoveries(&user)[0].status, "completed");
+    let revoked =
+        portcullis::state::recovery::sessions_revoked_at(env.gateway.state().sql(), &user)?;
+    assert_eq!(revoked, Some(env.clock.now_ms()));
+    assert!(
+        env.notices()
+            .iter()
+            .any(|n| n["event"] == "recovery-completed")
+    );
+    let audit = portcullis::state::audit::verify(env.gateway.state().sql())?;
+    assert!(audit.ok && audit.rows >= 4, "{audit:?}");
+    Ok(())
+}
+
+#[test]
+fn a_request_from_a_new_device_and_network_waits_longer() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    assert!(matches!(
+        env.sign_in_with_factor(&login, &factor).decision,
+        Decision::Allow
+    ));
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let recovery = &env.recoveries(&user)[0];
+    assert_eq!(
+        recovery.ready_at_ms - recovery.requested_at_ms,
+        168 * HOUR_MS
+    );
+    assert_eq!(recovery.reasons, ["new device", "new network"]);
+    Ok(())
+}
+
+/// The recovery id and token of the cancel link in the newest notice.
+fn cancel_link(env: &Env) -> (String, String) {
+    let notices = env.notices();
+    let url = url::Url::parse(notices.last().unwrap()["cancel_url"].as_str().unwrap()).unwrap();
+    let get = |name: &str| {
+        url.query_pairs()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    (get("recovery"), get("token"))
+}
+
+#[test]
+fn the_owner_cancels_and_the_attackers_recovery_is_dead() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let (id, token) = cancel_link(&env);
+    assert!(
+        !env.gateway
+            .cancel_recovery(&id, "0123456789abcdef0123456789abcdef")?
+    );
+    assert!(!env.gateway.cancel_recovery("rcv_unknown", &token)?);
+    assert!(env.gateway.cancel_recovery(&id, &token)?);
+    assert!(!env.gateway.cancel_recovery(&id, &token)?, "once");
+    assert_eq!(env.recoveries(&user)[0].status, "cancelled");
+    // Long after the wait would have ended, the attacker's next request starts a new
+    // wait (and tells the owner again); it never reaches enrolment.
+    env.clock.advance(200 * HOUR_MS);
+    let told_before = env.notices().len();
+    let later = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert_eq!(denied_code(&later), "recovery_pending");
+    assert!(env.notices().len() > told_before);
+    let recoveries = env.recoveries(&user);
+    assert_eq!(recoveries.len(), 2);
+    assert_eq!(recoveries[0].status, "waiting");
+
+    // A sign-in with the old factor ends a recovery under way too.
+    assert!(matches!(
+        env.sign_in_with_factor(&login, &factor).decision,
+        Decision::Allow
+    ));
+    let recoveries = env.recoveries(&user);
+    assert_eq!(recoveries[0].status, "cancelled");
+    assert!(
+        recoveries[0]
+            .outcome
+            .as_deref()
+            .unwrap()
+            .contains("second factor")
+    );
+    env.clock.advance(200 * HOUR_MS);
+    let after = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert!(!enrolment_asked(&after));
+    Ok(())
+}
+
+#[test]
+fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    assert_eq!(codes.len(), 10);
+    let code = codes[0].expose_secret().to_owned();
+    // Typed in lower case with spaces: the same code.
+    let typed = code.to_lowercase().replace('-', " ");
+    let verdict = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", with_code(&typed)))?;
+    assert!(enrolment_asked(&verdict), "{:?}", verdict.decision);
+    // Sessions are revoked and every channel told as soon as the code is used.
+    let sql = env.gateway.state().sql();
+    assert!(portcullis::state::recovery::sessions_revoked_at(sql, &user)?.is_some());
+    assert!(
+        env.notices()
+            .iter()
+            .any(|n| n["event"] == "recovery-code-used")
+    );
+    let new_factor = env.enrol_new_phone(&user);
+    let done = env.continue_with(&verdict, serde_json::json!({"enrollment_id": new_factor}));
+    assert!(
+        matches!(done.decision, Decision::Allow),
+        "{:?}",
+        done.decision
+    );
+    assert_eq!(
+        env.gateway
+            .state()
+            .factors_of(&user)?
+            .iter()
+            .find(|f| f.id == factor.id)
+            .unwrap()
+            .status,
+        FactorStatus::Disabled
+    );
+
+    // The burnt code is refused.
+    let again = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", with_code(&code)))?;
+    assert_eq!(denied_code(&again), "recovery_code_invalid");
+    // New codes: an unused earlier one stops working, a new one works.
+    let unused_old = codes[1].expose_secret().to_owned();
+    let fresh = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    assert!(
+        env.notices()
+            .iter()
+            .any(|n| n["event"] == "recovery-codes-issued")
+    );
+    let old = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", with_code(&unused_old)))?;
+    assert_eq!(denied_code(&old), "recovery_code_invalid");
+    let new = env.gateway.login(&env.again(
+        &login,
+        "attacker-laptop",
+        with_code(fresh[0].expose_secret()),
+    ))?;
+    assert!(enrolment_asked(&new));
+    // Codes are stored as keyed digests only.
+    let db = std::fs::read(env.dir.path().join("recovery/directory.db"))?;
+    let db = String::from_utf8_lossy(&db);
+    for code in codes.iter().chain(&fresh) {
+        assert!(!db.contains(&code.expose_secret().replace('-', "")));
+        assert!(!db.contains(code.expose_secret()));
+    }
+    Ok(())
+}
+
+#[test]
+fn code_guessing_is_throttled_then_disabled_and_new_codes_buy_no_more_guesses() -> Result {
+    let env = Env::new(|t| {
+        t.replace("max_code_failures = 100", "max_code_failures = 6")
+            .replace("free_code_failures = 5", "free_code_failures = 3")
+            .replace(
+                "max_attempts_per_user_per_hour = 10",
+                "max_attempts_per_user_per_hour = 1000",
+            )
+            .replace(
+                "max_attempts_per_ip_per_hour = 30",
+                "max_attempts_per_ip_per_hour = 1000",
+            )
+    });
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let guess = |code: &str| {
+        denied_code(
+            &env.gateway
+                .login(&env.again(&login, "attacker-laptop", with_code(code)))
+                .unwrap(),
+        )
+    };
+    let wrong = "ABCDE-FGHJK-MNPQR";
+    for _ in 0..3 {
+        assert_eq!(guess(wrong), "recovery_code_invalid");
+    }
+    // Delays start: too soon is refused without being checked, even a right code.
+    assert_eq!(guess(codes[0].expose_secret()), "recovery_throttled");
+    for delay_ms in [1_000, 2_000, 4_000] {
+        env.clock.advance(delay_ms);
+        assert_eq!(guess(wrong), "recovery_code_invalid");
+    }
+    // Six failures: disabled, however long one waits, and new codes change nothing.
+    env.clock.advance(24 * HOUR_MS);
+    assert_eq!(guess(codes[0].expose_secret()), "recovery_codes_disabled");
+    let fresh = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    assert_eq!(guess(fresh[0].expose_secret()), "recovery_codes_disabled");
+    // A sign-in with the factor resets the count: the code works again.
+    assert!(matches!(
+        env.sign_in_with_factor(&login, &factor).decision,
+        Decision::Allow
+    ));
+    let back = env.gateway.login(&env.again(
+        &login,
+        "owner-phone",
+        with_code(fresh[0].expose_secret()),
+    ))?;
+    assert!(enrolment_asked(&back), "{:?}", back.decision);
+    Ok(())
+}
+
+#[test]
+fn recovery_attempts_are_rate_limited_per_address_and_answers_do_not_tell_accounts_apart() -> Result
+{
+    let env = Env::new(|t| {
+        t.replace(
+            "max_attempts_per_ip_per_hour = 30",
+            "max_attempts_per_ip_per_hour = 2",
+        )
+    });
+    let (login, _) = env.owner(0);
+    let (other, _) = env.owner(1);
+    for _ in 0..2 {
+        env.gateway
+            .login(&env.again(&login, "attacker-laptop", asked()))?;
+    }
+    // The same address, another account: over the address's allowance.
+    let third = env
+        .gateway
+        .login(&env.again(&other, "attacker-laptop", asked()))?;
+    assert_eq!(denied_code(&third), "recovery_rate_limited");
+
+    // An unknown email and a wrong password get the very same answer.
+    let mut unknown = env.again(&login, "someone", asked());
+    unknown.email = "nobody-here@example.com".into();
+    let mut wrong = env.again(&login, "someone", asked());
+    wrong.password = Some("not-the-password".to_owned().into());
+    let (a, b) = (env.gateway.login(&unknown)?, env.gateway.login(&wrong)?);
+    assert_eq!(a.decision, b.decision);
+    assert_eq!(denied_code(&a), "invalid_credentials");
+    Ok(())
+}
+
+fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .args(["--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        out.status,
+    )
+}
+
+#[test]
+fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify() -> Result {
+    let env = Env::new(|t| t);
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    env.gateway.issue_recovery_codes(&user)?.unwrap();
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let (out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
+    assert!(status.success(), "{out}");
+    let delivered = env.sim.get(&format!("/sim/notices?user_id={user}"));
+    let events: Vec<&str> = delivered["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"].as_str().unwrap())
+        .collect();
+    assert!(
+        events.contains(&"recovery-codes-issued") && events.contains(&"recovery-requested"),
+        "{events:?}"
+    );
+
+    let (out, status) = cli(&env.config, &["audit", "verify"]);
+    assert!(status.success(), "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        (report["ok"].as_bool(), report["rows"].as_u64()),
+        (Some(true), Some(3)),
+        "{out}"
+    );
+    let head = report["head"].as_str().unwrap().to_owned();
+    // Someone with write access to the database rewrites why a recovery started.
+    let db = rusqlite::Connection::open(env.dir.path().join("recovery/directory.db"))?;
+    db.execute("UPDATE audit_log SET reason = 'routine' WHERE seq = 2", [])?;
+    let (out, status) = cli(&env.config, &["audit", "verify"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("\"first_bad_seq\": 2"), "{out}");
+    // Deleting the row instead is caught as well.
+    db.execute("DELETE FROM audit_log WHERE seq = 2", [])?;
+    let (out, status) = cli(&env.config, &["audit", "verify"]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(out.contains("row 2 is missing"), "{out}");
+    // Cutting the end off leaves a valid, shorter chain: the head kept from the
+    // earlier run tells.
+    db.execute("DELETE FROM audit_log WHERE seq >= 2", [])?;
+    let (out, status) = cli(&env.config, &["audit", "verify"]);
+    assert!(status.success(), "{out}");
+    let (out, status) = cli(&env.config, &["audit", "verify", "--expect-head", &head]);
+    assert_eq!(status.code(), Some(1), "{out}");
+    Ok(())
+}
+
+#[test]
+fn recordings_of_each_recovery_path_replay() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let write = |name: &str, recovery: serde_json::Value| -> PathBuf {
+        let file = env.dir.path().join(format!("{name}.json"));
+        let mut json = serde_json::json!({
+            "transaction_id": format!("tx-rec-{name}"),
+            "time_ms": portcullis::clock::SystemClock.now_ms(),
+            "connection": login.connection, "client_id": login.client_id, "email": login.email,
+            "password": login.password.as_ref().unwrap().expose_secret(),
+            "request": {"ip": "203.0.113.99", "user_agent": "attacker-laptop"},
+        });
+        if !recovery.is_null() {
+            json["recovery"] = recovery;
+        }
+        std::fs::write(&file, json.to_string()).unwrap();
+        file
+    };
+    let _ = factor;
+    let mut seen = Vec::new();
+    for (name, recovery) in [
+        ("wait", serde_json::json!(true)),
+        (
+            "code",
+            serde_json::json!({"code": codes[0].expose_secret()}),
+        ),
+        ("plain", serde_json::Value::Null),
+    ] {
+        let login_file = write(name, recovery);
+        let recording = env.dir.path().join(format!("rec-{name}.json"));
+        let (out, status) = cli(
+            &env.config,
+            &[
+                "run",
+                "--login",
+                login_file.to_str().unwrap(),
+                "--record",
+                recording.to_str().unwrap(),
+            ],
+        );
+        assert!(status.success(), "{out}");
+        let text = std::fs::read_to_string(&recording)?;
+        assert!(text.contains("recovery.facts") || name == "plain", "{text}");
+        assert!(
+            !text.contains(codes[0].expose_secret()),
+            "the code is not recorded"
+        );
+        let (out, status) = cli(&env.config, &["replay", recording.to_str().unwrap()]);
+        assert!(status.success(), "{name}: {out}");
+        seen.push(out);
+    }
+    assert!(seen[0].contains("recover:wait"), "{}", seen[0]);
+    assert!(seen[1].contains("recover:use_code"), "{}", seen[1]);
+    assert!(seen[2].contains("challenge:mfa"), "{}", seen[2]);
+    Ok(())
+}
