@@ -667,3 +667,196 @@ fn import_state_is_kept_in_postgres() -> Result {
     };
     keeps_import_state(&PostgresState::connect(&url)?)
 }
+
+/// Recovery codes, recoveries, session revocations, support requests and the audit
+/// chain: the portable SQL both backends run.
+fn keeps_recovery_state(state: &dyn StateStore) -> Result {
+    use portcullis::state::audit::{self, AuditEntry};
+    use portcullis::state::recovery::{self, CodeCheck, Recovery, Started, Throttle};
+    use portcullis::state::support;
+    let sql = state.sql();
+    crate::common::create_user(state, "usr_r1", "r1@example.com")?;
+    let entry = |action: &str| AuditEntry::new(1_000, "user:usr_r1", action, "usr_r1");
+    let digests: Vec<String> = (0u8..10).map(|i| hex::encode([i; 32])).collect();
+    recovery::replace_codes(sql, "usr_r1", &digests, 1_000, &[], &entry("codes"))?;
+    assert_eq!(recovery::codes_left(sql, "usr_r1")?, 10);
+    let throttle = Throttle {
+        max_failures: 4,
+        free_failures: 2,
+        max_delay_ms: 60_000,
+    };
+    assert_eq!(
+        recovery::check_code(sql, "usr_r1", &[3; 32], 2_000, throttle)?,
+        CodeCheck::Burnt { left: 9 }
+    );
+    assert_eq!(
+        recovery::check_code(sql, "usr_r1", &[3; 32], 2_000, throttle)?,
+        CodeCheck::Wrong { failures: 1 }
+    );
+    recovery::check_code(sql, "usr_r1", &[99; 32], 2_000, throttle)?;
+    assert_eq!(
+        recovery::check_code(sql, "usr_r1", &[4; 32], 2_500, throttle)?,
+        CodeCheck::Throttled { retry_at_ms: 3_000 }
+    );
+    // New codes: the failures stay.
+    recovery::replace_codes(sql, "usr_r1", &digests, 3_000, &[], &entry("codes"))?;
+    recovery::check_code(sql, "usr_r1", &[99; 32], 3_000, throttle)?;
+    recovery::check_code(sql, "usr_r1", &[99; 32], 10_000, throttle)?;
+    assert_eq!(
+        recovery::check_code(sql, "usr_r1", &[4; 32], 100_000, throttle)?,
+        CodeCheck::Disabled
+    );
+    recovery::reset_failures(sql, "usr_r1")?;
+    assert!(matches!(
+        recovery::check_code(sql, "usr_r1", &[4; 32], 100_000, throttle)?,
+        CodeCheck::Burnt { .. }
+    ));
+
+    let wait = Recovery {
+        id: "rcv_1".into(),
+        user_id: "usr_r1".into(),
+        path: "wait".into(),
+        status: "waiting".into(),
+        requested_at_ms: 5_000,
+        ready_at_ms: 10_000,
+        expires_at_ms: 20_000,
+        reasons: vec!["new device".into()],
+        cancel_digest: "ab".into(),
+        finished_at_ms: None,
+        outcome: None,
+    };
+    assert!(matches!(
+        recovery::start_recovery(sql, &wait, 5_000, &[], &entry("requested"))?,
+        Started::New(_)
+    ));
+    let second = Recovery {
+        id: "rcv_2".into(),
+        ready_at_ms: 6_000,
+        ..wait.clone()
+    };
+    match recovery::start_recovery(sql, &second, 5_500, &[], &entry("requested"))? {
+        Started::Existing(open) => assert_eq!(open.ready_at_ms, 10_000, "not shortened"),
+        Started::New(_) => panic!("a second recovery started"),
+    }
+    assert!(recovery::finish_recovery(
+        sql,
+        "rcv_1",
+        &["waiting"],
+        "cancelled",
+        "owner",
+        7_000,
+        &[],
+        &entry("cancelled")
+    )?);
+    assert!(!recovery::finish_recovery(
+        sql,
+        "rcv_1",
+        &["waiting"],
+        "completed",
+        "late",
+        8_000,
+        &[],
+        &entry("completed")
+    )?);
+    assert_eq!(
+        recovery::recovery_by_id(sql, "rcv_1")?.unwrap().status,
+        "cancelled"
+    );
+    // A waiting one past its window is expired when read.
+    recovery::start_recovery(sql, &second, 9_000, &[], &entry("requested"))?;
+    assert!(recovery::open_recovery(sql, "usr_r1", 30_000)?.is_none());
+    assert_eq!(
+        recovery::recovery_by_id(sql, "rcv_2")?.unwrap().status,
+        "expired"
+    );
+    recovery::in_transaction(sql, |tx| recovery::revoke_sessions(tx, "usr_r1", 31_000))?;
+    assert_eq!(recovery::sessions_revoked_at(sql, "usr_r1")?, Some(31_000));
+
+    let request = support::SupportRequest {
+        id: "req_1".into(),
+        action: "remove-factor".into(),
+        user_id: "usr_r1".into(),
+        params: serde_json::json!({"factor_id": "fac_1"}),
+        requested_by: "alice".into(),
+        evidence: "IDV-1".into(),
+        reason: "lost".into(),
+        skip_wait_reason: None,
+        approved_by: None,
+        approval_evidence: None,
+        approval_skip_reason: None,
+        status: "awaiting-approval".into(),
+        created_at_ms: 1,
+        ready_at_ms: None,
+        finished_at_ms: None,
+    };
+    portcullis::state::portable::transact(sql, |tx| {
+        support::insert(tx, &request)?;
+        // The database itself refuses the requester as approver.
+        assert!(!support::approve(tx, "req_1", "alice", "IDV-1", None, 5)?);
+        assert!(support::approve(tx, "req_1", "bob", "IDV-1b", None, 5)?);
+        assert!(support::finish(tx, "req_1", "approved", "done", 6)?);
+        let read = support::get(tx, "req_1")?.unwrap();
+        assert_eq!(
+            (
+                read.approved_by.as_deref(),
+                read.status.as_str(),
+                read.ready_at_ms
+            ),
+            (Some("bob"), "done", Some(5))
+        );
+        Ok(())
+    })?;
+
+    let report = audit::verify(sql)?;
+    // codes twice, requested, cancelled, requested again: a kept request and a
+    // refused move write nothing.
+    assert!(report.ok && report.rows == 5, "{report:?}");
+    assert_eq!(audit::rows_about(sql, "usr_r1")?.len() as u64, report.rows);
+    Ok(())
+}
+
+#[test]
+fn recovery_state_is_kept_in_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    keeps_recovery_state(&portcullis::state::SqliteState::open(
+        &dir.path().join("d.db"),
+    )?)
+}
+
+#[test]
+fn recovery_state_is_kept_in_postgres() -> Result {
+    let Some(url) = fresh_database("recovery") else {
+        return skipped("recovery_state_is_kept_in_postgres");
+    };
+    let state = PostgresState::connect(&url)?;
+    keeps_recovery_state(&state)?;
+    // Two writers append to the audit chain at once: it never forks.
+    let state = Arc::new(state);
+    let barrier = Arc::new(Barrier::new(4));
+    let writers: Vec<_> = (0..4)
+        .map(|i| {
+            let (state, barrier) = (state.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                for n in 0..25 {
+                    portcullis::state::audit::record(
+                        state.sql(),
+                        &portcullis::state::audit::AuditEntry::new(
+                            n,
+                            format!("agent:{i}"),
+                            "x",
+                            "y",
+                        ),
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let report = portcullis::state::audit::verify(state.sql())?;
+    assert!(report.ok, "{report:?}");
+    Ok(())
+}

@@ -720,3 +720,261 @@ fn recordings_of_each_recovery_path_replay() -> Result {
     assert!(seen[2].contains("challenge:mfa"), "{}", seen[2]);
     Ok(())
 }
+
+/// `serve`'s router for `env`'s config, with two agents and two callers (one that
+/// vouches for its users' sign-ins) whose tokens are in files.
+struct Console {
+    url: String,
+    _runtime: tokio::runtime::Runtime,
+}
+
+const ALICE: &str = "agent-alice-token-0123456789abcdef0123";
+const BOB: &str = "agent-bob-token-0123456789abcdef012345";
+const GATEWAY: &str = "recovery-test-gateway-token-0123456789";
+const PLAIN_CALLER: &str = "recovery-test-plain-caller-0123456789";
+
+impl Console {
+    fn start(env: &Env) -> Console {
+        let dir = env.dir.path();
+        for (file, token) in [
+            ("alice", ALICE),
+            ("bob", BOB),
+            ("gateway", GATEWAY),
+            ("plain", PLAIN_CALLER),
+        ] {
+            std::fs::write(dir.join(format!("{file}.token")), token).unwrap();
+        }
+        let text = std::fs::read_to_string(&env.config)
+            .unwrap()
+            .replace(
+                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+                "token_file = \"gateway.token\"\nvouches = true\n\n[[server.caller]]\nname = \"plain\"\ntoken_file = \"plain.token\"",
+            )
+            .replace("token_env = \"PORTCULLIS_AGENT_ALICE_TOKEN\"", "token_file = \"alice.token\"")
+            .replace("token_env = \"PORTCULLIS_AGENT_BOB_TOKEN\"", "token_file = \"bob.token\"");
+        std::fs::write(&env.config, text).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let app = Arc::new(portcullis::server::AppState::load(&env.config).unwrap());
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, portcullis::server::router(app)).await });
+        Console {
+            url,
+            _runtime: runtime,
+        }
+    }
+
+    /// `portcullis support …` as the agent holding `token`: (exit code, JSON answer).
+    fn support(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["support", "--server", &self.url])
+            .args(args)
+            .env("PORTCULLIS_AGENT_TOKEN", token)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        (
+            out.status.code().unwrap_or(-1),
+            serde_json::from_str(&stdout).unwrap_or_else(|_| {
+                serde_json::json!({"raw": format!("{stdout}{}", String::from_utf8_lossy(&out.stderr))})
+            }),
+        )
+    }
+}
+
+#[test]
+fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Result {
+    let env = Env::new(|t| t);
+    let console = Console::start(&env);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let factor_status = || {
+        env.gateway
+            .state()
+            .factors_of(&user)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.id == factor.id)
+            .unwrap()
+            .status
+    };
+
+    // A lookup shows masked data only, and is itself audited.
+    let (code, found) = console.support(ALICE, &["lookup", &login.email]);
+    assert_eq!(code, 0, "{found}");
+    assert_eq!(found["user_id"], user.as_str());
+    assert_ne!(found["email"], login.email.as_str());
+    assert!(found["email"].as_str().unwrap().contains("***@"));
+    assert_eq!(found["factors"][0]["id"], factor.id.as_str());
+    assert!(!found.to_string().contains(&env.phone_of(&factor)[2..]));
+    let (code, _) = console.support(
+        "not-an-agent-token-0123456789abcdef",
+        &["lookup", &login.email],
+    );
+    assert_eq!(code, 1);
+
+    let request = |token: &str, evidence: &str, skip: Option<&str>| {
+        let mut args = vec![
+            "request",
+            "remove-factor",
+            "--user",
+            &user,
+            "--factor",
+            &factor.id,
+            "--evidence",
+            evidence,
+            "--reason",
+            "lost phone, verified by video call",
+        ];
+        if let Some(skip) = skip {
+            args.extend(["--skip-wait-reason", skip]);
+        }
+        console.support(token, &args)
+    };
+    // Evidence is required.
+    let (code, refused) = request(ALICE, " ", None);
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("evidence"));
+
+    let (code, asked) = request(
+        ALICE,
+        "IDV-2026-1130-77",
+        Some("identity verified in person"),
+    );
+    assert_eq!(code, 0, "{asked}");
+    assert_eq!(asked["status"], "awaiting-approval");
+    let id = asked["id"].as_str().unwrap().to_owned();
+    // Alone, alice can neither carry it out nor approve it.
+    let (code, refused) = console.support(ALICE, &["execute", &id]);
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("second agent"), "{refused}");
+    let (code, refused) =
+        console.support(ALICE, &["approve", &id, "--evidence", "IDV-2026-1130-77"]);
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("cannot approve"), "{refused}");
+    assert_eq!(factor_status(), FactorStatus::Active);
+
+    // Bob approves without a reason to skip: the waiting period runs.
+    let (code, approved) = console.support(
+        BOB,
+        &["approve", &id, "--evidence", "IDV-2026-1130-77 checked"],
+    );
+    assert_eq!(code, 0, "{approved}");
+    assert!(
+        approved["ready_at_ms"].as_u64().unwrap()
+            > portcullis::clock::SystemClock.now_ms() + 71 * HOUR_MS
+    );
+    let (code, refused) = console.support(BOB, &["execute", &id]);
+    assert_eq!(code, 1, "{refused}");
+    assert!(refused.to_string().contains("waiting period"), "{refused}");
+    assert_eq!(factor_status(), FactorStatus::Active);
+    let (code, _) = console.support(
+        ALICE,
+        &["cancel", &id, "--reason", "redo with both skip reasons"],
+    );
+    assert_eq!(code, 0);
+
+    // Both agents give a reason to skip the wait: carried out at once.
+    let (_, asked) = request(
+        ALICE,
+        "IDV-2026-1130-78",
+        Some("identity verified in person"),
+    );
+    let id = asked["id"].as_str().unwrap().to_owned();
+    let (code, _) = console.support(
+        BOB,
+        &[
+            "approve",
+            &id,
+            "--evidence",
+            "IDV-2026-1130-78 checked",
+            "--skip-wait-reason",
+            "user on site with ID",
+        ],
+    );
+    assert_eq!(code, 0);
+    let (code, done) = console.support(BOB, &["execute", &id]);
+    assert_eq!(code, 0, "{done}");
+    assert_eq!(done["status"], "done");
+    assert_eq!(factor_status(), FactorStatus::Disabled);
+
+    // The user was told at each step; every action, refusals included, is audited
+    // with its agent, and the chain holds.
+    let events: Vec<String> = env
+        .notices()
+        .iter()
+        .map(|n| n["event"].as_str().unwrap().to_owned())
+        .collect();
+    for event in [
+        "support-action-requested",
+        "support-action-approved",
+        "support-action-done",
+    ] {
+        assert!(events.iter().any(|e| e == event), "{event}: {events:?}");
+    }
+    let trail = portcullis::state::audit::rows_about(env.gateway.state().sql(), &user)?;
+    let seen = |actor: &str, action: &str, outcome: &str| {
+        trail.iter().any(|r| {
+            r.entry.actor == actor && r.entry.action == action && r.entry.outcome == outcome
+        })
+    };
+    assert!(seen("agent:alice", "support-lookup", "ok"));
+    assert!(seen("agent:alice", "support-approve", "refused"));
+    assert!(seen("agent:alice", "support-execute", "refused"));
+    assert!(seen("agent:bob", "support-approve", "ok"));
+    assert!(seen("agent:bob", "support-execute", "ok"));
+    assert!(portcullis::state::audit::verify(env.gateway.state().sql())?.ok);
+    Ok(())
+}
+
+#[test]
+fn recovery_codes_are_issued_only_to_a_caller_that_vouches_and_shown_once() -> Result {
+    let env = Env::new(|t| t);
+    let console = Console::start(&env);
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    let post = |token: &str, body: serde_json::Value| {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/mfa/recovery-codes", console.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let no_store = response
+            .headers()
+            .get("cache-control")
+            .is_some_and(|v| v == "no-store");
+        (
+            status,
+            no_store,
+            response.json::<serde_json::Value>().unwrap_or_default(),
+        )
+    };
+    let (status, _, _) = post(PLAIN_CALLER, serde_json::json!({"user_id": user}));
+    assert_eq!(status, 403);
+    let (status, _, _) = post(GATEWAY, serde_json::json!({"user_id": "usr_nobody"}));
+    assert_eq!(status, 404);
+    let (status, no_store, body) = post(GATEWAY, serde_json::json!({"user_id": user}));
+    assert_eq!(status, 201, "{body}");
+    assert!(no_store);
+    let codes: Vec<&str> = body["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    assert!(
+        codes
+            .iter()
+            .all(|c| c.len() == 17 && c.chars().filter(|c| *c == '-').count() == 2)
+    );
+    assert_eq!(
+        portcullis::state::recovery::codes_left(env.gateway.state().sql(), &user)?,
+        10
+    );
+    Ok(())
+}
