@@ -26,19 +26,19 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
 }
 
 /// The agent whose token the request carries.
-fn agent(app: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+fn agent(app: &AppState, headers: &HeaderMap) -> Result<String, Box<Response>> {
     app.agents
         .authenticate(headers)
         .map(|agent| agent.name.clone())
-        .map_err(IntoResponse::into_response)
+        .map_err(|refusal| Box::new(refusal.into_response()))
 }
 
 fn body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Response> {
-    let body = body.map_err(|r| error(r.status(), r.body_text()))?;
+) -> Result<T, Box<Response>> {
+    let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
     serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")))
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("invalid request: {e}"))))
 }
 
 fn answer<T: serde::Serialize>(result: Result<Result<T, SupportError>, Response>) -> Response {
@@ -64,7 +64,7 @@ async fn lookup(
 ) -> Response {
     let agent = match agent(&app, &headers) {
         Ok(agent) => agent,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let gateway = app.gateway();
     answer(evaluate(&app, move || gateway.support_lookup(&agent, &query.email)).await)
@@ -91,11 +91,11 @@ async fn request(
 ) -> Response {
     let agent = match agent(&app, &headers) {
         Ok(agent) => agent,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let request: RequestBody = match body(raw) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let gateway = app.gateway();
     answer(
@@ -135,7 +135,7 @@ async fn step(
 ) -> Response {
     let agent = match agent(&app, &headers) {
         Ok(agent) => agent,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let empty = matches!(&raw, Ok(b) if b.is_empty());
     let body: StepBody = if empty {
@@ -143,7 +143,7 @@ async fn step(
     } else {
         match body(raw) {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(response) => return *response,
         }
     };
     let gateway = app.gateway();
@@ -182,11 +182,11 @@ async fn act(
 ) -> Response {
     let agent = match agent(&app, &headers) {
         Ok(agent) => agent,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let body: ActBody = match body(raw) {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let gateway = app.gateway();
     answer(
