@@ -37,8 +37,12 @@ fn body<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<T, Box<Response>> {
     let body = body.map_err(|r| Box::new(error(r.status(), r.body_text())))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("invalid request: {e}"))))
+    serde_json::from_slice(&body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request: {e}"),
+        ))
+    })
 }
 
 fn answer<T: serde::Serialize>(result: Result<Result<T, SupportError>, Response>) -> Response {
