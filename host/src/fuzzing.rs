@@ -105,7 +105,7 @@ pub fn outcome(data: &[u8]) {
 }
 
 fn arbitrary_outcome(input: &mut Unstructured) -> ArbitraryResult<wit::Outcome> {
-    let decision = match input.int_in_range(0..=3u8)? {
+    let decision = match input.int_in_range(0..=4u8)? {
         0 => wit::Decision::Continue,
         1 => wit::Decision::Deny(wit::DenyInfo {
             code: input.arbitrary()?,
@@ -115,6 +115,17 @@ fn arbitrary_outcome(input: &mut Unstructured) -> ArbitraryResult<wit::Outcome> 
         2 => wit::Decision::Redirect(wit::RedirectInfo {
             url: input.arbitrary()?,
             reason: input.arbitrary()?,
+            state: input.arbitrary()?,
+        }),
+        3 => wit::Decision::Recover(wit::RecoveryInfo {
+            step: match input.int_in_range(0..=2u8)? {
+                0 => wit::RecoveryStep::UseCode,
+                1 => wit::RecoveryStep::Enrol,
+                _ => wit::RecoveryStep::Wait(wit::WaitRequest {
+                    wait_ms: input.arbitrary()?,
+                    reasons: input.arbitrary()?,
+                }),
+            },
             state: input.arbitrary()?,
         }),
         _ => wit::Decision::Challenge(wit::ChallengeInfo {

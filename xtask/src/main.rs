@@ -237,36 +237,71 @@ fn mfa_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
     outcome
 }
 
-/// Account recovery (fixtures/pipeline-recovery.toml): seeded users ask to recover
-/// with the password only; each with a factor gets `recovery_pending`, and every
-/// channel on file is told, through the outbox, at the simulator's notification
-/// endpoint; the audit log's chain is verified.
+/// Account recovery (fixtures/pipeline-recovery.toml): the seeded users who have a
+/// second factor ask to recover with their password only. A dry run finds them (the
+/// rule answers `recover` only for them); the real run starts their waiting periods,
+/// every channel on file is told through the outbox at the simulator's notification
+/// endpoint, and the audit log's chain is verified.
 fn recovery_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
     let config = "fixtures/pipeline-recovery.toml";
     run(portcullis(&["check", "--config", config]))?;
     run(portcullis(&["seed", "--config", config]))?;
     let state = workspace_root().join("target/demo-state/recovery");
-    let asking = state.join("recovery-logins");
-    std::fs::create_dir_all(&asking)?;
-    let mut logins: Vec<_> = std::fs::read_dir(state.join("logins"))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    logins.sort();
-    for login in logins.iter().take(20) {
-        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(login)?)?;
+    let (all, asking) = (state.join("all-asking"), state.join("recovery-logins"));
+    for dir in [&all, &asking] {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir)?;
+    }
+    for login in std::fs::read_dir(state.join("logins"))? {
+        let login = login?.path();
+        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&login)?)?;
         json["recovery"] = serde_json::Value::Bool(true);
         std::fs::write(
-            asking.join(login.file_name().context("a login file")?),
+            all.join(login.file_name().context("a login file")?),
             json.to_string(),
         )?;
     }
-    println!("recovery demo: 20 seeded users ask to recover with their password only");
+    let path = |p: &std::path::Path| p.to_str().map(str::to_owned).context("a UTF-8 path");
+    let dry = portcullis(&[
+        "run",
+        "--config",
+        config,
+        "--login",
+        &path(&all)?,
+        "--compact",
+        "--dry-run",
+    ])
+    .output()
+    .context("the dry run")?;
+    let recovering: Vec<String> = String::from_utf8_lossy(&dry.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|v| v["decision"]["type"] == "recover")
+        .filter_map(|v| v["transaction_id"].as_str().map(str::to_owned))
+        .collect();
+    for login in std::fs::read_dir(&all)? {
+        let login = login?.path();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&login)?)?;
+        if recovering
+            .iter()
+            .any(|tx| json["transaction_id"] == tx.as_str())
+        {
+            std::fs::copy(
+                &login,
+                asking.join(login.file_name().context("a login file")?),
+            )?;
+        }
+    }
+    println!(
+        "recovery demo: {} seeded users with a second factor ask to recover with their password only",
+        recovering.len()
+    );
     run(portcullis(&[
         "run",
         "--config",
         config,
         "--login",
-        asking.to_str().context("a UTF-8 path")?,
+        &path(&asking)?,
         "--compact",
         "--summary",
     ]))?;

@@ -234,7 +234,31 @@ fn enrolment_asked(verdict: &Verdict) -> bool {
 
 #[test]
 fn with_the_password_only_nobody_gets_in_before_the_wait_ends_and_the_owner_is_told() -> Result {
-    let env = Env::new(|t| t);
+    password_only_then_back_in_after_the_wait(&Env::new(|t| t))
+}
+
+#[test]
+fn the_same_recovery_with_the_directory_on_postgres() -> Result {
+    let Some(url) = crate::postgres::fresh_database("recovery_flow") else {
+        eprintln!("PORTCULLIS_TEST_POSTGRES is not set, not run");
+        return Ok(());
+    };
+    let env = Env::new(|text| {
+        text.lines()
+            .map(|line| {
+                if line.starts_with("directory = ") {
+                    format!("directory = \"{url}\"")
+                } else {
+                    line.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    });
+    password_only_then_back_in_after_the_wait(&env)
+}
+
+fn password_only_then_back_in_after_the_wait(env: &Env) -> Result {
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
     // The owner has signed in from their phone before: that device and network are
