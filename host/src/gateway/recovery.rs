@@ -424,7 +424,8 @@ impl Gateway {
                         &AuditEntry::new(now_ms, &actor, "recovery-wait-over", &user.id)
                             .details(json!({"recovery": open.id})),
                     )?,
-                    "enrolling" => true,
+                    // A code's enrolment is the code-holder's login's alone.
+                    "enrolling" => open.path != "code",
                     _ => false,
                 };
                 if !ready {

@@ -611,9 +611,12 @@ pub fn facts(
             .is_empty())
     })?;
     let open = open_recovery(store, user_id, ask.now_ms)?;
+    // A code's recovery waiting for its enrolment belongs to the login that showed the
+    // code: another login (with the password only) sees a recovery it cannot use.
     let status = match &open {
         None => RecoveryStatus::None,
         Some(r) if r.status == "waiting" && ask.now_ms < r.ready_at_ms => RecoveryStatus::Waiting,
+        Some(r) if r.path == "code" => RecoveryStatus::Waiting,
         Some(_) => RecoveryStatus::Ready,
     };
     let new = unseen(store, user_id, &ask.sightings, ask.known_since_ms)?;

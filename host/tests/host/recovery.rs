@@ -479,6 +479,11 @@ fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() ->
             .iter()
             .any(|n| n["event"] == "recovery-code-used")
     );
+    // Someone with the password only cannot step into that enrolment.
+    let sneaky = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert_eq!(denied_code(&sneaky), "recovery_pending");
     let new_factor = env.enrol_new_phone(&user);
     let done = env.continue_with(&verdict, serde_json::json!({"enrollment_id": new_factor}));
     assert!(
@@ -1000,5 +1005,25 @@ fn recovery_codes_are_issued_only_to_a_caller_that_vouches_and_shown_once() -> R
         portcullis::state::recovery::codes_left(env.gateway.state().sql(), &user)?,
         10
     );
+    Ok(())
+}
+
+#[test]
+fn a_rule_cannot_shorten_the_hosts_waiting_period() -> Result {
+    // A guard configured (or written) to wait an hour: the host's minimum stands.
+    let env = Env::new(|t| {
+        t.replace("wait_hours = 72\nrisky_wait_hours = 168", "wait_hours = 1\nrisky_wait_hours = 1")
+    });
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let recovery = &env.recoveries(&user)[0];
+    assert_eq!(recovery.ready_at_ms - recovery.requested_at_ms, 72 * HOUR_MS);
+    env.clock.advance(2 * HOUR_MS);
+    let early = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert_eq!(denied_code(&early), "recovery_pending");
     Ok(())
 }
