@@ -237,7 +237,6 @@ impl Gateway {
         let verified = verdict.evidence.directory_password_verified;
         let stored = StoredLogin::from_attempt(&attempt);
         let verdict = self.settle(verdict, &stored, &attempt.new_user_id(), password_hash)?;
-        self.remember_sightings(&stored, &verdict);
         // An imported legacy hash becomes argon2id at its first successful sign-in.
         if verified
             && verdict.applied.is_some()
@@ -307,14 +306,12 @@ impl Gateway {
                 record.evidence.clone(),
             )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
-        let verdict = self.settle(
+        self.settle(
             verdict,
             &record.login,
             &attempt.new_user_id(),
             record.password_hash.clone(),
-        )?;
-        self.remember_sightings(&record.login, &verdict);
-        Ok(verdict)
+        )
     }
 
     /// After the pipeline: apply an allow, park a redirect, leave the rest.
@@ -346,6 +343,7 @@ impl Gateway {
                         transaction_id: batch.transaction_id,
                         user_id: batch.user_id.clone(),
                         time_ms: batch.time_ms,
+                        sightings: self.sightings_of(login),
                     });
                     verdict.applied = Some(ApplyReport {
                         applied: true,
@@ -356,7 +354,10 @@ impl Gateway {
                     return Ok(verdict);
                 }
                 match self.state.apply(&batch) {
-                    Ok(report) => verdict.applied = Some(report),
+                    Ok(report) => {
+                        verdict.applied = Some(report);
+                        self.remember_sightings(login);
+                    }
                     Err(e) => {
                         tracing::error!(transaction = %login.transaction_id, "applying effects failed: {e}");
                         return Ok(unavailable(&login.transaction_id, e.to_string())

@@ -204,14 +204,20 @@ impl Gateway {
         });
     }
 
-    /// After an allowed login: its device, network and country become known.
-    pub(super) fn remember_sightings(&self, login: &StoredLogin, verdict: &Verdict) {
+    /// Where an allowed login came from, for the statistics written behind.
+    pub(super) fn sightings_of(&self, login: &StoredLogin) -> Vec<(&'static str, String)> {
+        match (&self.recovery, &login.user) {
+            (Some(policy), Some(_)) => policy.sightings(&login.request),
+            _ => Vec::new(),
+        }
+    }
+
+    /// After an allowed login whose effects were applied now: its device, network and
+    /// country become known.
+    pub(super) fn remember_sightings(&self, login: &StoredLogin) {
         let (Some(policy), Some(user)) = (&self.recovery, &login.user) else {
             return;
         };
-        if !matches!(verdict.decision, Decision::Allow) || verdict.applied.is_none() {
-            return;
-        }
         let sightings = policy.sightings(&login.request);
         if let Err(e) =
             store::record_sightings(self.state.sql(), &user.id, &sightings, self.clock.now_ms())

@@ -19,6 +19,9 @@ pub struct LoginMark {
     pub transaction_id: String,
     pub user_id: Option<String>,
     pub time_ms: u64,
+    /// Where the login came from (keyed digests, when `[recovery]` is set): a
+    /// recovery's risk is judged by them. Written behind with the statistics.
+    pub sightings: Vec<(&'static str, String)>,
 }
 
 /// Marks waiting past this many make the writer flush at once.
@@ -84,7 +87,18 @@ impl Shared {
         if marks.is_empty() {
             return Ok(0);
         }
-        match self.state.record_logins(&marks) {
+        match self.state.record_logins(&marks).and_then(|counted| {
+            let seen: Vec<_> = marks
+                .iter()
+                .filter_map(|m| {
+                    let user = m.user_id.as_deref()?;
+                    (!m.sightings.is_empty()).then_some((user, m.sightings.as_slice(), m.time_ms))
+                })
+                .collect();
+            // Counted already: a sighting written twice after a failure is harmless.
+            super::recovery::record_sightings_batch(self.state.sql(), &seen)?;
+            Ok(counted)
+        }) {
             Ok(counted) => Ok(counted),
             Err(e) => {
                 // Put them back in front of what came meanwhile, for the next flush.

@@ -239,10 +239,7 @@ pub fn check_code(
                 &[Val::text(user_id), Val::int(slot), Val::int(now)],
             )?;
             if burnt == 1 {
-                tx.execute(
-                    "DELETE FROM recovery_throttle WHERE user_id = $1",
-                    &[Val::text(user_id)],
-                )?;
+                // The failures stay until the login completes (a successful login).
                 return Ok(CodeCheck::Burnt {
                     left: codes.len().saturating_sub(1) as u32,
                 });
@@ -551,18 +548,31 @@ pub fn record_sightings(
     sightings: &[Sighting],
     now_ms: u64,
 ) -> Result<(), StoreError> {
+    record_sightings_batch(store, &[(user_id, sightings, now_ms)])
+}
+
+/// [`record_sightings`] for many logins in one transaction (written behind).
+pub fn record_sightings_batch(
+    store: &dyn SqlStore,
+    logins: &[(&str, &[Sighting], u64)],
+) -> Result<(), StoreError> {
+    if logins.is_empty() {
+        return Ok(());
+    }
     transact(store, |tx| {
-        for (kind, digest) in sightings {
-            tx.execute(
+        for (user_id, sightings, now_ms) in logins {
+            for (kind, digest) in *sightings {
+                tx.execute(
                 "INSERT INTO login_sightings (user_id, kind, digest, last_seen_ms) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (user_id, kind, digest) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
                 &[
-                    Val::text(user_id),
+                    Val::text(*user_id),
                     Val::text(*kind),
                     Val::text(digest),
-                    Val::int(super::sql_time(now_ms)),
+                    Val::int(super::sql_time(*now_ms)),
                 ],
             )?;
+            }
         }
         Ok(())
     })

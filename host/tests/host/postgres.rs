@@ -280,6 +280,7 @@ fn records_logins_once(state: &dyn StateStore) -> Result {
         transaction_id: tx.into(),
         user_id: Some("usr_stats".into()),
         time_ms,
+        sightings: Vec::new(),
     };
     // Out of order, with a repeat inside the batch and one of an applied transaction.
     let counted = state.record_logins(&[
