@@ -1474,7 +1474,8 @@ fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {
         .as_ref()
         .context("the config has no [state] section: there is no outbox")?;
     let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
-    let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone());
+    let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone())
+        .with_phone_keys(phone_keys(&config)?);
     let report = tokio_runtime()?
         .block_on(dispatcher.run(until_empty, portcullis::server::shutdown_signal()))?;
     println!(
@@ -1572,4 +1573,16 @@ fn support(server: &str, token_env: &str, command: SupportCommand) -> Result<()>
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// The keys that open stored phones, when the config has the new SMS provider.
+fn phone_keys(
+    config: &PipelineConfig,
+) -> Result<Option<std::sync::Arc<portcullis::mfa::sealed::KeyRing>>> {
+    match &config.mfa.verify {
+        Some(_) => Ok(Some(std::sync::Arc::new(
+            config.mfa.key_ring().context("[mfa] keys")?,
+        ))),
+        None => Ok(None),
+    }
 }

@@ -27,6 +27,8 @@ pub struct Dispatcher {
     state: Arc<dyn StateStore>,
     settings: OutboxSettings,
     client: reqwest::Client,
+    /// Opens a phone for an SMS notice at delivery time (see `notice_body`).
+    phone_keys: Option<Arc<crate::mfa::sealed::KeyRing>>,
 }
 
 fn now_ms() -> u64 {
@@ -51,7 +53,53 @@ impl Dispatcher {
             state,
             settings,
             client,
+            phone_keys: None,
         }
+    }
+
+    /// The keys that open factors' phones, so SMS notices reach them (`[mfa]`).
+    pub fn with_phone_keys(mut self, keys: Option<Arc<crate::mfa::sealed::KeyRing>>) -> Self {
+        self.phone_keys = keys;
+        self
+    }
+
+    /// An SMS notice is stored naming the factor, never the phone: the phone is opened
+    /// here, for the one request to the notification endpoint, and goes nowhere else.
+    /// A factor whose phone only the old provider holds cannot be texted a notice:
+    /// it is sent with `to: null` and the reason, so the notifier can count it.
+    async fn notice_body(&self, message: &OutboxMessage) -> Result<String, String> {
+        if message.topic != "notify" {
+            return Ok(message.payload.clone());
+        }
+        let mut notice: serde_json::Value =
+            serde_json::from_str(&message.payload).map_err(|e| format!("notice: {e}"))?;
+        if notice["channel"] != "sms" {
+            return Ok(message.payload.clone());
+        }
+        let user = notice["user_id"].as_str().unwrap_or_default().to_owned();
+        let factor_id = notice["to"].as_str().unwrap_or_default().to_owned();
+        let lookup = user.clone();
+        let factor = self
+            .store(move |s| s.factors_of(&lookup))
+            .await
+            .map_err(|e| format!("factor of an SMS notice: {e}"))?
+            .into_iter()
+            .find(|f| f.id == factor_id);
+        notice["factor_id"] = factor_id.clone().into();
+        match (factor.and_then(|f| f.phone), &self.phone_keys) {
+            (Some(sealed), Some(keys)) => {
+                let phone = keys
+                    .open(&sealed, &user, &factor_id)
+                    .map_err(|e| format!("opening the notice's phone: {e}"))?;
+                notice["to"] = phone.as_str().into();
+            }
+            _ => {
+                notice["to"] = serde_json::Value::Null;
+                notice["undeliverable"] =
+                    "no phone on file for this factor (the old provider keeps it)".into();
+            }
+        }
+        Ok(notice.to_string())
     }
 
     async fn store<T: Send + 'static>(
@@ -87,13 +135,14 @@ impl Dispatcher {
             .endpoints
             .get(product)
             .ok_or_else(|| format!("no outbox endpoint for product {product:?}"))?;
+        let body = self.notice_body(message).await?;
         let response = self
             .client
             .post(url)
             .header("content-type", "application/json")
             .header("idempotency-key", idempotency_key(message))
             .header("x-portcullis-topic", &message.topic)
-            .body(message.payload.clone())
+            .body(body)
             .send()
             .await
             .map_err(|e| {

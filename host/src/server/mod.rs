@@ -575,7 +575,13 @@ pub async fn serve(
     let config =
         PipelineConfig::load(config_path).map_err(|e| ServeError::Config(e.to_string()))?;
     let dispatcher = config.server.dispatch_outbox.then(|| {
-        let dispatcher = Dispatcher::new(app.gateway().state().clone(), config.outbox.clone());
+        let phone_keys = config
+            .mfa
+            .verify
+            .as_ref()
+            .and_then(|_| config.mfa.key_ring().ok().map(Arc::new));
+        let dispatcher = Dispatcher::new(app.gateway().state().clone(), config.outbox.clone())
+            .with_phone_keys(phone_keys);
         let mut stopped = dispatch_stopped.clone();
         tokio::spawn(async move {
             let stop = async move {

@@ -642,7 +642,7 @@ fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
 #[test]
 fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify() -> Result {
     let env = Env::new(|t| t);
-    let (login, _) = env.owner(0);
+    let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
     env.gateway.issue_recovery_codes(&user)?.unwrap();
     env.gateway
@@ -662,6 +662,26 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
         events.contains(&"recovery-codes-issued") && events.contains(&"recovery-requested"),
         "{events:?}"
     );
+    // An SMS notice reaches the phone: opened for the delivery only, never stored in
+    // the outbox.
+    let phone = env.phone_of(&factor);
+    let texted: Vec<&serde_json::Value> = delivered["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["channel"] == "sms")
+        .collect();
+    assert_eq!(texted.len(), 2, "{delivered}");
+    for notice in texted {
+        assert_eq!(notice["to"], phone.as_str());
+        assert_eq!(notice["factor_id"], factor.id.as_str());
+    }
+    for message in env.gateway.state().outbox_messages()? {
+        assert!(
+            !message.payload.contains(&phone[2..]),
+            "a phone in the outbox"
+        );
+    }
 
     let (out, status) = cli(&env.config, &["audit", "verify"]);
     assert!(status.success(), "{out}");
