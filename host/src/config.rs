@@ -149,6 +149,17 @@ pub struct RuleSettings {
     pub effects: Vec<EffectKind>,
     /// Protected app-metadata keys (see [`EffectSettings`]) it may write.
     pub protected_keys: Vec<String>,
+    /// Run the rule only for logins that need it (`only_when = "recovery"`: the login
+    /// asks to recover); otherwise it is skipped and costs no sandbox.
+    pub only_when: Option<RuleCondition>,
+}
+
+/// When a rule with `only_when` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleCondition {
+    /// The login asks to recover an account (`"recovery"` in the login).
+    Recovery,
 }
 
 #[derive(Debug, Clone)]
@@ -593,6 +604,8 @@ struct RuleFile {
     effects: Vec<EffectKind>,
     #[serde(default)]
     protected_keys: Vec<String>,
+    #[serde(default)]
+    only_when: Option<RuleCondition>,
 }
 
 fn default_deadline_ms() -> u64 {
@@ -707,6 +720,7 @@ impl PipelineConfig {
                 config,
                 effects,
                 protected_keys: rule.protected_keys,
+                only_when: rule.only_when,
                 name,
             });
         }

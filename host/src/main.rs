@@ -570,6 +570,9 @@ fn check(config: &Path) -> Result<()> {
                 portcullis::CompileSource::Compiled => "",
             }
         );
+        if let Some(condition) = s.only_when {
+            println!("   only when: {condition:?} (skipped for other logins)");
+        }
         println!(
             "   grants:  {}",
             if grants.is_empty() {

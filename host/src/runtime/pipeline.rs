@@ -260,6 +260,23 @@ impl Pipeline {
         let mut decision = Decision::Allow;
 
         for rule in &self.rules[start.min(self.rules.len())..] {
+            // A rule for some logins only: no sandbox for the others (a resumed rule
+            // always runs: its login needed it).
+            if resume.is_none()
+                && rule.settings.only_when == Some(crate::config::RuleCondition::Recovery)
+                && !crate::gateway::login::RecoveryRequest::asked(&login.recovery)
+            {
+                trace.push(RuleTrace {
+                    rule: rule.settings.name.clone(),
+                    result: RuleResult::Skipped,
+                    duration_us: 0,
+                    fault: None,
+                    logs: Vec::new(),
+                    output: String::new(),
+                    memory_kib: 0,
+                });
+                continue;
+            }
             let run = self.run_rule(
                 rule,
                 &ctx,

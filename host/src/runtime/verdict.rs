@@ -147,6 +147,8 @@ pub enum RuleResult {
     Redirect,
     Challenge,
     Recover,
+    /// Not run: its `only_when` did not hold for this login.
+    Skipped,
     Fault,
 }
 

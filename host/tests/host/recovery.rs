@@ -319,10 +319,19 @@ fn password_only_then_back_in_after_the_wait(env: &Env) -> Result {
     assert_eq!(&env.recoveries(&user)[0], recovery);
     assert_eq!(env.notices().len(), notices.len());
 
-    // Without the factor a plain login is still challenged by it, and an hour before
-    // the end of the wait the recovery still answers "pending".
+    // Without the factor a plain login is still challenged by it (the guard, for
+    // recovery logins only, is skipped), and an hour before the end of the wait the
+    // recovery still answers "pending".
     env.clock.advance(70 * HOUR_MS);
     let plain = env.gateway.login(&env.again(&login, "owner-phone", None))?;
+    let guard = |v: &Verdict| {
+        v.trace
+            .iter()
+            .find(|t| t.rule == "recovery-guard")
+            .map(|t| t.result)
+    };
+    assert_eq!(guard(&plain), Some(portcullis::RuleResult::Skipped));
+    assert_eq!(guard(&first), Some(portcullis::RuleResult::Recover));
     assert!(matches!(
         plain.decision,
         Decision::Challenge {
