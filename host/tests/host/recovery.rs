@@ -633,11 +633,23 @@ fn recovery_attempts_are_rate_limited_per_address_and_answers_do_not_tell_accoun
 }
 
 fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+    cli_logging(config, args, None)
+}
+
+/// `portcullis ARGS --config CONFIG` with its logs at `level`: stdout and stderr.
+fn cli_logging(
+    config: &Path,
+    args: &[&str],
+    level: Option<&str>,
+) -> (String, std::process::ExitStatus) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
         .args(args)
-        .args(["--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+        .args(["--config", config.to_str().unwrap()]);
+    if let Some(level) = level {
+        command.env("PORTCULLIS_LOG", level);
+    }
+    let out = command.output().unwrap();
     (
         format!(
             "{}{}",
@@ -755,7 +767,7 @@ fn recordings_of_each_recovery_path_replay() -> Result {
     ] {
         let login_file = write(name, recovery);
         let recording = env.dir.path().join(format!("rec-{name}.json"));
-        let (out, status) = cli(
+        let (out, status) = cli_logging(
             &env.config,
             &[
                 "run",
@@ -764,8 +776,14 @@ fn recordings_of_each_recovery_path_replay() -> Result {
                 "--record",
                 recording.to_str().unwrap(),
             ],
+            Some("trace"),
         );
         assert!(status.success(), "{out}");
+        let code = codes[0].expose_secret();
+        assert!(
+            !out.contains(code) && !out.contains(&code.replace('-', "")),
+            "the code is in the output (trace logs on)"
+        );
         let text = std::fs::read_to_string(&recording)?;
         assert!(text.contains("recovery.facts") || name == "plain", "{text}");
         assert!(
