@@ -137,8 +137,9 @@ impl RecoveryPolicy {
     }
 }
 
-/// Where the notices go: the email on file and each active factor.
-fn notices(
+/// Where the notices go: the email on file and each active factor. The outbox key
+/// names the channel by kind and factor id, never the address: keys are logged.
+pub(super) fn notices(
     user: &crate::gateway::login::DirectoryUser,
     factors: &[Factor],
     key: &str,
@@ -146,22 +147,35 @@ fn notices(
     message: &str,
     cancel_url: Option<&str>,
 ) -> Vec<Notice> {
+    notices_disputed(user, factors, key, event, message, cancel_url, DISPUTE)
+}
+
+/// [`notices`] with another way to dispute them.
+pub(super) fn notices_disputed(
+    user: &crate::gateway::login::DirectoryUser,
+    factors: &[Factor],
+    key: &str,
+    event: &str,
+    message: &str,
+    cancel_url: Option<&str>,
+    dispute: &str,
+) -> Vec<Notice> {
     let mut out = Vec::new();
-    let base = |channel: &str, to: &str| Notice {
-        key: format!("notify:{key}:{event}:{channel}:{to}"),
+    let base = |channel: &str, id: &str, to: &str| Notice {
+        key: format!("notify:{key}:{event}:{channel}:{id}"),
         user_id: user.id.clone(),
         channel: channel.into(),
         to: to.into(),
         event: event.into(),
         message: message.into(),
         cancel_url: cancel_url.map(str::to_owned),
-        dispute: DISPUTE.into(),
+        dispute: dispute.into(),
     };
     if let Some(email) = &user.email {
-        out.push(base("email", email));
+        out.push(base("email", "primary", email));
     }
     for factor in factors.iter().filter(|f| f.status == FactorStatus::Active) {
-        out.push(base("sms", &factor.id));
+        out.push(base("sms", &factor.id, &factor.id));
     }
     out
 }
@@ -322,7 +336,7 @@ impl Gateway {
                              session was signed out and a new second factor is being set up.",
                             None,
                         );
-                        store::in_transaction(sql, |tx| {
+                        crate::state::portable::transact(sql, |tx| {
                             // A code supersedes a wait under way.
                             if let Some(open) = store::open_in(tx, &user.id, now_ms)? {
                                 store::set_status(
@@ -452,7 +466,7 @@ impl Gateway {
         rule: &str,
         state: &str,
     ) -> Result<Verdict, GatewayError> {
-        let token = self.park_with(
+        let token = self.park(
             &verdict,
             login,
             "",
@@ -528,7 +542,7 @@ impl Gateway {
              longer works, and every session was signed out.",
             None,
         );
-        let completed = store::in_transaction(sql, |tx| {
+        let completed = crate::state::portable::transact(sql, |tx| {
             if !store::set_status(
                 tx,
                 &pending.recovery_id,

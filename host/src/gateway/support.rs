@@ -130,30 +130,15 @@ impl Gateway {
             .get_user(user_id)
             .map_err(|e| StoreError::Backend(e.message))?
             .ok_or_else(|| SupportError::NotFound("no such user".into()))?;
-        let mut out = Vec::new();
-        let mut push = |channel: &str, to: &str| {
-            out.push(Notice {
-                key: format!("notify:{key}:{event}:{channel}:{to}"),
-                user_id: user.id.clone(),
-                channel: channel.into(),
-                to: to.into(),
-                event: event.into(),
-                message: message.into(),
-                cancel_url: None,
-                dispute:
-                    "If you did not ask support for this, reply to this notice or call us at once."
-                        .into(),
-            })
-        };
-        if let Some(email) = &user.email {
-            push("email", email);
-        }
-        for factor in self.state.factors_of(&user.id)? {
-            if factor.status == FactorStatus::Active {
-                push("sms", &factor.id);
-            }
-        }
-        Ok(out)
+        Ok(super::recovery::notices_disputed(
+            &user,
+            &self.state.factors_of(&user.id)?,
+            key,
+            event,
+            message,
+            None,
+            "If you did not ask support for this, reply to this notice or call us at once.",
+        ))
     }
 
     /// A user by email, masked: factors (never a phone), logins, recoveries, open

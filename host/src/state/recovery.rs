@@ -103,7 +103,7 @@ pub enum CodeCheck {
     Disabled,
 }
 
-/// A notice to deliver through the outbox: `notify:<recovery or event id>:<kind>:<channel>`.
+/// A notice to deliver through the outbox, keyed `notify:<id>:<event>:<channel>:<email "primary" or factor id>`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notice {
     #[serde(skip)]
@@ -527,15 +527,6 @@ pub fn sessions_revoked_at(store: &dyn SqlStore, user_id: &str) -> Result<Option
             .and_then(|r| r[0].as_int())
             .map(super::stored_time))
     })
-}
-
-/// Runs `work` (factor changes, session revocation) and the recovery's completion in
-/// one transaction.
-pub fn in_transaction<T>(
-    store: &dyn SqlStore,
-    work: impl FnMut(&mut dyn SqlTx) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    transact(store, work)
 }
 
 /// Keyed digests of where a login came from (`device`, `network`, `country`).

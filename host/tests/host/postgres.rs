@@ -770,7 +770,9 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
         recovery::recovery_by_id(sql, "rcv_2")?.unwrap().status,
         "expired"
     );
-    recovery::in_transaction(sql, |tx| recovery::revoke_sessions(tx, "usr_r1", 31_000))?;
+    portcullis::state::portable::transact(sql, |tx| {
+        recovery::revoke_sessions(tx, "usr_r1", 31_000)
+    })?;
     assert_eq!(recovery::sessions_revoked_at(sql, "usr_r1")?, Some(31_000));
 
     let request = support::SupportRequest {
