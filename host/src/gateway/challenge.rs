@@ -160,6 +160,7 @@ impl Gateway {
             &rule,
             &state,
             Some(pending),
+            None,
         )?;
         if let Decision::Challenge { destination, .. } = &mut verdict.decision {
             *destination = Some(sent.destination);
@@ -243,6 +244,7 @@ impl Gateway {
                         &record.rule,
                         &record.state,
                         Some(pending),
+                        None,
                     )?;
                     verdict.effects.clear();
                     verdict.decision = Decision::Challenge {

@@ -375,6 +375,7 @@ impl Gateway {
                     &rule,
                     &state,
                     None,
+                    None,
                 )?;
                 verdict.resume_token = Some(token);
             }
@@ -403,32 +404,9 @@ impl Gateway {
 impl Gateway {
     /// Parks a login behind a fresh resume token bound to its transaction and user;
     /// returns the token.
+    /// `challenge` / `enrolment`: what the host performs before the token resumes.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn park(
-        &self,
-        verdict: &Verdict,
-        login: &StoredLogin,
-        new_user_id: &str,
-        password_hash: Option<String>,
-        rule: &str,
-        state: &str,
-        challenge: Option<PendingChallenge>,
-    ) -> Result<String, GatewayError> {
-        self.park_with(
-            verdict,
-            login,
-            new_user_id,
-            password_hash,
-            rule,
-            state,
-            challenge,
-            None,
-        )
-    }
-
-    /// [`Gateway::park`], for a recovery's enrolment too.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn park_with(
         &self,
         verdict: &Verdict,
         login: &StoredLogin,

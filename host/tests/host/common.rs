@@ -340,7 +340,12 @@ impl Drop for Simulator {
 /// fixtures/pipeline-mfa.toml with its stores in `dir`, its providers at `sim`, and
 /// their secrets in files beside it.
 pub fn mfa_config(dir: &std::path::Path, sim: &Simulator) -> PathBuf {
-    let path = migration_config(dir, "pipeline-mfa.toml");
+    provider_config(dir, sim, "pipeline-mfa.toml")
+}
+
+/// A fixtures pipeline with SMS providers (`variant`), as [`mfa_config`] sets it up.
+pub fn provider_config(dir: &std::path::Path, sim: &Simulator, variant: &str) -> PathBuf {
+    let path = migration_config(dir, variant);
     std::fs::copy(
         workspace_root().join("fixtures/demo-mfa.keys"),
         dir.join("demo-mfa.keys"),
@@ -361,4 +366,29 @@ pub fn mfa_config(dir: &std::path::Path, sim: &Simulator) -> PathBuf {
         );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// `portcullis ARGS --config CONFIG`, its logs at `log` (the binary's default when
+/// `None`): stdout and stderr together, and the exit status.
+pub fn cli_logging(
+    config: &std::path::Path,
+    args: &[&str],
+    log: Option<&str>,
+) -> (String, std::process::ExitStatus) {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
+    command
+        .args(args)
+        .args(["--config", config.to_str().unwrap()]);
+    if let Some(level) = log {
+        command.env("PORTCULLIS_LOG", level);
+    }
+    let out = command.output().unwrap();
+    (
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        out.status,
+    )
 }

@@ -439,20 +439,7 @@ fn seeded_phones(env: &Env) -> Vec<String> {
 }
 
 fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(args)
-        .args(["--config", config.to_str().unwrap()])
-        .env("PORTCULLIS_LOG", "trace")
-        .output()
-        .unwrap();
-    (
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        out.status,
-    )
+    crate::common::cli_logging(config, args, Some("trace"))
 }
 
 #[test]

@@ -23,24 +23,12 @@ const NEW_PHONE: &str = "+16502530000";
 /// fixtures/pipeline-recovery.toml with its stores in `dir` and its providers and
 /// notification endpoint at `sim`.
 pub fn recovery_config(dir: &Path, sim: &Simulator) -> PathBuf {
-    let path = crate::common::migration_config(dir, "pipeline-recovery.toml");
-    for file in ["demo-mfa.keys", "demo-recovery.key"] {
-        std::fs::copy(workspace_root().join("fixtures").join(file), dir.join(file)).unwrap();
-    }
-    std::fs::write(dir.join("legacy.key"), "sim-legacy-key\n").unwrap();
-    std::fs::write(dir.join("verify.token"), "sim-verify-token\n").unwrap();
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("http://127.0.0.1:7879", &sim.url)
-        .replace(
-            "api_key_env = \"PORTCULLIS_LEGACY_SMS_KEY\"",
-            "api_key_file = \"legacy.key\"",
-        )
-        .replace(
-            "auth_token_env = \"PORTCULLIS_VERIFY_AUTH_TOKEN\"",
-            "auth_token_file = \"verify.token\"",
-        );
-    std::fs::write(&path, text).unwrap();
+    let path = crate::common::provider_config(dir, sim, "pipeline-recovery.toml");
+    std::fs::copy(
+        workspace_root().join("fixtures/demo-recovery.key"),
+        dir.join("demo-recovery.key"),
+    )
+    .unwrap();
     path
 }
 
@@ -633,31 +621,7 @@ fn recovery_attempts_are_rate_limited_per_address_and_answers_do_not_tell_accoun
 }
 
 fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
-    cli_logging(config, args, None)
-}
-
-/// `portcullis ARGS --config CONFIG` with its logs at `level`: stdout and stderr.
-fn cli_logging(
-    config: &Path,
-    args: &[&str],
-    level: Option<&str>,
-) -> (String, std::process::ExitStatus) {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"));
-    command
-        .args(args)
-        .args(["--config", config.to_str().unwrap()]);
-    if let Some(level) = level {
-        command.env("PORTCULLIS_LOG", level);
-    }
-    let out = command.output().unwrap();
-    (
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        out.status,
-    )
+    crate::common::cli_logging(config, args, None)
 }
 
 #[test]
@@ -701,6 +665,11 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
         assert!(
             !message.payload.contains(&phone[2..]),
             "a phone in the outbox"
+        );
+        // Keys are logged when a delivery fails: no address in them.
+        assert!(
+            !message.key.contains(&login.email),
+            "an email in an outbox key"
         );
     }
 
@@ -767,7 +736,7 @@ fn recordings_of_each_recovery_path_replay() -> Result {
     ] {
         let login_file = write(name, recovery);
         let recording = env.dir.path().join(format!("rec-{name}.json"));
-        let (out, status) = cli_logging(
+        let (out, status) = crate::common::cli_logging(
             &env.config,
             &[
                 "run",
