@@ -407,8 +407,11 @@ fn bench_server(extra: &[String]) -> Result<()> {
     // the directory in PostgreSQL instead of the demo's SQLite file.
     // `--warm-instances N`: `engine.warm_instances` (instances made ahead per rule).
     // `--connections N`: wrk's open connections (64: the server saturated; 1: one
-    // login at a time, the latency a lightly loaded gateway sees).
+    // login at a time, the latency a lightly loaded gateway sees). `--binary PATH`: a
+    // `portcullis` built elsewhere (another commit's, to compare two in one sitting)
+    // instead of this tree's.
     let (mut flush_ms, mut postgres, mut warm, mut connections) = (None, None, None, 64u32);
+    let mut binary: Option<PathBuf> = None;
     let mut args = extra.iter();
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
@@ -419,6 +422,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
                 )
             }
             ("--postgres", Some(url)) => postgres = Some(url.clone()),
+            ("--binary", Some(path)) => binary = Some(PathBuf::from(path)),
             ("--connections", Some(n)) => {
                 connections = n.parse().context("--connections needs a number")?;
                 anyhow::ensure!(connections >= 1, "--connections needs at least 1");
@@ -431,7 +435,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
             }
             _ => {
                 bail!(
-                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N]"
+                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--binary PATH]"
                 )
             }
         }
@@ -449,11 +453,18 @@ fn bench_server(extra: &[String]) -> Result<()> {
             run(install)?;
         }
     }
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "portcullis"]);
-    run(build)?;
     let root = workspace_root();
-    let portcullis = root.join("target/release/portcullis");
+    let portcullis = match binary {
+        Some(path) => {
+            std::fs::canonicalize(&path).with_context(|| format!("--binary {}", path.display()))?
+        }
+        None => {
+            let mut build = cargo();
+            build.args(["build", "--release", "-p", "portcullis"]);
+            run(build)?;
+            root.join("target/release/portcullis")
+        }
+    };
     // The demo pipeline, with its gateway allowed to vouch for password-less logins
     // (the path measured here): a copy beside the demo state, paths adjusted.
     let token = "bench-gateway-token-0123456789abcdef";

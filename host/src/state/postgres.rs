@@ -187,39 +187,50 @@ impl PostgresState {
         Ok(Self { pool })
     }
 
+    /// The directory's users matching `clause` (on `users`, one text parameter), with
+    /// their identities. Every login reads this: one statement, its identities
+    /// aggregated in it, sent with its parameter's type so that it is one round trip
+    /// (`query` would prepare, execute and close: three, and a second query for the
+    /// identities three more).
     fn users_where(&self, clause: &str, arg: &str) -> Result<Vec<DirectoryUser>, StoreError> {
         let mut conn = self.pool.get()?;
-        let rows = conn.query(
+        let rows = conn.query_typed(
             &format!(
-                "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms, logins_count
+                "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms, logins_count,
+                        (SELECT COALESCE(json_agg(json_build_array(i.provider, i.provider_user_id, i.connection)
+                                                  ORDER BY i.provider, i.provider_user_id), '[]')::text
+                         FROM identities i WHERE i.user_id = users.id)
                  FROM users WHERE {clause} ORDER BY created_at_ms, id"
             ),
-            &[&arg],
+            &[(&arg, postgres::types::Type::TEXT)],
         )?;
-        let mut users = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: String = row.get(0);
-            let identities = conn
-                .query(
-                    "SELECT provider, provider_user_id, connection FROM identities WHERE user_id = $1 ORDER BY provider, provider_user_id",
-                    &[&id],
-                )?
-                .iter()
-                .map(|r| Identity { provider: r.get(0), user_id: r.get(1), connection: r.get(2) })
-                .collect();
-            users.push(DirectoryUser {
-                id,
-                email: row.get(1),
-                email_verified: row.get(2),
-                identities,
-                app_metadata: parse_json(row.get(3)),
-                user_metadata: parse_json(row.get(4)),
-                created_at_ms: stored_time(row.get::<_, i64>(5)),
-                last_login_ms: row.get::<_, Option<i64>>(6).map(stored_time),
-                logins_count: stored_count(row.get::<_, i32>(7).into()),
-            });
-        }
-        Ok(users)
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get(0);
+                let identities: Vec<(String, String, String)> =
+                    serde_json::from_str(row.get::<_, &str>(8)).map_err(|e| {
+                        StoreError::Backend(format!("identities of user {id}: {e}"))
+                    })?;
+                Ok(DirectoryUser {
+                    email: row.get(1),
+                    email_verified: row.get(2),
+                    identities: identities
+                        .into_iter()
+                        .map(|(provider, user_id, connection)| Identity {
+                            provider,
+                            user_id,
+                            connection,
+                        })
+                        .collect(),
+                    app_metadata: parse_json(row.get(3)),
+                    user_metadata: parse_json(row.get(4)),
+                    created_at_ms: stored_time(row.get::<_, i64>(5)),
+                    last_login_ms: row.get::<_, Option<i64>>(6).map(stored_time),
+                    logins_count: stored_count(row.get::<_, i32>(7).into()),
+                    id,
+                })
+            })
+            .collect()
     }
 }
 
@@ -243,10 +254,10 @@ impl Directory for PostgresState {
         password: &SecretString,
     ) -> Result<bool, ServiceError> {
         let row = (|| -> Result<_, StoreError> {
-            Ok(self
-                .pool
-                .get()?
-                .query_opt("SELECT password_hash FROM users WHERE id = $1", &[&user_id])?)
+            Ok(self.pool.get()?.query_typed_opt(
+                "SELECT password_hash FROM users WHERE id = $1",
+                &[(&user_id, postgres::types::Type::TEXT)],
+            )?)
         })()
         .map_err(unavailable)?;
         check_stored_password(

@@ -65,6 +65,10 @@ fn postgres_applies_once_and_resumes_once() -> Result {
                 product: "paste".into(),
                 legacy_id: "P1".into(),
             },
+            Effect::LinkLegacyAccount {
+                product: "billing".into(),
+                legacy_id: "B7".into(),
+            },
             Effect::EnqueueOutbox {
                 topic: "id-propagation".into(),
                 key: "paste:P1".into(),
@@ -84,7 +88,19 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         users[0].app_metadata,
         serde_json::json!({"migrated": true, "tier": "gold"})
     );
-    assert_eq!(users[0].identities.len(), 1);
+    // The identities come with the user, in one statement, ordered.
+    let identity = |provider: &str, user_id: &str| portcullis::gateway::login::Identity {
+        provider: provider.into(),
+        user_id: user_id.into(),
+        connection: provider.into(),
+    };
+    assert_eq!(
+        users[0].identities,
+        vec![identity("billing", "B7"), identity("paste", "P1")]
+    );
+    assert_eq!(state.get_user("usr_pg_1")?.as_ref(), Some(&users[0]));
+    assert!(state.get_user("usr_pg_nobody")?.is_none());
+    assert!(state.find_by_email("nobody@example.com")?.is_empty());
     assert_eq!(state.outbox_backlog()?, 1);
 
     let record = portcullis::state::ResumeRecord {
