@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use portcullis::LoginAttempt;
 use portcullis::services::Services;
@@ -17,7 +17,7 @@ use rule_model::floor::{
 };
 use rule_model::{Host, LogLevel, LoginContext, Outcome, RuleError};
 use wasmtime::{
-    Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Caller, Config, Engine, Instance, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, Store,
 };
 
@@ -35,7 +35,8 @@ pub(super) const RULES: [&str; 4] = [
 const MAX_REQUEST: usize = 64 << 10;
 
 struct FloorState {
-    services: Services,
+    /// `None` in an instance made ahead, until its login takes it.
+    services: Option<Services>,
     config: Arc<BTreeMap<String, String>>,
     /// An answer too big for the guest's buffer, until it takes it.
     kept: Vec<u8>,
@@ -44,9 +45,15 @@ struct FloorState {
 /// A rule's instance template and its config.
 type FloorRule = (InstancePre<FloorState>, Arc<BTreeMap<String, String>>);
 
+/// An instance made ahead of its login, with no login data in it.
+type Ahead = (Store<FloorState>, Instance);
+
 pub struct Floor {
     engine: Engine,
     rules: Vec<FloorRule>,
+    /// Per rule, the instance made ahead for the next login (as the runtime's
+    /// `engine.warm_instances = 1`).
+    ahead: Mutex<Vec<Option<Ahead>>>,
 }
 
 impl Floor {
@@ -87,30 +94,85 @@ impl Floor {
             let pre = linker.instantiate_pre(&module).map_err(|e| e.to_string())?;
             rules.push((pre, Arc::new(config.clone())));
         }
-        Ok(Self { engine, rules })
+        let ahead = Mutex::new(rules.iter().map(|_| None).collect());
+        Ok(Self {
+            engine,
+            rules,
+            ahead,
+        })
     }
 
     /// The pipeline's semantics, as `native_evaluate`, each rule in a fresh instance.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
         run_rules(login, &self.rules, |(pre, config), ctx| {
-            let state = FloorState {
-                services: services.clone(),
-                config: config.clone(),
-                kept: Vec::new(),
-            };
-            let mut store = Store::new(&self.engine, state);
-            store.set_epoch_deadline(1000);
-            call(pre, &mut store, ctx).ok()?.ok()
+            let mut store = self.store(config, Some(services.clone()));
+            let instance = pre.instantiate(&mut store).ok()?;
+            call(instance, &mut store, ctx).ok()?.ok()
         })
+    }
+
+    /// As `evaluate`, each rule taking the instance made ahead for it (or making one
+    /// if there is none): what a login waits for when instances are made ahead.
+    pub fn evaluate_made_ahead(
+        &self,
+        login: &LoginAttempt,
+        services: &Services,
+    ) -> (String, usize) {
+        let taken: Vec<Option<Ahead>> = std::mem::take(&mut *self.ahead.lock().unwrap());
+        let mut taken = taken.into_iter();
+        run_rules(login, &self.rules, |(pre, config), ctx| {
+            let (mut store, instance) = match taken.next().flatten() {
+                Some((mut store, instance)) => {
+                    store.data_mut().services = Some(services.clone());
+                    store.set_epoch_deadline(1000);
+                    (store, instance)
+                }
+                None => {
+                    let mut store = self.store(config, Some(services.clone()));
+                    let instance = pre.instantiate(&mut store).ok()?;
+                    (store, instance)
+                }
+            };
+            call(instance, &mut store, ctx).ok()?.ok()
+        })
+    }
+
+    /// Makes each rule's next instance, with no login in it (outside the login's
+    /// latency, as the runtime's `Pipeline::prepare`).
+    pub fn prepare(&self) {
+        let made: Vec<Option<Ahead>> = self
+            .rules
+            .iter()
+            .map(|(pre, config)| {
+                let mut store = self.store(config, None);
+                let instance = pre.instantiate(&mut store).ok()?;
+                Some((store, instance))
+            })
+            .collect();
+        *self.ahead.lock().unwrap() = made;
+    }
+
+    fn store(
+        &self,
+        config: &Arc<BTreeMap<String, String>>,
+        services: Option<Services>,
+    ) -> Store<FloorState> {
+        let state = FloorState {
+            services,
+            config: config.clone(),
+            kept: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(1000);
+        store
     }
 }
 
 fn call(
-    pre: &InstancePre<FloorState>,
+    instance: Instance,
     store: &mut Store<FloorState>,
     ctx: &LoginContext,
 ) -> wasmtime::Result<Result<Outcome, RuleError>> {
-    let instance = pre.instantiate(&mut *store)?;
     let alloc = instance.get_typed_func::<u32, u32>(&mut *store, "portcullis_alloc")?;
     let on_login =
         instance.get_typed_func::<(u32, u32), u64>(&mut *store, "portcullis_on_login")?;
@@ -151,7 +213,11 @@ fn host_call(
         let mut request = vec![0; len as usize];
         memory.read(&caller, ptr as usize, &mut request)?;
         let state = caller.data();
-        answer(&state.services, &state.config, op, &request)
+        let services = state
+            .services
+            .as_ref()
+            .ok_or_else(|| wasmtime::format_err!("a host call before the login"))?;
+        answer(services, &state.config, op, &request)
             .ok_or_else(|| wasmtime::format_err!("a malformed host call"))?
     };
     let answer_len = answer.len() as u32;

@@ -191,6 +191,8 @@ struct Comparison {
     engines: Vec<EngineRow>,
     wasm_over_native_p50: f64,
     wasm_over_floor_p50: f64,
+    /// Both with instances made ahead: what a login waits for.
+    wasm_over_floor_ahead_p50: f64,
     js_over_wasm_p50: Option<f64>,
 }
 
@@ -215,15 +217,30 @@ fn row(
     iterations: usize,
     threads: usize,
 ) -> EngineRow {
+    row_then(engine, run, || {}, iterations, threads)
+}
+
+/// As `row`, with `after` run after each login outside its latency (instances made
+/// ahead for the next one) and inside the throughput.
+fn row_then(
+    engine: &'static str,
+    run: impl Fn() -> (String, usize) + Sync,
+    after: impl Fn() + Sync,
+    iterations: usize,
+    threads: usize,
+) -> EngineRow {
     let (decision, effects) = run();
+    after();
     for _ in 0..iterations / 10 {
         std::hint::black_box(run());
+        after();
     }
     let mut samples = Vec::with_capacity(iterations);
     for _ in 0..iterations {
         let started = Instant::now();
         std::hint::black_box(run());
         samples.push(started.elapsed().as_secs_f64() * 1e6);
+        after();
     }
     let started = Instant::now();
     std::thread::scope(|scope| {
@@ -231,6 +248,7 @@ fn row(
             scope.spawn(|| {
                 for _ in 0..iterations {
                     std::hint::black_box(run());
+                    after();
                 }
             });
         }
@@ -354,34 +372,50 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         floor_component::FloorComponent::load(&root(), &configs, config.engine.max_instances)
             .unwrap_or_else(|e| panic!("{e}"))
     });
+    let (login, services) = (&scenario.login, &scenario.services);
     for _ in 0..n {
-        match (engine, &floor) {
-            ("wasm", _) => {
-                std::hint::black_box(pipeline.evaluate(&scenario.login, &scenario.services));
+        match (engine, &floor, &floor_component) {
+            ("wasm", ..) => {
+                std::hint::black_box(pipeline.evaluate(login, services));
             }
-            (_, Some(floor)) => {
-                std::hint::black_box(floor.evaluate(&scenario.login, &scenario.services));
+            (_, Some(floor), _) => {
+                std::hint::black_box(floor.evaluate(login, services));
             }
-            ("floor-component", _) => {
-                let floor = floor_component.as_ref().expect("loaded above");
-                std::hint::black_box(floor.evaluate(&scenario.login, &scenario.services));
+            (_, _, Some(floor)) => {
+                std::hint::black_box(floor.evaluate(login, services));
             }
             _ => {
-                std::hint::black_box(native_evaluate(
-                    &scenario.login,
-                    &scenario.services,
-                    &configs,
-                ));
+                std::hint::black_box(native_evaluate(login, services, &configs));
             }
         }
     }
 }
 
-/// Instructions the whole process executed, from callgrind's output file.
-fn callgrind_total(engine: &str, scenario: &str, n: usize) -> Result<u64, String> {
+/// The instantiation of an engine's rules: what instances made ahead take out of the
+/// login (valgrind's names; counted inclusively with `--toggle-collect`).
+fn instantiation(engine: &str) -> &'static str {
+    match engine {
+        "wasm" => "wasmtime::runtime::component::instance::InstancePre<T>::instantiate",
+        "floor" => "wasmtime::runtime::instance::InstancePre<T>::instantiate",
+        _ => unreachable!("no instances made ahead for {engine}"),
+    }
+}
+
+/// Instructions the whole process executed (or only inside `within`, inclusive), from
+/// callgrind's output file.
+fn callgrind_total(
+    engine: &str,
+    scenario: &str,
+    n: usize,
+    within: Option<&str>,
+) -> Result<u64, String> {
     let out = std::env::temp_dir().join(format!("portcullis-callgrind-{}.out", std::process::id()));
-    let status = std::process::Command::new("valgrind")
-        .args(["--tool=callgrind", "--quiet"])
+    let mut valgrind = std::process::Command::new("valgrind");
+    valgrind.args(["--tool=callgrind", "--quiet"]);
+    if let Some(function) = within {
+        valgrind.arg(format!("--toggle-collect={function}"));
+    }
+    let status = valgrind
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(std::env::current_exe().map_err(|e| e.to_string())?)
         .args(["--count-run", engine, scenario, &n.to_string()])
@@ -409,6 +443,10 @@ struct InstructionRow {
     floor_instructions_per_login: u64,
     native_instructions_per_login: u64,
     wasm_over_floor: f64,
+    /// Both with instances made ahead: the login without instantiating its rules.
+    wasm_ahead_instructions_per_login: u64,
+    floor_ahead_instructions_per_login: u64,
+    wasm_over_floor_ahead: f64,
     wasm_over_native: f64,
 }
 
@@ -416,11 +454,12 @@ fn instructions(json_out: bool) {
     // A first run under valgrind fills the compile cache, so no counted run compiles:
     // the cache is keyed by the engine's settings and the CPU features it sees, and
     // valgrind's CPU differs.
-    callgrind_total("wasm", "already-migrated", 0).unwrap_or_else(|e| panic!("{e}"));
+    callgrind_total("wasm", "already-migrated", 0, None).unwrap_or_else(|e| panic!("{e}"));
     let mut rows = Vec::new();
     for scenario in ["already-migrated", "single-product-migrated"] {
-        let per_login = |engine: &str| -> u64 {
-            let count = |n| callgrind_total(engine, scenario, n).unwrap_or_else(|e| panic!("{e}"));
+        let per_login_within = |engine: &str, within: Option<&str>| -> u64 {
+            let count =
+                |n| callgrind_total(engine, scenario, n, within).unwrap_or_else(|e| panic!("{e}"));
             let (low, high) = (count(COUNT_BASE), count(COUNT_BASE + COUNT_STEP));
             assert!(
                 high > low,
@@ -428,8 +467,14 @@ fn instructions(json_out: bool) {
             );
             (high - low) / COUNT_STEP as u64
         };
+        let per_login = |engine: &str| per_login_within(engine, None);
+        // Made ahead, a login does all but instantiate its rules.
+        let ahead = |engine: &str, total: u64| {
+            total - per_login_within(engine, Some(instantiation(engine)))
+        };
         let (wasm, floor, native) = (per_login("wasm"), per_login("floor"), per_login("native"));
         let floor_component = per_login("floor-component");
+        let (wasm_ahead, floor_ahead) = (ahead("wasm", wasm), ahead("floor", floor));
         rows.push(InstructionRow {
             scenario: scenario.into(),
             wasm_instructions_per_login: wasm,
@@ -437,6 +482,9 @@ fn instructions(json_out: bool) {
             floor_instructions_per_login: floor,
             native_instructions_per_login: native,
             wasm_over_floor: wasm as f64 / floor.max(1) as f64,
+            wasm_ahead_instructions_per_login: wasm_ahead,
+            floor_ahead_instructions_per_login: floor_ahead,
+            wasm_over_floor_ahead: wasm_ahead as f64 / floor_ahead.max(1) as f64,
             wasm_over_native: wasm as f64 / native.max(1) as f64,
         });
     }
@@ -464,6 +512,16 @@ fn instructions(json_out: bool) {
             r.native_instructions_per_login,
             r.wasm_over_floor,
             r.wasm_over_native
+        );
+    }
+    println!("made ahead (the login alone, both engines):");
+    for r in &rows {
+        println!(
+            "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {:.2}x",
+            r.scenario,
+            r.wasm_ahead_instructions_per_login,
+            r.floor_ahead_instructions_per_login,
+            r.wasm_over_floor_ahead
         );
     }
 }
@@ -517,6 +575,13 @@ fn main() {
             iterations,
             threads,
         );
+        let floor_ahead_row = row_then(
+            "fl-ahead",
+            || floor.evaluate_made_ahead(&scenario.login, &scenario.services),
+            || floor.prepare(),
+            iterations,
+            threads,
+        );
         let floor_component_row = row(
             "fl-comp",
             || floor_component.evaluate(&scenario.login, &scenario.services),
@@ -548,8 +613,16 @@ fn main() {
         };
         let wasm_over_native_p50 = wasm.pipeline.p50_us / native.latency.p50_us;
         let wasm_over_floor_p50 = wasm.pipeline_and_prepare.p50_us / floor_row.latency.p50_us;
+        let wasm_over_floor_ahead_p50 = wasm.pipeline.p50_us / floor_ahead_row.latency.p50_us;
         let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
-        let mut engines = vec![wasm_row, work_row, floor_component_row, floor_row, native];
+        let mut engines = vec![
+            wasm_row,
+            work_row,
+            floor_component_row,
+            floor_row,
+            floor_ahead_row,
+            native,
+        ];
         engines.extend(js);
         comparisons.push(Comparison {
             scenario: name.into(),
@@ -557,6 +630,7 @@ fn main() {
             engines,
             wasm_over_native_p50,
             wasm_over_floor_p50,
+            wasm_over_floor_ahead_p50,
             js_over_wasm_p50,
         });
     }
@@ -584,9 +658,10 @@ fn main() {
             );
         }
         println!(
-            "{:<26} wasm+prep/floor p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
+            "{:<26} wasm+prep/floor p50 {:.2}x, wasm/fl-ahead p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
             "",
             c.wasm_over_floor_p50,
+            c.wasm_over_floor_ahead_p50,
             c.wasm_over_native_p50,
             c.js_over_wasm_p50
                 .map(|r| format!("{r:.1}x"))
