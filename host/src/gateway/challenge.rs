@@ -3,14 +3,10 @@
 //! the user sends back with the same provider, and only then resume the rule.
 //!
 //! Limits are the host's: wrong codes per challenge (kept with the parked login, so
-//! any process enforces them) and challenges per user per hour (this process's
-//! count). A provider that is down denies with `retryable`; nothing here exports a
+//! any process enforces them) and challenges per user per hour (counted in the shared
+//! state on the host's clock, so every process shares them). A provider that is down denies with `retryable`; nothing here exports a
 //! phone, deletes a factor or locks an account.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -19,34 +15,37 @@ use crate::config::MfaSettings;
 use crate::providers::CodeCheck;
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
 use crate::services::ServiceErrorKind;
-use crate::state::{PendingChallenge, ResumeRecord, StoredLogin};
+use crate::state::portable::SqlStore;
+use crate::state::rate_windows::{self, Limit};
+use crate::state::{PendingChallenge, ResumeRecord, StoreError, StoredLogin};
 
 /// The longest code a user may send back: providers send 6 or 7 digits.
 const MAX_CODE_LEN: usize = 10;
 
 pub(crate) struct ChallengeLimits {
     max_wrong_codes: u32,
-    per_user: DefaultKeyedRateLimiter<String>,
-    checks: AtomicU32,
+    per_hour: u32,
 }
 
 impl ChallengeLimits {
     pub(crate) fn new(settings: &MfaSettings) -> Self {
-        let per_hour = NonZeroU32::new(settings.max_challenges_per_hour).unwrap_or(NonZeroU32::MIN);
         Self {
             max_wrong_codes: settings.max_attempts_per_challenge.max(1),
-            per_user: RateLimiter::keyed(Quota::per_hour(per_hour)),
-            checks: AtomicU32::new(0),
+            per_hour: settings.max_challenges_per_hour.max(1),
         }
     }
 
-    fn allow(&self, user_id: &str) -> bool {
-        // Users who have not been challenged for an hour are forgotten now and then,
-        // so the map does not grow with every user ever challenged.
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-            self.per_user.retain_recent();
-        }
-        self.per_user.check_key(&user_id.to_owned()).is_ok()
+    /// Whether another code may be sent to this user this hour; counts it if so.
+    fn allow(&self, store: &dyn SqlStore, user_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let key = format!("mfa-send:{user_id}");
+        rate_windows::hit(
+            store,
+            &[Limit {
+                key: &key,
+                max: self.per_hour,
+            }],
+            now_ms,
+        )
     }
 }
 
@@ -131,7 +130,10 @@ impl Gateway {
                 false,
             ));
         };
-        if !self.challenges.allow(&user.id) {
+        if !self
+            .challenges
+            .allow(self.state.sql(), &user.id, self.clock.now_ms())?
+        {
             return Ok(denied(
                 verdict,
                 "mfa_rate_limited",

@@ -17,10 +17,7 @@
 //! request is answered `recovery_pending` for users with and without factors.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
@@ -36,6 +33,7 @@ use crate::runtime::verdict::{ChallengeKind, Decision, RecoveryStep, Verdict};
 use crate::services::RecoveryAsk;
 use crate::state::audit::AuditEntry;
 use crate::state::factors::{Factor, FactorStatus};
+use crate::state::rate_windows::{self, Limit};
 use crate::state::recovery::{self as store, CodeCheck, Notice, Recovery, Started, Throttle};
 use crate::state::{PendingEnrolment, ResumeRecord, StoredLogin};
 
@@ -50,22 +48,12 @@ const DISPUTE: &str = "If this was not you, use the cancel link or contact suppo
 pub(crate) struct RecoveryPolicy {
     pub(crate) settings: RecoverySettings,
     key: SecretString,
-    per_user: DefaultKeyedRateLimiter<String>,
-    per_ip: DefaultKeyedRateLimiter<String>,
-    checks: AtomicU32,
 }
 
 impl RecoveryPolicy {
     pub(crate) fn new(settings: RecoverySettings) -> Result<Self, String> {
         let key = settings.key()?;
-        let quota = |n: u32| Quota::per_hour(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Ok(Self {
-            per_user: RateLimiter::keyed(quota(settings.max_attempts_per_user_per_hour)),
-            per_ip: RateLimiter::keyed(quota(settings.max_attempts_per_ip_per_hour)),
-            settings,
-            key,
-            checks: AtomicU32::new(0),
-        })
+        Ok(Self { settings, key })
     }
 
     fn throttle(&self) -> Throttle {
@@ -77,15 +65,33 @@ impl RecoveryPolicy {
         }
     }
 
-    /// Both the user's and the address's hourly allowance (checked in that order, so
-    /// one address cannot use up a user's allowance without using its own).
-    fn allow(&self, user_id: &str, ip: &str) -> bool {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 1023 {
-            self.per_user.retain_recent();
-            self.per_ip.retain_recent();
-        }
-        self.per_ip.check_key(&ip.to_owned()).is_ok()
-            && self.per_user.check_key(&user_id.to_owned()).is_ok()
+    /// Both the address's and the user's hourly allowance, counted in the shared state
+    /// on the host's clock (so every gateway instance shares them), the address first,
+    /// so one address cannot use up a user's allowance without using its own. The
+    /// address is kept as a keyed digest, like the sightings.
+    fn allow(
+        &self,
+        store: &dyn crate::state::portable::SqlStore,
+        user_id: &str,
+        ip: &str,
+        now_ms: u64,
+    ) -> Result<bool, crate::state::StoreError> {
+        let ip_key = format!("recovery-ip:{}", self.keyed("ip", ip));
+        let user_key = format!("recovery-user:{user_id}");
+        rate_windows::hit(
+            store,
+            &[
+                Limit {
+                    key: &ip_key,
+                    max: self.settings.max_attempts_per_ip_per_hour,
+                },
+                Limit {
+                    key: &user_key,
+                    max: self.settings.max_attempts_per_user_per_hour,
+                },
+            ],
+            now_ms,
+        )
     }
 
     fn keyed(&self, kind: &str, value: &str) -> String {
@@ -255,7 +261,12 @@ impl Gateway {
             // recovery under way, so it says nothing about the account.
             return Ok(pending_answer(verdict));
         };
-        if !policy.allow(&user.id, &attempt.request.ip) {
+        if !policy.allow(
+            self.state.sql(),
+            &user.id,
+            &attempt.request.ip,
+            self.clock.now_ms(),
+        )? {
             return Ok(denied(
                 verdict,
                 "recovery_rate_limited",

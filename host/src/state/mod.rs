@@ -15,6 +15,7 @@ pub mod login_stats;
 pub mod passwords;
 pub mod portable;
 mod postgres;
+pub mod rate_windows;
 pub mod recovery;
 mod sqlite;
 pub mod support;

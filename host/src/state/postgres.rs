@@ -183,6 +183,7 @@ impl PostgresState {
         tx.batch_execute(super::recovery::SCHEMA)?;
         tx.batch_execute(super::audit::SCHEMA)?;
         tx.batch_execute(super::support::SCHEMA)?;
+        tx.batch_execute(super::rate_windows::SCHEMA)?;
         tx.commit()?;
         Ok(Self { pool })
     }

@@ -177,6 +177,7 @@ impl SqliteState {
         conn.execute_batch(super::recovery::SCHEMA)?;
         conn.execute_batch(super::audit::SCHEMA)?;
         conn.execute_batch(super::support::SCHEMA)?;
+        conn.execute_batch(super::rate_windows::SCHEMA)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),

@@ -380,18 +380,22 @@ fn an_expired_code_and_a_provider_outage_deny_retryable_and_touch_nothing() -> R
 }
 
 #[test]
-fn challenges_per_user_per_hour_are_the_hosts_to_limit() -> Result {
+fn challenges_per_user_per_hour_are_the_hosts_to_limit_across_instances() -> Result {
     let env = Env::new(|t| {
         t.replace(
             "max_challenges_per_hour = 10",
             "max_challenges_per_hour = 3",
         )
     });
+    // A second gateway instance over the same state: the count is shared, so the
+    // fourth code is refused whichever instance the user reaches.
+    let other = Gateway::open(&PipelineConfig::load(&env.config)?, runtime())?;
     let (login, _) = env.login_of(only_legacy);
     for n in 0..3 {
         let mut attempt = login.clone();
         attempt.transaction_id = format!("{}-{n}", login.transaction_id);
-        let verdict = env.gateway.login(&attempt)?;
+        let gateway = if n == 1 { &other } else { &env.gateway };
+        let verdict = gateway.login(&attempt)?;
         assert_eq!(
             challenged_via(&verdict),
             Some(FactorProvider::LegacySms),
@@ -400,7 +404,7 @@ fn challenges_per_user_per_hour_are_the_hosts_to_limit() -> Result {
     }
     let mut fourth = login.clone();
     fourth.transaction_id = format!("{}-4", login.transaction_id);
-    let verdict = env.gateway.login(&fourth)?;
+    let verdict = other.login(&fourth)?;
     assert!(
         matches!(&verdict.decision, Decision::Deny { code, retryable: true, .. } if code == "mfa_rate_limited"),
         "{:?}",

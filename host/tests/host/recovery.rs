@@ -620,6 +620,35 @@ fn recovery_attempts_are_rate_limited_per_address_and_answers_do_not_tell_accoun
     Ok(())
 }
 
+#[test]
+fn recovery_attempts_per_user_are_counted_across_instances_on_the_hosts_clock() -> Result {
+    let env = Env::new(|t| {
+        t.replace(
+            "max_attempts_per_user_per_hour = 10",
+            "max_attempts_per_user_per_hour = 2",
+        )
+    });
+    // A second gateway instance over the same directory, on the same host clock.
+    let other = Gateway::open(&PipelineConfig::load(&env.config)?, runtime())?
+        .with_clock(env.clock.clone());
+    let (login, _) = env.owner(0);
+    // Start of an hour, so the three attempts fall in one.
+    let now = env.clock.now_ms();
+    env.clock.advance(HOUR_MS - now % HOUR_MS);
+    let first = env.gateway.login(&env.again(&login, "laptop-1", asked()))?;
+    assert_eq!(denied_code(&first), "recovery_pending");
+    let second = other.login(&env.again(&login, "laptop-2", asked()))?;
+    assert_eq!(denied_code(&second), "recovery_pending");
+    // The third, at the first instance: over the user's two.
+    let third = env.gateway.login(&env.again(&login, "laptop-3", asked()))?;
+    assert_eq!(denied_code(&third), "recovery_rate_limited");
+    // The next hour of the host's clock (not of the wall's) allows again.
+    env.clock.advance(HOUR_MS);
+    let next = other.login(&env.again(&login, "laptop-3", asked()))?;
+    assert_eq!(denied_code(&next), "recovery_pending");
+    Ok(())
+}
+
 fn cli(config: &Path, args: &[&str]) -> (String, std::process::ExitStatus) {
     crate::common::cli_logging(config, args, None)
 }
