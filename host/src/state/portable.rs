@@ -4,6 +4,7 @@
 //! this small adapter instead of twice by hand. Values cross as [`Val`]; SQLite reads
 //! `$n` as `?n`.
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 
 use super::StoreError;
@@ -124,23 +125,27 @@ fn sqlite_param(v: &Val) -> rusqlite::types::Value {
 
 pub(super) struct PostgresTx<'a, 'b>(pub &'a mut postgres::Transaction<'b>);
 
-fn pg_params(params: &[Val]) -> Vec<&(dyn ToSql + Sync)> {
+/// Each parameter with its type, which `Val` knows: a statement is then sent in one
+/// round trip (`query_typed`) instead of being prepared, executed and closed.
+fn pg_params(params: &[Val]) -> Vec<(&(dyn ToSql + Sync), Type)> {
     params
         .iter()
         .map(|v| match v {
-            Val::Int(v) => v as &(dyn ToSql + Sync),
-            Val::Text(v) => v as &(dyn ToSql + Sync),
+            Val::Int(v) => (v as &(dyn ToSql + Sync), Type::INT8),
+            Val::Text(v) => (v as &(dyn ToSql + Sync), Type::TEXT),
         })
         .collect()
 }
 
 impl SqlTx for PostgresTx<'_, '_> {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
-        Ok(self.0.execute(sql, &pg_params(params))?)
+        let mut rows = self.0.query_typed_raw(sql, pg_params(params))?;
+        while rows.next()?.is_some() {}
+        Ok(rows.rows_affected().unwrap_or(0))
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError> {
-        let rows = self.0.query(sql, &pg_params(params))?;
+        let rows = self.0.query_typed(sql, &pg_params(params))?;
         rows.iter()
             .map(|row| {
                 (0..row.len())
