@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 
 use postgres::NoTls;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
 use r2d2_postgres::PostgresConnectionManager;
 use secrecy::SecretString;
 use serde_json::Value;
@@ -203,7 +205,7 @@ impl PostgresState {
                          FROM identities i WHERE i.user_id = users.id)
                  FROM users WHERE {clause} ORDER BY created_at_ms, id"
             ),
-            &[(&arg, postgres::types::Type::TEXT)],
+            &[(&arg, Type::TEXT)],
         )?;
         rows.iter()
             .map(|row| {
@@ -257,7 +259,7 @@ impl Directory for PostgresState {
         let row = (|| -> Result<_, StoreError> {
             Ok(self.pool.get()?.query_typed_opt(
                 "SELECT password_hash FROM users WHERE id = $1",
-                &[(&user_id, postgres::types::Type::TEXT)],
+                &[(&user_id, Type::TEXT)],
             )?)
         })()
         .map_err(unavailable)?;
@@ -295,54 +297,83 @@ struct PostgresWriter<'a, 'b> {
     tx: &'a mut postgres::Transaction<'b>,
 }
 
+// Every statement of an apply is sent with its parameters' types (`query_typed`):
+// one round trip each, where `execute` and `query` would prepare, execute and close.
+const TEXT: Type = Type::TEXT;
+const INT8: Type = Type::INT8;
+
+impl PostgresWriter<'_, '_> {
+    /// A typed statement's affected rows.
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<u64, StoreError> {
+        let mut rows = self.tx.query_typed_raw(sql, params.iter().cloned())?;
+        while rows.next()?.is_some() {}
+        Ok(rows.rows_affected().unwrap_or(0))
+    }
+
+    /// A typed query's first column of its one row, if any.
+    fn text_opt(
+        &mut self,
+        sql: &str,
+        params: &[(&(dyn ToSql + Sync), Type)],
+    ) -> Result<Option<Option<String>>, StoreError> {
+        Ok(self.tx.query_typed_opt(sql, params)?.map(|row| row.get(0)))
+    }
+}
+
 impl EffectWriter for PostgresWriter<'_, '_> {
     fn claim_transaction(
         &mut self,
         batch: &EffectBatch,
     ) -> Result<Option<Option<String>>, StoreError> {
         // Claimed first: a concurrent apply of the same id waits here, then finds it taken.
-        let fresh = self.tx.execute(
+        let fresh = self.execute(
             "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&batch.transaction_id, &sql_time(batch.time_ms)],
+            &[(&batch.transaction_id, TEXT), (&sql_time(batch.time_ms), INT8)],
         )?;
         if fresh == 1 {
             return Ok(None);
         }
-        let row = self.tx.query_opt(
+        // Applied before: by whom, if a user came of it.
+        let user = self.text_opt(
             "SELECT user_id FROM applied_transactions WHERE transaction_id = $1",
-            &[&batch.transaction_id],
+            &[(&batch.transaction_id, TEXT)],
         )?;
-        Ok(Some(row.and_then(|r| r.get(0))))
+        Ok(Some(user.flatten()))
     }
 
     fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError> {
-        let inserted = self.tx.query_opt(
+        let inserted = self.text_opt(
             "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
                                 password_hash, created_at_ms, logins_count)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0) ON CONFLICT (email_norm) DO NOTHING RETURNING id",
             &[
-                &user.id,
-                &user.email,
-                &user.email_norm,
-                &user.email_verified,
-                &user.app_metadata,
-                &user.user_metadata,
-                &user.password_hash,
-                &user.created_at_ms,
+                (&user.id, TEXT),
+                (&user.email, TEXT),
+                (&user.email_norm, TEXT),
+                (&user.email_verified, Type::BOOL),
+                (&user.app_metadata, TEXT),
+                (&user.user_metadata, TEXT),
+                (&user.password_hash, TEXT),
+                (&user.created_at_ms, INT8),
             ],
         )?;
-        Ok(match inserted {
-            Some(row) => (row.get(0), true),
-            None => (
-                self.tx
-                    .query_one(
-                        "SELECT id FROM users WHERE email_norm = $1",
-                        &[&user.email_norm],
-                    )?
-                    .get(0),
-                false,
-            ),
-        })
+        if let Some(Some(id)) = inserted {
+            return Ok((id, true));
+        }
+        let existing = self
+            .text_opt(
+                "SELECT id FROM users WHERE email_norm = $1",
+                &[(&user.email_norm, TEXT)],
+            )?
+            .flatten()
+            .ok_or_else(|| {
+                StoreError::Backend(format!("user {} neither inserted nor found", user.id))
+            })?;
+        Ok((existing, false))
     }
 
     fn patch_metadata(
@@ -352,26 +383,27 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         patch: &Value,
     ) -> Result<(), StoreError> {
         let column = which.column();
-        let row = self.tx.query_one(
-            &format!("SELECT {column} FROM users WHERE id = $1 FOR UPDATE"),
-            &[&user_id],
-        )?;
-        let current: String = row.get(0);
-        self.tx.execute(
+        let current = self
+            .text_opt(
+                &format!("SELECT {column} FROM users WHERE id = $1 FOR UPDATE"),
+                &[(&user_id, TEXT)],
+            )?
+            .flatten()
+            .ok_or_else(|| StoreError::Backend(format!("user {user_id} not found")))?;
+        self.execute(
             &format!("UPDATE users SET {column} = $2 WHERE id = $1"),
-            &[&user_id, &merged(&current, patch)],
+            &[(&user_id, TEXT), (&merged(&current, patch), TEXT)],
         )?;
         Ok(())
     }
 
     fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
-            .tx
-            .query_opt(
+            .text_opt(
                 "SELECT user_id FROM identities WHERE provider = $1 AND provider_user_id = $2",
-                &[&product, &legacy_id],
+                &[(&product, TEXT), (&legacy_id, TEXT)],
             )?
-            .map(|row| row.get(0)))
+            .flatten())
     }
 
     fn insert_link(
@@ -380,10 +412,10 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         legacy_id: &str,
         user_id: &str,
     ) -> Result<(), StoreError> {
-        self.tx.execute(
+        self.execute(
             "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $1)
              ON CONFLICT DO NOTHING",
-            &[&product, &legacy_id, &user_id],
+            &[(&product, TEXT), (&legacy_id, TEXT), (&user_id, TEXT)],
         )?;
         Ok(())
     }
@@ -395,23 +427,29 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         key: &str,
         payload: &str,
     ) -> Result<usize, StoreError> {
-        Ok(self.tx.execute(
+        Ok(self.execute(
             "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
              VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (topic, key) DO NOTHING",
-            &[&topic, &key, &payload, &batch.transaction_id, &sql_time(batch.time_ms)],
+            &[
+                (&topic, TEXT),
+                (&key, TEXT),
+                (&payload, TEXT),
+                (&batch.transaction_id, TEXT),
+                (&sql_time(batch.time_ms), INT8),
+            ],
         )? as usize)
     }
 
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
         if let Some(id) = user_id {
             let time = sql_time(batch.time_ms);
-            self.tx.execute(
+            self.execute(
                 "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
-                &[&id, &time],
+                &[(&id, TEXT), (&time, INT8)],
             )?;
-            self.tx.execute(
+            self.execute(
                 "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
-                &[&batch.transaction_id, &id],
+                &[(&batch.transaction_id, TEXT), (&id, TEXT)],
             )?;
         }
         Ok(())
@@ -422,7 +460,7 @@ impl PostgresState {
     fn factors_where(
         &self,
         clause: &str,
-        args: &[&(dyn postgres::types::ToSql + Sync)],
+        args: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Factor>, StoreError> {
         let rows = self.pool.get()?.query(
             &format!("SELECT {} FROM factors WHERE {clause}", factors::COLUMNS),
