@@ -4,8 +4,9 @@
 //!
 //! Limits are the host's: wrong codes per challenge (kept with the parked login, so
 //! any process enforces them) and challenges per user per hour (counted in the shared
-//! state on the host's clock, so every process shares them). A provider that is down denies with `retryable`; nothing here exports a
-//! phone, deletes a factor or locks an account.
+//! state on the host's clock, so every process shares them). A provider that is down
+//! denies with `retryable`; nothing here exports a phone, deletes a factor or locks an
+//! account.
 
 use secrecy::SecretString;
 use serde_json::json;

@@ -143,21 +143,10 @@ impl RecoveryPolicy {
     }
 }
 
-/// Where the notices go: the email on file and each active factor. The outbox key
-/// names the channel by kind and factor id, never the address: keys are logged.
+/// Where the notices go: the email on file and each active factor, each saying how to
+/// dispute it (`DISPUTE` for the user's own requests). The outbox key names the
+/// channel by kind and factor id, never the address: keys are logged.
 pub(super) fn notices(
-    user: &crate::gateway::login::DirectoryUser,
-    factors: &[Factor],
-    key: &str,
-    event: &str,
-    message: &str,
-    cancel_url: Option<&str>,
-) -> Vec<Notice> {
-    notices_disputed(user, factors, key, event, message, cancel_url, DISPUTE)
-}
-
-/// [`notices`] with another way to dispute them.
-pub(super) fn notices_disputed(
     user: &crate::gateway::login::DirectoryUser,
     factors: &[Factor],
     key: &str,
@@ -346,6 +335,7 @@ impl Gateway {
                             "A recovery code was used to sign in to your account; every \
                              session was signed out and a new second factor is being set up.",
                             None,
+                            DISPUTE,
                         );
                         crate::state::portable::transact(sql, |tx| {
                             // A code supersedes a wait under way.
@@ -416,6 +406,7 @@ impl Gateway {
                         wait / HOUR_MS
                     ),
                     Some(&cancel_url),
+                    DISPUTE,
                 );
                 let entry = AuditEntry::new(now_ms, &actor, "recovery-requested", &user.id)
                     .reason(&reasons.join("; "))
@@ -552,6 +543,7 @@ impl Gateway {
             "Your account was recovered: a new second factor was set up, the old one no \
              longer works, and every session was signed out.",
             None,
+            DISPUTE,
         );
         let completed = crate::state::portable::transact(sql, |tx| {
             if !store::set_status(
@@ -664,6 +656,7 @@ impl Gateway {
                     "recovery-cancelled",
                     "The recovery of your account was cancelled; nothing changed.",
                     None,
+                    DISPUTE,
                 )
             })
             .unwrap_or_default();
@@ -723,6 +716,7 @@ impl Gateway {
             "recovery-codes-issued",
             "New recovery codes were created for your account; the earlier ones no longer work.",
             None,
+            DISPUTE,
         );
         store::replace_codes(
             self.state.sql(),

@@ -130,7 +130,7 @@ impl Gateway {
             .get_user(user_id)
             .map_err(|e| StoreError::Backend(e.message))?
             .ok_or_else(|| SupportError::NotFound("no such user".into()))?;
-        Ok(super::recovery::notices_disputed(
+        Ok(super::recovery::notices(
             &user,
             &self.state.factors_of(&user.id)?,
             key,

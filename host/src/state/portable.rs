@@ -137,11 +137,20 @@ fn pg_params(params: &[Val]) -> Vec<(&(dyn ToSql + Sync), Type)> {
         .collect()
 }
 
+/// A statement sent with its parameters' types (one round trip); its affected rows.
+pub(super) fn execute_typed(
+    tx: &mut postgres::Transaction<'_>,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> Result<u64, StoreError> {
+    let mut rows = tx.query_typed_raw(sql, params.iter().cloned())?;
+    while rows.next()?.is_some() {}
+    Ok(rows.rows_affected().unwrap_or(0))
+}
+
 impl SqlTx for PostgresTx<'_, '_> {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
-        let mut rows = self.0.query_typed_raw(sql, pg_params(params))?;
-        while rows.next()?.is_some() {}
-        Ok(rows.rows_affected().unwrap_or(0))
+        execute_typed(self.0, sql, &pg_params(params))
     }
 
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError> {

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use postgres::NoTls;
-use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use r2d2_postgres::PostgresConnectionManager;
 use secrecy::SecretString;
@@ -309,9 +308,7 @@ impl PostgresWriter<'_, '_> {
         sql: &str,
         params: &[(&(dyn ToSql + Sync), Type)],
     ) -> Result<u64, StoreError> {
-        let mut rows = self.tx.query_typed_raw(sql, params.iter().cloned())?;
-        while rows.next()?.is_some() {}
-        Ok(rows.rows_affected().unwrap_or(0))
+        super::portable::execute_typed(self.tx, sql, params)
     }
 
     /// A typed query's first column of its one row, if any.
