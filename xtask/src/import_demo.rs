@@ -14,21 +14,22 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
-use crate::{cargo, run, workspace_root};
+use crate::{cargo, run, shown, workspace_root};
 
 const TOKEN: &str = "demo-import-api-token-0123456789abcdef";
 const GATEWAY: &str = "demo-gateway-token-0123456789abcdef";
 
 fn json_of(mut command: Command) -> Result<Value> {
-    eprintln!("xtask: running {command:?}");
+    let shown = shown(&command);
+    eprintln!("xtask: running {shown}");
     let output = command
         .stderr(Stdio::inherit())
         .output()
-        .with_context(|| format!("cannot start {command:?}"))?;
+        .with_context(|| format!("cannot start {shown}"))?;
     if !output.status.success() {
-        bail!("{command:?} failed with {}", output.status);
+        bail!("{shown} failed with {}", output.status);
     }
-    serde_json::from_slice(&output.stdout).with_context(|| format!("{command:?} printed no JSON"))
+    serde_json::from_slice(&output.stdout).with_context(|| format!("{shown} printed no JSON"))
 }
 
 pub fn demo_import(extra: &[String]) -> Result<()> {

@@ -59,14 +59,32 @@ fn cargo() -> Command {
 }
 
 fn run(mut command: Command) -> Result<()> {
-    eprintln!("xtask: running {command:?}");
+    let shown = shown(&command);
+    eprintln!("xtask: running {shown}");
     let status = command
         .status()
-        .with_context(|| format!("cannot start {command:?}"))?;
+        .with_context(|| format!("cannot start {shown}"))?;
     if !status.success() {
-        bail!("{command:?} failed with {status}");
+        bail!("{shown} failed with {status}");
     }
     Ok(())
+}
+
+/// A command as printed: its directory, the names of the variables set for it (their
+/// values are keys and tokens, never printed) and its arguments.
+pub(crate) fn shown(command: &Command) -> String {
+    let mut out = String::new();
+    if let Some(dir) = command.get_current_dir() {
+        out.push_str(&format!("cd {dir:?} && "));
+    }
+    for (name, _) in command.get_envs() {
+        out.push_str(&format!("{}=… ", name.to_string_lossy()));
+    }
+    out.push_str(&format!("{:?}", command.get_program()));
+    for arg in command.get_args() {
+        out.push_str(&format!(" {arg:?}"));
+    }
+    out
 }
 
 fn ensure_wasm_target() -> Result<()> {
@@ -563,7 +581,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
         .args(["-d10s", "--latency", "-s"])
         .arg(&script)
         .arg(format!("http://{addr}"));
-    eprintln!("xtask: running {wrk:?}");
+    eprintln!("xtask: running {}", shown(&wrk));
     let cpu_before = cpu_ticks(server.id());
     let outcome = wrk.output().context("cannot start wrk");
     let cpu_after = cpu_ticks(server.id());
