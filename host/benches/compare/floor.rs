@@ -104,9 +104,8 @@ impl Floor {
 
     /// The pipeline's semantics, as `native_evaluate`, each rule in a fresh instance.
     pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
-        run_rules(login, &self.rules, |(pre, config), ctx| {
-            let mut store = self.store(config, Some(services.clone()));
-            let instance = pre.instantiate(&mut store).ok()?;
+        run_rules(login, &self.rules, |rule, ctx| {
+            let (mut store, instance) = self.instance(rule, Some(services.clone()))?;
             call(instance, &mut store, ctx).ok()?.ok()
         })
     }
@@ -120,18 +119,14 @@ impl Floor {
     ) -> (String, usize) {
         let taken: Vec<Option<Ahead>> = std::mem::take(&mut *self.ahead.lock().unwrap());
         let mut taken = taken.into_iter();
-        run_rules(login, &self.rules, |(pre, config), ctx| {
+        run_rules(login, &self.rules, |rule, ctx| {
             let (mut store, instance) = match taken.next().flatten() {
                 Some((mut store, instance)) => {
                     store.data_mut().services = Some(services.clone());
                     store.set_epoch_deadline(1000);
                     (store, instance)
                 }
-                None => {
-                    let mut store = self.store(config, Some(services.clone()));
-                    let instance = pre.instantiate(&mut store).ok()?;
-                    (store, instance)
-                }
+                None => self.instance(rule, Some(services.clone()))?,
             };
             call(instance, &mut store, ctx).ok()?.ok()
         })
@@ -140,23 +135,16 @@ impl Floor {
     /// Makes each rule's next instance, with no login in it (outside the login's
     /// latency, as the runtime's `Pipeline::prepare`).
     pub fn prepare(&self) {
-        let made: Vec<Option<Ahead>> = self
+        let made = self
             .rules
             .iter()
-            .map(|(pre, config)| {
-                let mut store = self.store(config, None);
-                let instance = pre.instantiate(&mut store).ok()?;
-                Some((store, instance))
-            })
+            .map(|rule| self.instance(rule, None))
             .collect();
         *self.ahead.lock().unwrap() = made;
     }
 
-    fn store(
-        &self,
-        config: &Arc<BTreeMap<String, String>>,
-        services: Option<Services>,
-    ) -> Store<FloorState> {
+    /// A fresh store and instance of `rule`; `services` is `None` ahead of a login.
+    fn instance(&self, (pre, config): &FloorRule, services: Option<Services>) -> Option<Ahead> {
         let state = FloorState {
             services,
             config: config.clone(),
@@ -164,7 +152,8 @@ impl Floor {
         };
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(1000);
-        store
+        let instance = pre.instantiate(&mut store).ok()?;
+        Some((store, instance))
     }
 }
 
