@@ -195,6 +195,14 @@ pub struct MfaSettings {
     pub max_attempts_per_challenge: u32,
     /// Challenges (codes sent) per user per hour, by this process.
     pub max_challenges_per_hour: u32,
+    /// Enrolment codes texted per user, per destination number, and in all, per hour
+    /// of the host's clock (shared by every instance on the directory).
+    pub max_enrolments_per_user_per_hour: u32,
+    pub max_enrolments_per_number_per_hour: u32,
+    pub max_enrolment_sends_per_hour: u32,
+    /// The regions (CLDR ids) whose numbers may be enrolled as a new factor; empty:
+    /// any region of `allowed_calling_codes`.
+    pub enrolment_regions: Vec<String>,
     /// The old SMS provider (Authy-like); without it, its users cannot be challenged.
     pub legacy_sms: Option<LegacySmsSettings>,
     /// The new SMS provider (Verify-like).
@@ -209,6 +217,10 @@ impl Default for MfaSettings {
             keys_file: None,
             max_attempts_per_challenge: 5,
             max_challenges_per_hour: 10,
+            max_enrolments_per_user_per_hour: 5,
+            max_enrolments_per_number_per_hour: 3,
+            max_enrolment_sends_per_hour: 1000,
+            enrolment_regions: vec!["US".into(), "CA".into()],
             legacy_sms: None,
             verify: None,
         }
@@ -859,6 +871,9 @@ pub struct RecoverySettings {
     pub enrol_window_hours: u64,
     /// The page a notice's cancel link opens (`?recovery=ID&token=…` is appended).
     pub cancel_url: String,
+    /// The page support's enrolment link opens (`?token=…` is appended): it enrols a
+    /// new factor with that token (`POST /v1/mfa/enroll`).
+    pub enrol_url: String,
     /// Consecutive wrong codes before the codes are disabled until the user signs in
     /// with their factor (NIST SP 800-63B-4: at most 100).
     pub max_code_failures: u32,
@@ -880,6 +895,7 @@ impl Default for RecoverySettings {
             wait_hours: 72,
             enrol_window_hours: 72,
             cancel_url: "https://accounts.example.invalid/recovery/cancel".into(),
+            enrol_url: "https://accounts.example.invalid/recovery/enrol".into(),
             max_code_failures: 100,
             free_code_failures: 5,
             max_code_delay_seconds: 3600,
@@ -907,6 +923,7 @@ impl RecoverySettings {
             return Err("recovery attempt limits must be positive".into());
         }
         url::Url::parse(&self.cancel_url).map_err(|e| format!("recovery.cancel_url: {e}"))?;
+        url::Url::parse(&self.enrol_url).map_err(|e| format!("recovery.enrol_url: {e}"))?;
         Ok(Self {
             key_file: self.key_file.map(|f| base.join(f)),
             ..self

@@ -29,7 +29,7 @@ pub mod services;
 pub mod state;
 
 // The modules' earlier, flat paths, kept for the library's users.
-pub use gateway::{clock, login, resume};
+pub use gateway::{clock, login, proof, resume};
 pub use jobs::{outbox, seed};
 pub use replay::record;
 pub use runtime::verdict;

@@ -78,6 +78,7 @@ pub(super) fn answer_only(record: &ResumeRecord) -> Verdict {
         trace: Vec::new(),
         applied: None,
         resume_token: None,
+        proof_token: None,
         error: None,
         evidence: Default::default(),
         recovery: None,

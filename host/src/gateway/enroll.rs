@@ -2,12 +2,21 @@
 //! into a `pending` factor, and a code sent to it; the factor becomes active when the
 //! code comes back. A bad number, a wrong, expired or exhausted code leave nothing
 //! active behind (an expired or exhausted enrolment is deleted).
+//!
+//! Who may enrol is the proof model's to say ([`Need::Enrol`]): every call carries a
+//! [`Grant`], and an enrolment belongs to the proof that started it. Only that proof
+//! confirms it, and only an enrolment started by a recovery's own proof completes that
+//! recovery. Sends are limited per user, per number and overall in the shared state,
+//! and only numbers that can be a person's phone are texted.
 
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
+use serde_json::json;
+
 use super::Gateway;
+use super::proof::Grant;
 use crate::mfa::phone::{PhoneError, PhonePolicy};
 use crate::mfa::sealed::KeyRing;
 use crate::providers::CodeCheck;
@@ -19,7 +28,33 @@ use crate::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
 pub(crate) struct Enrolment {
     pub(crate) policy: PhonePolicy,
     pub(crate) keys: Option<Arc<KeyRing>>,
+    pub(crate) limits: EnrolmentLimits,
 }
+
+/// Codes texted by enrolments per hour of the host's clock, counted in the shared
+/// state: per user, per destination number and for the whole deployment.
+#[derive(Debug, Clone)]
+pub(crate) struct EnrolmentLimits {
+    pub(crate) per_user: u32,
+    pub(crate) per_number: u32,
+    pub(crate) overall: u32,
+    /// The regions whose numbers may be enrolled.
+    pub(crate) regions: Vec<String>,
+}
+
+impl EnrolmentLimits {
+    pub(crate) fn new(settings: &crate::config::MfaSettings) -> Self {
+        Self {
+            per_user: settings.max_enrolments_per_user_per_hour,
+            per_number: settings.max_enrolments_per_number_per_hour,
+            overall: settings.max_enrolment_sends_per_hour,
+            regions: settings.enrolment_regions.clone(),
+        }
+    }
+}
+
+/// Pending enrolments older than this are gone: the provider's codes live 10 minutes.
+const STALE_PENDING_MS: u64 = 3_600_000;
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EnrollStarted {
@@ -53,6 +88,8 @@ pub enum EnrollError {
     Expired,
     #[error("too many wrong codes; start the enrolment again")]
     TooManyAttempts,
+    #[error("too many enrolment codes were sent; please try again later")]
+    RateLimited,
     #[error("SMS enrolment is unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -70,6 +107,7 @@ impl EnrollError {
             Self::WrongCode => "wrong_code",
             Self::Expired => "code_expired",
             Self::TooManyAttempts => "too_many_attempts",
+            Self::RateLimited => "rate_limited",
             Self::Unavailable(_) | Self::Store(_) => "unavailable",
         }
     }
@@ -81,42 +119,82 @@ fn unavailable(e: ServiceError) -> EnrollError {
 
 impl Gateway {
     /// Whether an active factor stands in the way of enrolling one: one SMS factor per
-    /// user, except while a recovery waits for a new one (the lost factor is still
-    /// active then; the recovery disables it once the new one is confirmed).
-    fn active_sms_factor(&self, user_id: &str) -> Result<bool, EnrollError> {
-        let recovering_since =
-            crate::state::recovery::open_recovery(self.state.sql(), user_id, self.clock.now_ms())?
-                .filter(|r| r.status == "enrolling")
-                .map(|r| r.ready_at_ms);
-        Ok(self.state.factors_of(user_id)?.iter().any(|f| {
+    /// user, except for an enrolment that completes a recovery (the lost factor is
+    /// still active then; the recovery disables it once the new one is confirmed).
+    fn active_sms_factor(&self, grant: &Grant) -> Result<bool, EnrollError> {
+        let recovering_since = match &grant.recovery_id {
+            Some(id) => crate::state::recovery::recovery_by_id(self.state.sql(), id)?
+                .filter(|r| r.status == "enrolling" && r.user_id == grant.user_id)
+                .map(|r| r.ready_at_ms),
+            None => None,
+        };
+        Ok(self.state.factors_of(&grant.user_id)?.iter().any(|f| {
             f.kind == FactorKind::Sms
                 && f.status == FactorStatus::Active
                 && recovering_since.is_none_or(|since| f.enrolled_at_ms >= since)
         }))
     }
 
-    /// Starts enrolling `phone` as the user's SMS factor: sends a code to it.
-    pub fn enroll_sms(&self, user_id: &str, phone: &str) -> Result<EnrollStarted, EnrollError> {
+    /// One send against every limit, the number's and the user's first, so a stranger
+    /// hammering one number spends that number's allowance before anyone else's.
+    fn allow_enrolment_send(&self, user_id: &str, blinded: &str) -> Result<bool, EnrollError> {
+        let limits = &self.enrolment.limits;
+        let number = format!("enrol-number:{blinded}");
+        let user = format!("enrol-user:{user_id}");
+        Ok(crate::state::rate_windows::hit(
+            self.state.sql(),
+            &[
+                crate::state::rate_windows::Limit {
+                    key: &number,
+                    max: limits.per_number,
+                },
+                crate::state::rate_windows::Limit {
+                    key: &user,
+                    max: limits.per_user,
+                },
+                crate::state::rate_windows::Limit {
+                    key: "enrol-all",
+                    max: limits.overall,
+                },
+            ],
+            self.clock.now_ms(),
+        )?)
+    }
+
+    /// Starts enrolling `phone` as the user's SMS factor: sends a code to it. The
+    /// grant comes from [`Gateway::authorize`] with `Need::Enrol`.
+    pub fn enroll_sms(&self, grant: &Grant, phone: &str) -> Result<EnrollStarted, EnrollError> {
+        let user_id = grant.user_id.as_str();
         let phone = self.enrolment.policy.normalize(phone)?;
+        crate::mfa::phone::check_can_receive_codes(&phone, &self.enrolment.limits.regions)?;
         if self.state.get_user(user_id).map_err(unavailable)?.is_none() {
             return Err(EnrollError::UnknownUser);
         }
-        if self.active_sms_factor(user_id)? {
+        if self.active_sms_factor(grant)? {
             return Err(EnrollError::AlreadyEnrolled);
         }
         let keys =
             self.enrolment.keys.as_ref().ok_or_else(|| {
                 EnrollError::Unavailable("no new SMS provider is configured".into())
             })?;
-        // An earlier enrolment that never finished gives way to this one.
+        if !self.allow_enrolment_send(user_id, &keys.blind("enrol-number", phone.e164()))? {
+            return Err(EnrollError::RateLimited);
+        }
+        let now_ms = self.clock.now_ms();
+        // An earlier enrolment of this same proof gives way to this one; pending ones
+        // of other proofs are not this caller's to remove, except long dead ones.
         for stale in self.state.factors_of(user_id)? {
-            if stale.status == FactorStatus::Pending {
+            if stale.status != FactorStatus::Pending {
+                continue;
+            }
+            let mine = crate::state::proofs::enrolled_by(self.state.sql(), &stale.id)?
+                .is_some_and(|by| by == grant.proof_id);
+            if mine || now_ms.saturating_sub(stale.enrolled_at_ms) > STALE_PENDING_MS {
                 self.state
                     .delete_factor(user_id, &stale.id, FactorStatus::Pending)?;
             }
         }
         let id = format!("fac_{}", crate::gateway::resume::ResumeTokens::new_jti());
-        let now_ms = self.clock.now_ms();
         self.state.put_factor(&Factor {
             id: id.clone(),
             user_id: user_id.to_owned(),
@@ -131,6 +209,13 @@ impl Gateway {
             cohort: None,
             reverted: false,
         })?;
+        crate::state::proofs::record_enrolment(
+            self.state.sql(),
+            &id,
+            user_id,
+            &grant.proof_id,
+            now_ms,
+        )?;
         match self.services.sms.send_enrolment_code(user_id, &id) {
             Ok(sent) => Ok(EnrollStarted {
                 enrollment_id: id,
@@ -148,19 +233,27 @@ impl Gateway {
         }
     }
 
-    /// Confirms an enrolment with the code the user received.
+    /// Confirms an enrolment with the code the user received. Only the proof that
+    /// started the enrolment confirms it; an enrolment that support's link started
+    /// completes that assisted recovery here (the code and wait paths complete theirs
+    /// when the login continues).
     pub fn confirm_sms(
         &self,
-        user_id: &str,
+        grant: &Grant,
         enrollment_id: &str,
         code: &str,
     ) -> Result<Enrolled, EnrollError> {
+        let user_id = grant.user_id.as_str();
         let pending = self
             .state
             .factors_of(user_id)?
             .into_iter()
             .find(|f| f.id == enrollment_id && f.status == FactorStatus::Pending)
             .ok_or(EnrollError::UnknownEnrollment)?;
+        let started_by = crate::state::proofs::enrolled_by(self.state.sql(), enrollment_id)?;
+        if started_by.as_deref() != Some(grant.proof_id.as_str()) {
+            return Err(EnrollError::UnknownEnrollment);
+        }
         // A code is a few digits; anything else is wrong without asking the provider.
         if code.is_empty() || code.len() > 10 || !code.chars().all(|c| c.is_ascii_digit()) {
             return Err(EnrollError::WrongCode);
@@ -178,16 +271,21 @@ impl Gateway {
         {
             Ok(CodeCheck::Approved) => {
                 // Another enrolment may have finished meanwhile: one active factor.
-                if self.active_sms_factor(user_id)? {
+                if self.active_sms_factor(grant)? {
                     return drop_pending(EnrollError::AlreadyEnrolled);
                 }
                 let now_ms = self.clock.now_ms();
-                self.state.put_factor(&Factor {
+                let factor = Factor {
                     status: FactorStatus::Active,
                     enrolled_at_ms: now_ms,
                     updated_at_ms: now_ms,
                     ..pending
-                })?;
+                };
+                if grant.has(super::proof::Shown::SupportVerified) {
+                    self.complete_assisted(grant, &factor)?;
+                } else {
+                    self.state.put_factor(&factor)?;
+                }
                 Ok(Enrolled {
                     factor_id: enrollment_id.to_owned(),
                     provider: FactorProvider::Verify,
@@ -198,6 +296,86 @@ impl Gateway {
             Ok(CodeCheck::TooManyAttempts) => drop_pending(EnrollError::TooManyAttempts),
             Err(e) if e.kind == ServiceErrorKind::NotFound => Err(EnrollError::UnknownEnrollment),
             Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    /// Support's link was used to enrol: the factor becomes active, the assisted
+    /// recovery completes (old factors disabled, sessions revoked, every channel told)
+    /// and the link is spent, all in one transaction; a link spent meanwhile changes
+    /// nothing.
+    fn complete_assisted(&self, grant: &Grant, factor: &Factor) -> Result<(), EnrollError> {
+        let Some(recovery_id) = &grant.recovery_id else {
+            return Err(EnrollError::UnknownEnrollment);
+        };
+        let user = self
+            .state
+            .get_user(&grant.user_id)
+            .map_err(unavailable)?
+            .ok_or(EnrollError::UnknownUser)?;
+        let now_ms = self.clock.now_ms();
+        let factors = self.state.factors_of(&user.id)?;
+        let told = super::recovery::notices(
+            &user,
+            &factors,
+            recovery_id,
+            "recovery-completed",
+            "Your account was recovered with support's help: a new second factor was set \
+             up, the old one no longer works, and every session was signed out.",
+            None,
+            "If you did not ask support for this, contact support at once.",
+        );
+        let sql = self.state.sql();
+        let done = crate::state::portable::transact(sql, |tx| {
+            use crate::state::recovery as store;
+            if !crate::state::proofs::spend(tx, &grant.proof_id, now_ms)?
+                || !store::set_status(
+                    tx,
+                    recovery_id,
+                    "enrolling",
+                    "completed",
+                    "new factor enrolled through support's link",
+                    now_ms,
+                )?
+            {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE factors SET status = 'active', enrolled_at_ms = $3, updated_at_ms = $3
+                 WHERE user_id = $1 AND id = $2 AND status = 'pending'",
+                &[
+                    crate::state::portable::Val::text(&user.id),
+                    crate::state::portable::Val::text(&factor.id),
+                    crate::state::portable::Val::int(crate::state::sql_time(now_ms)),
+                ],
+            )?;
+            let disabled = store::disable_other_factors(tx, &user.id, &factor.id, now_ms)?;
+            store::revoke_sessions(tx, &user.id, now_ms)?;
+            store::enqueue(tx, &told, now_ms, recovery_id)?;
+            crate::state::audit::append(
+                sql,
+                tx,
+                &crate::state::audit::AuditEntry::new(
+                    now_ms,
+                    format!("user:{}", user.id),
+                    "recovery-completed",
+                    &user.id,
+                )
+                .details(json!({
+                    "recovery": recovery_id,
+                    "path": "assisted",
+                    "new_factor": factor.id,
+                    "factors_disabled": disabled,
+                    "notices": told.len(),
+                })),
+            )?;
+            Ok(true)
+        })?;
+        if done {
+            Ok(())
+        } else {
+            self.state
+                .delete_factor(&user.id, &factor.id, FactorStatus::Pending)?;
+            Err(EnrollError::UnknownEnrollment)
         }
     }
 }

@@ -6,6 +6,7 @@ mod challenge;
 pub mod clock;
 pub mod enroll;
 pub mod login;
+pub mod proof;
 mod recovery;
 pub mod resume;
 pub mod support;
@@ -27,7 +28,7 @@ use crate::state::{
 };
 use clock::Clock;
 use login::LoginAttempt;
-use resume::{ResumeRefusal, ResumeTokens, TokenClaims};
+use resume::{ResumeRefusal, ResumeTokens};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -89,6 +90,7 @@ impl Gateway {
             enrolment: enroll::Enrolment {
                 policy: Default::default(),
                 keys: None,
+                limits: enroll::EnrolmentLimits::new(&Default::default()),
             },
             recovery: None,
             support_wait_hours: crate::config::SupportSettings::default().wait_hours,
@@ -136,6 +138,7 @@ impl Gateway {
                 allowed_calling_codes: config.mfa.allowed_calling_codes.clone(),
             },
             keys: keys.clone(),
+            limits: enroll::EnrolmentLimits::new(&config.mfa),
         };
         if let Some(providers) = crate::providers::sms::SmsProviders::from_settings(
             &config.mfa,
@@ -247,7 +250,7 @@ impl Gateway {
             // The login stands; the upgrade is tried again at the next one.
             tracing::warn!(user = %user.id, "upgrading the password hash failed: {e}");
         }
-        Ok(verdict)
+        Ok(self.with_sign_in_proof(verdict, attempt.password.is_some(), false))
     }
 
     /// Resumes a redirected login with the token it was given and what the redirect
@@ -260,24 +263,24 @@ impl Gateway {
         result: &str,
     ) -> Result<Verdict, GatewayError> {
         let now_ms = self.clock.now_ms();
-        let claims = self.tokens.verify(token, now_ms)?;
-        if claims.tx != transaction_id {
-            return Err(ResumeRefusal::Mismatch("another transaction".into()).into());
-        }
-        let record = match self.state.take_resume(&claims.jti, now_ms)? {
+        let jti = self.tokens.verify(token, transaction_id)?;
+        let record = match self.state.take_resume(&jti, now_ms)? {
             TakenResume::Taken(record) => record,
             TakenResume::Unknown => return Err(ResumeRefusal::Unknown.into()),
             TakenResume::AlreadyUsed => return Err(ResumeRefusal::Replayed.into()),
+            TakenResume::Expired => return Err(ResumeRefusal::Expired.into()),
         };
-        if record.transaction_id != claims.tx || record.subject != claims.sub {
-            return Err(ResumeRefusal::Mismatch("another user".into()).into());
+        if record.transaction_id != transaction_id {
+            return Err(ResumeRefusal::Mismatch("another transaction".into()).into());
         }
+        let mut factor_shown = false;
         let result = match (&record.challenge, &record.enrolment) {
             // The code decides, checked by the provider that sent it; the rule hears
             // only that it passed.
             (Some(challenge), _) => match self.check_challenge(&record, challenge, result)? {
                 challenge::Checked::Passed(result) => {
                     self.factor_passed(&record.subject);
+                    factor_shown = true;
                     result
                 }
                 challenge::Checked::Answer(verdict) => return Ok(*verdict),
@@ -306,12 +309,40 @@ impl Gateway {
                 record.evidence.clone(),
             )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
-        self.settle(
+        let verdict = self.settle(
             verdict,
             &record.login,
             &attempt.new_user_id(),
             record.password_hash.clone(),
-        )
+        )?;
+        Ok(self.with_sign_in_proof(verdict, record.login.has_password, factor_shown))
+    }
+
+    /// An allowed sign-in where second factors are enrolled gets a proof token of
+    /// what it showed (the password, and the factor when a challenge passed): what the
+    /// enrolment and recovery-code endpoints take instead of a user id. Elsewhere (no
+    /// new SMS provider configured) nothing is issued, and the login writes nothing more.
+    fn with_sign_in_proof(&self, mut verdict: Verdict, password: bool, factor: bool) -> Verdict {
+        if !password
+            || self.enrolment.keys.is_none()
+            || !self.apply_effects
+            || !matches!(verdict.decision, Decision::Allow)
+        {
+            return verdict;
+        }
+        let Some(user_id) = verdict.applied.as_ref().and_then(|a| a.user_id.clone()) else {
+            return verdict;
+        };
+        let mut shown = vec![proof::Shown::Password];
+        if factor {
+            shown.push(proof::Shown::Factor);
+        }
+        match self.issue_proof(&user_id, &shown, None) {
+            Ok((token, _)) => verdict.proof_token = Some(token),
+            // The sign-in stands; only what needs the proof is unavailable.
+            Err(e) => tracing::warn!("issuing a sign-in proof failed: {e}"),
+        }
+        verdict
     }
 
     /// After the pipeline: apply an allow, park a redirect, leave the rest.
@@ -423,32 +454,29 @@ impl Gateway {
             .iter()
             .position(|r| r.settings.name == rule)
             .expect("a redirect or challenge comes from a rule of this pipeline");
-        let claims = TokenClaims {
-            jti: ResumeTokens::new_jti(),
-            tx: login.transaction_id.clone(),
-            sub: login
-                .user
-                .as_ref()
-                .map(|u| u.id.clone())
-                .unwrap_or_else(|| new_user_id.to_owned()),
-            exp: self.clock.now_ms().saturating_add(self.tokens.ttl_ms),
-        };
+        let jti = ResumeTokens::new_jti();
+        let subject = login
+            .user
+            .as_ref()
+            .map(|u| u.id.clone())
+            .unwrap_or_else(|| new_user_id.to_owned());
+        let expires_at_ms = self.clock.now_ms().saturating_add(self.tokens.ttl_ms);
         self.state.save_resume(&ResumeRecord {
-            jti: claims.jti.clone(),
-            transaction_id: claims.tx.clone(),
-            subject: claims.sub.clone(),
+            jti: jti.clone(),
+            transaction_id: login.transaction_id.clone(),
+            subject,
             rule: rule.to_owned(),
             rule_index,
             state: state.to_owned(),
             login: login.clone(),
             pending: verdict.effects.clone(),
             password_hash,
-            expires_at_ms: claims.exp,
+            expires_at_ms,
             evidence: verdict.evidence.clone(),
             challenge,
             enrolment,
         })?;
-        Ok(self.tokens.issue(&claims))
+        Ok(self.tokens.issue(&jti, &login.transaction_id))
     }
 }
 
@@ -478,6 +506,7 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         trace: Vec::new(),
         applied: None,
         resume_token: None,
+        proof_token: None,
         error: Some(crate::redact::redact_text(&detail).into_owned()),
         evidence: Default::default(),
         recovery: None,

@@ -164,6 +164,7 @@ pub(super) fn notices(
         event: event.into(),
         message: message.into(),
         cancel_url: cancel_url.map(str::to_owned),
+        enrol_url: None,
         dispute: dispute.into(),
     };
     if let Some(email) = &user.email {
@@ -173,6 +174,13 @@ pub(super) fn notices(
         out.push(base("sms", &factor.id, &factor.id));
     }
     out
+}
+
+/// The proof an enrolment's parked login gets: a new one for the recovery's path, or
+/// the one it already holds.
+enum EnrolProof<'a> {
+    Issue(super::proof::Shown),
+    Held(Option<&'a str>),
 }
 
 fn new_id(prefix: &str) -> String {
@@ -365,7 +373,15 @@ impl Gateway {
                             )?;
                             Ok(())
                         })?;
-                        self.enrol(verdict, &login, &recovery.id, now_ms, &rule, &state)
+                        self.enrol(
+                            verdict,
+                            &login,
+                            &recovery.id,
+                            now_ms,
+                            &rule,
+                            &state,
+                            EnrolProof::Issue(super::proof::Shown::RecoveryCode),
+                        )
                     }
                 }
             }
@@ -446,19 +462,32 @@ impl Gateway {
                         &AuditEntry::new(now_ms, &actor, "recovery-wait-over", &user.id)
                             .details(json!({"recovery": open.id})),
                     )?,
-                    // A code's enrolment is the code-holder's login's alone.
-                    "enrolling" => open.path != "code",
+                    // A served wait is any password login's to finish; a code's
+                    // enrolment is the code-holder's login's alone, and an assisted
+                    // one is reached only through support's link.
+                    "enrolling" => open.path == "wait",
                     _ => false,
                 };
                 if !ready {
                     return Ok(pending_answer(verdict));
                 }
-                self.enrol(verdict, &login, &open.id, now_ms, &rule, &state)
+                self.enrol(
+                    verdict,
+                    &login,
+                    &open.id,
+                    now_ms,
+                    &rule,
+                    &state,
+                    EnrolProof::Issue(super::proof::Shown::WaitServed),
+                )
             }
         }
     }
 
-    /// Parks the login until a new factor is enrolled.
+    /// Parks the login until a new factor is enrolled, and issues this login the
+    /// proof its enrolment needs (the password and the recovery's own proof, for this
+    /// recovery only). A re-park keeps the proof the login already holds.
+    #[allow(clippy::too_many_arguments)]
     fn enrol(
         &self,
         mut verdict: Verdict,
@@ -467,7 +496,20 @@ impl Gateway {
         since_ms: u64,
         rule: &str,
         state: &str,
+        proof: EnrolProof<'_>,
     ) -> Result<Verdict, GatewayError> {
+        let (proof_id, proof_token) = match proof {
+            EnrolProof::Held(id) => (id.map(str::to_owned), None),
+            EnrolProof::Issue(path_proof) => {
+                let user_id = login.user.as_ref().map(|u| u.id.as_str()).unwrap_or("");
+                let (token, id) = self.issue_proof(
+                    user_id,
+                    &[super::proof::Shown::Password, path_proof],
+                    Some(recovery_id),
+                )?;
+                (Some(id), Some(token))
+            }
+        };
         let token = self.park(
             &verdict,
             login,
@@ -479,8 +521,10 @@ impl Gateway {
             Some(PendingEnrolment {
                 recovery_id: recovery_id.to_owned(),
                 since_ms,
+                proof_id,
             }),
         )?;
+        verdict.proof_token = proof_token;
         verdict.effects.clear();
         verdict.decision = Decision::Challenge {
             kind: ChallengeKind::MfaEnrollment,
@@ -509,7 +553,13 @@ impl Gateway {
             .ok()
             .and_then(|v| v["enrollment_id"].as_str().map(str::to_owned));
         let factors = self.state.factors_of(&record.subject)?;
-        let new = enrolled.as_deref().and_then(|id| {
+        // Only a factor this login's own proof enrolled completes its recovery.
+        let started_by = match enrolled.as_deref() {
+            Some(id) => crate::state::proofs::enrolled_by(self.state.sql(), id)?,
+            None => None,
+        };
+        let ours = started_by.is_some() && started_by == pending.proof_id;
+        let new = enrolled.as_deref().filter(|_| ours).and_then(|id| {
             factors.iter().find(|f| {
                 f.id == id
                     && f.status == FactorStatus::Active
@@ -528,6 +578,7 @@ impl Gateway {
                 pending.since_ms,
                 &record.rule,
                 &record.state,
+                EnrolProof::Held(pending.proof_id.as_deref()),
             )?;
             return Ok(Err(Box::new(verdict)));
         };

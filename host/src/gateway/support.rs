@@ -80,6 +80,13 @@ fn masked_email(email: &str) -> String {
     }
 }
 
+/// An assisted recovery's recovery, link proof and link notice, written together.
+struct AssistedLink {
+    recovery: Recovery,
+    proof: super::proof::Issued,
+    notices: Vec<Notice>,
+}
+
 /// What a new support request carries.
 pub struct NewRequest<'a> {
     pub action: &'a str,
@@ -390,6 +397,13 @@ impl Gateway {
             .recovery
             .as_ref()
             .map_or(72, |p| p.settings.enrol_window_hours);
+        let assisted = match request.action.as_str() {
+            "complete-recovery" => Some(
+                self.assisted_link(&request, now_ms, window)
+                    .map_err(refuse)?,
+            ),
+            _ => None,
+        };
         let sql = self.state.sql();
         transact(sql, |tx| {
             if !requests::finish(tx, id, "approved", "done", now_ms)? {
@@ -414,26 +428,17 @@ impl Gateway {
                     .map_err(|e| StoreError::Conflict(format!("the email cannot be taken: {e}")))?;
                 }
                 _ => {
-                    // The user may now enrol a new factor at their next recovery login.
+                    // The person the agents verified enrols a new factor through the
+                    // link sent to the channel they verified; no login can reach it.
+                    let Some(link) = &assisted else {
+                        return Err(StoreError::Conflict("no enrolment link was made".into()));
+                    };
                     if let Some(open) = recovery_store::open_in(tx, &request.user_id, now_ms)? {
                         recovery_store::set_status(tx, &open.id, &open.status, "cancelled", "superseded by an assisted recovery", now_ms)?;
                     }
-                    recovery_store::insert(
-                        tx,
-                        &Recovery {
-                            id: format!("rcv_{}", super::resume::ResumeTokens::new_jti()),
-                            user_id: request.user_id.clone(),
-                            path: "assisted".into(),
-                            status: "waiting".into(),
-                            requested_at_ms: request.created_at_ms,
-                            ready_at_ms: now_ms,
-                            expires_at_ms: now_ms.saturating_add(window * HOUR_MS),
-                            reasons: vec![format!("support request {}", request.id)],
-                            cancel_digest: String::new(),
-                            finished_at_ms: None,
-                            outcome: None,
-                        },
-                    )?;
+                    recovery_store::insert(tx, &link.recovery)?;
+                    crate::state::proofs::insert_in(tx, &link.proof.digest, &link.proof.row)?;
+                    recovery_store::enqueue(tx, &link.notices, now_ms, &request.id)?;
                 }
             }
             recovery_store::enqueue(tx, &told, now_ms, &request.id)?;
@@ -451,6 +456,70 @@ impl Gateway {
             other => SupportError::Store(other),
         })?;
         self.request(id)
+    }
+
+    /// What executing an assisted recovery writes: the recovery, waiting for a new
+    /// factor at once; a single-use, expiring proof for it (its digest only is kept);
+    /// and the notice carrying the link, to the email on file only: the channel the
+    /// agents verified (a changed address goes through `change-email` first).
+    fn assisted_link(
+        &self,
+        request: &SupportRequest,
+        now_ms: u64,
+        window_hours: u64,
+    ) -> Result<AssistedLink, SupportError> {
+        let enrol_url = self
+            .recovery
+            .as_ref()
+            .map(|p| p.settings.enrol_url.clone())
+            .ok_or_else(|| {
+                SupportError::Refused("an assisted recovery needs [recovery] in the config".into())
+            })?;
+        let recovery = Recovery {
+            id: format!("rcv_{}", super::resume::ResumeTokens::new_jti()),
+            user_id: request.user_id.clone(),
+            path: "assisted".into(),
+            status: "enrolling".into(),
+            requested_at_ms: request.created_at_ms,
+            ready_at_ms: now_ms,
+            expires_at_ms: now_ms.saturating_add(window_hours * HOUR_MS),
+            reasons: vec![format!("support request {}", request.id)],
+            cancel_digest: String::new(),
+            finished_at_ms: None,
+            outcome: None,
+        };
+        let proof = super::proof::new_proof(
+            &request.user_id,
+            &[super::proof::Shown::SupportVerified],
+            Some(&recovery.id),
+            now_ms,
+            window_hours * HOUR_MS,
+            true,
+        );
+        let mut notices: Vec<Notice> = self
+            .user_notices(
+                &request.user_id,
+                &recovery.id,
+                "support-enrolment-link",
+                "Support verified your identity: use this link, once, to set up a new second \
+                 factor. It expires, and nobody else can use it.",
+            )?
+            .into_iter()
+            .filter(|n| n.channel == "email")
+            .collect();
+        if notices.is_empty() {
+            return Err(SupportError::Refused(
+                "the user has no email on file to send the enrolment link to".into(),
+            ));
+        }
+        for notice in &mut notices {
+            notice.enrol_url = Some(format!("{enrol_url}?token={}", proof.token));
+        }
+        Ok(AssistedLink {
+            recovery,
+            proof,
+            notices,
+        })
     }
 
     /// Withdraws an open request (any agent; the user is told).

@@ -37,6 +37,12 @@ pub enum PhoneError {
     Invalid,
     #[error("phone numbers with calling code +{code} are not accepted here (allowed: {allowed})")]
     RegionNotAllowed { code: u16, allowed: String },
+    /// Premium rate, shared cost, toll free and the like: texting them costs money or
+    /// reaches no person, which is how SMS pumping pays.
+    #[error("{0} numbers cannot receive second-factor codes; use a mobile number")]
+    Kind(&'static str),
+    #[error("only numbers of {0} can be enrolled here")]
+    RegionOutside(String),
 }
 
 /// A validated number in E.164 (`+15551234567`).
@@ -86,6 +92,34 @@ impl PhonePolicy {
         Ok(Phone(Zeroizing::new(
             number.format().mode(phonenumber::Mode::E164).to_string(),
         )))
+    }
+}
+
+/// Whether a number can be a new second factor: in one of `regions` (CLDR ids such
+/// as `US`; empty: any region of the allowed calling codes — +1 alone spans two dozen
+/// countries, a favourite of SMS pumping), and a mobile number (or, where the plan
+/// cannot tell, a fixed line or mobile one). Everything else is refused by name.
+pub fn check_can_receive_codes(phone: &Phone, regions: &[String]) -> Result<(), PhoneError> {
+    use phonenumber::Type;
+    let number = phonenumber::parse(None, phone.e164()).map_err(|_| PhoneError::Unparseable)?;
+    if !regions.is_empty() {
+        let region = number.country().id();
+        if !region.is_some_and(|id| regions.iter().any(|r| r.eq_ignore_ascii_case(id.as_ref()))) {
+            return Err(PhoneError::RegionOutside(regions.join(", ")));
+        }
+    }
+    match number.number_type(&phonenumber::metadata::DATABASE) {
+        Type::Mobile | Type::FixedLineOrMobile => Ok(()),
+        Type::PremiumRate => Err(PhoneError::Kind("premium-rate")),
+        Type::SharedCost => Err(PhoneError::Kind("shared-cost")),
+        Type::TollFree => Err(PhoneError::Kind("toll-free")),
+        Type::Voip => Err(PhoneError::Kind("VoIP")),
+        Type::PersonalNumber => Err(PhoneError::Kind("personal-number")),
+        Type::Pager => Err(PhoneError::Kind("pager")),
+        Type::Uan => Err(PhoneError::Kind("universal access")),
+        Type::Voicemail => Err(PhoneError::Kind("voicemail")),
+        Type::FixedLine => Err(PhoneError::Kind("fixed-line")),
+        _ => Err(PhoneError::Kind("unclassified")),
     }
 }
 

@@ -38,6 +38,9 @@ pub enum SealError {
 pub struct KeyRing {
     current: String,
     keys: HashMap<String, Aes256Gcm>,
+    /// Derived from the sealing key: keys the digests that stand for a phone where a
+    /// phone must be recognised without being stored (the per-number send limits).
+    blind_key: Zeroizing<[u8; 32]>,
 }
 
 impl fmt::Debug for KeyRing {
@@ -61,6 +64,7 @@ impl KeyRing {
         let spec = Zeroizing::new(spec.trim().to_owned());
         let mut current = None;
         let mut keys = HashMap::new();
+        let mut blind_key = Zeroizing::new([0u8; 32]);
         for entry in spec.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             let (id, encoded) = entry
                 .split_once(':')
@@ -90,10 +94,21 @@ impl KeyRing {
             if keys.insert(id.to_owned(), cipher).is_some() {
                 return Err(SealError::Keys(format!("key id {id:?} appears twice")));
             }
-            current.get_or_insert_with(|| id.to_owned());
+            if current.is_none() {
+                use sha2::Digest as _;
+                let mut derive = sha2::Sha256::new();
+                derive.update(b"portcullis-phone-blind-index\0");
+                derive.update(&bytes[..]);
+                blind_key.copy_from_slice(&derive.finalize());
+                current = Some(id.to_owned());
+            }
         }
         let current = current.ok_or_else(|| SealError::Keys("no key given".into()))?;
-        Ok(Self { current, keys })
+        Ok(Self {
+            current,
+            keys,
+            blind_key,
+        })
     }
 
     /// The ring in the environment variable `name`.
@@ -121,6 +136,19 @@ impl KeyRing {
 
     pub fn current_key_id(&self) -> &str {
         &self.current
+    }
+
+    /// A keyed digest standing for `value` (a phone) under `purpose`: the same value
+    /// gives the same digest while the sealing key stays, and a copy of the database
+    /// cannot test a guess without the key.
+    pub fn blind(&self, purpose: &str, value: &str) -> String {
+        use hmac::{KeyInit, Mac};
+        let mut mac = <hmac::Hmac<sha2::Sha256> as KeyInit>::new_from_slice(&self.blind_key[..])
+            .expect("HMAC takes a key of any length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
     }
 
     pub fn seal(&self, plaintext: &str, user_id: &str, factor_id: &str) -> Sealed {

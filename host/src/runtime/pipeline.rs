@@ -368,6 +368,7 @@ impl Pipeline {
             trace,
             applied: None,
             resume_token: None,
+            proof_token: None,
             error: None,
             evidence,
             recovery: None,

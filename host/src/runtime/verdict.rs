@@ -183,6 +183,11 @@ pub struct Verdict {
     /// For a redirect: the token `continue` takes. A bearer secret: never logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_token: Option<String>,
+    /// What this login proved, as a token the host issued (`gateway::proof`): the
+    /// enrolment of a recovery's new factor, or a full sign-in's enrolment and
+    /// recovery codes take it. A bearer secret: never logged, never recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proof_token: Option<String>,
     /// Why the host itself could not complete the login (state unavailable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -47,6 +47,7 @@ pub struct Metrics {
     reloads: Family<ResultLabel, Counter>,
     pub(crate) outbox_backlog: Gauge,
     pub(crate) mfa_factors: Family<MfaLabel, Gauge>,
+    enrolment_sends: Family<ResultLabel, Counter>,
 }
 
 impl Metrics {
@@ -62,6 +63,14 @@ impl Metrics {
         let reloads = Family::<ResultLabel, Counter>::default();
         let outbox_backlog = Gauge::default();
         let mfa_factors = Family::<MfaLabel, Gauge>::default();
+        let enrolment_sends = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "enrolment_sends",
+            "Enrolment codes by result: sent, rate_limited (a limit refused the send), \
+             refused_number (a premium-rate, toll-free or other non-mobile number); alert \
+             on a rise of either refusal, which is what SMS pumping looks like",
+            enrolment_sends.clone(),
+        );
         registry.register(
             "mfa_factors",
             "Active SMS factors by cohort and migration state (`portcullis mfa status`)",
@@ -102,7 +111,17 @@ impl Metrics {
             reloads,
             outbox_backlog,
             mfa_factors,
+            enrolment_sends,
         }
+    }
+
+    /// One enrolment send attempt, by result.
+    pub(crate) fn enrolment_send(&self, result: &str) {
+        self.enrolment_sends
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// The MFA migration's gauges from `portcullis mfa status`'s numbers.

@@ -29,6 +29,7 @@ pub use callers::{Caller, Callers};
 pub use listener::{ConnectionLimits, serve_connections};
 pub use metrics::Metrics;
 
+use crate::gateway::proof::{Need, Presented, ProofError};
 use crate::gateway::{Gateway, GatewayError};
 use crate::jobs::outbox::Dispatcher;
 use crate::{LoginAttempt, PipelineConfig, Runtime};
@@ -313,19 +314,23 @@ async fn resume(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnrollRequest {
-    user_id: String,
+    /// The proof the host issued (a sign-in's, a recovery's, support's link).
+    proof_token: Option<String>,
+    /// Only from a caller that vouches: the user it signed in.
+    user_id: Option<String>,
     phone: String,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConfirmRequest {
-    user_id: String,
+    proof_token: Option<String>,
+    user_id: Option<String>,
     enrollment_id: String,
     code: String,
 }
 
-/// The longest enrolment request worth reading: ids, a phone number, a code.
+/// The longest enrolment request worth reading: ids, a token, a phone number, a code.
 const MAX_ENROLL_BODY: usize = 2 * 1024;
 
 fn enroll_error(e: crate::gateway::enroll::EnrollError) -> Response {
@@ -336,7 +341,7 @@ fn enroll_error(e: crate::gateway::enroll::EnrollError) -> Response {
         E::AlreadyEnrolled => StatusCode::CONFLICT,
         E::WrongCode => StatusCode::UNPROCESSABLE_ENTITY,
         E::Expired => StatusCode::GONE,
-        E::TooManyAttempts => StatusCode::TOO_MANY_REQUESTS,
+        E::TooManyAttempts | E::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         E::Unavailable(_) | E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     (
@@ -346,13 +351,15 @@ fn enroll_error(e: crate::gateway::enroll::EnrollError) -> Response {
         .into_response()
 }
 
-/// Reads a small JSON body for the enrolment endpoints, after the caller is known.
-fn enroll_body<T: serde::de::DeserializeOwned>(
-    app: &AppState,
+/// Reads a small JSON body for the enrolment and recovery endpoints, after the caller
+/// is known; hands back the caller too.
+fn caller_and_body<'a, T: serde::de::DeserializeOwned>(
+    app: &'a AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<T, Box<Response>> {
-    app.callers
+) -> Result<(&'a Caller, T), Box<Response>> {
+    let caller = app
+        .callers
         .authenticate(headers)
         .map_err(|refusal| Box::new(refusal.into_response()))?;
     let body = body.map_err(|rejection| Box::new(body_error(rejection)))?;
@@ -362,57 +369,138 @@ fn enroll_body<T: serde::de::DeserializeOwned>(
             "request too large",
         )));
     }
-    // The body holds a phone number or a code: the error names neither.
-    serde_json::from_slice(&body).map_err(|e| {
+    // The body holds a phone number, a token or a code: the error names none.
+    let request = serde_json::from_slice(&body).map_err(|e| {
         Box::new(error(
             StatusCode::BAD_REQUEST,
             format!("invalid request at line {} column {}", e.line(), e.column()),
         ))
-    })
+    })?;
+    Ok((caller, request))
 }
 
-/// `POST /v1/mfa/enroll`: the gateway, having authenticated the user, starts enrolling
-/// a phone with the new provider; a code is texted to it.
+fn enroll_body<T: serde::de::DeserializeOwned>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, Box<Response>> {
+    caller_and_body(app, headers, body).map(|(_, request)| request)
+}
+
+/// What a request presents as proof: a token the host issued, or, from a caller that
+/// vouches, the user it signed in. A user id from any other caller is not proof and
+/// is answered as nothing at all.
+fn presented<'a>(
+    caller: &'a (String, bool),
+    proof_token: Option<&'a str>,
+    user_id: Option<&'a str>,
+) -> Result<Presented<'a>, Response> {
+    match (proof_token, user_id) {
+        (Some(_), Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "give either proof_token or (from a caller that vouches) user_id, not both",
+        )),
+        (Some(token), None) => Ok(Presented::Token(token)),
+        (None, Some(user_id)) if caller.1 => Ok(Presented::Vouched {
+            caller: &caller.0,
+            user_id,
+        }),
+        _ => Ok(Presented::Nothing),
+    }
+}
+
+/// Every refusal of proof looks the same, whatever the account or the token.
+pub(crate) fn proof_error(e: ProofError) -> Response {
+    match e {
+        ProofError::NotProven => (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": e.to_string(), "code": "proof_required"})),
+        )
+            .into_response(),
+        ProofError::Store(e) => {
+            tracing::error!("checking a proof: {e}");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "state unavailable; try again",
+            )
+        }
+    }
+}
+
+/// `POST /v1/mfa/enroll`: starts enrolling a phone with the new provider for the user
+/// the proof names; a code is texted to it.
 async fn mfa_enroll(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: EnrollRequest = match enroll_body(&app, &headers, body) {
-        Ok(request) => request,
+    let (caller, request): (_, EnrollRequest) = match caller_and_body(&app, &headers, body) {
+        Ok(parts) => parts,
         Err(response) => return *response,
     };
+    let caller = (caller.name.clone(), caller.vouches);
     let gateway = app.gateway();
-    match evaluate(&app, move || {
-        gateway.enroll_sms(&request.user_id, &request.phone)
+    let outcome = evaluate(&app, move || {
+        let presented = presented(
+            &caller,
+            request.proof_token.as_deref(),
+            request.user_id.as_deref(),
+        )?;
+        let grant = gateway
+            .authorize(presented, Need::Enrol)
+            .map_err(proof_error)?;
+        Ok::<_, Response>(gateway.enroll_sms(&grant, &request.phone))
     })
-    .await
-    {
-        Ok(Ok(started)) => (StatusCode::ACCEPTED, Json(started)).into_response(),
-        Ok(Err(e)) => enroll_error(e),
-        Err(response) => response,
+    .await;
+    use crate::gateway::enroll::EnrollError as E;
+    match outcome {
+        Ok(Ok(Ok(started))) => {
+            app.metrics.enrolment_send("sent");
+            (StatusCode::ACCEPTED, Json(started)).into_response()
+        }
+        Ok(Ok(Err(e))) => {
+            match &e {
+                E::RateLimited => app.metrics.enrolment_send("rate_limited"),
+                E::InvalidPhone(crate::mfa::phone::PhoneError::Kind(_)) => {
+                    app.metrics.enrolment_send("refused_number")
+                }
+                _ => {}
+            }
+            enroll_error(e)
+        }
+        Ok(Err(response)) | Err(response) => response,
     }
 }
 
-/// `POST /v1/mfa/enroll/confirm`: the code came back; the factor becomes active.
+/// `POST /v1/mfa/enroll/confirm`: the code came back; the factor becomes active. Only
+/// the proof that started the enrolment confirms it.
 async fn mfa_enroll_confirm(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: ConfirmRequest = match enroll_body(&app, &headers, body) {
-        Ok(request) => request,
+    let (caller, request): (_, ConfirmRequest) = match caller_and_body(&app, &headers, body) {
+        Ok(parts) => parts,
         Err(response) => return *response,
     };
+    let caller = (caller.name.clone(), caller.vouches);
     let gateway = app.gateway();
-    match evaluate(&app, move || {
-        gateway.confirm_sms(&request.user_id, &request.enrollment_id, &request.code)
+    let outcome = evaluate(&app, move || {
+        let presented = presented(
+            &caller,
+            request.proof_token.as_deref(),
+            request.user_id.as_deref(),
+        )?;
+        let grant = gateway
+            .authorize(presented, Need::Enrol)
+            .map_err(proof_error)?;
+        Ok::<_, Response>(gateway.confirm_sms(&grant, &request.enrollment_id, &request.code))
     })
-    .await
-    {
-        Ok(Ok(enrolled)) => (StatusCode::CREATED, Json(enrolled)).into_response(),
-        Ok(Err(e)) => enroll_error(e),
-        Err(response) => response,
+    .await;
+    match outcome {
+        Ok(Ok(Ok(enrolled))) => (StatusCode::CREATED, Json(enrolled)).into_response(),
+        Ok(Ok(Err(e))) => enroll_error(e),
+        Ok(Err(response)) | Err(response) => response,
     }
 }
 

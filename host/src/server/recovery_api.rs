@@ -15,11 +15,15 @@ use serde_json::json;
 
 use super::{AppState, error, evaluate};
 use crate::gateway::GatewayError;
+use crate::gateway::proof::Need;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CodesRequest {
-    user_id: String,
+    /// A full sign-in's proof token (the password and the factor).
+    proof_token: Option<String>,
+    /// Only from a caller that vouches: the user it signed in.
+    user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -42,31 +46,34 @@ fn failed(e: GatewayError) -> Response {
     }
 }
 
-/// `POST /v1/mfa/recovery-codes` `{"user_id"}`: only a caller that vouches for the
-/// user's authentication (it signed them in) may ask. The codes are in this answer
-/// and nowhere else.
+/// `POST /v1/mfa/recovery-codes`: new codes for a user who signed in fully (a
+/// vouching caller's user, or a sign-in proof with the password and the factor; see
+/// `gateway::proof`). The codes are in this answer and nowhere else.
 pub(super) async fn issue_codes(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match app.callers.authenticate(&headers) {
-        Ok(caller) if caller.vouches => {}
-        Ok(_) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "only a caller that vouches for the user's sign-in may issue recovery codes",
-            );
-        }
-        Err(refusal) => return refusal.into_response(),
-    }
-    let request: CodesRequest = match super::enroll_body(&app, &headers, body) {
-        Ok(request) => request,
+    let (caller, request): (_, CodesRequest) = match super::caller_and_body(&app, &headers, body) {
+        Ok(parts) => parts,
         Err(response) => return *response,
     };
+    let caller = (caller.name.clone(), caller.vouches);
     let gateway = app.gateway();
-    match evaluate(&app, move || gateway.issue_recovery_codes(&request.user_id)).await {
-        Ok(Ok(Some(codes))) => (
+    let outcome = evaluate(&app, move || {
+        let presented = super::presented(
+            &caller,
+            request.proof_token.as_deref(),
+            request.user_id.as_deref(),
+        )?;
+        let grant = gateway
+            .authorize(presented, Need::RecoveryCodes)
+            .map_err(super::proof_error)?;
+        Ok::<_, Response>(gateway.issue_recovery_codes(&grant.user_id))
+    })
+    .await;
+    match outcome {
+        Ok(Ok(Ok(Some(codes)))) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],
             Json(json!({
@@ -75,9 +82,9 @@ pub(super) async fn issue_codes(
             })),
         )
             .into_response(),
-        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such user"),
-        Ok(Err(e)) => failed(e),
-        Err(response) => response,
+        Ok(Ok(Ok(None))) => error(StatusCode::NOT_FOUND, "no such user"),
+        Ok(Ok(Err(e))) => failed(e),
+        Ok(Err(response)) | Err(response) => response,
     }
 }
 

@@ -15,6 +15,7 @@ pub mod login_stats;
 pub mod passwords;
 pub mod portable;
 mod postgres;
+pub mod proofs;
 pub mod rate_windows;
 pub mod recovery;
 mod sqlite;
@@ -107,6 +108,11 @@ pub struct PendingEnrolment {
     pub recovery_id: String,
     /// Only a factor enrolled at or after this time counts.
     pub since_ms: u64,
+    /// The proof issued to this login for the enrolment: only a factor it started
+    /// completes the recovery. (Records parked before proofs have none, and complete
+    /// nothing: their login starts again.)
+    #[serde(default)]
+    pub proof_id: Option<String>,
 }
 
 /// The host's side of an `mfa` challenge in flight.
@@ -130,6 +136,10 @@ pub struct StoredLogin {
     pub email: String,
     pub request: crate::gateway::login::RequestInfo,
     pub user: Option<DirectoryUser>,
+    /// Whether the login carried a password (which the pipeline checked before any
+    /// redirect or challenge): what a sign-in proof records after a resume.
+    #[serde(default)]
+    pub has_password: bool,
 }
 
 impl StoredLogin {
@@ -142,6 +152,7 @@ impl StoredLogin {
             email: attempt.email.clone(),
             request: attempt.request.clone(),
             user: attempt.user.clone(),
+            has_password: attempt.password.is_some(),
         }
     }
 
@@ -167,6 +178,8 @@ pub enum TakenResume {
     Taken(Box<ResumeRecord>),
     Unknown,
     AlreadyUsed,
+    /// Past its expiry by the host's clock; left unspent.
+    Expired,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -185,6 +185,7 @@ impl PostgresState {
         tx.batch_execute(super::audit::SCHEMA)?;
         tx.batch_execute(super::support::SCHEMA)?;
         tx.batch_execute(super::rate_windows::SCHEMA)?;
+        tx.batch_execute(super::proofs::SCHEMA)?;
         tx.commit()?;
         Ok(Self { pool })
     }
@@ -777,20 +778,24 @@ impl StateStore for PostgresState {
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
         let mut conn = self.pool.get()?;
         let taken = conn.query_opt(
-            "UPDATE resume_tokens SET used_at_ms = $2 WHERE jti = $1 AND used_at_ms IS NULL RETURNING record",
+            "UPDATE resume_tokens SET used_at_ms = $2
+             WHERE jti = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING record",
             &[&jti, &sql_time(now_ms)],
         )?;
-        Ok(match taken {
-            Some(row) => TakenResume::Taken(Box::new(
+        if let Some(row) = taken {
+            return Ok(TakenResume::Taken(Box::new(
                 serde_json::from_str(row.get(0)).map_err(|e| StoreError::Backend(e.to_string()))?,
-            )),
-            None if conn
-                .query_opt("SELECT 1 FROM resume_tokens WHERE jti = $1", &[&jti])?
-                .is_some() =>
-            {
-                TakenResume::AlreadyUsed
-            }
+            )));
+        }
+        // Not taken: say why. An expired token is not spent (the clock decides).
+        let row = conn.query_opt(
+            "SELECT used_at_ms IS NOT NULL FROM resume_tokens WHERE jti = $1",
+            &[&jti],
+        )?;
+        Ok(match row {
             None => TakenResume::Unknown,
+            Some(row) if row.get::<_, bool>(0) => TakenResume::AlreadyUsed,
+            Some(_) => TakenResume::Expired,
         })
     }
 

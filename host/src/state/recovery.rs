@@ -118,6 +118,10 @@ pub struct Notice {
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_url: Option<String>,
+    /// Support's single-use link to enrol a new factor (assisted recovery), sent to the
+    /// channel the agents verified only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enrol_url: Option<String>,
     pub dispute: String,
 }
 
@@ -496,6 +500,8 @@ pub fn finish_recovery(
 /// Revokes every session of the user issued before now: the row the gateway's
 /// session check reads, and a message to the gateway's session endpoint.
 pub fn revoke_sessions(tx: &mut dyn SqlTx, user_id: &str, now_ms: u64) -> Result<(), StoreError> {
+    // Every proof a sign-in or a recovery was given ends with the sessions.
+    super::proofs::revoke_user(tx, user_id, now_ms)?;
     let at = super::sql_time(now_ms);
     tx.execute(
         "INSERT INTO session_revocations (user_id, revoked_at_ms) VALUES ($1, $2)

@@ -178,6 +178,7 @@ impl SqliteState {
         conn.execute_batch(super::audit::SCHEMA)?;
         conn.execute_batch(super::support::SCHEMA)?;
         conn.execute_batch(super::rate_windows::SCHEMA)?;
+        conn.execute_batch(super::proofs::SCHEMA)?;
         migrate(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -784,17 +785,19 @@ impl StateStore for SqliteState {
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<i64>)> = tx
+        let row: Option<(String, Option<i64>, i64)> = tx
             .query_row(
-                "SELECT record, used_at_ms FROM resume_tokens WHERE jti = ?1",
+                "SELECT record, used_at_ms, expires_at_ms FROM resume_tokens WHERE jti = ?1",
                 [jti],
-                |row| Ok((row.get(0)?, row.get(1)?)),
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
             )
             .optional()?;
         let taken = match row {
             None => TakenResume::Unknown,
-            Some((_, Some(_))) => TakenResume::AlreadyUsed,
-            Some((text, None)) => {
+            Some((_, Some(_), _)) => TakenResume::AlreadyUsed,
+            // An expired token is not spent: the host's clock decides, not the order.
+            Some((_, None, expires)) if expires <= sql_time(now_ms) => TakenResume::Expired,
+            Some((text, None, _)) => {
                 tx.execute(
                     "UPDATE resume_tokens SET used_at_ms = ?2 WHERE jti = ?1",
                     params![jti, sql_time(now_ms)],

@@ -17,6 +17,7 @@ mod mfa;
 mod migration;
 mod outbox;
 mod postgres;
+mod proof;
 mod recovery;
 mod replay;
 mod semantics;

@@ -593,6 +593,19 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
         portcullis::services::Directory::find_by_email(env.gateway.state().as_ref(), &login.email)?
             .remove(0);
     let factors = || env.gateway.state().factors_of(&user.id).unwrap();
+    // A user id is not proof: the gateway enrols with what the host issued to the
+    // user's sign-in (the password; the user has no factor yet).
+    let (status, body) = sidecar.post(
+        "/v1/mfa/enroll",
+        serde_json::json!({"user_id": user.id, "phone": "(415) 555-2671"}),
+    );
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("proof_required"))
+    );
+    let signed_in = env.gateway.login(&login)?;
+    assert_eq!(signed_in.decision, Decision::Allow);
+    let proof = signed_in.proof_token.clone().expect("a sign-in proof");
 
     // Numbers outside the allowed region, or not numbers: refused, nothing stored.
     for (phone, says) in [
@@ -602,7 +615,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     ] {
         let (status, body) = sidecar.post(
             "/v1/mfa/enroll",
-            serde_json::json!({"user_id": user.id, "phone": phone}),
+            serde_json::json!({"proof_token": proof, "phone": phone}),
         );
         assert_eq!(status, 400, "{phone}: {body}");
         assert_eq!(body["code"], "invalid_phone");
@@ -615,13 +628,13 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     assert!(factors().is_empty());
     let (status, _) = sidecar.post(
         "/v1/mfa/enroll",
-        serde_json::json!({"user_id": "usr_nobody", "phone": "(415) 555-2671"}),
+        serde_json::json!({"proof_token": "pp1_madeup", "phone": "(415) 555-2671"}),
     );
-    assert_eq!(status, 404);
+    assert_eq!(status, 403);
 
     let (status, started) = sidecar.post(
         "/v1/mfa/enroll",
-        serde_json::json!({"user_id": user.id, "phone": "(415) 555-2671"}),
+        serde_json::json!({"proof_token": proof, "phone": "(415) 555-2671"}),
     );
     assert_eq!(status, 202, "{started}");
     assert_eq!(started["destination"], "+1 ***-***-2671");
@@ -641,7 +654,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     let confirm = |code: &str| {
         sidecar.post(
             "/v1/mfa/enroll/confirm",
-            serde_json::json!({"user_id": user.id, "enrollment_id": enrollment, "code": code}),
+            serde_json::json!({"proof_token": proof, "enrollment_id": enrollment, "code": code}),
         )
     };
     let (status, body) = confirm("000000");
@@ -668,13 +681,14 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
             .is_err()
     );
 
+    // The password alone no longer proves enough now that the user has a factor.
     let (status, body) = sidecar.post(
         "/v1/mfa/enroll",
-        serde_json::json!({"user_id": user.id, "phone": "+1 415 555 0000"}),
+        serde_json::json!({"proof_token": proof, "phone": "+1 415 555 0000"}),
     );
     assert_eq!(
         (status, body["code"].as_str()),
-        (409, Some("already_enrolled"))
+        (403, Some("proof_required"))
     );
 
     // The user's next login is challenged through the new provider, at that phone.
@@ -690,10 +704,16 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
             .remove(0);
     assert_ne!(other.id, user.id, "the first user has a factor now");
     let other_id = other.id;
+    let (other_login, _) = env.login_where(|f| f.is_none());
+    let other_proof = env
+        .gateway
+        .login(&other_login)?
+        .proof_token
+        .expect("a sign-in proof");
     {
         let (status, started) = sidecar.post(
             "/v1/mfa/enroll",
-            serde_json::json!({"user_id": other_id, "phone": "+1 415 555 2672"}),
+            serde_json::json!({"proof_token": other_proof, "phone": "+1 415 555 2672"}),
         );
         assert_eq!(status, 202, "{started}");
         env.sim.send(
@@ -704,7 +724,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
         let code = env.sim.last_code("+14155552672");
         let (status, body) = sidecar.post(
             "/v1/mfa/enroll/confirm",
-            serde_json::json!({"user_id": other_id, "enrollment_id": started["enrollment_id"], "code": code}),
+            serde_json::json!({"proof_token": other_proof, "enrollment_id": started["enrollment_id"], "code": code}),
         );
         assert_eq!(
             (status, body["code"].as_str()),

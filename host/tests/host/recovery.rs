@@ -9,6 +9,7 @@ use std::sync::Arc;
 use portcullis::clock::{Clock, ManualClock};
 use portcullis::login::RecoveryRequest;
 use portcullis::mfa::sealed::KeyRing;
+use portcullis::proof::{Need, Presented};
 use portcullis::state::factors::{Factor, FactorStatus};
 use portcullis::verdict::ChallengeKind;
 use portcullis::{Decision, Gateway, LoginAttempt, PipelineConfig, Verdict};
@@ -16,9 +17,9 @@ use secrecy::ExposeSecret;
 
 use crate::common::{Result, Simulator, runtime, workspace_root};
 
-const HOUR_MS: u64 = 3_600_000;
+pub(crate) const HOUR_MS: u64 = 3_600_000;
 /// A number the new provider texts the new factor's codes to.
-const NEW_PHONE: &str = "+16502530000";
+pub(crate) const NEW_PHONE: &str = "+16502530000";
 
 /// fixtures/pipeline-recovery.toml with its stores in `dir` and its providers and
 /// notification endpoint at `sim`.
@@ -32,17 +33,17 @@ pub fn recovery_config(dir: &Path, sim: &Simulator) -> PathBuf {
     path
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    sim: Simulator,
-    config: PathBuf,
-    gateway: Gateway,
-    clock: Arc<ManualClock>,
-    next_tx: std::sync::atomic::AtomicU32,
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) sim: Simulator,
+    pub(crate) config: PathBuf,
+    pub(crate) gateway: Gateway,
+    pub(crate) clock: Arc<ManualClock>,
+    pub(crate) next_tx: std::sync::atomic::AtomicU32,
 }
 
 impl Env {
-    fn new(edit: impl FnOnce(String) -> String) -> Env {
+    pub(crate) fn new(edit: impl FnOnce(String) -> String) -> Env {
         let sim = Simulator::start(&["--seed-legacy", "200", "--internal", "10"]);
         let dir = tempfile::tempdir().unwrap();
         let config = recovery_config(dir.path(), &sim);
@@ -66,7 +67,7 @@ impl Env {
 
     /// A seeded login with the right password of a user whose one factor is a phone
     /// at the new provider (the simulator texts it), `skip` such users first.
-    fn owner(&self, skip: usize) -> (LoginAttempt, Factor) {
+    pub(crate) fn owner(&self, skip: usize) -> (LoginAttempt, Factor) {
         let mut found = 0;
         for file in crate::common::login_files(&self.dir.path().join("recovery")) {
             let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
@@ -101,7 +102,7 @@ impl Env {
     }
 
     /// `login` again, now, under a new transaction id, from `device`.
-    fn again(
+    pub(crate) fn again(
         &self,
         login: &LoginAttempt,
         device: &str,
@@ -123,7 +124,7 @@ impl Env {
         login
     }
 
-    fn phone_of(&self, factor: &Factor) -> String {
+    pub(crate) fn phone_of(&self, factor: &Factor) -> String {
         KeyRing::from_file(&self.dir.path().join("demo-mfa.keys"))
             .unwrap()
             .open(factor.phone.as_ref().unwrap(), &factor.user_id, &factor.id)
@@ -132,7 +133,7 @@ impl Env {
     }
 
     /// The owner signs in with their factor (the code the simulator texted).
-    fn sign_in_with_factor(&self, login: &LoginAttempt, factor: &Factor) -> Verdict {
+    pub(crate) fn sign_in_with_factor(&self, login: &LoginAttempt, factor: &Factor) -> Verdict {
         let verdict = self
             .gateway
             .login(&self.again(login, "owner-phone", None))
@@ -155,7 +156,7 @@ impl Env {
         verdict
     }
 
-    fn continue_with(&self, verdict: &Verdict, result: serde_json::Value) -> Verdict {
+    pub(crate) fn continue_with(&self, verdict: &Verdict, result: serde_json::Value) -> Verdict {
         self.gateway
             .resume(
                 verdict.resume_token.as_deref().expect("a resume token"),
@@ -165,17 +166,28 @@ impl Env {
             .unwrap()
     }
 
-    /// Enrols `NEW_PHONE` as the user's new factor (code from the simulator's inbox).
-    fn enrol_new_phone(&self, user_id: &str) -> String {
-        let started = self.gateway.enroll_sms(user_id, NEW_PHONE).unwrap();
-        let code = self.sim.last_code(NEW_PHONE);
+    /// Enrols `NEW_PHONE` as the user's new factor (code from the simulator's inbox)
+    /// with the proof the host issued to the enrolment's login.
+    pub(crate) fn enrol_new_phone(&self, verdict: &Verdict) -> String {
+        let token = verdict.proof_token.as_deref().expect("an enrolment proof");
+        self.enrol_with(token, NEW_PHONE)
+    }
+
+    /// Enrols `phone` with the proof `token` (code from the simulator's inbox).
+    pub(crate) fn enrol_with(&self, token: &str, phone: &str) -> String {
+        let grant = self
+            .gateway
+            .authorize(Presented::Token(token), Need::Enrol)
+            .unwrap();
+        let started = self.gateway.enroll_sms(&grant, phone).unwrap();
+        let code = self.sim.last_code(phone);
         self.gateway
-            .confirm_sms(user_id, &started.enrollment_id, &code)
+            .confirm_sms(&grant, &started.enrollment_id, &code)
             .unwrap();
         started.enrollment_id
     }
 
-    fn notices(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn notices(&self) -> Vec<serde_json::Value> {
         self.gateway
             .state()
             .outbox_messages()
@@ -186,11 +198,11 @@ impl Env {
             .collect()
     }
 
-    fn recoveries(&self, user_id: &str) -> Vec<portcullis::state::recovery::Recovery> {
+    pub(crate) fn recoveries(&self, user_id: &str) -> Vec<portcullis::state::recovery::Recovery> {
         portcullis::state::recovery::recoveries_of(self.gateway.state().sql(), user_id).unwrap()
     }
 
-    fn user_id(&self, login: &LoginAttempt) -> String {
+    pub(crate) fn user_id(&self, login: &LoginAttempt) -> String {
         portcullis::services::Directory::find_by_email(self.gateway.state().as_ref(), &login.email)
             .unwrap()[0]
             .id
@@ -198,22 +210,22 @@ impl Env {
     }
 }
 
-fn asked() -> Option<RecoveryRequest> {
+pub(crate) fn asked() -> Option<RecoveryRequest> {
     Some(RecoveryRequest::Flag(true))
 }
 
-fn with_code(code: &str) -> Option<RecoveryRequest> {
+pub(crate) fn with_code(code: &str) -> Option<RecoveryRequest> {
     Some(RecoveryRequest::Code { code: code.into() })
 }
 
-fn denied_code(verdict: &Verdict) -> String {
+pub(crate) fn denied_code(verdict: &Verdict) -> String {
     match &verdict.decision {
         Decision::Deny { code, .. } => code.clone(),
         other => panic!("expected a deny, got {other:?}"),
     }
 }
 
-fn enrolment_asked(verdict: &Verdict) -> bool {
+pub(crate) fn enrolment_asked(verdict: &Verdict) -> bool {
     matches!(
         verdict.decision,
         Decision::Challenge {
@@ -342,7 +354,7 @@ fn password_only_then_back_in_after_the_wait(env: &Env) -> Result {
     // A continue without a confirmed factor gets the same enrolment again.
     let not_yet = env.continue_with(&ready, serde_json::json!({"enrollment_id": factor.id}));
     assert!(enrolment_asked(&not_yet), "the old factor does not count");
-    let new_factor = env.enrol_new_phone(&user);
+    let new_factor = env.enrol_new_phone(&ready);
     let done = env.continue_with(&not_yet, serde_json::json!({"enrollment_id": new_factor}));
     assert!(
         matches!(done.decision, Decision::Allow),
@@ -484,7 +496,7 @@ fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() ->
         .gateway
         .login(&env.again(&login, "attacker-laptop", asked()))?;
     assert_eq!(denied_code(&sneaky), "recovery_pending");
-    let new_factor = env.enrol_new_phone(&user);
+    let new_factor = env.enrol_new_phone(&verdict);
     let done = env.continue_with(&verdict, serde_json::json!({"enrollment_id": new_factor}));
     assert!(
         matches!(done.decision, Decision::Allow),
@@ -800,18 +812,18 @@ fn recordings_of_each_recovery_path_replay() -> Result {
 
 /// `serve`'s router for `env`'s config, with two agents and two callers (one that
 /// vouches for its users' sign-ins) whose tokens are in files.
-struct Console {
-    url: String,
-    _runtime: tokio::runtime::Runtime,
+pub(crate) struct Console {
+    pub(crate) url: String,
+    pub(crate) _runtime: tokio::runtime::Runtime,
 }
 
-const ALICE: &str = "agent-alice-token-0123456789abcdef0123";
-const BOB: &str = "agent-bob-token-0123456789abcdef012345";
-const GATEWAY: &str = "recovery-test-gateway-token-0123456789";
-const PLAIN_CALLER: &str = "recovery-test-plain-caller-0123456789";
+pub(crate) const ALICE: &str = "agent-alice-token-0123456789abcdef0123";
+pub(crate) const BOB: &str = "agent-bob-token-0123456789abcdef012345";
+pub(crate) const GATEWAY: &str = "recovery-test-gateway-token-0123456789";
+pub(crate) const PLAIN_CALLER: &str = "recovery-test-plain-caller-0123456789";
 
 impl Console {
-    fn start(env: &Env) -> Console {
+    pub(crate) fn start(env: &Env) -> Console {
         let dir = env.dir.path();
         for (file, token) in [
             ("alice", ALICE),
@@ -844,7 +856,7 @@ impl Console {
     }
 
     /// `portcullis support …` as the agent holding `token`: (exit code, JSON answer).
-    fn support(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
+    pub(crate) fn support(&self, token: &str, args: &[&str]) -> (i32, serde_json::Value) {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .args(["support", "--server", &self.url])
             .args(args)
