@@ -394,12 +394,12 @@ fn presented<'a>(
     caller: &'a (String, bool),
     proof_token: Option<&'a str>,
     user_id: Option<&'a str>,
-) -> Result<Presented<'a>, Response> {
+) -> Result<Presented<'a>, Box<Response>> {
     match (proof_token, user_id) {
-        (Some(_), Some(_)) => Err(error(
+        (Some(_), Some(_)) => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "give either proof_token or (from a caller that vouches) user_id, not both",
-        )),
+        ))),
         (Some(token), None) => Ok(Presented::Token(token)),
         (None, Some(user_id)) if caller.1 => Ok(Presented::Vouched {
             caller: &caller.0,
@@ -410,7 +410,11 @@ fn presented<'a>(
 }
 
 /// Every refusal of proof looks the same, whatever the account or the token.
-pub(crate) fn proof_error(e: ProofError) -> Response {
+pub(crate) fn proof_error(e: ProofError) -> Box<Response> {
+    Box::new(proof_response(e))
+}
+
+fn proof_response(e: ProofError) -> Response {
     match e {
         ProofError::NotProven => (
             StatusCode::FORBIDDEN,
@@ -449,7 +453,7 @@ async fn mfa_enroll(
         let grant = gateway
             .authorize(presented, Need::Enrol)
             .map_err(proof_error)?;
-        Ok::<_, Response>(gateway.enroll_sms(&grant, &request.phone))
+        Ok::<_, Box<Response>>(gateway.enroll_sms(&grant, &request.phone))
     })
     .await;
     use crate::gateway::enroll::EnrollError as E;
@@ -468,7 +472,8 @@ async fn mfa_enroll(
             }
             enroll_error(e)
         }
-        Ok(Err(response)) | Err(response) => response,
+        Ok(Err(response)) => *response,
+        Err(response) => response,
     }
 }
 
@@ -494,13 +499,14 @@ async fn mfa_enroll_confirm(
         let grant = gateway
             .authorize(presented, Need::Enrol)
             .map_err(proof_error)?;
-        Ok::<_, Response>(gateway.confirm_sms(&grant, &request.enrollment_id, &request.code))
+        Ok::<_, Box<Response>>(gateway.confirm_sms(&grant, &request.enrollment_id, &request.code))
     })
     .await;
     match outcome {
         Ok(Ok(Ok(enrolled))) => (StatusCode::CREATED, Json(enrolled)).into_response(),
         Ok(Ok(Err(e))) => enroll_error(e),
-        Ok(Err(response)) | Err(response) => response,
+        Ok(Err(response)) => *response,
+        Err(response) => response,
     }
 }
 

@@ -69,7 +69,7 @@ pub(super) async fn issue_codes(
         let grant = gateway
             .authorize(presented, Need::RecoveryCodes)
             .map_err(super::proof_error)?;
-        Ok::<_, Response>(gateway.issue_recovery_codes(&grant.user_id))
+        Ok::<_, Box<Response>>(gateway.issue_recovery_codes(&grant.user_id))
     })
     .await;
     match outcome {
@@ -84,7 +84,8 @@ pub(super) async fn issue_codes(
             .into_response(),
         Ok(Ok(Ok(None))) => error(StatusCode::NOT_FOUND, "no such user"),
         Ok(Ok(Err(e))) => failed(e),
-        Ok(Err(response)) | Err(response) => response,
+        Ok(Err(response)) => *response,
+        Err(response) => response,
     }
 }
 
