@@ -38,6 +38,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::config::ImportApiSettings;
 use crate::jobs::import::records::{self, RecordError};
+use crate::services::LegacyStores;
 use crate::state::{ImportOutcome, StateStore};
 
 type Limiter = RateLimiter<
@@ -146,6 +147,8 @@ impl Job {
 pub struct ImportApi {
     token: SecretString,
     settings: ImportApiSettings,
+    /// What an upsert leaves alone on a user who signed in (`records::protected_keys`).
+    protected: Vec<String>,
     jobs: Mutex<BTreeMap<String, Job>>,
     limiter: Limiter,
 }
@@ -165,7 +168,7 @@ fn auth0_error(status: StatusCode, message: impl Into<String>, code: &str) -> Re
 }
 
 impl ImportApi {
-    pub fn new(settings: &ImportApiSettings) -> Result<Self, String> {
+    pub fn new(settings: &ImportApiSettings, protected: Vec<String>) -> Result<Self, String> {
         let token = crate::config::secret_from(
             "server.import_api token",
             settings.token_env.as_deref(),
@@ -184,6 +187,7 @@ impl ImportApi {
         Ok(Self {
             token,
             settings: settings.clone(),
+            protected,
             jobs: Mutex::new(BTreeMap::new()),
             limiter: RateLimiter::direct(Quota::per_minute(per_minute))
                 .with_middleware::<StateInformationMiddleware>(),
@@ -443,11 +447,12 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, form: Mult
         );
         id
     };
-    let state = app.gateway().state().clone();
+    let gateway = app.gateway();
+    let (state, legacy) = (gateway.state().clone(), gateway.services().legacy.clone());
     let (worker, job_id) = (api.clone(), id.clone());
     std::thread::Builder::new()
         .name(format!("import-{id}"))
-        .spawn(move || worker.process(&job_id, &users, state.as_ref()))
+        .spawn(move || worker.process(&job_id, &users, state.as_ref(), legacy.as_ref()))
         .expect("a thread for the job");
     let body = api.jobs().get(&id).map(Job::to_json).unwrap_or_default();
     with_headers((StatusCode::CREATED, Json(body)).into_response(), rate)
@@ -461,7 +466,7 @@ impl ImportApi {
     }
 
     /// Runs one job to its end on its own thread.
-    fn process(&self, id: &str, users: &[u8], state: &dyn StateStore) {
+    fn process(&self, id: &str, users: &[u8], state: &dyn StateStore, legacy: &dyn LegacyStores) {
         let started = Instant::now();
         let list = match serde_json::from_slice::<Value>(users) {
             Ok(Value::Array(list)) => list,
@@ -502,9 +507,25 @@ impl ImportApi {
             if started.elapsed() > max_run {
                 return self.update(id, |job| job.status = Status::Expired);
             }
-            let outcome = match records::check(user, upsert, now_ms) {
+            let checked =
+                records::check(user, upsert, &self.protected, now_ms).and_then(|record| {
+                    // Links only to accounts held under the record's own email.
+                    match records::unproven_links(&record, legacy) {
+                        Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
+                        Ok(unproven) => Err(unproven),
+                        Err(down) => Ok(Err(down)),
+                    }
+                });
+            let outcome = match checked {
                 Err(errors) => Err(errors),
-                Ok(record) => match state.import_user(&record) {
+                Ok(Err(down)) => {
+                    // Like the directory down: the job fails, what was imported stays.
+                    return self.update(id, |job| {
+                        job.status = Status::Failed;
+                        job.failure = Some(format!("A legacy store failed: {}", down.message));
+                    });
+                }
+                Ok(Ok(record)) => match state.import_user(&record) {
                     Ok(ImportOutcome::Inserted(_)) => Ok(true),
                     Ok(ImportOutcome::Updated(_)) => Ok(false),
                     Ok(ImportOutcome::Duplicate(_)) => Err(vec![RecordError {

@@ -99,7 +99,10 @@ impl AppState {
             .server
             .import_api
             .as_ref()
-            .map(|settings| import_api::ImportApi::new(settings).map(Arc::new))
+            .map(|settings| {
+                let protected = crate::jobs::import::records::protected_keys(&config);
+                import_api::ImportApi::new(settings, protected).map(Arc::new)
+            })
             .transpose()
             .map_err(ServeError::Config)?;
         let evaluation_slots = config.server.max_concurrent_evaluations.unwrap_or_else(|| {

@@ -51,6 +51,10 @@ pub(super) trait EffectWriter {
         which: Metadata,
         patch: &Value,
     ) -> Result<(), StoreError>;
+    /// A user's app_metadata, and whether the directory recorded a login of theirs
+    /// (a login count or a last login); the row stays locked until the transaction
+    /// ends, so a login racing an import is seen or waits.
+    fn login_record(&mut self, user_id: &str) -> Result<(String, bool), StoreError>;
     /// The user a legacy account is linked to, if any.
     fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError>;
     /// Links the account to the user unless it is linked already.
@@ -211,6 +215,9 @@ pub struct ImportRecord {
     pub legacy_accounts: Vec<(String, String)>,
     /// Merge into a user that holds the email instead of failing.
     pub upsert: bool,
+    /// `app_metadata` keys an upsert leaves as they are on a user who has signed in
+    /// (see `jobs::import::records::protected_keys`).
+    pub protected_app_metadata: Vec<String>,
     pub time_ms: u64,
 }
 
@@ -222,6 +229,26 @@ pub enum ImportOutcome {
     /// A user holds the email already (lazy migration got there first), and the job
     /// does not upsert: nothing written.
     Duplicate(String),
+}
+
+/// What an upsert merges into an existing user's app_metadata. A user who has signed
+/// in (a login recorded, or `migrated`: lazy migration or the inbox proof got them
+/// there) keeps every protected key as it is: a file cannot force them into a reset,
+/// mark them bulk-imported or un-migrate them. A user nobody has seen sign in (one an
+/// earlier import created) takes the file's flags, but `migrated` is never removed.
+fn upsert_patch(record: &ImportRecord, current: &Value, logged_in: bool) -> Value {
+    let signed_in = logged_in || current.get("migrated") == Some(&Value::Bool(true));
+    let mut patch = record.app_metadata.clone();
+    if let Some(keys) = patch.as_object_mut() {
+        keys.retain(|key, value| {
+            if signed_in {
+                !record.protected_app_metadata.contains(key) && key != "migrated"
+            } else {
+                !(key == "migrated" && value.is_null())
+            }
+        });
+    }
+    patch
 }
 
 /// Imports one user inside the backend's transaction: inserted, merged, or refused as
@@ -246,7 +273,9 @@ pub(super) fn import_user(
             return Ok(ImportOutcome::Duplicate(id));
         }
         // Auth0's upsert: metadata merged; the password and the email stay.
-        writer.patch_metadata(&id, Metadata::App, &record.app_metadata)?;
+        let (current, logged_in) = writer.login_record(&id)?;
+        let patch = upsert_patch(record, &super::parse_json(current), logged_in);
+        writer.patch_metadata(&id, Metadata::App, &patch)?;
         writer.patch_metadata(&id, Metadata::User, &record.user_metadata)?;
     }
     for (product, legacy_id) in &record.legacy_accounts {

@@ -395,6 +395,19 @@ impl EffectWriter for PostgresWriter<'_, '_> {
         Ok(())
     }
 
+    fn login_record(&mut self, user_id: &str) -> Result<(String, bool), StoreError> {
+        // Locked: a login's bookkeeping on this user waits for the import, or was first.
+        let row = self
+            .tx
+            .query_typed_opt(
+                "SELECT app_metadata, logins_count > 0 OR last_login_ms IS NOT NULL
+                 FROM users WHERE id = $1 FOR UPDATE",
+                &[(&user_id, TEXT)],
+            )?
+            .ok_or_else(|| StoreError::Backend(format!("user {user_id} not found")))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
     fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .text_opt(

@@ -365,6 +365,15 @@ impl EffectWriter for SqliteWriter<'_> {
         Ok(())
     }
 
+    fn login_record(&mut self, user_id: &str) -> Result<(String, bool), StoreError> {
+        // The import's transaction is IMMEDIATE: no login writes meanwhile.
+        Ok(self.tx.query_row(
+            "SELECT app_metadata, logins_count > 0 OR last_login_ms IS NOT NULL FROM users WHERE id = ?1",
+            [user_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )?)
+    }
+
     fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .tx

@@ -879,3 +879,19 @@ fn recovery_state_is_kept_in_postgres() -> Result {
     assert!(report.ok, "{report:?}");
     Ok(())
 }
+
+#[test]
+fn an_upsert_leaves_a_signed_in_users_flags_alone_on_postgres() -> Result {
+    let Some(url) = fresh_database("import_flags") else {
+        return skipped("an_upsert_leaves_a_signed_in_users_flags_alone_on_postgres");
+    };
+    crate::import::an_upsert_leaves_a_signed_in_users_flags_alone(Some(&url))
+}
+
+#[test]
+fn an_imported_link_to_someone_elses_account_is_refused_on_postgres() -> Result {
+    let Some(url) = fresh_database("import_links") else {
+        return skipped("an_imported_link_to_someone_elses_account_is_refused_on_postgres");
+    };
+    crate::import::an_imported_link_to_someone_elses_account_is_refused(Some(&url))
+}

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::services::{LegacyStores, ServiceError};
 use crate::state::ImportRecord;
 
 /// One reason a record was refused, as Auth0 reports it.
@@ -47,6 +48,61 @@ const RESERVED_APP_METADATA: &[&str] = &[
     "updated_at",
     "user_id",
 ];
+
+/// The `app_metadata` keys an upsert leaves as they are on a user who has signed in:
+/// the flags the pipeline's rules decide on (`bulk_flag` and `reset_flag` as its rules
+/// name them, `migrated`) and every key `[effects] protected_app_metadata` protects.
+/// Without this an import token could force anyone into a reset, or make a migrated
+/// user look bulk-imported.
+pub fn protected_keys(config: &crate::PipelineConfig) -> Vec<String> {
+    let mut keys: Vec<String> = ["bulkImported", "forcePasswordReset", "migrated"]
+        .map(String::from)
+        .into();
+    for rule in &config.rules {
+        for flag in ["bulk_flag", "reset_flag"] {
+            keys.extend(rule.config.get(flag).cloned());
+        }
+    }
+    keys.extend(config.effects.protected_app_metadata.iter().cloned());
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The record's `legacy_accounts` that nothing proves are this person's, each as a
+/// `CONFLICT`: a link is taken only to an account the legacy stores hold under the
+/// record's own email (normalized as the directory does). A link names someone else's
+/// account otherwise, which would lock its owner out of lazy migration and give the
+/// product the importer's id. (That the account is linked to nobody else is checked in
+/// the directory's transaction.) A legacy store that does not answer is the error.
+pub fn unproven_links(
+    record: &ImportRecord,
+    legacy: &dyn LegacyStores,
+) -> Result<Vec<RecordError>, ServiceError> {
+    if record.legacy_accounts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let held = legacy.find_accounts(&record.email)?;
+    let email = crate::state::normalize_email(&record.email);
+    Ok(record
+        .legacy_accounts
+        .iter()
+        .filter(|(product, legacy_id)| {
+            !held.iter().any(|a| {
+                &a.product == product
+                    && &a.legacy_id == legacy_id
+                    && crate::state::normalize_email(&a.email) == email
+            })
+        })
+        .map(|(product, legacy_id)| {
+            refuse(
+                "CONFLICT",
+                "app_metadata.legacy_accounts",
+                format!("{product} account {legacy_id} is not held under this user's email"),
+            )
+        })
+        .collect())
+}
 
 /// The id an imported user gets: from the email, so importing the same person twice
 /// names the same user.
@@ -201,8 +257,14 @@ fn legacy_accounts(app_metadata: &serde_json::Map<String, Value>) -> Vec<(String
         .unwrap_or_default()
 }
 
-/// Checks one record; every problem found, or what to store.
-pub fn check(user: &Value, upsert: bool, time_ms: u64) -> Result<ImportRecord, Vec<RecordError>> {
+/// Checks one record; every problem found, or what to store. `protected`: see
+/// [`protected_keys`].
+pub fn check(
+    user: &Value,
+    upsert: bool,
+    protected: &[String],
+    time_ms: u64,
+) -> Result<ImportRecord, Vec<RecordError>> {
     let Some(object) = user.as_object() else {
         return Err(vec![refuse("INVALID_TYPE", "", "Expected type object")]);
     };
@@ -319,6 +381,7 @@ pub fn check(user: &Value, upsert: bool, time_ms: u64) -> Result<ImportRecord, V
         user_metadata: Value::Object(user_metadata),
         password_hash,
         upsert,
+        protected_app_metadata: protected.to_vec(),
         time_ms,
     })
 }
@@ -346,11 +409,34 @@ mod tests {
     }
 
     #[test]
+    fn the_protected_keys_follow_the_flags_the_rules_name() {
+        let config = crate::PipelineConfig::parse(
+            "[effects]\nprotected_app_metadata = [\"tier\"]\n\
+             [[rule]]\nname = \"skip\"\ncomponent = \"skip.wasm\"\ngrants = [\"config\"]\n\
+             [rule.config]\nbulk_flag = \"importedInBulk\"\nreset_flag = \"mustReset\"\n",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let keys = protected_keys(&config);
+        for key in [
+            "importedInBulk",
+            "mustReset",
+            "tier",
+            "migrated",
+            "bulkImported",
+            "forcePasswordReset",
+        ] {
+            assert!(keys.iter().any(|k| k == key), "{key} not in {keys:?}");
+        }
+    }
+
+    #[test]
     fn a_bad_record_lists_each_problem_with_auth0_codes() {
         let errors = check(
             &json!({"email": "nope", "email_verified": "yes", "app_metadata": {"email": 1},
                     "custom_password_hash": {"algorithm": "scrypt", "hash": {"value": "x"}}}),
             false,
+            &[],
             0,
         )
         .unwrap_err();
@@ -359,7 +445,7 @@ mod tests {
             assert!(codes.contains(&code), "{codes:?}");
         }
         assert_eq!(
-            check(&json!([1]), false, 0).unwrap_err()[0].code,
+            check(&json!([1]), false, &[], 0).unwrap_err()[0].code,
             "INVALID_TYPE"
         );
     }
