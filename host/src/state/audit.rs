@@ -308,7 +308,7 @@ pub fn append(
         ],
     )?;
     if let Some(every) = keys.and_then(|k| k.checkpoint_every)
-        && (!prev_keyed || seq as u64 % every == 0)
+        && (!prev_keyed || (seq as u64).is_multiple_of(every))
     {
         queue_checkpoint(tx, &Checkpoint { seq, hash }, entry.at_ms)?;
     }
