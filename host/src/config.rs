@@ -179,6 +179,8 @@ pub struct PipelineConfig {
     pub recovery: Option<RecoverySettings>,
     /// Support agents and the guardrails on what they may do.
     pub support: SupportSettings,
+    /// The audit chain's keys and where its checkpoints are published.
+    pub audit: AuditSettings,
     /// The config file's directory: relative store paths are taken from here.
     pub base_dir: PathBuf,
 }
@@ -593,6 +595,8 @@ struct PipelineFile {
     recovery: Option<RecoverySettings>,
     #[serde(default)]
     support: SupportSettings,
+    #[serde(default)]
+    audit: AuditSettings,
 }
 
 #[derive(Deserialize)]
@@ -814,6 +818,7 @@ impl PipelineConfig {
                     .into(),
             ));
         }
+        let audit = file.audit.validated(base, &outbox).map_err(invalid)?;
         Ok(Self {
             engine,
             rules,
@@ -852,6 +857,7 @@ impl PipelineConfig {
                     .collect(),
                 ..file.support
             },
+            audit,
             base_dir: base.to_owned(),
         })
     }
@@ -970,5 +976,67 @@ fn config_value_text(value: toml::Value) -> String {
     match value {
         toml::Value::String(text) => text,
         other => serde_json::to_string(&other).unwrap_or_default(),
+    }
+}
+
+/// `[audit]`: the audit chain's MAC keys (`ID:SECRET`, 32+ characters each, comma
+/// separated; the first signs new rows, the others still verify older ones), from the
+/// environment or a file, and where checkpoints of the chain go: a file appended to
+/// (`checkpoint_file`) and the outbox topic `audit-checkpoint` (the product `audit`
+/// in `[outbox.endpoints]`), every `checkpoint_every` rows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    pub key_env: Option<String>,
+    pub key_file: Option<PathBuf>,
+    pub checkpoint_file: Option<PathBuf>,
+    pub checkpoint_every: u64,
+    /// Whether an `audit` outbox endpoint exists (set on load): with no file and no
+    /// endpoint, nothing is published by itself.
+    #[serde(skip)]
+    pub checkpoint_endpoint: bool,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            key_env: None,
+            key_file: None,
+            checkpoint_file: None,
+            checkpoint_every: 100,
+            checkpoint_endpoint: false,
+        }
+    }
+}
+
+impl AuditSettings {
+    fn validated(self, base: &Path, outbox: &OutboxSettings) -> Result<Self, String> {
+        if self.key_env.is_some() && self.key_file.is_some() {
+            return Err("[audit]: set key_env or key_file, not both".into());
+        }
+        if self.checkpoint_every == 0 {
+            return Err("audit.checkpoint_every must be positive".into());
+        }
+        Ok(Self {
+            key_file: self.key_file.map(|f| base.join(f)),
+            checkpoint_file: self.checkpoint_file.map(|f| base.join(f)),
+            checkpoint_endpoint: outbox.endpoints.contains_key("audit"),
+            ..self
+        })
+    }
+
+    /// The chain's keys, `None` when `[audit]` names none (rows are then unkeyed, as
+    /// an older version wrote them).
+    pub fn keys(&self) -> Result<Option<crate::state::audit::ChainKeys>, String> {
+        if self.key_env.is_none() && self.key_file.is_none() {
+            return Ok(None);
+        }
+        let spec = secret_from("[audit]", self.key_env.as_deref(), self.key_file.as_deref())?;
+        let publish = self.checkpoint_file.is_some() || self.checkpoint_endpoint;
+        crate::state::audit::ChainKeys::parse(
+            secrecy::ExposeSecret::expose_secret(&spec),
+            publish.then_some(self.checkpoint_every),
+        )
+        .map(Some)
     }
 }

@@ -338,13 +338,17 @@ enum ImportCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain; exit 1 at the first edited, missing or inserted row (or
-    /// when the head is not `--expect-head`, a hash kept from an earlier run).
+    /// Walk the chain; exit 1 at the first edited, missing or inserted row, or when
+    /// it no longer passes through a checkpoint of `[audit] checkpoint_file` or
+    /// `--expect-head` (a `SEQ:HASH` head kept from an earlier run).
     Verify {
         #[arg(long)]
         config: PathBuf,
         #[arg(long)]
         expect_head: Option<String>,
+        /// Publish the verified head as a checkpoint (the file and the outbox).
+        #[arg(long)]
+        checkpoint: bool,
     },
 }
 
@@ -495,8 +499,9 @@ fn main() -> ExitCode {
                 AuditCommand::Verify {
                     config,
                     expect_head,
+                    checkpoint,
                 },
-        } => audit_verify(&config, expect_head.as_deref()),
+        } => audit_verify(&config, expect_head.as_deref(), checkpoint),
         Command::Support {
             server,
             token_env,
@@ -1478,7 +1483,8 @@ fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {
         .context("the config has no [state] section: there is no outbox")?;
     let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
     let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone())
-        .with_phone_keys(phone_keys(&config)?);
+        .with_phone_keys(phone_keys(&config)?)
+        .with_audit_checkpoints(config.audit.checkpoint_file.clone());
     let report = tokio_runtime()?
         .block_on(dispatcher.run(until_empty, portcullis::server::shutdown_signal()))?;
     println!(
@@ -1488,21 +1494,55 @@ fn outbox_run(config_path: &Path, until_empty: bool) -> Result<()> {
     Ok(())
 }
 
-/// `portcullis audit verify`: exit 1 unless the chain holds (and ends at the head
-/// expected).
-fn audit_verify(config: &Path, expect_head: Option<&str>) -> Result<()> {
+/// `portcullis audit verify`: exit 1 unless the chain holds and passes through every
+/// checkpoint published and the head expected; with `--checkpoint`, publishes the
+/// head it verified.
+fn audit_verify(config: &Path, expect_head: Option<&str>, checkpoint: bool) -> Result<()> {
+    use portcullis::state::audit::{self, Anchor, Checkpoint};
     let config = PipelineConfig::load(config)?;
     let (state, _) = portcullis::gateway::open_stores_of(&config)?;
-    let report = portcullis::state::audit::verify(state.sql())?;
-    let head_ok = expect_head.is_none_or(|h| h == report.head);
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    if !head_ok {
-        eprintln!(
-            "the chain's head is not the one expected: rows were cut off the end, or the log was replaced"
+    let mut anchors = Vec::new();
+    if let Some(path) = &config.audit.checkpoint_file {
+        let from = path.display().to_string();
+        anchors.extend(
+            audit::read_checkpoints(path)
+                .map_err(anyhow::Error::msg)?
+                .into_iter()
+                .map(|checkpoint| Anchor {
+                    checkpoint,
+                    from: from.clone(),
+                }),
         );
     }
-    if !(report.ok && head_ok) {
+    if let Some(head) = expect_head {
+        anchors.push(Anchor {
+            checkpoint: Checkpoint::parse(head).map_err(anyhow::Error::msg)?,
+            from: "--expect-head".into(),
+        });
+    }
+    let report = audit::verify_anchored(state.sql(), &anchors)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    if !report.ok {
         std::process::exit(1);
+    }
+    if checkpoint && report.rows > 0 {
+        let head = report.head();
+        if config.audit.checkpoint_file.is_none() && !config.audit.checkpoint_endpoint {
+            anyhow::bail!(
+                "nowhere to publish a checkpoint: set [audit] checkpoint_file or an `audit` endpoint in [outbox.endpoints]"
+            );
+        }
+        if let Some(path) = &config.audit.checkpoint_file {
+            audit::write_checkpoint(path, &head)
+                .with_context(|| format!("writing a checkpoint to {}", path.display()))?;
+        }
+        if config.audit.checkpoint_endpoint {
+            let at = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+            portcullis::state::portable::transact(state.sql(), |tx| {
+                audit::queue_checkpoint(tx, &head, at)
+            })?;
+        }
+        eprintln!("checkpoint {head} published");
     }
     Ok(())
 }

@@ -522,13 +522,19 @@ pub fn open_stores_of(config: &PipelineConfig) -> Result<Stores, GatewayError> {
 }
 
 pub(crate) fn open_stores(config: &PipelineConfig) -> Result<Stores, GatewayError> {
+    let audit_keys = config.audit.keys().map_err(GatewayError::Config)?;
+    if audit_keys.is_none() && (config.recovery.is_some() || !config.support.agents.is_empty()) {
+        tracing::warn!(
+            "the audit log is not keyed: anyone who can write the database can rewrite it (set [audit] key_env or key_file)"
+        );
+    }
     let Some(settings) = &config.state else {
         return Ok((
-            Arc::new(SqliteState::in_memory()?),
+            Arc::new(SqliteState::in_memory()?.with_audit_keys(audit_keys)),
             Arc::new(SqliteLegacyStores::new(Default::default())),
         ));
     };
-    let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
+    let state = crate::state::open_state_keyed(&settings.directory, &config.base_dir, audit_keys)?;
     let legacy = crate::state::LegacyProducts::open(&settings.legacy, &config.base_dir)?;
     Ok((state, Arc::new(legacy)))
 }

@@ -29,6 +29,8 @@ pub struct Dispatcher {
     client: reqwest::Client,
     /// Opens a phone for an SMS notice at delivery time (see `notice_body`).
     phone_keys: Option<Arc<crate::mfa::sealed::KeyRing>>,
+    /// Where `audit-checkpoint` messages are appended (`[audit] checkpoint_file`).
+    checkpoint_file: Option<std::path::PathBuf>,
 }
 
 fn now_ms() -> u64 {
@@ -54,7 +56,14 @@ impl Dispatcher {
             settings,
             client,
             phone_keys: None,
+            checkpoint_file: None,
         }
+    }
+
+    /// Appends the audit chain's checkpoints to this file as they are delivered.
+    pub fn with_audit_checkpoints(mut self, file: Option<std::path::PathBuf>) -> Self {
+        self.checkpoint_file = file;
+        self
     }
 
     /// The keys that open factors' phones, so SMS notices reach them (`[mfa]`).
@@ -124,17 +133,32 @@ impl Dispatcher {
         ceiling / 2 + rand::rng().random_range(0..=ceiling / 2)
     }
 
+    /// A checkpoint goes to the file (then it counts as delivered unless an `audit`
+    /// endpoint is configured too, which gets it as any other message).
+    fn write_checkpoint(&self, message: &OutboxMessage) -> Result<bool, String> {
+        let Some(path) = &self.checkpoint_file else {
+            return Ok(false);
+        };
+        let checkpoint: crate::state::audit::Checkpoint =
+            serde_json::from_str(&message.payload).map_err(|e| format!("checkpoint: {e}"))?;
+        crate::state::audit::write_checkpoint(path, &checkpoint)
+            .map_err(|e| format!("writing {}: {}", path.display(), e.kind()))?;
+        Ok(true)
+    }
+
     async fn deliver(&self, message: &OutboxMessage) -> Result<(), String> {
         let product = message
             .key
             .split_once(':')
             .map(|(p, _)| p)
             .unwrap_or(&message.key);
-        let url = self
-            .settings
-            .endpoints
-            .get(product)
-            .ok_or_else(|| format!("no outbox endpoint for product {product:?}"))?;
+        let in_file = message.topic == crate::state::audit::CHECKPOINT_TOPIC
+            && self.write_checkpoint(message)?;
+        let url = match self.settings.endpoints.get(product) {
+            Some(url) => url,
+            None if in_file => return Ok(()),
+            None => return Err(format!("no outbox endpoint for product {product:?}")),
+        };
         let body = self.notice_body(message).await?;
         let response = self
             .client
@@ -170,6 +194,9 @@ impl Dispatcher {
             ..Default::default()
         };
         let results = futures::future::join_all(claimed.iter().map(|m| self.deliver(m))).await;
+        let ended = results.iter().zip(&claimed).any(|(result, message)| {
+            result.is_ok() || message.attempts >= self.settings.max_attempts
+        });
         for (message, result) in claimed.into_iter().zip(results) {
             let id = message.id;
             let lease = message.lease.clone().unwrap_or_default();
@@ -199,6 +226,9 @@ impl Dispatcher {
                     }
                 }
             }
+        }
+        if ended {
+            self.store(|s| s.forget_scrubbed()).await?;
         }
         Ok(report)
     }

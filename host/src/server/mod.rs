@@ -678,7 +678,8 @@ pub async fn serve(
             .as_ref()
             .and_then(|_| config.mfa.key_ring().ok().map(Arc::new));
         let dispatcher = Dispatcher::new(app.gateway().state().clone(), config.outbox.clone())
-            .with_phone_keys(phone_keys);
+            .with_phone_keys(phone_keys)
+            .with_audit_checkpoints(config.audit.checkpoint_file.clone());
         let mut stopped = dispatch_stopped.clone();
         tokio::spawn(async move {
             let stop = async move {

@@ -297,6 +297,12 @@ pub trait StateStore: Directory {
     ) -> Result<bool, StoreError>;
     /// Messages not yet delivered or dead-lettered.
     fn outbox_backlog(&self) -> Result<u64, StoreError>;
+    /// Lets the storage forget the payloads scrubbed since the last call (SQLite:
+    /// the WAL still holds the versions before the scrub). The dispatcher calls it
+    /// after each round that ended messages.
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Inserts or replaces a user (seeding, tests).
     fn put_user(&self, user: &DirectoryUser, password_hash: Option<&str>)
     -> Result<(), StoreError>;
@@ -376,12 +382,23 @@ pub fn open_state(
     url: &str,
     base: &std::path::Path,
 ) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    open_state_keyed(url, base, None)
+}
+
+/// As `open_state`, signing the audit rows it appends with `audit_keys`.
+pub fn open_state_keyed(
+    url: &str,
+    base: &std::path::Path,
+    audit_keys: Option<audit::ChainKeys>,
+) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(std::sync::Arc::new(PostgresState::connect(url)?));
+        return Ok(std::sync::Arc::new(
+            PostgresState::connect(url)?.with_audit_keys(audit_keys),
+        ));
     }
-    Ok(std::sync::Arc::new(SqliteState::open(&sqlite_path(
-        url, base,
-    )?)?))
+    Ok(std::sync::Arc::new(
+        SqliteState::open(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
+    ))
 }
 
 /// `sqlite://relative/or/absolute.db`, resolved against `base`.
@@ -430,6 +447,22 @@ pub(crate) fn parse_json(text: String) -> serde_json::Value {
 /// A store that failed, as the rule sees it: worth retrying.
 pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
     crate::services::ServiceError::unavailable(e.to_string())
+}
+
+/// Fields of an outbox payload that carry a secret link (a notice's cancel link, an
+/// assisted recovery's enrolment link): kept until the message is delivered or
+/// dead-lettered, then removed.
+pub const SECRET_PAYLOAD_FIELDS: &[&str] = &["cancel_url", "enrol_url"];
+
+/// The payload without its secret fields; `None` when it has none.
+pub(crate) fn scrubbed_payload(payload: &str) -> Option<String> {
+    let mut value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let object = value.as_object_mut()?;
+    let mut removed = false;
+    for field in SECRET_PAYLOAD_FIELDS {
+        removed |= object.remove(*field).is_some();
+    }
+    removed.then(|| value.to_string())
 }
 
 /// A fresh lease token for one outbox claim: 128 random bits, as a token id.

@@ -62,6 +62,11 @@ pub trait SqlStore: Send + Sync {
     /// Serializes writers of one append-only table (the audit chain) within the
     /// transaction: a table lock on PostgreSQL; SQLite has one writer anyway.
     fn lock_table(&self, tx: &mut dyn SqlTx, table: &str) -> Result<(), StoreError>;
+
+    /// The audit chain's keys (`[audit]`), when this store was opened with them.
+    fn audit_keys(&self) -> Option<&super::audit::ChainKeys> {
+        None
+    }
 }
 
 /// Runs `work` in one transaction and hands back what it produced.

@@ -136,6 +136,7 @@ type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 pub struct PostgresState {
     pool: Pool,
+    audit_keys: Option<super::audit::ChainKeys>,
 }
 
 impl From<postgres::Error> for StoreError {
@@ -183,11 +184,54 @@ impl PostgresState {
         tx.batch_execute(super::import_files::SCHEMA)?;
         tx.batch_execute(super::recovery::SCHEMA)?;
         tx.batch_execute(super::audit::SCHEMA)?;
+        tx.batch_execute(super::audit::UPGRADE_POSTGRES)?;
         tx.batch_execute(super::support::SCHEMA)?;
         tx.batch_execute(super::rate_windows::SCHEMA)?;
         tx.batch_execute(super::proofs::SCHEMA)?;
         tx.commit()?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit_keys: None,
+        })
+    }
+
+    /// Ends a message (`set`: its status, and `last_error = $4` when `error` is
+    /// given) if `lease` still holds it, and scrubs the secrets from its payload in the
+    /// same transaction (a cancel link is of no use to anyone once sent). The old row
+    /// version stays in the table until (auto)vacuum reclaims it.
+    fn finish_outbox(
+        &self,
+        id: i64,
+        lease: &str,
+        set: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.pool.get()?;
+        let mut tx = conn.transaction()?;
+        let Some(row) = tx.query_opt(
+            "SELECT payload FROM outbox WHERE id = $1 AND status = 'delivering' AND lease_token = $2 FOR UPDATE",
+            &[&id, &lease],
+        )?
+        else {
+            return Ok(false);
+        };
+        let scrubbed = super::scrubbed_payload(row.get(0));
+        let sql = format!(
+            "UPDATE outbox SET {set}, claimed_until_ms = NULL, lease_token = NULL, payload = COALESCE($3, payload)
+             WHERE id = $1 AND status = 'delivering' AND lease_token = $2"
+        );
+        let updated = match error {
+            Some(error) => tx.execute(&sql, &[&id, &lease, &scrubbed, &error])?,
+            None => tx.execute(&sql, &[&id, &lease, &scrubbed])?,
+        };
+        tx.commit()?;
+        Ok(updated == 1)
+    }
+
+    /// Signs the audit rows this store appends with `keys` (`[audit]`).
+    pub fn with_audit_keys(mut self, keys: Option<super::audit::ChainKeys>) -> Self {
+        self.audit_keys = keys;
+        self
     }
 
     /// The directory's users matching `clause` (on `users`, one text parameter), with
@@ -533,6 +577,10 @@ impl super::portable::SqlStore for PostgresState {
         )?;
         Ok(())
     }
+
+    fn audit_keys(&self) -> Option<&super::audit::ChainKeys> {
+        self.audit_keys.as_ref()
+    }
 }
 
 impl StateStore for PostgresState {
@@ -852,11 +900,7 @@ impl StateStore for PostgresState {
     }
 
     fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
-        Ok(self.pool.get()?.execute(
-            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL, lease_token = NULL
-             WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
-            &[&id, &lease],
-        )? == 1)
+        self.finish_outbox(id, lease, "status = 'delivered', last_error = NULL", None)
     }
 
     fn outbox_failed(
@@ -866,20 +910,14 @@ impl StateStore for PostgresState {
         error: &str,
         retry_at_ms: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get()?;
-        let updated = match retry_at_ms {
-            Some(at) => conn.execute(
+        match retry_at_ms {
+            Some(at) => Ok(self.pool.get()?.execute(
                 "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = $3, next_attempt_at_ms = $4
                  WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
                 &[&id, &lease, &error, &sql_time(at)],
-            )?,
-            None => conn.execute(
-                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, lease_token = NULL, last_error = $3
-                 WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
-                &[&id, &lease, &error],
-            )?,
-        };
-        Ok(updated == 1)
+            )? == 1),
+            None => self.finish_outbox(id, lease, "status = 'dead', last_error = $4", Some(error)),
+        }
     }
 
     fn outbox_backlog(&self) -> Result<u64, StoreError> {

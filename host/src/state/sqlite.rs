@@ -147,7 +147,12 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
 
 pub struct SqliteState {
     conn: Mutex<Connection>,
+    audit_keys: Option<super::audit::ChainKeys>,
+    /// A payload was scrubbed since the WAL was last truncated (`forget_scrubbed`).
+    scrubbed: std::sync::atomic::AtomicBool,
 }
+
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl SqliteState {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -166,8 +171,11 @@ impl SqliteState {
     }
 
     fn init(conn: Connection) -> Result<Self, StoreError> {
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
+        // Deleted and overwritten content is zeroed, not left in free space: a
+        // scrubbed secret (see `finish_outbox`) does not outlive its row in the file.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         // With WAL, NORMAL syncs at checkpoints rather than at every commit: a crash of
         // the process loses nothing, a power cut may lose the last commits.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -180,9 +188,57 @@ impl SqliteState {
         conn.execute_batch(super::rate_windows::SCHEMA)?;
         conn.execute_batch(super::proofs::SCHEMA)?;
         migrate(&conn)?;
+        super::audit::upgrade_sqlite(&conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            audit_keys: None,
+            scrubbed: Default::default(),
         })
+    }
+
+    /// Ends a message (`set`: its status, and `last_error = ?4` when `error` is
+    /// given) if `lease` still holds it, and scrubs the secrets from its payload in the
+    /// same transaction (a cancel link is of no use to anyone once sent).
+    fn finish_outbox(
+        &self,
+        id: i64,
+        lease: &str,
+        set: &str,
+        error: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let Some(payload) = tx
+            .query_row(
+                "SELECT payload FROM outbox WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
+                params![id, lease],
+                |row| row.get::<_, String>(0),
+            )
+            .optional()?
+        else {
+            return Ok(false);
+        };
+        let scrubbed = super::scrubbed_payload(&payload);
+        let sql = format!(
+            "UPDATE outbox SET {set}, claimed_until_ms = NULL, lease_token = NULL, payload = COALESCE(?3, payload)
+             WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2"
+        );
+        let updated = match error {
+            Some(error) => tx.execute(&sql, params![id, lease, scrubbed, error])?,
+            None => tx.execute(&sql, params![id, lease, scrubbed])?,
+        };
+        tx.commit()?;
+        if scrubbed.is_some() {
+            self.scrubbed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(updated == 1)
+    }
+
+    /// Signs the audit rows this store appends with `keys` (`[audit]`).
+    pub fn with_audit_keys(mut self, keys: Option<super::audit::ChainKeys>) -> Self {
+        self.audit_keys = keys;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -519,6 +575,10 @@ impl super::portable::SqlStore for SqliteState {
     ) -> Result<(), StoreError> {
         // An immediate transaction holds SQLite's one write lock already.
         Ok(())
+    }
+
+    fn audit_keys(&self) -> Option<&super::audit::ChainKeys> {
+        self.audit_keys.as_ref()
     }
 }
 
@@ -862,11 +922,7 @@ impl StateStore for SqliteState {
     }
 
     fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            "UPDATE outbox SET status = 'delivered', claimed_until_ms = NULL, last_error = NULL, lease_token = NULL
-             WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
-            params![id, lease],
-        )? == 1)
+        self.finish_outbox(id, lease, "status = 'delivered', last_error = NULL", None)
     }
 
     fn outbox_failed(
@@ -876,19 +932,38 @@ impl StateStore for SqliteState {
         error: &str,
         retry_at_ms: Option<u64>,
     ) -> Result<bool, StoreError> {
-        let updated = match retry_at_ms {
-            Some(at) => self.lock().execute(
+        match retry_at_ms {
+            Some(at) => Ok(self.lock().execute(
                 "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = ?3, next_attempt_at_ms = ?4
                  WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
                 params![id, lease, error, sql_time(at)],
-            )?,
-            None => self.lock().execute(
-                "UPDATE outbox SET status = 'dead', claimed_until_ms = NULL, lease_token = NULL, last_error = ?3
-                 WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
-                params![id, lease, error],
-            )?,
-        };
-        Ok(updated == 1)
+            )? == 1),
+            None => self.finish_outbox(id, lease, "status = 'dead', last_error = ?4", Some(error)),
+        }
+    }
+
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        if !self
+            .scrubbed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        // The payload before the scrub is still in WAL frames (and, until the next
+        // checkpoint, in the page the main file holds): copy the WAL into the file
+        // (secure_delete zeroes the freed bytes) and truncate it. Without waiting: a
+        // reader in another process makes it busy, and the next round tries again.
+        let conn = self.lock();
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        });
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        if busy.unwrap_or(1) != 0 {
+            self.scrubbed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     fn outbox_backlog(&self) -> Result<u64, StoreError> {

@@ -30,8 +30,16 @@ pub fn recovery_config(dir: &Path, sim: &Simulator) -> PathBuf {
         dir.join("demo-recovery.key"),
     )
     .unwrap();
+    std::fs::copy(
+        workspace_root().join("fixtures/demo-audit.key"),
+        dir.join("demo-audit.key"),
+    )
+    .unwrap();
     path
 }
+
+mod audit_chain;
+mod outbox_secrets;
 
 pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,

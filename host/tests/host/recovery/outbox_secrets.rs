@@ -1,0 +1,149 @@
+//! A notice's cancel link is a secret only until the notice is out: once the outbox
+//! delivered it (or gave up on it), the link is scrubbed from the message, and a copy
+//! of the database taken afterwards — the main file, its WAL, after a checkpoint —
+//! holds no cancel token. The dispatcher is the real one (`outbox run`) and the
+//! notification endpoint the simulator's.
+
+use std::path::Path;
+
+use super::{Env, asked, cancel_link, cli};
+use crate::common::Result;
+
+/// Which of the database's files (the main file, the WAL) hold `needle`.
+fn files_holding(db: &Path, needle: &str) -> Vec<String> {
+    ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| {
+            let path = format!("{}{suffix}", db.display());
+            let bytes = std::fs::read(&path).ok()?;
+            bytes
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+                .then_some(path)
+        })
+        .collect()
+}
+
+/// No cancel token in the files as the host left them, nor after a checkpoint
+/// copies the WAL into the main file.
+fn assert_no_token(db: &Path, token: &str) -> Result {
+    assert_eq!(
+        files_holding(db, token),
+        Vec::<String>::new(),
+        "a cancel token at rest"
+    );
+    let conn = rusqlite::Connection::open(db)?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    assert_eq!(
+        files_holding(db, token),
+        Vec::<String>::new(),
+        "a cancel token at rest after a checkpoint"
+    );
+    Ok(())
+}
+
+/// Starts a recovery for the first seeded owner; its cancel link's token.
+fn recovery_with_link(env: &Env) -> Result<(String, String)> {
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let (_, token) = cancel_link(env);
+    let db = env.dir.path().join("recovery/directory.db");
+    // Before delivery the link is on file where the dispatcher needs it (and the
+    // search below can find it).
+    assert!(
+        !files_holding(&db, &token).is_empty(),
+        "the search finds the token"
+    );
+    Ok((user, token))
+}
+
+#[test]
+fn cancel_tokens_are_scrubbed_from_delivered_notices() -> Result {
+    let env = Env::new(|t| t);
+    let (user, token) = recovery_with_link(&env)?;
+    let (out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
+    assert!(status.success(), "{out}");
+    // The notices reached the endpoint with their links.
+    let delivered = env.sim.get(&format!("/sim/notices?user_id={user}"));
+    let links = delivered["notices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["cancel_url"].as_str().is_some_and(|u| u.contains(&token)))
+        .count();
+    assert!(links >= 2, "{delivered}");
+    for message in env.gateway.state().outbox_messages()? {
+        assert_eq!(message.status, "delivered", "{message:?}");
+        assert!(!message.payload.contains("cancel_url"), "{message:?}");
+    }
+    assert_no_token(&env.dir.path().join("recovery/directory.db"), &token)
+}
+
+#[test]
+fn cancel_tokens_are_scrubbed_from_dead_lettered_notices() -> Result {
+    // The notification endpoint refuses connections; one attempt, then dead.
+    let env = Env::new(|t| {
+        let notify = t
+            .lines()
+            .find(|l| l.starts_with("notify = "))
+            .unwrap()
+            .to_owned();
+        t.replace(&notify, "notify = \"http://127.0.0.1:9/notify\"")
+            .replace(
+                "[outbox.endpoints]",
+                "[outbox]\nmax_attempts = 1\n\n[outbox.endpoints]",
+            )
+    });
+    let (_, token) = recovery_with_link(&env)?;
+    let (out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
+    assert!(status.success(), "{out}");
+    let notices: Vec<_> = env
+        .gateway
+        .state()
+        .outbox_messages()?
+        .into_iter()
+        .filter(|m| m.topic == "notify")
+        .collect();
+    assert!(notices.len() >= 2, "{notices:?}");
+    for message in notices {
+        assert_eq!(message.status, "dead", "{message:?}");
+        assert!(!message.payload.contains("cancel_url"), "{message:?}");
+    }
+    assert_no_token(&env.dir.path().join("recovery/directory.db"), &token)
+}
+
+#[test]
+fn cancel_tokens_are_scrubbed_in_postgres() -> Result {
+    let Some(url) = crate::postgres::fresh_database("scrub") else {
+        eprintln!(
+            "cancel_tokens_are_scrubbed_in_postgres: PORTCULLIS_TEST_POSTGRES is not set, not run"
+        );
+        return Ok(());
+    };
+    let env = Env::new(|t| postgres_directory(t, &url));
+    let (login, _) = env.owner(0);
+    env.gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let (_, token) = cancel_link(&env);
+    let (out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
+    assert!(status.success(), "{out}");
+    let messages = env.gateway.state().outbox_messages()?;
+    assert!(messages.iter().any(|m| m.topic == "notify"), "{messages:?}");
+    for message in messages {
+        assert_eq!(message.status, "delivered", "{message:?}");
+        assert!(!message.payload.contains(&token), "{message:?}");
+    }
+    Ok(())
+}
+
+/// The config's directory store moved to PostgreSQL at `url` (the legacy stores stay).
+pub(super) fn postgres_directory(text: String, url: &str) -> String {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("directory = "))
+        .unwrap()
+        .to_owned();
+    text.replace(&line, &format!("directory = \"{url}\""))
+}
