@@ -40,22 +40,70 @@ pub fn login_json(data: &[u8]) {
     }
 }
 
-/// A pipeline config: parsed and validated, or refused with an error. Relative paths
-/// resolve under a directory that does not exist, so no input reads a file.
+/// A pipeline config: parsed and validated, or refused with an error; one that parses
+/// loads (its rules compiled, their imports checked against their grants) or is
+/// refused with a message that says something. Relative paths resolve under
+/// `fixtures/`, so the seed configs load the real rules (`cargo xtask build-rules`).
 pub fn pipeline_config(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let base = Path::new("/nonexistent/portcullis-fuzz");
-    if let Ok(config) = crate::PipelineConfig::parse(text, base) {
-        assert!(
-            !config.rules.is_empty(),
-            "a pipeline without rules is refused"
-        );
-        for rule in &config.rules {
-            assert!(!rule.name.is_empty());
+    let base = fixtures_dir();
+    let Ok(config) = crate::PipelineConfig::parse(text, &base) else {
+        return;
+    };
+    assert!(
+        !config.rules.is_empty(),
+        "a pipeline without rules is refused"
+    );
+    for rule in &config.rules {
+        assert!(!rule.name.is_empty());
+    }
+    // Only files of the workspace (or none at all) are read as components: a path to
+    // a device or another tree is the operator's own business, not the fuzzer's.
+    let workspace = base.parent().unwrap_or(&base).to_owned();
+    let readable = |path: &Path| match std::fs::canonicalize(path) {
+        Ok(real) => real.starts_with(&workspace) && real.is_file(),
+        Err(_) => !path.exists(),
+    };
+    if !config.rules.iter().all(|r| readable(&r.component)) {
+        return;
+    }
+    match fuzz_runtime().load(&config) {
+        Ok(pipeline) => assert_eq!(
+            pipeline.rules().len(),
+            config.rules.len(),
+            "every rule of a loaded pipeline is loaded"
+        ),
+        Err(refused) => {
+            let message = refused.to_string();
+            assert!(
+                message.trim().len() >= 10,
+                "a refused config says why: {message:?}"
+            );
         }
     }
+}
+
+fn fixtures_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .canonicalize()
+        .expect("the workspace's fixtures/")
+}
+
+/// One engine for the whole run, as a process has: the fixtures' engine settings, its
+/// compiled components cached under target/ so each is compiled once.
+fn fuzz_runtime() -> &'static crate::Runtime {
+    static RUNTIME: std::sync::OnceLock<crate::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let settings = crate::EngineSettings {
+            cache_dir: Some(fixtures_dir().join("../target/fuzz-engine-cache")),
+            max_instances: 16,
+            ..crate::EngineSettings::default()
+        };
+        crate::Runtime::new(&settings).expect("an engine")
+    })
 }
 
 /// A resume token as a client presents it: only tokens this key issued verify, and a
@@ -75,7 +123,9 @@ pub fn resume_token(data: &[u8]) {
 }
 
 /// A rule's outcome, as the component model would lift it from a hostile guest, through
-/// the validator: accepted outcomes are within the bounds, the rest are faults.
+/// the validator: an outcome over the rule's byte bound (`max_output_bytes`) or its
+/// effect count is a fault, one within both may be accepted; a rule's error over the
+/// byte bound is a fault; every fault's message is cut to its bound.
 pub fn outcome(data: &[u8]) {
     let mut input = Unstructured::new(data);
     let Ok(max_bytes) = input.int_in_range(0..=64 * 1024usize) else {
@@ -85,22 +135,85 @@ pub fn outcome(data: &[u8]) {
         return;
     };
     let effects = outcome.effects.len();
-    if let Ok(valid) = crate::runtime::outcome::validate("fuzzed-rule", outcome, max_bytes) {
-        assert_eq!(valid.effects.len(), effects);
-        assert!(valid.effects.len() <= 256);
-        for effect in &valid.effects {
-            let _ = crate::runtime::outcome::effect_to_wit(effect);
+    // Counted here, apart from the validator's own count: the bound is what the
+    // contract says (every string the host would hold), not whatever the host counts.
+    let bytes = text_bytes(&outcome);
+    match crate::runtime::outcome::validate("fuzzed-rule", outcome, max_bytes) {
+        Ok(valid) => {
+            assert!(
+                bytes <= max_bytes,
+                "an outcome of {bytes} bytes passed a bound of {max_bytes}"
+            );
+            assert_eq!(valid.effects.len(), effects);
+            assert!(valid.effects.len() <= 256);
+            for effect in &valid.effects {
+                let _ = crate::runtime::outcome::effect_to_wit(effect);
+            }
+        }
+        Err(message) => assert!(
+            message.len() <= MAX_FAULT_MESSAGE,
+            "a bad-output message of {} bytes",
+            message.len()
+        ),
+    }
+    if let Ok(error) = arbitrary_rule_error(&mut input) {
+        let bytes = error.code.len() + error.message.len();
+        match crate::runtime::outcome::error_message(&error, max_bytes) {
+            Ok(message) => {
+                assert!(
+                    bytes <= max_bytes,
+                    "a rule error of {bytes} bytes passed a bound of {max_bytes}"
+                );
+                assert!(
+                    message.len() <= MAX_FAULT_MESSAGE,
+                    "a fault message is cut: {} bytes",
+                    message.len()
+                );
+            }
+            Err(message) => {
+                assert!(
+                    bytes > max_bytes,
+                    "a rule error within the bound was refused"
+                );
+                assert!(message.len() <= MAX_FAULT_MESSAGE);
+            }
         }
     }
-    if let Ok(error) = arbitrary_rule_error(&mut input)
-        && let Ok(message) = crate::runtime::outcome::error_message(&error, max_bytes)
-    {
-        assert!(
-            message.len() <= 1024,
-            "a fault message is cut: {} bytes",
-            message.len()
-        );
-    }
+}
+
+/// What a fault's message may hold in a trace (the host's `MAX_FAULT_MESSAGE`).
+const MAX_FAULT_MESSAGE: usize = 1024;
+
+/// Bytes of text in an outcome: every string of its decision and its effects.
+fn text_bytes(outcome: &wit::Outcome) -> usize {
+    let decision = match &outcome.decision {
+        wit::Decision::Continue => 0,
+        wit::Decision::Deny(d) => d.code.len() + d.message.len(),
+        wit::Decision::Redirect(r) => r.url.len() + r.reason.len() + r.state.len(),
+        wit::Decision::Challenge(c) => c.factor_id.as_deref().map_or(0, str::len) + c.state.len(),
+        wit::Decision::Recover(r) => {
+            let reasons = match &r.step {
+                wit::RecoveryStep::Wait(w) => w.reasons.iter().map(String::len).sum(),
+                wit::RecoveryStep::UseCode | wit::RecoveryStep::Enrol => 0,
+            };
+            r.state.len() + reasons
+        }
+    };
+    let effects: usize = outcome
+        .effects
+        .iter()
+        .map(|effect| match effect {
+            wit::Effect::SetAppMetadata(p) | wit::Effect::SetUserMetadata(p) => p.len(),
+            wit::Effect::AddClaim(c) => c.name.len() + c.value.len(),
+            wit::Effect::CreateUser(u) => {
+                u.email.len() + u.app_metadata.len() + u.user_metadata.len()
+            }
+            wit::Effect::LinkLegacyAccount(l) => l.product.len() + l.legacy_id.len(),
+            wit::Effect::EnqueueOutbox(m) => m.topic.len() + m.key.len() + m.payload.len(),
+            wit::Effect::RequirePasswordReset => 0,
+        })
+        .sum();
+    decision + effects
 }
 
 fn arbitrary_outcome(input: &mut Unstructured) -> ArbitraryResult<wit::Outcome> {
@@ -204,21 +317,70 @@ impl RecordingTarget {
         }
     }
 
+    /// Replays a fuzzed recording, then the same recording with each step's expected
+    /// verdict replaced by the one just replayed: every step of that one must pass. So
+    /// the comparison of a replayed verdict with a recorded one holds for any verdict
+    /// the pipeline can give (it survives the recording's format, it is
+    /// deterministic), and a failed step says how it differs.
     pub fn run(&mut self, data: &[u8]) {
         let Ok(text) = std::str::from_utf8(data) else {
             return;
         };
         // A recording that names another pipeline would have the fuzzer load files.
-        match serde_json::from_str::<Recording>(text) {
-            Ok(recording) if recording.pipeline.is_none() => {}
+        let mut recording = match serde_json::from_str::<Recording>(text) {
+            Ok(recording) if recording.pipeline.is_none() => recording,
             _ => return,
-        }
-        let result = self
-            .replay
-            .run_text(Path::new("fuzzed-recording.json"), text);
+        };
+        let path = Path::new("fuzzed-recording.json");
+        let result = self.replay.run_text(path, text);
         for step in &result.steps {
-            // A diff is what a failed step prints: it must render for any verdict.
-            let _ = step.diff();
+            assert_eq!(
+                serde_json::to_value(&step.expected).ok(),
+                serde_json::to_value(&recording.steps[step.step - 1].expect).ok(),
+                "step {} is compared with what the recording holds",
+                step.step
+            );
+            // A failed step prints its diff: it renders for any verdict and shows
+            // a change.
+            let diff = step.diff();
+            assert_eq!(
+                step.passed(),
+                !diff.lines().any(|l| {
+                    (l.starts_with('+') && !l.starts_with("+++"))
+                        || (l.starts_with('-') && !l.starts_with("---"))
+                }),
+                "step {} passed = {} but its diff is:\n{diff}",
+                step.step,
+                step.passed()
+            );
+        }
+        if result.error.is_some() || result.steps.is_empty() {
+            return;
+        }
+        // A deadline depends on the machine's load, not on the recording.
+        let timed = |e: &crate::replay::record::Expectation| {
+            e.faults
+                .iter()
+                .any(|f| f.kind == crate::runtime::verdict::FaultKind::Deadline)
+        };
+        if result.steps.iter().any(|s| timed(&s.got)) {
+            return;
+        }
+        for step in &result.steps {
+            recording.steps[step.step - 1].expect = step.got.clone();
+        }
+        recording.steps.truncate(result.steps.len());
+        let rerecorded = serde_json::to_string(&recording).expect("a recording serializes");
+        let again = self.replay.run_text(path, &rerecorded);
+        assert_eq!(again.error, None, "the re-recorded replay ran");
+        assert_eq!(again.steps.len(), result.steps.len());
+        for step in &again.steps {
+            assert!(
+                step.passed(),
+                "step {} replayed differently from what it gave a moment ago:\n{}",
+                step.step,
+                step.diff()
+            );
         }
     }
 }

@@ -69,11 +69,20 @@ pub(crate) fn error_message(error: &wit::RuleError, max_bytes: usize) -> Result<
 /// A fault's message in traces and logs: enough to say what went wrong.
 const MAX_FAULT_MESSAGE: usize = 1024;
 
+/// A fault's message may quote what the rule returned (a claim's name, a URL's
+/// scheme): it is cut like a rule's own error's.
 pub(crate) fn validate(
     rule: &str,
     outcome: wit::Outcome,
     max_bytes: usize,
 ) -> Result<RuleOutcome, String> {
+    checked(rule, outcome, max_bytes).map_err(|mut message| {
+        crate::runtime::sandbox::cut_guest_text(&mut message, MAX_FAULT_MESSAGE);
+        message
+    })
+}
+
+fn checked(rule: &str, outcome: wit::Outcome, max_bytes: usize) -> Result<RuleOutcome, String> {
     within_limit("outcome", outcome_size(&outcome), max_bytes)?;
     if outcome.effects.len() > MAX_EFFECTS {
         return Err(format!(

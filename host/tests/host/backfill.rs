@@ -8,7 +8,7 @@ use portcullis::state::StateStore;
 use portcullis::state::factors::FactorProvider;
 use portcullis::{Decision, Gateway, PipelineConfig};
 
-use crate::common::{Result, Simulator, mfa_config, runtime};
+use crate::common::{Exposure, Result, Simulator, mfa_config, runtime};
 
 /// Directory users with only an old-provider factor, beside the seeded MFA demo.
 struct Env {
@@ -167,12 +167,25 @@ fn the_pilot_then_everyone_moves_and_the_next_login_uses_the_new_provider() -> R
         .get(&format!("/sim/inbox?to={}", phone.replace('+', "%2B")));
     assert_eq!(inbox[0]["provider"], "verify");
 
-    // And no plaintext phone in the database.
-    let bytes = std::fs::read(env.db())?;
-    assert!(
-        !bytes.windows(7).any(|w| w == b"+120155"),
-        "a plaintext phone in the database"
-    );
+    // And no phone, in any format, in the database (its file after a checkpoint and
+    // its WAL), the legacy stores, the reports or what the simulator printed.
+    let exposure = Exposure::new()
+        .databases_under(&env.dir.path().join("mfa"))
+        .file(&env.dir.path().join("report.json"))
+        .text("the backfill reports", format!("{dry}{pilot}{rest}{again}"))
+        .text("portcullis-sim", env.sim.output());
+    exposure.assert_absent("phone number's prefix", "+120155");
+    let legacy_ids: Vec<String> = rusqlite::Connection::open(env.db())?
+        .prepare(
+            "SELECT legacy_provider_user_id FROM factors WHERE legacy_provider_user_id IS NOT NULL",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    assert!(legacy_ids.len() >= 120);
+    for id in legacy_ids {
+        let n = id.trim_start_matches("authy-").parse()?;
+        exposure.assert_no_phone(&portcullis::seed::legacy_sms_phone(n));
+    }
     Ok(())
 }
 

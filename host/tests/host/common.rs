@@ -276,28 +276,50 @@ pub fn create_user(state: &dyn portcullis::state::StateStore, id: &str, email: &
 pub struct Simulator {
     child: std::process::Child,
     pub url: String,
+    /// Everything it printed (stdout and stderr), for the searches for secrets.
+    printed: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Simulator {
     /// Starts the simulator with `args` (e.g. `--seed-legacy 100`).
     pub fn start(args: &[&str]) -> Simulator {
-        use std::io::BufRead;
+        use std::io::{BufRead, Read};
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis-sim"))
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start portcullis-sim");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        stdout.read_line(&mut line).unwrap();
         let url = line
             .trim()
             .strip_prefix("listening on ")
             .unwrap_or_else(|| panic!("portcullis-sim said {line:?}"))
             .to_owned();
-        Simulator { child, url }
+        let printed = std::sync::Arc::new(std::sync::Mutex::new(line.into_bytes()));
+        let stderr = child.stderr.take().unwrap();
+        for mut stream in [Box::new(stdout) as Box<dyn Read + Send>, Box::new(stderr)] {
+            let printed = printed.clone();
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 8192];
+                while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                    printed.lock().unwrap().extend_from_slice(&buffer[..n]);
+                }
+            });
+        }
+        Simulator {
+            child,
+            url,
+            printed,
+        }
+    }
+
+    /// What the simulator printed so far, stdout and stderr together.
+    pub fn output(&self) -> Vec<u8> {
+        self.printed.lock().unwrap().clone()
     }
 
     pub fn get(&self, path: &str) -> serde_json::Value {
@@ -391,4 +413,175 @@ pub fn cli_logging(
         ),
         out.status,
     )
+}
+
+/// Everything a run may have left a secret in, gathered for one search: each SQLite
+/// database as its WAL holds it and as its main file holds it after a checkpoint
+/// (recent writes sit in `-wal` until one: a check of the main file alone misses
+/// them), the legacy stores beside it, any other file named, and what the server,
+/// the simulator and the CLI printed.
+#[derive(Default)]
+pub struct Exposure {
+    places: Vec<(String, Vec<u8>)>,
+}
+
+/// What may stand between the characters of a secret written out by hand or by a
+/// formatter: `(650) 253-0000`, `650.253.0000`, `abcde-fghij`, `+1 650 253 0000`.
+const SEPARATORS: &[u8] = b" -.()/_\t";
+/// At most this many separators between two characters (`") "`, `" - "`).
+const MAX_SEPARATORS: usize = 3;
+
+impl Exposure {
+    pub fn new() -> Exposure {
+        Exposure::default()
+    }
+
+    /// Every SQLite database under `dir`, at any depth (the directory and the legacy
+    /// stores of the fixtures all end in `.db`).
+    pub fn databases_under(mut self, dir: &std::path::Path) -> Exposure {
+        let mut found = Vec::new();
+        let mut pending = vec![dir.to_owned()];
+        while let Some(dir) = pending.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    pending.push(path);
+                } else if path.extension().is_some_and(|e| e == "db") {
+                    found.push(path);
+                }
+            }
+        }
+        assert!(!found.is_empty(), "no database under {}", dir.display());
+        found.sort();
+        for path in found {
+            self = self.database(&path);
+        }
+        self
+    }
+
+    /// One SQLite database: its WAL as it is now, then its main file after a
+    /// checkpoint moved the WAL's pages into it.
+    pub fn database(mut self, path: &std::path::Path) -> Exposure {
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        if let Ok(bytes) = std::fs::read(&wal) {
+            self.places.push((wal.display().to_string(), bytes));
+        }
+        let db = rusqlite::Connection::open(path).unwrap();
+        db.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        // FULL waits for the writers of the processes still holding it open; the WAL
+        // read above covers whatever a busy checkpoint leaves behind.
+        let _: (i64, i64, i64) = db
+            .query_row("PRAGMA wal_checkpoint(FULL)", [], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .unwrap();
+        drop(db);
+        self.file(path)
+    }
+
+    pub fn file(mut self, path: &std::path::Path) -> Exposure {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        self.places.push((path.display().to_string(), bytes));
+        self
+    }
+
+    /// Text a process printed (`name` says which, for the failure message).
+    pub fn text(mut self, name: &str, text: impl AsRef<[u8]>) -> Exposure {
+        self.places.push((name.to_owned(), text.as_ref().to_vec()));
+        self
+    }
+
+    /// How many places are searched (a test checks it searched what it meant to).
+    pub fn places(&self) -> usize {
+        self.places.len()
+    }
+
+    /// No trace of the phone number `e164` in any format it may take: E.164, with
+    /// the country code as digits, national (`6502530000`), with spaces, dashes,
+    /// dots or parentheses (`(650) 253-0000`). Every format holds the national
+    /// number's digits in order with at most a few separators between them.
+    pub fn assert_no_phone(&self, e164: &str) {
+        if let Some(place) = self.phone_in(e164) {
+            panic!(
+                "a phone number (…{}) is in {place}",
+                &e164[e164.len() - 4..]
+            );
+        }
+    }
+
+    /// Where the phone number `e164` is, in any format (see `assert_no_phone`).
+    pub fn phone_in(&self, e164: &str) -> Option<&str> {
+        let number = phonenumber::parse(None, e164)
+            .unwrap_or_else(|e| panic!("not a phone number in E.164: {e}"));
+        let national = number.national().value().to_string();
+        assert!(
+            national.len() >= 6,
+            "a national number this short would match anything"
+        );
+        self.find(national.as_bytes(), false)
+    }
+
+    /// No trace of a recovery code (or any secret made of letters and digits) in any
+    /// case, with or without its dashes or spaces.
+    pub fn assert_no_code(&self, what: &str, code: &str) {
+        if let Some(place) = self.code_in(code) {
+            panic!("a {what} is in {place}");
+        }
+    }
+
+    /// Where `code` is, in any case and with any separators.
+    pub fn code_in(&self, code: &str) -> Option<&str> {
+        let needle: Vec<u8> = code.bytes().filter(u8::is_ascii_alphanumeric).collect();
+        assert!(needle.len() >= 8, "a code this short would match anything");
+        self.find(&needle, true)
+    }
+
+    /// No copy of `secret` as it is (a password: any character may be part of it).
+    pub fn assert_absent(&self, what: &str, secret: &str) {
+        let needle = secret.as_bytes();
+        assert!(!needle.is_empty());
+        if let Some((place, _)) = self
+            .places
+            .iter()
+            .find(|(_, bytes)| bytes.windows(needle.len()).any(|w| w == needle))
+        {
+            panic!("a {what} is in {place}");
+        }
+    }
+
+    /// The first place holding `needle` with separators allowed between its bytes.
+    fn find(&self, needle: &[u8], any_case: bool) -> Option<&str> {
+        let same = |a: u8, b: u8| {
+            if any_case {
+                a.eq_ignore_ascii_case(&b)
+            } else {
+                a == b
+            }
+        };
+        let matches_at = |hay: &[u8], start: usize| {
+            let mut at = start;
+            for (i, &want) in needle.iter().enumerate() {
+                if i > 0 {
+                    let mut skipped = 0;
+                    while skipped < MAX_SEPARATORS
+                        && at < hay.len()
+                        && SEPARATORS.contains(&hay[at])
+                        && !same(hay[at], want)
+                    {
+                        at += 1;
+                        skipped += 1;
+                    }
+                }
+                if at >= hay.len() || !same(hay[at], want) {
+                    return false;
+                }
+                at += 1;
+            }
+            true
+        };
+        self.places
+            .iter()
+            .find(|(_, hay)| (0..hay.len()).any(|start| matches_at(hay, start)))
+            .map(|(place, _)| place.as_str())
+    }
 }

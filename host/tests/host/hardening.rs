@@ -4,7 +4,7 @@
 use portcullis::state::{EffectBatch, SqliteState, StateStore};
 use portcullis::{Decision, Effect, FaultKind, GatewayError, LoginAttempt, RuleResult, Services};
 
-use crate::common::{Demo, Result, creates_user, find_login, load, login, rule};
+use crate::common::{Demo, Exposure, Result, creates_user, find_login, load, login, rule};
 
 fn hostile(mode: &str, extra: &str) -> String {
     rule(
@@ -95,11 +95,32 @@ fn rows_an_older_version_wrote_do_not_lock_the_user_out() -> Result {
 #[test]
 fn a_login_far_from_the_hosts_clock_is_refused() -> Result {
     let demo = Demo::new(60, 5);
-    let (mut attempt, _) = demo.logins().remove(0);
-    attempt.time_ms = demo.clock_now() - 3_600_000;
-    match demo.gateway.login(&attempt) {
-        Err(GatewayError::Login(e)) => assert!(e.to_string().contains("clock"), "{e}"),
-        other => panic!("expected a refusal, got {other:?}"),
+    let (attempt, _) = demo.logins().remove(0);
+    let now = demo.clock_now();
+    // The default bound is 300 s, either way: a login from the past (replayed) or
+    // from the future (prepared ahead, or a gateway whose clock runs fast).
+    for (n, (time_ms, refused)) in [
+        (now - 3_600_000, true),
+        (now + 3_600_000, true),
+        (now - 301_000, true),
+        (now + 301_000, true),
+        (now - 299_000, false),
+        (now + 299_000, false),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut attempt = attempt.clone();
+        attempt.time_ms = time_ms;
+        attempt.transaction_id = format!("{}-skew-{n}", attempt.transaction_id);
+        let offset = time_ms as i64 - now as i64;
+        match demo.gateway.login(&attempt) {
+            Err(GatewayError::Login(e)) if refused => {
+                assert!(e.to_string().contains("clock"), "{e}")
+            }
+            Ok(_) if !refused => {}
+            other => panic!("a login {offset} ms from the host's clock: {other:?}"),
+        }
     }
     Ok(())
 }
@@ -248,5 +269,200 @@ fn a_dispatcher_whose_lease_ran_out_cannot_record_a_result() -> Result {
     );
     assert!(state.outbox_delivered(current.id, &lease(&current))?);
     assert_eq!(state.outbox_messages()?[0].status, "delivered");
+    Ok(())
+}
+
+// The invariants of `runtime::invariants` hold against a rule that tries to break them
+// where the honest rules never do.
+
+#[test]
+fn a_rule_cannot_create_a_user_twice_in_one_login() -> Result {
+    let all = "effects = [\"create_user\"]";
+    // Twice in one outcome.
+    let (kind, message) = fault_of("create-twice", all, &without_user("tx-twice"))?;
+    assert_eq!(kind, FaultKind::BadOutput);
+    assert!(message.contains("twice"), "{message}");
+    // Once each in two rules of one pipeline: the second is refused.
+    let pipeline = load(&[
+        rule(
+            "first",
+            "hostile",
+            &format!(
+                "grants = [\"log\", \"config\", \"legacy\"]\nconfig = {{ mode = \"create-self\" }}\n{all}"
+            ),
+        ),
+        rule(
+            "second",
+            "hostile",
+            &format!(
+                "grants = [\"log\", \"config\", \"legacy\"]\nconfig = {{ mode = \"create-self\" }}\n{all}"
+            ),
+        ),
+    ])?;
+    let verdict = pipeline.evaluate(&without_user("tx-two-rules"), &Services::none());
+    assert_eq!(
+        verdict.trace[0].fault, None,
+        "the first create is the login's"
+    );
+    let fault = verdict.trace[1]
+        .fault
+        .as_ref()
+        .ok_or_else(|| format!("no fault: {verdict:#?}"))?;
+    assert_eq!(fault.kind, FaultKind::BadOutput);
+    assert!(fault.message.contains("twice"), "{}", fault.message);
+    assert!(
+        matches!(verdict.decision, Decision::Deny { ref code, .. } if code == "rule_fault"),
+        "{:?}",
+        verdict.decision
+    );
+    assert!(verdict.effects.is_empty(), "nothing to apply");
+    Ok(())
+}
+
+/// The seeded migration pipeline with the hostile rule last (after `ownership-check`
+/// and its inbox proof), in mode `link-found` looking up `email` (the login's own when
+/// `None`), on `demo`'s stores and clock.
+fn linking_after_the_inbox_proof(demo: &Demo, email: Option<&str>) -> Result<portcullis::Gateway> {
+    let config = match email {
+        Some(email) => format!("{{ mode = \"link-found\", email = \"{email}\" }}"),
+        None => "{ mode = \"link-found\" }".into(),
+    };
+    let text = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&demo.config)?,
+        rule(
+            "linker",
+            "hostile",
+            &format!(
+                "grants = [\"log\", \"config\", \"legacy\"]\neffects = [\"link_legacy_account\"]\non_error = \"deny\"\nconfig = {config}"
+            ),
+        )
+    );
+    let path = demo.dir.path().join("pipeline-linker.toml");
+    std::fs::write(&path, text)?;
+    Ok(portcullis::Gateway::open(
+        &portcullis::PipelineConfig::load(&path)?,
+        crate::common::runtime(),
+    )?
+    .with_clock(demo.clock.clone()))
+}
+
+#[test]
+fn after_an_inbox_proof_a_rule_cannot_link_an_account_found_under_another_email() -> Result {
+    let demo = Demo::new(300, 150);
+    let several = |v: &portcullis::Verdict, _: &serde_json::Value| matches!(&v.decision, Decision::Redirect { reason, .. } if reason == "several_products");
+    let login = find_login(&demo, several);
+    let email = portcullis::state::normalize_email(&login.email);
+    // Someone else's legacy account: another email, in the paste store.
+    let paste = rusqlite::Connection::open(demo.dir.path().join("legacy-paste.db"))?;
+    let (other_email, other_id): (String, String) = paste.query_row(
+        "SELECT email, legacy_id FROM accounts WHERE email_norm != ?1 ORDER BY legacy_id LIMIT 1",
+        [&email],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
+    let linked_to_anyone = |id: &str| -> i64 {
+        demo.sql(&format!(
+            "SELECT COUNT(*) FROM identities WHERE provider = 'paste' AND provider_user_id = '{id}'"
+        ))
+    };
+    assert_eq!(linked_to_anyone(&other_id), 0);
+
+    let gateway = linking_after_the_inbox_proof(&demo, Some(&other_email))?;
+    let redirected = gateway.login(&login)?;
+    assert!(
+        several(&redirected, &serde_json::Value::Null),
+        "{:?}",
+        redirected.decision
+    );
+    let token = redirected.resume_token.clone().expect("a resume token");
+    let users_before: i64 = demo.sql("SELECT COUNT(*) FROM users");
+    // The inbox is proven; the rule links an account it found under another email.
+    let resumed = gateway.resume(&token, &login.transaction_id, "{\"verified\":true}")?;
+    let (rule, fault) = resumed
+        .faults()
+        .next()
+        .ok_or_else(|| format!("the link was accepted: {:?}", resumed.effects))?;
+    assert_eq!((rule, fault.kind), ("linker", FaultKind::BadOutput));
+    assert!(
+        fault.message.contains("did not verify"),
+        "{}",
+        fault.message
+    );
+    assert!(
+        matches!(resumed.decision, Decision::Deny { ref code, .. } if code == "rule_fault"),
+        "{:?}",
+        resumed.decision
+    );
+    assert_eq!(
+        linked_to_anyone(&other_id),
+        0,
+        "the other account stays unlinked"
+    );
+    assert_eq!(demo.sql::<i64>("SELECT COUNT(*) FROM users"), users_before);
+
+    // The same rule looking up the login's own email links: the refusal above was
+    // the email's.
+    let demo = Demo::new(300, 150);
+    let login = find_login(&demo, several);
+    let gateway = linking_after_the_inbox_proof(&demo, None)?;
+    let token = gateway.login(&login)?.resume_token.expect("a resume token");
+    let resumed = gateway.resume(&token, &login.transaction_id, "{\"verified\":true}")?;
+    assert_eq!(resumed.decision, Decision::Allow, "{resumed:#?}");
+    Ok(())
+}
+
+// 3. The search for secrets at rest and in output (`common::Exposure`).
+
+#[test]
+fn the_search_for_secrets_finds_every_spelling_and_the_wal() -> Result {
+    let phone = "+16502530000";
+    for spelling in [
+        "+16502530000",
+        "16502530000",
+        "6502530000",
+        "(650) 253-0000",
+        "650-253-0000",
+        "650.253.0000",
+        "650 253 0000",
+        "+1 650 253 0000",
+        "+1 (650) 253-0000",
+        "1-650-253-0000",
+        "\"to\":\"+1-650-253-0000\"",
+    ] {
+        let exposure = Exposure::new().text("a log line", format!("sent to {spelling}."));
+        assert_eq!(exposure.phone_in(phone), Some("a log line"), "{spelling}");
+    }
+    let others = Exposure::new().text("a log line", "6502530001 650-253-000 +1 650 253 9000");
+    assert_eq!(others.phone_in(phone), None);
+    let code = "ABCDE-FGHJK-MNPQR";
+    for spelling in ["ABCDE-FGHJK-MNPQR", "abcdefghjkmnpqr", "abcde fghjk mnpqr"] {
+        let exposure = Exposure::new().text("a detail", format!("{{\"code\":\"{spelling}\"}}"));
+        assert_eq!(exposure.code_in(code), Some("a detail"), "{spelling}");
+    }
+    assert_eq!(
+        Exposure::new()
+            .text("a detail", "ABCDE-FGHJK-MNPQS")
+            .code_in(code),
+        None
+    );
+
+    // A write that is still in the WAL: the main file alone does not hold it.
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("directory.db");
+    let writer = rusqlite::Connection::open(&path)?;
+    writer.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE audit_log (details TEXT);",
+    )?;
+    writer.execute(
+        "INSERT INTO audit_log VALUES (?1)",
+        [format!("{{\"code\":\"{code}\",\"to\":\"{phone}\"}}")],
+    )?;
+    let main_file_only = Exposure::new().file(&path);
+    assert_eq!(main_file_only.code_in(code), None, "still in the WAL");
+    let exposure = Exposure::new().database(&path);
+    assert_eq!(exposure.places(), 2, "the WAL and the main file");
+    assert!(exposure.code_in(code).is_some());
+    assert!(exposure.phone_in(phone).is_some());
     Ok(())
 }

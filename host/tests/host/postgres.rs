@@ -386,12 +386,10 @@ fn factors_are_kept_in_sqlite() -> Result {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("directory.db");
     keeps_factors(&portcullis::state::SqliteState::open(&path)?)?;
-    // No plaintext phone in the database file.
-    let bytes = std::fs::read(&path)?;
-    let wal = std::fs::read(dir.path().join("directory.db-wal")).unwrap_or_default();
-    for file in [bytes, wal] {
-        assert!(!String::from_utf8_lossy(&file).contains("4155552671"));
-    }
+    // No plaintext phone, in any format, in the database file or its WAL.
+    crate::common::Exposure::new()
+        .database(&path)
+        .assert_no_phone("+14155552671");
     Ok(())
 }
 

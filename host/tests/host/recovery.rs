@@ -15,7 +15,7 @@ use portcullis::verdict::ChallengeKind;
 use portcullis::{Decision, Gateway, LoginAttempt, PipelineConfig, Verdict};
 use secrecy::ExposeSecret;
 
-use crate::common::{Result, Simulator, runtime, workspace_root};
+use crate::common::{Exposure, Result, Simulator, runtime, workspace_root};
 
 pub(crate) const HOUR_MS: u64 = 3_600_000;
 /// A number the new provider texts the new factor's codes to.
@@ -545,12 +545,14 @@ fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() ->
         with_code(fresh[0].expose_secret()),
     ))?;
     assert!(enrolment_asked(&new));
-    // Codes are stored as keyed digests only.
-    let db = std::fs::read(env.dir.path().join("recovery/directory.db"))?;
-    let db = String::from_utf8_lossy(&db);
+    // Codes are stored as keyed digests only: in no case or spelling in the directory
+    // (its file after a checkpoint and its WAL, which holds the latest writes), the
+    // legacy stores, or what the simulator printed.
+    let exposure = Exposure::new()
+        .databases_under(&env.dir.path().join("recovery"))
+        .text("portcullis-sim", env.sim.output());
     for code in codes.iter().chain(&fresh) {
-        assert!(!db.contains(&code.expose_secret().replace('-', "")));
-        assert!(!db.contains(code.expose_secret()));
+        exposure.assert_no_code("recovery code", code.expose_secret());
     }
     Ok(())
 }
@@ -710,11 +712,14 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
         assert_eq!(notice["to"], phone.as_str());
         assert_eq!(notice["factor_id"], factor.id.as_str());
     }
+    // Nor anywhere else at rest (the outbox rows, the directory's WAL, the legacy
+    // stores) or in what the dispatcher and the simulator printed.
+    Exposure::new()
+        .databases_under(&env.dir.path().join("recovery"))
+        .text("portcullis outbox run", &out)
+        .text("portcullis-sim", env.sim.output())
+        .assert_no_phone(&phone);
     for message in env.gateway.state().outbox_messages()? {
-        assert!(
-            !message.payload.contains(&phone[2..]),
-            "a phone in the outbox"
-        );
         // Keys are logged when a delivery fails: no address in them.
         assert!(
             !message.key.contains(&login.email),
@@ -905,7 +910,9 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
     assert_ne!(found["email"], login.email.as_str());
     assert!(found["email"].as_str().unwrap().contains("***@"));
     assert_eq!(found["factors"][0]["id"], factor.id.as_str());
-    assert!(!found.to_string().contains(&env.phone_of(&factor)[2..]));
+    Exposure::new()
+        .text("the support lookup", found.to_string())
+        .assert_no_phone(&env.phone_of(&factor));
     let (code, _) = console.support(
         "not-an-agent-token-0123456789abcdef",
         &["lookup", &login.email],
@@ -1099,5 +1106,106 @@ fn a_rule_cannot_shorten_the_hosts_waiting_period() -> Result {
         .gateway
         .login(&env.again(&login, "attacker-laptop", asked()))?;
     assert_eq!(denied_code(&early), "recovery_pending");
+    Ok(())
+}
+
+/// A second gateway over `env`'s stores and clock whose recovery rule is the hostile
+/// test rule in `mode`: a rule that says what no honest guard would.
+fn with_hostile_guard(env: &Env, mode: &str) -> Result<Gateway> {
+    let honest = format!(
+        "{}/target/rules/rule_recovery_guard.wasm",
+        workspace_root().display()
+    );
+    let text = std::fs::read_to_string(&env.config)?;
+    assert!(
+        text.contains(&honest),
+        "the guard is where the test expects it"
+    );
+    let text = text
+        .replace(
+            &honest,
+            &crate::common::guest("hostile").display().to_string(),
+        )
+        // The hostile rule imports `legacy` (for its other modes), not `recovery`.
+        .replace(
+            "grants = [\"log\", \"config\", \"recovery\"]",
+            "grants = [\"log\", \"config\", \"legacy\"]",
+        )
+        .replace(
+            "wait_hours = 72\nrisky_wait_hours = 168",
+            &format!("mode = \"{mode}\""),
+        );
+    let path = env.dir.path().join("pipeline-hostile-guard.toml");
+    std::fs::write(&path, text)?;
+    Ok(Gateway::open(&PipelineConfig::load(&path)?, runtime())?.with_clock(env.clock.clone()))
+}
+
+#[test]
+fn a_rule_asking_to_enrol_before_the_wait_is_over_is_refused_by_the_host() -> Result {
+    let env = Env::new(|t| t);
+    let hostile = with_hostile_guard(&env, "enrol-early")?;
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    // The attacker (the password, not the phone) starts a wait through the honest guard.
+    let started = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert_eq!(denied_code(&started), "recovery_pending");
+    let ready_at = env.recoveries(&user)[0].ready_at_ms;
+
+    // A rule that answers `enrol` at once, an hour in, and a millisecond before the
+    // end: the host's clock says the wait is not over.
+    for at in [
+        env.clock.now_ms(),
+        env.clock.now_ms() + HOUR_MS,
+        ready_at - 1,
+    ] {
+        env.clock.set(at);
+        let early = hostile.login(&env.again(&login, "attacker-laptop", asked()))?;
+        assert_eq!(
+            early.recovery,
+            Some(portcullis::verdict::RecoveryStep::Enrol),
+            "the rule asked to enrol"
+        );
+        assert!(
+            !enrolment_asked(&early),
+            "enrolment {} ms before the wait ends: {:?}",
+            ready_at - at,
+            early.decision
+        );
+        assert_eq!(denied_code(&early), "recovery_pending");
+        assert!(early.resume_token.is_none(), "no token to enrol with");
+        let recovery = &env.recoveries(&user)[0];
+        assert_eq!(recovery.status, "waiting", "the wait runs on");
+        assert_eq!(recovery.ready_at_ms, ready_at);
+    }
+
+    // The same rule at the end of the wait is let through: the refusals above were
+    // the clock's, not the rule's.
+    env.clock.set(ready_at);
+    let due = hostile.login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert!(enrolment_asked(&due), "{:?}", due.decision);
+    Ok(())
+}
+
+#[test]
+fn a_rule_asking_to_enrol_cannot_step_into_a_code_holders_enrolment() -> Result {
+    let env = Env::new(|t| t);
+    let hostile = with_hostile_guard(&env, "enrol-early")?;
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let owner = env.gateway.login(&env.again(
+        &login,
+        "owner-phone",
+        with_code(codes[0].expose_secret()),
+    ))?;
+    assert!(enrolment_asked(&owner), "{:?}", owner.decision);
+    // The password alone, with a rule that asks to enrol: the code's enrolment is
+    // the code-holder's login's only.
+    let sneaky = hostile.login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert!(!enrolment_asked(&sneaky), "{:?}", sneaky.decision);
+    assert_eq!(denied_code(&sneaky), "recovery_pending");
+    assert_eq!(env.recoveries(&user)[0].status, "enrolling");
     Ok(())
 }

@@ -331,10 +331,18 @@ fn a_caller_cannot_supply_the_user_or_the_time_of_a_resume() -> Result {
     let request = json!({"token": "x.y", "transaction_id": "t", "result": {}, "time_ms": 0});
     let (status, body) = server.post("/v1/continue", request.to_string(), None);
     assert_eq!(status, 400, "{body}");
-    let mut far = server.login_with("allow", None);
-    far["time_ms"] = json!(1);
-    let (status, body) = server.post("/v1/login", far.to_string(), None);
-    assert_eq!(status, 400, "a time far from the host's clock: {body}");
+    let seeded = server.login_with("allow", None);
+    let now = seeded["time_ms"].as_u64().unwrap();
+    let request =
+        json!({"token": "x.y", "transaction_id": "t", "result": {}, "time_ms": now + 3_600_000});
+    let (status, body) = server.post("/v1/continue", request.to_string(), None);
+    assert_eq!(status, 400, "a continue from the future: {body}");
+    for (time_ms, says) in [(1, "the past"), (now + 3_600_000, "the future")] {
+        let mut far = seeded.clone();
+        far["time_ms"] = json!(time_ms);
+        let (status, body) = server.post("/v1/login", far.to_string(), None);
+        assert_eq!(status, 400, "a time far in {says}: {body}");
+    }
     Ok(())
 }
 

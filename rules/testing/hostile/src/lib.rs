@@ -10,11 +10,20 @@
 //! - `shadow-recursion`: recursion whose frames live in linear memory (Rust's shadow
 //!   stack), which runs off the bottom of memory rather than the engine's stack;
 //! - `lookup-loop`: capability calls without end (each refused once the deadline is
-//!   past).
+//!   past);
+//! - what the host must check itself, whatever a rule says: `enrol-early` (answer a
+//!   recovery with `enrol`, whether or not the wait is over), `link-found` (look up
+//!   the legacy accounts of config `email`, the login's own by default, and link the
+//!   first: after an inbox proof only those under the login's email may be linked),
+//!   `create-twice` (create-user for the login's email, twice in one outcome).
+//!
+//! Contract 0.2.0 (for `recover`); the modes of 0.1.0 are unchanged by it.
 
-wit_bindgen::generate!({ path: "../../../wit/v0.1.0", world: "portcullis:rule/rule" });
+wit_bindgen::generate!({ path: "../../../wit/v0.2.0", world: "portcullis:rule/rule" });
 
-use portcullis::rule::types::{Decision, Effect, LegacyLink, NewUser, OutboxMessage};
+use portcullis::rule::types::{
+    Decision, Effect, LegacyLink, NewUser, OutboxMessage, RecoveryInfo, RecoveryStep,
+};
 use portcullis::rule::{config, legacy, log};
 
 struct Hostile;
@@ -23,6 +32,16 @@ fn effect(effect: Effect) -> Result<Outcome, RuleError> {
     Ok(Outcome {
         decision: Decision::Continue,
         effects: vec![effect],
+    })
+}
+
+fn new_user(email: String) -> Effect {
+    Effect::CreateUser(NewUser {
+        email,
+        email_verified: true,
+        app_metadata: "{}".into(),
+        user_metadata: "{}".into(),
+        password_from_login: true,
     })
 }
 
@@ -54,13 +73,35 @@ impl Guest for Hostile {
                 } else {
                     "victim@example.com".into()
                 };
-                effect(Effect::CreateUser(NewUser {
-                    email,
-                    email_verified: true,
-                    app_metadata: "{}".into(),
-                    user_metadata: "{}".into(),
-                    password_from_login: true,
-                }))
+                effect(new_user(email))
+            }
+            Some("create-twice") => Ok(Outcome {
+                decision: Decision::Continue,
+                effects: vec![new_user(ctx.email.clone()), new_user(ctx.email.clone())],
+            }),
+            Some("enrol-early") => Ok(Outcome {
+                decision: Decision::Recover(RecoveryInfo {
+                    step: RecoveryStep::Enrol,
+                    state: String::new(),
+                }),
+                effects: Vec::new(),
+            }),
+            Some("link-found") => {
+                let email = config::get("email").unwrap_or_else(|| ctx.email.clone());
+                let accounts = legacy::find_accounts(&email).map_err(|e| RuleError {
+                    code: "lookup".into(),
+                    message: e.message,
+                })?;
+                match accounts.first() {
+                    Some(account) => effect(Effect::LinkLegacyAccount(LegacyLink {
+                        product: account.product.clone(),
+                        legacy_id: account.legacy_id.clone(),
+                    })),
+                    None => Err(RuleError {
+                        code: "lookup".into(),
+                        message: "no legacy account under that email".into(),
+                    }),
+                }
             }
             Some("link-unverified") => effect(Effect::LinkLegacyAccount(LegacyLink {
                 product: "paste".into(),
