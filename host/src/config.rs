@@ -461,13 +461,15 @@ pub struct ServerSettings {
     #[serde(rename = "caller")]
     pub callers: Vec<CallerSettings>,
     /// Connections open at once. At the cap a new connection closes the oldest one
-    /// that has not sent a request yet; with none, it is answered 503 and closed.
+    /// that has not shown a token; with none, it is answered 503 and closed.
     pub max_connections: usize,
-    /// A client must send a request's headers within this (slow-loris).
+    /// A client must send a request's headers within this (slow-loris). A connection
+    /// that has not shown a token closes this long after its last request, and twice
+    /// this long after it opened.
     pub header_timeout_ms: u64,
     /// A request must be answered within this, body included.
     pub request_timeout_ms: u64,
-    /// An idle keep-alive connection is closed after this.
+    /// An idle keep-alive connection that has shown a token is closed after this.
     pub idle_timeout_ms: u64,
     /// Requests served on one connection before it is closed.
     pub max_requests_per_connection: u64,

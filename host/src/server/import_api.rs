@@ -206,6 +206,22 @@ impl ImportApi {
         jobs
     }
 
+    /// Whether the request carries the API token (for the connection's admission; the
+    /// rate limit is `admit`'s, once per request).
+    pub(super) fn holds_token(&self, headers: &HeaderMap) -> bool {
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        !presented.is_empty()
+            && bool::from(
+                presented
+                    .as_bytes()
+                    .ct_eq(self.token.expose_secret().as_bytes()),
+            )
+    }
+
     /// The token and the rate limit, for every endpoint; the rate headers on success.
     #[allow(clippy::result_large_err)]
     fn admit(&self, headers: &HeaderMap) -> Result<HeaderMap, Response> {

@@ -1,25 +1,37 @@
 //! Accepting connections with bounds a hostile client cannot stretch: a cap on open
-//! connections (at the cap, the oldest connection that has not sent a request yet
-//! makes room; with none, one more is answered 503 and closed), a deadline for a new
-//! connection's first request headers, an idle timeout between requests, a cap on
-//! requests per connection, and a deadline per request (in `router`). `axum::serve`
-//! has none of these: 20,000 half-open connections exhausted file descriptors and
-//! held 780 MB.
+//! connections, a deadline for each request's head, an idle timeout between requests,
+//! a cap on requests per connection, and a deadline per request (in `router`).
+//! `axum::serve` has none of these: 20,000 half-open connections exhausted file
+//! descriptors and held 780 MB.
+//!
+//! A connection is *proven* once one of its requests showed a valid token (see
+//! `admission`). Until then it gets a short budget (`header_timeout` between requests
+//! and twice that in all), and at the cap the oldest connection that is not proven
+//! makes room for a new one; a proven one is never evicted. Clients without a token
+//! (health checks, or an attacker) can then not keep a gateway out.
+//!
+//! The deadlines are kept here rather than by hyper: hyper's header read timeout also
+//! runs while a kept connection waits for its next request, which closed idle
+//! connections after `header_timeout` instead of `idle_timeout`.
 
+use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, Request, header};
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::AsyncWriteExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tower::ServiceExt;
 
+use super::admission::Proven;
 use crate::config::ServerSettings;
 
 /// The bounds `serve_connections` enforces.
@@ -48,55 +60,144 @@ const EVICTION_WAIT: Duration = Duration::from_millis(200);
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
 connection: close\r\ncontent-length: 37\r\n\r\n{\"error\": \"too many open connections\"}";
 
-/// Connections that have not sent a request yet, oldest first: at the cap, the
-/// oldest makes room for a new one. A half-open flood then only displaces itself,
-/// while a real client's connection sends its request at once and stays.
-#[derive(Default)]
-struct Unspoken(std::sync::Mutex<std::collections::VecDeque<Arc<Activity>>>);
+/// A time not set (`Activity::head_since_ms`).
+const UNSET: u64 = u64::MAX;
 
-impl Unspoken {
-    /// Adds a new connection; drops the ones that spoke or closed once the queue holds
-    /// twice `max_open` entries. At most `max_open` connections are open, so the queue
-    /// stays under twice that however many come and go, and pruning is amortized O(1).
-    fn push(&self, activity: Arc<Activity>, max_open: usize) {
-        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() >= 2 * max_open {
-            queue.retain(|a| {
-                a.requests.load(Ordering::SeqCst) == 0 && !a.closed.load(Ordering::SeqCst)
-            });
+/// What one connection is doing, for its watchdog and for eviction at the cap. Times
+/// are milliseconds since the connection opened.
+struct Activity {
+    /// Order of arrival: at the cap, the oldest connection not proven goes first.
+    id: u64,
+    opened: Instant,
+    proven: Proven,
+    evict: Notify,
+    evicting: AtomicBool,
+    in_flight: AtomicUsize,
+    requests: AtomicU64,
+    /// When the last request was answered.
+    last_ms: AtomicU64,
+    /// When the first byte of a request head arrived on a connection with nothing in
+    /// flight; `UNSET` while it waits or serves.
+    head_since_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new(id: u64) -> Self {
+        Self {
+            id,
+            opened: Instant::now(),
+            proven: Proven::default(),
+            evict: Notify::new(),
+            evicting: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            last_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(UNSET),
         }
-        queue.push_back(activity);
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(UNSET - 1)
     }
 
-    /// Tells the oldest silent connection to close; false when there is none.
-    fn evict_oldest(&self) -> bool {
-        let mut queue = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(activity) = queue.pop_front() {
-            if activity.requests.load(Ordering::SeqCst) == 0
-                && !activity.closed.load(Ordering::SeqCst)
-            {
-                activity.evict.notify_one();
-                return true;
-            }
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0
+    }
+
+    /// Bytes came in: with nothing in flight, a request head has started.
+    fn bytes_arrived(&self) {
+        if !self.busy() && self.head_since_ms.load(Ordering::SeqCst) == UNSET {
+            self.head_since_ms.store(self.now_ms(), Ordering::SeqCst);
         }
-        false
+    }
+
+    /// What the connection's deadlines say now.
+    fn due(&self, limits: &ConnectionLimits) -> Due {
+        let now = self.now_ms();
+        let header = millis(limits.header_timeout);
+        let spoke = self.requests.load(Ordering::SeqCst) > 0;
+        let proven = self.proven.get();
+        // Without a token, a connection stays briefly, however busy.
+        if !proven && now >= header.saturating_mul(2) {
+            return if spoke { Due::Close } else { Due::Drop };
+        }
+        if self.busy() {
+            return Due::Keep;
+        }
+        let head = self.head_since_ms.load(Ordering::SeqCst);
+        if !spoke {
+            // The first request's head is due `header_timeout` after connecting.
+            return if now >= header { Due::Drop } else { Due::Keep };
+        }
+        if head != UNSET {
+            return if now.saturating_sub(head) >= header {
+                Due::Drop
+            } else {
+                Due::Keep
+            };
+        }
+        let idle = if proven {
+            limits.idle_timeout
+        } else {
+            limits.idle_timeout.min(limits.header_timeout)
+        };
+        if now.saturating_sub(self.last_ms.load(Ordering::SeqCst)) >= millis(idle) {
+            Due::Close
+        } else {
+            Due::Keep
+        }
     }
 }
 
-/// What one connection is doing, for its idle watchdog.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(UNSET - 1)
+}
+
+/// What the watchdog does with a connection.
+enum Due {
+    Keep,
+    /// Finish what is in flight, then close.
+    Close,
+    /// Close now: nothing is in flight, only a request head that is late.
+    Drop,
+}
+
+/// The open connections, to choose which one makes room at the cap.
 #[derive(Default)]
-struct Activity {
-    evict: tokio::sync::Notify,
-    closed: std::sync::atomic::AtomicBool,
-    in_flight: AtomicUsize,
-    requests: AtomicU64,
-    /// Milliseconds since the connection opened, at the last request's start or end.
-    last_ms: AtomicU64,
+struct Open(std::sync::Mutex<HashMap<u64, Arc<Activity>>>);
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, activity: Arc<Activity>) {
+        self.lock().insert(activity.id, activity);
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().remove(&id);
+    }
+
+    /// Tells the connection that least needs its slot to close: never a proven one;
+    /// of the others, one with no request in flight before a busy one, oldest first
+    /// (a new connection, a gateway's about to show its token, goes last). False when
+    /// every open connection is proven.
+    fn evict_one(&self) -> bool {
+        let open = self.lock();
+        let victim = open
+            .values()
+            .filter(|a| !a.proven.get() && !a.evicting.load(Ordering::SeqCst))
+            .min_by_key(|a| (a.busy(), a.id));
+        match victim {
+            Some(victim) => {
+                victim.evicting.store(true, Ordering::SeqCst);
+                victim.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
@@ -109,10 +210,11 @@ pub async fn serve_connections(
     drain: Duration,
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let unspoken = Arc::new(Unspoken::default());
+    let open = Arc::new(Open::default());
     let (stop, stopped) = watch::channel(false);
     tokio::pin!(shutdown);
     let trimmer = tokio::spawn(trim_after_bursts(slots.clone(), limits.max_connections));
+    let mut accepted_count = 0u64;
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -127,14 +229,16 @@ pub async fn serve_connections(
             },
             _ = &mut shutdown => break,
         };
+        accepted_count += 1;
+        let id = accepted_count;
         let router = router.clone();
         let stopped = stopped.clone();
-        let (slots, unspoken) = (slots.clone(), unspoken.clone());
+        let (slots, open) = (slots.clone(), open.clone());
         tokio::spawn(async move {
             let slot = match slots.clone().try_acquire_owned() {
                 Ok(slot) => Some(slot),
-                // Full: the oldest silent connection makes room, if there is one.
-                Err(_) if unspoken.evict_oldest() => {
+                // Full: a connection without a token makes room, if there is one.
+                Err(_) if open.evict_one() => {
                     tokio::time::timeout(EVICTION_WAIT, slots.acquire_owned())
                         .await
                         .ok()
@@ -149,7 +253,10 @@ pub async fn serve_connections(
                 return;
             };
             let _ = stream.set_nodelay(true);
-            serve_one(stream, router, limits, stopped, &unspoken).await;
+            let activity = Arc::new(Activity::new(id));
+            open.insert(activity.clone());
+            serve_one(stream, router, limits, stopped, activity).await;
+            open.remove(id);
             drop(slot);
         });
     }
@@ -161,23 +268,75 @@ pub async fn serve_connections(
     Ok(())
 }
 
+/// The socket, telling its connection's watchdog when a request head starts to arrive.
+struct Watched {
+    stream: tokio::net::TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.bytes_arrived();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
 async fn serve_one(
     stream: tokio::net::TcpStream,
     router: Router,
     limits: ConnectionLimits,
     mut stopped: watch::Receiver<bool>,
-    unspoken: &Unspoken,
+    activity: Arc<Activity>,
 ) {
-    let opened = tokio::time::Instant::now();
-    let activity = Arc::new(Activity::default());
-    unspoken.push(activity.clone(), limits.max_connections);
     let tracker = activity.clone();
-    let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         let router = router.clone();
         let activity = tracker.clone();
         async move {
             activity.in_flight.fetch_add(1, Ordering::SeqCst);
+            activity.head_since_ms.store(UNSET, Ordering::SeqCst);
             let served = activity.requests.fetch_add(1, Ordering::SeqCst) + 1;
+            // The admission layer marks the connection proven through this.
+            request.extensions_mut().insert(activity.proven.clone());
             let mut response = router
                 .oneshot(request.map(Body::new))
                 .await
@@ -187,49 +346,52 @@ async fn serve_one(
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            activity
-                .last_ms
-                .store(opened.elapsed().as_millis() as u64, Ordering::SeqCst);
+            activity.last_ms.store(activity.now_ms(), Ordering::SeqCst);
+            activity.head_since_ms.store(UNSET, Ordering::SeqCst);
             activity.in_flight.fetch_sub(1, Ordering::SeqCst);
             Ok::<_, std::convert::Infallible>(response)
         }
     });
+    let io = Watched {
+        stream,
+        activity: activity.clone(),
+    };
     let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // hyper's would also run between requests (see the module's comment).
+        .header_read_timeout(None)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let tick = limits.header_timeout.min(limits.idle_timeout) / 4;
-    let mut closing = false;
+    let tick = (limits.header_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(10));
+    let mut closing: Option<Instant> = None;
     loop {
         tokio::select! {
             _ = connection.as_mut() => break,
             _ = activity.evict.notified() => break,
-            _ = stopped.changed(), if !closing => {
+            _ = stopped.changed(), if closing.is_none() => {
                 connection.as_mut().graceful_shutdown();
-                closing = true;
+                closing = Some(Instant::now());
             }
-            _ = tokio::time::sleep(tick.max(Duration::from_millis(10))), if !closing => {
-                if activity.in_flight.load(Ordering::SeqCst) > 0 {
-                    continue;
+            _ = tokio::time::sleep(tick) => {
+                match activity.due(&limits) {
+                    Due::Keep => {}
+                    Due::Drop => break,
+                    Due::Close if closing.is_none() => {
+                        connection.as_mut().graceful_shutdown();
+                        closing = Some(Instant::now());
+                    }
+                    Due::Close => {}
                 }
-                // A connection that never sent a request gets the header deadline;
-                // between requests, the idle timeout.
-                let (since_ms, allowed) = if activity.requests.load(Ordering::SeqCst) == 0 {
-                    (0, limits.header_timeout)
-                } else {
-                    (activity.last_ms.load(Ordering::SeqCst), limits.idle_timeout)
-                };
-                let idle = opened.elapsed().saturating_sub(Duration::from_millis(since_ms));
-                if idle >= allowed {
-                    connection.as_mut().graceful_shutdown();
-                    closing = true;
+                // Asked to close with nothing in flight (a new connection's keep-alive
+                // cannot be turned off, a response the client does not read): end it.
+                if closing.is_some_and(|at| at.elapsed() >= limits.header_timeout)
+                    && !activity.busy()
+                {
+                    break;
                 }
             }
         }
     }
-    activity.closed.store(true, Ordering::SeqCst);
 }
 
 /// After a burst of connections (a flood, a traffic spike) the allocator keeps the
@@ -256,31 +418,45 @@ async fn trim_after_bursts(slots: Arc<Semaphore>, max_connections: usize) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_silent_queue_stays_bounded_as_connections_come_and_go() {
-        let unspoken = Unspoken::default();
-        let mut silent = std::collections::VecDeque::new();
-        for i in 0..10_000 {
-            let activity = Arc::new(Activity::default());
-            // Most connections speak or close; every tenth stays silent and open, and
-            // at most 50 are open at once (the connection cap holds that in serve).
-            if i % 10 != 0 {
-                activity.closed.store(true, Ordering::SeqCst);
-            } else {
-                silent.push_back(activity.clone());
-                if silent.len() > 50 {
-                    let oldest: Arc<Activity> = silent.pop_front().unwrap();
-                    oldest.closed.store(true, Ordering::SeqCst);
-                }
-            }
-            unspoken.push(activity, 64);
-            assert!(
-                unspoken.len() <= 2 * 64,
-                "{} entries after {i}",
-                unspoken.len()
-            );
+    fn connection(id: u64, proven: bool, busy: bool, requests: u64) -> Arc<Activity> {
+        let activity = Activity::new(id);
+        if proven {
+            activity.proven.set();
         }
-        // The silent, open ones are still there to be evicted.
-        assert!(unspoken.evict_oldest());
+        activity
+            .in_flight
+            .store(usize::from(busy), Ordering::SeqCst);
+        activity.requests.store(requests, Ordering::SeqCst);
+        Arc::new(activity)
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_idle_connection_without_a_token_makes_room() {
+        let open = Open::default();
+        let all = [
+            connection(1, true, false, 5),  // a gateway's, idle
+            connection(2, false, true, 3),  // a health check in flight
+            connection(3, false, false, 9), // kept alive by health checks
+            connection(4, false, false, 0), // new, silent
+            connection(5, true, true, 1),   // a gateway's, busy
+        ];
+        for activity in &all {
+            open.insert(activity.clone());
+        }
+        let evicted = |open: &Open| {
+            assert!(open.evict_one());
+            open.lock()
+                .values()
+                .find(|a| a.evicting.load(Ordering::SeqCst))
+                .map(|a| a.id)
+        };
+        assert_eq!(evicted(&open), Some(3));
+        open.remove(3);
+        assert_eq!(evicted(&open), Some(4));
+        open.remove(4);
+        assert_eq!(evicted(&open), Some(2));
+        open.remove(2);
+        // Only proven connections are left: none makes room.
+        assert!(!open.evict_one());
     }
 }

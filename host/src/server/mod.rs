@@ -1,6 +1,7 @@
 //! `portcullis serve`: the sidecar for gateways that are not written in Rust. JSON
 //! over HTTP, hot reload with rollback, Prometheus metrics, and the outbox dispatcher.
 
+mod admission;
 mod callers;
 mod import_api;
 mod listener;
@@ -614,6 +615,10 @@ pub fn router(app: Arc<AppState>) -> Router {
         // Its own body limit: a users file is up to 500 KB.
         .merge(import_api::routes(
             app.import_api.as_ref().map(|api| api.max_file_kb()),
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            admission::admit,
         ))
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),

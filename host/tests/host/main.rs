@@ -7,6 +7,7 @@ mod backfill;
 mod cache;
 mod cli;
 mod config;
+mod connections;
 mod faults;
 mod hardening;
 mod import;

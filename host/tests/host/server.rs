@@ -8,13 +8,13 @@ use serde_json::{Value, json};
 
 use crate::common::{Result, login_files, seeded_dir};
 
-struct Server {
-    url: String,
+pub struct Server {
+    pub url: String,
     app: Arc<AppState>,
     dir: tempfile::TempDir,
     config: std::path::PathBuf,
-    runtime: tokio::runtime::Runtime,
-    client: reqwest::Client,
+    pub runtime: tokio::runtime::Runtime,
+    pub client: reqwest::Client,
 }
 
 /// The bearer token of the test gateway (it does not vouch for password-less logins).
@@ -22,7 +22,7 @@ pub const GATEWAY_TOKEN: &str = "test-gateway-token-0123456789abcdef";
 /// The bearer token of a gateway that vouches (an SSO front).
 pub const VOUCHING_TOKEN: &str = "test-sso-gateway-token-0123456789abcd";
 
-fn start(extra_config: &str) -> Server {
+pub fn start(extra_config: &str) -> Server {
     let (dir, config) = seeded_dir(150, 60);
     // The fixture's caller reads its token from the environment; tests use files.
     let (gateway_file, sso_file) = (
@@ -107,7 +107,7 @@ impl Server {
     }
 
     /// The first seeded login whose dry verdict has this decision type (and reason).
-    fn login_with(&self, decision: &str, reason: Option<&str>) -> Value {
+    pub fn login_with(&self, decision: &str, reason: Option<&str>) -> Value {
         let dry = portcullis::Gateway::open(
             &portcullis::PipelineConfig::load(&self.config).unwrap(),
             crate::common::runtime(),
