@@ -3,7 +3,7 @@
 //! offers every rule the same sandboxed imports.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -17,7 +17,7 @@ use crate::runtime::grants::{Import, check_imports};
 use crate::runtime::pipeline::{LoadedRule, Pipeline};
 use crate::runtime::sandbox::RuleState;
 
-/// How often the epoch advances; rule deadlines are counted in these ticks.
+/// How often the epoch advances: when a running rule's deadline is checked.
 pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Per pooled slot: about what a small Rust rule's memory holds (1 MiB of stack plus
@@ -70,6 +70,8 @@ impl Runtime {
             .map_err(engine_error)?;
         v0_2::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(engine_error)?;
+        // `log` reads no more of a message than it keeps.
+        crate::runtime::capabilities::log::link(&mut linker).map_err(engine_error)?;
 
         Ok(Self {
             cache: CompileCache::new(&engine, settings.cache_dir.clone()),
@@ -182,7 +184,9 @@ impl Runtime {
             login_export,
             resumable: continue_export.is_some(),
             continue_export,
-            deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1,
+            // No tick of margin: the store's callback checks the deadline by the clock.
+            deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64),
+            lift_budget: crate::runtime::outcome::lift_budget(settings.max_output_bytes),
             settings: Arc::new(settings.clone()),
             imports,
             source,
@@ -193,16 +197,51 @@ impl Runtime {
 }
 
 /// One thread per engine advances the epoch; it ends when the engine is dropped.
+///
+/// The epoch follows the monotonic clock (ticks since the thread started), not the
+/// number of wake-ups: a ticker woken late catches up instead of falling behind, which
+/// is what made deadlines run long on a busy machine (BENCHMARKS.md, "Deadlines under
+/// contention"). Catching up can move the epoch several ticks at once, so a store
+/// never traps on the epoch alone: its callback checks the rule's deadline by the
+/// clock (`Pipeline::new_store`).
 fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
     let weak = engine.weak();
     std::thread::Builder::new()
         .name("portcullis-epoch".into())
         .spawn(move || {
+            ask_for_realtime_priority();
+            let start = Instant::now();
+            let tick_ns = EPOCH_TICK.as_nanos() as u64;
+            let mut ticks: u64 = 0;
             while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
+                let due = start.elapsed().as_nanos() as u64 / tick_ns;
+                while ticks < due {
+                    engine.increment_epoch();
+                    ticks += 1;
+                }
                 drop(engine);
-                std::thread::sleep(EPOCH_TICK);
+                let next = start + Duration::from_nanos((ticks + 1).saturating_mul(tick_ns));
+                std::thread::sleep(next.saturating_duration_since(Instant::now()));
             }
         })?;
     Ok(())
+}
+
+/// The ticker's wake-ups are what stop runaway rules; on a machine busier than its
+/// cores they wait behind every runnable thread. A real-time priority (SCHED_FIFO,
+/// the lowest level) lets them through; the ticker uses microseconds per
+/// millisecond, so it takes nothing from the rules. Needs CAP_SYS_NICE (or an
+/// RLIMIT_RTPRIO); without it the ticker runs at normal priority, and deadlines run
+/// longer under load (README, "Deadlines").
+fn ask_for_realtime_priority() {
+    let param = libc::sched_param { sched_priority: 1 };
+    // SAFETY: sets the calling thread's own scheduling policy; no memory is shared.
+    let refused =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+    if refused != 0 {
+        tracing::debug!(
+            "epoch ticker keeps normal priority: SCHED_FIFO refused ({})",
+            std::io::Error::from_raw_os_error(refused)
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub(crate) mod contract;
 pub mod engine;
 pub mod grants;
 pub mod invariants;
+pub(crate) mod lift;
 pub(crate) mod outcome;
 pub(crate) mod output;
 pub mod pipeline;

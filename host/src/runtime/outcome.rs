@@ -14,6 +14,21 @@ pub(crate) struct RuleOutcome {
 }
 
 const MAX_EFFECTS: usize = 256;
+const MAX_REASONS: usize = 16;
+
+/// What one lift out of a rule's guest may copy into the host (wasmtime's hostcall
+/// fuel, counted per call): the rule's output bound in text, plus the records that
+/// hold it (as many effects and wait reasons as an outcome may have), plus room for
+/// the records' fixed parts. A result over it stops being read where the budget runs
+/// out, and is the rule's bad output; the same budget bounds each capability call's
+/// arguments. `validate` still applies the exact bounds to what was read.
+pub(crate) fn lift_budget(max_bytes: usize) -> usize {
+    const SLACK: usize = 64 * 1024;
+    max_bytes
+        .saturating_add((MAX_EFFECTS + 1) * std::mem::size_of::<wit::Effect>())
+        .saturating_add(MAX_REASONS * std::mem::size_of::<String>())
+        .saturating_add(SLACK)
+}
 
 /// Bytes of text in an outcome: what it costs the host to hold and pass on.
 fn outcome_size(outcome: &wit::Outcome) -> usize {
@@ -147,29 +162,25 @@ fn checked(rule: &str, outcome: wit::Outcome, max_bytes: usize) -> Result<RuleOu
                 rule: rule.to_owned(),
             }
         }
-        wit::Decision::Recover(info) => {
-            const MAX_REASONS: usize = 16;
-            Decision::Recover {
-                step: match info.step {
-                    wit::RecoveryStep::UseCode => RecoveryStep::UseCode,
-                    wit::RecoveryStep::Enrol => RecoveryStep::Enrol,
-                    wit::RecoveryStep::Wait(w) => {
-                        if w.reasons.len() > MAX_REASONS || w.reasons.iter().any(|r| r.len() > 200)
-                        {
-                            return Err(format!(
-                                "a wait gives at most {MAX_REASONS} reasons of 200 bytes"
-                            ));
-                        }
-                        RecoveryStep::Wait {
-                            wait_ms: w.wait_ms,
-                            reasons: w.reasons,
-                        }
+        wit::Decision::Recover(info) => Decision::Recover {
+            step: match info.step {
+                wit::RecoveryStep::UseCode => RecoveryStep::UseCode,
+                wit::RecoveryStep::Enrol => RecoveryStep::Enrol,
+                wit::RecoveryStep::Wait(w) => {
+                    if w.reasons.len() > MAX_REASONS || w.reasons.iter().any(|r| r.len() > 200) {
+                        return Err(format!(
+                            "a wait gives at most {MAX_REASONS} reasons of 200 bytes"
+                        ));
                     }
-                },
-                state: info.state,
-                rule: rule.to_owned(),
-            }
-        }
+                    RecoveryStep::Wait {
+                        wait_ms: w.wait_ms,
+                        reasons: w.reasons,
+                    }
+                }
+            },
+            state: info.state,
+            rule: rule.to_owned(),
+        },
     };
     let effects = outcome
         .effects

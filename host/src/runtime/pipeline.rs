@@ -46,6 +46,8 @@ pub struct LoadedRule {
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
     pub(crate) deadline_ticks: u64,
+    /// What one lift out of its guest may copy into the host (`outcome::lift_budget`).
+    pub(crate) lift_budget: usize,
     /// The contract version its exports were type-checked against at load.
     pub(crate) contract: Contract,
     pub(crate) pre: wasmtime::component::InstancePre<RuleState>,
@@ -177,8 +179,29 @@ impl Pipeline {
     fn new_store(&self, rule: &LoadedRule, state: RuleState) -> Store<RuleState> {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limiter);
+        // Results and capability arguments are copied out of the guest no further than
+        // the rule's output bound (wasmtime's default would copy 128 MiB).
+        store.set_hostcall_fuel(rule.lift_budget);
         // A new store's deadline is zero ticks away: set it before anything runs.
         store.set_epoch_deadline(rule.deadline_ticks);
+        // The epoch says when to look; the clock says whether the time is up. A ticker
+        // catching up can advance the epoch by several ticks at once: trapping on the
+        // epoch alone could stop a rule early.
+        store.epoch_deadline_callback(|store| {
+            let left = store
+                .data()
+                .deadline
+                .saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            let ticks = left
+                .as_nanos()
+                .div_ceil(crate::runtime::engine::EPOCH_TICK.as_nanos());
+            Ok(wasmtime::UpdateDeadline::Continue(
+                u64::try_from(ticks).unwrap_or(u64::MAX).max(1),
+            ))
+        });
         store
     }
 
@@ -458,6 +481,9 @@ impl Pipeline {
 }
 
 type Returned = Result<wit::Outcome, wit::RuleError>;
+/// What a rule's export returns, read as the host's `Returned` wrapper: a result that
+/// cannot be read within the rule's budget is the rule's bad output.
+type Lifted<T> = (crate::runtime::lift::Returned<T>,);
 
 /// Calls a rule's `on-login` (or `on-continue` when resuming) in the contract version
 /// it was built against; the outcome comes back in the host's types.
@@ -486,20 +512,21 @@ fn call_rule(
         // is checked by shape.
         return match rule.contract {
             Contract::V0_2 => {
-                let on_login =
-                    unsafe { TypedFunc::<(&wit::LoginContext,), (Returned,)>::new_unchecked(func) };
+                let on_login = unsafe {
+                    TypedFunc::<(&wit::LoginContext,), Lifted<Returned>>::new_unchecked(func)
+                };
                 on_login
                     .call(&mut *store, (ctx,))
-                    .map(|(r,)| r)
+                    .map(|(r,)| r.0)
                     .map_err(trap)
             }
             Contract::V0_1 => {
                 let on_login = unsafe {
-                    TypedFunc::<(&wit::LoginContext,), (Result<OutcomeV0_1, wit::RuleError>,)>::new_unchecked(func)
+                    TypedFunc::<(&wit::LoginContext,), Lifted<Result<OutcomeV0_1, wit::RuleError>>>::new_unchecked(func)
                 };
                 on_login
                     .call(&mut *store, (ctx,))
-                    .map(|(r,)| r.map(wit::Outcome::from))
+                    .map(|(r,)| r.0.map(wit::Outcome::from))
                     .map_err(trap)
             }
         };
@@ -512,19 +539,19 @@ fn call_rule(
     let instantiate = |e| (e, FaultKind::Instantiate);
     match rule.contract {
         Contract::V0_2 => instance
-            .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Returned,)>(&mut *store, export)
+            .get_typed_func::<(&wit::LoginContext, &wit::Resume), Lifted<Returned>>(&mut *store, export)
             .map_err(instantiate)?
             .call(&mut *store, (ctx, resume))
-            .map(|(r,)| r)
+            .map(|(r,)| r.0)
             .map_err(trap),
         Contract::V0_1 => instance
-            .get_typed_func::<(&wit::LoginContext, &wit::Resume), (Result<OutcomeV0_1, wit::RuleError>,)>(
+            .get_typed_func::<(&wit::LoginContext, &wit::Resume), Lifted<Result<OutcomeV0_1, wit::RuleError>>>(
                 &mut *store,
                 export,
             )
             .map_err(instantiate)?
             .call(&mut *store, (ctx, resume))
-            .map(|(r,)| r.map(wit::Outcome::from))
+            .map(|(r,)| r.0.map(wit::Outcome::from))
             .map_err(trap),
     }
 }
@@ -566,6 +593,14 @@ fn classify(
         kind
     } else if state.limiter.memory_cap_hit {
         FaultKind::Memory
+    } else if let Some(unreadable) = error.downcast_ref::<crate::runtime::lift::Unreadable>() {
+        return (
+            FaultKind::BadOutput,
+            format!(
+                "outcome not read: over the rule's limit of {} bytes, or malformed ({unreadable})",
+                state.rule.max_output_bytes
+            ),
+        );
     } else {
         match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => FaultKind::Deadline,

@@ -23,7 +23,7 @@ use crate::services::Services;
 /// Guest stdout+stderr kept per run: enough for a panic message.
 pub(crate) const OUTPUT_CAPACITY: usize = 4 * 1024;
 const MAX_LOG_LINES: usize = 64;
-const MAX_LOG_LINE: usize = 1024;
+pub(crate) const MAX_LOG_LINE: usize = 1024;
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// Caps a store's memories and tables, and remembers that it had to.
@@ -198,6 +198,21 @@ impl RuleState {
             ));
         }
         Ok(())
+    }
+
+    /// A line the guest logged, as the `log` capability read it (see `GuestText`).
+    pub(crate) fn push_guest_log(
+        &mut self,
+        level: &str,
+        message: crate::runtime::lift::GuestText<MAX_LOG_LINE>,
+    ) {
+        let mut line = format!("{level}: {}", message.text);
+        if message.cut {
+            // Half an address at the cut would escape redaction.
+            trim_partial_token(&mut line);
+            line.push(CUT_MARK);
+        }
+        self.push_log(line);
     }
 
     pub(crate) fn push_log(&mut self, mut line: String) {

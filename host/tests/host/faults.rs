@@ -161,7 +161,9 @@ fn huge_output_is_refused() -> Result {
     // Enough memory to build the 10 MB claim: the output bound must catch it.
     let (kind, verdict) = contained(
         "bad-output",
-        "memory_mb = 64\ngrants = [\"config\"]\nconfig = { mode = \"huge\" }",
+        // A deadline by the clock, not by a ticker that lags under load: building
+        // 10 MB on a busy machine takes longer than the default 100 ms.
+        "memory_mb = 64\ndeadline_ms = 10000\ngrants = [\"config\"]\nconfig = { mode = \"huge\" }",
     )?;
     assert_eq!(kind, FaultKind::BadOutput);
     assert!(

@@ -191,7 +191,10 @@ fn a_huge_rule_error_is_bad_output_not_a_10_mb_verdict() -> Result {
 
 #[test]
 fn a_huge_log_line_is_cut_before_it_is_copied_and_stays_redacted() -> Result {
-    let pipeline = load(&[hostile("huge-log", "memory_mb = 64")])?;
+    // This checks what is kept; what logging costs the host is measured in
+    // `memory::a_huge_log_line_costs_the_host_no_copy_of_it` (this test could not see
+    // the copies: they were made and freed before the verdict).
+    let pipeline = load(&[hostile("huge-log", "memory_mb = 64\ndeadline_ms = 10000")])?;
     let verdict = pipeline.evaluate(&login("tx-log"), &Services::none());
     assert_eq!(
         verdict.trace[0].result,
@@ -202,6 +205,46 @@ fn a_huge_log_line_is_cut_before_it_is_copied_and_stays_redacted() -> Result {
     let line = &verdict.trace[0].logs[0];
     assert!(line.len() <= 1100, "{} bytes", line.len());
     assert!(!line.contains("carol@"), "no address survives a cut");
+    Ok(())
+}
+
+#[test]
+fn a_rule_returning_too_much_is_bad_output_not_a_trap() -> Result {
+    // What the campaign sent: a 200 MB claim, and 2.5 million effects. Both once
+    // exhausted wasmtime's own 128 MiB budget for lifting and were labelled `trap`.
+    for (mode, size) in [
+        ("claim-mb", "mb = \"200\""),
+        ("many-effects", "count = \"2500000\""),
+    ] {
+        let pipeline = load(&[rule(
+            "bad",
+            "bad-output",
+            &format!(
+                "memory_mb = 256\ndeadline_ms = 10000\ngrants = [\"config\"]\nconfig = {{ mode = \"{mode}\", {size} }}"
+            ),
+        )])?;
+        let verdict = pipeline.evaluate(&login(&format!("tx-{mode}")), &Services::none());
+        let fault = verdict.trace[0]
+            .fault
+            .as_ref()
+            .ok_or_else(|| format!("{mode}: no fault: {verdict:#?}"))?;
+        assert!(
+            matches!(verdict.decision, Decision::Deny { ref code, .. } if code == "rule_fault"),
+            "{mode} fails closed"
+        );
+        assert!(verdict.effects.is_empty(), "{mode}: nothing to apply");
+        assert_eq!(
+            fault.kind,
+            FaultKind::BadOutput,
+            "{mode}: {}",
+            fault.message
+        );
+        assert!(
+            fault.message.contains("limit"),
+            "{mode} names the bound: {}",
+            fault.message
+        );
+    }
     Ok(())
 }
 

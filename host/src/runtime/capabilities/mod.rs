@@ -5,7 +5,7 @@
 mod config;
 mod directory;
 mod legacy;
-mod log;
+pub(crate) mod log;
 pub(crate) mod mfa;
 mod recovery;
 mod since_v0_1;

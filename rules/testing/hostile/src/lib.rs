@@ -6,7 +6,9 @@
 //!   product account nobody verified), `outbox-foreign` (an outbox key for another
 //!   user's account), `protected` (clear the bulk-import flag);
 //! - output the host must bound: `chatty` (100 KiB on stdout, then carry on),
-//!   `huge-error` (a 10 MB rule-error), `huge-log` (one 8 MB log line);
+//!   `huge-error` (a 10 MB rule-error), `huge-log` (one log line of `log_mb`
+//!   megabytes, default 8), `huge-string` (the same line built and kept, not logged:
+//!   what the guest's side of `huge-log` costs);
 //! - `shadow-recursion`: recursion whose frames live in linear memory (Rust's shadow
 //!   stack), which runs off the bottom of memory rather than the engine's stack;
 //! - `lookup-loop`: capability calls without end (each refused once the deadline is
@@ -124,10 +126,18 @@ impl Guest for Hostile {
                 code: "huge".into(),
                 message: "e".repeat(10 * 1000 * 1000),
             }),
-            Some("huge-log") => {
-                let mut line = "a".repeat(8 * 1000 * 1000);
+            Some(mode @ ("huge-log" | "huge-string")) => {
+                let megabytes = config::get("log_mb")
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .unwrap_or(8);
+                // Built in place: the guest's own copies would double its memory.
+                let mut line = String::with_capacity(megabytes * 1000 * 1000 + ctx.email.len());
+                line.extend(std::iter::repeat_n('a', megabytes * 1000 * 1000));
                 line.push_str(&ctx.email);
-                log::log(log::Level::Info, &line);
+                if mode == "huge-log" {
+                    log::log(log::Level::Info, &line);
+                }
+                std::hint::black_box(&line);
                 carry_on()
             }
             Some("shadow-recursion") => {
