@@ -435,6 +435,30 @@ fn proof_response(e: ProofError) -> Response {
     }
 }
 
+/// Checks the proof a request presents for `need` (the one check, in an evaluation
+/// slot) and runs `work` with what it granted.
+async fn with_proof<T>(
+    app: &AppState,
+    caller: &Caller,
+    proof_token: Option<String>,
+    user_id: Option<String>,
+    need: Need,
+    work: impl FnOnce(&Gateway, &crate::gateway::proof::Grant) -> T,
+) -> Result<T, Box<Response>> {
+    let caller = (caller.name.clone(), caller.vouches);
+    let gateway = app.gateway();
+    match evaluate(app, move || {
+        let presented = presented(&caller, proof_token.as_deref(), user_id.as_deref())?;
+        let grant = gateway.authorize(presented, need).map_err(proof_error)?;
+        Ok(work(&gateway, &grant))
+    })
+    .await
+    {
+        Ok(done) => done,
+        Err(response) => Err(Box::new(response)),
+    }
+}
+
 /// `POST /v1/mfa/enroll`: starts enrolling a phone with the new provider for the user
 /// the proof names; a code is texted to it.
 async fn mfa_enroll(
@@ -446,27 +470,27 @@ async fn mfa_enroll(
         Ok(parts) => parts,
         Err(response) => return *response,
     };
-    let caller = (caller.name.clone(), caller.vouches);
-    let gateway = app.gateway();
-    let outcome = evaluate(&app, move || {
-        let presented = presented(
-            &caller,
-            request.proof_token.as_deref(),
-            request.user_id.as_deref(),
-        )?;
-        let grant = gateway
-            .authorize(presented, Need::Enrol)
-            .map_err(proof_error)?;
-        Ok::<_, Box<Response>>(gateway.enroll_sms(&grant, &request.phone))
-    })
+    let EnrollRequest {
+        proof_token,
+        user_id,
+        phone,
+    } = request;
+    let outcome = with_proof(
+        &app,
+        caller,
+        proof_token,
+        user_id,
+        Need::Enrol,
+        move |g, grant| g.enroll_sms(grant, &phone),
+    )
     .await;
     use crate::gateway::enroll::EnrollError as E;
     match outcome {
-        Ok(Ok(Ok(started))) => {
+        Ok(Ok(started)) => {
             app.metrics.enrolment_send("sent");
             (StatusCode::ACCEPTED, Json(started)).into_response()
         }
-        Ok(Ok(Err(e))) => {
+        Ok(Err(e)) => {
             match &e {
                 E::RateLimited => app.metrics.enrolment_send("rate_limited"),
                 E::InvalidPhone(crate::mfa::phone::PhoneError::Kind(_)) => {
@@ -476,8 +500,7 @@ async fn mfa_enroll(
             }
             enroll_error(e)
         }
-        Ok(Err(response)) => *response,
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -492,25 +515,25 @@ async fn mfa_enroll_confirm(
         Ok(parts) => parts,
         Err(response) => return *response,
     };
-    let caller = (caller.name.clone(), caller.vouches);
-    let gateway = app.gateway();
-    let outcome = evaluate(&app, move || {
-        let presented = presented(
-            &caller,
-            request.proof_token.as_deref(),
-            request.user_id.as_deref(),
-        )?;
-        let grant = gateway
-            .authorize(presented, Need::Enrol)
-            .map_err(proof_error)?;
-        Ok::<_, Box<Response>>(gateway.confirm_sms(&grant, &request.enrollment_id, &request.code))
-    })
+    let ConfirmRequest {
+        proof_token,
+        user_id,
+        enrollment_id,
+        code,
+    } = request;
+    let outcome = with_proof(
+        &app,
+        caller,
+        proof_token,
+        user_id,
+        Need::Enrol,
+        move |g, grant| g.confirm_sms(grant, &enrollment_id, &code),
+    )
     .await;
     match outcome {
-        Ok(Ok(Ok(enrolled))) => (StatusCode::CREATED, Json(enrolled)).into_response(),
-        Ok(Ok(Err(e))) => enroll_error(e),
-        Ok(Err(response)) => *response,
-        Err(response) => response,
+        Ok(Ok(enrolled)) => (StatusCode::CREATED, Json(enrolled)).into_response(),
+        Ok(Err(e)) => enroll_error(e),
+        Err(response) => *response,
     }
 }
 

@@ -58,22 +58,17 @@ pub(super) async fn issue_codes(
         Ok(parts) => parts,
         Err(response) => return *response,
     };
-    let caller = (caller.name.clone(), caller.vouches);
-    let gateway = app.gateway();
-    let outcome = evaluate(&app, move || {
-        let presented = super::presented(
-            &caller,
-            request.proof_token.as_deref(),
-            request.user_id.as_deref(),
-        )?;
-        let grant = gateway
-            .authorize(presented, Need::RecoveryCodes)
-            .map_err(super::proof_error)?;
-        Ok::<_, Box<Response>>(gateway.issue_recovery_codes(&grant.user_id))
-    })
+    let outcome = super::with_proof(
+        &app,
+        caller,
+        request.proof_token,
+        request.user_id,
+        Need::RecoveryCodes,
+        |g, grant| g.issue_recovery_codes(&grant.user_id),
+    )
     .await;
     match outcome {
-        Ok(Ok(Ok(Some(codes)))) => (
+        Ok(Ok(Some(codes))) => (
             StatusCode::CREATED,
             [(header::CACHE_CONTROL, "no-store")],
             Json(json!({
@@ -82,10 +77,9 @@ pub(super) async fn issue_codes(
             })),
         )
             .into_response(),
-        Ok(Ok(Ok(None))) => error(StatusCode::NOT_FOUND, "no such user"),
-        Ok(Ok(Err(e))) => failed(e),
-        Ok(Err(response)) => *response,
-        Err(response) => response,
+        Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such user"),
+        Ok(Err(e)) => failed(e),
+        Err(response) => *response,
     }
 }
 
