@@ -12,7 +12,7 @@
 //! | need | what satisfies it |
 //! |---|---|
 //! | [`Need::Enrol`] | a recovery's own proof for that recovery while it waits for a new factor (a burnt recovery code, a wait the host's clock saw served, or support's link to the person two agents verified); otherwise a full sign-in: a vouching caller naming the user, or the host's token for a login that showed the password and, when the user has an active factor, that factor |
-//! | [`Need::RecoveryCodes`] | a full sign-in, as above (never a recovery's proof) |
+//! | [`Need::RecoveryCodes`] | a vouching caller naming the user, or the password and the factor (never the password alone, never a recovery's proof) |
 //!
 //! Endpoints with operator credentials (the support console, reload, the import API)
 //! and the owner's cancel link keep their own tokens; `tests/host/proof.rs` walks
@@ -237,7 +237,15 @@ impl Gateway {
             (Need::Enrol, Some(recovery_id)) => {
                 self.recovery_proven(&grant, recovery_id, now_ms)?
             }
-            (Need::Enrol | Need::RecoveryCodes, None) => self.signed_in_fully(&grant)?,
+            (Need::Enrol, None) => self.signed_in_fully(&grant)?,
+            // Codes outlive the factor they stand in for: they are minted only by
+            // someone who showed a factor (or a caller that vouches), never by the
+            // password alone, which would let whoever holds it recover the account
+            // after its owner enrols.
+            (Need::RecoveryCodes, None) => {
+                grant.has(Shown::Vouched)
+                    || (grant.has(Shown::Password) && grant.has(Shown::Factor))
+            }
             (Need::RecoveryCodes, Some(_)) => false,
         };
         if enough {

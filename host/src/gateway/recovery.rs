@@ -356,6 +356,7 @@ impl Gateway {
                                     "superseded by a recovery code",
                                     now_ms,
                                 )?;
+                                store::disable_enrolled_by(tx, &open.id, now_ms)?;
                             }
                             store::insert(tx, &recovery)?;
                             store::revoke_sessions(tx, &user.id, now_ms)?;

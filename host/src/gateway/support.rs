@@ -435,6 +435,7 @@ impl Gateway {
                     };
                     if let Some(open) = recovery_store::open_in(tx, &request.user_id, now_ms)? {
                         recovery_store::set_status(tx, &open.id, &open.status, "cancelled", "superseded by an assisted recovery", now_ms)?;
+                        recovery_store::disable_enrolled_by(tx, &open.id, now_ms)?;
                     }
                     recovery_store::insert(tx, &link.recovery)?;
                     crate::state::proofs::insert_in(tx, &link.proof.digest, &link.proof.row)?;

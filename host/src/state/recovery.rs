@@ -491,10 +491,30 @@ pub fn finish_recovery(
         if !moved {
             return Ok(false);
         }
+        if to != "enrolling" {
+            disable_enrolled_by(tx, id, now_ms)?;
+        }
         enqueue(tx, notices, now_ms, id)?;
         audit::append(store, tx, entry)?;
         Ok(true)
     })
+}
+
+/// A recovery that ends without completing (cancelled, expired) takes with it every
+/// factor its own proofs enrolled: a factor confirmed but not yet continued with must
+/// not outlive the recovery that let it in.
+pub fn disable_enrolled_by(
+    tx: &mut dyn SqlTx,
+    recovery_id: &str,
+    now_ms: u64,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "UPDATE factors SET status = 'disabled', updated_at_ms = $2
+         WHERE status IN ('active', 'pending') AND id IN (
+             SELECT e.factor_id FROM enrolments e JOIN proofs p ON p.id = e.proof_id
+             WHERE p.recovery_id = $1)",
+        &[Val::text(recovery_id), Val::int(super::sql_time(now_ms))],
+    )
 }
 
 /// Revokes every session of the user issued before now: the row the gateway's

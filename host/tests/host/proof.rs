@@ -480,6 +480,13 @@ fn the_one_check_refuses_every_lesser_proof() -> Result {
             Need::RecoveryCodes,
             false,
         ),
+        // Codes outlive the factor: the password alone never mints them.
+        (
+            "password, no factor",
+            Presented::Token(&fresh_proof),
+            Need::RecoveryCodes,
+            false,
+        ),
         // What is enough, so the table can fail.
         ("vouched", vouched, Need::Enrol, true),
         ("vouched", vouched, Need::RecoveryCodes, true),
@@ -686,5 +693,41 @@ fn every_endpoint_refuses_every_lesser_proof_over_http() -> Result {
         &json!({"proof_token": proof, "phone": "+1 650 253 0009"}),
     );
     assert_eq!(status, 202, "{body}");
+    Ok(())
+}
+
+/// A factor a recovery's proof enrolled and confirmed, whose login never continued,
+/// ends with the recovery: the owner's sign-in with their factor cancels the attacker's
+/// served wait, and the attacker's phone is not left on the account.
+#[test]
+fn a_factor_confirmed_under_a_recovery_ends_with_it() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let first = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    assert!(first.proof_token.is_none());
+    env.clock.advance(7 * 24 * HOUR_MS + 1);
+    let served = env
+        .gateway
+        .login(&env.again(&login, "attacker-laptop", asked()))?;
+    let proof = served.proof_token.clone().expect("the served wait's proof");
+    let planted = env.enrol_with(&proof, ATTACKER_PHONE);
+    // The attacker does not continue; the owner signs in with the factor they have.
+    let owner = env.sign_in_with_factor(&login, &factor);
+    assert!(
+        matches!(owner.decision, portcullis::Decision::Allow),
+        "{:?}",
+        owner.decision
+    );
+    let factors = env.gateway.state().factors_of(&user)?;
+    let status = |id: &str| factors.iter().find(|f| f.id == id).unwrap().status;
+    assert_eq!(status(&factor.id), FactorStatus::Active);
+    assert_eq!(
+        status(&planted),
+        FactorStatus::Disabled,
+        "the attacker's phone outlived the cancelled recovery"
+    );
     Ok(())
 }
