@@ -205,6 +205,18 @@ pub struct MfaSettings {
     /// The regions (CLDR ids) whose numbers may be enrolled as a new factor; empty:
     /// any region of `allowed_calling_codes`.
     pub enrolment_regions: Vec<String>,
+    /// Consecutive wrong codes on one factor (across challenges) after which every
+    /// attempt waits a delay doubling from 1 s, the owner is told on every channel
+    /// and must change the password at the next sign-in.
+    pub slow_after_failures: u32,
+    /// Consecutive wrong codes after which the factor takes no more codes until the
+    /// password changes or support resets it (NIST SP 800-63B: at most 100).
+    pub max_factor_failures: u32,
+    /// The longest of those delays.
+    pub max_failure_delay_seconds: u64,
+    /// How long a device that completed a sign-in stays recognised (its own
+    /// allowance of codes and recovery attempts).
+    pub device_token_days: u64,
     /// The old SMS provider (Authy-like); without it, its users cannot be challenged.
     pub legacy_sms: Option<LegacySmsSettings>,
     /// The new SMS provider (Verify-like).
@@ -223,6 +235,10 @@ impl Default for MfaSettings {
             max_enrolments_per_number_per_hour: 3,
             max_enrolment_sends_per_hour: 1000,
             enrolment_regions: vec!["US".into(), "CA".into()],
+            slow_after_failures: 10,
+            max_factor_failures: 100,
+            max_failure_delay_seconds: 3600,
+            device_token_days: 90,
             legacy_sms: None,
             verify: None,
         }

@@ -4,18 +4,21 @@
 //!
 //! Limits are the host's: wrong codes per challenge (kept with the parked login, so
 //! any process enforces them) and challenges per user per hour (counted in the shared
-//! state on the host's clock, so every process shares them). A provider that is down
+//! state on the host's clock, so every process shares them; a recognised device has
+//! its own); consecutive wrong codes per factor across challenges (`guessing`). A
+//! provider that is down
 //! denies with `retryable`; nothing here exports a phone, deletes a factor or locks an
 //! account.
 
 use secrecy::SecretString;
 use serde_json::json;
 
-use super::{Gateway, GatewayError};
+use super::{Gateway, GatewayError, guessing};
 use crate::config::MfaSettings;
 use crate::providers::CodeCheck;
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
 use crate::services::ServiceErrorKind;
+use crate::state::factor_failures::Gate;
 use crate::state::portable::SqlStore;
 use crate::state::rate_windows::{self, Limit};
 use crate::state::{PendingChallenge, ResumeRecord, StoreError, StoredLogin};
@@ -37,8 +40,19 @@ impl ChallengeLimits {
     }
 
     /// Whether another code may be sent to this user this hour; counts it if so.
-    fn allow(&self, store: &dyn SqlStore, user_id: &str, now_ms: u64) -> Result<bool, StoreError> {
-        let key = format!("mfa-send:{user_id}");
+    /// A recognised device (`device`: its id) has an allowance of its own, so codes
+    /// others asked for with the password do not use it up.
+    fn allow(
+        &self,
+        store: &dyn SqlStore,
+        user_id: &str,
+        device: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let key = match device {
+            Some(device) => format!("mfa-send-device:{device}"),
+            None => format!("mfa-send:{user_id}"),
+        };
         rate_windows::hit(
             store,
             &[Limit {
@@ -79,6 +93,7 @@ pub(super) fn answer_only(record: &ResumeRecord) -> Verdict {
         applied: None,
         resume_token: None,
         proof_token: None,
+        device_token: None,
         error: None,
         evidence: Default::default(),
         recovery: None,
@@ -132,10 +147,18 @@ impl Gateway {
                 false,
             ));
         };
-        if !self
-            .challenges
-            .allow(self.state.sql(), &user.id, self.clock.now_ms())?
-        {
+        // A factor past its guesses sends nothing (and spends no allowance).
+        match self.factor_gate(&user.id, &factor_id)? {
+            Gate::Open { .. } => {}
+            Gate::Wait { .. } => return Ok(guessing::throttled(verdict)),
+            Gate::Stopped => return Ok(guessing::locked(verdict)),
+        }
+        if !self.challenges.allow(
+            self.state.sql(),
+            &user.id,
+            login.device.as_deref(),
+            self.clock.now_ms(),
+        )? {
             return Ok(denied(
                 verdict,
                 "mfa_rate_limited",
@@ -200,6 +223,14 @@ impl Gateway {
                 !c.is_empty() && c.len() <= MAX_CODE_LEN && c.chars().all(|c| c.is_ascii_digit())
             })
             .map(SecretString::from);
+        // Each attempt is claimed in the shared count first: a factor past its
+        // guesses checks nothing, whichever challenge the code came with.
+        let base = answer_only(record);
+        let failures = match self.claim_code_attempt(&record.subject, &challenge.factor_id)? {
+            Gate::Open { failures } => failures,
+            Gate::Wait { .. } => return Ok(Checked::Answer(Box::new(guessing::throttled(base)))),
+            Gate::Stopped => return Ok(Checked::Answer(Box::new(guessing::locked(base)))),
+        };
         let checked = match &code {
             None => Ok(CodeCheck::Wrong),
             Some(code) => self.services.sms.check_code(
@@ -209,7 +240,17 @@ impl Gateway {
                 code,
             ),
         };
-        let base = answer_only(record);
+        match &checked {
+            Ok(CodeCheck::Approved) => self.code_passed(&record.subject, &challenge.factor_id)?,
+            Ok(CodeCheck::Wrong | CodeCheck::TooManyAttempts) => {
+                if self.code_failed(record, &challenge.factor_id, failures)? {
+                    return Ok(Checked::Answer(Box::new(guessing::locked(base))));
+                }
+            }
+            Ok(CodeCheck::Expired) | Err(_) => {
+                self.code_unknown(&record.subject, &challenge.factor_id)?
+            }
+        }
         let answer = match checked {
             Ok(CodeCheck::Approved) => {
                 self.mark_factor_used(&record.subject, &challenge.factor_id);

@@ -19,6 +19,11 @@ pub struct RequestInfo {
     /// knows: a recovery from a new country waits longer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
+    /// The token the host gave this device after a full sign-in, if it has one (see
+    /// `gateway::devices`). A bearer secret: never serialized (so never stored with a
+    /// parked login, recorded or logged).
+    #[serde(default, skip_serializing)]
+    pub device_token: Option<super::devices::DeviceToken>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -79,6 +84,10 @@ pub struct LoginAttempt {
     /// recover (never taken from the caller).
     #[serde(skip)]
     pub recovery_ask: Option<crate::services::RecoveryAsk>,
+    /// The recognised device the login's token names (its id), as the host found
+    /// it (never taken from the caller).
+    #[serde(skip)]
+    pub device: Option<String>,
     /// The directory user the host found for the email. Never taken from the caller
     /// (a `user` in the JSON is refused as an unknown field): the host looks the user
     /// up itself.
@@ -190,6 +199,17 @@ impl LoginAttempt {
             return invalid(format!(
                 "recovery.code must be at most {} characters",
                 crate::mfa::recovery_codes::MAX_INPUT_LEN
+            ));
+        }
+        if self
+            .request
+            .device_token
+            .as_ref()
+            .is_some_and(super::devices::DeviceToken::too_long)
+        {
+            return invalid(format!(
+                "request.device_token must be at most {} characters",
+                crate::state::devices::MAX_TOKEN_LEN
             ));
         }
         if self.request.country.as_ref().is_some_and(|c| c.len() > 8) {

@@ -4,7 +4,9 @@
 
 mod challenge;
 pub mod clock;
+pub mod devices;
 pub mod enroll;
+mod guessing;
 pub mod login;
 pub mod proof;
 mod recovery;
@@ -29,6 +31,8 @@ use crate::state::{
 use clock::Clock;
 use login::LoginAttempt;
 use resume::{ResumeRefusal, ResumeTokens};
+
+const DAY_MS: u64 = 24 * 3_600_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -58,6 +62,10 @@ pub struct Gateway {
     login_stats: Option<LoginStats>,
     /// How the host performs second-factor challenges.
     challenges: challenge::ChallengeLimits,
+    /// Consecutive wrong codes per factor across challenges (`[mfa]`).
+    guesses: guessing::GuessLimits,
+    /// How long a recognised device's token lasts (`[mfa] device_token_days`).
+    device_ttl_ms: u64,
     enrolment: enroll::Enrolment,
     /// Account recovery (`[recovery]`); `None`: nothing to recover with.
     recovery: Option<recovery::RecoveryPolicy>,
@@ -87,6 +95,8 @@ impl Gateway {
             max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
             login_stats: None,
             challenges: challenge::ChallengeLimits::new(&crate::config::MfaSettings::default()),
+            guesses: guessing::GuessLimits::new(&crate::config::MfaSettings::default()),
+            device_ttl_ms: crate::config::MfaSettings::default().device_token_days * DAY_MS,
             enrolment: enroll::Enrolment {
                 policy: Default::default(),
                 keys: None,
@@ -105,7 +115,7 @@ impl Gateway {
         crate::state::passwords::configure(config.passwords);
         let mut gateway = Self::new(pipeline, state, legacy, resume_tokens(config)?);
         gateway.max_skew_ms = config.login.max_clock_skew_seconds * 1000;
-        gateway.challenges = challenge::ChallengeLimits::new(&config.mfa);
+        gateway = gateway.with_mfa_limits(&config.mfa);
         gateway.support_wait_hours = config.support.wait_hours;
         if let Some(settings) = &config.recovery {
             gateway.recovery = Some(
@@ -181,6 +191,8 @@ impl Gateway {
     /// Second-factor limits from `[mfa]` (`open` reads them from the config).
     pub fn with_mfa_limits(mut self, settings: &crate::config::MfaSettings) -> Self {
         self.challenges = challenge::ChallengeLimits::new(settings);
+        self.guesses = guessing::GuessLimits::new(settings);
+        self.device_ttl_ms = settings.device_token_days.saturating_mul(DAY_MS);
         self
     }
 
@@ -224,6 +236,7 @@ impl Gateway {
                 ));
             }
         }
+        attempt.device = self.recognise_device(&attempt);
         self.prepare_recovery(&mut attempt, now_ms);
         let verdict = self.pipeline.evaluate(&attempt, &self.services);
         if matches!(verdict.decision, Decision::Recover { .. }) && self.apply_effects {
@@ -273,6 +286,8 @@ impl Gateway {
         if record.transaction_id != transaction_id {
             return Err(ResumeRefusal::Mismatch("another transaction".into()).into());
         }
+        // What the sign-in showed: a passed factor gets it a proof and, when allowed, a
+        // device token.
         let mut factor_shown = false;
         let result = match (&record.challenge, &record.enrolment) {
             // The code decides, checked by the provider that sent it; the rule hears
@@ -309,12 +324,25 @@ impl Gateway {
                 record.evidence.clone(),
             )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
-        let verdict = self.settle(
+        // A user who must change their password does that first, whatever the rules said.
+        let verdict = match self.reset_before_allow(verdict, &record)? {
+            Ok(verdict) => verdict,
+            Err(reset) => return Ok(reset),
+        };
+        let mut verdict = self.settle(
             verdict,
             &record.login,
             &attempt.new_user_id(),
             record.password_hash.clone(),
         )?;
+        if factor_shown
+            && self.apply_effects
+            && matches!(verdict.decision, Decision::Allow)
+            && verdict.applied.is_some()
+            && record.login.user.is_some()
+        {
+            verdict.device_token = self.issue_device_token(&record.subject);
+        }
         Ok(self.with_sign_in_proof(verdict, record.login.has_password, factor_shown))
     }
 
@@ -507,6 +535,7 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         applied: None,
         resume_token: None,
         proof_token: None,
+        device_token: None,
         error: Some(crate::redact::redact_text(&detail).into_owned()),
         evidence: Default::default(),
         recovery: None,

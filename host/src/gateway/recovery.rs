@@ -68,16 +68,22 @@ impl RecoveryPolicy {
     /// Both the address's and the user's hourly allowance, counted in the shared state
     /// on the host's clock (so every gateway instance shares them), the address first,
     /// so one address cannot use up a user's allowance without using its own. The
-    /// address is kept as a keyed digest, like the sightings.
+    /// address is kept as a keyed digest, like the sightings. A recognised device
+    /// (`device`: its id) has the user's allowance to itself, so attempts others made
+    /// with the password do not use it up.
     fn allow(
         &self,
         store: &dyn crate::state::portable::SqlStore,
         user_id: &str,
+        device: Option<&str>,
         ip: &str,
         now_ms: u64,
     ) -> Result<bool, crate::state::StoreError> {
         let ip_key = format!("recovery-ip:{}", self.keyed("ip", ip));
-        let user_key = format!("recovery-user:{user_id}");
+        let user_key = match device {
+            Some(device) => format!("recovery-device:{device}"),
+            None => format!("recovery-user:{user_id}"),
+        };
         rate_windows::hit(
             store,
             &[
@@ -261,6 +267,7 @@ impl Gateway {
         if !policy.allow(
             self.state.sql(),
             &user.id,
+            attempt.device.as_deref(),
             &attempt.request.ip,
             self.clock.now_ms(),
         )? {

@@ -610,15 +610,30 @@ impl Gateway {
                     metadata = json!({});
                 }
                 metadata["forcePasswordReset"] = json!(true);
-                transact(sql, |tx| {
+                let lifted = transact(sql, |tx| {
                     tx.execute(
                         "UPDATE users SET app_metadata = $2 WHERE id = $1",
                         &[Val::text(user_id), Val::text(metadata.to_string())],
                     )?;
-                    audit::append(sql, tx, &entry("ok", json!({})))?;
-                    Ok(())
+                    // The host's own mark, enforced when the next sign-in passes a
+                    // factor or completes a recovery (the metadata flag gates
+                    // bulk-imported users only); a factor stopped by guessed codes
+                    // takes codes again, and a right one now leads only to the reset.
+                    crate::state::factor_failures::require_reset(
+                        tx,
+                        user_id,
+                        "support password-reset",
+                        now_ms,
+                    )?;
+                    let lifted = crate::state::factor_failures::clear_user(tx, user_id)?;
+                    audit::append(
+                        sql,
+                        tx,
+                        &entry("ok", json!({"factor_counts_cleared": lifted})),
+                    )?;
+                    Ok(lifted)
                 })?;
-                json!({"force_password_reset": true})
+                json!({"force_password_reset": true, "factor_counts_cleared": lifted})
             }
             "mfa-revert" => {
                 let reverted = self.state.revert_factors(

@@ -392,6 +392,7 @@ impl Pipeline {
             applied: None,
             resume_token: None,
             proof_token: None,
+            device_token: None,
             error: None,
             evidence,
             recovery: None,

@@ -188,6 +188,11 @@ pub struct Verdict {
     /// recovery codes take it. A bearer secret: never logged, never recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proof_token: Option<String>,
+    /// After a full sign-in (password and second factor) that is allowed: the token
+    /// that makes this device a recognised one (`request.device_token` in its later
+    /// logins). A bearer secret, shown once: never logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_token: Option<String>,
     /// Why the host itself could not complete the login (state unavailable).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

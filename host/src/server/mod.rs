@@ -67,15 +67,29 @@ pub struct AppState {
     import_api: Option<Arc<import_api::ImportApi>>,
     /// The semaphore's size: all free means no evaluation is running.
     evaluation_slots: usize,
+    /// The host's clock for every gateway this state opens; `None`: the system's.
+    clock: Option<Arc<dyn crate::gateway::clock::Clock>>,
     pub metrics: Metrics,
 }
 
 impl AppState {
     /// Loads the config and its pipeline; the engine is kept for every reload.
     pub fn load(config_path: &Path) -> Result<Self, ServeError> {
+        Self::load_with_clock(config_path, None)
+    }
+
+    /// As [`AppState::load`], deciding time by `clock` (tests move it by hand), in
+    /// this gateway and every one a reload opens.
+    pub fn load_with_clock(
+        config_path: &Path,
+        clock: Option<Arc<dyn crate::gateway::clock::Clock>>,
+    ) -> Result<Self, ServeError> {
         let config = PipelineConfig::load(config_path).map_err(|e| GatewayError::Load(e.into()))?;
         let runtime = Runtime::new(&config.engine).map_err(GatewayError::Load)?;
-        let gateway = Gateway::open(&config, &runtime)?;
+        let mut gateway = Gateway::open(&config, &runtime)?;
+        if let Some(clock) = &clock {
+            gateway = gateway.with_clock(clock.clone());
+        }
         let admin_token = match &config.server.admin_token_env {
             Some(name) => {
                 let token = std::env::var(name).map_err(|_| {
@@ -124,6 +138,7 @@ impl AppState {
             evaluations: tokio::sync::Semaphore::new(evaluation_slots),
             import_api,
             evaluation_slots,
+            clock,
             metrics: Metrics::new(),
         })
     }
@@ -137,7 +152,11 @@ impl AppState {
     pub fn reload(&self) -> Result<usize, String> {
         let loaded = PipelineConfig::load(&self.config_path)
             .map_err(|e| e.to_string())
-            .and_then(|config| Gateway::open(&config, &self.runtime).map_err(|e| e.to_string()));
+            .and_then(|config| Gateway::open(&config, &self.runtime).map_err(|e| e.to_string()))
+            .map(|gateway| match &self.clock {
+                Some(clock) => gateway.with_clock(clock.clone()),
+                None => gateway,
+            });
         match loaded {
             Ok(gateway) => {
                 let rules = gateway.pipeline().rules().len();

@@ -5,6 +5,8 @@ mod apply;
 pub mod audit;
 pub use apply::{ImportOutcome, ImportRecord};
 pub mod backfill;
+pub mod devices;
+pub mod factor_failures;
 pub mod factors;
 pub mod import_files;
 pub mod legacy_export;
@@ -140,6 +142,9 @@ pub struct StoredLogin {
     /// redirect or challenge): what a sign-in proof records after a resume.
     #[serde(default)]
     pub has_password: bool,
+    /// The recognised device the login came from (its id, not its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 impl StoredLogin {
@@ -153,6 +158,7 @@ impl StoredLogin {
             request: attempt.request.clone(),
             user: attempt.user.clone(),
             has_password: attempt.password.is_some(),
+            device: attempt.device.clone(),
         }
     }
 
@@ -166,6 +172,7 @@ impl StoredLogin {
             password: None,
             recovery: None,
             recovery_ask: None,
+            device: self.device.clone(),
             request: self.request.clone(),
             user: self.user.clone(),
         }

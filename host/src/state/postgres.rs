@@ -188,6 +188,8 @@ impl PostgresState {
         tx.batch_execute(super::support::SCHEMA)?;
         tx.batch_execute(super::rate_windows::SCHEMA)?;
         tx.batch_execute(super::proofs::SCHEMA)?;
+        tx.batch_execute(super::factor_failures::SCHEMA)?;
+        tx.batch_execute(super::devices::SCHEMA)?;
         tx.commit()?;
         Ok(Self {
             pool,

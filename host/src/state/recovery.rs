@@ -81,7 +81,7 @@ impl Default for Throttle {
 impl Throttle {
     /// When the next attempt may be made after `failures` consecutive failures, the
     /// last at `last_ms`: the delay doubles from one second.
-    fn next_attempt_ms(&self, failures: i64, last_ms: i64) -> i64 {
+    pub fn next_attempt_ms(&self, failures: i64, last_ms: i64) -> i64 {
         if failures < self.free_failures {
             return i64::MIN;
         }

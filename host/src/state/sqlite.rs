@@ -187,6 +187,8 @@ impl SqliteState {
         conn.execute_batch(super::support::SCHEMA)?;
         conn.execute_batch(super::rate_windows::SCHEMA)?;
         conn.execute_batch(super::proofs::SCHEMA)?;
+        conn.execute_batch(super::factor_failures::SCHEMA)?;
+        conn.execute_batch(super::devices::SCHEMA)?;
         migrate(&conn)?;
         super::audit::upgrade_sqlite(&conn)?;
         Ok(Self {

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod config;
 mod connections;
+mod factor_limits;
 mod faults;
 mod hardening;
 mod import;
