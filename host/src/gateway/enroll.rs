@@ -285,6 +285,9 @@ impl Gateway {
                     self.complete_assisted(grant, &factor)?;
                 } else {
                     self.state.put_factor(&factor)?;
+                    if grant.recovery_id.is_none() {
+                        self.tell_of_enrolment(user_id, &factor.id, now_ms)?;
+                    }
                 }
                 Ok(Enrolled {
                     factor_id: enrollment_id.to_owned(),
@@ -297,6 +300,34 @@ impl Gateway {
             Err(e) if e.kind == ServiceErrorKind::NotFound => Err(EnrollError::UnknownEnrollment),
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    /// A factor enrolled outside a recovery (whose own notices say so) is told on every
+    /// channel, the email on file included: if someone with the password enrolled it,
+    /// the owner learns at once, and how to dispute it.
+    fn tell_of_enrolment(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        now_ms: u64,
+    ) -> Result<(), EnrollError> {
+        let Some(user) = self.state.get_user(user_id).map_err(unavailable)? else {
+            return Ok(());
+        };
+        let told = super::recovery::notices(
+            &user,
+            &self.state.factors_of(user_id)?,
+            factor_id,
+            "factor-enrolled",
+            "A new second factor was set up on your account.",
+            None,
+            "If this was not you, someone has your password: contact support at once and \
+             change your password.",
+        );
+        crate::state::portable::transact(self.state.sql(), |tx| {
+            crate::state::recovery::enqueue(tx, &told, now_ms, factor_id)
+        })?;
+        Ok(())
     }
 
     /// Support's link was used to enrol: the factor becomes active, the assisted

@@ -428,6 +428,17 @@ fn the_one_check_refuses_every_lesser_proof() -> Result {
         .proof_token
         .unwrap();
     env.enrol_with(&grown_proof, NEW_PHONE);
+    // An enrolment outside a recovery is told to every channel, the email included.
+    let told: Vec<Value> = env
+        .notices()
+        .into_iter()
+        .filter(|n| n["event"] == "factor-enrolled")
+        .collect();
+    assert!(
+        told.iter()
+            .any(|n| n["channel"] == "email" && n["to"] == grown.email.as_str()),
+        "{told:?}"
+    );
     let fresh = factorless(&env, 1);
     let fresh_proof = env
         .gateway
