@@ -18,8 +18,6 @@
 //! and the owner's cancel link keep their own tokens; `tests/host/proof.rs` walks
 //! every endpoint with every lesser proof.
 
-use sha2::{Digest, Sha256};
-
 use super::Gateway;
 use crate::state::StoreError;
 use crate::state::factors::{FactorKind, FactorStatus};
@@ -143,10 +141,6 @@ pub(crate) struct Issued {
     pub row: ProofRow,
 }
 
-pub(crate) fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 /// A fresh token for `row`'s fields (its id is made here).
 pub(crate) fn new_proof(
     user_id: &str,
@@ -166,7 +160,7 @@ pub(crate) fn new_proof(
     let mut names: Vec<&str> = shown.iter().map(|s| s.name()).collect();
     names.sort_unstable();
     Issued {
-        digest: digest(&token),
+        digest: crate::state::token_digest(&token),
         row: ProofRow {
             id: format!("prf_{}", super::resume::ResumeTokens::new_jti()),
             user_id: user_id.to_owned(),
@@ -218,7 +212,9 @@ impl Gateway {
                 if !token.starts_with(PREFIX) || token.len() > MAX_TOKEN_LEN {
                     return Err(ProofError::NotProven);
                 }
-                let Some(row) = proofs::by_digest(self.state.sql(), &digest(token))? else {
+                let Some(row) =
+                    proofs::by_digest(self.state.sql(), &crate::state::token_digest(token))?
+                else {
                     return Err(ProofError::NotProven);
                 };
                 if row.expires_at_ms <= now_ms || (row.single_use && row.used_at_ms.is_some()) {

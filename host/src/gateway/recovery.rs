@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use hmac::{Hmac, KeyInit, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::challenge::denied;
@@ -410,7 +410,7 @@ impl Gateway {
                     expires_at_ms: ready_at_ms
                         .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
                     reasons: reasons.clone(),
-                    cancel_digest: hex::encode(Sha256::digest(token.as_bytes())),
+                    cancel_digest: crate::state::token_digest(&token),
                     finished_at_ms: None,
                     outcome: None,
                 };
@@ -660,7 +660,7 @@ impl Gateway {
         let Some(recovery) = store::recovery_by_id(sql, recovery_id)? else {
             return Ok(false);
         };
-        let presented = hex::encode(Sha256::digest(token.as_bytes()));
+        let presented = crate::state::token_digest(token);
         let matches: bool = presented
             .as_bytes()
             .ct_eq(recovery.cancel_digest.as_bytes())

@@ -10,7 +10,6 @@
 //! device once completed a sign-in of this user": it skips no check.
 
 use secrecy::{ExposeSecret, SecretString};
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::StoreError;
@@ -34,10 +33,6 @@ pub const MAX_TOKEN_LEN: usize = 128;
 const MAX_PER_USER: i64 = 20;
 
 const PREFIX: &str = "dvc_";
-
-fn digest(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 fn random_hex() -> String {
     let mut bytes = [0u8; 32];
@@ -67,7 +62,7 @@ pub fn issue(
             "INSERT INTO device_tokens (digest, device_id, user_id, issued_at_ms, expires_at_ms)
              VALUES ($1, $2, $3, $4, $5)",
             &[
-                Val::text(digest(&token)),
+                Val::text(super::token_digest(&token)),
                 Val::text(&device_id),
                 Val::text(user_id),
                 Val::int(now),
@@ -98,7 +93,7 @@ pub fn recognise(
     if token.len() > MAX_TOKEN_LEN || !token.starts_with(PREFIX) {
         return Ok(None);
     }
-    let presented = digest(token);
+    let presented = super::token_digest(token);
     let now = super::sql_time(now_ms);
     transact(store, |tx| {
         // Looked up by the digest of a 256-bit random value: an index lookup on it

@@ -477,6 +477,13 @@ pub(crate) fn new_lease_token() -> String {
     crate::gateway::resume::ResumeTokens::new_jti()
 }
 
+/// What the stores keep of a bearer token the host issued (proofs, devices): its
+/// SHA-256, so a copy of the database holds nothing that can be presented.
+pub(crate) fn token_digest(token: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
 /// A time as the stores keep it (a signed 64-bit integer). Times are bounded where
 /// they enter (`login::MAX_TIME_MS`); saturating here keeps a sum of a time and a
 /// duration from ever wrapping negative.
