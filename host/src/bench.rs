@@ -110,7 +110,7 @@ impl Scenario {
             .as_ref()
             .ok_or_else(|| fail("the first step is not a login".into()))?;
         let mut login = recorded.login.to_attempt(recorded.login.time_ms);
-        login.password = recorded.has_password.then(|| "bench-password".into());
+        login.password = recorded.login.has_password.then(|| "bench-password".into());
         let services = MemoryAnswers::new(&step.calls).services();
         if login.user.is_none() {
             login.user = services

@@ -199,7 +199,7 @@ impl Replay {
             let outcome = match (&step.login, &step.resume) {
                 (Some(recorded), None) => {
                     let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);
-                    attempt.password = recorded.has_password.then(|| REPLAY_PASSWORD.into());
+                    attempt.password = recorded.login.has_password.then(|| REPLAY_PASSWORD.into());
                     attempt.recovery = recorded.replayed_recovery();
                     gateway.login(&attempt)
                 }

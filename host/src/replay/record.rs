@@ -46,12 +46,12 @@ pub struct Step {
     pub expect: Expectation,
 }
 
-/// A login as recorded: never the password, only whether there was one.
+/// A login as recorded: never the password, only whether there was one (the stored
+/// login's `has_password`, written once).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedLogin {
     #[serde(flatten)]
     pub login: StoredLogin,
-    pub has_password: bool,
     /// Whether the login asked to recover: `"asked"`, or `"code"` when it carried a
     /// recovery code (never the code itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,7 +63,6 @@ impl RecordedLogin {
         use crate::gateway::login::RecoveryRequest;
         Self {
             login: StoredLogin::from_attempt(attempt),
-            has_password: attempt.password.is_some(),
             recovery: match RecoveryRequest::code(&attempt.recovery) {
                 Some(_) => Some("code".into()),
                 None => RecoveryRequest::asked(&attempt.recovery).then(|| "asked".into()),

@@ -8,6 +8,7 @@ mod cache;
 mod cli;
 mod config;
 mod connections;
+mod contract;
 mod factor_limits;
 mod faults;
 mod hardening;
