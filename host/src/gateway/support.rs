@@ -53,6 +53,12 @@ impl SupportError {
 /// The dangerous actions, which need a second agent.
 pub const GUARDED: [&str; 3] = ["remove-factor", "complete-recovery", "change-email"];
 
+/// Why `remove-factor` never takes a user's last factor: the account would then open
+/// to whoever has the password, who could sign in and enrol their own phone.
+const ONLY_FACTOR: &str = "this is the user's only active factor: removing it would leave the \
+    account to whoever has the password. Use complete-recovery instead: the person you \
+    verified gets an enrolment link, and the old factor stops working once the new one is set up";
+
 fn required(what: &str, text: &str) -> Result<String, SupportError> {
     let text = text.trim();
     if text.is_empty() {
@@ -237,6 +243,12 @@ impl Gateway {
                             "factor_id names no active factor of the user".into(),
                         ));
                     }
+                    if !factors
+                        .iter()
+                        .any(|f| f.id != id && f.status == FactorStatus::Active)
+                    {
+                        return Err(SupportError::Invalid(ONLY_FACTOR.into()));
+                    }
                     json!({"factor_id": id})
                 }
                 "change-email" => {
@@ -413,10 +425,20 @@ impl Gateway {
             let now = Val::int(crate::state::sql_time(now_ms));
             match request.action.as_str() {
                 "remove-factor" => {
+                    let factor = Val::text(request.params["factor_id"].as_str().unwrap_or_default());
+                    // Checked again here: the user's other factor may have gone since
+                    // the request was made.
+                    let others = tx.query(
+                        "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND id <> $2 AND status = 'active'",
+                        &[user.clone(), factor.clone()],
+                    )?;
+                    if others.first().and_then(|r| r[0].as_int()).unwrap_or(0) == 0 {
+                        return Err(StoreError::Conflict(ONLY_FACTOR.into()));
+                    }
                     tx.execute(
                         "UPDATE factors SET status = 'disabled', updated_at_ms = $3
                          WHERE user_id = $1 AND id = $2 AND status = 'active'",
-                        &[user, Val::text(request.params["factor_id"].as_str().unwrap_or_default()), now],
+                        &[user, factor, now],
                     )?;
                 }
                 "change-email" => {

@@ -942,6 +942,24 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
     assert_eq!(code, 1, "{refused}");
     assert!(refused.to_string().contains("evidence"));
 
+    // The user's only factor never goes: the account would open to whoever has the
+    // password. The answer points to complete-recovery.
+    let (code, refused) = request(ALICE, "IDV-2026-1130-76", None);
+    assert_eq!(code, 1, "{refused}");
+    assert!(
+        refused.to_string().contains("only active factor")
+            && refused.to_string().contains("complete-recovery"),
+        "{refused}"
+    );
+    assert_eq!(factor_status(), FactorStatus::Active);
+    // With a second factor on file (the old provider's), the lost one may go.
+    let mut spare = factor.clone();
+    spare.id = format!("{}_spare", factor.id);
+    spare.phone = None;
+    spare.provider = portcullis::state::factors::FactorProvider::LegacySms;
+    spare.legacy_provider_user_id = Some("spare-legacy-id".into());
+    env.gateway.state().put_factor(&spare)?;
+
     let (code, asked) = request(
         ALICE,
         "IDV-2026-1130-77",
@@ -999,6 +1017,19 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
         ],
     );
     assert_eq!(code, 0);
+    // The spare went meanwhile: carrying it out now would leave no factor, so the
+    // execution checks again and refuses.
+    spare.status = FactorStatus::Disabled;
+    env.gateway.state().put_factor(&spare)?;
+    let (code, refused) = console.support(BOB, &["execute", &id]);
+    assert_eq!(code, 1, "{refused}");
+    assert!(
+        refused.to_string().contains("only active factor"),
+        "{refused}"
+    );
+    assert_eq!(factor_status(), FactorStatus::Active);
+    spare.status = FactorStatus::Active;
+    env.gateway.state().put_factor(&spare)?;
     let (code, done) = console.support(BOB, &["execute", &id]);
     assert_eq!(code, 0, "{done}");
     assert_eq!(done["status"], "done");
