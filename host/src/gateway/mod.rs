@@ -251,6 +251,7 @@ impl Gateway {
             })
             .flatten();
         let verified = verdict.evidence.directory_password_verified;
+        let password_proven = verdict.evidence.password_proven(attempt.user.is_some());
         let stored = StoredLogin::from_attempt(&attempt);
         let verdict = self.settle(verdict, &stored, &attempt.new_user_id(), password_hash)?;
         // An imported legacy hash becomes argon2id at its first successful sign-in.
@@ -263,7 +264,7 @@ impl Gateway {
             // The login stands; the upgrade is tried again at the next one.
             tracing::warn!(user = %user.id, "upgrading the password hash failed: {e}");
         }
-        Ok(self.with_sign_in_proof(verdict, attempt.password.is_some(), false))
+        Ok(self.with_sign_in_proof(verdict, password_proven, false))
     }
 
     /// Resumes a redirected login with the token it was given and what the redirect
@@ -324,6 +325,9 @@ impl Gateway {
                 record.evidence.clone(),
             )
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
+        let password_proven = verdict
+            .evidence
+            .password_proven(record.login.user.is_some());
         // A user who must change their password does that first, whatever the rules said.
         let verdict = match self.reset_before_allow(verdict, &record)? {
             Ok(verdict) => verdict,
@@ -343,7 +347,7 @@ impl Gateway {
         {
             verdict.device_token = self.issue_device_token(&record.subject);
         }
-        Ok(self.with_sign_in_proof(verdict, record.login.has_password, factor_shown))
+        Ok(self.with_sign_in_proof(verdict, password_proven, factor_shown))
     }
 
     /// An allowed sign-in where second factors are enrolled gets a proof token of

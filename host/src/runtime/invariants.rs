@@ -44,6 +44,17 @@ pub struct AccountEvidence {
 }
 
 impl AccountEvidence {
+    /// Whether the host itself checked this login's password for the user it signs
+    /// in: the directory's hash for an existing user (`existing`), or a legacy
+    /// account's for a user this login creates. What the login carried is not proof.
+    pub fn password_proven(&self, existing: bool) -> bool {
+        if existing {
+            self.directory_password_verified
+        } else {
+            !self.password_verified.is_empty()
+        }
+    }
+
     fn may_link(&self, account: &AccountRef, login_email: &str) -> bool {
         self.password_verified.contains(account)
             || (self.inbox_proven

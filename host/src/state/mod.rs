@@ -138,8 +138,9 @@ pub struct StoredLogin {
     pub email: String,
     pub request: crate::gateway::login::RequestInfo,
     pub user: Option<DirectoryUser>,
-    /// Whether the login carried a password (which the pipeline checked before any
-    /// redirect or challenge): what a sign-in proof records after a resume.
+    /// Whether the login carried a password: what a replay sends again. (A sign-in
+    /// proof records the password only from the host's own check of it, the
+    /// evidence, never from this.)
     #[serde(default)]
     pub has_password: bool,
     /// The recognised device the login came from (its id, not its token).
