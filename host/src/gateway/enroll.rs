@@ -235,8 +235,9 @@ impl Gateway {
 
     /// Confirms an enrolment with the code the user received. Only the proof that
     /// started the enrolment confirms it; an enrolment that support's link started
-    /// completes that assisted recovery here (the code and wait paths complete theirs
-    /// when the login continues).
+    /// completes that assisted recovery here. Under the code and wait paths the factor
+    /// is `confirmed`, and becomes active when the login continues and completes its
+    /// recovery.
     pub fn confirm_sms(
         &self,
         grant: &Grant,
@@ -275,8 +276,18 @@ impl Gateway {
                     return drop_pending(EnrollError::AlreadyEnrolled);
                 }
                 let now_ms = self.clock.now_ms();
+                // Under a code's or a wait's recovery the factor waits for the login
+                // to finish that recovery (`check_enrolment`); support's link
+                // completes its recovery here.
+                let status = if grant.recovery_id.is_some()
+                    && !grant.has(super::proof::Shown::SupportVerified)
+                {
+                    FactorStatus::Confirmed
+                } else {
+                    FactorStatus::Active
+                };
                 let factor = Factor {
-                    status: FactorStatus::Active,
+                    status,
                     enrolled_at_ms: now_ms,
                     updated_at_ms: now_ms,
                     ..pending

@@ -567,10 +567,11 @@ impl Gateway {
             None => None,
         };
         let ours = started_by.is_some() && started_by == pending.proof_id;
+        // `confirmed` waits for this; `active` is a factor confirmed before that status.
         let new = enrolled.as_deref().filter(|_| ours).and_then(|id| {
             factors.iter().find(|f| {
                 f.id == id
-                    && f.status == FactorStatus::Active
+                    && matches!(f.status, FactorStatus::Confirmed | FactorStatus::Active)
                     && f.enrolled_at_ms >= pending.since_ms
             })
         });
@@ -615,6 +616,7 @@ impl Gateway {
             )? {
                 return Ok(false);
             }
+            store::activate_confirmed(tx, &user.id, &new.id, now_ms)?;
             let disabled = store::disable_other_factors(tx, &user.id, &new.id, now_ms)?;
             store::revoke_sessions(tx, &user.id, now_ms)?;
             store::enqueue(tx, &told, now_ms, &pending.recovery_id)?;

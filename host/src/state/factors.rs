@@ -33,6 +33,11 @@ pub enum FactorStatus {
     /// Enrolment started: the code was sent, not yet confirmed. Never listed to rules
     /// nor challenged.
     Pending,
+    /// Its code confirmed under a recovery (a code's or a served wait's) whose login
+    /// has not finished it yet: it becomes active only together with that recovery's
+    /// completion, so a recovery that expires or is cancelled leaves no factor behind.
+    /// Never listed to rules nor challenged.
+    Confirmed,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +81,12 @@ macro_rules! names {
 
 names!(FactorKind { Sms = "sms" });
 names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
-names!(FactorStatus { Active = "active", Disabled = "disabled", Pending = "pending" });
+names!(FactorStatus {
+    Active = "active",
+    Disabled = "disabled",
+    Pending = "pending",
+    Confirmed = "confirmed",
+});
 
 /// Inserts a factor or replaces the one with its id, never moving it to another user.
 /// PostgreSQL placeholders; SQLite takes the same text with `?` for `$`.

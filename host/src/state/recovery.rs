@@ -452,6 +452,24 @@ pub fn set_status(
 
 /// Disables every active factor of the user but `keep` (the one just enrolled):
 /// the lost factor opens nothing any more.
+/// The factor a recovery's login confirmed becomes active as the recovery completes.
+pub fn activate_confirmed(
+    tx: &mut dyn SqlTx,
+    user_id: &str,
+    factor_id: &str,
+    now_ms: u64,
+) -> Result<u64, StoreError> {
+    tx.execute(
+        "UPDATE factors SET status = 'active', updated_at_ms = $3
+         WHERE user_id = $1 AND id = $2 AND status = 'confirmed'",
+        &[
+            Val::text(user_id),
+            Val::text(factor_id),
+            Val::int(super::sql_time(now_ms)),
+        ],
+    )
+}
+
 pub fn disable_other_factors(
     tx: &mut dyn SqlTx,
     user_id: &str,
@@ -460,7 +478,7 @@ pub fn disable_other_factors(
 ) -> Result<u64, StoreError> {
     tx.execute(
         "UPDATE factors SET status = 'disabled', updated_at_ms = $3
-         WHERE user_id = $1 AND id <> $2 AND status = 'active'",
+         WHERE user_id = $1 AND id <> $2 AND status IN ('active', 'confirmed')",
         &[
             Val::text(user_id),
             Val::text(keep),
@@ -510,7 +528,7 @@ pub fn disable_enrolled_by(
 ) -> Result<u64, StoreError> {
     tx.execute(
         "UPDATE factors SET status = 'disabled', updated_at_ms = $2
-         WHERE status IN ('active', 'pending') AND id IN (
+         WHERE status IN ('active', 'pending', 'confirmed') AND id IN (
              SELECT e.factor_id FROM enrolments e JOIN proofs p ON p.id = e.proof_id
              WHERE p.recovery_id = $1)",
         &[Val::text(recovery_id), Val::int(super::sql_time(now_ms))],

@@ -742,3 +742,120 @@ fn a_factor_confirmed_under_a_recovery_ends_with_it() -> Result {
     );
     Ok(())
 }
+
+/// A sign-in proof records the password only when the host checked it: a pipeline
+/// that allows without asking the directory (one scripted rule) gives no proof,
+/// however right the password the login carried; the real pipeline, which checks it,
+/// does.
+#[test]
+fn a_sign_in_proof_records_only_a_password_the_host_checked() -> Result {
+    let unchecked = Env::new(|t| {
+        let head = t.split("[[rule]]").next().unwrap().to_owned();
+        format!(
+            "{head}{}",
+            crate::common::rule(
+                "scripted",
+                "scripted",
+                "grants = [\"log\", \"config\"]\nconfig = { name = \"scripted\", decision = \"continue\" }"
+            )
+        )
+    });
+    let login = factorless(&unchecked, 0);
+    let verdict = unchecked
+        .gateway
+        .login(&unchecked.again(&login, "laptop", None))?;
+    assert!(
+        matches!(verdict.decision, portcullis::Decision::Allow),
+        "{:?}",
+        verdict.decision
+    );
+    assert!(
+        verdict.proof_token.is_none(),
+        "a proof of a password nobody checked"
+    );
+
+    let checked = Env::new(|t| t);
+    let login = factorless(&checked, 0);
+    let verdict = checked
+        .gateway
+        .login(&checked.again(&login, "laptop", None))?;
+    assert!(
+        matches!(verdict.decision, portcullis::Decision::Allow),
+        "{:?}",
+        verdict.decision
+    );
+    let grant = checked.gateway.authorize(
+        Presented::Token(
+            verdict
+                .proof_token
+                .as_deref()
+                .expect("the checked password's proof"),
+        ),
+        Need::Enrol,
+    )?;
+    assert!(grant.has(portcullis::proof::Shown::Password));
+    Ok(())
+}
+
+/// A phone confirmed under a code's recovery is not a factor until the login that
+/// showed the code finishes the recovery: neither challenged nor listed meanwhile, and
+/// never active if the recovery ends first. Finished, it replaces the lost one.
+#[test]
+fn a_phone_confirmed_under_a_recovery_is_a_factor_only_once_the_recovery_completes() -> Result {
+    let env = Env::new(|t| t);
+    let status = |user: &str, id: &str| {
+        env.gateway
+            .state()
+            .factors_of(user)
+            .unwrap()
+            .into_iter()
+            .find(|f| f.id == id)
+            .unwrap()
+            .status
+    };
+    let challenged = |verdict: &portcullis::Verdict| match &verdict.decision {
+        portcullis::Decision::Challenge { factor_id, .. } => factor_id.clone(),
+        other => panic!("expected a challenge, got {other:?}"),
+    };
+
+    // Left unfinished: the recovery's window closes with the phone still confirmed.
+    let (login, factor) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let parked =
+        env.gateway
+            .login(&env.again(&login, "new-laptop", with_code(codes[0].expose_secret())))?;
+    let confirmed = env.enrol_with(
+        parked.proof_token.as_deref().expect("the code's proof"),
+        ATTACKER_PHONE,
+    );
+    assert_eq!(status(&user, &confirmed), FactorStatus::Confirmed);
+    assert_eq!(status(&user, &factor.id), FactorStatus::Active);
+    env.clock.advance(73 * HOUR_MS);
+    let later = env.gateway.login(&env.again(&login, "new-laptop", None))?;
+    assert_eq!(
+        challenged(&later).as_deref(),
+        Some(factor.id.as_str()),
+        "the phone confirmed under an expired recovery is challenged"
+    );
+    assert_ne!(status(&user, &confirmed), FactorStatus::Active);
+
+    // Finished by its login: the new phone is the factor, the lost one is disabled.
+    let (login, factor) = env.owner(1);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let parked =
+        env.gateway
+            .login(&env.again(&login, "new-laptop", with_code(codes[0].expose_secret())))?;
+    let confirmed = env.enrol_new_phone(&parked);
+    assert_eq!(status(&user, &confirmed), FactorStatus::Confirmed);
+    let done = env.continue_with(&parked, json!({"enrollment_id": confirmed}));
+    assert!(
+        matches!(done.decision, portcullis::Decision::Allow),
+        "{:?}",
+        done.decision
+    );
+    assert_eq!(status(&user, &confirmed), FactorStatus::Active);
+    assert_eq!(status(&user, &factor.id), FactorStatus::Disabled);
+    Ok(())
+}
