@@ -14,6 +14,7 @@ pub mod legacy_ids;
 mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;
+pub mod migrations;
 pub mod passwords;
 pub mod portable;
 mod postgres;

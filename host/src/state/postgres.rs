@@ -26,7 +26,7 @@ use crate::gateway::login::{DirectoryUser, Identity};
 use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, FactorSummary, ServiceError};
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     email TEXT NOT NULL,
@@ -180,16 +180,7 @@ impl PostgresState {
         let mut conn = pool.get()?;
         let mut tx = conn.transaction()?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-        tx.batch_execute(SCHEMA)?;
-        tx.batch_execute(super::import_files::SCHEMA)?;
-        tx.batch_execute(super::recovery::SCHEMA)?;
-        tx.batch_execute(super::audit::SCHEMA)?;
-        tx.batch_execute(super::audit::UPGRADE_POSTGRES)?;
-        tx.batch_execute(super::support::SCHEMA)?;
-        tx.batch_execute(super::rate_windows::SCHEMA)?;
-        tx.batch_execute(super::proofs::SCHEMA)?;
-        tx.batch_execute(super::factor_failures::SCHEMA)?;
-        tx.batch_execute(super::devices::SCHEMA)?;
+        super::migrations::apply_postgres(&mut tx)?;
         tx.commit()?;
         Ok(Self {
             pool,

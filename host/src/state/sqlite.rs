@@ -24,7 +24,7 @@ use crate::gateway::login::{DirectoryUser, Identity};
 use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, FactorSummary, ServiceError};
 
-const SCHEMA: &str = "
+pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
     id TEXT PRIMARY KEY,
     email TEXT NOT NULL,
@@ -121,30 +121,6 @@ CREATE TABLE IF NOT EXISTS resume_tokens (
 );
 ";
 
-/// Upgrades a database an older version created, in place.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let has_lease: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('outbox') WHERE name = 'lease_token'",
-        [],
-        |row| row.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_lease {
-        conn.execute_batch("ALTER TABLE outbox ADD COLUMN lease_token TEXT")?;
-    }
-    let has_cohort: bool = conn.query_row(
-        "SELECT COUNT(*) FROM pragma_table_info('factors') WHERE name = 'cohort'",
-        [],
-        |row| row.get::<_, i64>(0).map(|n| n > 0),
-    )?;
-    if !has_cohort {
-        conn.execute_batch(
-            "ALTER TABLE factors ADD COLUMN cohort TEXT;
-             ALTER TABLE factors ADD COLUMN reverted INTEGER NOT NULL DEFAULT 0;",
-        )?;
-    }
-    Ok(())
-}
-
 pub struct SqliteState {
     conn: Mutex<Connection>,
     audit_keys: Option<super::audit::ChainKeys>,
@@ -170,7 +146,7 @@ impl SqliteState {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self, StoreError> {
+    fn init(mut conn: Connection) -> Result<Self, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // Deleted and overwritten content is zeroed, not left in free space: a
@@ -180,17 +156,7 @@ impl SqliteState {
         // the process loses nothing, a power cut may lose the last commits.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(super::import_files::SCHEMA)?;
-        conn.execute_batch(super::recovery::SCHEMA)?;
-        conn.execute_batch(super::audit::SCHEMA)?;
-        conn.execute_batch(super::support::SCHEMA)?;
-        conn.execute_batch(super::rate_windows::SCHEMA)?;
-        conn.execute_batch(super::proofs::SCHEMA)?;
-        conn.execute_batch(super::factor_failures::SCHEMA)?;
-        conn.execute_batch(super::devices::SCHEMA)?;
-        migrate(&conn)?;
-        super::audit::upgrade_sqlite(&conn)?;
+        super::migrations::apply_sqlite(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
             audit_keys: None,

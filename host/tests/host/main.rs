@@ -23,6 +23,7 @@ mod postgres;
 mod proof;
 mod recovery;
 mod replay;
+mod schema;
 mod semantics;
 mod server;
 mod warm;
