@@ -253,7 +253,7 @@ fn bench_counts_instructions_per_evaluation() {
     // callgrind counts the same on a busy machine; the migrated path runs four
     // sandboxes, so one evaluation is tens of thousands of instructions at least.
     if Command::new("valgrind").arg("--version").output().is_err() {
-        eprintln!("valgrind is not installed: not run");
+        crate::common::not_run("valgrind is not installed");
         return;
     }
     let output = portcullis(&[

@@ -5,6 +5,25 @@ use portcullis::{EngineSettings, LoadError, LoginAttempt, Pipeline, PipelineConf
 
 pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 
+/// A test that cannot run here (a server it needs is not configured, a tool is
+/// missing) says so: on stderr, and in the file `cargo xtask test` names in
+/// `PORTCULLIS_TEST_SKIPS`, which it lists after the run, so a skip is never counted
+/// as a pass without a word.
+pub fn not_run(reason: &str) {
+    let test = std::thread::current().name().unwrap_or("a test").to_owned();
+    eprintln!("{test}: not run: {reason}");
+    if let Some(file) = std::env::var_os("PORTCULLIS_TEST_SKIPS") {
+        use std::io::Write as _;
+        if let Ok(mut out) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file)
+        {
+            let _ = writeln!(out, "{test}\t{reason}");
+        }
+    }
+}
+
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -300,7 +300,7 @@ fn guessing_codes_across_challenges_slows_down_tells_the_owner_and_stops_at_100(
 #[test]
 fn guessing_codes_with_the_directory_on_postgres() -> Result {
     let Some(url) = crate::postgres::fresh_database("factor_guessing") else {
-        eprintln!("PORTCULLIS_TEST_POSTGRES is not set, not run");
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
     guessing_codes(&Env::new(|text| {
@@ -449,7 +449,7 @@ fn a_recognised_device_keeps_its_own_allowance_when_a_stranger_spends_the_users(
 #[test]
 fn recognised_devices_with_the_directory_on_postgres() -> Result {
     let Some(url) = crate::postgres::fresh_database("recognised_devices") else {
-        eprintln!("PORTCULLIS_TEST_POSTGRES is not set, not run");
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
     recognised_devices(&Env::new(|text| on_postgres(text, &url)))

@@ -336,7 +336,7 @@ fn the_same_people_on_postgres_and_mariadb_export_as_from_sqlite() -> Result {
         crate::postgres::fresh_database("export"),
         crate::legacy::fresh_mysql("export"),
     ) else {
-        eprintln!("PORTCULLIS_TEST_POSTGRES or PORTCULLIS_TEST_MYSQL is not set: not run");
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES or PORTCULLIS_TEST_MYSQL is not set");
         return Ok(());
     };
     let sqlite_dir = tempfile::tempdir()?;

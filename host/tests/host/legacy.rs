@@ -79,7 +79,7 @@ fn postgres_and_mysql_legacy_stores_migrate_as_sqlite_does() -> Result {
         crate::postgres::fresh_database("legacy"),
         fresh_mysql("legacy"),
     ) else {
-        eprintln!("PORTCULLIS_TEST_POSTGRES or PORTCULLIS_TEST_MYSQL is not set: not run");
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES or PORTCULLIS_TEST_MYSQL is not set");
         return Ok(());
     };
     let sqlite_dir = tempfile::tempdir()?;

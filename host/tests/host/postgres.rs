@@ -34,8 +34,8 @@ pub(crate) fn fresh_database(name: &str) -> Option<String> {
     ))
 }
 
-fn skipped(test: &str) -> Result {
-    eprintln!("{test}: PORTCULLIS_TEST_POSTGRES is not set, not run");
+fn skipped(_test: &str) -> Result {
+    crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
     Ok(())
 }
 

@@ -251,7 +251,7 @@ fn with_the_password_only_nobody_gets_in_before_the_wait_ends_and_the_owner_is_t
 #[test]
 fn the_same_recovery_with_the_directory_on_postgres() -> Result {
     let Some(url) = crate::postgres::fresh_database("recovery_flow") else {
-        eprintln!("PORTCULLIS_TEST_POSTGRES is not set, not run");
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
     let env = Env::new(|text| {

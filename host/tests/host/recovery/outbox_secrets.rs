@@ -117,9 +117,7 @@ fn cancel_tokens_are_scrubbed_from_dead_lettered_notices() -> Result {
 #[test]
 fn cancel_tokens_are_scrubbed_in_postgres() -> Result {
     let Some(url) = crate::postgres::fresh_database("scrub") else {
-        eprintln!(
-            "cancel_tokens_are_scrubbed_in_postgres: PORTCULLIS_TEST_POSTGRES is not set, not run"
-        );
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
     let env = Env::new(|t| postgres_directory(t, &url));
