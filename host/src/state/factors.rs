@@ -111,3 +111,183 @@ pub(super) const RESEAL: &str =
 /// The columns a factor is read from, in `Factor`'s order.
 pub(super) const COLUMNS: &str = "id, user_id, kind, provider, legacy_provider_user_id, phone_ciphertext, \
      phone_nonce, phone_key_id, status, enrolled_at_ms, updated_at_ms, last_used_ms, cohort, reverted";
+
+/// The SQL that reads, writes and reseals factors, once for both backends.
+pub mod rows {
+    use super::super::portable::{Row, SqlStore, Val, transact};
+    use super::super::{StoreError, sql_time, stored_time};
+    use super::{COLUMNS, Factor, FactorKind, FactorProvider, FactorStatus, RESEAL, UPSERT};
+    use crate::mfa::sealed::Sealed;
+
+    fn factor(row: Row) -> Result<Factor, StoreError> {
+        let mut row = row.into_iter();
+        let mut next = || row.next().unwrap_or(Val::Text(None));
+        let text = |v: Val| v.into_text().unwrap_or_default();
+        let id = text(next());
+        let user_id = text(next());
+        let kind = FactorKind::from_name(&text(next()))?;
+        let provider = FactorProvider::from_name(&text(next()))?;
+        let legacy_provider_user_id = next().into_text();
+        let (ciphertext, nonce, key_id) =
+            (next().into_bytes(), next().into_bytes(), next().into_text());
+        let status = FactorStatus::from_name(&text(next()))?;
+        let enrolled = next().as_int().unwrap_or(0);
+        let updated = next().as_int().unwrap_or(0);
+        let used = next().as_int();
+        let cohort = next().into_text();
+        let reverted = next().as_int().unwrap_or(0) != 0;
+        Ok(Factor {
+            id,
+            user_id,
+            kind,
+            provider,
+            legacy_provider_user_id,
+            phone: match (ciphertext, nonce, key_id) {
+                (Some(ciphertext), Some(nonce), Some(key_id)) => Some(Sealed {
+                    key_id,
+                    nonce,
+                    ciphertext,
+                }),
+                _ => None,
+            },
+            status,
+            enrolled_at_ms: stored_time(enrolled),
+            updated_at_ms: stored_time(updated),
+            last_used_ms: used.map(stored_time),
+            cohort,
+            reverted,
+        })
+    }
+
+    /// The factors matching `clause` (PostgreSQL placeholders).
+    pub fn matching(
+        store: &dyn SqlStore,
+        clause: &str,
+        params: &[Val],
+    ) -> Result<Vec<Factor>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM factors WHERE {clause}");
+        transact(store, |tx| tx.query(&sql, params))?
+            .into_iter()
+            .map(factor)
+            .collect()
+    }
+
+    pub fn of_user(store: &dyn SqlStore, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        matching(
+            store,
+            "user_id = $1 ORDER BY enrolled_at_ms, id",
+            &[Val::text(user_id)],
+        )
+    }
+
+    /// What rules may see: active factors only.
+    pub fn active_of_user(store: &dyn SqlStore, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        matching(
+            store,
+            "user_id = $1 AND status = 'active' ORDER BY enrolled_at_ms, id",
+            &[Val::text(user_id)],
+        )
+    }
+
+    pub fn by_ids(store: &dyn SqlStore, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for id in ids {
+            found.extend(matching(store, "id = $1", &[Val::text(id)])?);
+        }
+        Ok(found)
+    }
+
+    pub fn sealed_with_other_keys(
+        store: &dyn SqlStore,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Factor>, StoreError> {
+        matching(
+            store,
+            "phone_key_id IS NOT NULL AND phone_key_id <> $1 AND id > $2 ORDER BY id LIMIT $3",
+            &[
+                Val::text(key_id),
+                Val::text(after),
+                Val::int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )
+    }
+
+    pub fn put(store: &dyn SqlStore, factor: &Factor) -> Result<(), StoreError> {
+        let phone = factor.phone.as_ref();
+        transact(store, |tx| {
+            tx.execute(
+                UPSERT,
+                &[
+                    Val::text(&factor.id),
+                    Val::text(&factor.user_id),
+                    Val::text(factor.kind.name()),
+                    Val::text(factor.provider.name()),
+                    Val::Text(factor.legacy_provider_user_id.clone()),
+                    Val::Bytes(phone.map(|p| p.ciphertext.clone())),
+                    Val::Bytes(phone.map(|p| p.nonce.clone())),
+                    Val::Text(phone.map(|p| p.key_id.clone())),
+                    Val::text(factor.status.name()),
+                    Val::int(sql_time(factor.enrolled_at_ms)),
+                    Val::int(sql_time(factor.updated_at_ms)),
+                    Val::Int(factor.last_used_ms.map(sql_time)),
+                    Val::Text(factor.cohort.clone()),
+                    Val::Bool(Some(factor.reverted)),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn mark_used(
+        store: &dyn SqlStore,
+        user_id: &str,
+        id: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        transact(store, |tx| {
+            tx.execute(
+                "UPDATE factors SET last_used_ms = $3 WHERE id = $1 AND user_id = $2",
+                &[Val::text(id), Val::text(user_id), Val::int(sql_time(at_ms))],
+            )
+        })?;
+        Ok(())
+    }
+
+    pub fn delete(
+        store: &dyn SqlStore,
+        user_id: &str,
+        id: &str,
+        status: FactorStatus,
+    ) -> Result<bool, StoreError> {
+        Ok(transact(store, |tx| {
+            tx.execute(
+                "DELETE FROM factors WHERE id = $1 AND user_id = $2 AND status = $3",
+                &[Val::text(id), Val::text(user_id), Val::text(status.name())],
+            )
+        })? == 1)
+    }
+
+    pub fn reseal(
+        store: &dyn SqlStore,
+        id: &str,
+        old: &Sealed,
+        new: &Sealed,
+    ) -> Result<bool, StoreError> {
+        Ok(transact(store, |tx| {
+            tx.execute(
+                RESEAL,
+                &[
+                    Val::text(id),
+                    Val::Bytes(Some(new.ciphertext.clone())),
+                    Val::Bytes(Some(new.nonce.clone())),
+                    Val::text(&new.key_id),
+                    Val::text(&old.key_id),
+                    Val::Bytes(Some(old.nonce.clone())),
+                    Val::Bytes(Some(old.ciphertext.clone())),
+                ],
+            )
+        })? == 1)
+    }
+}

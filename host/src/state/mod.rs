@@ -206,9 +206,61 @@ pub struct OutboxMessage {
     pub lease: Option<String>,
 }
 
-pub trait StateStore: Directory {
-    /// The same store through portable SQL (recovery, audit and support tables).
+/// The one way to the database: portable SQL, the same text on either backend
+/// (`portable`). The per-concern stores below are written once over it.
+pub trait SqlBacked: Send + Sync {
     fn sql(&self) -> &dyn portable::SqlStore;
+}
+
+/// Second factors: one implementation for both backends (`factors::rows`).
+pub trait FactorStore: SqlBacked {
+    /// Inserts a factor, or replaces the one with its id.
+    fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError> {
+        factors::rows::put(self.sql(), factor)
+    }
+    /// Notes that a factor passed a challenge at `at_ms` (only that column).
+    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
+        factors::rows::mark_used(self.sql(), user_id, id, at_ms)
+    }
+    /// Deletes a user's factor if it has this status; true when deleted.
+    fn delete_factor(
+        &self,
+        user_id: &str,
+        id: &str,
+        status: factors::FactorStatus,
+    ) -> Result<bool, StoreError> {
+        factors::rows::delete(self.sql(), user_id, id, status)
+    }
+    /// A user's factors, oldest enrolment first.
+    fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError> {
+        factors::rows::of_user(self.sql(), user_id)
+    }
+    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError> {
+        factors::rows::by_ids(self.sql(), ids)
+    }
+    /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,
+    /// by id after `after` (a cursor, so a row that cannot be re-sealed is passed).
+    fn factors_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<factors::Factor>, StoreError> {
+        factors::rows::sealed_with_other_keys(self.sql(), key_id, after, limit)
+    }
+    /// Replaces a factor's sealed phone, only if it is still `old` (a concurrent
+    /// change wins); true when replaced.
+    fn reseal_factor(
+        &self,
+        id: &str,
+        old: &crate::mfa::sealed::Sealed,
+        new: &crate::mfa::sealed::Sealed,
+    ) -> Result<bool, StoreError> {
+        factors::rows::reseal(self.sql(), id, old, new)
+    }
+}
+
+pub trait StateStore: Directory + SqlBacked + FactorStore {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
@@ -250,35 +302,6 @@ pub trait StateStore: Directory {
     /// transaction id is recorded as applied once, and only then counted on its
     /// user. Returns how many were counted.
     fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
-    /// Inserts a factor, or replaces the one with its id.
-    fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError>;
-    /// Notes that a factor passed a challenge at `at_ms` (only that column).
-    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError>;
-    /// Deletes a user's factor if it has this status; true when deleted.
-    fn delete_factor(
-        &self,
-        user_id: &str,
-        id: &str,
-        status: factors::FactorStatus,
-    ) -> Result<bool, StoreError>;
-    /// A user's factors, oldest enrolment first.
-    fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError>;
-    /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,
-    /// by id after `after` (a cursor, so a row that cannot be re-sealed is passed).
-    fn factors_sealed_with_other_keys(
-        &self,
-        key_id: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<factors::Factor>, StoreError>;
-    /// Replaces a factor's sealed phone, only if it is still `old` (a concurrent
-    /// change wins); true when replaced.
-    fn reseal_factor(
-        &self,
-        id: &str,
-        old: &crate::mfa::sealed::Sealed,
-        new: &crate::mfa::sealed::Sealed,
-    ) -> Result<bool, StoreError>;
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;
@@ -341,7 +364,6 @@ pub trait StateStore: Directory {
     ) -> Result<Vec<String>, StoreError>;
     /// Old-provider factors without a phone, not reverted, in the cohort if named.
     fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError>;
-    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError>;
     /// Records an export attempt before it is made, in one transaction with the quota
     /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
     /// run can take it up while the call is in flight).

@@ -14,6 +14,10 @@ use super::StoreError;
 pub enum Val {
     Int(Option<i64>),
     Text(Option<String>),
+    /// BLOB in SQLite, BYTEA in PostgreSQL (a sealed phone).
+    Bytes(Option<Vec<u8>>),
+    /// INTEGER 0/1 in SQLite, BOOLEAN in PostgreSQL. Read back as `Int`.
+    Bool(Option<bool>),
 }
 
 impl Val {
@@ -26,19 +30,26 @@ impl Val {
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Self::Int(v) => *v,
-            Self::Text(_) => None,
+            Self::Bool(v) => v.map(i64::from),
+            Self::Text(_) | Self::Bytes(_) => None,
         }
     }
     pub fn as_text(&self) -> Option<&str> {
         match self {
             Self::Text(v) => v.as_deref(),
-            Self::Int(_) => None,
+            Self::Int(_) | Self::Bytes(_) | Self::Bool(_) => None,
         }
     }
     pub fn into_text(self) -> Option<String> {
         match self {
             Self::Text(v) => v,
-            Self::Int(_) => None,
+            Self::Int(_) | Self::Bytes(_) | Self::Bool(_) => None,
+        }
+    }
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self {
+            Self::Bytes(v) => v,
+            Self::Int(_) | Self::Text(_) | Self::Bool(_) => None,
         }
     }
 }
@@ -107,10 +118,10 @@ impl SqlTx for SqliteTx<'_> {
                             rusqlite::types::ValueRef::Null => Val::Text(None),
                             rusqlite::types::ValueRef::Integer(v) => Val::Int(Some(v)),
                             rusqlite::types::ValueRef::Real(v) => Val::Int(Some(v as i64)),
-                            rusqlite::types::ValueRef::Text(t)
-                            | rusqlite::types::ValueRef::Blob(t) => {
+                            rusqlite::types::ValueRef::Text(t) => {
                                 Val::Text(Some(String::from_utf8_lossy(t).into_owned()))
                             }
+                            rusqlite::types::ValueRef::Blob(b) => Val::Bytes(Some(b.to_vec())),
                         })
                     })
                     .collect::<rusqlite::Result<Row>>()
@@ -124,7 +135,11 @@ fn sqlite_param(v: &Val) -> rusqlite::types::Value {
     match v {
         Val::Int(Some(v)) => rusqlite::types::Value::Integer(*v),
         Val::Text(Some(v)) => rusqlite::types::Value::Text(v.clone()),
-        Val::Int(None) | Val::Text(None) => rusqlite::types::Value::Null,
+        Val::Bytes(Some(v)) => rusqlite::types::Value::Blob(v.clone()),
+        Val::Bool(Some(v)) => rusqlite::types::Value::Integer(i64::from(*v)),
+        Val::Int(None) | Val::Text(None) | Val::Bytes(None) | Val::Bool(None) => {
+            rusqlite::types::Value::Null
+        }
     }
 }
 
@@ -138,6 +153,8 @@ fn pg_params(params: &[Val]) -> Vec<(&(dyn ToSql + Sync), Type)> {
         .map(|v| match v {
             Val::Int(v) => (v as &(dyn ToSql + Sync), Type::INT8),
             Val::Text(v) => (v as &(dyn ToSql + Sync), Type::TEXT),
+            Val::Bytes(v) => (v as &(dyn ToSql + Sync), Type::BYTEA),
+            Val::Bool(v) => (v as &(dyn ToSql + Sync), Type::BOOL),
         })
         .collect()
 }
@@ -171,6 +188,8 @@ impl SqlTx for PostgresTx<'_, '_> {
                             Val::Int(row.try_get::<_, Option<i32>>(i)?.map(i64::from))
                         } else if *ty == Type::BOOL {
                             Val::Int(row.try_get::<_, Option<bool>>(i)?.map(i64::from))
+                        } else if *ty == Type::BYTEA {
+                            Val::Bytes(row.try_get::<_, Option<Vec<u8>>>(i)?)
                         } else {
                             Val::Text(row.try_get::<_, Option<String>>(i)?)
                         })

@@ -15,7 +15,7 @@ use super::apply::{
     merged,
 };
 use super::backfill;
-use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
+use super::factors::Factor;
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -308,11 +308,7 @@ impl Directory for PostgresState {
     }
 
     fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
-        Ok(self
-            .factors_where(
-                "user_id = $1 AND status = 'active' ORDER BY enrolled_at_ms, id",
-                &[&user_id],
-            )
+        Ok(super::factors::rows::active_of_user(self, user_id)
             .map_err(unavailable)?
             .iter()
             .map(FactorSummary::of)
@@ -504,48 +500,6 @@ impl EffectWriter for PostgresWriter<'_, '_> {
     }
 }
 
-impl PostgresState {
-    fn factors_where(
-        &self,
-        clause: &str,
-        args: &[&(dyn ToSql + Sync)],
-    ) -> Result<Vec<Factor>, StoreError> {
-        let rows = self.pool.get()?.query(
-            &format!("SELECT {} FROM factors WHERE {clause}", factors::COLUMNS),
-            args,
-        )?;
-        rows.iter()
-            .map(|row| {
-                Ok(Factor {
-                    id: row.get(0),
-                    user_id: row.get(1),
-                    kind: FactorKind::from_name(row.get(2))?,
-                    provider: FactorProvider::from_name(row.get(3))?,
-                    legacy_provider_user_id: row.get(4),
-                    phone: match (
-                        row.get::<_, Option<Vec<u8>>>(5),
-                        row.get::<_, Option<Vec<u8>>>(6),
-                        row.get::<_, Option<String>>(7),
-                    ) {
-                        (Some(ciphertext), Some(nonce), Some(key_id)) => Some(Sealed {
-                            key_id,
-                            nonce,
-                            ciphertext,
-                        }),
-                        _ => None,
-                    },
-                    status: FactorStatus::from_name(row.get(8))?,
-                    enrolled_at_ms: stored_time(row.get(9)),
-                    updated_at_ms: stored_time(row.get(10)),
-                    last_used_ms: row.get::<_, Option<i64>>(11).map(stored_time),
-                    cohort: row.get(12),
-                    reverted: row.get(13),
-                })
-            })
-            .collect()
-    }
-}
-
 impl super::portable::SqlStore for PostgresState {
     fn transact(
         &self,
@@ -576,11 +530,15 @@ impl super::portable::SqlStore for PostgresState {
     }
 }
 
-impl StateStore for PostgresState {
+impl super::SqlBacked for PostgresState {
     fn sql(&self) -> &dyn super::portable::SqlStore {
         self
     }
+}
 
+impl super::FactorStore for PostgresState {}
+
+impl StateStore for PostgresState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.pool.get()?;
         let mut tx = conn.transaction()?;
@@ -709,82 +667,6 @@ impl StateStore for PostgresState {
         Ok(self.pool.get()?.execute(
             "UPDATE users SET password_hash = $3 WHERE id = $1 AND password_hash = $2",
             &[&user_id, &stored, &new],
-        )? == 1)
-    }
-
-    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
-        let phone = factor.phone.as_ref();
-        self.pool.get()?.execute(
-            factors::UPSERT,
-            &[
-                &factor.id,
-                &factor.user_id,
-                &factor.kind.name(),
-                &factor.provider.name(),
-                &factor.legacy_provider_user_id,
-                &phone.map(|p| p.ciphertext.as_slice()),
-                &phone.map(|p| p.nonce.as_slice()),
-                &phone.map(|p| p.key_id.as_str()),
-                &factor.status.name(),
-                &sql_time(factor.enrolled_at_ms),
-                &sql_time(factor.updated_at_ms),
-                &factor.last_used_ms.map(sql_time),
-                &factor.cohort,
-                &factor.reverted,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
-            "UPDATE factors SET last_used_ms = $3 WHERE id = $1 AND user_id = $2",
-            &[&id, &user_id, &sql_time(at_ms)],
-        )?;
-        Ok(())
-    }
-
-    fn delete_factor(
-        &self,
-        user_id: &str,
-        id: &str,
-        status: FactorStatus,
-    ) -> Result<bool, StoreError> {
-        Ok(self.pool.get()?.execute(
-            "DELETE FROM factors WHERE id = $1 AND user_id = $2 AND status = $3",
-            &[&id, &user_id, &status.name()],
-        )? == 1)
-    }
-
-    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
-        self.factors_where("user_id = $1 ORDER BY enrolled_at_ms, id", &[&user_id])
-    }
-
-    fn factors_sealed_with_other_keys(
-        &self,
-        key_id: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<Factor>, StoreError> {
-        let limit = limit as i64;
-        self.factors_where(
-            "phone_key_id IS NOT NULL AND phone_key_id != $1 AND id > $2 ORDER BY id LIMIT $3",
-            &[&key_id, &after, &limit],
-        )
-    }
-
-    fn reseal_factor(&self, id: &str, old: &Sealed, new: &Sealed) -> Result<bool, StoreError> {
-        Ok(self.pool.get()?.execute(
-            factors::RESEAL,
-            &[
-                &id,
-                &new.ciphertext,
-                &new.nonce,
-                &new.key_id,
-                &old.key_id,
-                &old.nonce,
-                &old.ciphertext,
-            ],
         )? == 1)
     }
 
@@ -1020,10 +902,6 @@ impl StateStore for PostgresState {
             .get()?
             .query_one(backfill::LEFT, &[&cohort])?
             .get::<_, i64>(0) as u64)
-    }
-
-    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
-        self.factors_where("id = ANY($1) ORDER BY id", &[&ids])
     }
 
     fn begin_export(

@@ -13,7 +13,7 @@ use super::apply::{
     merged,
 };
 use super::backfill;
-use super::factors::{self, Factor, FactorKind, FactorProvider, FactorStatus};
+use super::factors::Factor;
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -301,11 +301,7 @@ impl Directory for SqliteState {
     }
 
     fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
-        Ok(self
-            .factors_where(
-                "user_id = ?1 AND status = 'active' ORDER BY enrolled_at_ms, id",
-                params![user_id],
-            )
+        Ok(super::factors::rows::active_of_user(self, user_id)
             .map_err(unavailable)?
             .iter()
             .map(FactorSummary::of)
@@ -452,78 +448,6 @@ impl EffectWriter for SqliteWriter<'_> {
     }
 }
 
-impl SqliteState {
-    fn factors_where(
-        &self,
-        clause: &str,
-        args: impl rusqlite::Params,
-    ) -> Result<Vec<Factor>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT {} FROM factors WHERE {clause}",
-            factors::COLUMNS
-        ))?;
-        let rows = statement.query_map(args, |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, String>(3)?,
-                row.get::<_, Option<String>>(4)?,
-                row.get::<_, Option<Vec<u8>>>(5)?,
-                row.get::<_, Option<Vec<u8>>>(6)?,
-                row.get::<_, Option<String>>(7)?,
-                row.get::<_, String>(8)?,
-                row.get::<_, i64>(9)?,
-                row.get::<_, i64>(10)?,
-                row.get::<_, Option<i64>>(11)?,
-                row.get::<_, Option<String>>(12)?,
-                row.get::<_, bool>(13)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (
-                id,
-                user_id,
-                kind,
-                provider,
-                legacy,
-                ciphertext,
-                nonce,
-                key_id,
-                status,
-                enrolled,
-                updated,
-                used,
-                cohort,
-                reverted,
-            ) = row?;
-            Ok(Factor {
-                id,
-                user_id,
-                kind: FactorKind::from_name(&kind)?,
-                provider: FactorProvider::from_name(&provider)?,
-                legacy_provider_user_id: legacy,
-                phone: match (ciphertext, nonce, key_id) {
-                    (Some(ciphertext), Some(nonce), Some(key_id)) => Some(Sealed {
-                        key_id,
-                        nonce,
-                        ciphertext,
-                    }),
-                    _ => None,
-                },
-                status: FactorStatus::from_name(&status)?,
-                enrolled_at_ms: stored_time(enrolled),
-                updated_at_ms: stored_time(updated),
-                last_used_ms: used.map(stored_time),
-                cohort,
-                reverted,
-            })
-        })
-        .collect()
-    }
-}
-
 impl super::portable::SqlStore for SqliteState {
     fn transact(
         &self,
@@ -550,11 +474,15 @@ impl super::portable::SqlStore for SqliteState {
     }
 }
 
-impl StateStore for SqliteState {
+impl super::SqlBacked for SqliteState {
     fn sql(&self) -> &dyn super::portable::SqlStore {
         self
     }
+}
 
+impl super::FactorStore for SqliteState {}
+
+impl StateStore for SqliteState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.lock();
         // IMMEDIATE: take the write lock first, so the idempotency check and the
@@ -695,81 +623,6 @@ impl StateStore for SqliteState {
         Ok(self.lock().execute(
             "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
             params![user_id, stored, new],
-        )? == 1)
-    }
-
-    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
-        let phone = factor.phone.as_ref();
-        self.lock().execute(
-            &factors::UPSERT.replace('$', "?"),
-            params![
-                factor.id,
-                factor.user_id,
-                factor.kind.name(),
-                factor.provider.name(),
-                factor.legacy_provider_user_id,
-                phone.map(|p| &p.ciphertext),
-                phone.map(|p| &p.nonce),
-                phone.map(|p| &p.key_id),
-                factor.status.name(),
-                sql_time(factor.enrolled_at_ms),
-                sql_time(factor.updated_at_ms),
-                factor.last_used_ms.map(sql_time),
-                factor.cohort,
-                factor.reverted,
-            ],
-        )?;
-        Ok(())
-    }
-
-    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
-        self.lock().execute(
-            "UPDATE factors SET last_used_ms = ?3 WHERE id = ?1 AND user_id = ?2",
-            params![id, user_id, sql_time(at_ms)],
-        )?;
-        Ok(())
-    }
-
-    fn delete_factor(
-        &self,
-        user_id: &str,
-        id: &str,
-        status: FactorStatus,
-    ) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            "DELETE FROM factors WHERE id = ?1 AND user_id = ?2 AND status = ?3",
-            params![id, user_id, status.name()],
-        )? == 1)
-    }
-
-    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
-        self.factors_where("user_id = ?1 ORDER BY enrolled_at_ms, id", params![user_id])
-    }
-
-    fn factors_sealed_with_other_keys(
-        &self,
-        key_id: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<Factor>, StoreError> {
-        self.factors_where(
-            "phone_key_id IS NOT NULL AND phone_key_id != ?1 AND id > ?2 ORDER BY id LIMIT ?3",
-            params![key_id, after, limit as i64],
-        )
-    }
-
-    fn reseal_factor(&self, id: &str, old: &Sealed, new: &Sealed) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            &factors::RESEAL.replace('$', "?"),
-            params![
-                id,
-                new.ciphertext,
-                new.nonce,
-                new.key_id,
-                old.key_id,
-                old.nonce,
-                old.ciphertext
-            ],
         )? == 1)
     }
 
@@ -1034,14 +887,6 @@ impl StateStore for SqliteState {
             .query_row(&backfill::LEFT.replace('$', "?"), params![cohort], |row| {
                 row.get::<_, i64>(0)
             })? as u64)
-    }
-
-    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            found.extend(self.factors_where("id = ?1", params![id])?);
-        }
-        Ok(found)
     }
 
     fn begin_export(

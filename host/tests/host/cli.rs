@@ -282,7 +282,7 @@ fn bench_counts_instructions_per_evaluation() {
 fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
     use portcullis::mfa::sealed::KeyRing;
     use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
-    use portcullis::state::{SqliteState, StateStore};
+    use portcullis::state::{FactorStore, SqliteState};
     const OLD: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const NEW: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
     const GONE: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 
-use portcullis::state::{EffectBatch, PostgresState, StateStore};
+use portcullis::state::{EffectBatch, FactorStore, PostgresState, SqlBacked, StateStore};
 use portcullis::{Decision, Effect, Gateway, PipelineConfig};
 
 use crate::common::{Result, migration_config, runtime};
@@ -433,19 +433,17 @@ fn an_older_directory_is_upgraded_in_place() -> Result {
 
 #[test]
 fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
-    // The factors table as it first landed (no cohort, no revert), with a factor in it.
+    // A directory as the commit that brought factors made it (no cohort, no revert;
+    // tests/host/schemas), with a factor in it.
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("directory.db");
-    drop(portcullis::state::SqliteState::open(&path)?);
     {
         let db = rusqlite::Connection::open(&path)?;
+        db.execute_batch(&std::fs::read_to_string(
+            crate::common::workspace_root().join("host/tests/host/schemas/sqlite-04-adf7076.sql"),
+        )?)?;
         db.execute_batch(
-            "DROP TABLE factors;
-             CREATE TABLE factors (id TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id),
-                 kind TEXT NOT NULL, provider TEXT NOT NULL, legacy_provider_user_id TEXT,
-                 phone_ciphertext BLOB, phone_nonce BLOB, phone_key_id TEXT, status TEXT NOT NULL,
-                 enrolled_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, last_used_ms INTEGER);
-             INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, created_at_ms)
+            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, created_at_ms)
                  VALUES ('usr_f', 'f@example.com', 'f@example.com', 1, '{}', '{}', 5);
              INSERT INTO factors VALUES ('fac_f', 'usr_f', 'sms', 'legacy-sms', 'authy-9', NULL, NULL, NULL,
                  'active', 10, 10, NULL);",
