@@ -815,9 +815,11 @@ fn resume(
     }
     // The host's clock decides expiry; the recording keeps the time it read.
     let now_ms = gateway.clock().now_ms();
+    let mut enrolment = None;
     let expectation = match gateway.resume(token, transaction_id, &result_json.to_string()) {
         Ok(verdict) => {
             print_verdict(&verdict, reveal_pii, false)?;
+            enrolment = verdict.enrolment.clone();
             Expectation::of(&verdict)
         }
         Err(portcullis::GatewayError::Refused(refusal)) if existing.is_some() => {
@@ -834,6 +836,9 @@ fn resume(
                 // A challenge's code is the user's secret: a recording keeps its place.
                 result: portcullis::redact::without_codes(result_json),
                 time_ms: now_ms,
+                // What the host's own check of a recovery's enrolment resumed the rule
+                // with: the replay has no state to check it again.
+                enrolment,
             }),
             calls: recorder.take_calls(),
             expect: expectation,

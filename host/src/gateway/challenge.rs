@@ -97,6 +97,7 @@ pub(super) fn answer_only(record: &ResumeRecord) -> Verdict {
         error: None,
         evidence: Default::default(),
         recovery: None,
+        enrolment: None,
     }
 }
 

@@ -21,7 +21,7 @@ use crate::Runtime;
 use crate::config::PipelineConfig;
 use crate::error::{LoadError, LoginError};
 use crate::runtime::pipeline::{Pipeline, ResumePoint};
-use crate::runtime::verdict::{ChallengeKind, Decision, Effect, Verdict};
+use crate::runtime::verdict::{ChallengeKind, Decision, Effect, EnrolmentCheck, Verdict};
 use crate::services::{LegacyStores, Services};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
@@ -290,6 +290,7 @@ impl Gateway {
         // What the sign-in showed: a passed factor gets it a proof and, when allowed, a
         // device token.
         let mut factor_shown = false;
+        let mut enrolled = None;
         let result = match (&record.challenge, &record.enrolment) {
             // The code decides, checked by the provider that sent it; the rule hears
             // only that it passed.
@@ -303,8 +304,19 @@ impl Gateway {
             },
             // A recovery completes once a new factor is enrolled.
             (None, Some(enrolment)) => match self.check_enrolment(&record, enrolment, result)? {
-                Ok(result) => result,
-                Err(verdict) => return Ok(*verdict),
+                Ok(result) => {
+                    enrolled = Some(EnrolmentCheck::Completed {
+                        result: serde_json::from_str(&result)
+                            .unwrap_or(serde_json::Value::String(result.clone())),
+                    });
+                    result
+                }
+                Err(verdict) => {
+                    return Ok(Verdict {
+                        enrolment: Some(EnrolmentCheck::Answered),
+                        ..*verdict
+                    });
+                }
             },
             (None, None) => result.to_owned(),
         };
@@ -331,7 +343,12 @@ impl Gateway {
         // A user who must change their password does that first, whatever the rules said.
         let verdict = match self.reset_before_allow(verdict, &record)? {
             Ok(verdict) => verdict,
-            Err(reset) => return Ok(reset),
+            Err(reset) => {
+                return Ok(Verdict {
+                    enrolment: enrolled,
+                    ..reset
+                });
+            }
         };
         let mut verdict = self.settle(
             verdict,
@@ -339,6 +356,7 @@ impl Gateway {
             &attempt.new_user_id(),
             record.password_hash.clone(),
         )?;
+        verdict.enrolment = enrolled;
         if factor_shown
             && self.apply_effects
             && matches!(verdict.decision, Decision::Allow)
@@ -543,6 +561,7 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         error: Some(crate::redact::redact_text(&detail).into_owned()),
         evidence: Default::default(),
         recovery: None,
+        enrolment: None,
     }
 }
 

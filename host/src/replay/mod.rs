@@ -10,6 +10,7 @@ use std::sync::Arc;
 use crate::gateway::resume::{ResumeTokens, forge};
 use crate::gateway::{Gateway, GatewayError};
 use crate::replay::record::{Expectation, Recording, Replayer, TokenChoice};
+use crate::runtime::verdict::{Decision, EnrolmentCheck, RecoveryStep};
 use crate::services::Services;
 use crate::state::SqliteState;
 use crate::{Pipeline, PipelineConfig, Runtime};
@@ -88,6 +89,36 @@ fn replayed_result(result: &serde_json::Value) -> String {
         *code = serde_json::Value::String("000000".into());
     }
     result.to_string()
+}
+
+/// A login a rule asked to recover with a code or a served wait is parked live for
+/// its new factor's enrolment when the host lets it through (which depends on its
+/// state). The replay parks it at the recovering rule the same way, for the user the
+/// recording's directory answered, so a recorded continue resumes that rule.
+fn park_recovery(
+    gateway: &Gateway,
+    verdict: &crate::runtime::verdict::Verdict,
+    step: &crate::replay::record::Step,
+) -> Result<Option<String>, String> {
+    let (
+        Decision::Recover {
+            step: RecoveryStep::UseCode | RecoveryStep::Enrol,
+            rule,
+            state,
+        },
+        Some(recorded),
+    ) = (&verdict.decision, &step.login)
+    else {
+        return Ok(None);
+    };
+    // A replay issues no proofs, so nothing reads whether it carried a password.
+    let mut login =
+        crate::state::StoredLogin::from_attempt(&recorded.login.to_attempt(recorded.login.time_ms));
+    login.user = record::recorded_user(&step.calls);
+    gateway
+        .park(verdict, &login, "", None, rule, state, None, None)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// Replays recordings, loading each pipeline once.
@@ -214,7 +245,24 @@ impl Replay {
                         TokenChoice::Issued => token,
                         TokenChoice::Forged => forge(&token),
                     };
-                    gateway.resume(&token, &transaction_id, &replayed_result(&resume.result))
+                    // A recovery's enrolment is the host's to check, from its state: the
+                    // rule resumes with what the host resumed it with live, and a
+                    // continue the host answered alone runs no rule at all (the login
+                    // stays parked, as the replay's token does).
+                    let result = match (&resume.enrolment, resume.token) {
+                        (Some(EnrolmentCheck::Answered), TokenChoice::Issued) => {
+                            results.push(StepResult {
+                                step: index + 1,
+                                expected: step.expect.clone(),
+                                got: Expectation::host_only(),
+                                unexpected_calls: replayer.unexpected(),
+                            });
+                            continue;
+                        }
+                        (Some(EnrolmentCheck::Completed { result }), _) => result.to_string(),
+                        _ => replayed_result(&resume.result),
+                    };
+                    gateway.resume(&token, &transaction_id, &result)
                 }
                 _ => {
                     return Err(format!(
@@ -227,6 +275,9 @@ impl Replay {
                 Ok(verdict) => {
                     if let Some(token) = &verdict.resume_token {
                         issued = Some((token.clone(), verdict.transaction_id.clone()));
+                    }
+                    if let Some(token) = park_recovery(&gateway, &verdict, step)? {
+                        issued = Some((token, verdict.transaction_id.clone()));
                     }
                     Expectation::of(&verdict)
                 }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::gateway::login::DirectoryUser;
 use crate::gateway::resume::ResumeRefusal;
 use crate::providers::CodeCheck;
-use crate::runtime::verdict::{Decision, Effect, FaultKind, Verdict};
+use crate::runtime::verdict::{Decision, Effect, EnrolmentCheck, FaultKind, Verdict};
 use crate::services::{
     Directory, FactorSummary, LegacyAccount, LegacyStores, SecondFactors, SentCode, ServiceError,
     Services, call,
@@ -84,6 +84,15 @@ impl RecordedLogin {
     }
 }
 
+/// The directory user a step's recorded lookup by email answered, if any.
+pub fn recorded_user(calls: &[Call]) -> Option<DirectoryUser> {
+    calls
+        .iter()
+        .find(|c| c.call == call::FIND_BY_EMAIL)
+        .and_then(|c| c.answer.decode::<Vec<DirectoryUser>>(&c.call).ok())
+        .and_then(|users| users.into_iter().next())
+}
+
 /// Which token a resume step presents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -100,6 +109,10 @@ pub struct RecordedResume {
     pub token: TokenChoice,
     pub result: Value,
     pub time_ms: u64,
+    /// After a recovery's enrolment: how the host's check of it went live, which the
+    /// replay stands in for the check (it has none of the host's state).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolment: Option<EnrolmentCheck>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,6 +152,11 @@ pub struct Expectation {
 
 impl Expectation {
     pub fn of(verdict: &Verdict) -> Self {
+        // A continue the host answered alone, from its state (a recovery's enrolment
+        // not done, or the recovery ended): no rule ran, so there is nothing to compare.
+        if verdict.enrolment == Some(EnrolmentCheck::Answered) {
+            return Self::host_only();
+        }
         // A recovery the host performed is compared by the rule's decision: what the
         // host answered depends on its state, which a replay does not have.
         let decision = match &verdict.recovery {
@@ -164,6 +182,16 @@ impl Expectation {
                     kind: fault.kind,
                 })
                 .collect(),
+            refused: None,
+        }
+    }
+
+    /// A step no rule ran for: the host answered alone, from its state.
+    pub fn host_only() -> Self {
+        Self {
+            decision: None,
+            effects: Vec::new(),
+            faults: Vec::new(),
             refused: None,
         }
     }
@@ -206,7 +234,8 @@ impl Expectation {
                 .ok()
                 .and_then(|v| v["type"].as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            (None, None) => "nothing".into(),
+            // Only a continue the host answered alone has neither.
+            (None, None) => "host-only".into(),
         }
     }
 }

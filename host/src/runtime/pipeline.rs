@@ -396,6 +396,7 @@ impl Pipeline {
             error: None,
             evidence,
             recovery: None,
+            enrolment: None,
         }
     }
 

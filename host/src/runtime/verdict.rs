@@ -63,6 +63,21 @@ pub enum RecoveryStep {
     Enrol,
 }
 
+/// How the host's own check of a recovery's enrolment went, when a login parked for
+/// it continues (`gateway::recovery`). It depends on the host's state (the factor, the
+/// recovery), which a replay does not have: recordings keep it, and replays stand it
+/// in for the check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "host", rename_all = "snake_case")]
+pub enum EnrolmentCheck {
+    /// The factor this login's proof enrolled completed the recovery: the recovering
+    /// rule resumed with `result`.
+    Completed { result: Value },
+    /// No rule ran: the host answered alone (no such factor yet, or the recovery
+    /// ended).
+    Answered,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ChallengeKind {
@@ -205,6 +220,10 @@ pub struct Verdict {
     /// depends on the host's state.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovery: Option<RecoveryStep>,
+    /// For a continue after a recovery's enrolment: how the host's check of it went,
+    /// which recordings keep and replays stand in. Not part of the answer.
+    #[serde(skip)]
+    pub enrolment: Option<EnrolmentCheck>,
 }
 
 impl Verdict {

@@ -13,9 +13,21 @@ fn recordings() -> Vec<PathBuf> {
 fn every_recording_replays() -> Result {
     let files = recordings();
     assert!(
-        files.len() >= 12,
+        files.len() >= 27,
         "the fixtures hold every scenario: {files:?}"
     );
+    for path in [
+        "recovery-wait",
+        "recovery-code",
+        "recovery-code-refused",
+        "recovery-cancelled",
+        "recovery-assisted",
+    ] {
+        assert!(
+            files.iter().any(|f| f.ends_with(format!("{path}.json"))),
+            "no recording of {path}: {files:?}"
+        );
+    }
     let mut replay =
         portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
     for file in &files {
@@ -54,6 +66,11 @@ fn replay_edited(
     let original = workspace_root().join("fixtures/recordings").join(name);
     let mut recording: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(original)?)?;
+    // The copy is elsewhere: a pipeline of its own is named from the fixtures.
+    if let Some(pipeline) = recording["pipeline"].as_str() {
+        let fixtures = workspace_root().join("fixtures/recordings").join(pipeline);
+        recording["pipeline"] = fixtures.to_string_lossy().into_owned().into();
+    }
     edit(&mut recording);
     let path = dir.path().join(name);
     std::fs::write(&path, recording.to_string())?;
@@ -77,6 +94,63 @@ fn a_changed_verdict_fails_with_a_diff() -> Result {
     assert!(
         diff.contains("-    \"type\": \"allow\"") && diff.contains("+    \"type\": \"deny\""),
         "{diff}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_recovery_resumes_the_rule_with_what_the_host_checked() -> Result {
+    // The host's check of the new factor's enrolment depends on its state; the replay
+    // resumes the recovering rule with what the host resumed it with live. Had the
+    // host found nothing enrolled, the rule would not let the login through.
+    let result = replay_edited("recovery-code.json", |recording| {
+        let resume = &mut recording["steps"][1]["continue"];
+        assert_eq!(resume["enrolment"]["host"], "completed");
+        resume["enrolment"]["result"] = serde_json::json!({"enrolled": false});
+    })?;
+    assert!(result.error.is_none(), "{:?}", result.error);
+    assert!(result.steps[0].passed(), "{}", result.steps[0].diff());
+    assert!(!result.steps[1].passed());
+    let diff = result.steps[1].diff();
+    assert!(
+        diff.contains("-    \"type\": \"allow\"") && diff.contains("recovery_incomplete"),
+        "{diff}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_continue_the_host_answered_alone_still_needs_the_rule_to_have_parked_the_login() -> Result {
+    // As recorded: the login's rule decided use-code (the host parked it), and the
+    // continue after the recovery was cancelled was the host's alone.
+    let mut replay =
+        portcullis::replay::Replay::new(&workspace_root().join("fixtures/pipeline.toml"))?;
+    let recorded =
+        replay.run(&workspace_root().join("fixtures/recordings/recovery-cancelled.json"));
+    assert!(recorded.passed(), "{:?}", recorded.error);
+    assert_eq!(recorded.steps[1].got.summary(), "host-only");
+    // A rule that no longer asks to recover leaves nothing parked to continue.
+    let result = replay_edited("recovery-cancelled.json", |recording| {
+        for call in recording["steps"][0]["calls"].as_array_mut().unwrap() {
+            if call["call"] == "recovery.facts" {
+                call["answer"]["ok"]["has_code"] = false.into();
+                call["answer"]["ok"]["status"] = "waiting".into();
+            }
+        }
+    })?;
+    assert!(!result.passed());
+    assert!(
+        result.steps[0].diff().contains("use_code"),
+        "{}",
+        result.steps[0].diff()
+    );
+    assert!(
+        result
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("no earlier step redirected")),
+        "{:?}",
+        result.error
     );
     Ok(())
 }
