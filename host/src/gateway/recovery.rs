@@ -576,6 +576,19 @@ impl Gateway {
             })
         });
         let mut base = super::challenge::answer_only(record);
+        // A recovery that ended meanwhile (cancelled by its owner, superseded, past its
+        // window) is not one to enrol for: its proof enrols nothing any more, so the
+        // login is told so rather than asked to enrol again.
+        let open = store::recovery_by_id(self.state.sql(), &pending.recovery_id)?
+            .is_some_and(|r| r.status == "enrolling" && now_ms < r.expires_at_ms);
+        if !open {
+            return Ok(Err(Box::new(denied(
+                base,
+                "recovery_cancelled",
+                "This recovery was cancelled; please sign in again.",
+                false,
+            ))));
+        }
         let Some(new) = new else {
             // Not yet: the same enrolment under a new token (each token works once).
             base.effects = record.pending.clone();

@@ -740,6 +740,10 @@ fn a_factor_confirmed_under_a_recovery_ends_with_it() -> Result {
         FactorStatus::Disabled,
         "the attacker's phone outlived the cancelled recovery"
     );
+    // The parked login continues with its enrolment: told the recovery ended, not
+    // asked to enrol again with a proof that enrols nothing any more.
+    let after = env.continue_with(&served, json!({ "enrollment_id": planted }));
+    assert_eq!(crate::recovery::denied_code(&after), "recovery_cancelled");
     Ok(())
 }
 
