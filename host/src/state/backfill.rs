@@ -196,3 +196,253 @@ pub(super) const DEPEND_ON_LEGACY: &str = "
     SELECT COUNT(*) FROM factors
     WHERE status = 'active' AND legacy_provider_user_id IS NOT NULL
       AND (phone_ciphertext IS NULL OR reverted)";
+
+/// The backfill's reads and writes, once for both backends.
+pub(super) mod rows {
+    use super::super::factors::Factor;
+    use super::super::portable::{SqlStore, Val, transact};
+    use super::super::{StoreError, sql_time};
+    use super::*;
+    use crate::mfa::sealed::Sealed;
+
+    fn count(v: Option<&Val>) -> u64 {
+        v.and_then(Val::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0)
+    }
+
+    fn limit(n: usize) -> Val {
+        Val::int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    pub fn candidates(
+        store: &dyn SqlStore,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        max: usize,
+        run_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = transact(store, |tx| {
+            tx.query(
+                CANDIDATES,
+                &[
+                    Val::Text(cohort.map(str::to_owned)),
+                    Val::int(sql_time(now_ms)),
+                    Val::Bool(Some(retry_failed)),
+                    limit(max),
+                    Val::text(run_id),
+                ],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().and_then(Val::into_text))
+            .collect())
+    }
+
+    pub fn claim(
+        store: &dyn SqlStore,
+        ids: &[String],
+        lease: &Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        transact(store, |tx| {
+            let mut taken = Vec::with_capacity(ids.len());
+            for id in ids {
+                // Another run inserting the same factor first makes this one wait for
+                // it (PostgreSQL), then find the row held: nothing returned.
+                let rows = tx.query(
+                    CLAIM,
+                    &[
+                        Val::text(id),
+                        Val::text(&lease.token),
+                        Val::int(sql_time(lease.until_ms)),
+                        Val::text(&lease.run_id),
+                        Val::int(sql_time(lease.now_ms)),
+                        Val::Bool(Some(retry_failed)),
+                    ],
+                )?;
+                taken.extend(
+                    rows.into_iter()
+                        .filter_map(|r| r.into_iter().next().and_then(Val::into_text)),
+                );
+            }
+            Ok(taken)
+        })
+    }
+
+    pub fn left(store: &dyn SqlStore, cohort: Option<&str>) -> Result<u64, StoreError> {
+        let rows = transact(store, |tx| {
+            tx.query(LEFT, &[Val::Text(cohort.map(str::to_owned))])
+        })?;
+        Ok(count(rows.first().and_then(|r| r.first())))
+    }
+
+    pub fn begin_export(
+        store: &dyn SqlStore,
+        factor_id: &str,
+        provider_user_id: &str,
+        lease: &Lease,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<ExportPermit, StoreError> {
+        // One transaction, durable before the call is made: that is the ledger's point.
+        transact(store, |tx| {
+            let held = tx.execute(
+                RENEW,
+                &[
+                    Val::text(factor_id),
+                    Val::text(&lease.token),
+                    Val::int(sql_time(lease.until_ms)),
+                ],
+            )?;
+            if held == 0 {
+                return Ok(ExportPermit::LostLease);
+            }
+            let counted = tx.query(
+                COUNTED_EXPORTS,
+                &[Val::text(provider_user_id), Val::int(sql_time(since_ms))],
+            )?;
+            if count(counted.first().and_then(|r| r.first())) >= quota {
+                return Ok(ExportPermit::Quota);
+            }
+            let id = tx.query(
+                RECORD_EXPORT,
+                &[
+                    Val::text(factor_id),
+                    Val::text(provider_user_id),
+                    Val::text(&lease.run_id),
+                    Val::int(sql_time(lease.now_ms)),
+                ],
+            )?;
+            let id = id
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Val::as_int)
+                .ok_or_else(|| StoreError::Backend("the ledger gave no id".into()))?;
+            Ok(ExportPermit::Go(id))
+        })
+    }
+
+    pub fn finish_export(
+        store: &dyn SqlStore,
+        id: i64,
+        outcome: ExportOutcome,
+    ) -> Result<(), StoreError> {
+        transact(store, |tx| {
+            tx.execute(FINISH_EXPORT, &[Val::int(id), Val::text(outcome.name())])
+        })?;
+        Ok(())
+    }
+
+    pub fn store_phone(
+        store: &dyn SqlStore,
+        read: &Factor,
+        sealed: &Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(transact(store, |tx| {
+            tx.execute(
+                STORE_PHONE,
+                &[
+                    Val::text(&read.id),
+                    Val::text(&read.user_id),
+                    Val::Bytes(Some(sealed.ciphertext.clone())),
+                    Val::Bytes(Some(sealed.nonce.clone())),
+                    Val::text(&sealed.key_id),
+                    Val::int(sql_time(now_ms)),
+                    Val::Text(read.legacy_provider_user_id.clone()),
+                    Val::int(sql_time(read.updated_at_ms)),
+                ],
+            )
+        })? == 1)
+    }
+
+    pub fn finish(
+        store: &dyn SqlStore,
+        factor_id: &str,
+        token: &str,
+        status: BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        Ok(transact(store, |tx| {
+            tx.execute(
+                FINISH_BACKFILL,
+                &[
+                    Val::text(factor_id),
+                    Val::text(token),
+                    Val::text(status.name()),
+                    Val::Text(reason.map(str::to_owned)),
+                    Val::int(sql_time(now_ms)),
+                ],
+            )
+        })? == 1)
+    }
+
+    pub fn revert(
+        store: &dyn SqlStore,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        transact(store, |tx| {
+            let rows = tx.query(
+                REVERT,
+                &[
+                    Val::Text(user_id.map(str::to_owned)),
+                    Val::Text(cohort.map(str::to_owned)),
+                    Val::int(sql_time(now_ms)),
+                ],
+            )?;
+            let mut reverted = Vec::with_capacity(rows.len());
+            for row in rows {
+                let mut row = row.into_iter();
+                let factor = row.next().and_then(Val::into_text).unwrap_or_default();
+                let user = row.next().and_then(Val::into_text).unwrap_or_default();
+                tx.execute(
+                    AUDIT,
+                    &[
+                        Val::int(sql_time(now_ms)),
+                        Val::text(actor),
+                        Val::text("mfa.revert"),
+                        Val::text(user),
+                        Val::text(format!("factor {factor} back on the old provider")),
+                    ],
+                )?;
+                reverted.push(factor);
+            }
+            Ok(reverted)
+        })
+    }
+
+    pub fn status(store: &dyn SqlStore) -> Result<Vec<CohortStatus>, StoreError> {
+        let rows = transact(store, |tx| tx.query(STATUS, &[]))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let n = |i: usize| count(row.get(i));
+                CohortStatus {
+                    cohort: row
+                        .first()
+                        .and_then(Val::as_text)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    factors: n(1),
+                    new_provider: n(2),
+                    exported: n(3),
+                    pending: n(4),
+                    failing: n(5),
+                    reverted: n(6),
+                }
+            })
+            .collect())
+    }
+
+    pub fn depending_on_legacy(store: &dyn SqlStore) -> Result<u64, StoreError> {
+        let rows = transact(store, |tx| tx.query(DEPEND_ON_LEGACY, &[]))?;
+        Ok(count(rows.first().and_then(|r| r.first())))
+    }
+}

@@ -260,7 +260,99 @@ pub trait FactorStore: SqlBacked {
     }
 }
 
-pub trait StateStore: Directory + SqlBacked + FactorStore {
+/// The MFA phone export's state (see `backfill`): one implementation for both
+/// backends (`backfill::rows`).
+pub trait BackfillStore: SqlBacked {
+    /// Up to `limit` factor ids the backfill may take up, by id.
+    fn backfill_candidates(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        limit: usize,
+        run_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        backfill::rows::candidates(self.sql(), cohort, now_ms, retry_failed, limit, run_id)
+    }
+    /// Takes up `ids` under one lease, in one transaction; returns those taken (not
+    /// those another run took first).
+    fn claim_backfill(
+        &self,
+        ids: &[String],
+        lease: &backfill::Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        backfill::rows::claim(self.sql(), ids, lease, retry_failed)
+    }
+    /// Old-provider factors without a phone, not reverted, in the cohort if named.
+    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
+        backfill::rows::left(self.sql(), cohort)
+    }
+    /// Records an export attempt before it is made, in one transaction with the quota
+    /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
+    /// run can take it up while the call is in flight).
+    fn begin_export(
+        &self,
+        factor_id: &str,
+        provider_user_id: &str,
+        lease: &backfill::Lease,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<backfill::ExportPermit, StoreError> {
+        backfill::rows::begin_export(
+            self.sql(),
+            factor_id,
+            provider_user_id,
+            lease,
+            since_ms,
+            quota,
+        )
+    }
+    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
+        backfill::rows::finish_export(self.sql(), id, outcome)
+    }
+    /// Stores an exported phone if the factor is still as `read` (see
+    /// `backfill::STORE_PHONE`); false when its user changed it meanwhile.
+    fn store_exported_phone(
+        &self,
+        read: &factors::Factor,
+        sealed: &crate::mfa::sealed::Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        backfill::rows::store_phone(self.sql(), read, sealed, now_ms)
+    }
+    /// Ends a factor's backfill if `token` still holds it.
+    fn finish_backfill(
+        &self,
+        factor_id: &str,
+        token: &str,
+        status: backfill::BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        backfill::rows::finish(self.sql(), factor_id, token, status, reason, now_ms)
+    }
+    /// Reverts a user's or a cohort's factors to the old provider, audited, in one
+    /// transaction; returns the factor ids.
+    fn revert_factors(
+        &self,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        backfill::rows::revert(self.sql(), user_id, cohort, actor, now_ms)
+    }
+    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
+        backfill::rows::status(self.sql())
+    }
+    /// Active factors that cannot be challenged without the old provider.
+    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
+        backfill::rows::depending_on_legacy(self.sql())
+    }
+}
+
+pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
@@ -342,69 +434,6 @@ pub trait StateStore: Directory + SqlBacked + FactorStore {
     /// Deletes every user, link, factor, outbox message, token and applied transaction
     /// (seeding only).
     fn clear(&self) -> Result<(), StoreError>;
-
-    // The MFA backfill (see `backfill`).
-
-    /// Up to `limit` factor ids the backfill may take up, by id.
-    fn backfill_candidates(
-        &self,
-        cohort: Option<&str>,
-        now_ms: u64,
-        retry_failed: bool,
-        limit: usize,
-        run_id: &str,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Takes up `ids` under one lease, in one transaction; returns those taken (not
-    /// those another run took first).
-    fn claim_backfill(
-        &self,
-        ids: &[String],
-        lease: &backfill::Lease,
-        retry_failed: bool,
-    ) -> Result<Vec<String>, StoreError>;
-    /// Old-provider factors without a phone, not reverted, in the cohort if named.
-    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError>;
-    /// Records an export attempt before it is made, in one transaction with the quota
-    /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
-    /// run can take it up while the call is in flight).
-    fn begin_export(
-        &self,
-        factor_id: &str,
-        provider_user_id: &str,
-        lease: &backfill::Lease,
-        since_ms: u64,
-        quota: u64,
-    ) -> Result<backfill::ExportPermit, StoreError>;
-    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError>;
-    /// Stores an exported phone if the factor is still as `read` (see
-    /// `backfill::STORE_PHONE`); false when its user changed it meanwhile.
-    fn store_exported_phone(
-        &self,
-        read: &factors::Factor,
-        sealed: &crate::mfa::sealed::Sealed,
-        now_ms: u64,
-    ) -> Result<bool, StoreError>;
-    /// Ends a factor's backfill if `token` still holds it.
-    fn finish_backfill(
-        &self,
-        factor_id: &str,
-        token: &str,
-        status: backfill::BackfillStatus,
-        reason: Option<&str>,
-        now_ms: u64,
-    ) -> Result<bool, StoreError>;
-    /// Reverts a user's or a cohort's factors to the old provider, audited, in one
-    /// transaction; returns the factor ids.
-    fn revert_factors(
-        &self,
-        user_id: Option<&str>,
-        cohort: Option<&str>,
-        actor: &str,
-        now_ms: u64,
-    ) -> Result<Vec<String>, StoreError>;
-    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError>;
-    /// Active factors that cannot be challenged without the old provider.
-    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError>;
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

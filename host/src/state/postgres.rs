@@ -14,8 +14,6 @@ use super::apply::{
     EffectWriter, ImportOutcome, ImportRecord, Metadata, NewUser, apply_effects, import_user,
     merged,
 };
-use super::backfill;
-use super::factors::Factor;
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -23,7 +21,6 @@ use super::{
     stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
-use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, FactorSummary, ServiceError};
 
 pub(super) const SCHEMA: &str = "
@@ -538,6 +535,8 @@ impl super::SqlBacked for PostgresState {
 
 impl super::FactorStore for PostgresState {}
 
+impl super::BackfillStore for PostgresState {}
+
 impl StateStore for PostgresState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.pool.get()?;
@@ -842,216 +841,6 @@ impl StateStore for PostgresState {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn backfill_candidates(
-        &self,
-        cohort: Option<&str>,
-        now_ms: u64,
-        retry_failed: bool,
-        limit: usize,
-        run_id: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let rows = self.pool.get()?.query(
-            backfill::CANDIDATES,
-            &[
-                &cohort,
-                &sql_time(now_ms),
-                &retry_failed,
-                &(limit as i64),
-                &run_id,
-            ],
-        )?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
-    }
-
-    fn claim_backfill(
-        &self,
-        ids: &[String],
-        lease: &backfill::Lease,
-        retry_failed: bool,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let claim = tx.prepare(backfill::CLAIM)?;
-        let mut taken = Vec::with_capacity(ids.len());
-        for id in ids {
-            // Another run inserting the same factor first makes this one wait for it,
-            // then find the row held: nothing returned.
-            if let Some(row) = tx.query_opt(
-                &claim,
-                &[
-                    id,
-                    &lease.token,
-                    &sql_time(lease.until_ms),
-                    &lease.run_id,
-                    &sql_time(lease.now_ms),
-                    &retry_failed,
-                ],
-            )? {
-                taken.push(row.get(0));
-            }
-        }
-        tx.commit()?;
-        Ok(taken)
-    }
-
-    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query_one(backfill::LEFT, &[&cohort])?
-            .get::<_, i64>(0) as u64)
-    }
-
-    fn begin_export(
-        &self,
-        factor_id: &str,
-        provider_user_id: &str,
-        lease: &backfill::Lease,
-        since_ms: u64,
-        quota: u64,
-    ) -> Result<backfill::ExportPermit, StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let held = tx.execute(
-            backfill::RENEW,
-            &[&factor_id, &lease.token, &sql_time(lease.until_ms)],
-        )?;
-        if held == 0 {
-            return Ok(backfill::ExportPermit::LostLease);
-        }
-        // One check-and-record per old-provider user at a time.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            &[&provider_user_id],
-        )?;
-        let counted: i64 = tx
-            .query_one(
-                backfill::COUNTED_EXPORTS,
-                &[&provider_user_id, &sql_time(since_ms)],
-            )?
-            .get(0);
-        if counted as u64 >= quota {
-            return Ok(backfill::ExportPermit::Quota);
-        }
-        let id: i64 = tx
-            .query_one(
-                backfill::RECORD_EXPORT,
-                &[
-                    &factor_id,
-                    &provider_user_id,
-                    &lease.run_id,
-                    &sql_time(lease.now_ms),
-                ],
-            )?
-            .get(0);
-        tx.commit()?;
-        Ok(backfill::ExportPermit::Go(id))
-    }
-
-    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
-        self.pool
-            .get()?
-            .execute(backfill::FINISH_EXPORT, &[&id, &outcome.name()])?;
-        Ok(())
-    }
-
-    fn store_exported_phone(
-        &self,
-        read: &Factor,
-        sealed: &Sealed,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.pool.get()?.execute(
-            backfill::STORE_PHONE,
-            &[
-                &read.id,
-                &read.user_id,
-                &sealed.ciphertext,
-                &sealed.nonce,
-                &sealed.key_id,
-                &sql_time(now_ms),
-                &read.legacy_provider_user_id,
-                &sql_time(read.updated_at_ms),
-            ],
-        )? == 1)
-    }
-
-    fn finish_backfill(
-        &self,
-        factor_id: &str,
-        token: &str,
-        status: backfill::BackfillStatus,
-        reason: Option<&str>,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.pool.get()?.execute(
-            backfill::FINISH_BACKFILL,
-            &[
-                &factor_id,
-                &token,
-                &status.name(),
-                &reason,
-                &sql_time(now_ms),
-            ],
-        )? == 1)
-    }
-
-    fn revert_factors(
-        &self,
-        user_id: Option<&str>,
-        cohort: Option<&str>,
-        actor: &str,
-        now_ms: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let rows = tx.query(backfill::REVERT, &[&user_id, &cohort, &sql_time(now_ms)])?;
-        let mut reverted = Vec::with_capacity(rows.len());
-        for row in rows {
-            let (factor, user): (String, String) = (row.get(0), row.get(1));
-            tx.execute(
-                backfill::AUDIT,
-                &[
-                    &sql_time(now_ms),
-                    &actor,
-                    &"mfa.revert",
-                    &user,
-                    &format!("factor {factor} back on the old provider"),
-                ],
-            )?;
-            reverted.push(factor);
-        }
-        tx.commit()?;
-        Ok(reverted)
-    }
-
-    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
-        let rows = self.pool.get()?.query(backfill::STATUS, &[])?;
-        Ok(rows
-            .iter()
-            .map(|row| {
-                let n = |i: usize| row.get::<_, Option<i64>>(i).unwrap_or(0) as u64;
-                backfill::CohortStatus {
-                    cohort: row.get(0),
-                    factors: row.get::<_, i64>(1) as u64,
-                    new_provider: n(2),
-                    exported: n(3),
-                    pending: n(4),
-                    failing: n(5),
-                    reverted: n(6),
-                }
-            })
-            .collect())
-    }
-
-    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query_one(backfill::DEPEND_ON_LEGACY, &[])?
-            .get::<_, i64>(0) as u64)
     }
 
     fn clear(&self) -> Result<(), StoreError> {

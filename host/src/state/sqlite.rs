@@ -12,8 +12,6 @@ use super::apply::{
     EffectWriter, ImportOutcome, ImportRecord, Metadata, NewUser, apply_effects, import_user,
     merged,
 };
-use super::backfill;
-use super::factors::Factor;
 use super::login_stats::LoginMark;
 use super::{
     ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
@@ -21,7 +19,6 @@ use super::{
     stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
-use crate::mfa::sealed::Sealed;
 use crate::services::{Directory, FactorSummary, ServiceError};
 
 pub(super) const SCHEMA: &str = "
@@ -482,6 +479,8 @@ impl super::SqlBacked for SqliteState {
 
 impl super::FactorStore for SqliteState {}
 
+impl super::BackfillStore for SqliteState {}
+
 impl StateStore for SqliteState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.lock();
@@ -828,208 +827,6 @@ impl StateStore for SqliteState {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    fn backfill_candidates(
-        &self,
-        cohort: Option<&str>,
-        now_ms: u64,
-        retry_failed: bool,
-        limit: usize,
-        run_id: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare_cached(&backfill::CANDIDATES.replace('$', "?"))?;
-        let ids = statement
-            .query_map(
-                params![cohort, sql_time(now_ms), retry_failed, limit as i64, run_id],
-                |row| row.get(0),
-            )?
-            .collect::<Result<_, _>>()?;
-        Ok(ids)
-    }
-
-    fn claim_backfill(
-        &self,
-        ids: &[String],
-        lease: &backfill::Lease,
-        retry_failed: bool,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut taken = Vec::with_capacity(ids.len());
-        {
-            let mut claim = tx.prepare_cached(&backfill::CLAIM.replace('$', "?"))?;
-            for id in ids {
-                let got: Option<String> = claim
-                    .query_row(
-                        params![
-                            id,
-                            lease.token,
-                            sql_time(lease.until_ms),
-                            lease.run_id,
-                            sql_time(lease.now_ms),
-                            retry_failed
-                        ],
-                        |row| row.get(0),
-                    )
-                    .optional()?;
-                taken.extend(got);
-            }
-        }
-        tx.commit()?;
-        Ok(taken)
-    }
-
-    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(&backfill::LEFT.replace('$', "?"), params![cohort], |row| {
-                row.get::<_, i64>(0)
-            })? as u64)
-    }
-
-    fn begin_export(
-        &self,
-        factor_id: &str,
-        provider_user_id: &str,
-        lease: &backfill::Lease,
-        since_ms: u64,
-        quota: u64,
-    ) -> Result<backfill::ExportPermit, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held = tx.execute(
-            &backfill::RENEW.replace('$', "?"),
-            params![factor_id, lease.token, sql_time(lease.until_ms)],
-        )?;
-        if held == 0 {
-            return Ok(backfill::ExportPermit::LostLease);
-        }
-        let counted: i64 = tx.query_row(
-            &backfill::COUNTED_EXPORTS.replace('$', "?"),
-            params![provider_user_id, sql_time(since_ms)],
-            |row| row.get(0),
-        )?;
-        if counted as u64 >= quota {
-            return Ok(backfill::ExportPermit::Quota);
-        }
-        let id: i64 = tx.query_row(
-            &backfill::RECORD_EXPORT.replace('$', "?"),
-            params![
-                factor_id,
-                provider_user_id,
-                lease.run_id,
-                sql_time(lease.now_ms)
-            ],
-            |row| row.get(0),
-        )?;
-        // Durable before the call is made: that is the ledger's point.
-        tx.commit()?;
-        Ok(backfill::ExportPermit::Go(id))
-    }
-
-    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
-        self.lock().execute(
-            &backfill::FINISH_EXPORT.replace('$', "?"),
-            params![id, outcome.name()],
-        )?;
-        Ok(())
-    }
-
-    fn store_exported_phone(
-        &self,
-        read: &Factor,
-        sealed: &Sealed,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            &backfill::STORE_PHONE.replace('$', "?"),
-            params![
-                read.id,
-                read.user_id,
-                sealed.ciphertext,
-                sealed.nonce,
-                sealed.key_id,
-                sql_time(now_ms),
-                read.legacy_provider_user_id,
-                sql_time(read.updated_at_ms)
-            ],
-        )? == 1)
-    }
-
-    fn finish_backfill(
-        &self,
-        factor_id: &str,
-        token: &str,
-        status: backfill::BackfillStatus,
-        reason: Option<&str>,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            &backfill::FINISH_BACKFILL.replace('$', "?"),
-            params![factor_id, token, status.name(), reason, sql_time(now_ms)],
-        )? == 1)
-    }
-
-    fn revert_factors(
-        &self,
-        user_id: Option<&str>,
-        cohort: Option<&str>,
-        actor: &str,
-        now_ms: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let reverted: Vec<(String, String)> = {
-            let mut revert = tx.prepare(&backfill::REVERT.replace('$', "?"))?;
-            revert
-                .query_map(params![user_id, cohort, sql_time(now_ms)], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect::<Result<_, _>>()?
-        };
-        for (factor, user) in &reverted {
-            tx.execute(
-                &backfill::AUDIT.replace('$', "?"),
-                params![
-                    sql_time(now_ms),
-                    actor,
-                    "mfa.revert",
-                    user,
-                    format!("factor {factor} back on the old provider")
-                ],
-            )?;
-        }
-        tx.commit()?;
-        Ok(reverted.into_iter().map(|(factor, _)| factor).collect())
-    }
-
-    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare(backfill::STATUS)?;
-        let rows = statement
-            .query_map([], |row| {
-                let n = |i: usize| row.get::<_, Option<i64>>(i).map(|v| v.unwrap_or(0) as u64);
-                Ok(backfill::CohortStatus {
-                    cohort: row.get(0)?,
-                    factors: n(1)?,
-                    new_provider: n(2)?,
-                    exported: n(3)?,
-                    pending: n(4)?,
-                    failing: n(5)?,
-                    reverted: n(6)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
-    }
-
-    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .query_row(backfill::DEPEND_ON_LEGACY, [], |row| row.get::<_, i64>(0))?
-            as u64)
     }
 
     fn clear(&self) -> Result<(), StoreError> {
