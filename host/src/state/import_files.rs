@@ -136,3 +136,135 @@ pub(super) fn from_row(row: Row) -> ImportFileState {
         retry_at_ms: n(row.11),
     }
 }
+
+/// The import's reads and writes, once for both backends.
+pub(super) mod rows {
+    use super::super::portable::{SqlStore, Val, transact};
+    use super::super::{StoreError, sql_time};
+    use super::{ImportFileState, LIST, REGISTER, UPDATE, from_row};
+
+    fn big(n: u64) -> Val {
+        Val::int(i64::try_from(n).unwrap_or(i64::MAX))
+    }
+
+    pub fn register(
+        store: &dyn SqlStore,
+        files: &[(String, String, u64)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        transact(store, |tx| {
+            for (sha, name, users) in files {
+                tx.execute(
+                    REGISTER,
+                    &[
+                        Val::text(sha),
+                        Val::text(name),
+                        big(*users),
+                        Val::int(sql_time(now_ms)),
+                    ],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn list(store: &dyn SqlStore) -> Result<Vec<ImportFileState>, StoreError> {
+        let rows = transact(store, |tx| tx.query(LIST, &[]))?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let text = |i: usize| row.get(i).and_then(Val::as_text).map(str::to_owned);
+                let int = |i: usize| row.get(i).and_then(Val::as_int).unwrap_or(0);
+                from_row((
+                    text(0).unwrap_or_default(),
+                    text(1).unwrap_or_default(),
+                    int(2),
+                    text(3).unwrap_or_default(),
+                    text(4),
+                    int(5),
+                    int(6),
+                    int(7),
+                    int(8),
+                    int(9),
+                    text(10),
+                    int(11),
+                ))
+            })
+            .collect())
+    }
+
+    pub fn update(
+        store: &dyn SqlStore,
+        f: &ImportFileState,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        transact(store, |tx| {
+            tx.execute(
+                UPDATE,
+                &[
+                    Val::text(&f.sha256),
+                    Val::text(f.status.name()),
+                    Val::Text(f.job_id.clone()),
+                    Val::int(i64::from(f.attempts)),
+                    big(f.inserted),
+                    big(f.updated),
+                    big(f.failed),
+                    big(f.duplicates),
+                    Val::Text(f.last_error.clone()),
+                    Val::int(sql_time(f.retry_at_ms)),
+                    Val::int(sql_time(now_ms)),
+                ],
+            )
+        })?;
+        Ok(())
+    }
+
+    /// Which of these normalized emails a directory user holds: an `IN` list per
+    /// chunk (SQLite takes at most 32,766 parameters, PostgreSQL 65,535).
+    pub fn emails_in_directory(
+        store: &dyn SqlStore,
+        emails: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut found = std::collections::HashSet::new();
+        for chunk in emails.chunks(10_000) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT email_norm FROM users WHERE email_norm IN ({})",
+                marks.join(", ")
+            );
+            let params: Vec<Val> = chunk.iter().map(|e| Val::text(*e)).collect();
+            for row in transact(store, |tx| tx.query(&sql, &params))? {
+                found.extend(row.into_iter().next().and_then(Val::into_text));
+            }
+        }
+        Ok(found)
+    }
+
+    pub fn legacy_links_page(
+        store: &dyn SqlStore,
+        product: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = transact(store, |tx| {
+            tx.query(
+                "SELECT provider_user_id, user_id FROM identities
+                 WHERE provider = $1 AND provider_user_id > $2 ORDER BY provider_user_id LIMIT $3",
+                &[
+                    Val::text(product),
+                    Val::text(after),
+                    Val::int(i64::try_from(limit).unwrap_or(i64::MAX)),
+                ],
+            )
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let mut row = row.into_iter();
+                let legacy = row.next().and_then(Val::into_text).unwrap_or_default();
+                let user = row.next().and_then(Val::into_text).unwrap_or_default();
+                (legacy, user)
+            })
+            .collect())
+    }
+}

@@ -23,6 +23,7 @@ pub mod rate_windows;
 pub mod recovery;
 mod sqlite;
 pub mod support;
+pub mod users;
 
 use serde::{Deserialize, Serialize};
 
@@ -352,16 +353,17 @@ pub trait BackfillStore: SqlBacked {
     }
 }
 
-pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore {
-    /// Applies a batch in one transaction; a transaction id applied before changes
-    /// nothing.
-    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
-    /// Which of these normalized emails a directory user holds (one query: the
-    /// export asks for a page of people at once).
+/// The bulk import's files and the lookups the export and the id backfill make
+/// (`import_files::rows`), and the directory as seeding writes it (`users`).
+pub trait ImportStore: SqlBacked {
+    /// Which of these normalized emails a directory user holds (the export asks for a
+    /// page of people at once).
     fn emails_in_directory(
         &self,
         emails: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError>;
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        import_files::rows::emails_in_directory(self.sql(), emails)
+    }
     /// Up to `limit` links of directory users to accounts of `product`, by legacy id
     /// after `after`: (legacy id, user id).
     fn legacy_links_page(
@@ -369,21 +371,51 @@ pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore {
         product: &str,
         after: &str,
         limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError>;
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        import_files::rows::legacy_links_page(self.sql(), product, after, limit)
+    }
     /// Records an import's files (sha256, name, users) as pending unless known.
     fn import_files_register(
         &self,
         files: &[(String, String, u64)],
         now_ms: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        import_files::rows::register(self.sql(), files, now_ms)
+    }
     /// Every import file's state, by name.
-    fn import_files(&self) -> Result<Vec<import_files::ImportFileState>, StoreError>;
+    fn import_files(&self) -> Result<Vec<import_files::ImportFileState>, StoreError> {
+        import_files::rows::list(self.sql())
+    }
     /// Writes one file's state (by its sha256).
     fn import_file_update(
         &self,
         file: &import_files::ImportFileState,
         now_ms: u64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        import_files::rows::update(self.sql(), file, now_ms)
+    }
+    /// Inserts or replaces a user (seeding, tests).
+    fn put_user(
+        &self,
+        user: &DirectoryUser,
+        password_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        users::put(self.sql(), user, password_hash)
+    }
+    fn user_count(&self) -> Result<u64, StoreError> {
+        users::count(self.sql())
+    }
+    /// Deletes every user, link, factor, outbox message, token and applied transaction
+    /// (seeding only).
+    fn clear(&self) -> Result<(), StoreError> {
+        users::clear(self.sql())
+    }
+}
+
+pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore + ImportStore {
+    /// Applies a batch in one transaction; a transaction id applied before changes
+    /// nothing.
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
     /// Imports one user of a bulk import in one transaction (see `apply::import_user`).
     fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError>;
     /// Re-hashes a user's password with argon2id if the stored hash is another format
@@ -427,13 +459,6 @@ pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore {
     fn forget_scrubbed(&self) -> Result<(), StoreError> {
         Ok(())
     }
-    /// Inserts or replaces a user (seeding, tests).
-    fn put_user(&self, user: &DirectoryUser, password_hash: Option<&str>)
-    -> Result<(), StoreError>;
-    fn user_count(&self) -> Result<u64, StoreError>;
-    /// Deletes every user, link, factor, outbox message, token and applied transaction
-    /// (seeding only).
-    fn clear(&self) -> Result<(), StoreError>;
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

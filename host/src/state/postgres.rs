@@ -537,6 +537,8 @@ impl super::FactorStore for PostgresState {}
 
 impl super::BackfillStore for PostgresState {}
 
+impl super::ImportStore for PostgresState {}
+
 impl StateStore for PostgresState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.pool.get()?;
@@ -544,106 +546,6 @@ impl StateStore for PostgresState {
         let report = apply_effects(&mut PostgresWriter { tx: &mut tx }, batch)?;
         tx.commit()?;
         Ok(report)
-    }
-
-    fn emails_in_directory(
-        &self,
-        emails: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let emails: Vec<&str> = emails.to_vec();
-        Ok(self
-            .pool
-            .get()?
-            .query(
-                "SELECT email_norm FROM users WHERE email_norm = ANY($1)",
-                &[&emails],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect())
-    }
-
-    fn legacy_links_page(
-        &self,
-        product: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query(
-                "SELECT provider_user_id, user_id FROM identities
-                 WHERE provider = $1 AND provider_user_id > $2 ORDER BY provider_user_id LIMIT $3",
-                &[&product, &after, &(limit as i64)],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect())
-    }
-
-    fn import_files_register(
-        &self,
-        files: &[(String, String, u64)],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let insert = tx.prepare(super::import_files::REGISTER)?;
-        for (sha, name, users) in files {
-            tx.execute(&insert, &[sha, name, &(*users as i64), &sql_time(now_ms)])?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn import_files(&self) -> Result<Vec<super::import_files::ImportFileState>, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query(super::import_files::LIST, &[])?
-            .iter()
-            .map(|r| {
-                super::import_files::from_row((
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    r.get(3),
-                    r.get(4),
-                    i64::from(r.get::<_, i32>(5)),
-                    r.get(6),
-                    r.get(7),
-                    r.get(8),
-                    r.get(9),
-                    r.get(10),
-                    r.get(11),
-                ))
-            })
-            .collect())
-    }
-
-    fn import_file_update(
-        &self,
-        f: &super::import_files::ImportFileState,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.pool.get()?.execute(
-            super::import_files::UPDATE,
-            &[
-                &f.sha256,
-                &f.status.name(),
-                &f.job_id,
-                &(f.attempts.min(i32::MAX as u32) as i32),
-                &(f.inserted as i64),
-                &(f.updated as i64),
-                &(f.failed as i64),
-                &(f.duplicates as i64),
-                &f.last_error,
-                &sql_time(f.retry_at_ms),
-                &sql_time(now_ms),
-            ],
-        )?;
-        Ok(())
     }
 
     fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
@@ -800,62 +702,5 @@ impl StateStore for PostgresState {
             &[],
         )?;
         Ok(row.get::<_, i64>(0) as u64)
-    }
-
-    fn put_user(
-        &self,
-        user: &DirectoryUser,
-        password_hash: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let email = user.email.clone().unwrap_or_default();
-        tx.execute(
-            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, password_hash,
-                                created_at_ms, last_login_ms, logins_count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-             ON CONFLICT (id) DO UPDATE SET email = EXCLUDED.email, email_norm = EXCLUDED.email_norm,
-                 email_verified = EXCLUDED.email_verified, app_metadata = EXCLUDED.app_metadata,
-                 user_metadata = EXCLUDED.user_metadata, password_hash = EXCLUDED.password_hash,
-                 created_at_ms = EXCLUDED.created_at_ms, last_login_ms = EXCLUDED.last_login_ms,
-                 logins_count = EXCLUDED.logins_count",
-            &[
-                &user.id,
-                &email,
-                &normalize_email(&email),
-                &user.email_verified,
-                &user.app_metadata.to_string(),
-                &user.user_metadata.to_string(),
-                &password_hash,
-                &sql_time(user.created_at_ms),
-                &user.last_login_ms.map(sql_time),
-                &(user.logins_count as i32),
-            ],
-        )?;
-        for identity in &user.identities {
-            tx.execute(
-                "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (provider, provider_user_id) DO UPDATE SET user_id = EXCLUDED.user_id",
-                &[&identity.provider, &identity.user_id, &user.id, &identity.connection],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.pool.get()?.batch_execute(
-            "TRUNCATE identities, factors, users, outbox, resume_tokens, applied_transactions,
-                      mfa_exports, mfa_backfill, mfa_audit",
-        )?;
-        Ok(())
-    }
-
-    fn user_count(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query_one("SELECT COUNT(*) FROM users", &[])?
-            .get::<_, i64>(0) as u64)
     }
 }

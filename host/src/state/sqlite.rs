@@ -481,6 +481,8 @@ impl super::FactorStore for SqliteState {}
 
 impl super::BackfillStore for SqliteState {}
 
+impl super::ImportStore for SqliteState {}
+
 impl StateStore for SqliteState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
         let mut conn = self.lock();
@@ -490,111 +492,6 @@ impl StateStore for SqliteState {
         let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
         tx.commit()?;
         Ok(report)
-    }
-
-    fn emails_in_directory(
-        &self,
-        emails: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        let conn = self.lock();
-        let mut found = std::collections::HashSet::new();
-        // SQLite's default limit on parameters is 32,766.
-        for chunk in emails.chunks(10_000) {
-            let marks = vec!["?"; chunk.len()].join(", ");
-            let mut statement = conn.prepare(&format!(
-                "SELECT email_norm FROM users WHERE email_norm IN ({marks})"
-            ))?;
-            for email in statement.query_map(rusqlite::params_from_iter(chunk), |r| r.get(0))? {
-                found.insert(email?);
-            }
-        }
-        Ok(found)
-    }
-
-    fn legacy_links_page(
-        &self,
-        product: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare_cached(
-            "SELECT provider_user_id, user_id FROM identities
-             WHERE provider = ?1 AND provider_user_id > ?2 ORDER BY provider_user_id LIMIT ?3",
-        )?;
-        let rows = statement
-            .query_map(params![product, after, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
-    }
-
-    fn import_files_register(
-        &self,
-        files: &[(String, String, u64)],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        use super::import_files::REGISTER;
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare(&REGISTER.replace('$', "?"))?;
-            for (sha, name, users) in files {
-                insert.execute(params![sha, name, *users as i64, sql_time(now_ms)])?;
-            }
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn import_files(&self) -> Result<Vec<super::import_files::ImportFileState>, StoreError> {
-        use super::import_files::{LIST, from_row};
-        let conn = self.lock();
-        let mut statement = conn.prepare(LIST)?;
-        let rows = statement
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                    r.get(8)?,
-                    r.get(9)?,
-                    r.get(10)?,
-                    r.get(11)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows.into_iter().map(from_row).collect())
-    }
-
-    fn import_file_update(
-        &self,
-        f: &super::import_files::ImportFileState,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.lock().execute(
-            &super::import_files::UPDATE.replace('$', "?"),
-            params![
-                f.sha256,
-                f.status.name(),
-                f.job_id,
-                i64::from(f.attempts),
-                f.inserted as i64,
-                f.updated as i64,
-                f.failed as i64,
-                f.duplicates as i64,
-                f.last_error,
-                sql_time(f.retry_at_ms),
-                sql_time(now_ms)
-            ],
-        )?;
-        Ok(())
     }
 
     fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
@@ -792,55 +689,5 @@ impl StateStore for SqliteState {
             [],
             |row| row.get::<_, i64>(0),
         )? as u64)
-    }
-
-    fn put_user(
-        &self,
-        user: &DirectoryUser,
-        password_hash: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let email = user.email.clone().unwrap_or_default();
-        tx.execute(
-            "INSERT OR REPLACE INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
-                                           password_hash, created_at_ms, last_login_ms, logins_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                user.id,
-                email,
-                normalize_email(&email),
-                user.email_verified,
-                user.app_metadata.to_string(),
-                user.user_metadata.to_string(),
-                password_hash,
-                sql_time(user.created_at_ms),
-                user.last_login_ms.map(sql_time),
-                user.logins_count
-            ],
-        )?;
-        for identity in &user.identities {
-            tx.execute(
-                "INSERT OR REPLACE INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?4)",
-                params![identity.provider, identity.user_id, user.id, identity.connection],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn clear(&self) -> Result<(), StoreError> {
-        self.lock().execute_batch(
-            "DELETE FROM identities; DELETE FROM factors; DELETE FROM users; DELETE FROM outbox; DELETE FROM resume_tokens;
-             DELETE FROM applied_transactions; DELETE FROM mfa_exports; DELETE FROM mfa_backfill; DELETE FROM mfa_audit;",
-        )?;
-        Ok(())
-    }
-
-    fn user_count(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0))?
-            as u64)
     }
 }

@@ -1,0 +1,83 @@
+//! Directory users outside the login path: seeding writes them whole, counts them, and
+//! clears the directory. Once for both backends, over portable SQL.
+
+use super::portable::{SqlStore, Val, transact};
+use super::{StoreError, normalize_email, sql_time};
+use crate::gateway::login::DirectoryUser;
+
+/// Inserts or replaces a user and their identities (seeding, tests).
+pub fn put(
+    store: &dyn SqlStore,
+    user: &DirectoryUser,
+    password_hash: Option<&str>,
+) -> Result<(), StoreError> {
+    let email = user.email.clone().unwrap_or_default();
+    transact(store, |tx| {
+        tx.execute(
+            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, password_hash,
+                                created_at_ms, last_login_ms, logins_count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+             ON CONFLICT (id) DO UPDATE SET email = excluded.email, email_norm = excluded.email_norm,
+                 email_verified = excluded.email_verified, app_metadata = excluded.app_metadata,
+                 user_metadata = excluded.user_metadata, password_hash = excluded.password_hash,
+                 created_at_ms = excluded.created_at_ms, last_login_ms = excluded.last_login_ms,
+                 logins_count = excluded.logins_count",
+            &[
+                Val::text(&user.id),
+                Val::text(&email),
+                Val::text(normalize_email(&email)),
+                Val::Bool(Some(user.email_verified)),
+                Val::text(user.app_metadata.to_string()),
+                Val::text(user.user_metadata.to_string()),
+                Val::Text(password_hash.map(str::to_owned)),
+                Val::int(sql_time(user.created_at_ms)),
+                Val::Int(user.last_login_ms.map(sql_time)),
+                Val::int(i64::from(user.logins_count)),
+            ],
+        )?;
+        for identity in &user.identities {
+            tx.execute(
+                "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (provider, provider_user_id) DO UPDATE SET user_id = excluded.user_id",
+                &[
+                    Val::text(&identity.provider),
+                    Val::text(&identity.user_id),
+                    Val::text(&user.id),
+                    Val::text(&identity.connection),
+                ],
+            )?;
+        }
+        Ok(())
+    })
+}
+
+pub fn count(store: &dyn SqlStore) -> Result<u64, StoreError> {
+    let rows = transact(store, |tx| tx.query("SELECT COUNT(*) FROM users", &[]))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Val::as_int)
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
+}
+
+/// Deletes every user, link, factor, outbox message, token and applied transaction
+/// (seeding only), children before the rows they reference.
+pub fn clear(store: &dyn SqlStore) -> Result<(), StoreError> {
+    transact(store, |tx| {
+        for table in [
+            "identities",
+            "factors",
+            "users",
+            "outbox",
+            "resume_tokens",
+            "applied_transactions",
+            "mfa_exports",
+            "mfa_backfill",
+            "mfa_audit",
+        ] {
+            tx.execute(&format!("DELETE FROM {table}"), &[])?;
+        }
+        Ok(())
+    })
+}
