@@ -28,7 +28,8 @@ impl Audit {
 
 /// Walk the chain; exit 1 at the first edited, missing or inserted row, or when
 /// it no longer passes through a checkpoint of `[audit] checkpoint_file` or
-/// `--expect-head` (a `SEQ:HASH` head kept from an earlier run).
+/// `--expect-head` (a `SEQ:HASH` head kept from an earlier run); exit 2 when an
+/// anchor cannot be read. Prints a JSON report with `ok` either way.
 #[derive(clap::Args)]
 pub struct Verify {
     #[command(flatten)]
@@ -45,26 +46,22 @@ pub struct Verify {
 impl Verify {
     pub fn execute(self) -> Result<Exit> {
         let config = self.config.load()?;
+        let anchors = match self.anchors(&config) {
+            Ok(anchors) => anchors,
+            Err(problem) => {
+                // Nothing was verified: a script reading the JSON must not take it
+                // for a chain that holds.
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "ok": false,
+                        "problem": problem,
+                    }))?
+                );
+                return Ok(Exit::Usage(problem));
+            }
+        };
         let (state, _) = portcullis::gateway::open_stores_of(&config)?;
-        let mut anchors = Vec::new();
-        if let Some(path) = &config.audit.checkpoint_file {
-            let from = path.display().to_string();
-            anchors.extend(
-                audit::read_checkpoints(path)
-                    .map_err(anyhow::Error::msg)?
-                    .into_iter()
-                    .map(|checkpoint| Anchor {
-                        checkpoint,
-                        from: from.clone(),
-                    }),
-            );
-        }
-        if let Some(head) = &self.expect_head {
-            anchors.push(Anchor {
-                checkpoint: Checkpoint::parse(head).map_err(anyhow::Error::msg)?,
-                from: "--expect-head".into(),
-            });
-        }
         let report = audit::verify_anchored(state.sql(), &anchors)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         if !report.ok {
@@ -94,5 +91,28 @@ impl Verify {
             eprintln!("checkpoint {head} published");
         }
         Ok(Exit::Done)
+    }
+
+    /// The points the chain must pass through: the checkpoints published to
+    /// `[audit] checkpoint_file`, and `--expect-head`.
+    fn anchors(&self, config: &portcullis::PipelineConfig) -> Result<Vec<Anchor>, String> {
+        let mut anchors = Vec::new();
+        if let Some(path) = &config.audit.checkpoint_file {
+            let from = path.display().to_string();
+            // Its errors name the file.
+            let checkpoints = audit::read_checkpoints(path)?;
+            anchors.extend(checkpoints.into_iter().map(|checkpoint| Anchor {
+                checkpoint,
+                from: from.clone(),
+            }));
+        }
+        if let Some(head) = &self.expect_head {
+            anchors.push(Anchor {
+                checkpoint: Checkpoint::parse(head)
+                    .map_err(|e| format!("--expect-head {head:?}: {e}"))?,
+                from: "--expect-head".into(),
+            });
+        }
+        Ok(anchors)
     }
 }

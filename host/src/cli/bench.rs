@@ -62,7 +62,14 @@ impl Bench {
         } else {
             print_report(&report);
         }
-        Ok(Exit::Done)
+        let differ = report
+            .scenarios
+            .iter()
+            .filter(|s| !s.verdict_as_recorded)
+            .count();
+        Ok(Exit::failures_if(differ > 0, || {
+            format!("{differ} scenario(s) gave another verdict than their recording's")
+        }))
     }
 }
 

@@ -1,6 +1,16 @@
 //! What a command's exit code means, the same for every command (README, "Exit
-//! codes"): 0 done; 1 done, with failures or differences; 2 not done, for bad input
-//! or configuration.
+//! codes"):
+//!
+//! | code | meaning |
+//! | ---- | ------- |
+//! | 0 | done |
+//! | 1 | done, with failures or differences (the output says which) |
+//! | 2 | not done: bad input or configuration |
+//!
+//! A command returns `Ok(Exit)` when it ran to its end; any error it returns stopped
+//! it before that — a flag, a file, the config, or a store or service the config
+//! names that cannot be read, opened or reached — and is exit 2, as is a usage error
+//! (clap's own exit code for one).
 
 use std::process::ExitCode;
 
@@ -12,6 +22,9 @@ pub enum Exit {
     /// 1: the command ran to its end, and something in it failed or differed; the
     /// message says what (its output has the details).
     Failures(String),
+    /// 2: bad input found once the command had started printing (its output says
+    /// so too, e.g. `audit verify`'s `"ok": false`); the message says what.
+    Usage(String),
 }
 
 impl Exit {
@@ -23,22 +36,33 @@ impl Exit {
             Exit::Done
         }
     }
+
+    pub fn code(&self) -> u8 {
+        match self {
+            Exit::Done => 0,
+            Exit::Failures(_) => 1,
+            Exit::Usage(_) => 2,
+        }
+    }
+}
+
+/// Any error that stopped a command: bad input or configuration.
+impl From<anyhow::Error> for Exit {
+    fn from(error: anyhow::Error) -> Exit {
+        Exit::Usage(format!("{error:#}"))
+    }
 }
 
 /// The process's exit code for a command's outcome, with one line on stderr for
-/// anything but `Done`. An error stopped the command before its end: bad input or
-/// configuration (a flag, a file, the config, a store or service it names), exit 2,
-/// as for a usage error clap reports.
+/// anything but `Done`.
 pub fn finish(outcome: anyhow::Result<Exit>) -> ExitCode {
-    let (code, message) = match outcome {
-        Ok(Exit::Done) => return ExitCode::SUCCESS,
-        Ok(Exit::Failures(message)) => (1, message),
-        Err(error) => (2, format!("{error:#}")),
-    };
-    // One line that names what is wrong.
-    eprintln!(
-        "portcullis: {}",
-        message.split_whitespace().collect::<Vec<_>>().join(" ")
-    );
-    ExitCode::from(code)
+    let exit = outcome.unwrap_or_else(Exit::from);
+    if let Exit::Failures(message) | Exit::Usage(message) = &exit {
+        // One line that names what is wrong.
+        eprintln!(
+            "portcullis: {}",
+            message.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    ExitCode::from(exit.code())
 }

@@ -186,12 +186,12 @@ impl Run {
         bar.finish_and_clear();
         let summary = summary?;
         self.report.print(&summary)?;
-        anyhow::ensure!(
-            summary.files_failed.is_empty(),
-            "{} file(s) could not be imported (see files_failed)",
-            summary.files_failed.len()
-        );
-        Ok(Exit::Done)
+        Ok(Exit::failures_if(!summary.files_failed.is_empty(), || {
+            format!(
+                "{} file(s) could not be imported (see files_failed)",
+                summary.files_failed.len()
+            )
+        }))
     }
 }
 

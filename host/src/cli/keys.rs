@@ -57,6 +57,9 @@ impl Rotate {
         })?;
         bar.finish_and_clear();
         self.report.print(&report)?;
-        Ok(Exit::Done)
+        let failed: u64 = report.failed.values().sum();
+        Ok(Exit::failures_if(failed > 0, || {
+            format!("{failed} phone number(s) could not be re-sealed (see failed)")
+        }))
     }
 }

@@ -112,7 +112,15 @@ impl Backfill {
         })?;
         bar.finish_and_clear();
         self.report.print(&summary)?;
-        Ok(Exit::Done)
+        // Users at their export quota were skipped by design and are listed: not a
+        // failure of this run.
+        let failed: u64 = summary.failed.values().sum();
+        Ok(Exit::failures_if(failed > 0, || {
+            format!(
+                "{failed} of {} users failed (see failures; --retry-failed takes them up again)",
+                summary.taken_up
+            )
+        }))
     }
 }
 
@@ -140,6 +148,19 @@ impl Revert {
             .actor
             .or_else(|| std::env::var("USER").ok())
             .unwrap_or_else(|| "unknown".into());
+        // Someone the directory does not know is bad input, not "nothing to do".
+        if let Some(user) = &self.user {
+            anyhow::ensure!(
+                !state.factors_of(user)?.is_empty(),
+                "no user {user:?} with a second factor in the directory"
+            );
+        }
+        if let Some(cohort) = &self.cohort {
+            anyhow::ensure!(
+                state.mfa_status()?.iter().any(|c| &c.cohort == cohort),
+                "no cohort {cohort:?} among the SMS factors"
+            );
+        }
         let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
         let reverted =
             state.revert_factors(self.user.as_deref(), self.cohort.as_deref(), &actor, now)?;
@@ -151,7 +172,9 @@ impl Revert {
                 "actor": actor,
             }))?
         );
-        Ok(Exit::Done)
+        Ok(Exit::failures_if(reverted.is_empty(), || {
+            "nothing reverted: no active old-provider SMS factor left to revert".into()
+        }))
     }
 }
 

@@ -53,6 +53,11 @@ impl Run {
             "outbox: {} claimed, {} delivered, {} to retry, {} dead-lettered",
             report.claimed, report.delivered, report.retried, report.dead
         );
-        Ok(Exit::Done)
+        Ok(Exit::failures_if(report.dead > 0, || {
+            format!(
+                "{} message(s) dead-lettered: given up after their last attempt",
+                report.dead
+            )
+        }))
     }
 }

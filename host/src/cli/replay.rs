@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use super::Exit;
 use super::options::RecordingConfigArg;
 
-/// Run recordings against the current rules; exit 1 if any verdict changed.
+/// Run recordings against the current rules; exit 1 if any verdict changed, 2 if a
+/// recording could not be replayed at all.
 #[derive(clap::Args)]
 pub struct Replay {
     /// Recording files or directories of them.
@@ -19,11 +20,19 @@ pub struct Replay {
 
 impl Replay {
     pub fn execute(self) -> Result<Exit> {
+        // A path that is not there is bad input, not a recording whose verdict changed.
+        for path in &self.recordings {
+            anyhow::ensure!(
+                path.exists(),
+                "no recording or directory of recordings at {}",
+                path.display()
+            );
+        }
         let files = portcullis::replay::recording_files(&self.recordings)
             .context("cannot list recordings")?;
         anyhow::ensure!(!files.is_empty(), "no recordings found");
         let mut replay = portcullis::replay::Replay::new(&self.config.config)?;
-        let (mut passed, mut failed) = (0, 0);
+        let (mut passed, mut failed, mut unreadable) = (0, 0, 0);
         println!(
             "{:<44} {:>4}  {:<34} {:<34} result",
             "recording", "step", "expected", "got"
@@ -31,6 +40,9 @@ impl Replay {
         for file in &files {
             let result = replay.run(file);
             print_result(&result);
+            if result.error.is_some() {
+                unreadable += 1;
+            }
             if result.passed() {
                 passed += 1
             } else {
@@ -38,6 +50,12 @@ impl Replay {
             }
         }
         println!("{passed} passed, {failed} failed");
+        if unreadable > 0 {
+            // Unreadable, not a recording, or its pipeline does not load.
+            return Ok(Exit::Usage(format!(
+                "{unreadable} recording(s) could not be replayed (see their error lines)"
+            )));
+        }
         Ok(Exit::failures_if(failed > 0, || {
             format!("{failed} of {} recordings differ", passed + failed)
         }))
