@@ -3,7 +3,7 @@
 
 use std::process::{Command, Output};
 
-use crate::common::{Result, rule, workspace_root};
+use crate::common::{Result, Simulator, mfa_config, rule, workspace_root};
 
 fn portcullis(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -331,10 +331,15 @@ fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
             .unwrap()
     };
     let first = rotate();
-    assert!(
-        first.status.success(),
+    // Done, with a failure: one phone could not be opened.
+    assert_eq!(
+        first.status.code(),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("1 phone number(s) could not be re-sealed")
     );
     let report: serde_json::Value = serde_json::from_slice(&first.stdout)?;
     assert_eq!(report["resealed"], 3, "{report}");
@@ -357,5 +362,194 @@ fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
     let second: serde_json::Value = serde_json::from_slice(&rotate().stdout)?;
     assert_eq!(second["resealed"], 0, "{second}");
     assert_eq!(second["failed"]["key not in the ring"], 1, "{second}");
+    Ok(())
+}
+
+// Exit codes, the same for every command (README, "Exit codes"): 0 done, 1 done with
+// failures or differences, 2 bad input or configuration.
+
+/// `portcullis ARGS --config CONFIG`.
+fn with_config(config: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_usage_error_is_exit_2_and_help_is_exit_0() {
+    let missing_flag = portcullis(&["run", "--config", "fixtures/pipeline.toml"]);
+    assert_eq!(missing_flag.status.code(), Some(2));
+    assert!(
+        stderr(&missing_flag).contains("--login"),
+        "{}",
+        stderr(&missing_flag)
+    );
+    assert_eq!(portcullis(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(
+        portcullis(&["mfa", "revert", "--config", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(portcullis(&["run", "--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn completions_and_the_config_from_the_environment() {
+    let bash = portcullis(&["completions", "bash"]);
+    assert!(bash.status.success(), "{}", stderr(&bash));
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(
+        script.contains("_portcullis") && script.contains("backfill-ids"),
+        "{script}"
+    );
+    assert_eq!(portcullis(&["completions", "tcsh"]).status.code(), Some(2));
+
+    // PORTCULLIS_CONFIG stands in for --config.
+    let check = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .current_dir(workspace_root())
+        .env("PORTCULLIS_CONFIG", "fixtures/pipeline.toml")
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("ok: 4 rule(s)"));
+}
+
+#[test]
+fn a_backfill_whose_users_all_failed_exits_1_and_a_revert_of_no_one_does_not_exit_0() -> Result {
+    let sim = Simulator::start(&["--seed-legacy", "500"]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let seeded = with_config(
+        &config,
+        &["seed", "--users", "30", "--logins", "1", "--sms-users", "5"],
+    );
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+
+    // The old provider is down: every export fails.
+    sim.send("PUT", "/sim/faults", serde_json::json!({"legacy": "down"}));
+    let backfill = with_config(&config, &["mfa", "backfill", "--rate", "0"]);
+    assert_eq!(backfill.status.code(), Some(1), "{}", stderr(&backfill));
+    let report: serde_json::Value = serde_json::from_slice(&backfill.stdout)?;
+    let failed: u64 = report["failed"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    // The five, and the seeded users whose factor is still at the old provider.
+    let taken_up = report["taken_up"].as_u64().unwrap();
+    assert!(taken_up >= 5 && failed == taken_up, "{report}");
+    assert!(
+        stderr(&backfill).contains(&format!("{taken_up} of {taken_up} users failed")),
+        "{}",
+        stderr(&backfill)
+    );
+    // Without --retry-failed, nothing is left to take up: done, nothing failed.
+    let again = with_config(&config, &["mfa", "backfill", "--rate", "0"]);
+    assert!(again.status.success(), "{}", stderr(&again));
+
+    // Someone the directory does not know: bad input.
+    assert_bad_input(
+        &with_config(&config, &["mfa", "revert", "--user", "usr_nobody"]),
+        "usr_nobody",
+    );
+    assert_bad_input(
+        &with_config(&config, &["mfa", "revert", "--cohort", "nobody"]),
+        "\"nobody\"",
+    );
+    let revert = ["mfa", "revert", "--user", "usr_sms000000", "--actor", "t"];
+    let first = with_config(&config, &revert);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Again: nothing left to revert.
+    let second = with_config(&config, &revert);
+    assert_eq!(second.status.code(), Some(1), "{}", stderr(&second));
+    let answer: serde_json::Value = serde_json::from_slice(&second.stdout)?;
+    assert_eq!(answer["reverted"], 0);
+    assert!(
+        stderr(&second).contains("nothing reverted"),
+        "{}",
+        stderr(&second)
+    );
+    Ok(())
+}
+
+#[test]
+fn audit_verify_with_a_malformed_head_says_not_ok_and_exits_2() -> Result {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("directory.db");
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[rule]]\nname = \"r\"\ncomponent = \"r.wasm\"\n[state]\ndirectory = \"sqlite://{}\"\n",
+            db.display()
+        ),
+    )?;
+    drop(portcullis::state::SqliteState::open(&db)?);
+
+    let malformed = with_config(&config, &["audit", "verify", "--expect-head", "abc"]);
+    assert_eq!(malformed.status.code(), Some(2), "{}", stderr(&malformed));
+    let report: serde_json::Value = serde_json::from_slice(&malformed.stdout)?;
+    assert_eq!(report["ok"], false, "{report}");
+    assert!(
+        report["problem"]
+            .as_str()
+            .unwrap()
+            .contains("--expect-head"),
+        "{report}"
+    );
+    assert!(
+        stderr(&malformed).contains("SEQ:HASH"),
+        "{}",
+        stderr(&malformed)
+    );
+
+    // The empty chain holds …
+    let empty = with_config(&config, &["audit", "verify"]);
+    assert!(empty.status.success(), "{}", stderr(&empty));
+    // … but not through a head it never had: a difference, exit 1.
+    let head = format!("5:{}", "ab".repeat(32));
+    let cut = with_config(&config, &["audit", "verify", "--expect-head", &head]);
+    assert_eq!(cut.status.code(), Some(1), "{}", stderr(&cut));
+    let report: serde_json::Value = serde_json::from_slice(&cut.stdout)?;
+    assert_eq!(report["ok"], false, "{report}");
+    Ok(())
+}
+
+#[test]
+fn replay_exits_2_for_what_is_not_a_recording_and_1_for_a_changed_verdict() -> Result {
+    assert_bad_input(
+        &portcullis(&["replay", "/nonexistent/recordings/"]),
+        "/nonexistent/recordings",
+    );
+
+    let dir = tempfile::tempdir()?;
+    let junk = dir.path().join("junk.json");
+    std::fs::write(&junk, "{}")?;
+    let unreadable = portcullis(&["replay", junk.to_str().unwrap()]);
+    assert_eq!(unreadable.status.code(), Some(2), "{}", stderr(&unreadable));
+    assert!(stderr(&unreadable).contains("could not be replayed"));
+
+    // The recorded verdict was another: the rules' verdict differs.
+    let mut recording: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        workspace_root().join("fixtures/recordings/already-migrated.json"),
+    )?)?;
+    recording["steps"][0]["expect"]["decision"] =
+        serde_json::json!({"type": "challenge", "kind": "password_reset"});
+    let changed = dir.path().join("changed.json");
+    std::fs::write(&changed, recording.to_string())?;
+    let differs = portcullis(&["replay", changed.to_str().unwrap()]);
+    assert_eq!(differs.status.code(), Some(1), "{}", stderr(&differs));
+    assert!(String::from_utf8_lossy(&differs.stdout).contains("0 passed, 1 failed"));
     Ok(())
 }

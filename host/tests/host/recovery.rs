@@ -685,8 +685,8 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
         .login(&env.again(&login, "attacker-laptop", asked()))?;
     env.gateway
         .login(&env.again(&login, "attacker-laptop", asked()))?;
-    let (out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
-    assert!(status.success(), "{out}");
+    let (outbox_out, status) = cli(&env.config, &["outbox", "run", "--until-empty"]);
+    assert!(status.success(), "{outbox_out}");
     let delivered = env.sim.get(&format!("/sim/notices?user_id={user}"));
     let events: Vec<&str> = delivered["notices"]
         .as_array()
@@ -712,21 +712,6 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
         assert_eq!(notice["to"], phone.as_str());
         assert_eq!(notice["factor_id"], factor.id.as_str());
     }
-    // Nor anywhere else at rest (the outbox rows, the directory's WAL, the legacy
-    // stores) or in what the dispatcher and the simulator printed.
-    Exposure::new()
-        .databases_under(&env.dir.path().join("recovery"))
-        .text("portcullis outbox run", &out)
-        .text("portcullis-sim", env.sim.output())
-        .assert_no_phone(&phone);
-    for message in env.gateway.state().outbox_messages()? {
-        // Keys are logged when a delivery fails: no address in them.
-        assert!(
-            !message.key.contains(&login.email),
-            "an email in an outbox key"
-        );
-    }
-
     let (out, status) = cli(&env.config, &["audit", "verify"]);
     assert!(status.success(), "{out}");
     let report: serde_json::Value = serde_json::from_str(&out)?;
@@ -754,6 +739,23 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
     assert!(status.success(), "{out}");
     let (out, status) = cli(&env.config, &["audit", "verify", "--expect-head", &head]);
     assert_eq!(status.code(), Some(1), "{out}");
+    // The phone is nowhere at rest either (the outbox rows, the directory's WAL, the
+    // legacy stores), nor in what the dispatcher and the simulator printed. Checked
+    // last: closing the files it reads drops this process's SQLite locks on them
+    // (POSIX locks are per process), and a `portcullis` exiting after that would take
+    // itself for the last connection and remove the WAL `db` above writes to.
+    Exposure::new()
+        .databases_under(&env.dir.path().join("recovery"))
+        .text("portcullis outbox run", &outbox_out)
+        .text("portcullis-sim", env.sim.output())
+        .assert_no_phone(&phone);
+    for message in env.gateway.state().outbox_messages()? {
+        // Keys are logged when a delivery fails: no address in them.
+        assert!(
+            !message.key.contains(&login.email),
+            "an email in an outbox key"
+        );
+    }
     Ok(())
 }
 
