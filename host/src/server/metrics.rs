@@ -67,7 +67,8 @@ impl Metrics {
         registry.register(
             "enrolment_sends",
             "Enrolment codes by result: sent, rate_limited (a limit refused the send), \
-             refused_number (a premium-rate, toll-free or other non-mobile number); alert \
+             refused_number (a premium-rate, toll-free or other non-mobile number, or one \
+             outside the enrolment regions); alert \
              on a rise of either refusal, which is what SMS pumping looks like",
             enrolment_sends.clone(),
         );

@@ -512,9 +512,12 @@ async fn mfa_enroll(
         Ok(Err(e)) => {
             match &e {
                 E::RateLimited => app.metrics.enrolment_send("rate_limited"),
-                E::InvalidPhone(crate::mfa::phone::PhoneError::Kind(_)) => {
-                    app.metrics.enrolment_send("refused_number")
-                }
+                // Refused by kind or region: both are what SMS pumping looks like.
+                E::InvalidPhone(
+                    crate::mfa::phone::PhoneError::Kind(_)
+                    | crate::mfa::phone::PhoneError::RegionNotAllowed { .. }
+                    | crate::mfa::phone::PhoneError::RegionOutside(_),
+                ) => app.metrics.enrolment_send("refused_number"),
                 _ => {}
             }
             enroll_error(e)

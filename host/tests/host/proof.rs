@@ -406,7 +406,8 @@ fn enrolment_texts_only_mobile_numbers_of_the_region_within_shared_limits() -> R
     for line in [
         "portcullis_enrolment_sends_total{result=\"sent\"} 5",
         "portcullis_enrolment_sends_total{result=\"rate_limited\"} 2",
-        "portcullis_enrolment_sends_total{result=\"refused_number\"} 2",
+        // The premium-rate, the toll-free and the out-of-region number.
+        "portcullis_enrolment_sends_total{result=\"refused_number\"} 3",
     ] {
         assert!(metrics.contains(line), "{line} in\n{metrics}");
     }
