@@ -15,6 +15,7 @@ mod legacy_sql;
 pub mod legacy_sqlite;
 pub mod login_stats;
 pub mod migrations;
+pub mod outbox;
 pub mod passwords;
 pub mod portable;
 mod postgres;
@@ -412,7 +413,53 @@ pub trait ImportStore: SqlBacked {
     }
 }
 
-pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore + ImportStore {
+/// The outbox (`outbox`): one implementation for both backends.
+pub trait OutboxStore: SqlBacked {
+    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        outbox::messages(self.sql())
+    }
+    /// Reserves up to `limit` due messages for `lease_ms` (pending ones whose time has
+    /// come, and claimed ones whose lease ran out) and counts the attempt. Two
+    /// dispatchers never hold the same message at once.
+    fn claim_outbox(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        outbox::claim(self.sql(), now_ms, lease_ms, limit)
+    }
+    /// Records a delivery, if `lease` still holds the message; false when the lease
+    /// ran out and another dispatcher claimed it since (that one records the result).
+    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
+        outbox::delivered(self.sql(), id, lease)
+    }
+    /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
+    /// Fenced by the lease as `outbox_delivered` is.
+    fn outbox_failed(
+        &self,
+        id: i64,
+        lease: &str,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        outbox::failed(self.sql(), id, lease, error, retry_at_ms)
+    }
+    /// Messages not yet delivered or dead-lettered.
+    fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        outbox::backlog(self.sql())
+    }
+    /// Lets the storage forget the payloads scrubbed since the last call (SQLite:
+    /// the WAL still holds the versions before the scrub). The dispatcher calls it
+    /// after each round that ended messages.
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+pub trait StateStore:
+    Directory + SqlBacked + FactorStore + BackfillStore + ImportStore + OutboxStore
+{
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
@@ -429,36 +476,6 @@ pub trait StateStore: Directory + SqlBacked + FactorStore + BackfillStore + Impo
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
     /// Marks the record used and returns it, atomically: a token works once.
     fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;
-    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError>;
-    /// Reserves up to `limit` due messages for `lease_ms` (pending ones whose time has
-    /// come, and claimed ones whose lease ran out) and counts the attempt. Two
-    /// dispatchers never hold the same message at once.
-    fn claim_outbox(
-        &self,
-        now_ms: u64,
-        lease_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<OutboxMessage>, StoreError>;
-    /// Records a delivery, if `lease` still holds the message; false when the lease
-    /// ran out and another dispatcher claimed it since (that one records the result).
-    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError>;
-    /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
-    /// Fenced by the lease as `outbox_delivered` is.
-    fn outbox_failed(
-        &self,
-        id: i64,
-        lease: &str,
-        error: &str,
-        retry_at_ms: Option<u64>,
-    ) -> Result<bool, StoreError>;
-    /// Messages not yet delivered or dead-lettered.
-    fn outbox_backlog(&self) -> Result<u64, StoreError>;
-    /// Lets the storage forget the payloads scrubbed since the last call (SQLite:
-    /// the WAL still holds the versions before the scrub). The dispatcher calls it
-    /// after each round that ended messages.
-    fn forget_scrubbed(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

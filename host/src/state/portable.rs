@@ -62,9 +62,35 @@ pub trait SqlTx {
     fn query(&mut self, sql: &str, params: &[Val]) -> Result<Vec<Row>, StoreError>;
 }
 
+/// The few places where the two databases need different SQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+impl Dialect {
+    /// Row locks a `SELECT … FOR UPDATE [SKIP LOCKED]` takes on PostgreSQL; SQLite's
+    /// immediate transaction already holds its one write lock, and has no such clause.
+    pub fn row_lock(self, skip_locked: bool) -> &'static str {
+        match (self, skip_locked) {
+            (Self::Sqlite, _) => "",
+            (Self::Postgres, false) => " FOR UPDATE",
+            (Self::Postgres, true) => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+}
+
 /// A store that runs portable SQL: each call of `transact` is one transaction,
 /// committed when `work` returns `Ok`, rolled back otherwise.
 pub trait SqlStore: Send + Sync {
+    fn dialect(&self) -> Dialect;
+
+    /// A secret was scrubbed from a row: a store that keeps old row versions where a
+    /// copy of its files would find them (SQLite's WAL) forgets them at
+    /// `forget_scrubbed`.
+    fn scrubbed(&self) {}
+
     fn transact(
         &self,
         work: &mut dyn FnMut(&mut dyn SqlTx) -> Result<(), StoreError>,

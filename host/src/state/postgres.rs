@@ -16,9 +16,9 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
-    stored_time, unavailable,
+    ApplyReport, EffectBatch, ResumeRecord, StateStore, StoreError, TakenResume,
+    check_stored_password, normalize_email, parse_json, sql_time, stored_count, stored_time,
+    unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::services::{Directory, FactorSummary, ServiceError};
@@ -151,19 +151,6 @@ impl From<r2d2::Error> for StoreError {
     }
 }
 
-fn message(row: &postgres::Row) -> OutboxMessage {
-    OutboxMessage {
-        id: row.get(0),
-        topic: row.get(1),
-        key: row.get(2),
-        payload: row.get(3),
-        status: row.get(4),
-        attempts: row.get::<_, i32>(5) as u32,
-        transaction_id: row.get(6),
-        lease: row.get(7),
-    }
-}
-
 impl PostgresState {
     pub fn connect(url: &str) -> Result<Self, StoreError> {
         let config: postgres::Config = url
@@ -183,39 +170,6 @@ impl PostgresState {
             pool,
             audit_keys: None,
         })
-    }
-
-    /// Ends a message (`set`: its status, and `last_error = $4` when `error` is
-    /// given) if `lease` still holds it, and scrubs the secrets from its payload in the
-    /// same transaction (a cancel link is of no use to anyone once sent). The old row
-    /// version stays in the table until (auto)vacuum reclaims it.
-    fn finish_outbox(
-        &self,
-        id: i64,
-        lease: &str,
-        set: &str,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.pool.get()?;
-        let mut tx = conn.transaction()?;
-        let Some(row) = tx.query_opt(
-            "SELECT payload FROM outbox WHERE id = $1 AND status = 'delivering' AND lease_token = $2 FOR UPDATE",
-            &[&id, &lease],
-        )?
-        else {
-            return Ok(false);
-        };
-        let scrubbed = super::scrubbed_payload(row.get(0));
-        let sql = format!(
-            "UPDATE outbox SET {set}, claimed_until_ms = NULL, lease_token = NULL, payload = COALESCE($3, payload)
-             WHERE id = $1 AND status = 'delivering' AND lease_token = $2"
-        );
-        let updated = match error {
-            Some(error) => tx.execute(&sql, &[&id, &lease, &scrubbed, &error])?,
-            None => tx.execute(&sql, &[&id, &lease, &scrubbed])?,
-        };
-        tx.commit()?;
-        Ok(updated == 1)
     }
 
     /// Signs the audit rows this store appends with `keys` (`[audit]`).
@@ -498,6 +452,10 @@ impl EffectWriter for PostgresWriter<'_, '_> {
 }
 
 impl super::portable::SqlStore for PostgresState {
+    fn dialect(&self) -> super::portable::Dialect {
+        super::portable::Dialect::Postgres
+    }
+
     fn transact(
         &self,
         work: &mut dyn FnMut(&mut dyn super::portable::SqlTx) -> Result<(), StoreError>,
@@ -538,6 +496,8 @@ impl super::FactorStore for PostgresState {}
 impl super::BackfillStore for PostgresState {}
 
 impl super::ImportStore for PostgresState {}
+
+impl super::OutboxStore for PostgresState {}
 
 impl StateStore for PostgresState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
@@ -634,73 +594,5 @@ impl StateStore for PostgresState {
             Some(row) if row.get::<_, bool>(0) => TakenResume::AlreadyUsed,
             Some(_) => TakenResume::Expired,
         })
-    }
-
-    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
-        Ok(self
-            .pool
-            .get()?
-            .query("SELECT id, topic, key, payload, status, attempts, transaction_id, lease_token FROM outbox ORDER BY id", &[])?
-            .iter()
-            .map(message)
-            .collect())
-    }
-
-    fn claim_outbox(
-        &self,
-        now_ms: u64,
-        lease_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let now = sql_time(now_ms);
-        Ok(self
-            .pool
-            .get()?
-            .query(
-                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = $2, lease_token = $4
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE (status = 'pending' AND next_attempt_at_ms <= $1)
-                                 OR (status = 'delivering' AND claimed_until_ms <= $1)
-                              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)
-                 RETURNING id, topic, key, payload, status, attempts, transaction_id, lease_token",
-                &[
-                    &now,
-                    &sql_time(now_ms.saturating_add(lease_ms)),
-                    &(limit as i64),
-                    &new_lease_token(),
-                ],
-            )?
-            .iter()
-            .map(message)
-            .collect())
-    }
-
-    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
-        self.finish_outbox(id, lease, "status = 'delivered', last_error = NULL", None)
-    }
-
-    fn outbox_failed(
-        &self,
-        id: i64,
-        lease: &str,
-        error: &str,
-        retry_at_ms: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        match retry_at_ms {
-            Some(at) => Ok(self.pool.get()?.execute(
-                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = $3, next_attempt_at_ms = $4
-                 WHERE id = $1 AND status = 'delivering' AND lease_token = $2",
-                &[&id, &lease, &error, &sql_time(at)],
-            )? == 1),
-            None => self.finish_outbox(id, lease, "status = 'dead', last_error = $4", Some(error)),
-        }
-    }
-
-    fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        let row = self.pool.get()?.query_one(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
-            &[],
-        )?;
-        Ok(row.get::<_, i64>(0) as u64)
     }
 }

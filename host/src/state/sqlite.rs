@@ -14,9 +14,9 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, OutboxMessage, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, new_lease_token, normalize_email, parse_json, sql_time, stored_count,
-    stored_time, unavailable,
+    ApplyReport, EffectBatch, ResumeRecord, StateStore, StoreError, TakenResume,
+    check_stored_password, normalize_email, parse_json, sql_time, stored_count, stored_time,
+    unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::services::{Directory, FactorSummary, ServiceError};
@@ -161,45 +161,6 @@ impl SqliteState {
         })
     }
 
-    /// Ends a message (`set`: its status, and `last_error = ?4` when `error` is
-    /// given) if `lease` still holds it, and scrubs the secrets from its payload in the
-    /// same transaction (a cancel link is of no use to anyone once sent).
-    fn finish_outbox(
-        &self,
-        id: i64,
-        lease: &str,
-        set: &str,
-        error: Option<&str>,
-    ) -> Result<bool, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let Some(payload) = tx
-            .query_row(
-                "SELECT payload FROM outbox WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
-                params![id, lease],
-                |row| row.get::<_, String>(0),
-            )
-            .optional()?
-        else {
-            return Ok(false);
-        };
-        let scrubbed = super::scrubbed_payload(&payload);
-        let sql = format!(
-            "UPDATE outbox SET {set}, claimed_until_ms = NULL, lease_token = NULL, payload = COALESCE(?3, payload)
-             WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2"
-        );
-        let updated = match error {
-            Some(error) => tx.execute(&sql, params![id, lease, scrubbed, error])?,
-            None => tx.execute(&sql, params![id, lease, scrubbed])?,
-        };
-        tx.commit()?;
-        if scrubbed.is_some() {
-            self.scrubbed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(updated == 1)
-    }
-
     /// Signs the audit rows this store appends with `keys` (`[audit]`).
     pub fn with_audit_keys(mut self, keys: Option<super::audit::ChainKeys>) -> Self {
         self.audit_keys = keys;
@@ -250,20 +211,6 @@ impl SqliteState {
         }
         Ok(users)
     }
-}
-
-/// An outbox row selected as `id, topic, key, payload, status, attempts, transaction_id`.
-fn outbox_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxMessage> {
-    Ok(OutboxMessage {
-        id: row.get(0)?,
-        topic: row.get(1)?,
-        key: row.get(2)?,
-        payload: row.get(3)?,
-        status: row.get(4)?,
-        attempts: row.get(5)?,
-        transaction_id: row.get(6)?,
-        lease: row.get(7)?,
-    })
 }
 
 impl Directory for SqliteState {
@@ -446,6 +393,15 @@ impl EffectWriter for SqliteWriter<'_> {
 }
 
 impl super::portable::SqlStore for SqliteState {
+    fn dialect(&self) -> super::portable::Dialect {
+        super::portable::Dialect::Sqlite
+    }
+
+    fn scrubbed(&self) {
+        self.scrubbed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn transact(
         &self,
         work: &mut dyn FnMut(&mut dyn super::portable::SqlTx) -> Result<(), StoreError>,
@@ -482,6 +438,32 @@ impl super::FactorStore for SqliteState {}
 impl super::BackfillStore for SqliteState {}
 
 impl super::ImportStore for SqliteState {}
+
+impl super::OutboxStore for SqliteState {
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        if !self
+            .scrubbed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        // The payload before the scrub is still in WAL frames (and, until the next
+        // checkpoint, in the page the main file holds): copy the WAL into the file
+        // (secure_delete zeroes the freed bytes) and truncate it. Without waiting: a
+        // reader in another process makes it busy, and the next round tries again.
+        let conn = self.lock();
+        conn.busy_timeout(std::time::Duration::ZERO)?;
+        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+            row.get::<_, i64>(0)
+        });
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        if busy.unwrap_or(1) != 0 {
+            self.scrubbed
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
 
 impl StateStore for SqliteState {
     fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
@@ -595,99 +577,5 @@ impl StateStore for SqliteState {
         };
         tx.commit()?;
         Ok(taken)
-    }
-
-    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare(
-            "SELECT id, topic, key, payload, status, attempts, transaction_id, lease_token FROM outbox ORDER BY id",
-        )?;
-        let rows = statement.query_map([], outbox_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
-    fn claim_outbox(
-        &self,
-        now_ms: u64,
-        lease_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let claimed = {
-            let mut statement = tx.prepare(
-                "UPDATE outbox SET status = 'delivering', attempts = attempts + 1, claimed_until_ms = ?2, lease_token = ?4
-                 WHERE id IN (SELECT id FROM outbox
-                              WHERE (status = 'pending' AND next_attempt_at_ms <= ?1)
-                                 OR (status = 'delivering' AND claimed_until_ms <= ?1)
-                              ORDER BY id LIMIT ?3)
-                 RETURNING id, topic, key, payload, status, attempts, transaction_id, lease_token",
-            )?;
-            let rows = statement.query_map(
-                params![
-                    sql_time(now_ms),
-                    sql_time(now_ms.saturating_add(lease_ms)),
-                    limit as i64,
-                    new_lease_token()
-                ],
-                outbox_row,
-            )?;
-            rows.collect::<Result<Vec<_>, _>>()?
-        };
-        tx.commit()?;
-        Ok(claimed)
-    }
-
-    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
-        self.finish_outbox(id, lease, "status = 'delivered', last_error = NULL", None)
-    }
-
-    fn outbox_failed(
-        &self,
-        id: i64,
-        lease: &str,
-        error: &str,
-        retry_at_ms: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        match retry_at_ms {
-            Some(at) => Ok(self.lock().execute(
-                "UPDATE outbox SET status = 'pending', claimed_until_ms = NULL, lease_token = NULL, last_error = ?3, next_attempt_at_ms = ?4
-                 WHERE id = ?1 AND status = 'delivering' AND lease_token = ?2",
-                params![id, lease, error, sql_time(at)],
-            )? == 1),
-            None => self.finish_outbox(id, lease, "status = 'dead', last_error = ?4", Some(error)),
-        }
-    }
-
-    fn forget_scrubbed(&self) -> Result<(), StoreError> {
-        if !self
-            .scrubbed
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            return Ok(());
-        }
-        // The payload before the scrub is still in WAL frames (and, until the next
-        // checkpoint, in the page the main file holds): copy the WAL into the file
-        // (secure_delete zeroes the freed bytes) and truncate it. Without waiting: a
-        // reader in another process makes it busy, and the next round tries again.
-        let conn = self.lock();
-        conn.busy_timeout(std::time::Duration::ZERO)?;
-        let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
-            row.get::<_, i64>(0)
-        });
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        if busy.unwrap_or(1) != 0 {
-            self.scrubbed
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().query_row(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
-            [],
-            |row| row.get::<_, i64>(0),
-        )? as u64)
     }
 }

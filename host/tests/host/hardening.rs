@@ -1,7 +1,7 @@
 //! The defects an attacker's campaign found around the sandbox, each reproduced here
 //! against real components, real stores and the real server.
 
-use portcullis::state::{EffectBatch, SqliteState, StateStore};
+use portcullis::state::{EffectBatch, OutboxStore, SqliteState, StateStore};
 use portcullis::{Decision, Effect, FaultKind, GatewayError, LoginAttempt, RuleResult, Services};
 
 use crate::common::{Demo, Exposure, Result, creates_user, find_login, load, login, rule};

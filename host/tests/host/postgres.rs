@@ -6,7 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 
-use portcullis::state::{EffectBatch, FactorStore, PostgresState, SqlBacked, StateStore};
+use portcullis::state::{
+    EffectBatch, FactorStore, OutboxStore, PostgresState, SqlBacked, StateStore,
+};
 use portcullis::{Decision, Effect, Gateway, PipelineConfig};
 
 use crate::common::{Result, migration_config, runtime};
