@@ -22,6 +22,7 @@ mod postgres;
 pub mod proofs;
 pub mod rate_windows;
 pub mod recovery;
+pub mod resume_tokens;
 mod sqlite;
 pub mod support;
 pub mod users;
@@ -473,9 +474,13 @@ pub trait StateStore:
     /// transaction id is recorded as applied once, and only then counted on its
     /// user. Returns how many were counted.
     fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
-    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError>;
+    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
+        resume_tokens::save(self.sql(), record)
+    }
     /// Marks the record used and returns it, atomically: a token works once.
-    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError>;
+    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
+        resume_tokens::take(self.sql(), jti, now_ms)
+    }
 }
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or

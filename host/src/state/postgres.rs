@@ -16,9 +16,8 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email, parse_json, sql_time, stored_count, stored_time,
-    unavailable,
+    ApplyReport, EffectBatch, StateStore, StoreError, check_stored_password, normalize_email,
+    parse_json, sql_time, stored_count, stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::services::{Directory, FactorSummary, ServiceError};
@@ -561,38 +560,5 @@ impl StateStore for PostgresState {
         }
         tx.commit()?;
         Ok(counted)
-    }
-
-    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
-        let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.pool.get()?.execute(
-            "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES ($1, $2, $3, $4)",
-            &[&record.jti, &record.transaction_id, &text, &sql_time(record.expires_at_ms)],
-        )?;
-        Ok(())
-    }
-
-    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
-        let mut conn = self.pool.get()?;
-        let taken = conn.query_opt(
-            "UPDATE resume_tokens SET used_at_ms = $2
-             WHERE jti = $1 AND used_at_ms IS NULL AND expires_at_ms > $2 RETURNING record",
-            &[&jti, &sql_time(now_ms)],
-        )?;
-        if let Some(row) = taken {
-            return Ok(TakenResume::Taken(Box::new(
-                serde_json::from_str(row.get(0)).map_err(|e| StoreError::Backend(e.to_string()))?,
-            )));
-        }
-        // Not taken: say why. An expired token is not spent (the clock decides).
-        let row = conn.query_opt(
-            "SELECT used_at_ms IS NOT NULL FROM resume_tokens WHERE jti = $1",
-            &[&jti],
-        )?;
-        Ok(match row {
-            None => TakenResume::Unknown,
-            Some(row) if row.get::<_, bool>(0) => TakenResume::AlreadyUsed,
-            Some(_) => TakenResume::Expired,
-        })
     }
 }

@@ -14,9 +14,8 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, ResumeRecord, StateStore, StoreError, TakenResume,
-    check_stored_password, normalize_email, parse_json, sql_time, stored_count, stored_time,
-    unavailable,
+    ApplyReport, EffectBatch, StateStore, StoreError, check_stored_password, normalize_email,
+    parse_json, sql_time, stored_count, stored_time, unavailable,
 };
 use crate::gateway::login::{DirectoryUser, Identity};
 use crate::services::{Directory, FactorSummary, ServiceError};
@@ -539,43 +538,5 @@ impl StateStore for SqliteState {
         }
         tx.commit()?;
         Ok(counted)
-    }
-
-    fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
-        let text = serde_json::to_string(record).map_err(|e| StoreError::Backend(e.to_string()))?;
-        self.lock().execute(
-            "INSERT INTO resume_tokens (jti, transaction_id, record, expires_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![record.jti, record.transaction_id, text, sql_time(record.expires_at_ms)],
-        )?;
-        Ok(())
-    }
-
-    fn take_resume(&self, jti: &str, now_ms: u64) -> Result<TakenResume, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, Option<i64>, i64)> = tx
-            .query_row(
-                "SELECT record, used_at_ms, expires_at_ms FROM resume_tokens WHERE jti = ?1",
-                [jti],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )
-            .optional()?;
-        let taken = match row {
-            None => TakenResume::Unknown,
-            Some((_, Some(_), _)) => TakenResume::AlreadyUsed,
-            // An expired token is not spent: the host's clock decides, not the order.
-            Some((_, None, expires)) if expires <= sql_time(now_ms) => TakenResume::Expired,
-            Some((text, None, _)) => {
-                tx.execute(
-                    "UPDATE resume_tokens SET used_at_ms = ?2 WHERE jti = ?1",
-                    params![jti, sql_time(now_ms)],
-                )?;
-                let record =
-                    serde_json::from_str(&text).map_err(|e| StoreError::Backend(e.to_string()))?;
-                TakenResume::Taken(Box::new(record))
-            }
-        };
-        tx.commit()?;
-        Ok(taken)
     }
 }
