@@ -138,7 +138,7 @@ pub fn outcome(data: &[u8]) {
     // Counted here, apart from the validator's own count: the bound is what the
     // contract says (every string the host would hold), not whatever the host counts.
     let bytes = text_bytes(&outcome);
-    match crate::runtime::outcome::validate("fuzzed-rule", outcome, max_bytes) {
+    match crate::runtime::outcome_checks::validate("fuzzed-rule", outcome, max_bytes) {
         Ok(valid) => {
             assert!(
                 bytes <= max_bytes,
@@ -147,7 +147,7 @@ pub fn outcome(data: &[u8]) {
             assert_eq!(valid.effects.len(), effects);
             assert!(valid.effects.len() <= 256);
             for effect in &valid.effects {
-                let _ = crate::runtime::outcome::effect_to_wit(effect);
+                let _ = crate::runtime::outcome_checks::effect_to_wit(effect);
             }
         }
         Err(message) => assert!(
@@ -158,7 +158,7 @@ pub fn outcome(data: &[u8]) {
     }
     if let Ok(error) = arbitrary_rule_error(&mut input) {
         let bytes = error.code.len() + error.message.len();
-        match crate::runtime::outcome::error_message(&error, max_bytes) {
+        match crate::runtime::outcome_checks::error_message(&error, max_bytes) {
             Ok(message) => {
                 assert!(
                     bytes <= max_bytes,

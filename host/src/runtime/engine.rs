@@ -186,7 +186,7 @@ impl Runtime {
             continue_export,
             // No tick of margin: the store's callback checks the deadline by the clock.
             deadline_ticks: settings.deadline_ms.div_ceil(EPOCH_TICK.as_millis() as u64),
-            lift_budget: crate::runtime::outcome::lift_budget(settings.max_output_bytes),
+            lift_budget: crate::runtime::outcome_checks::lift_budget(settings.max_output_bytes),
             settings: Arc::new(settings.clone()),
             imports,
             source,

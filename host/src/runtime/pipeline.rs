@@ -14,7 +14,7 @@ use crate::runtime::cache::CompileSource;
 use crate::runtime::contract::{Contract, OutcomeV0_1};
 use crate::runtime::grants::Import;
 use crate::runtime::invariants::{self, AccountEvidence};
-use crate::runtime::outcome::{self, RuleOutcome, effect_to_wit};
+use crate::runtime::outcome_checks::{self, RuleOutcome, effect_to_wit};
 use crate::runtime::sandbox::{LoginSeed, RuleState};
 use crate::runtime::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 use crate::services::Services;
@@ -46,7 +46,7 @@ pub struct LoadedRule {
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
     pub(crate) deadline_ticks: u64,
-    /// What one lift out of its guest may copy into the host (`outcome::lift_budget`).
+    /// What one lift out of its guest may copy into the host (`outcome_checks::lift_budget`).
     pub(crate) lift_budget: usize,
     /// The contract version its exports were type-checked against at load.
     pub(crate) contract: Contract,
@@ -452,15 +452,18 @@ impl Pipeline {
                     } else {
                         FaultKind::RuleError
                     };
-                    outcome::error_message(&rule_error, rule.settings.max_output_bytes).map_or_else(
-                        |bad| Err((FaultKind::BadOutput, bad)),
-                        |message| Err((kind, message)),
-                    )
+                    outcome_checks::error_message(&rule_error, rule.settings.max_output_bytes)
+                        .map_or_else(
+                            |bad| Err((FaultKind::BadOutput, bad)),
+                            |message| Err((kind, message)),
+                        )
                 }
-                Ok(outcome) => {
-                    outcome::validate(&rule.settings.name, outcome, rule.settings.max_output_bytes)
-                        .map_err(|message| (FaultKind::BadOutput, message))
-                }
+                Ok(outcome) => outcome_checks::validate(
+                    &rule.settings.name,
+                    outcome,
+                    rule.settings.max_output_bytes,
+                )
+                .map_err(|message| (FaultKind::BadOutput, message)),
             },
         };
         let duration_us = started.elapsed().as_micros() as u64;

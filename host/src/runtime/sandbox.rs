@@ -15,8 +15,8 @@ use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, Was
 use crate::config::RuleSettings;
 use crate::gateway::login::LoginAttempt;
 use crate::redact::redact_text;
+use crate::runtime::guest_stdio::BoundedOutput;
 use crate::runtime::invariants::AccountEvidence;
-use crate::runtime::output::BoundedOutput;
 use crate::runtime::verdict::FaultKind;
 use crate::services::Services;
 
