@@ -271,33 +271,47 @@ impl Gateway {
             .check_enrolment_code(user_id, enrollment_id, &code)
         {
             Ok(CodeCheck::Approved) => {
-                // Another enrolment may have finished meanwhile: one active factor.
-                if self.active_sms_factor(grant)? {
-                    return drop_pending(EnrollError::AlreadyEnrolled);
-                }
                 let now_ms = self.clock.now_ms();
-                // Under a code's or a wait's recovery the factor waits for the login
-                // to finish that recovery (`check_enrolment`); support's link
-                // completes its recovery here.
-                let status = if grant.recovery_id.is_some()
-                    && !grant.has(super::proof::Shown::SupportVerified)
-                {
-                    FactorStatus::Confirmed
-                } else {
-                    FactorStatus::Active
-                };
-                let factor = Factor {
-                    status,
-                    enrolled_at_ms: now_ms,
-                    updated_at_ms: now_ms,
-                    ..pending
-                };
                 if grant.has(super::proof::Shown::SupportVerified) {
+                    let factor = Factor {
+                        status: FactorStatus::Active,
+                        ..pending
+                    };
                     self.complete_assisted(grant, &factor)?;
                 } else {
-                    self.state.put_factor(&factor)?;
+                    // Under a code's or a wait's recovery the factor waits for the
+                    // login to finish that recovery (`check_enrolment`).
+                    let status = if grant.recovery_id.is_some() {
+                        FactorStatus::Confirmed
+                    } else {
+                        FactorStatus::Active
+                    };
+                    let dialect = self.state.sql().dialect();
+                    // One transaction under the user's factor lock: another enrolment
+                    // finishing at the same moment is seen, and the pending row must
+                    // still be there (a second enrolment of this proof replaces it).
+                    let settled = crate::state::portable::transact(self.state.sql(), |tx| {
+                        use crate::state::factors::rows;
+                        rows::lock_factor_set(tx, dialect, user_id)?;
+                        if status == FactorStatus::Active
+                            && rows::active_sms_count(tx, user_id, enrollment_id)? > 0
+                        {
+                            return Ok(Err(EnrollError::AlreadyEnrolled));
+                        }
+                        if rows::settle_pending(tx, user_id, enrollment_id, status, now_ms)? != 1 {
+                            return Ok(Err(EnrollError::UnknownEnrollment));
+                        }
+                        Ok(Ok(()))
+                    })?;
+                    match settled {
+                        Ok(()) => {}
+                        Err(EnrollError::AlreadyEnrolled) => {
+                            return drop_pending(EnrollError::AlreadyEnrolled);
+                        }
+                        Err(e) => return Err(e),
+                    }
                     if grant.recovery_id.is_none() {
-                        self.tell_of_enrolment(user_id, &factor.id, now_ms)?;
+                        self.tell_of_enrolment(user_id, enrollment_id, now_ms)?;
                     }
                 }
                 Ok(Enrolled {
@@ -367,8 +381,10 @@ impl Gateway {
             "If you did not ask support for this, contact support at once.",
         );
         let sql = self.state.sql();
+        let dialect = sql.dialect();
         let done = crate::state::portable::transact(sql, |tx| {
             use crate::state::recovery as store;
+            crate::state::factors::rows::lock_factor_set(tx, dialect, &user.id)?;
             if !crate::state::proofs::spend(tx, &grant.proof_id, now_ms)?
                 || !store::set_status(
                     tx,
@@ -381,15 +397,18 @@ impl Gateway {
             {
                 return Ok(false);
             }
-            tx.execute(
-                "UPDATE factors SET status = 'active', enrolled_at_ms = $3, updated_at_ms = $3
-                 WHERE user_id = $1 AND id = $2 AND status = 'pending'",
-                &[
-                    crate::state::portable::Val::text(&user.id),
-                    crate::state::portable::Val::text(&factor.id),
-                    crate::state::portable::Val::int(crate::state::sql_time(now_ms)),
-                ],
-            )?;
+            // The enrolment must still be there (a second one of this link replaces
+            // it): otherwise nothing happened, the old factor included.
+            if crate::state::factors::rows::settle_pending(
+                tx,
+                &user.id,
+                &factor.id,
+                FactorStatus::Active,
+                now_ms,
+            )? != 1
+            {
+                return Err(StoreError::Conflict("the enrolment was replaced".into()));
+            }
             let disabled = store::disable_other_factors(tx, &user.id, &factor.id, now_ms)?;
             store::revoke_sessions(tx, &user.id, now_ms)?;
             store::enqueue(tx, &told, now_ms, recovery_id)?;
@@ -411,7 +430,11 @@ impl Gateway {
                 })),
             )?;
             Ok(true)
-        })?;
+        });
+        let done = match done {
+            Err(StoreError::Conflict(_)) => false,
+            other => other?,
+        };
         if done {
             Ok(())
         } else {

@@ -251,7 +251,9 @@ impl Gateway {
             })
             .flatten();
         let verified = verdict.evidence.directory_password_verified;
-        let password_proven = verdict.evidence.password_proven(attempt.user.is_some());
+        let password_proven = verdict
+            .evidence
+            .password_proven(attempt.user.as_ref().map(|u| u.id.as_str()));
         let stored = StoredLogin::from_attempt(&attempt);
         let verdict = self.settle(verdict, &stored, &attempt.new_user_id(), password_hash)?;
         // An imported legacy hash becomes argon2id at its first successful sign-in.
@@ -339,7 +341,7 @@ impl Gateway {
             .map_err(|e| ResumeRefusal::Mismatch(e.0))?;
         let password_proven = verdict
             .evidence
-            .password_proven(record.login.user.is_some());
+            .password_proven(record.login.user.as_ref().map(|u| u.id.as_str()));
         // A user who must change their password does that first, whatever the rules said.
         let verdict = match self.reset_before_allow(verdict, &record)? {
             Ok(verdict) => verdict,

@@ -618,7 +618,10 @@ impl Gateway {
             None,
             DISPUTE,
         );
+        let dialect = sql.dialect();
+        let was_confirmed = new.status == FactorStatus::Confirmed;
         let completed = crate::state::portable::transact(sql, |tx| {
+            crate::state::factors::rows::lock_factor_set(tx, dialect, &user.id)?;
             if !store::set_status(
                 tx,
                 &pending.recovery_id,
@@ -629,7 +632,13 @@ impl Gateway {
             )? {
                 return Ok(false);
             }
-            store::activate_confirmed(tx, &user.id, &new.id, now_ms)?;
+            // The confirmed phone must still be there: otherwise nothing happens, the
+            // lost factor included (it stays the user's factor).
+            if store::activate_confirmed(tx, &user.id, &new.id, now_ms)? != 1 && was_confirmed {
+                return Err(crate::state::StoreError::Conflict(
+                    "the confirmed factor went meanwhile".into(),
+                ));
+            }
             let disabled = store::disable_other_factors(tx, &user.id, &new.id, now_ms)?;
             store::revoke_sessions(tx, &user.id, now_ms)?;
             store::enqueue(tx, &told, now_ms, &pending.recovery_id)?;
@@ -650,7 +659,11 @@ impl Gateway {
                 })),
             )?;
             Ok(true)
-        })?;
+        });
+        let completed = match completed {
+            Err(crate::state::StoreError::Conflict(_)) => false,
+            other => other?,
+        };
         if !completed {
             // Cancelled (or expired) while the user was enrolling.
             return Ok(Err(Box::new(denied(

@@ -417,6 +417,7 @@ impl Gateway {
             _ => None,
         };
         let sql = self.state.sql();
+        let dialect = sql.dialect();
         transact(sql, |tx| {
             if !requests::finish(tx, id, "approved", "done", now_ms)? {
                 return Err(StoreError::Conflict("the request changed meanwhile".into()));
@@ -426,8 +427,10 @@ impl Gateway {
             match request.action.as_str() {
                 "remove-factor" => {
                     let factor = Val::text(request.params["factor_id"].as_str().unwrap_or_default());
-                    // Checked again here: the user's other factor may have gone since
-                    // the request was made.
+                    // Checked again here, under the user's factor lock: the other
+                    // factor may have gone since the request was made, or be going in
+                    // another execution right now.
+                    crate::state::factors::rows::lock_factor_set(tx, dialect, &request.user_id)?;
                     let others = tx.query(
                         "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND id <> $2 AND status = 'active'",
                         &[user.clone(), factor.clone()],

@@ -41,17 +41,20 @@ pub struct AccountEvidence {
     /// then upgrades an imported legacy hash to argon2id).
     #[serde(default)]
     pub directory_password_verified: bool,
+    /// Whose directory password matched: a sign-in proof records the password only
+    /// for that user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_password_user: Option<String>,
 }
 
 impl AccountEvidence {
     /// Whether the host itself checked this login's password for the user it signs
-    /// in: the directory's hash for an existing user (`existing`), or a legacy
-    /// account's for a user this login creates. What the login carried is not proof.
-    pub fn password_proven(&self, existing: bool) -> bool {
-        if existing {
-            self.directory_password_verified
-        } else {
-            !self.password_verified.is_empty()
+    /// in: the directory's hash of that existing user (`existing`: their id), or a
+    /// legacy account's for a user this login creates. What the login carried is not proof.
+    pub fn password_proven(&self, existing: Option<&str>) -> bool {
+        match existing {
+            Some(user_id) => self.directory_password_user.as_deref() == Some(user_id),
+            None => !self.password_verified.is_empty(),
         }
     }
 

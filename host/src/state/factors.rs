@@ -269,6 +269,62 @@ pub mod rows {
         })? == 1)
     }
 
+    /// Serializes every change to which of a user's factors are active: the user's
+    /// row, locked for the transaction on PostgreSQL (under READ COMMITTED two
+    /// transactions would each see the other's factor still active); SQLite's
+    /// immediate transaction holds its one write lock already.
+    pub fn lock_factor_set(
+        tx: &mut dyn super::super::portable::SqlTx,
+        dialect: super::super::portable::Dialect,
+        user_id: &str,
+    ) -> Result<(), StoreError> {
+        if dialect == super::super::portable::Dialect::Postgres {
+            tx.query(
+                "SELECT id FROM users WHERE id = $1 FOR UPDATE",
+                &[Val::text(user_id)],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The user's active SMS factors other than `except`, inside the transaction.
+    pub fn active_sms_count(
+        tx: &mut dyn super::super::portable::SqlTx,
+        user_id: &str,
+        except: &str,
+    ) -> Result<i64, StoreError> {
+        let rows = tx.query(
+            "SELECT COUNT(*) FROM factors WHERE user_id = $1 AND id <> $2 AND kind = 'sms' AND status = 'active'",
+            &[Val::text(user_id), Val::text(except)],
+        )?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Val::as_int)
+            .unwrap_or(0))
+    }
+
+    /// A pending enrolment becomes `status` (confirmed by its code): one row, or none
+    /// when the enrolment went meanwhile (replaced, or timed out).
+    pub fn settle_pending(
+        tx: &mut dyn super::super::portable::SqlTx,
+        user_id: &str,
+        id: &str,
+        status: FactorStatus,
+        now_ms: u64,
+    ) -> Result<u64, StoreError> {
+        tx.execute(
+            "UPDATE factors SET status = $3, enrolled_at_ms = $4, updated_at_ms = $4
+             WHERE user_id = $1 AND id = $2 AND status = 'pending'",
+            &[
+                Val::text(user_id),
+                Val::text(id),
+                Val::text(status.name()),
+                Val::int(sql_time(now_ms)),
+            ],
+        )
+    }
+
     pub fn reseal(
         store: &dyn SqlStore,
         id: &str,

@@ -112,6 +112,18 @@ const TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at_ms BIGINT NOT NULL
 )";
 
+/// What `schema_migrations` holds must be versions 1..=N, each once: anything else
+/// (gaps, a table of another tool's shape) is not a directory this code made.
+fn recorded(count: i64, max: i64) -> Result<u32, StoreError> {
+    match u32::try_from(max) {
+        Ok(max) if i64::from(max) == count => Ok(max),
+        _ => Err(StoreError::Backend(format!(
+            "the directory's schema_migrations holds {count} versions up to {max}, not 1 to \
+             {max} each once: it was not made by Portcullis, or was edited; restore it from a backup"
+        ))),
+    }
+}
+
 fn newer(found: u32) -> StoreError {
     StoreError::Backend(format!(
         "the directory's schema is version {found}, newer than this build's {LATEST}: \
@@ -131,11 +143,12 @@ fn now_ms() -> i64 {
 pub(super) fn apply_sqlite(conn: &mut Connection) -> Result<Vec<u32>, StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(TABLE)?;
-    let found: u32 = tx.query_row(
-        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+    let (count, max): (i64, i64) = tx.query_row(
+        "SELECT COUNT(DISTINCT version), COALESCE(MAX(version), 0) FROM schema_migrations",
         [],
-        |row| row.get(0),
+        |row| Ok((row.get(0)?, row.get(1)?)),
     )?;
+    let found = recorded(count, max)?;
     if found > LATEST {
         return Err(newer(found));
     }
@@ -160,13 +173,11 @@ pub(super) fn apply_sqlite(conn: &mut Connection) -> Result<Vec<u32>, StoreError
 /// Applies what the database lacks inside `tx` (which holds the schema lock).
 pub(super) fn apply_postgres(tx: &mut postgres::Transaction<'_>) -> Result<Vec<u32>, StoreError> {
     tx.batch_execute(TABLE)?;
-    let found: i32 = tx
-        .query_one(
-            "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
-            &[],
-        )?
-        .get(0);
-    let found = u32::try_from(found).unwrap_or(0);
+    let row = tx.query_one(
+        "SELECT COUNT(DISTINCT version)::BIGINT, COALESCE(MAX(version), 0)::BIGINT FROM schema_migrations",
+        &[],
+    )?;
+    let found = recorded(row.try_get(0)?, row.try_get(1)?)?;
     if found > LATEST {
         return Err(newer(found));
     }

@@ -329,11 +329,19 @@ pub fn open_in(
     user_id: &str,
     now_ms: u64,
 ) -> Result<Option<Recovery>, StoreError> {
-    tx.execute(
+    let expired = tx.query(
         "UPDATE recoveries SET status = 'expired', finished_at_ms = $2, outcome = 'enrolment window passed'
-         WHERE user_id = $1 AND status IN ('waiting', 'enrolling') AND expires_at_ms < $2",
+         WHERE user_id = $1 AND status IN ('waiting', 'enrolling') AND expires_at_ms < $2
+         RETURNING id",
         &[Val::text(user_id), Val::int(super::sql_time(now_ms))],
     )?;
+    // What an expired recovery's proof enrolled ends with it, as with a cancelled one.
+    for id in expired
+        .iter()
+        .filter_map(|r| r.first().and_then(Val::as_text))
+    {
+        disable_enrolled_by(tx, id, now_ms)?;
+    }
     Ok(tx
         .query(
             &format!(

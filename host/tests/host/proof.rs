@@ -74,7 +74,7 @@ fn phones_of(env: &Env, user: &str) -> Vec<(String, FactorStatus)> {
 }
 
 /// The first user with the right password in the seed and no factor at all.
-fn factorless(env: &Env, skip: usize) -> LoginAttempt {
+pub(crate) fn factorless(env: &Env, skip: usize) -> LoginAttempt {
     let mut found = 0;
     for file in crate::common::login_files(&env.dir.path().join("recovery")) {
         let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();

@@ -40,6 +40,7 @@ pub fn recovery_config(dir: &Path, sim: &Simulator) -> PathBuf {
 
 mod audit_chain;
 mod outbox_secrets;
+mod races;
 
 pub(crate) struct Env {
     pub(crate) dir: tempfile::TempDir,

@@ -263,3 +263,43 @@ fn every_shipped_postgres_schema_upgrades_in_place() -> Result {
     }
     Ok(())
 }
+
+/// `schema_migrations` must hold 1..=N each once: a gap, or another tool's table of
+/// that name, is refused with a message rather than opened half-migrated (or a
+/// crash, as a `bigint` version once was on PostgreSQL).
+#[test]
+fn a_migrations_table_with_gaps_or_of_another_shape_is_refused() -> Result {
+    let dir = tempfile::tempdir()?;
+    let gaps = dir.path().join("gaps.db");
+    drop(SqliteState::open(&gaps)?);
+    rusqlite::Connection::open(&gaps)?
+        .execute("DELETE FROM schema_migrations WHERE version = 3", [])?;
+    let Err(refused) = SqliteState::open(&gaps) else {
+        panic!("a directory missing migration 3 opened");
+    };
+    assert!(refused.to_string().contains("not 1 to"), "{refused}");
+
+    let other = dir.path().join("other.db");
+    rusqlite::Connection::open(&other)?.execute_batch(
+        "CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL);
+         INSERT INTO schema_migrations VALUES (11, false);",
+    )?;
+    let Err(refused) = SqliteState::open(&other) else {
+        panic!("another tool's migrations table opened");
+    };
+    assert!(refused.to_string().contains("not 1 to"), "{refused}");
+
+    let Some(url) = crate::postgres::fresh_database("schema_other") else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
+        return Ok(());
+    };
+    postgres::Client::connect(&url, postgres::NoTls)?.batch_execute(
+        "CREATE TABLE schema_migrations (version BIGINT NOT NULL PRIMARY KEY, dirty BOOLEAN NOT NULL);
+         INSERT INTO schema_migrations VALUES (11, false);",
+    )?;
+    let Err(refused) = PostgresState::connect(&url) else {
+        panic!("another tool's migrations table opened on PostgreSQL");
+    };
+    assert!(refused.to_string().contains("not 1 to"), "{refused}");
+    Ok(())
+}

@@ -35,6 +35,7 @@ impl Host for RuleState {
         })?;
         if matches!(answer, Ok(true)) {
             self.evidence.directory_password_verified = true;
+            self.evidence.directory_password_user = Some(user_id.clone());
         }
         Ok(answer)
     }
