@@ -33,8 +33,10 @@ fn assert_bad_input(output: &Output, mentions: &str) {
 fn check_lists_rules_with_imports_and_grants() {
     let output = portcullis(&["check", "--config", "fixtures/pipeline.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
+    // The demo config has warnings (no outbox endpoints; no store until `seed`): exit 1.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -420,8 +422,8 @@ fn completions_and_the_config_from_the_environment() {
         .env("PORTCULLIS_CONFIG", "fixtures/pipeline.toml")
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", stderr(&check));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("ok: 4 rule(s)"));
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("4 rule(s), "));
 }
 
 #[test]
@@ -551,5 +553,177 @@ fn replay_exits_2_for_what_is_not_a_recording_and_1_for_a_changed_verdict() -> R
     let differs = portcullis(&["replay", changed.to_str().unwrap()]);
     assert_eq!(differs.status.code(), Some(1), "{}", stderr(&differs));
     assert!(String::from_utf8_lossy(&differs.stdout).contains("0 passed, 1 failed"));
+    Ok(())
+}
+
+/// How many rows an SQLite table (and condition) holds.
+fn count_rows(db: &std::path::Path, table: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn reading_commands_never_create_a_store_and_check_concludes_nothing_from_one_that_is_not_there()
+-> Result {
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    // A typo in the path: the directory's folder is not there either.
+    let text =
+        std::fs::read_to_string(&config)?.replace("/mfa/directory.db", "/mfa-typo/directory.db");
+    std::fs::write(&config, text)?;
+    let missing = dir.path().join("mfa-typo/directory.db");
+
+    let check = with_config(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(!out.contains("no longer needed"), "{out}");
+    assert!(
+        stderr(&check).contains(&format!(
+            "there is no directory store at {}: `serve` and `run` would create it empty",
+            missing.display()
+        )),
+        "{}",
+        stderr(&check)
+    );
+    for args in [
+        &["mfa", "status"][..],
+        &["mfa", "revert", "--user", "usr_x"],
+        &["audit", "verify"],
+        &["keys", "rotate"],
+        &["outbox", "run", "--until-empty"],
+    ] {
+        let output = with_config(&config, args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&format!("there is no store at {}", missing.display())),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let dry = with_config(
+        &config,
+        &[
+            "run",
+            "--dry-run",
+            "--login",
+            "fixtures/does-not-matter.json",
+        ],
+    );
+    assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
+    assert!(
+        !dir.path().join("mfa-typo").exists(),
+        "a reading command created the store's folder"
+    );
+
+    // Once the store is there, the conclusion says what it looked at.
+    let fixed = dir.path().join("mfa-typo");
+    std::fs::create_dir(&fixed)?;
+    drop(portcullis::state::SqliteState::open(&missing)?);
+    let check = with_config(&config, &["check"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains(
+            "the old SMS provider is no longer needed: none of the 0 SMS factor(s) in sqlite://"
+        ) && out.contains("mfa-typo/directory.db"),
+        "{out}{}",
+        stderr(&check)
+    );
+    Ok(())
+}
+
+#[test]
+fn check_finds_what_run_and_serve_would_refuse() -> Result {
+    let sim = Simulator::start(&["--seed-legacy", "500"]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let seeded = with_config(
+        &config,
+        &["seed", "--users", "30", "--logins", "1", "--sms-users", "5"],
+    );
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let original = std::fs::read_to_string(&config)?;
+    let with = |text: &str, args: &[&str]| {
+        std::fs::write(&config, text).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .env_remove("PORTCULLIS_TEST_UNSET")
+            .env("PORTCULLIS_GATEWAY_TOKEN", "t".repeat(40));
+        command.output().unwrap()
+    };
+
+    // As seeded: the old provider is still needed (a warning), the outbox has no
+    // endpoint for the products id-propagation writes to (a warning; an error for
+    // serve).
+    let check = with(&original, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let said = stderr(&check);
+    assert!(said.contains("still depend on the old provider"), "{said}");
+    assert!(
+        said.contains("[outbox.endpoints] names no endpoint for collect, paste, transfer"),
+        "{said}"
+    );
+    assert_eq!(
+        with(&original, &["check", "--serve"]).status.code(),
+        Some(2)
+    );
+
+    // Each of these makes `run` refuse the config; `check` finds it first.
+    let no_legacy = {
+        let start = original.find("[mfa.legacy_sms]").unwrap();
+        let end = original.find("[mfa.verify]").unwrap();
+        format!("{}{}", &original[..start], &original[end..])
+    };
+    let cases = [
+        (
+            original.replace(
+                "key = \"demo-only-resume-key-do-not-deploy-0001\"",
+                "key_env = \"PORTCULLIS_TEST_UNSET\"",
+            ),
+            "key_env names PORTCULLIS_TEST_UNSET, which is not set",
+        ),
+        (
+            original.replace(
+                "api_key_file = \"legacy.key\"",
+                "api_key_env = \"PORTCULLIS_TEST_UNSET\"",
+            ),
+            "the environment variable PORTCULLIS_TEST_UNSET is not set",
+        ),
+        (no_legacy, "put [mfa.legacy_sms] back"),
+    ];
+    let login = dir.path().join("mfa/logins");
+    for (text, finding) in &cases {
+        let check = with(text, &["check"]);
+        assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+        assert!(stderr(&check).contains(finding), "{}", stderr(&check));
+        let run = with(text, &["run", "--login", login.to_str().unwrap()]);
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "run accepted what check refused"
+        );
+    }
+
+    // No caller: a warning for `run`, an error for `serve`.
+    let callers = original.find("[[server.caller]]").unwrap();
+    let rules = original.find("[[rule]]").unwrap();
+    let no_caller = format!("{}{}", &original[..callers], &original[rules..]);
+    let check = with(&no_caller, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(stderr(&check).contains("there is no [[server.caller]]"));
+    let check = with(&no_caller, &["check", "--serve"]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert!(stderr(&check).contains("error: there is no [[server.caller]]"));
     Ok(())
 }
