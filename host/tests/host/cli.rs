@@ -727,3 +727,98 @@ fn check_finds_what_run_and_serve_would_refuse() -> Result {
     assert!(stderr(&check).contains("error: there is no [[server.caller]]"));
     Ok(())
 }
+
+#[test]
+fn run_now_stamps_stale_logins_and_a_batch_goes_on_past_a_refused_one() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let seeded = with_config(&config, &["seed", "--users", "50", "--logins", "3"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let logins = dir.path().join("logins");
+    // One login written long ago.
+    let files = crate::common::login_files(dir.path());
+    let mut stale: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files[1])?)?;
+    stale["time_ms"] = serde_json::json!(1_000_000);
+    std::fs::write(&files[1], stale.to_string())?;
+
+    let run = with_config(
+        &config,
+        &[
+            "run",
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--login",
+            logins.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains("summary: 2 logins") && out.contains("1 refused"),
+        "{out}"
+    );
+    let named = files[1].display().to_string();
+    assert!(
+        stderr(&run).contains(&format!("refused {named}: invalid login: time_ms is"))
+            && stderr(&run).contains("`run --now`"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(stderr(&run).contains(&format!("1 of 3 login(s) refused: {named}")));
+
+    let now = with_config(
+        &config,
+        &[
+            "run",
+            "--now",
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--login",
+            logins.to_str().unwrap(),
+        ],
+    );
+    assert!(now.status.success(), "{}", stderr(&now));
+    assert!(String::from_utf8_lossy(&now.stdout).contains("summary: 3 logins"));
+    Ok(())
+}
+
+#[test]
+fn a_dry_run_sends_no_code_and_issues_no_resume_token() -> Result {
+    let sim = Simulator::start(&["--seed-legacy", "500", "--internal", "30"]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let seeded = with_config(&config, &["seed", "--users", "200", "--logins", "80"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let logins = dir.path().join("mfa/logins");
+    let db = dir.path().join("mfa/directory.db");
+    let args = [
+        "run",
+        "--compact",
+        "--summary",
+        "--login",
+        logins.to_str().unwrap(),
+    ];
+    let sent = || sim.get("/sim/stats")["sms_sent"].as_u64().unwrap();
+
+    let dry = with_config(&config, &[&args[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(out.contains("\"type\":\"challenge\""), "{out}");
+    assert!(!out.contains("resume_token"), "{out}");
+    assert!(
+        stderr(&dry).contains("would send a code for factor"),
+        "{}",
+        stderr(&dry)
+    );
+    assert_eq!(sent(), 0, "a dry run texted a code");
+    assert_eq!(count_rows(&db, "resume_tokens"), 0);
+
+    // The same batch for real does both.
+    let real = with_config(&config, &args);
+    assert!(real.status.success(), "{}", stderr(&real));
+    assert!(sent() > 0);
+    assert!(count_rows(&db, "resume_tokens") > 0);
+    Ok(())
+}
