@@ -30,6 +30,14 @@ fn main() -> Result<()> {
     }
     let task = std::env::args().nth(1).unwrap_or_default();
     let extra: Vec<String> = std::env::args().skip(2).collect();
+    // Help is asked for, not a task to start (`cargo xtask demo --help` must not run
+    // the demo).
+    if matches!(task.as_str(), "" | "-h" | "--help" | "help")
+        || extra.iter().any(|a| a == "-h" || a == "--help")
+    {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match task.as_str() {
         "build-rules" => build_rules(),
         "demo" => demo(),
@@ -39,11 +47,23 @@ fn main() -> Result<()> {
         "bench-server" => bench_server(&extra),
         "demo-import" => import_demo::demo_import(&extra),
         "fuzz" => fuzz::fuzz(&extra),
-        _ => bail!(
-            "usage: cargo xtask <build-rules|demo|demo-import|test|lint|bench|bench-server|fuzz>"
-        ),
+        _ => {
+            eprintln!("xtask: no task {task:?}\n\n{USAGE}");
+            std::process::exit(2)
+        }
     }
 }
+
+const USAGE: &str = "usage: cargo xtask <task> [options]
+
+  build-rules   build every rule crate (installs the wasm32-wasip2 target if missing)
+  demo          build, check, seed the demo stores, run a batch of logins, replay
+  demo-import   the bulk import beside lazy migration, end to end
+  test          build the rules, then run the test suite
+  lint          rustfmt and clippy checks, as CI runs them
+  bench         the rule pipeline as components, as core modules, natively and in JS
+  bench-server  `portcullis serve` under wrk on loopback
+  fuzz          the libFuzzer targets in fuzz/ (--seconds N or --runs N)";
 
 fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -822,3 +822,42 @@ fn a_dry_run_sends_no_code_and_issues_no_resume_token() -> Result {
     assert!(count_rows(&db, "resume_tokens") > 0);
     Ok(())
 }
+
+#[test]
+fn errors_say_each_cause_once_and_what_to_do() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[[rule]]\nname = \"r\"\ncomponent = \"../target/rules/rule_not_built.wasm\"\n",
+    )?;
+    let check = with_config(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(2));
+    let said = stderr(&check);
+    assert_eq!(
+        said.matches("No such file or directory").count(),
+        1,
+        "{said}"
+    );
+    assert!(said.contains("cargo xtask build-rules"), "{said}");
+
+    let continued = portcullis(&[
+        "continue",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--token",
+        "junk",
+        "--transaction-id",
+        "t",
+        "--result",
+        "{}",
+    ]);
+    assert_eq!(continued.status.code(), Some(2), "{}", stderr(&continued));
+    assert_eq!(
+        stderr(&continued).matches("malformed").count(),
+        1,
+        "{}",
+        stderr(&continued)
+    );
+    Ok(())
+}
