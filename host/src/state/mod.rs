@@ -45,6 +45,10 @@ pub enum StoreError {
     Backend(String),
     #[error("cannot apply effects: {0}")]
     Conflict(String),
+    /// An operation that would destroy what it must not (`seed` over rows it did not
+    /// make); the message says why and how to go ahead anyway.
+    #[error("{0}")]
+    Refused(String),
     /// A command that reads a store found none where the config says it is.
     #[error(
         "there is no store at {}: is the config's path right? (`serve`, `run` and `seed` create it; this command only opens one that exists)",

@@ -861,3 +861,100 @@ fn errors_say_each_cause_once_and_what_to_do() -> Result {
     );
     Ok(())
 }
+
+#[test]
+fn seed_refuses_stores_holding_rows_it_did_not_make_unless_forced() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    // Products on each backend there is a server for (SQLite for the others).
+    let mut text = std::fs::read_to_string(&config)?;
+    let d = dir.path().display();
+    let postgres = crate::postgres::fresh_database("seedguard");
+    let mysql = crate::legacy::fresh_mysql("seedguard");
+    if let Some(url) = &postgres {
+        text = text.replace(&format!("sqlite://{d}/legacy-paste.db"), url);
+    }
+    if let Some(url) = &mysql {
+        text = text.replace(&format!("sqlite://{d}/legacy-collect.db"), url);
+    }
+    std::fs::write(&config, text)?;
+    let seed = |force: bool| {
+        let mut args = vec!["seed", "--users", "40", "--logins", "2"];
+        if force {
+            args.push("--force");
+        }
+        with_config(&config, &args)
+    };
+    let first = seed(false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Seeding again over its own rows needs no --force.
+    assert!(seed(false).status.success());
+
+    let refused = |what: &str| {
+        let again = seed(false);
+        assert_eq!(again.status.code(), Some(2), "{what}: {}", stderr(&again));
+        assert!(
+            stderr(&again).contains("rows it did not make") && stderr(&again).contains("--force"),
+            "{what}: {}",
+            stderr(&again)
+        );
+        stderr(&again)
+    };
+    // A directory user with a real address.
+    let directory = dir.path().join("directory.db");
+    let real = "UPDATE users SET email = 'ana@realmail.test', email_norm = 'ana@realmail.test' WHERE id = (SELECT MIN(id) FROM users)";
+    rusqlite::Connection::open(&directory)?.execute(real, [])?;
+    assert!(refused("directory").contains("1 directory user(s)"));
+    assert_eq!(
+        count_rows(&directory, "users WHERE email_norm = 'ana@realmail.test'"),
+        1,
+        "the refused seed deleted the user"
+    );
+    rusqlite::Connection::open(&directory)?.execute(
+        "UPDATE users SET email = 'ana@example.com', email_norm = 'ana@example.com' WHERE email_norm = 'ana@realmail.test'",
+        [],
+    )?;
+
+    // An SQLite file at a product's path that is some other database.
+    let transfer = dir.path().join("legacy-transfer.db");
+    std::fs::remove_file(&transfer)?;
+    rusqlite::Connection::open(&transfer)?.execute("CREATE TABLE orders (id INTEGER)", [])?;
+    assert!(refused("sqlite").contains("holds tables seed does not make (orders)"));
+    assert!(transfer.exists());
+    std::fs::remove_file(&transfer)?;
+
+    let foreign = "INSERT INTO {table} (legacy_id, email, email_norm, email_verified, created_at_ms, profile) \
+                   VALUES ('real-1', 'Bo@RealMail.test', 'bo@realmail.test', TRUE, 0, '{}')";
+    if let Some(url) = &postgres {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(&foreign.replace("{table}", "legacy_paste_accounts"))?;
+        assert!(refused("postgres").contains("legacy_paste_accounts"));
+        let left: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM legacy_paste_accounts WHERE legacy_id = 'real-1'",
+                &[],
+            )?
+            .get(0);
+        assert_eq!(left, 1, "the refused seed deleted the account");
+    } else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set: seed's guard on PostgreSQL");
+    }
+    if let Some(url) = &mysql {
+        use mysql::prelude::Queryable;
+        let mut conn = mysql::Conn::new(mysql::Opts::from_url(url)?)?;
+        conn.query_drop(foreign.replace("{table}", "legacy_collect_accounts"))?;
+        assert!(refused("mysql").contains("legacy_collect_accounts"));
+        let left: Option<i64> = conn.query_first(
+            "SELECT COUNT(*) FROM legacy_collect_accounts WHERE legacy_id = 'real-1'",
+        )?;
+        assert_eq!(left, Some(1), "the refused seed deleted the account");
+    } else {
+        crate::common::not_run("PORTCULLIS_TEST_MYSQL is not set: seed's guard on MariaDB");
+    }
+
+    // --force replaces them.
+    let forced = seed(true);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(seed(false).status.success(), "{}", stderr(&seed(false)));
+    Ok(())
+}
