@@ -18,11 +18,24 @@ pub fn open_gateway(config_path: &Path) -> Result<Gateway> {
 /// that open it this way read it or need what it holds, and a wrong path must not
 /// leave an empty store behind that reads as "nothing to do".
 pub fn directory_of(config: &PipelineConfig) -> Result<Arc<dyn StateStore>> {
+    existing_directory(config, None)
+}
+
+/// As [`directory_of`], signing the audit rows it appends with the `[audit]` keys
+/// (`audit verify --checkpoint`).
+pub fn keyed_directory_of(config: &PipelineConfig) -> Result<Arc<dyn StateStore>> {
+    let audit_keys = config.audit.keys().map_err(anyhow::Error::msg)?;
+    existing_directory(config, audit_keys)
+}
+
+fn existing_directory(
+    config: &PipelineConfig,
+    audit_keys: Option<portcullis::state::audit::ChainKeys>,
+) -> Result<Arc<dyn StateStore>> {
     let settings = config
         .state
         .as_ref()
         .context("the config has no [state] section: there are no stored factors")?;
-    let audit_keys = config.audit.keys().map_err(anyhow::Error::msg)?;
     Ok(portcullis::state::open_existing_state(
         &settings.directory,
         &config.base_dir,
