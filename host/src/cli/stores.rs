@@ -46,6 +46,14 @@ fn existing_directory(
 /// Where the config's SQLite directory store is, when it names one that is not there
 /// (`run --dry-run`, `check`: nothing may create it).
 pub fn missing_directory(config: &PipelineConfig) -> Result<Option<PathBuf>> {
+    // A server's database is not made by connecting to it: only a file can be missing.
+    if !config
+        .state
+        .as_ref()
+        .is_some_and(|s| s.directory.starts_with("sqlite://"))
+    {
+        return Ok(None);
+    }
     Ok(portcullis::gateway::directory_path(config)?.filter(|path| !path.is_file()))
 }
 

@@ -958,3 +958,32 @@ fn seed_refuses_stores_holding_rows_it_did_not_make_unless_forced() -> Result {
     assert!(seed(false).status.success(), "{}", stderr(&seed(false)));
     Ok(())
 }
+
+#[test]
+fn check_and_mfa_status_read_a_postgres_directory() -> Result {
+    let Some(url) = crate::postgres::fresh_database("checkpg") else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
+        return Ok(());
+    };
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let text = std::fs::read_to_string(&config)?.replace(
+        &format!("sqlite://{}/mfa/directory.db", dir.path().display()),
+        &url,
+    );
+    std::fs::write(&config, text)?;
+
+    let check = with_config(&config, &["check"]);
+    assert_ne!(check.status.code(), Some(2), "{}", stderr(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("the old SMS provider is no longer needed: none of the 0 SMS factor(s) in postgres://…@127.0.0.1"),
+        "{out}{}",
+        stderr(&check)
+    );
+    assert!(!stderr(&check).contains("there is no directory store"));
+    let status = with_config(&config, &["mfa", "status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    Ok(())
+}
