@@ -48,7 +48,11 @@ impl ConfigError {
 pub enum LoadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("rule {rule:?}: cannot read component {}: {source}", path.display())]
+    #[error(
+        "rule {rule:?}: cannot read component {}: {source}{}",
+        path.display(),
+        build_hint(source)
+    )]
     ReadComponent {
         rule: String,
         path: PathBuf,
@@ -73,6 +77,16 @@ pub enum LoadError {
     Engine(String),
 }
 
+/// What to do about a component that is not there: the repository's rules are built
+/// by `cargo xtask build-rules`.
+fn build_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::NotFound {
+        " (build the rules with `cargo xtask build-rules`, or correct the rule's component path)"
+    } else {
+        ""
+    }
+}
+
 /// A login attempt that cannot be evaluated as given.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -80,4 +94,15 @@ pub enum LoginError {
     Json(#[from] serde_json::Error),
     #[error("invalid login: {0}")]
     Invalid(String),
+}
+
+/// A time in ms since the epoch as people read it in a message: RFC 3339, UTC, to
+/// the second (`2026-12-06T19:30:00Z`).
+pub fn utc_time(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    // Far past what a date can show (a time that never comes): say so.
+    if ms >= 253_402_300_800_000 {
+        return "never".into();
+    }
+    humantime::format_rfc3339_seconds(at).to_string()
 }

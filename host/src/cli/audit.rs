@@ -5,6 +5,7 @@ use portcullis::state::audit::{self, Anchor, Checkpoint};
 
 use super::Exit;
 use super::options::ConfigArg;
+use super::stores::keyed_directory_of;
 
 /// The audit log of support actions and recovery steps.
 #[derive(clap::Args)]
@@ -61,7 +62,11 @@ impl Verify {
                 return Ok(Exit::Usage(problem));
             }
         };
-        let (state, _) = portcullis::gateway::open_stores_of(&config)?;
+        anyhow::ensure!(
+            config.state.is_some(),
+            "the config has no [state] section: there is no audit log"
+        );
+        let state = keyed_directory_of(&config)?;
         let report = audit::verify_anchored(state.sql(), &anchors)?;
         println!("{}", serde_json::to_string_pretty(&report)?);
         if !report.ok {

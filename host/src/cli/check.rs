@@ -1,17 +1,55 @@
-//! `portcullis check`: load and validate a pipeline, list its rules.
+//! `portcullis check`: load and validate a pipeline, list its rules, and find, before
+//! `run` or `serve` does, everything in the config or the environment they would
+//! refuse. It opens no store that is not there: a check must not create what it checks.
+//!
+//! Exit codes (README, "Exit codes"): 0 nothing found; 1 warnings only (the config
+//! works, but something in it is probably not what is meant); 2 errors (`run` or
+//! `serve` would refuse the config, or the pipeline does not load).
 
 use anyhow::Result;
-use portcullis::Pipeline;
+use portcullis::{Pipeline, PipelineConfig};
 
 use super::Exit;
 use super::options::ConfigArg;
-use super::stores::directory_of;
+use super::stores::{directory_of, missing_directory};
 
-/// Load and validate a pipeline; print each rule with its imports and grants.
+/// Load and validate a pipeline; print each rule with its imports and grants; report
+/// what `run` and `serve` would refuse (errors, exit 2) and what is probably wrong
+/// (warnings, exit 1), each with what to do.
 #[derive(clap::Args)]
 pub struct Check {
     #[command(flatten)]
     config: ConfigArg,
+    /// Check for `serve` too: what only `serve` needs (callers and their tokens, the
+    /// admin token, outbox endpoints) is an error instead of a warning.
+    #[arg(long)]
+    serve: bool,
+}
+
+/// What a check found.
+#[derive(Default)]
+struct Findings {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+impl Findings {
+    fn error(&mut self, text: String) {
+        self.errors.push(text);
+    }
+
+    fn warning(&mut self, text: String) {
+        self.warnings.push(text);
+    }
+
+    /// An error for `serve`, a warning for a config only `run` uses.
+    fn for_serve(&mut self, serve: bool, text: String) {
+        if serve {
+            self.error(text);
+        } else {
+            self.warning(format!("{text} (an error with --serve)"));
+        }
+    }
 }
 
 impl Check {
@@ -20,23 +58,203 @@ impl Check {
         for (position, rule) in pipeline.rules().iter().enumerate() {
             print_rule(position + 1, rule);
         }
-        // Whether the old SMS provider can be retired yet.
-        let loaded = self.config.load()?;
-        if loaded.mfa.legacy_sms.is_some() && loaded.state.is_some() {
-            let depending = directory_of(&loaded)?.factors_depending_on_legacy()?;
-            if depending > 0 {
-                eprintln!(
-                    "warning: {depending} active SMS factors still depend on the old provider \
-                     (no phone on file, or reverted): it cannot be retired yet"
-                );
-            } else {
-                println!(
-                    "the old SMS provider is no longer needed: no active factor depends on it"
-                );
-            }
+        let config = self.config.load()?;
+        let mut findings = Findings::default();
+        secrets(&config, &mut findings);
+        stores(&config, &mut findings)?;
+        serving(&config, self.serve, &mut findings);
+        for error in &findings.errors {
+            eprintln!("error: {error}");
         }
-        println!("ok: {} rule(s)", pipeline.rules().len());
+        for warning in &findings.warnings {
+            eprintln!("warning: {warning}");
+        }
+        let rules = pipeline.rules().len();
+        if !findings.errors.is_empty() {
+            return Ok(Exit::Usage(format!(
+                "{} error(s), {} warning(s) in {}: `run`{} would refuse it",
+                findings.errors.len(),
+                findings.warnings.len(),
+                self.config.config.display(),
+                if self.serve { " or `serve`" } else { "" }
+            )));
+        }
+        if !findings.warnings.is_empty() {
+            println!("{rules} rule(s), {} warning(s)", findings.warnings.len());
+            return Ok(Exit::Failures(format!(
+                "{} warning(s) in {} (see above)",
+                findings.warnings.len(),
+                self.config.config.display()
+            )));
+        }
+        println!("ok: {rules} rule(s)");
         Ok(Exit::Done)
+    }
+}
+
+/// The keys and provider secrets `run` and `serve` read when they start.
+fn secrets(config: &PipelineConfig, findings: &mut Findings) {
+    if let Some(name) = &config.resume.key_env {
+        match std::env::var(name) {
+            Err(_) => findings.error(format!(
+                "[resume] key_env names {name}, which is not set: export it (32+ random characters, the same for every process)"
+            )),
+            Ok(key) if key.len() < 32 => findings.error(format!(
+                "{name} ([resume] key_env) holds fewer than 32 characters: use a longer random key"
+            )),
+            Ok(_) => {}
+        }
+    }
+    if (config.mfa.verify.is_some() || config.mfa.legacy_sms.is_some())
+        && let Err(e) = config.mfa.key_ring()
+    {
+        findings.error(format!(
+            "[mfa] keys: {e}: set keys_env or keys_file to the phone-sealing keys"
+        ));
+    }
+    if let Some(legacy) = &config.mfa.legacy_sms
+        && let Err(e) = portcullis::config::secret_from(
+            "[mfa.legacy_sms]",
+            legacy.api_key_env.as_deref(),
+            legacy.api_key_file.as_deref(),
+        )
+    {
+        findings.error(format!("{e}: the old provider's API key is needed"));
+    }
+    if let Some(verify) = &config.mfa.verify
+        && let Err(e) = portcullis::config::secret_from(
+            "[mfa.verify]",
+            verify.auth_token_env.as_deref(),
+            verify.auth_token_file.as_deref(),
+        )
+    {
+        findings.error(format!("{e}: the new provider's auth token is needed"));
+    }
+    if let Err(e) = config.audit.keys() {
+        findings.error(format!("{e}: the audit log's key is needed"));
+    }
+    if let Some(recovery) = &config.recovery
+        && let Err(e) = recovery.key()
+    {
+        findings.error(format!("{e}: the recovery codes' key is needed"));
+    }
+}
+
+/// The directory store: there, and what it says about retiring the old SMS provider.
+fn stores(config: &PipelineConfig, findings: &mut Findings) -> Result<()> {
+    let Some(settings) = &config.state else {
+        return Ok(());
+    };
+    let sms = config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some();
+    if let Some(path) = missing_directory(config)? {
+        findings.warning(format!(
+            "there is no directory store at {}: `serve` and `run` would create it empty{}; if the directory already exists, correct [state] directory",
+            path.display(),
+            if sms {
+                " (and nothing can be said about the old SMS provider)"
+            } else {
+                ""
+            }
+        ));
+        return Ok(());
+    }
+    if !sms {
+        return Ok(());
+    }
+    let state = match directory_of(config) {
+        Ok(state) => state,
+        Err(e) => {
+            findings.error(super::exit::causes(&e));
+            return Ok(());
+        }
+    };
+    let factors: u64 = state.mfa_status()?.iter().map(|c| c.factors).sum();
+    let depending = state.factors_depending_on_legacy()?;
+    let store = store_name(&settings.directory);
+    match (config.mfa.legacy_sms.is_some(), depending) {
+        (true, 0) => println!(
+            "the old SMS provider is no longer needed: none of the {factors} SMS factor(s) in {store} depends on it"
+        ),
+        (true, depending) => findings.warning(format!(
+            "{depending} of the {factors} SMS factor(s) in {store} still depend on the old provider (no phone on file, or reverted): it cannot be retired yet (`portcullis mfa status` shows where they are)"
+        )),
+        (false, 0) => {}
+        (false, depending) => findings.error(format!(
+            "the config has no [mfa.legacy_sms], but {depending} of the {factors} SMS factor(s) in {store} still depend on the old provider: put [mfa.legacy_sms] back until `portcullis mfa status` shows none"
+        )),
+    }
+    Ok(())
+}
+
+/// A store's URL as printed: without the password a server URL may hold.
+fn store_name(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://…{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// What `serve` needs beyond `run`.
+fn serving(config: &PipelineConfig, serve: bool, findings: &mut Findings) {
+    if config.server.callers.is_empty() {
+        findings.for_serve(
+            serve,
+            "there is no [[server.caller]]: `serve` would answer every /v1/login with 401; add one per gateway, with name and token_env".into(),
+        );
+    } else if let Err(e) = portcullis::server::Callers::load(&config.server.callers) {
+        findings.for_serve(serve, format!("{e}: `serve` would refuse to start"));
+    }
+    if let Err(e) = portcullis::server::Callers::load(&config.support.agents) {
+        findings.for_serve(
+            serve,
+            format!(
+                "{}: `serve` would refuse to start",
+                e.replace("server.caller", "support.agent")
+            ),
+        );
+    }
+    if let Some(name) = &config.server.admin_token_env {
+        match std::env::var(name) {
+            Err(_) => findings.for_serve(
+                serve,
+                format!("server.admin_token_env names {name}, which is not set: `serve` would refuse to start"),
+            ),
+            Ok(token) if token.len() < 32 => findings.for_serve(
+                serve,
+                format!("{name} (server.admin_token_env) holds fewer than 32 characters: `serve` would refuse to start"),
+            ),
+            Ok(_) => {}
+        }
+    }
+    // The outbox delivers each message to its product's endpoint (the key's prefix).
+    let enqueuing: Vec<&str> = config
+        .rules
+        .iter()
+        .filter(|r| {
+            r.effects
+                .contains(&portcullis::config::EffectKind::EnqueueOutbox)
+        })
+        .map(|r| r.name.as_str())
+        .collect();
+    if !enqueuing.is_empty() {
+        let products: Vec<&str> = config
+            .state
+            .iter()
+            .flat_map(|s| s.legacy.keys())
+            .map(String::as_str)
+            .filter(|p| !config.outbox.endpoints.contains_key(*p))
+            .collect();
+        if !products.is_empty() {
+            findings.for_serve(
+                serve && config.server.dispatch_outbox,
+                format!(
+                    "{} enqueue(s) outbox messages, and [outbox.endpoints] names no endpoint for {}: every message to them would be dead-lettered; add `{} = \"https://…\"` under [outbox.endpoints]",
+                    enqueuing.join(", "),
+                    products.join(", "),
+                    products[0]
+                ),
+            );
+        }
     }
 }
 

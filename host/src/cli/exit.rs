@@ -49,8 +49,26 @@ impl Exit {
 /// Any error that stopped a command: bad input or configuration.
 impl From<anyhow::Error> for Exit {
     fn from(error: anyhow::Error) -> Exit {
-        Exit::Usage(format!("{error:#}"))
+        Exit::Usage(causes(&error))
     }
+}
+
+/// An error and its causes, each said once: a message that already quotes its source
+/// (`#[error("…: {0}")]` over a `#[from]`, or a context naming the error) is not
+/// followed by it again.
+pub fn causes(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// The process's exit code for a command's outcome, with one line on stderr for

@@ -1,8 +1,9 @@
 //! `portcullis keys`: the keys that seal phone numbers.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::options::{ConfigArg, ReportArg};
+use super::stores::directory_of;
 use super::{Exit, progress};
 
 /// The keys that seal phone numbers.
@@ -41,12 +42,8 @@ pub struct Rotate {
 impl Rotate {
     pub fn execute(self) -> Result<Exit> {
         let config = self.config.load()?;
-        let settings = config
-            .state
-            .as_ref()
-            .context("the config has no [state] section: there are no stored factors")?;
         let keys = config.mfa.key_ring()?;
-        let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
+        let state = directory_of(&config)?;
         let bar = progress::resealed()?;
         let report = portcullis::jobs::keys::rotate(state.as_ref(), &keys, self.chunk, |so_far| {
             bar.set_position(so_far.resealed);

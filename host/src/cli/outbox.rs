@@ -1,10 +1,10 @@
 //! `portcullis outbox`: deliver pending messages to the products.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::Exit;
 use super::options::ConfigArg;
-use super::stores::{phone_keys, tokio_runtime};
+use super::stores::{directory_of, phone_keys, tokio_runtime};
 
 /// The outbox: deliver pending messages to the products.
 #[derive(clap::Args)]
@@ -39,11 +39,11 @@ pub struct Run {
 impl Run {
     pub fn execute(self) -> Result<Exit> {
         let config = self.config.load()?;
-        let settings = config
-            .state
-            .as_ref()
-            .context("the config has no [state] section: there is no outbox")?;
-        let state = portcullis::state::open_state(&settings.directory, &config.base_dir)?;
+        anyhow::ensure!(
+            config.state.is_some(),
+            "the config has no [state] section: there is no outbox"
+        );
+        let state = directory_of(&config)?;
         let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone())
             .with_phone_keys(phone_keys(&config)?)
             .with_audit_checkpoints(config.audit.checkpoint_file.clone());

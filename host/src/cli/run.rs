@@ -10,7 +10,7 @@ use portcullis::{Decision, LoginAttempt, Verdict};
 use super::Exit;
 use super::options::{ConfigArg, VerdictFormat};
 use super::output::print_verdict;
-use super::stores::open_gateway;
+use super::stores::{missing_directory, open_gateway};
 
 /// Evaluate login attempts against the configured stores, apply the effects of each
 /// allowed login, and print each verdict as JSON.
@@ -23,9 +23,14 @@ pub struct Run {
     login: Vec<PathBuf>,
     #[command(flatten)]
     format: VerdictFormat,
-    /// Evaluate only; write nothing to the stores.
+    /// Evaluate only: write nothing to the stores, send no code, issue no resume
+    /// token (the output says what would have been sent).
     #[arg(long)]
     dry_run: bool,
+    /// Stamp every login with the host's clock instead of its own `time_ms` (demo
+    /// logins written a while ago).
+    #[arg(long)]
+    now: bool,
     /// After the verdicts, print counts (allowed, migrated, denied, …).
     #[arg(long)]
     summary: bool,
@@ -43,7 +48,7 @@ impl Run {
             files.len()
         );
         // Read every login before running any, so bad input fails before any output.
-        let attempts = files
+        let mut attempts = files
             .iter()
             .map(|file| {
                 let text = std::fs::read_to_string(file)
@@ -51,9 +56,24 @@ impl Run {
                 LoginAttempt::from_json(&text).with_context(|| format!("login {}", file.display()))
             })
             .collect::<Result<Vec<_>>>()?;
+        if self.now {
+            let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+            for attempt in &mut attempts {
+                attempt.time_ms = now;
+            }
+        }
+        let config = self.config.load()?;
+        if self.dry_run
+            && let Some(path) = missing_directory(&config)?
+        {
+            anyhow::bail!(
+                "there is no store at {}: a dry run creates nothing (`seed`, `run` without --dry-run or `serve` create it)",
+                path.display()
+            );
+        }
         let mut gateway = open_gateway(&self.config.config)?;
         if self.dry_run {
-            gateway = gateway.without_applying();
+            gateway = gateway.dry_run();
         }
         let recorder = self
             .record
@@ -63,10 +83,25 @@ impl Run {
             gateway = gateway.with_services(recorder.services());
         }
         let mut summary = Summary::default();
+        let mut refused = Vec::new();
         let mut last = None;
-        for (n, attempt) in attempts.iter().enumerate() {
-            let verdict = gateway.login(attempt)?;
+        for (n, (attempt, file)) in attempts.iter().zip(&files).enumerate() {
+            let verdict = match gateway.login(attempt) {
+                Ok(verdict) => verdict,
+                // This login cannot be evaluated as given: the others still can.
+                Err(portcullis::GatewayError::Login(e)) => {
+                    eprintln!("refused {}: {e}", file.display());
+                    refused.push(file.display().to_string());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!("login {}", file.display())));
+                }
+            };
             print_verdict(&verdict, &self.format)?;
+            if self.dry_run {
+                say_what_would_happen(&verdict, file);
+            }
             if n + 1 < attempts.len() {
                 gateway.pipeline().prepare();
             }
@@ -76,6 +111,7 @@ impl Run {
         if let (Some(path), Some(recorder), Some(attempt)) =
             (&self.record, &recorder, attempts.first())
         {
+            let expect = last.context("no verdict to record: the login was refused")?;
             let recording = Recording {
                 recording: portcullis::record::FORMAT_VERSION,
                 description: String::new(),
@@ -84,7 +120,7 @@ impl Run {
                     login: Some(RecordedLogin::of(attempt)),
                     resume: None,
                     calls: recorder.take_calls(),
-                    expect: last.context("no verdict to record")?,
+                    expect,
                 }],
             };
             std::fs::write(
@@ -95,9 +131,37 @@ impl Run {
             eprintln!("recorded {}", path.display());
         }
         if self.summary {
+            summary.refused = refused.len();
             println!("{}", summary.line());
         }
-        Ok(Exit::Done)
+        Ok(Exit::failures_if(!refused.is_empty(), || {
+            format!(
+                "{} of {} login(s) refused: {}",
+                refused.len(),
+                attempts.len(),
+                refused.join(", ")
+            )
+        }))
+    }
+}
+
+/// `--dry-run`: what a real run would have done beyond the verdict printed.
+fn say_what_would_happen(verdict: &Verdict, file: &std::path::Path) {
+    match &verdict.decision {
+        Decision::Challenge {
+            factor_id: Some(factor),
+            via: Some(via),
+            ..
+        } => eprintln!(
+            "dry run: {}: would send a code for factor {factor} through {} and issue a resume token; nothing sent",
+            file.display(),
+            via.name()
+        ),
+        Decision::Redirect { .. } => eprintln!(
+            "dry run: {}: would issue a resume token for the redirect; none issued",
+            file.display()
+        ),
+        _ => {}
     }
 }
 
@@ -133,6 +197,8 @@ struct Summary {
     /// Second-factor codes sent, by provider.
     codes_via: BTreeMap<&'static str, usize>,
     with_faults: usize,
+    /// Logins that could not be evaluated as given.
+    refused: usize,
 }
 
 impl Summary {
@@ -164,7 +230,7 @@ impl Summary {
 
     fn line(&self) -> String {
         format!(
-            "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged{}; {} with rule faults",
+            "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged{}; {} with rule faults{}",
             self.evaluated,
             self.allowed,
             self.migrated,
@@ -183,7 +249,12 @@ impl Summary {
                         .join(", ")
                 )
             },
-            self.with_faults
+            self.with_faults,
+            if self.refused > 0 {
+                format!("; {} refused", self.refused)
+            } else {
+                String::new()
+            }
         )
     }
 }

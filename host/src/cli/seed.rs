@@ -32,13 +32,17 @@ pub struct Seed {
     /// … the first this many of them in the `internal` cohort.
     #[arg(long, default_value_t = 0)]
     sms_internal: usize,
+    /// Replace what the stores hold even when it is not seed's own (rows whose
+    /// addresses are not seed's example ones): everything in them is deleted.
+    #[arg(long)]
+    force: bool,
 }
 
 impl Seed {
     pub fn execute(self) -> Result<Exit> {
         anyhow::ensure!(self.users > 0, "--users must be at least 1");
         let config = self.config.load()?;
-        let (state, legacy) = portcullis::seed::open_for_seed(&config)?;
+        let (state, legacy) = portcullis::seed::open_for_seed(&config, self.force)?;
         let logins_dir = match self.logins_dir {
             Some(dir) => dir,
             None => portcullis::gateway::directory_path(&config)

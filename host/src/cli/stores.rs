@@ -1,6 +1,6 @@
 //! Opening what a config names, for the commands that work on the stores directly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,16 +14,47 @@ pub fn open_gateway(config_path: &Path) -> Result<Gateway> {
     Ok(Gateway::open(&config, &runtime)?)
 }
 
-/// The directory store of the config's `[state]`.
+/// The directory store of the config's `[state]`, which must exist: the commands
+/// that open it this way read it or need what it holds, and a wrong path must not
+/// leave an empty store behind that reads as "nothing to do".
 pub fn directory_of(config: &PipelineConfig) -> Result<Arc<dyn StateStore>> {
+    existing_directory(config, None)
+}
+
+/// As [`directory_of`], signing the audit rows it appends with the `[audit]` keys
+/// (`audit verify --checkpoint`).
+pub fn keyed_directory_of(config: &PipelineConfig) -> Result<Arc<dyn StateStore>> {
+    let audit_keys = config.audit.keys().map_err(anyhow::Error::msg)?;
+    existing_directory(config, audit_keys)
+}
+
+fn existing_directory(
+    config: &PipelineConfig,
+    audit_keys: Option<portcullis::state::audit::ChainKeys>,
+) -> Result<Arc<dyn StateStore>> {
     let settings = config
         .state
         .as_ref()
         .context("the config has no [state] section: there are no stored factors")?;
-    Ok(portcullis::state::open_state(
+    Ok(portcullis::state::open_existing_state(
         &settings.directory,
         &config.base_dir,
+        audit_keys,
     )?)
+}
+
+/// Where the config's SQLite directory store is, when it names one that is not there
+/// (`run --dry-run`, `check`: nothing may create it).
+pub fn missing_directory(config: &PipelineConfig) -> Result<Option<PathBuf>> {
+    // A server's database is not made by connecting to it: only a file can be missing.
+    if !config
+        .state
+        .as_ref()
+        .is_some_and(|s| s.directory.starts_with("sqlite://"))
+    {
+        return Ok(None);
+    }
+    Ok(portcullis::gateway::directory_path(config)?.filter(|path| !path.is_file()))
 }
 
 /// The legacy product stores a config names.

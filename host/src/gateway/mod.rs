@@ -55,6 +55,8 @@ pub struct Gateway {
     services: Services,
     tokens: ResumeTokens,
     apply_effects: bool,
+    /// Perform nothing either: no code sent, no resume token written (`run --dry-run`).
+    dry_run: bool,
     clock: Arc<dyn Clock>,
     /// How far a login's `time_ms` may be from the host's clock.
     max_skew_ms: u64,
@@ -91,6 +93,7 @@ impl Gateway {
             services,
             tokens,
             apply_effects: true,
+            dry_run: false,
             clock: clock::system(),
             max_skew_ms: crate::config::LoginSettings::default().max_clock_skew_seconds * 1000,
             login_stats: None,
@@ -202,6 +205,15 @@ impl Gateway {
         self
     }
 
+    /// Evaluate only and perform nothing: no effect applied, no code sent, no login
+    /// parked behind a resume token (`run --dry-run`). A challenge or redirect comes
+    /// back as the rules decided it, without a token.
+    pub fn dry_run(mut self) -> Self {
+        self.apply_effects = false;
+        self.dry_run = true;
+        self
+    }
+
     pub fn pipeline(&self) -> &Pipeline {
         &self.pipeline
     }
@@ -220,7 +232,7 @@ impl Gateway {
         let now_ms = self.clock.now_ms();
         if attempt.time_ms.abs_diff(now_ms) > self.max_skew_ms {
             return Err(LoginError::Invalid(format!(
-                "time_ms is {} s away from the host's clock (at most {} s allowed)",
+                "time_ms is {} s away from the host's clock (at most {} s allowed; `run --now` stamps logins with the host's clock)",
                 attempt.time_ms.abs_diff(now_ms) / 1000,
                 self.max_skew_ms / 1000
             ))
@@ -448,7 +460,7 @@ impl Gateway {
                     }
                 }
             }
-            Decision::Redirect { rule, state, .. } => {
+            Decision::Redirect { rule, state, .. } if !self.dry_run => {
                 let (rule, state) = (rule.clone(), state.clone());
                 let token = self.park(
                     &verdict,
@@ -467,7 +479,9 @@ impl Gateway {
                 factor_id: Some(_),
                 via: Some(_),
                 ..
-            } => return self.challenge(verdict, login, new_user_id, password_hash),
+            } if !self.dry_run => {
+                return self.challenge(verdict, login, new_user_id, password_hash);
+            }
             // A recovery is performed for a login's first evaluation only; asked for
             // anywhere else (a resumed rule), it lets nobody in.
             Decision::Recover { .. } if self.apply_effects => {

@@ -396,7 +396,8 @@ impl Gateway {
         let ready_at_ms = request.ready_at_ms.unwrap_or(u64::MAX);
         if now_ms < ready_at_ms {
             return Err(refuse(SupportError::Refused(format!(
-                "the waiting period runs until {ready_at_ms} (ms since the epoch)"
+                "the waiting period runs until {}",
+                crate::error::utc_time(ready_at_ms)
             ))));
         }
         let told = self.user_notices(

@@ -492,13 +492,50 @@ pub fn seed_sms_users(
 pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, String)>);
 
 /// Opens the stores of a config for seeding, with the directory emptied: seeding
-/// twice must not mix two populations.
-pub fn open_for_seed(config: &crate::PipelineConfig) -> Result<SeedTargets, StoreError> {
+/// twice must not mix two populations. Unless `force`, refuses when any store holds
+/// rows seeding did not make (see [`foreign_rows`]): pointed at a real database by
+/// mistake, seeding must not delete anyone.
+pub fn open_for_seed(
+    config: &crate::PipelineConfig,
+    force: bool,
+) -> Result<SeedTargets, StoreError> {
     let settings = config
         .state
         .as_ref()
         .ok_or_else(|| StoreError::Backend("the config has no [state] section to seed".into()))?;
     let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
+    let legacy = crate::gateway::legacy_urls(config)?;
+    if !force {
+        let found = foreign_rows(state.as_ref(), &legacy)?;
+        if !found.is_empty() {
+            return Err(StoreError::Refused(format!(
+                "seeding replaces everything in the stores it is pointed at, and these hold rows it did not make: {}; if they are to go, run `seed --force`",
+                found.join("; ")
+            )));
+        }
+    }
     state.clear()?;
-    Ok((state, crate::gateway::legacy_urls(config)?))
+    Ok((state, legacy))
+}
+
+/// What in the stores seeding did not make: directory users and legacy accounts whose
+/// email is not one of the example addresses seeding writes (RFC 2606 domains no real
+/// person has), and SQLite files that are not product stores.
+pub fn foreign_rows(
+    state: &dyn StateStore,
+    legacy: &[(String, String)],
+) -> Result<Vec<String>, StoreError> {
+    let mut found = Vec::new();
+    let users = crate::state::users::count_outside(state.sql(), DOMAINS)?;
+    if users > 0 {
+        found.push(format!(
+            "{users} directory user(s) with addresses seed does not make"
+        ));
+    }
+    for (product, url) in legacy {
+        if let Some(rows) = LegacyProducts::foreign_rows(product, url, Path::new("/"), DOMAINS)? {
+            found.push(rows);
+        }
+    }
+    Ok(found)
 }

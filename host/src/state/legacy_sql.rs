@@ -171,6 +171,101 @@ impl LegacyProducts {
         SqliteLegacyStores::create(&sqlite_path(url, base)?, rows)
     }
 
+    /// What in a product's store `seed` did not make, which `replace` would destroy:
+    /// accounts whose email is outside `domains` (the ones seed writes), or, in an
+    /// SQLite file, tables other than a product store's. `None`: nothing of the kind,
+    /// or no store yet.
+    pub fn foreign_rows(
+        product: &str,
+        url: &str,
+        base: &Path,
+        domains: &[&str],
+    ) -> Result<Option<String>, StoreError> {
+        // Constants of the caller's: no text from outside reaches the SQL.
+        let outside = format!(
+            "NOT ({})",
+            domains
+                .iter()
+                .map(|d| format!("email_norm LIKE '%@{d}'"))
+                .collect::<Vec<_>>()
+                .join(" OR ")
+        );
+        let found = |n: i64, table: &str| {
+            (n > 0).then(|| format!("{n} account(s) in {table} with addresses seed does not make"))
+        };
+        if is_postgres(url) {
+            let table = table(product)?;
+            let mut conn = postgres_pool(url)?.get()?;
+            let exists: Option<String> = conn
+                .query_one("SELECT to_regclass($1)::text", &[&table])?
+                .get(0);
+            if exists.is_none() {
+                return Ok(None);
+            }
+            let n: i64 = conn
+                .query_one(
+                    &format!("SELECT COUNT(*) FROM {table} WHERE {outside}"),
+                    &[],
+                )?
+                .get(0);
+            return Ok(found(n, &format!("{product}'s {table}")));
+        }
+        if url.starts_with("mysql://") {
+            let table = table(product)?;
+            let mysql = |e: mysql::Error| StoreError::Backend(format!("mysql: {e}"));
+            let mut conn = mysql_pool(url)?.get_conn().map_err(mysql)?;
+            let exists: Option<i64> = conn
+                .exec_first(
+                    "SELECT COUNT(*) FROM information_schema.tables
+                     WHERE table_schema = DATABASE() AND table_name = ?",
+                    (&table,),
+                )
+                .map_err(mysql)?;
+            if exists.unwrap_or(0) == 0 {
+                return Ok(None);
+            }
+            let n: Option<i64> = conn
+                .query_first(format!("SELECT COUNT(*) FROM {table} WHERE {outside}"))
+                .map_err(mysql)?;
+            return Ok(found(n.unwrap_or(0), &format!("{product}'s {table}")));
+        }
+        let path = sqlite_path(url, base)?;
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        let tables = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )?
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let others: Vec<&str> = tables
+            .iter()
+            .map(String::as_str)
+            .filter(|t| *t != "accounts")
+            .collect();
+        if !others.is_empty() {
+            return Ok(Some(format!(
+                "{} holds tables seed does not make ({})",
+                path.display(),
+                others.join(", ")
+            )));
+        }
+        if tables.is_empty() {
+            return Ok(None);
+        }
+        let n: i64 = conn.query_row(
+            &format!("SELECT COUNT(*) FROM accounts WHERE {outside}"),
+            [],
+            |row| row.get(0),
+        )?;
+        Ok(found(n, &path.display().to_string()))
+    }
+
     fn store(&self, product: &str) -> Result<&ProductStore, ServiceError> {
         self.products
             .get(product)

@@ -45,6 +45,16 @@ pub enum StoreError {
     Backend(String),
     #[error("cannot apply effects: {0}")]
     Conflict(String),
+    /// An operation that would destroy what it must not (`seed` over rows it did not
+    /// make); the message says why and how to go ahead anyway.
+    #[error("{0}")]
+    Refused(String),
+    /// A command that reads a store found none where the config says it is.
+    #[error(
+        "there is no store at {}: is the config's path right? (`serve`, `run` and `seed` create it; this command only opens one that exists)",
+        .0.display()
+    )]
+    Missing(std::path::PathBuf),
     #[error(
         "invalid store URL {0:?}: expected sqlite://PATH, postgres://… or (legacy stores) mysql://…"
     )]
@@ -505,6 +515,24 @@ pub fn open_state_keyed(
     }
     Ok(std::sync::Arc::new(
         SqliteState::open(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
+    ))
+}
+
+/// As `open_state`, for the commands that only read the store or need what it holds:
+/// an SQLite store that is not there is `StoreError::Missing`, never created.
+pub fn open_existing_state(
+    url: &str,
+    base: &std::path::Path,
+    audit_keys: Option<audit::ChainKeys>,
+) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // Connecting creates no database.
+        return Ok(std::sync::Arc::new(
+            PostgresState::connect(url)?.with_audit_keys(audit_keys),
+        ));
+    }
+    Ok(std::sync::Arc::new(
+        SqliteState::open_existing(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
     ))
 }
 

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 use secrecy::SecretString;
 use serde_json::Value;
 
@@ -134,6 +134,23 @@ impl SqliteState {
         }
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
+        Self::init(conn)
+    }
+
+    /// Opens a store that must already exist: the commands that only read one (or need
+    /// what it holds) never leave an empty file behind a wrong path.
+    pub fn open_existing(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        // Without SQLITE_OPEN_CREATE: a file removed since the check is not made again.
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         Self::init(conn)
     }
 

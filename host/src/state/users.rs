@@ -61,6 +61,28 @@ pub fn count(store: &dyn SqlStore) -> Result<u64, StoreError> {
         .unwrap_or(0))
 }
 
+/// Directory users whose email is outside `domains` (constants: the ones seeding
+/// writes): users seeding did not make, which `clear` would delete.
+pub fn count_outside(store: &dyn SqlStore, domains: &[&str]) -> Result<u64, StoreError> {
+    let outside = domains
+        .iter()
+        .map(|d| format!("email_norm LIKE '%@{d}'"))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let rows = transact(store, |tx| {
+        tx.query(
+            &format!("SELECT COUNT(*) FROM users WHERE NOT ({outside})"),
+            &[],
+        )
+    })?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Val::as_int)
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
+}
+
 /// Deletes every user, link, factor, outbox message, token and applied transaction
 /// (seeding only), children before the rows they reference.
 pub fn clear(store: &dyn SqlStore) -> Result<(), StoreError> {

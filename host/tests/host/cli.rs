@@ -33,8 +33,10 @@ fn assert_bad_input(output: &Output, mentions: &str) {
 fn check_lists_rules_with_imports_and_grants() {
     let output = portcullis(&["check", "--config", "fixtures/pipeline.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
+    // The demo config has warnings (no outbox endpoints; no store until `seed`): exit 1.
+    assert_eq!(
+        output.status.code(),
+        Some(1),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -420,8 +422,8 @@ fn completions_and_the_config_from_the_environment() {
         .env("PORTCULLIS_CONFIG", "fixtures/pipeline.toml")
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", stderr(&check));
-    assert!(String::from_utf8_lossy(&check.stdout).contains("ok: 4 rule(s)"));
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("4 rule(s), "));
 }
 
 #[test]
@@ -551,5 +553,437 @@ fn replay_exits_2_for_what_is_not_a_recording_and_1_for_a_changed_verdict() -> R
     let differs = portcullis(&["replay", changed.to_str().unwrap()]);
     assert_eq!(differs.status.code(), Some(1), "{}", stderr(&differs));
     assert!(String::from_utf8_lossy(&differs.stdout).contains("0 passed, 1 failed"));
+    Ok(())
+}
+
+/// How many rows an SQLite table (and condition) holds.
+fn count_rows(db: &std::path::Path, table: &str) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn reading_commands_never_create_a_store_and_check_concludes_nothing_from_one_that_is_not_there()
+-> Result {
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    // A typo in the path: the directory's folder is not there either.
+    let text =
+        std::fs::read_to_string(&config)?.replace("/mfa/directory.db", "/mfa-typo/directory.db");
+    std::fs::write(&config, text)?;
+    let missing = dir.path().join("mfa-typo/directory.db");
+
+    let check = with_config(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(!out.contains("no longer needed"), "{out}");
+    assert!(
+        stderr(&check).contains(&format!(
+            "there is no directory store at {}: `serve` and `run` would create it empty",
+            missing.display()
+        )),
+        "{}",
+        stderr(&check)
+    );
+    for args in [
+        &["mfa", "status"][..],
+        &["mfa", "revert", "--user", "usr_x"],
+        &["audit", "verify"],
+        &["keys", "rotate"],
+        &["outbox", "run", "--until-empty"],
+    ] {
+        let output = with_config(&config, args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(&format!("there is no store at {}", missing.display())),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    let dry = with_config(
+        &config,
+        &[
+            "run",
+            "--dry-run",
+            "--login",
+            "fixtures/does-not-matter.json",
+        ],
+    );
+    assert_eq!(dry.status.code(), Some(2), "{}", stderr(&dry));
+    assert!(
+        !dir.path().join("mfa-typo").exists(),
+        "a reading command created the store's folder"
+    );
+
+    // Once the store is there, the conclusion says what it looked at.
+    let fixed = dir.path().join("mfa-typo");
+    std::fs::create_dir(&fixed)?;
+    drop(portcullis::state::SqliteState::open(&missing)?);
+    let check = with_config(&config, &["check"]);
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains(
+            "the old SMS provider is no longer needed: none of the 0 SMS factor(s) in sqlite://"
+        ) && out.contains("mfa-typo/directory.db"),
+        "{out}{}",
+        stderr(&check)
+    );
+    Ok(())
+}
+
+#[test]
+fn check_finds_what_run_and_serve_would_refuse() -> Result {
+    let sim = Simulator::start(&["--seed-legacy", "500"]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let seeded = with_config(
+        &config,
+        &["seed", "--users", "30", "--logins", "1", "--sms-users", "5"],
+    );
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let original = std::fs::read_to_string(&config)?;
+    let with = |text: &str, args: &[&str]| {
+        std::fs::write(&config, text).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .env("NO_COLOR", "1")
+            .env_remove("PORTCULLIS_TEST_UNSET")
+            .env("PORTCULLIS_GATEWAY_TOKEN", "t".repeat(40));
+        command.output().unwrap()
+    };
+
+    // As seeded: the old provider is still needed (a warning), the outbox has no
+    // endpoint for the products id-propagation writes to (a warning; an error for
+    // serve).
+    let check = with(&original, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    let said = stderr(&check);
+    assert!(said.contains("still depend on the old provider"), "{said}");
+    assert!(
+        said.contains("[outbox.endpoints] names no endpoint for collect, paste, transfer"),
+        "{said}"
+    );
+    assert_eq!(
+        with(&original, &["check", "--serve"]).status.code(),
+        Some(2)
+    );
+
+    // Each of these makes `run` refuse the config; `check` finds it first.
+    let no_legacy = {
+        let start = original.find("[mfa.legacy_sms]").unwrap();
+        let end = original.find("[mfa.verify]").unwrap();
+        format!("{}{}", &original[..start], &original[end..])
+    };
+    let cases = [
+        (
+            original.replace(
+                "key = \"demo-only-resume-key-do-not-deploy-0001\"",
+                "key_env = \"PORTCULLIS_TEST_UNSET\"",
+            ),
+            "key_env names PORTCULLIS_TEST_UNSET, which is not set",
+        ),
+        (
+            original.replace(
+                "api_key_file = \"legacy.key\"",
+                "api_key_env = \"PORTCULLIS_TEST_UNSET\"",
+            ),
+            "the environment variable PORTCULLIS_TEST_UNSET is not set",
+        ),
+        (no_legacy, "put [mfa.legacy_sms] back"),
+    ];
+    let login = dir.path().join("mfa/logins");
+    for (text, finding) in &cases {
+        let check = with(text, &["check"]);
+        assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+        assert!(stderr(&check).contains(finding), "{}", stderr(&check));
+        let run = with(text, &["run", "--login", login.to_str().unwrap()]);
+        assert_eq!(
+            run.status.code(),
+            Some(2),
+            "run accepted what check refused"
+        );
+    }
+
+    // No caller: a warning for `run`, an error for `serve`.
+    let callers = original.find("[[server.caller]]").unwrap();
+    let rules = original.find("[[rule]]").unwrap();
+    let no_caller = format!("{}{}", &original[..callers], &original[rules..]);
+    let check = with(&no_caller, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert!(stderr(&check).contains("there is no [[server.caller]]"));
+    let check = with(&no_caller, &["check", "--serve"]);
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
+    assert!(stderr(&check).contains("error: there is no [[server.caller]]"));
+    Ok(())
+}
+
+#[test]
+fn run_now_stamps_stale_logins_and_a_batch_goes_on_past_a_refused_one() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let seeded = with_config(&config, &["seed", "--users", "50", "--logins", "3"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let logins = dir.path().join("logins");
+    // One login written long ago.
+    let files = crate::common::login_files(dir.path());
+    let mut stale: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&files[1])?)?;
+    stale["time_ms"] = serde_json::json!(1_000_000);
+    std::fs::write(&files[1], stale.to_string())?;
+
+    let run = with_config(
+        &config,
+        &[
+            "run",
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--login",
+            logins.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(1), "{}", stderr(&run));
+    let out = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        out.contains("summary: 2 logins") && out.contains("1 refused"),
+        "{out}"
+    );
+    let named = files[1].display().to_string();
+    assert!(
+        stderr(&run).contains(&format!("refused {named}: invalid login: time_ms is"))
+            && stderr(&run).contains("`run --now`"),
+        "{}",
+        stderr(&run)
+    );
+    assert!(stderr(&run).contains(&format!("1 of 3 login(s) refused: {named}")));
+
+    let now = with_config(
+        &config,
+        &[
+            "run",
+            "--now",
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--login",
+            logins.to_str().unwrap(),
+        ],
+    );
+    assert!(now.status.success(), "{}", stderr(&now));
+    assert!(String::from_utf8_lossy(&now.stdout).contains("summary: 3 logins"));
+    Ok(())
+}
+
+#[test]
+fn a_dry_run_sends_no_code_and_issues_no_resume_token() -> Result {
+    let sim = Simulator::start(&["--seed-legacy", "500", "--internal", "30"]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let seeded = with_config(&config, &["seed", "--users", "200", "--logins", "80"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let logins = dir.path().join("mfa/logins");
+    let db = dir.path().join("mfa/directory.db");
+    let args = [
+        "run",
+        "--compact",
+        "--summary",
+        "--login",
+        logins.to_str().unwrap(),
+    ];
+    let sent = || sim.get("/sim/stats")["sms_sent"].as_u64().unwrap();
+
+    let dry = with_config(&config, &[&args[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    let out = String::from_utf8_lossy(&dry.stdout);
+    assert!(out.contains("\"type\":\"challenge\""), "{out}");
+    assert!(!out.contains("resume_token"), "{out}");
+    assert!(
+        stderr(&dry).contains("would send a code for factor"),
+        "{}",
+        stderr(&dry)
+    );
+    assert_eq!(sent(), 0, "a dry run texted a code");
+    assert_eq!(count_rows(&db, "resume_tokens"), 0);
+
+    // The same batch for real does both.
+    let real = with_config(&config, &args);
+    assert!(real.status.success(), "{}", stderr(&real));
+    assert!(sent() > 0);
+    assert!(count_rows(&db, "resume_tokens") > 0);
+    Ok(())
+}
+
+#[test]
+fn errors_say_each_cause_once_and_what_to_do() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("pipeline.toml");
+    std::fs::write(
+        &config,
+        "[[rule]]\nname = \"r\"\ncomponent = \"../target/rules/rule_not_built.wasm\"\n",
+    )?;
+    let check = with_config(&config, &["check"]);
+    assert_eq!(check.status.code(), Some(2));
+    let said = stderr(&check);
+    assert_eq!(
+        said.matches("No such file or directory").count(),
+        1,
+        "{said}"
+    );
+    assert!(said.contains("cargo xtask build-rules"), "{said}");
+
+    let continued = portcullis(&[
+        "continue",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--token",
+        "junk",
+        "--transaction-id",
+        "t",
+        "--result",
+        "{}",
+    ]);
+    assert_eq!(continued.status.code(), Some(2), "{}", stderr(&continued));
+    assert_eq!(
+        stderr(&continued).matches("malformed").count(),
+        1,
+        "{}",
+        stderr(&continued)
+    );
+    Ok(())
+}
+
+#[test]
+fn seed_refuses_stores_holding_rows_it_did_not_make_unless_forced() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    // Products on each backend there is a server for (SQLite for the others).
+    let mut text = std::fs::read_to_string(&config)?;
+    let d = dir.path().display();
+    let postgres = crate::postgres::fresh_database("seedguard");
+    let mysql = crate::legacy::fresh_mysql("seedguard");
+    if let Some(url) = &postgres {
+        text = text.replace(&format!("sqlite://{d}/legacy-paste.db"), url);
+    }
+    if let Some(url) = &mysql {
+        text = text.replace(&format!("sqlite://{d}/legacy-collect.db"), url);
+    }
+    std::fs::write(&config, text)?;
+    let seed = |force: bool| {
+        let mut args = vec!["seed", "--users", "40", "--logins", "2"];
+        if force {
+            args.push("--force");
+        }
+        with_config(&config, &args)
+    };
+    let first = seed(false);
+    assert!(first.status.success(), "{}", stderr(&first));
+    // Seeding again over its own rows needs no --force.
+    assert!(seed(false).status.success());
+
+    let refused = |what: &str| {
+        let again = seed(false);
+        assert_eq!(again.status.code(), Some(2), "{what}: {}", stderr(&again));
+        assert!(
+            stderr(&again).contains("rows it did not make") && stderr(&again).contains("--force"),
+            "{what}: {}",
+            stderr(&again)
+        );
+        stderr(&again)
+    };
+    // A directory user with a real address.
+    let directory = dir.path().join("directory.db");
+    let real = "UPDATE users SET email = 'ana@realmail.test', email_norm = 'ana@realmail.test' WHERE id = (SELECT MIN(id) FROM users)";
+    rusqlite::Connection::open(&directory)?.execute(real, [])?;
+    assert!(refused("directory").contains("1 directory user(s)"));
+    assert_eq!(
+        count_rows(&directory, "users WHERE email_norm = 'ana@realmail.test'"),
+        1,
+        "the refused seed deleted the user"
+    );
+    rusqlite::Connection::open(&directory)?.execute(
+        "UPDATE users SET email = 'ana@example.com', email_norm = 'ana@example.com' WHERE email_norm = 'ana@realmail.test'",
+        [],
+    )?;
+
+    // An SQLite file at a product's path that is some other database.
+    let transfer = dir.path().join("legacy-transfer.db");
+    std::fs::remove_file(&transfer)?;
+    rusqlite::Connection::open(&transfer)?.execute("CREATE TABLE orders (id INTEGER)", [])?;
+    assert!(refused("sqlite").contains("holds tables seed does not make (orders)"));
+    assert!(transfer.exists());
+    std::fs::remove_file(&transfer)?;
+
+    let foreign = "INSERT INTO {table} (legacy_id, email, email_norm, email_verified, created_at_ms, profile) \
+                   VALUES ('real-1', 'Bo@RealMail.test', 'bo@realmail.test', TRUE, 0, '{}')";
+    if let Some(url) = &postgres {
+        let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+        client.batch_execute(&foreign.replace("{table}", "legacy_paste_accounts"))?;
+        assert!(refused("postgres").contains("legacy_paste_accounts"));
+        let left: i64 = client
+            .query_one(
+                "SELECT COUNT(*) FROM legacy_paste_accounts WHERE legacy_id = 'real-1'",
+                &[],
+            )?
+            .get(0);
+        assert_eq!(left, 1, "the refused seed deleted the account");
+    } else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set: seed's guard on PostgreSQL");
+    }
+    if let Some(url) = &mysql {
+        use mysql::prelude::Queryable;
+        let mut conn = mysql::Conn::new(mysql::Opts::from_url(url)?)?;
+        conn.query_drop(foreign.replace("{table}", "legacy_collect_accounts"))?;
+        assert!(refused("mysql").contains("legacy_collect_accounts"));
+        let left: Option<i64> = conn.query_first(
+            "SELECT COUNT(*) FROM legacy_collect_accounts WHERE legacy_id = 'real-1'",
+        )?;
+        assert_eq!(left, Some(1), "the refused seed deleted the account");
+    } else {
+        crate::common::not_run("PORTCULLIS_TEST_MYSQL is not set: seed's guard on MariaDB");
+    }
+
+    // --force replaces them.
+    let forced = seed(true);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert!(seed(false).status.success(), "{}", stderr(&seed(false)));
+    Ok(())
+}
+
+#[test]
+fn check_and_mfa_status_read_a_postgres_directory() -> Result {
+    let Some(url) = crate::postgres::fresh_database("checkpg") else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
+        return Ok(());
+    };
+    let sim = Simulator::start(&[]);
+    let dir = tempfile::tempdir()?;
+    let config = mfa_config(dir.path(), &sim);
+    let text = std::fs::read_to_string(&config)?.replace(
+        &format!("sqlite://{}/mfa/directory.db", dir.path().display()),
+        &url,
+    );
+    std::fs::write(&config, text)?;
+
+    let check = with_config(&config, &["check"]);
+    assert_ne!(check.status.code(), Some(2), "{}", stderr(&check));
+    let out = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        out.contains("the old SMS provider is no longer needed: none of the 0 SMS factor(s) in postgres://…@127.0.0.1"),
+        "{out}{}",
+        stderr(&check)
+    );
+    assert!(!stderr(&check).contains("there is no directory store"));
+    let status = with_config(&config, &["mfa", "status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
     Ok(())
 }

@@ -177,7 +177,7 @@ pub fn seed_stores(
     users: usize,
     logins: usize,
 ) -> std::result::Result<(), portcullis::state::StoreError> {
-    let (state, legacy) = portcullis::seed::open_for_seed(config)?;
+    let (state, legacy) = portcullis::seed::open_for_seed(config, false)?;
     let mfa_keys = (config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some())
         .then(|| std::sync::Arc::new(config.mfa.key_ring().unwrap()));
     let options = portcullis::seed::SeedOptions {

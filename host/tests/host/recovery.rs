@@ -993,7 +993,15 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
     );
     let (code, refused) = console.support(BOB, &["execute", &id]);
     assert_eq!(code, 1, "{refused}");
-    assert!(refused.to_string().contains("waiting period"), "{refused}");
+    // When it ends, as a person reads a time (RFC 3339, UTC).
+    let ready = portcullis::error::utc_time(approved["ready_at_ms"].as_u64().unwrap());
+    assert!(ready.ends_with('Z') && ready.contains('T'), "{ready}");
+    assert!(
+        refused
+            .to_string()
+            .contains(&format!("the waiting period runs until {ready}")),
+        "{refused}"
+    );
     assert_eq!(factor_status(), FactorStatus::Active);
     let (code, _) = console.support(
         ALICE,
