@@ -112,6 +112,16 @@ impl Backfill {
         })?;
         bar.finish_and_clear();
         self.report.print(&summary)?;
+        // Not this run's to take: say so, or an empty report reads as "nothing left".
+        if let Some(until) = summary.held_until_ms {
+            eprintln!(
+                "portcullis: {} users are held by another run (one still going, or one that \
+                 was stopped) until {}; run again after that (--lease-seconds sets how long a \
+                 claim lasts)",
+                summary.held_by_other_runs,
+                portcullis::error::utc_time(until)
+            );
+        }
         // Users at their export quota were skipped by design and are listed: not a
         // failure of this run.
         let failed: u64 = summary.failed.values().sum();

@@ -94,6 +94,12 @@ pub struct BackfillReport {
     pub users_per_second: f64,
     /// With `--dry-run`: who would be exported.
     pub would_export: Vec<Passed>,
+    /// Users another run holds at the end of this one (a run still going, or one that
+    /// was stopped: its claim lasts until its lease runs out): not taken up here.
+    pub held_by_other_runs: u64,
+    /// When the last of those claims runs out (ms since the epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_until_ms: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +256,11 @@ impl Backfill<'_> {
                 progress(&report);
             }
         }
+        let (held, until) =
+            self.state
+                .backfill_held(cohort, self.clock.now_ms(), &options.run_id)?;
+        report.held_by_other_runs = held;
+        report.held_until_ms = (held > 0).then_some(until);
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         report.users_per_second = if report.elapsed_seconds > 0.0 {
             report.exported as f64 / report.elapsed_seconds

@@ -140,6 +140,14 @@ pub(super) const RENEW: &str = "
     UPDATE mfa_backfill SET lease_until_ms = $3
     WHERE factor_id = $1 AND lease_token = $2 AND status = 'claimed'";
 
+/// Factors another run holds now (its lease not yet run out), in the cohort if named:
+/// how many, and until when. `$1` now, `$2` this run, `$3` cohort or NULL.
+pub(super) const HELD: &str = "
+    SELECT COUNT(*), COALESCE(MAX(b.lease_until_ms), 0)
+    FROM mfa_backfill b JOIN factors f ON f.id = b.factor_id
+    WHERE b.status = 'claimed' AND b.lease_until_ms > $1 AND b.run_id <> $2
+      AND (CAST($3 AS TEXT) IS NULL OR f.cohort = $3)";
+
 /// What `begin_export` allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportPermit {
@@ -439,6 +447,30 @@ pub(super) mod rows {
                 }
             })
             .collect())
+    }
+
+    /// Factors other runs hold now: (how many, until when, ms).
+    pub fn held(
+        store: &dyn SqlStore,
+        cohort: Option<&str>,
+        now_ms: u64,
+        run_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        let rows = transact(store, |tx| {
+            tx.query(
+                HELD,
+                &[
+                    Val::int(sql_time(now_ms)),
+                    Val::text(run_id),
+                    Val::Text(cohort.map(str::to_owned)),
+                ],
+            )
+        })?;
+        let row = rows.first();
+        Ok((
+            count(row.and_then(|r| r.first())),
+            count(row.and_then(|r| r.get(1))),
+        ))
     }
 
     pub fn depending_on_legacy(store: &dyn SqlStore) -> Result<u64, StoreError> {

@@ -356,6 +356,15 @@ pub trait BackfillStore: SqlBacked {
     ) -> Result<Vec<String>, StoreError> {
         backfill::rows::revert(self.sql(), user_id, cohort, actor, now_ms)
     }
+    /// Factors other runs hold now (their lease not run out): how many, until when.
+    fn backfill_held(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        run_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        backfill::rows::held(self.sql(), cohort, now_ms, run_id)
+    }
     fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
         backfill::rows::status(self.sql())
     }

@@ -365,3 +365,41 @@ fn revert_status_and_retiring_the_old_provider() -> Result {
     );
     Ok(())
 }
+
+/// Users a stopped run still holds (its lease not run out) are not taken up, and the
+/// run says so, with until when: an empty report must not read as "nothing left"
+/// (a newcomer's Ctrl-C then rerun found nothing done and no word why).
+#[test]
+fn a_rerun_says_which_users_a_stopped_run_still_holds() -> Result {
+    use portcullis::clock::Clock as _;
+    let env = Env::new(20, 0, &[]);
+    let state = env.state();
+    let now_ms = portcullis::clock::SystemClock.now_ms();
+    let ids = state.backfill_candidates(None, now_ms, false, 5, "stopped-run")?;
+    assert_eq!(ids.len(), 5);
+    let lease = portcullis::state::backfill::Lease {
+        token: "stopped-run-token".into(),
+        until_ms: now_ms + 600_000,
+        run_id: "stopped-run".into(),
+        now_ms,
+    };
+    assert_eq!(state.claim_backfill(&ids, &lease, false)?.len(), 5);
+    let report = env.backfill(&[]);
+    assert_eq!(report["held_by_other_runs"], 5, "{report}");
+    assert!(
+        report["held_until_ms"].as_u64() >= Some(now_ms + 599_000),
+        "{report}"
+    );
+    assert_eq!(
+        env.pending(),
+        5,
+        "the held users wait for their run's lease"
+    );
+    let out = env.portcullis(&["mfa", "backfill", "--rate", "0"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("5 users are held by another run") && said.contains("--lease-seconds"),
+        "{said}"
+    );
+    Ok(())
+}
