@@ -135,6 +135,10 @@ pub struct Run {
     /// List the files that would be submitted; no call, no write.
     #[arg(long)]
     dry_run: bool,
+    /// Submit again the files an earlier run gave up on (its attempts start over),
+    /// e.g. after fixing the target or its token.
+    #[arg(long)]
+    retry_failed: bool,
     #[command(flatten)]
     report: ReportArg,
     /// Fault injection (tests): exit after this many accepted submissions, before
@@ -171,6 +175,7 @@ impl Run {
             max_poll: std::time::Duration::from_secs(10),
             retry_after: std::time::Duration::from_millis(self.retry_after_ms),
             dry_run: self.dry_run,
+            retry_failed: self.retry_failed,
             abort_after_submissions: self.abort_after_submissions,
             now_ms: || portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock),
         };

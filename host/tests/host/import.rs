@@ -992,6 +992,22 @@ fn import_run_waits_out_429s_retries_failed_jobs_and_reports_what_it_gave_up() -
         .json()?;
     assert!((1..=2).contains(&jobs.len()), "{jobs:?}");
     assert!(jobs.iter().all(|j| j["status"] == "failed"), "{jobs:?}");
+
+    // Given up on: a plain rerun submits nothing; --retry-failed submits those files
+    // again, their attempts starting over (a newcomer's file sent to the wrong target
+    // once stayed failed for good).
+    let (_, again, _) = import_run(&config, &export, &serve, &["--max-attempts", "1"]);
+    assert_eq!(again["submissions"], 0, "{again}");
+    let (_, retried, _) = import_run(
+        &config,
+        &export,
+        &serve,
+        &["--max-attempts", "1", "--retry-failed"],
+    );
+    assert!(
+        retried["submissions"].as_u64() >= Some(2),
+        "both given-up files submitted again: {retried}"
+    );
     Ok(())
 }
 

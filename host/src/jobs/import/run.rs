@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub retry_after: Duration,
     /// List what would be submitted; no call, no write.
     pub dry_run: bool,
+    /// Take up files an earlier run gave up on, with their attempts starting over.
+    pub retry_failed: bool,
     /// Fault injection (tests): stop right after this many accepted submissions,
     /// before their job ids are written (as a `kill -9` there would).
     pub abort_after_submissions: Option<u32>,
@@ -233,9 +235,10 @@ pub fn run(
             .map(|f| (f.sha256.clone(), f))
             .collect();
         for file in &manifest.files {
-            let done = known
-                .get(&file.sha256)
-                .is_some_and(|f| matches!(f.status, FileStatus::Completed | FileStatus::Failed));
+            let done = known.get(&file.sha256).is_some_and(|f| {
+                f.status == FileStatus::Completed
+                    || (f.status == FileStatus::Failed && !options.retry_failed)
+            });
             if !done {
                 report.files_to_submit.push(file.name.clone());
             }
@@ -252,6 +255,20 @@ pub fn run(
             .collect::<Vec<_>>(),
         now(),
     )?;
+    if options.retry_failed {
+        // Given up on earlier (a wrong target, a token since fixed): pending again,
+        // attempts from zero; the reason stays until the next attempt replaces it.
+        for mut file in state.import_files()? {
+            if file.status == FileStatus::Failed
+                && manifest.files.iter().any(|f| f.sha256 == file.sha256)
+            {
+                file.status = FileStatus::Pending;
+                file.attempts = 0;
+                file.job_id = None;
+                state.import_file_update(&file, now())?;
+            }
+        }
+    }
     let results = options.dir.join("results");
     std::fs::create_dir_all(&results).map_err(|source| RunError::Io {
         path: results.clone(),
