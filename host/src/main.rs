@@ -8,11 +8,15 @@ use clap::Parser;
 mod cli;
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // PORTCULLIS_LOG, else the usual RUST_LOG, else warnings; colour only where a
+    // person reads it (escape codes in a redirected log are noise to grep through).
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| "warn".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     // A usage error is clap's to report: exit 2, as for any other bad input.

@@ -987,3 +987,34 @@ fn check_and_mfa_status_read_a_postgres_directory() -> Result {
     assert!(status.status.success(), "{}", stderr(&status));
     Ok(())
 }
+
+/// Logs: `PORTCULLIS_LOG`, else `RUST_LOG`, else warnings; no colour codes when stderr
+/// is not a terminal (a newcomer's redirected log was full of them).
+#[test]
+fn logs_honour_rust_log_and_carry_no_colour_into_a_pipe() -> Result {
+    let with = |vars: &[(&str, &str)]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
+            .current_dir(workspace_root())
+            .args(["check", "--config", "fixtures/pipeline.toml"])
+            .env_remove("PORTCULLIS_LOG")
+            .env_remove("RUST_LOG");
+        for (k, v) in vars {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let traced = with(&[("RUST_LOG", "trace")]);
+    assert!(
+        traced.contains("TRACE") || traced.contains("DEBUG"),
+        "RUST_LOG=trace was honoured: {traced}"
+    );
+    assert!(!traced.contains('\u{1b}'), "no escape codes in a pipe");
+    let quiet = with(&[("RUST_LOG", "trace"), ("PORTCULLIS_LOG", "error")]);
+    assert!(
+        !quiet.contains("TRACE") && !quiet.contains("DEBUG"),
+        "PORTCULLIS_LOG wins over RUST_LOG: {quiet}"
+    );
+    Ok(())
+}
