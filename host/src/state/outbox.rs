@@ -137,16 +137,9 @@ pub fn failed(
 }
 
 pub fn backlog(store: &dyn SqlStore) -> Result<u64, StoreError> {
-    let rows = transact(store, |tx| {
-        tx.query(
-            "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
-            &[],
-        )
-    })?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Val::as_int)
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0))
+    super::portable::count(
+        store,
+        "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
+        &[],
+    )
 }

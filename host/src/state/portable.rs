@@ -119,6 +119,17 @@ pub fn transact<T>(
     out.ok_or_else(|| StoreError::Backend("transaction produced nothing".into()))
 }
 
+/// The one number a `SELECT COUNT(*) …` answers, in its own transaction.
+pub fn count(store: &dyn SqlStore, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
+    let rows = transact(store, |tx| tx.query(sql, params))?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Val::as_int)
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0))
+}
+
 pub(super) fn sqlite_text(sql: &str) -> String {
     sql.replace('$', "?")
 }

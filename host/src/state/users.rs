@@ -52,13 +52,7 @@ pub fn put(
 }
 
 pub fn count(store: &dyn SqlStore) -> Result<u64, StoreError> {
-    let rows = transact(store, |tx| tx.query("SELECT COUNT(*) FROM users", &[]))?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Val::as_int)
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0))
+    super::portable::count(store, "SELECT COUNT(*) FROM users", &[])
 }
 
 /// Directory users whose email is outside `domains` (constants: the ones seeding
