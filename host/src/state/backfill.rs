@@ -281,10 +281,7 @@ pub(super) mod rows {
     }
 
     pub fn left(store: &dyn SqlStore, cohort: Option<&str>) -> Result<u64, StoreError> {
-        let rows = transact(store, |tx| {
-            tx.query(LEFT, &[Val::Text(cohort.map(str::to_owned))])
-        })?;
-        Ok(count(rows.first().and_then(|r| r.first())))
+        super::super::portable::count(store, LEFT, &[Val::Text(cohort.map(str::to_owned))])
     }
 
     pub fn begin_export(
@@ -474,7 +471,6 @@ pub(super) mod rows {
     }
 
     pub fn depending_on_legacy(store: &dyn SqlStore) -> Result<u64, StoreError> {
-        let rows = transact(store, |tx| tx.query(DEPEND_ON_LEGACY, &[]))?;
-        Ok(count(rows.first().and_then(|r| r.first())))
+        super::super::portable::count(store, DEPEND_ON_LEGACY, &[])
     }
 }

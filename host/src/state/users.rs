@@ -63,18 +63,11 @@ pub fn count_outside(store: &dyn SqlStore, domains: &[&str]) -> Result<u64, Stor
         .map(|d| format!("email_norm LIKE '%@{d}'"))
         .collect::<Vec<_>>()
         .join(" OR ");
-    let rows = transact(store, |tx| {
-        tx.query(
-            &format!("SELECT COUNT(*) FROM users WHERE NOT ({outside})"),
-            &[],
-        )
-    })?;
-    Ok(rows
-        .first()
-        .and_then(|r| r.first())
-        .and_then(Val::as_int)
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(0))
+    super::portable::count(
+        store,
+        &format!("SELECT COUNT(*) FROM users WHERE NOT ({outside})"),
+        &[],
+    )
 }
 
 /// Deletes every user, link, factor, outbox message, token and applied transaction
