@@ -10,8 +10,9 @@ use crate::{cargo, run, workspace_root};
 
 pub const CORE_TARGET: &str = "wasm32-unknown-unknown";
 
-/// The rule crates built without WASI: the migration rules and the test guests built
-/// the same way. The other test guests keep WASI: a host must run those unchanged.
+/// The rule crates built without WASI: the migration rules, the docs' example rule
+/// (tag-client) and the test guests built the same way. The other test guests keep
+/// WASI: a host must run those unchanged.
 pub const RULES: &[&str] = &[
     "rule-bulk-imported-skip",
     "rule-migrate-on-login",
@@ -19,6 +20,7 @@ pub const RULES: &[&str] = &[
     "rule-id-propagation",
     "rule-mfa-route",
     "rule-recovery-guard",
+    "rule-tag-client",
     "guest-model-panic",
     "guest-warm-probe",
 ];
