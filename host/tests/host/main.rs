@@ -9,6 +9,7 @@ mod cli;
 mod config;
 mod connections;
 mod contract;
+mod docs;
 mod factor_limits;
 mod faults;
 mod hardening;
