@@ -1,8 +1,9 @@
 //! Project chores that need more than one cargo call: `cargo xtask <task>`.
 //!
 //! - `build-rules`: installs the wasm32-wasip2 target if missing, builds every rule crate
-//! - `demo`: builds the rules and the host, checks the migration pipeline, seeds the
-//!   demo stores, runs a batch of logins and replays the recordings (the main job)
+//! - `demo`: builds the rules and the host once, then the demo's parts (migration,
+//!   replay, SMS migration and backfill, recovery, audit), each in a few lines, and
+//!   what they showed (the main job; `--verbose` for every command's whole output)
 //! - `test`: builds the rules, then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 //! - `bench`: the rule pipeline as components, as plain core modules (the floor),
@@ -15,12 +16,14 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 mod componentize;
+mod demo;
 mod fuzz;
 mod import_demo;
 
@@ -40,7 +43,7 @@ fn main() -> Result<()> {
     }
     match task.as_str() {
         "build-rules" => build_rules(),
-        "demo" => demo(),
+        "demo" => demo::demo(&extra),
         "test" => test(&extra),
         "lint" => lint(),
         "bench" => bench(&extra),
@@ -57,7 +60,8 @@ fn main() -> Result<()> {
 const USAGE: &str = "usage: cargo xtask <task> [options]
 
   build-rules   build every rule crate (installs the wasm32-wasip2 target if missing)
-  demo          build, check, seed the demo stores, run a batch of logins, replay
+  demo          build, then migration, replay, SMS migration and backfill, recovery and
+                audit, each in a few lines (--verbose: every command's whole output)
   demo-import   the bulk import beside lazy migration, end to end
   test          build the rules, then run the test suite
   lint          rustfmt and clippy checks, as CI runs them
@@ -78,22 +82,24 @@ fn cargo() -> Command {
     command
 }
 
-/// `portcullis check`: its warnings (exit 1: an empty store `seed` is about to fill,
-/// demo endpoints) are printed and the demo goes on; its errors (exit 2) stop it.
-fn run_check(mut command: Command) -> Result<()> {
-    let shown = shown(&command);
-    eprintln!("xtask: running {shown}");
-    let status = command
-        .status()
-        .with_context(|| format!("cannot start {shown}"))?;
-    if !matches!(status.code(), Some(0 | 1)) {
-        bail!("{shown} failed with {status}");
-    }
-    Ok(())
-}
+/// Whether [`run`] keeps a command's output to itself unless it fails (the demo's
+/// build, outside `--verbose`).
+static QUIET: AtomicBool = AtomicBool::new(false);
 
 fn run(mut command: Command) -> Result<()> {
     let shown = shown(&command);
+    if QUIET.load(Ordering::Relaxed) {
+        let output = command
+            .output()
+            .with_context(|| format!("cannot start {shown}"))?;
+        if !output.status.success() {
+            eprintln!("xtask: running {shown}");
+            print!("{}", String::from_utf8_lossy(&output.stdout));
+            eprint!("{}", String::from_utf8_lossy(&output.stderr));
+            bail!("{shown} failed with {}", output.status);
+        }
+        return Ok(());
+    }
     eprintln!("xtask: running {shown}");
     let status = command
         .status()
@@ -159,212 +165,6 @@ fn build_rules() -> Result<()> {
     }
     run(build)?;
     componentize::build()
-}
-
-fn demo() -> Result<()> {
-    build_rules()?;
-    let portcullis = |args: &[&str]| {
-        let mut command = cargo();
-        command
-            .args(["run", "--quiet", "--release", "-p", "portcullis", "--"])
-            .args(args);
-        command
-    };
-    run_check(portcullis(&["check", "--config", "fixtures/pipeline.toml"]))?;
-    // Fresh demo stores (embedded SQLite under target/demo-state) and a login batch.
-    run(portcullis(&["seed", "--config", "fixtures/pipeline.toml"]))?;
-    run(portcullis(&[
-        "run",
-        "--config",
-        "fixtures/pipeline.toml",
-        "--login",
-        "target/demo-state/logins",
-        "--compact",
-        "--summary",
-    ]))?;
-    run(portcullis(&["replay", "fixtures/recordings"]))?;
-    mfa_demo(&portcullis)
-}
-
-/// The SMS second factor during the provider migration: the provider simulator on
-/// 127.0.0.1:7879 (as fixtures/pipeline-mfa.toml expects), users with factors at the
-/// old provider, the new one or both, and a batch of logins challenged through both.
-fn mfa_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--quiet",
-        "--release",
-        "-p",
-        "portcullis",
-        "--bins",
-    ]);
-    run(build)?;
-    let simulator = workspace_root().join("target/release/portcullis-sim");
-    let mut sim = Command::new(&simulator)
-        .args([
-            "--listen",
-            "127.0.0.1:7879",
-            "--seed-legacy",
-            "24000",
-            "--internal",
-            "300",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", simulator.display()))?;
-    // It prints its address once it listens.
-    let mut line = String::new();
-    let started = sim
-        .stdout
-        .take()
-        .map(|out| std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line));
-    let outcome = (|| {
-        anyhow::ensure!(
-            matches!(started, Some(Ok(n)) if n > 0),
-            "portcullis-sim did not start (is 127.0.0.1:7879 in use?)"
-        );
-        println!("mfa demo: provider simulator {}", line.trim());
-        // The simulator's credentials (demo only) for the providers' clients.
-        let with_secrets = |args: &[&str]| {
-            let mut command = portcullis(args);
-            command
-                .env("PORTCULLIS_LEGACY_SMS_KEY", "sim-legacy-key")
-                .env("PORTCULLIS_VERIFY_AUTH_TOKEN", "sim-verify-token");
-            command
-        };
-        let config = "fixtures/pipeline-mfa.toml";
-        run_check(with_secrets(&["check", "--config", config]))?;
-        // The seeded users, and 300 more with only the old provider's factor (30 of
-        // them internal): the backfill's population.
-        run(with_secrets(&[
-            "seed",
-            "--config",
-            config,
-            "--sms-users",
-            "300",
-            "--sms-internal",
-            "30",
-        ]))?;
-        run(with_secrets(&[
-            "run",
-            "--config",
-            config,
-            "--login",
-            "target/demo-state/mfa/logins",
-            "--compact",
-            "--summary",
-        ]))?;
-        // The backfill, as the runbook has it: look, pilot, everyone else, look again.
-        run(with_secrets(&["mfa", "status", "--config", config]))?;
-        run(with_secrets(&[
-            "mfa",
-            "backfill",
-            "--config",
-            config,
-            "--cohort",
-            "internal",
-            "--rate",
-            "100",
-            "--report",
-            "target/demo-state/mfa/backfill-pilot.json",
-        ]))?;
-        run(with_secrets(&[
-            "mfa",
-            "backfill",
-            "--config",
-            config,
-            "--chunk",
-            "100",
-            "--rate",
-            "100",
-            "--report",
-            "target/demo-state/mfa/backfill.json",
-        ]))?;
-        run(with_secrets(&["mfa", "status", "--config", config]))?;
-        recovery_demo(&with_secrets)
-    })();
-    let _ = sim.kill();
-    let _ = sim.wait();
-    outcome
-}
-
-/// Account recovery (fixtures/pipeline-recovery.toml): the seeded users who have a
-/// second factor ask to recover with their password only. A dry run finds them (the
-/// rule answers `recover` only for them); the real run starts their waiting periods,
-/// every channel on file is told through the outbox at the simulator's notification
-/// endpoint, and the audit log's chain is verified.
-fn recovery_demo(portcullis: &dyn Fn(&[&str]) -> Command) -> Result<()> {
-    let config = "fixtures/pipeline-recovery.toml";
-    run_check(portcullis(&["check", "--config", config]))?;
-    run(portcullis(&["seed", "--config", config]))?;
-    let state = workspace_root().join("target/demo-state/recovery");
-    let (all, asking) = (state.join("all-asking"), state.join("recovery-logins"));
-    for dir in [&all, &asking] {
-        let _ = std::fs::remove_dir_all(dir);
-        std::fs::create_dir_all(dir)?;
-    }
-    for login in std::fs::read_dir(state.join("logins"))? {
-        let login = login?.path();
-        let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&login)?)?;
-        json["recovery"] = serde_json::Value::Bool(true);
-        std::fs::write(
-            all.join(login.file_name().context("a login file")?),
-            json.to_string(),
-        )?;
-    }
-    let path = |p: &std::path::Path| p.to_str().map(str::to_owned).context("a UTF-8 path");
-    let dry = portcullis(&[
-        "run",
-        "--config",
-        config,
-        "--login",
-        &path(&all)?,
-        "--compact",
-        "--dry-run",
-    ])
-    .output()
-    .context("the dry run")?;
-    let recovering: Vec<String> = String::from_utf8_lossy(&dry.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|v| v["decision"]["type"] == "recover")
-        .filter_map(|v| v["transaction_id"].as_str().map(str::to_owned))
-        .collect();
-    for login in std::fs::read_dir(&all)? {
-        let login = login?.path();
-        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&login)?)?;
-        if recovering
-            .iter()
-            .any(|tx| json["transaction_id"] == tx.as_str())
-        {
-            std::fs::copy(
-                &login,
-                asking.join(login.file_name().context("a login file")?),
-            )?;
-        }
-    }
-    println!(
-        "recovery demo: {} seeded users with a second factor ask to recover with their password only",
-        recovering.len()
-    );
-    run(portcullis(&[
-        "run",
-        "--config",
-        config,
-        "--login",
-        &path(&asking)?,
-        "--compact",
-        "--summary",
-    ]))?;
-    run(portcullis(&[
-        "outbox",
-        "run",
-        "--config",
-        config,
-        "--until-empty",
-    ]))?;
-    run(portcullis(&["audit", "verify", "--config", config]))
 }
 
 /// The database servers the suite tests against, where `.ci/run` and this machine
