@@ -232,7 +232,7 @@ fn start_epoch_ticker(engine: &Engine) -> std::io::Result<()> {
 /// the lowest level) lets them through; the ticker uses microseconds per
 /// millisecond, so it takes nothing from the rules. Needs CAP_SYS_NICE (or an
 /// RLIMIT_RTPRIO); without it the ticker runs at normal priority, and deadlines run
-/// longer under load (README, "Deadlines").
+/// longer under load (docs/configuration.md, "Deadlines").
 fn ask_for_realtime_priority() {
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: sets the calling thread's own scheduling policy; no memory is shared.
