@@ -8,9 +8,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::config::PipelineConfig;
+use crate::error::LoadError;
+use crate::model::LoginAttempt;
+use crate::model::Services;
 use crate::replay::record::{Expectation, MemoryAnswers, Recording};
-use crate::services::Services;
-use crate::{LoadError, LoginAttempt, Pipeline, PipelineConfig, Runtime};
+use crate::runtime::engine::Runtime;
+use crate::runtime::pipeline::Pipeline;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Percentiles {

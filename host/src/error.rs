@@ -87,15 +87,6 @@ fn build_hint(error: &std::io::Error) -> &'static str {
     }
 }
 
-/// A login attempt that cannot be evaluated as given.
-#[derive(Debug, thiserror::Error)]
-pub enum LoginError {
-    #[error("invalid login JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("invalid login: {0}")]
-    Invalid(String),
-}
-
 /// A time in ms since the epoch as people read it in a message: RFC 3339, UTC, to
 /// the second (`2026-12-06T19:30:00Z`).
 pub fn utc_time(ms: u64) -> String {

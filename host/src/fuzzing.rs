@@ -7,8 +7,8 @@ use std::path::Path;
 
 use arbitrary::{Result as ArbitraryResult, Unstructured};
 
-use crate::gateway::login::{LoginAttempt, MAX_TIME_MS};
-use crate::gateway::resume::ResumeTokens;
+use crate::flows::resume::ResumeTokens;
+use crate::model::{LoginAttempt, MAX_TIME_MS};
 use crate::replay::Replay;
 use crate::replay::record::Recording;
 use crate::runtime::bindings::wit;
@@ -49,7 +49,7 @@ pub fn pipeline_config(data: &[u8]) {
         return;
     };
     let base = fixtures_dir();
-    let Ok(config) = crate::PipelineConfig::parse(text, &base) else {
+    let Ok(config) = crate::config::PipelineConfig::parse(text, &base) else {
         return;
     };
     assert!(
@@ -94,15 +94,16 @@ fn fixtures_dir() -> std::path::PathBuf {
 
 /// One engine for the whole run, as a process has: the fixtures' engine settings, its
 /// compiled components cached under target/ so each is compiled once.
-fn fuzz_runtime() -> &'static crate::Runtime {
-    static RUNTIME: std::sync::OnceLock<crate::Runtime> = std::sync::OnceLock::new();
+fn fuzz_runtime() -> &'static crate::runtime::engine::Runtime {
+    static RUNTIME: std::sync::OnceLock<crate::runtime::engine::Runtime> =
+        std::sync::OnceLock::new();
     RUNTIME.get_or_init(|| {
-        let settings = crate::EngineSettings {
+        let settings = crate::config::EngineSettings {
             cache_dir: Some(fixtures_dir().join("../target/fuzz-engine-cache")),
             max_instances: 16,
-            ..crate::EngineSettings::default()
+            ..crate::config::EngineSettings::default()
         };
-        crate::Runtime::new(&settings).expect("an engine")
+        crate::runtime::engine::Runtime::new(&settings).expect("an engine")
     })
 }
 

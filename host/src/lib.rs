@@ -14,38 +14,29 @@
 pub mod bench;
 pub mod config;
 pub mod error;
+pub mod flows;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod gateway;
 pub mod jobs;
 pub mod mfa;
+pub mod model;
 pub mod providers;
-pub mod redact;
 pub mod replay;
 pub mod runtime;
 pub mod server;
-pub mod services;
 pub mod state;
 
-// The modules' earlier, flat paths, kept for the library's users.
-pub use gateway::{clock, login, proof, resume};
-pub use jobs::{outbox, seed};
-pub use replay::record;
-pub use runtime::verdict;
-pub use state::passwords;
-
+// The embedding API at the crate root (each also has its one module path).
 pub use config::{Capability, EffectKind, EngineSettings, OnError, PipelineConfig, RuleSettings};
-pub use error::{ConfigError, LoadError, LoginError};
-pub use gateway::{Gateway, GatewayError};
-pub use login::LoginAttempt;
+pub use error::{ConfigError, LoadError};
+pub use flows::{Gateway, GatewayError};
+pub use model::{AccountEvidence, Effect, LoginAttempt, LoginError, Services};
 pub use runtime::cache::CompileSource;
 pub use runtime::engine::Runtime;
 pub use runtime::grants::Import;
-pub use runtime::invariants::AccountEvidence;
 pub use runtime::pipeline::{LoadedRule, Pipeline, ResumePoint};
-pub use services::Services;
-pub use verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
+pub use runtime::verdict::{Decision, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 
 impl Pipeline {
     /// Reads a pipeline config, starts an engine for it and loads its rules.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use portcullis::LoginAttempt;
-use portcullis::services::Services;
+use portcullis::model::Services;
 use rule_model::floor::{
     OP_CONFIG, OP_FIND_LEGACY_ACCOUNTS, OP_LOG, OP_TAKE, OP_VERIFY_DIRECTORY_PASSWORD,
     OP_VERIFY_LEGACY_PASSWORD, decode, encode,

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ::portcullis::LoginAttempt;
-use ::portcullis::services::Services;
+use ::portcullis::model::Services;
 use rule_model::floor::{decode, encode};
 use rule_model::{Outcome, RuleError};
 use wasmtime::component::{Component, HasSelf, Linker};

@@ -20,8 +20,8 @@ mod floor;
 mod floor_component;
 
 use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
-use portcullis::record::{Answer, Recording};
-use portcullis::services::Services;
+use portcullis::model::Services;
+use portcullis::replay::record::{Answer, Recording};
 use portcullis::{LoginAttempt, PipelineConfig, Runtime};
 use rule_model::{
     CapabilityError, CapabilityErrorKind, Decision, Host, LegacyAccount, LogLevel, LoginContext,
@@ -43,7 +43,7 @@ struct NativeHost<'a> {
     config: &'a BTreeMap<String, String>,
 }
 
-fn capability_error(e: portcullis::services::ServiceError) -> CapabilityError {
+fn capability_error(e: portcullis::model::ServiceError) -> CapabilityError {
     CapabilityError {
         kind: CapabilityErrorKind::Unavailable,
         message: e.message,

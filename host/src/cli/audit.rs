@@ -88,7 +88,8 @@ impl Verify {
                     .with_context(|| format!("writing a checkpoint to {}", path.display()))?;
             }
             if config.audit.checkpoint_endpoint {
-                let at = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+                let at =
+                    portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
                 portcullis::state::portable::transact(state.sql(), |tx| {
                     audit::queue_checkpoint(tx, &head, at)
                 })?;

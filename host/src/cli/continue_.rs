@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use portcullis::record::{Expectation, RecordedResume, Recorder, Recording, Step, TokenChoice};
+use portcullis::replay::record::{
+    Expectation, RecordedResume, Recorder, Recording, Step, TokenChoice,
+};
 
 use super::Exit;
 use super::options::{ConfigArg, VerdictFormat};
@@ -75,7 +77,7 @@ impl Continue {
                 resume: Some(RecordedResume {
                     token: TokenChoice::Issued,
                     // A challenge's code is the user's secret: a recording keeps its place.
-                    result: portcullis::redact::without_codes(result_json),
+                    result: portcullis::model::redact::without_codes(result_json),
                     time_ms: now_ms,
                     // What the host's own check of a recovery's enrolment resumed the
                     // rule with: the replay has no state to check it again.
@@ -86,7 +88,7 @@ impl Continue {
             });
             std::fs::write(
                 path,
-                portcullis::record::to_json(recording, self.format.reveal_pii),
+                portcullis::replay::record::to_json(recording, self.format.reveal_pii),
             )
             .with_context(|| format!("cannot write recording {}", path.display()))?;
             eprintln!("appended to {}", path.display());

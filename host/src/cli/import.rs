@@ -177,7 +177,9 @@ impl Run {
             dry_run: self.dry_run,
             retry_failed: self.retry_failed,
             abort_after_submissions: self.abort_after_submissions,
-            now_ms: || portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock),
+            now_ms: || {
+                portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock)
+            },
         };
         let bar = progress::files()?;
         let summary = run::run(state.as_ref(), &options, |p| {

@@ -86,12 +86,12 @@ impl Backfill {
             dry_run: self.dry_run,
             retry_failed: self.retry_failed,
             lease_ms: self.lease_seconds * 1000,
-            run_id: format!("run-{}", portcullis::resume::ResumeTokens::new_jti()),
+            run_id: format!("run-{}", portcullis::model::random_id()),
             abort_after_exports: self.abort_after_exports,
         };
         // The users left, for the bar's length and ETA (failed and skipped ones
         // included: `--retry-failed` takes them up).
-        let clock = portcullis::clock::SystemClock;
+        let clock = portcullis::flows::clock::SystemClock;
         let todo = state.backfill_left(options.cohort.as_deref())?;
         let bar = progress::users(self.limit.map_or(todo, |l| l.min(todo)))?;
         let job = portcullis::jobs::backfill::Backfill {
@@ -171,7 +171,7 @@ impl Revert {
                 "no cohort {cohort:?} among the SMS factors"
             );
         }
-        let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+        let now = portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
         let reverted =
             state.revert_factors(self.user.as_deref(), self.cohort.as_deref(), &actor, now)?;
         println!(

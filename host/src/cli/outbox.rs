@@ -44,7 +44,7 @@ impl Run {
             "the config has no [state] section: there is no outbox"
         );
         let state = directory_of(&config)?;
-        let dispatcher = portcullis::outbox::Dispatcher::new(state, config.outbox.clone())
+        let dispatcher = portcullis::jobs::outbox::Dispatcher::new(state, config.outbox.clone())
             .with_phone_keys(phone_keys(&config)?)
             .with_audit_checkpoints(config.audit.checkpoint_file.clone());
         let report = tokio_runtime()?

@@ -9,7 +9,7 @@ use super::options::VerdictFormat;
 pub fn print_verdict(verdict: &Verdict, format: &VerdictFormat) -> Result<()> {
     let mut json = serde_json::to_value(verdict)?;
     if !format.reveal_pii {
-        portcullis::redact::redact_json(&mut json);
+        portcullis::model::redact::redact_json(&mut json);
     }
     let text = if format.compact {
         serde_json::to_string(&json)?

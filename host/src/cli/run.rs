@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use portcullis::record::{Expectation, RecordedLogin, Recorder, Recording, Step};
+use portcullis::replay::record::{Expectation, RecordedLogin, Recorder, Recording, Step};
 use portcullis::{Decision, LoginAttempt, Verdict};
 
 use super::Exit;
@@ -57,7 +57,8 @@ impl Run {
             })
             .collect::<Result<Vec<_>>>()?;
         if self.now {
-            let now = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+            let now =
+                portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
             for attempt in &mut attempts {
                 attempt.time_ms = now;
             }
@@ -113,7 +114,7 @@ impl Run {
         {
             let expect = last.context("no verdict to record: the login was refused")?;
             let recording = Recording {
-                recording: portcullis::record::FORMAT_VERSION,
+                recording: portcullis::replay::record::FORMAT_VERSION,
                 description: String::new(),
                 pipeline: None,
                 steps: vec![Step {
@@ -125,7 +126,7 @@ impl Run {
             };
             std::fs::write(
                 path,
-                portcullis::record::to_json(&recording, self.format.reveal_pii),
+                portcullis::replay::record::to_json(&recording, self.format.reveal_pii),
             )
             .with_context(|| format!("cannot write recording {}", path.display()))?;
             eprintln!("recorded {}", path.display());

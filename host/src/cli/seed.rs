@@ -42,10 +42,10 @@ impl Seed {
     pub fn execute(self) -> Result<Exit> {
         anyhow::ensure!(self.users > 0, "--users must be at least 1");
         let config = self.config.load()?;
-        let (state, legacy) = portcullis::seed::open_for_seed(&config, self.force)?;
+        let (state, legacy) = portcullis::jobs::seed::open_for_seed(&config, self.force)?;
         let logins_dir = match self.logins_dir {
             Some(dir) => dir,
-            None => portcullis::gateway::directory_path(&config)
+            None => portcullis::flows::directory_path(&config)
                 .ok()
                 .flatten()
                 .and_then(|p| p.parent().map(|d| d.join("logins")))
@@ -62,14 +62,14 @@ impl Seed {
         } else {
             None
         };
-        let options = portcullis::seed::SeedOptions {
+        let options = portcullis::jobs::seed::SeedOptions {
             users: self.users,
             logins: self.logins,
             seed: self.seed,
             mfa_keys,
         };
         let report =
-            portcullis::seed::seed(state.as_ref(), &legacy, &logins_dir, &options, |line| {
+            portcullis::jobs::seed::seed(state.as_ref(), &legacy, &logins_dir, &options, |line| {
                 eprintln!("seed: {line}")
             })?;
         let (sms_users, sms_internal) = (self.sms_users, self.sms_internal);
@@ -78,7 +78,7 @@ impl Seed {
                 options.mfa_keys.is_some(),
                 "--sms-users needs a config with [mfa] providers"
             );
-            portcullis::seed::seed_sms_users(
+            portcullis::jobs::seed::seed_sms_users(
                 state.as_ref(),
                 report.legacy_sms_users,
                 sms_users,

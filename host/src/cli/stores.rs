@@ -54,7 +54,7 @@ pub fn missing_directory(config: &PipelineConfig) -> Result<Option<PathBuf>> {
     {
         return Ok(None);
     }
-    Ok(portcullis::gateway::directory_path(config)?.filter(|path| !path.is_file()))
+    Ok(portcullis::flows::directory_path(config)?.filter(|path| !path.is_file()))
 }
 
 /// The legacy product stores a config names.

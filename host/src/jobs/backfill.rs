@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
 
-use crate::gateway::clock::Clock;
+use crate::flows::clock::Clock;
 use crate::mfa::phone::PhonePolicy;
 use crate::mfa::sealed::KeyRing;
 use crate::providers::ProviderError;
@@ -198,7 +198,7 @@ impl Backfill<'_> {
                 break;
             }
             let lease = Lease {
-                token: crate::gateway::resume::ResumeTokens::new_jti(),
+                token: crate::model::random_id(),
                 until_ms: now_ms + options.lease_ms,
                 run_id: options.run_id.clone(),
                 now_ms,

@@ -5,6 +5,7 @@
 //!
 //! Everything derives from one seed: the same seed gives the same stores and logins.
 
+use crate::model::{DirectoryUser, FactorKind, FactorProvider, FactorStatus, Identity};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -13,9 +14,8 @@ use rand::{Rng, RngExt, SeedableRng};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::gateway::login::{DirectoryUser, Identity};
 use crate::mfa::sealed::KeyRing;
-use crate::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+use crate::state::factors::Factor;
 use crate::state::legacy_sqlite::LegacyRow;
 use crate::state::passwords::legacy_formats;
 use crate::state::{LegacyProducts, StateStore, StoreError};
@@ -316,7 +316,7 @@ pub fn seed(
             let _ = std::fs::remove_file(old.path());
         }
     }
-    let now_ms = crate::gateway::clock::Clock::now_ms(&crate::gateway::clock::SystemClock);
+    let now_ms = crate::flows::clock::Clock::now_ms(&crate::flows::clock::SystemClock);
     for i in 0..options.logins {
         let n = rng.random_range(0..people.len());
         let person = &people[n];
@@ -496,7 +496,7 @@ pub type SeedTargets = (std::sync::Arc<dyn StateStore>, Vec<(String, String)>);
 /// rows seeding did not make (see [`foreign_rows`]): pointed at a real database by
 /// mistake, seeding must not delete anyone.
 pub fn open_for_seed(
-    config: &crate::PipelineConfig,
+    config: &crate::config::PipelineConfig,
     force: bool,
 ) -> Result<SeedTargets, StoreError> {
     let settings = config
@@ -504,7 +504,7 @@ pub fn open_for_seed(
         .as_ref()
         .ok_or_else(|| StoreError::Backend("the config has no [state] section to seed".into()))?;
     let state = crate::state::open_state(&settings.directory, &config.base_dir)?;
-    let legacy = crate::gateway::legacy_urls(config)?;
+    let legacy = crate::flows::legacy_urls(config)?;
     if !force {
         let found = foreign_rows(state.as_ref(), &legacy)?;
         if !found.is_empty() {

@@ -1,9 +1,10 @@
 //! The old provider (Authy-like): it keeps the phone number; we know the user by its
 //! id. `X-Authy-API-Key` authenticates every call.
 
+use crate::model::CodeCheck;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{CodeCheck, ProviderError, error_of, http_client, transport_error};
+use super::{ProviderError, error_of, http_client, transport_error};
 use crate::config::LegacySmsSettings;
 
 /// Sends and checks codes. It has no way to read a phone number.

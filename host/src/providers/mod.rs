@@ -30,19 +30,6 @@ pub enum ProviderError {
     Rejected { code: u32, message: String },
 }
 
-/// A code check's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CodeCheck {
-    Approved,
-    /// Wrong code; the challenge stands.
-    Wrong,
-    /// No pending code (expired, or already used).
-    Expired,
-    /// The provider's own limit on wrong codes was reached.
-    TooManyAttempts,
-}
-
 /// The blocking client both providers share: bounded by a timeout, no redirects
 /// followed (a provider that redirects is not answering).
 pub(crate) fn http_client(timeout_ms: u64) -> Result<reqwest::blocking::Client, String> {

@@ -1,18 +1,20 @@
 //! `SecondFactors` over the real providers: the factor is read from the directory, the
 //! phone (new provider) unsealed for the one call and wiped after it.
 
+use crate::model::{
+    CodeCheck, FactorProvider, FactorStatus, SecondFactors, SentCode, ServiceError,
+};
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
 use super::legacy_sms::LegacySmsClient;
 use super::verify::VerifyClient;
-use super::{CodeCheck, ProviderError, mask_phone};
+use super::{ProviderError, mask_phone};
 use crate::config::MfaSettings;
 use crate::mfa::sealed::KeyRing;
-use crate::services::{SecondFactors, SentCode, ServiceError};
 use crate::state::StateStore;
-use crate::state::factors::{Factor, FactorProvider, FactorStatus};
+use crate::state::factors::Factor;
 
 pub struct SmsProviders {
     state: Arc<dyn StateStore>,

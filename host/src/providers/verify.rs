@@ -1,9 +1,10 @@
 //! The new provider (Verify-like): the phone number goes with every request, form
 //! encoded; the account's SID and auth token authenticate (HTTP basic).
 
+use crate::model::CodeCheck;
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{CodeCheck, ProviderError, error_of, http_client, transport_error};
+use super::{ProviderError, error_of, http_client, transport_error};
 use crate::config::VerifySettings;
 
 pub struct VerifyClient {

@@ -7,13 +7,15 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::gateway::resume::{ResumeTokens, forge};
-use crate::gateway::{Gateway, GatewayError};
+use crate::config::PipelineConfig;
+use crate::flows::resume::{ResumeTokens, forge};
+use crate::flows::{Gateway, GatewayError};
+use crate::model::Services;
 use crate::replay::record::{Expectation, Recording, Replayer, TokenChoice};
+use crate::runtime::engine::Runtime;
+use crate::runtime::pipeline::Pipeline;
 use crate::runtime::verdict::{Decision, EnrolmentCheck, RecoveryStep};
-use crate::services::Services;
 use crate::state::SqliteState;
-use crate::{Pipeline, PipelineConfig, Runtime};
 
 /// The password a replayed login carries when the recorded one had one. Capability
 /// answers come from the recording, so its value never matters.
@@ -131,7 +133,7 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(default_config: &Path) -> Result<Self, GatewayError> {
-        let config = PipelineConfig::load(default_config).map_err(crate::LoadError::from)?;
+        let config = PipelineConfig::load(default_config).map_err(crate::error::LoadError::from)?;
         Ok(Self {
             runtime: Runtime::new(&config.engine)?,
             default_config: default_config.to_owned(),
@@ -226,7 +228,7 @@ impl Replay {
                 (None, Some(resume)) => resume.time_ms,
                 (None, None) => 0,
             };
-            let gateway = gateway.with_clock(crate::gateway::clock::ManualClock::at(at));
+            let gateway = gateway.with_clock(crate::flows::clock::ManualClock::at(at));
             let outcome = match (&step.login, &step.resume) {
                 (Some(recorded), None) => {
                     let mut attempt = recorded.login.to_attempt(recorded.login.time_ms);

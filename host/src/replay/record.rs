@@ -3,22 +3,19 @@
 //! `portcullis replay` runs them against the current rules with the answers served
 //! from the file, so no database is needed and a rule change shows as a verdict diff.
 
+use crate::model::{
+    CodeCheck, Directory, DirectoryUser, Effect, FactorProvider, FactorSummary, LegacyAccount,
+    LegacyStores, SecondFactors, SentCode, ServiceError, Services, call,
+};
 use std::sync::{Arc, Mutex};
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::gateway::login::DirectoryUser;
-use crate::gateway::resume::ResumeRefusal;
-use crate::providers::CodeCheck;
-use crate::runtime::verdict::{Decision, Effect, EnrolmentCheck, FaultKind, Verdict};
-use crate::services::{
-    Directory, FactorSummary, LegacyAccount, LegacyStores, SecondFactors, SentCode, ServiceError,
-    Services, call,
-};
+use crate::flows::resume::ResumeRefusal;
+use crate::runtime::verdict::{Decision, EnrolmentCheck, FaultKind, Verdict};
 use crate::state::StoredLogin;
-use crate::state::factors::FactorProvider;
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -59,8 +56,8 @@ pub struct RecordedLogin {
 }
 
 impl RecordedLogin {
-    pub fn of(attempt: &crate::gateway::login::LoginAttempt) -> Self {
-        use crate::gateway::login::RecoveryRequest;
+    pub fn of(attempt: &crate::model::LoginAttempt) -> Self {
+        use crate::model::RecoveryRequest;
         Self {
             login: StoredLogin::from_attempt(attempt),
             recovery: match RecoveryRequest::code(&attempt.recovery) {
@@ -72,8 +69,8 @@ impl RecordedLogin {
 
     /// What a replay sends for the recovery the login asked for: the code's check
     /// is the host's, so any stand-in serves.
-    pub fn replayed_recovery(&self) -> Option<crate::gateway::login::RecoveryRequest> {
-        use crate::gateway::login::RecoveryRequest;
+    pub fn replayed_recovery(&self) -> Option<crate::model::RecoveryRequest> {
+        use crate::model::RecoveryRequest;
         match self.recovery.as_deref() {
             Some("code") => Some(RecoveryRequest::Code {
                 code: "REPLAYED-RECOVERY-CODE".into(),
@@ -339,8 +336,8 @@ impl Directory for Recorder {
     fn recovery_facts(
         &self,
         user_id: &str,
-        ask: &crate::services::RecoveryAsk,
-    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        ask: &crate::model::RecoveryAsk,
+    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
         self.note(
             call::RECOVERY_FACTS,
             &[user_id],
@@ -476,8 +473,8 @@ impl Directory for Replayer {
     fn recovery_facts(
         &self,
         user_id: &str,
-        _: &crate::services::RecoveryAsk,
-    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        _: &crate::model::RecoveryAsk,
+    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
         self.serve(call::RECOVERY_FACTS, &[user_id])
     }
 }
@@ -521,7 +518,7 @@ impl SecondFactors for Replayer {
 pub fn to_json(recording: &Recording, reveal_pii: bool) -> String {
     let mut value = serde_json::to_value(recording).unwrap_or(Value::Null);
     if !reveal_pii {
-        crate::redact::pseudonymize_json(&mut value);
+        crate::model::redact::pseudonymize_json(&mut value);
     }
     serde_json::to_string_pretty(&value).unwrap_or_default()
 }
@@ -538,7 +535,7 @@ pub struct MemoryAnswers {
     find_accounts: std::collections::HashMap<String, Answered<Vec<LegacyAccount>>>,
     legacy_verify: std::collections::HashMap<(String, String), Answered<bool>>,
     list_factors: std::collections::HashMap<String, Answered<Vec<FactorSummary>>>,
-    recovery_facts: std::collections::HashMap<String, Answered<crate::services::RecoveryFacts>>,
+    recovery_facts: std::collections::HashMap<String, Answered<crate::model::RecoveryFacts>>,
 }
 
 impl MemoryAnswers {
@@ -626,8 +623,8 @@ impl Directory for MemoryAnswers {
     fn recovery_facts(
         &self,
         user_id: &str,
-        _: &crate::services::RecoveryAsk,
-    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        _: &crate::model::RecoveryAsk,
+    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
         served(self.recovery_facts.get(user_id), call::RECOVERY_FACTS)
     }
 }

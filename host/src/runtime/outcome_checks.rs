@@ -1,11 +1,11 @@
 //! Checks what a rule returned before the pipeline trusts it: bounded in size, JSON
 //! where the contract says JSON, URLs that are URLs.
 
+use crate::model::{Effect, FactorProvider};
 use serde_json::Value;
 
 use crate::runtime::bindings::wit;
-use crate::runtime::verdict::{ChallengeKind, Decision, Effect, RecoveryStep};
-use crate::state::factors::FactorProvider;
+use crate::runtime::verdict::{ChallengeKind, Decision, RecoveryStep};
 
 /// A rule's outcome after validation.
 pub(crate) struct RuleOutcome {

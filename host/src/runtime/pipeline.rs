@@ -1,6 +1,7 @@
 //! A loaded pipeline and its evaluation: each rule in order, each in a fresh store
 //! and instance, every fault contained and turned into the rule's failure policy.
 
+use crate::model::{AccountEvidence, Effect, LoginAttempt, Services};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -8,16 +9,14 @@ use wasmtime::component::{ComponentExportIndex, TypedFunc};
 use wasmtime::{Engine, Store, Trap};
 
 use crate::config::{OnError, RuleSettings};
-use crate::gateway::login::LoginAttempt;
 use crate::runtime::bindings::wit;
 use crate::runtime::cache::CompileSource;
 use crate::runtime::contract::{Contract, OutcomeV0_1};
 use crate::runtime::grants::Import;
-use crate::runtime::invariants::{self, AccountEvidence};
+use crate::runtime::invariants::{self};
 use crate::runtime::outcome_checks::{self, RuleOutcome, effect_to_wit};
 use crate::runtime::sandbox::{LoginSeed, RuleState};
-use crate::runtime::verdict::{Decision, Effect, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
-use crate::services::Services;
+use crate::runtime::verdict::{Decision, Fault, FaultKind, RuleResult, RuleTrace, Verdict};
 
 /// Where a redirected login resumes: the redirecting rule, its state and what the
 /// redirect target reported.
@@ -287,7 +286,7 @@ impl Pipeline {
             // always runs: its login needed it).
             if resume.is_none()
                 && rule.settings.only_when == Some(crate::config::RuleCondition::Recovery)
-                && !crate::gateway::login::RecoveryRequest::asked(&login.recovery)
+                && !crate::model::RecoveryRequest::asked(&login.recovery)
             {
                 trace.push(RuleTrace {
                     rule: rule.settings.name.clone(),
@@ -343,7 +342,7 @@ impl Pipeline {
                 }
                 Err((kind, message)) => {
                     // A rule's own error text may quote the login; keep emails out.
-                    let message = crate::redact::redact_text(&message).into_owned();
+                    let message = crate::model::redact::redact_text(&message).into_owned();
                     let policy = rule.settings.on_error;
                     tracing::warn!(
                         transaction = %login.transaction_id, rule = %name, ?kind, ?policy,

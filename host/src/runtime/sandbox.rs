@@ -13,12 +13,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use crate::config::RuleSettings;
-use crate::gateway::login::LoginAttempt;
-use crate::redact::redact_text;
+use crate::model::redact::redact_text;
+use crate::model::{AccountEvidence, LoginAttempt, Services};
 use crate::runtime::guest_stdio::BoundedOutput;
-use crate::runtime::invariants::AccountEvidence;
 use crate::runtime::verdict::FaultKind;
-use crate::services::Services;
 
 /// Guest stdout+stderr kept per run: enough for a panic message.
 pub(crate) const OUTPUT_CAPACITY: usize = 4 * 1024;
@@ -95,7 +93,7 @@ pub(crate) struct RuleState {
     /// The login's directory user, the only one whose factors a rule may list.
     pub(crate) login_user: Option<String>,
     /// What the host prepared for a login asking to recover (rules granted `recovery`).
-    pub(crate) recovery: Option<crate::services::RecoveryAsk>,
+    pub(crate) recovery: Option<crate::model::RecoveryAsk>,
     pub(crate) logs: Vec<String>,
     pub(crate) capability_failures: u32,
     output: BoundedOutput,

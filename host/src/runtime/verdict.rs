@@ -1,10 +1,10 @@
 //! What an evaluation returns: one decision, the effects to apply, and a trace per rule.
 
+use crate::model::{Effect, FactorProvider};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::OnError;
-use crate::state::factors::FactorProvider;
 
 /// The pipeline's answer to a login attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +43,7 @@ pub enum Decision {
         #[serde(skip)]
         rule: String,
     },
-    /// Account recovery, which the host performs (`gateway::recovery`); a gateway
+    /// Account recovery, which the host performs (`flows::recovery`); a gateway
     /// never answers with it: it becomes a deny or an enrolment challenge.
     Recover {
         step: RecoveryStep,
@@ -64,7 +64,7 @@ pub enum RecoveryStep {
 }
 
 /// How the host's own check of a recovery's enrolment went, when a login parked for
-/// it continues (`gateway::recovery`). It depends on the host's state (the factor, the
+/// it continues (`flows::recovery`). It depends on the host's state (the factor, the
 /// recovery), which a replay does not have: recordings keep it, and replays stand it
 /// in for the check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,39 +87,6 @@ pub enum ChallengeKind {
     Captcha,
     /// Enrol a new second factor (after a recovery), then continue the login.
     MfaEnrollment,
-}
-
-/// A declarative change a rule asks for. The host applies them after the pipeline.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum Effect {
-    SetAppMetadata {
-        patch: Value,
-    },
-    SetUserMetadata {
-        patch: Value,
-    },
-    AddClaim {
-        name: String,
-        value: Value,
-    },
-    CreateUser {
-        email: String,
-        email_verified: bool,
-        app_metadata: Value,
-        user_metadata: Value,
-        password_from_login: bool,
-    },
-    LinkLegacyAccount {
-        product: String,
-        legacy_id: String,
-    },
-    EnqueueOutbox {
-        topic: String,
-        key: String,
-        payload: String,
-    },
-    RequirePasswordReset,
 }
 
 /// Why a rule's run did not produce a usable outcome.
@@ -194,11 +161,11 @@ pub struct Verdict {
     pub trace: Vec<RuleTrace>,
     /// What the host wrote for an allowed login.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub applied: Option<crate::state::ApplyReport>,
+    pub applied: Option<crate::model::ApplyReport>,
     /// For a redirect: the token `continue` takes. A bearer secret: never logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resume_token: Option<String>,
-    /// What this login proved, as a token the host issued (`gateway::proof`): the
+    /// What this login proved, as a token the host issued (`flows::proof`): the
     /// enrolment of a recovery's new factor, or a full sign-in's enrolment and
     /// recovery codes take it. A bearer secret: never logged, never recorded.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -214,7 +181,7 @@ pub struct Verdict {
     /// What the host verified about legacy accounts during the evaluation; kept
     /// server-side across a redirect, never sent.
     #[serde(skip)]
-    pub evidence: crate::runtime::invariants::AccountEvidence,
+    pub evidence: crate::model::AccountEvidence,
     /// For a recovery the host performed: what the rule decided (the `recover`
     /// decision), which recordings keep and replays compare; the answer itself
     /// depends on the host's state.

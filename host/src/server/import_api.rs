@@ -38,7 +38,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::config::ImportApiSettings;
 use crate::jobs::import::records::{self, RecordError};
-use crate::services::LegacyStores;
+use crate::model::LegacyStores;
 use crate::state::{ImportOutcome, StateStore};
 
 type Limiter = RateLimiter<
@@ -442,7 +442,7 @@ async fn submit(State(app): State<Arc<AppState>>, headers: HeaderMap, form: Mult
                 rate,
             );
         }
-        let id = format!("job_{}", crate::resume::ResumeTokens::new_jti());
+        let id = format!("job_{}", crate::model::random_id());
         jobs.insert(
             id.clone(),
             Job {

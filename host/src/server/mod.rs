@@ -30,10 +30,12 @@ pub use callers::{Caller, Callers};
 pub use listener::{ConnectionLimits, serve_connections};
 pub use metrics::Metrics;
 
-use crate::gateway::proof::{Need, Presented, ProofError};
-use crate::gateway::{Gateway, GatewayError};
+use crate::config::PipelineConfig;
+use crate::flows::proof::{Need, Presented, ProofError};
+use crate::flows::{Gateway, GatewayError};
 use crate::jobs::outbox::Dispatcher;
-use crate::{LoginAttempt, PipelineConfig, Runtime};
+use crate::model::LoginAttempt;
+use crate::runtime::engine::Runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -68,7 +70,7 @@ pub struct AppState {
     /// The semaphore's size: all free means no evaluation is running.
     evaluation_slots: usize,
     /// The host's clock for every gateway this state opens; `None`: the system's.
-    clock: Option<Arc<dyn crate::gateway::clock::Clock>>,
+    clock: Option<Arc<dyn crate::flows::clock::Clock>>,
     pub metrics: Metrics,
 }
 
@@ -82,7 +84,7 @@ impl AppState {
     /// this gateway and every one a reload opens.
     pub fn load_with_clock(
         config_path: &Path,
-        clock: Option<Arc<dyn crate::gateway::clock::Clock>>,
+        clock: Option<Arc<dyn crate::flows::clock::Clock>>,
     ) -> Result<Self, ServeError> {
         let config = PipelineConfig::load(config_path).map_err(|e| GatewayError::Load(e.into()))?;
         let runtime = Runtime::new(&config.engine).map_err(GatewayError::Load)?;
@@ -356,8 +358,8 @@ struct ConfirmRequest {
 /// The longest enrolment request worth reading: ids, a token, a phone number, a code.
 const MAX_ENROLL_BODY: usize = 2 * 1024;
 
-fn enroll_error(e: crate::gateway::enroll::EnrollError) -> Response {
-    use crate::gateway::enroll::EnrollError as E;
+fn enroll_error(e: crate::flows::enroll::EnrollError) -> Response {
+    use crate::flows::enroll::EnrollError as E;
     let status = match &e {
         E::InvalidPhone(_) | E::RefusedPhone => StatusCode::BAD_REQUEST,
         E::UnknownUser | E::UnknownEnrollment => StatusCode::NOT_FOUND,
@@ -462,7 +464,7 @@ async fn with_proof<T>(
     proof_token: Option<String>,
     user_id: Option<String>,
     need: Need,
-    work: impl FnOnce(&Gateway, &crate::gateway::proof::Grant) -> T,
+    work: impl FnOnce(&Gateway, &crate::flows::proof::Grant) -> T,
 ) -> Result<T, Box<Response>> {
     let caller = (caller.name.clone(), caller.vouches);
     let gateway = app.gateway();
@@ -503,7 +505,7 @@ async fn mfa_enroll(
         move |g, grant| g.enroll_sms(grant, &phone),
     )
     .await;
-    use crate::gateway::enroll::EnrollError as E;
+    use crate::flows::enroll::EnrollError as E;
     match outcome {
         Ok(Ok(started)) => {
             app.metrics.enrolment_send("sent");

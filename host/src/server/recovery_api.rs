@@ -14,8 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{AppState, error, evaluate};
-use crate::gateway::GatewayError;
-use crate::gateway::proof::Need;
+use crate::flows::GatewayError;
+use crate::flows::proof::Need;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,7 +48,7 @@ fn failed(e: GatewayError) -> Response {
 
 /// `POST /v1/mfa/recovery-codes`: new codes for a user who signed in fully (a
 /// vouching caller's user, or a sign-in proof with the password and the factor; see
-/// `gateway::proof`). The codes are in this answer and nowhere else.
+/// `flows::proof`). The codes are in this answer and nowhere else.
 pub(super) async fn issue_codes(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

@@ -1,6 +1,6 @@
 //! The support console's admin API. Each agent has a bearer token of their own
 //! (`[[support.agent]]`), so every action is the agent's, never a shared account's;
-//! the guardrails themselves live in `gateway::support`.
+//! the guardrails themselves live in `flows::support`.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{AppState, error, evaluate};
-use crate::gateway::support::{NewRequest, SupportError};
+use crate::flows::support::{NewRequest, SupportError};
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()

@@ -1,10 +1,10 @@
 //! Applying a finished pipeline's effects: one algorithm for every backend. A backend
 //! supplies the individual writes ([`EffectWriter`]) inside its own transaction.
 
+use crate::model::{ApplyReport, Effect};
 use serde_json::Value;
 
-use super::{ApplyReport, EffectBatch, StoreError};
-use crate::runtime::verdict::Effect;
+use super::{EffectBatch, StoreError};
 
 /// Which metadata document a patch applies to.
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +108,7 @@ pub(super) fn apply_effects(
                 let (id, created) = writer.create_user(&NewUser {
                     id: &batch.new_user_id,
                     email,
-                    email_norm: super::normalize_email(email),
+                    email_norm: crate::model::normalize_email(email),
                     email_verified: *email_verified,
                     app_metadata: app_metadata.to_string(),
                     user_metadata: user_metadata.to_string(),
@@ -261,7 +261,7 @@ pub(super) fn import_user(
     let (id, created) = writer.create_user(&NewUser {
         id: &record.id,
         email: &record.email,
-        email_norm: super::normalize_email(&record.email),
+        email_norm: crate::model::normalize_email(&record.email),
         email_verified: record.email_verified,
         app_metadata: record.app_metadata.to_string(),
         user_metadata: record.user_metadata.to_string(),

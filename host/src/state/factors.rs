@@ -3,42 +3,10 @@
 //! provider's (which needs the phone on every request; we hold it sealed, see
 //! `mfa::sealed`). Never a plaintext phone, never a code.
 
-use serde::{Deserialize, Serialize};
-
 use crate::mfa::sealed::Sealed;
+use crate::model::{FactorKind, FactorProvider, FactorStatus, FactorSummary};
 
 use super::StoreError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FactorKind {
-    Sms,
-}
-
-/// Who delivers the factor's codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FactorProvider {
-    /// The old SMS provider: it keeps the phone number.
-    LegacySms,
-    /// The new provider: the phone number goes with every request.
-    Verify,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FactorStatus {
-    Active,
-    Disabled,
-    /// Enrolment started: the code was sent, not yet confirmed. Never listed to rules
-    /// nor challenged.
-    Pending,
-    /// Its code confirmed under a recovery (a code's or a served wait's) whose login
-    /// has not finished it yet: it becomes active only together with that recovery's
-    /// completion, so a recovery that expires or is cancelled leaves no factor behind.
-    /// Never listed to rules nor challenged.
-    Confirmed,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Factor {
@@ -345,5 +313,21 @@ pub mod rows {
                 ],
             )
         })? == 1)
+    }
+}
+
+impl FactorSummary {
+    pub fn of(factor: &Factor) -> Self {
+        Self {
+            id: factor.id.clone(),
+            kind: factor.kind,
+            provider: factor.provider,
+            enrolled_at_ms: factor.enrolled_at_ms,
+            last_used_ms: factor.last_used_ms,
+            phone_on_file: factor.phone.is_some(),
+            legacy_id_on_file: factor.legacy_provider_user_id.is_some(),
+            cohort: factor.cohort.clone(),
+            reverted: factor.reverted,
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! server or each have their own). Pools connect lazily: a server that is down is a
 //! store that is `unavailable` to the rule, not a host that fails to start.
 
+use crate::model::{LegacyAccount, LegacyStores, ServiceError, normalize_email};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -14,8 +15,7 @@ use secrecy::SecretString;
 use serde_json::Value;
 
 use super::legacy_sqlite::{LegacyRow, SqliteLegacyStores};
-use super::{StoreError, check_stored_password, normalize_email, sqlite_path};
-use crate::services::{LegacyAccount, LegacyStores, ServiceError};
+use super::{StoreError, check_stored_password, sqlite_path};
 
 /// Where one product's accounts live.
 pub(super) enum ProductStore {

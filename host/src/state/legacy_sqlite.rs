@@ -2,6 +2,7 @@
 //! call and never created by a lookup: a missing or broken database is a store that
 //! is down, which the rule sees as `unavailable`.
 
+use crate::model::{LegacyAccount, LegacyStores, ServiceError, normalize_email};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -9,8 +10,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use secrecy::SecretString;
 use serde_json::Value;
 
-use super::{StoreError, check_stored_password, normalize_email};
-use crate::services::{LegacyAccount, LegacyStores, ServiceError};
+use super::{StoreError, check_stored_password};
 
 /// `unified_id`: the directory user's id, once `portcullis import backfill-ids` wrote
 /// it (a product that predates it gets it with `--add-column`).

@@ -27,6 +27,9 @@ mod sqlite;
 pub mod support;
 pub mod users;
 
+use crate::model::{
+    ApplyReport, Directory, DirectoryUser, Effect, FactorProvider, FactorStatus, LoginAttempt,
+};
 use serde::{Deserialize, Serialize};
 
 pub use legacy_sql::LegacyProducts;
@@ -34,9 +37,6 @@ pub use legacy_sqlite::SqliteLegacyStores;
 pub use postgres::PostgresState;
 pub use sqlite::SqliteState;
 
-use crate::gateway::login::{DirectoryUser, LoginAttempt};
-use crate::runtime::verdict::Effect;
-use crate::services::Directory;
 use secrecy::SecretString;
 
 #[derive(Debug, thiserror::Error)]
@@ -82,15 +82,6 @@ pub struct EffectBatch {
     pub password_hash: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ApplyReport {
-    /// False when this transaction id had been applied before (nothing changed).
-    pub applied: bool,
-    pub user_id: Option<String>,
-    pub created_user: bool,
-    pub outbox_messages: usize,
-}
-
 /// A redirected login waiting for its resume token. Never holds the password.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResumeRecord {
@@ -107,7 +98,7 @@ pub struct ResumeRecord {
     pub expires_at_ms: u64,
     /// What the host verified before the redirect (links are checked against it).
     #[serde(default)]
-    pub evidence: crate::runtime::invariants::AccountEvidence,
+    pub evidence: crate::model::AccountEvidence,
     /// A second-factor challenge the host performs: the code was sent, the token
     /// resumes once the code checks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,7 +126,7 @@ pub struct PendingEnrolment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingChallenge {
     pub factor_id: String,
-    pub via: factors::FactorProvider,
+    pub via: FactorProvider,
     /// Masked.
     pub destination: String,
     /// Wrong codes so far (the limit is `[mfa] max_attempts_per_challenge`).
@@ -150,7 +141,7 @@ pub struct StoredLogin {
     pub connection: String,
     pub client_id: String,
     pub email: String,
-    pub request: crate::gateway::login::RequestInfo,
+    pub request: crate::model::RequestInfo,
     pub user: Option<DirectoryUser>,
     /// Whether the login carried a password: what a replay sends again. (A sign-in
     /// proof records the password only from the host's own check of it, the
@@ -240,7 +231,7 @@ pub trait FactorStore: SqlBacked {
         &self,
         user_id: &str,
         id: &str,
-        status: factors::FactorStatus,
+        status: FactorStatus,
     ) -> Result<bool, StoreError> {
         factors::rows::delete(self.sql(), user_id, id, status)
     }
@@ -566,8 +557,8 @@ pub(crate) fn check_stored_password(
     stored: Option<Option<String>>,
     password: &secrecy::SecretString,
     account: &str,
-) -> Result<bool, crate::services::ServiceError> {
-    use crate::services::ServiceError;
+) -> Result<bool, crate::model::ServiceError> {
+    use crate::model::ServiceError;
     match stored {
         None => Err(ServiceError::not_found(format!("no {account}"))),
         Some(None) => Ok(false),
@@ -589,8 +580,8 @@ pub(crate) fn parse_json(text: String) -> serde_json::Value {
 }
 
 /// A store that failed, as the rule sees it: worth retrying.
-pub(crate) fn unavailable(e: StoreError) -> crate::services::ServiceError {
-    crate::services::ServiceError::unavailable(e.to_string())
+pub(crate) fn unavailable(e: StoreError) -> crate::model::ServiceError {
+    crate::model::ServiceError::unavailable(e.to_string())
 }
 
 /// Fields of an outbox payload that carry a secret link (a notice's cancel link, an
@@ -611,7 +602,7 @@ pub(crate) fn scrubbed_payload(payload: &str) -> Option<String> {
 
 /// A fresh lease token for one outbox claim: 128 random bits, as a token id.
 pub(crate) fn new_lease_token() -> String {
-    crate::gateway::resume::ResumeTokens::new_jti()
+    crate::model::random_id()
 }
 
 /// What the stores keep of a bearer token the host issued (proofs, devices): its
@@ -638,11 +629,6 @@ pub(crate) fn stored_time(ms: i64) -> u64 {
 /// A counter read back, clamped for the same reason.
 pub(crate) fn stored_count(n: i64) -> u32 {
     u32::try_from(n.max(0)).unwrap_or(u32::MAX)
-}
-
-/// Lower-cased, trimmed: how emails are compared everywhere.
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 /// The argon2id hash replacing `stored` for `password`, if `stored` is another format

@@ -8,13 +8,43 @@
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::Deserialize;
 use sha1::Digest as _;
 use subtle::ConstantTimeEq;
 
 use std::sync::{Condvar, Mutex, RwLock};
 use std::time::Instant;
 
-use crate::config::PasswordLimits;
+/// The most work the host spends checking one stored password hash. Legacy stores
+/// are data, not code we wrote: a hash with a bigger work factor than these is a
+/// capability fault, never seconds of CPU or a gigabyte of memory per login.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordLimits {
+    pub max_bcrypt_cost: u32,
+    pub max_pbkdf2_iterations: u32,
+    pub max_argon2_memory_kib: u32,
+    pub max_argon2_iterations: u32,
+    pub max_argon2_parallelism: u32,
+    /// Hashes checked at once across the process (default: one per core); a rule
+    /// whose deadline passes while it waits is a deadline fault.
+    pub max_concurrent: Option<usize>,
+}
+
+impl Default for PasswordLimits {
+    fn default() -> Self {
+        Self {
+            // bcrypt 12 is ~250 ms here; Django's 2025 default is 1,000,000
+            // iterations; argon2id at OWASP's strongest profile is 46 MiB, t=1.
+            max_bcrypt_cost: 12,
+            max_pbkdf2_iterations: 1_200_000,
+            max_argon2_memory_kib: 64 * 1024,
+            max_argon2_iterations: 10,
+            max_argon2_parallelism: 4,
+            max_concurrent: None,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {

@@ -2,6 +2,9 @@
 //! semantics as the SQLite store; concurrency is settled by the database: unique
 //! keys with `ON CONFLICT`, and `FOR UPDATE SKIP LOCKED` for outbox claims.
 
+use crate::model::{
+    ApplyReport, Directory, DirectoryUser, FactorSummary, Identity, ServiceError, normalize_email,
+};
 use std::collections::HashMap;
 
 use postgres::NoTls;
@@ -16,11 +19,9 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, StateStore, StoreError, check_stored_password, normalize_email,
-    parse_json, sql_time, stored_count, stored_time, unavailable,
+    EffectBatch, StateStore, StoreError, check_stored_password, parse_json, sql_time, stored_count,
+    stored_time, unavailable,
 };
-use crate::gateway::login::{DirectoryUser, Identity};
-use crate::services::{Directory, FactorSummary, ServiceError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -267,8 +268,8 @@ impl Directory for PostgresState {
     fn recovery_facts(
         &self,
         user_id: &str,
-        ask: &crate::services::RecoveryAsk,
-    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        ask: &crate::model::RecoveryAsk,
+    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
         super::recovery::facts(self, user_id, ask).map_err(unavailable)
     }
 }

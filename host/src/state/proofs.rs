@@ -1,5 +1,5 @@
 //! Proofs the host issued, kept server-side behind opaque tokens (the model is
-//! `gateway::proof`), and which proof started each enrolment.
+//! `flows::proof`), and which proof started each enrolment.
 //!
 //! A token is never stored: the key of its row is the token's SHA-256, so a copy of
 //! the database holds nothing that can be presented. A row says whose proof it is,

@@ -652,9 +652,9 @@ pub fn unseen(
 pub fn facts(
     store: &dyn SqlStore,
     user_id: &str,
-    ask: &crate::services::RecoveryAsk,
-) -> Result<crate::services::RecoveryFacts, StoreError> {
-    use crate::services::{RecoveryFacts, RecoveryStatus};
+    ask: &crate::model::RecoveryAsk,
+) -> Result<crate::model::RecoveryFacts, StoreError> {
+    use crate::model::{RecoveryFacts, RecoveryStatus};
     let has_factors = transact(store, |tx| {
         Ok(!tx
             .query(

@@ -1,5 +1,8 @@
 //! The embedded default: directory, outbox and resume tokens in one SQLite file.
 
+use crate::model::{
+    ApplyReport, Directory, DirectoryUser, FactorSummary, Identity, ServiceError, normalize_email,
+};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,11 +17,9 @@ use super::apply::{
 };
 use super::login_stats::LoginMark;
 use super::{
-    ApplyReport, EffectBatch, StateStore, StoreError, check_stored_password, normalize_email,
-    parse_json, sql_time, stored_count, stored_time, unavailable,
+    EffectBatch, StateStore, StoreError, check_stored_password, parse_json, sql_time, stored_count,
+    stored_time, unavailable,
 };
-use crate::gateway::login::{DirectoryUser, Identity};
-use crate::services::{Directory, FactorSummary, ServiceError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -270,8 +271,8 @@ impl Directory for SqliteState {
     fn recovery_facts(
         &self,
         user_id: &str,
-        ask: &crate::services::RecoveryAsk,
-    ) -> Result<crate::services::RecoveryFacts, ServiceError> {
+        ask: &crate::model::RecoveryAsk,
+    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
         super::recovery::facts(self, user_id, ask).map_err(unavailable)
     }
 }

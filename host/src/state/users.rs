@@ -2,8 +2,8 @@
 //! clears the directory. Once for both backends, over portable SQL.
 
 use super::portable::{SqlStore, Val, transact};
-use super::{StoreError, normalize_email, sql_time};
-use crate::gateway::login::DirectoryUser;
+use super::{StoreError, sql_time};
+use crate::model::{DirectoryUser, normalize_email};
 
 /// Inserts or replaces a user and their identities (seeding, tests).
 pub fn put(

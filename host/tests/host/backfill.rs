@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use portcullis::model::FactorProvider;
 use portcullis::state::StateStore;
-use portcullis::state::factors::FactorProvider;
 use portcullis::{Decision, Gateway, PipelineConfig};
 
 use crate::common::{Exposure, Result, Simulator, mfa_config, runtime};
@@ -148,13 +148,13 @@ fn the_pilot_then_everyone_moves_and_the_next_login_uses_the_new_provider() -> R
     let mut login = crate::common::login("tx-after-backfill");
     login.email = "sms0@example.com".into();
     login.password = None;
-    login.time_ms = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+    login.time_ms = portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
     let verdict = gateway.login(&login)?;
     match &verdict.decision {
         Decision::Challenge { via, .. } => assert_eq!(*via, Some(FactorProvider::Verify)),
         other => panic!("{other:?}"),
     }
-    let phone = portcullis::seed::legacy_sms_phone(
+    let phone = portcullis::jobs::seed::legacy_sms_phone(
         env.state().factors_of("usr_sms000000")?[0]
             .legacy_provider_user_id
             .as_deref()
@@ -184,7 +184,7 @@ fn the_pilot_then_everyone_moves_and_the_next_login_uses_the_new_provider() -> R
     assert!(legacy_ids.len() >= 120);
     for id in legacy_ids {
         let n = id.trim_start_matches("authy-").parse()?;
-        exposure.assert_no_phone(&portcullis::seed::legacy_sms_phone(n));
+        exposure.assert_no_phone(&portcullis::jobs::seed::legacy_sms_phone(n));
     }
     Ok(())
 }
@@ -341,7 +341,7 @@ fn revert_status_and_retiring_the_old_provider() -> Result {
     let mut login = crate::common::login("tx-reverted");
     login.email = "sms4@example.com".into();
     login.password = None;
-    login.time_ms = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+    login.time_ms = portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
     match gateway.login(&login)?.decision {
         Decision::Challenge { via, .. } => assert_eq!(via, Some(FactorProvider::LegacySms)),
         other => panic!("{other:?}"),
@@ -371,10 +371,10 @@ fn revert_status_and_retiring_the_old_provider() -> Result {
 /// (a newcomer's Ctrl-C then rerun found nothing done and no word why).
 #[test]
 fn a_rerun_says_which_users_a_stopped_run_still_holds() -> Result {
-    use portcullis::clock::Clock as _;
+    use portcullis::flows::clock::Clock as _;
     let env = Env::new(20, 0, &[]);
     let state = env.state();
-    let now_ms = portcullis::clock::SystemClock.now_ms();
+    let now_ms = portcullis::flows::clock::SystemClock.now_ms();
     let ids = state.backfill_candidates(None, now_ms, false, 5, "stopped-run")?;
     assert_eq!(ids.len(), 5);
     let lease = portcullis::state::backfill::Lease {

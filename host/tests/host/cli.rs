@@ -283,7 +283,8 @@ fn bench_counts_instructions_per_evaluation() {
 #[test]
 fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
     use portcullis::mfa::sealed::KeyRing;
-    use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+    use portcullis::model::{FactorKind, FactorProvider, FactorStatus};
+    use portcullis::state::factors::Factor;
     use portcullis::state::{FactorStore, SqliteState};
     const OLD: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const NEW: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";

@@ -111,7 +111,8 @@ pub fn login_json(transaction_id: &str) -> String {
 pub fn login_json_now(transaction_id: &str) -> String {
     login_json(transaction_id).replace(
         &LOGIN_TIME_MS.to_string(),
-        &portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock).to_string(),
+        &portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock)
+            .to_string(),
     )
 }
 
@@ -119,7 +120,7 @@ pub fn login_json_now(transaction_id: &str) -> String {
 /// evaluated directly.
 pub fn login(transaction_id: &str) -> LoginAttempt {
     let mut login = LoginAttempt::from_json(&login_json(transaction_id)).unwrap();
-    login.user = Some(portcullis::login::DirectoryUser {
+    login.user = Some(portcullis::model::DirectoryUser {
         id: "usr_1".into(),
         email: Some("carol@example.com".into()),
         email_verified: true,
@@ -152,7 +153,7 @@ pub struct Demo {
     pub config: PathBuf,
     pub gateway: portcullis::Gateway,
     /// The gateway's clock: it starts at the time the logins were seeded.
-    pub clock: std::sync::Arc<portcullis::clock::ManualClock>,
+    pub clock: std::sync::Arc<portcullis::flows::clock::ManualClock>,
 }
 
 /// Seeds demo stores (seed 42) in a new temporary directory; returns it with the
@@ -177,16 +178,16 @@ pub fn seed_stores(
     users: usize,
     logins: usize,
 ) -> std::result::Result<(), portcullis::state::StoreError> {
-    let (state, legacy) = portcullis::seed::open_for_seed(config, false)?;
+    let (state, legacy) = portcullis::jobs::seed::open_for_seed(config, false)?;
     let mfa_keys = (config.mfa.legacy_sms.is_some() || config.mfa.verify.is_some())
         .then(|| std::sync::Arc::new(config.mfa.key_ring().unwrap()));
-    let options = portcullis::seed::SeedOptions {
+    let options = portcullis::jobs::seed::SeedOptions {
         users,
         logins,
         seed: 42,
         mfa_keys,
     };
-    portcullis::seed::seed(
+    portcullis::jobs::seed::seed(
         state.as_ref(),
         &legacy,
         &dir.join("logins"),
@@ -233,9 +234,9 @@ impl Demo {
     pub fn new(users: usize, logins: usize) -> Demo {
         let (dir, config_path) = seeded_dir(users, logins);
         let config = PipelineConfig::load(&config_path).unwrap();
-        let clock = portcullis::clock::ManualClock::at(portcullis::clock::Clock::now_ms(
-            &portcullis::clock::SystemClock,
-        ));
+        let clock = portcullis::flows::clock::ManualClock::at(
+            portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock),
+        );
         let gateway = portcullis::Gateway::open(&config, runtime())
             .unwrap()
             .with_clock(clock.clone());
@@ -248,7 +249,7 @@ impl Demo {
     }
 
     pub fn clock_now(&self) -> u64 {
-        portcullis::clock::Clock::now_ms(self.clock.as_ref())
+        portcullis::flows::clock::Clock::now_ms(self.clock.as_ref())
     }
 
     /// The seeded login attempts, with their files' JSON.

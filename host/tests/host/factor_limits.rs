@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use portcullis::clock::{Clock, ManualClock};
+use portcullis::flows::clock::{Clock, ManualClock};
 use portcullis::mfa::sealed::KeyRing;
 use portcullis::state::factors::Factor;
 use portcullis::state::portable::Val;
@@ -75,7 +75,7 @@ impl Env {
         let loaded = portcullis::PipelineConfig::load(&config).unwrap();
         crate::common::seed_stores(&loaded, &dir.path().join("recovery"), 300, 400).unwrap();
         // The start of an hour of the host's clock, so the hourly windows are whole.
-        let now = portcullis::clock::SystemClock.now_ms();
+        let now = portcullis::flows::clock::SystemClock.now_ms();
         let clock = ManualClock::at(now - now % HOUR_MS + HOUR_MS + 1000);
         let app = Arc::new(
             portcullis::server::AppState::load_with_clock(&config, Some(clock.clone())).unwrap(),
@@ -113,7 +113,7 @@ impl Env {
             let text = std::fs::read_to_string(&file).unwrap();
             let login = portcullis::LoginAttempt::from_json(&text).unwrap();
             let Ok(users) =
-                portcullis::services::Directory::find_by_email(state.as_ref(), &login.email)
+                portcullis::model::Directory::find_by_email(state.as_ref(), &login.email)
             else {
                 continue;
             };
@@ -125,7 +125,7 @@ impl Env {
             if factor.phone.is_none() || factor.legacy_provider_user_id.is_some() {
                 continue;
             }
-            let right = portcullis::services::Directory::verify_password(
+            let right = portcullis::model::Directory::verify_password(
                 state.as_ref(),
                 &user.id,
                 login.password.as_ref().unwrap(),
@@ -149,7 +149,7 @@ impl Env {
     }
 
     fn user_id(&self, party: &Party) -> String {
-        portcullis::services::Directory::find_by_email(
+        portcullis::model::Directory::find_by_email(
             self.state().as_ref(),
             party.login["email"].as_str().unwrap(),
         )
@@ -417,7 +417,7 @@ fn guessing_codes(env: &Env) -> Result {
     // The owner changes the password (the reset flow writes the directory): the
     // old one stops working, and the owner signs in with the new one and the code.
     let new_password = "a-new-password-after-the-attack";
-    let hash = portcullis::passwords::hash_argon2id(new_password);
+    let hash = portcullis::state::passwords::hash_argon2id(new_password);
     let mut metadata = env.state().get_user(&user)?.unwrap().app_metadata;
     metadata
         .as_object_mut()

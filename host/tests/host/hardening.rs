@@ -70,7 +70,7 @@ fn rows_an_older_version_wrote_do_not_lock_the_user_out() -> Result {
     // What an older version wrote for `time_ms: 18446744073709551615`: a negative
     // integer. Every read of that user failed, so every later login was denied.
     let db = rusqlite::Connection::open(demo.dir.path().join("directory.db"))?;
-    let email = portcullis::state::normalize_email(&attempt.email);
+    let email = portcullis::model::normalize_email(&attempt.email);
     db.execute(
         "UPDATE users SET created_at_ms = -1, last_login_ms = -1, logins_count = -1 WHERE email_norm = ?1",
         [&email],
@@ -267,7 +267,7 @@ fn a_legacy_hash_over_the_work_limits_is_a_capability_fault() -> Result {
         let db = rusqlite::Connection::open(demo.dir.path().join(format!("legacy-{product}.db")))?;
         db.execute(
             "UPDATE accounts SET password_hash = ?1 WHERE email_norm = ?2",
-            [costly, &portcullis::state::normalize_email(&attempt.email)],
+            [costly, &portcullis::model::normalize_email(&attempt.email)],
         )?;
     }
     let verdict = demo.gateway.login(&attempt)?;
@@ -395,7 +395,7 @@ fn after_an_inbox_proof_a_rule_cannot_link_an_account_found_under_another_email(
     let demo = Demo::new(300, 150);
     let several = |v: &portcullis::Verdict, _: &serde_json::Value| matches!(&v.decision, Decision::Redirect { reason, .. } if reason == "several_products");
     let login = find_login(&demo, several);
-    let email = portcullis::state::normalize_email(&login.email);
+    let email = portcullis::model::normalize_email(&login.email);
     // Someone else's legacy account: another email, in the paste store.
     let paste = rusqlite::Connection::open(demo.dir.path().join("legacy-paste.db"))?;
     let (other_email, other_id): (String, String) = paste.query_row(

@@ -265,7 +265,7 @@ fn a_malformed_legacy_row_is_reported_and_the_rest_goes_on() -> Result {
     let config = migration_config(dir.path(), "pipeline.toml");
     seed_stores(&PipelineConfig::load(&config)?, dir.path(), 50, 0)?;
     let profile = serde_json::json!({"plan": "free"});
-    let hash = portcullis::passwords::legacy_formats::salted_sha1("pw-one", "s1");
+    let hash = portcullis::state::passwords::legacy_formats::salted_sha1("pw-one", "s1");
     let rows = [
         LegacyRow {
             legacy_id: "good-1",
@@ -620,7 +620,7 @@ fn imported_users_sign_in_with_their_legacy_password_which_then_becomes_argon2id
 }
 
 fn user(email: &str) -> Value {
-    let hash = portcullis::passwords::legacy_formats::salted_sha1("pw", "salt");
+    let hash = portcullis::state::passwords::legacy_formats::salted_sha1("pw", "salt");
     serde_json::json!({
         "email": email,
         "email_verified": true,
@@ -1211,7 +1211,7 @@ fn attack_setup(directory_url: Option<&str>) -> Result<(tempfile::TempDir, std::
         )?;
     }
     seed_stores(&PipelineConfig::load(&config)?, dir.path(), 20, 0)?;
-    let hash = portcullis::passwords::legacy_formats::salted_sha1;
+    let hash = portcullis::state::passwords::legacy_formats::salted_sha1;
     for (product, legacy_id, email, password_hash) in [
         ("paste", "P-victim-1", VICTIM, hash(VICTIM_PASSWORD, "s1")),
         ("collect", "C-victim-2", SECOND, hash(SECOND_PASSWORD, "s2")),
@@ -1231,10 +1231,7 @@ fn attack_setup(directory_url: Option<&str>) -> Result<(tempfile::TempDir, std::
     Ok((dir, config))
 }
 
-fn directory_user(
-    config: &Path,
-    email: &str,
-) -> Result<Option<portcullis::gateway::login::DirectoryUser>> {
+fn directory_user(config: &Path, email: &str) -> Result<Option<portcullis::model::DirectoryUser>> {
     let config = PipelineConfig::load(config)?;
     let state =
         portcullis::state::open_state(&config.state.as_ref().unwrap().directory, &config.base_dir)?;

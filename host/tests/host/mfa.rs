@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
+use portcullis::flows::resume::ResumeRefusal;
 use portcullis::mfa::sealed::KeyRing;
-use portcullis::resume::ResumeRefusal;
-use portcullis::state::factors::{Factor, FactorProvider};
+use portcullis::model::FactorProvider;
+use portcullis::state::factors::Factor;
 use portcullis::{Decision, Gateway, GatewayError, LoadError, LoginAttempt, PipelineConfig};
 use secrecy::ExposeSecret;
 
@@ -75,7 +76,7 @@ fn rules_built_against_0_1_replay_every_recording_beside_a_0_2_rule() -> Result 
     let mut replayed = 0;
     for file in &files {
         let text = std::fs::read_to_string(file)?;
-        let recording: portcullis::record::Recording = serde_json::from_str(&text)?;
+        let recording: portcullis::replay::record::Recording = serde_json::from_str(&text)?;
         let result = replay.run_text(file, &text);
         assert!(result.passed(), "{}: {:?}", file.display(), result.error);
         // Recordings with a pipeline of their own ran that one; the rest ran beside
@@ -152,7 +153,7 @@ impl Env {
         let logins = crate::common::login_files(&self.dir.path().join("mfa"));
         for file in logins {
             let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Ok(users) = portcullis::services::Directory::find_by_email(
+            let Ok(users) = portcullis::model::Directory::find_by_email(
                 self.gateway.state().as_ref(),
                 &login.email,
             ) else {
@@ -164,7 +165,7 @@ impl Env {
                 continue;
             }
             let password = login.password.as_ref().unwrap();
-            if portcullis::services::Directory::verify_password(
+            if portcullis::model::Directory::verify_password(
                 self.gateway.state().as_ref(),
                 &user.id,
                 password,
@@ -190,7 +191,7 @@ impl Env {
             FactorProvider::LegacySms => {
                 let id = factor.legacy_provider_user_id.as_deref().unwrap();
                 let n: usize = id.trim_start_matches("authy-").parse().unwrap();
-                portcullis::seed::legacy_sms_phone(n)
+                portcullis::jobs::seed::legacy_sms_phone(n)
             }
         }
     }
@@ -586,7 +587,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     let (login, none) = env.login_where(|f| f.is_none());
     assert!(none.is_none());
     let user =
-        portcullis::services::Directory::find_by_email(env.gateway.state().as_ref(), &login.email)?
+        portcullis::model::Directory::find_by_email(env.gateway.state().as_ref(), &login.email)?
             .remove(0);
     let factors = || env.gateway.state().factors_of(&user.id).unwrap();
     // A user id is not proof: the gateway enrols with what the host issued to the
@@ -638,12 +639,9 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     // Pending: stored sealed, never listed to rules.
     let pending = factors();
     assert_eq!(pending.len(), 1);
-    assert_eq!(
-        pending[0].status,
-        portcullis::state::factors::FactorStatus::Pending
-    );
+    assert_eq!(pending[0].status, portcullis::model::FactorStatus::Pending);
     assert!(
-        portcullis::services::Directory::list_factors(env.gateway.state().as_ref(), &user.id)?
+        portcullis::model::Directory::list_factors(env.gateway.state().as_ref(), &user.id)?
             .is_empty()
     );
 
@@ -660,10 +658,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     assert_eq!(body["provider"], "verify");
     let active = factors();
     assert_eq!(active.len(), 1);
-    assert_eq!(
-        active[0].status,
-        portcullis::state::factors::FactorStatus::Active
-    );
+    assert_eq!(active[0].status, portcullis::model::FactorStatus::Active);
     assert_eq!(active[0].provider, FactorProvider::Verify);
     let sealed = active[0].phone.as_ref().unwrap();
     assert_eq!(
@@ -696,7 +691,7 @@ fn enrolment_goes_to_the_new_provider_and_stores_only_a_sealed_confirmed_phone()
     // An enrolment whose code expired leaves nothing behind.
     let (other, _) = env.login_where(|f| f.is_none());
     let other =
-        portcullis::services::Directory::find_by_email(env.gateway.state().as_ref(), &other.email)?
+        portcullis::model::Directory::find_by_email(env.gateway.state().as_ref(), &other.email)?
             .remove(0);
     assert_ne!(other.id, user.id, "the first user has a factor now");
     let other_id = other.id;

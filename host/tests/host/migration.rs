@@ -1,7 +1,7 @@
 //! End to end against the SQLite stores: seed, run logins through the migration
 //! pipeline, then look at the directory and the outbox.
 
-use portcullis::resume::ResumeRefusal;
+use portcullis::flows::resume::ResumeRefusal;
 use portcullis::state::EffectBatch;
 use portcullis::{Decision, Effect, GatewayError};
 
@@ -34,7 +34,7 @@ fn a_first_login_migrates_the_user_and_fills_the_outbox() -> Result {
         "re-hashed into the directory: {hash}"
     );
     let password = login.password.as_ref().unwrap();
-    assert!(portcullis::passwords::verify(
+    assert!(portcullis::state::passwords::verify(
         &hash,
         secrecy::ExposeSecret::expose_secret(password)
     )?);
@@ -202,7 +202,7 @@ fn several_products_wait_for_inbox_proof_then_merge() -> Result {
     };
     assert_eq!(
         refused(demo.gateway.resume(
-            &portcullis::resume::forge(&token),
+            &portcullis::flows::resume::forge(&token),
             tx,
             "{\"verified\":true}",
         )),
@@ -263,7 +263,7 @@ fn several_products_wait_for_inbox_proof_then_merge() -> Result {
 
 #[test]
 fn a_corrupt_legacy_hash_is_that_accounts_problem() -> Result {
-    use portcullis::services::LegacyStores;
+    use portcullis::model::LegacyStores;
     let demo = Demo::new(300, 0);
     // Seeding leaves a few unreadable hashes, as real legacy tables have.
     let legacy = portcullis::state::SqliteLegacyStores::new(
@@ -283,10 +283,10 @@ fn a_corrupt_legacy_hash_is_that_accounts_problem() -> Result {
         let mut rows = db.prepare("SELECT legacy_id, password_hash FROM accounts")?;
         for row in rows.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
             let (id, hash) = row?;
-            if portcullis::passwords::verify(&hash, "x").is_err() {
+            if portcullis::state::passwords::verify(&hash, "x").is_err() {
                 let answer = legacy.verify_password(product, &id, &"anything".into());
                 assert!(
-                    matches!(answer, Err(ref e) if e.kind == portcullis::services::ServiceErrorKind::InvalidArgument),
+                    matches!(answer, Err(ref e) if e.kind == portcullis::model::ServiceErrorKind::InvalidArgument),
                     "{answer:?}"
                 );
                 corrupt += 1;

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use portcullis::Effect;
 use portcullis::config::OutboxSettings;
-use portcullis::outbox::Dispatcher;
+use portcullis::jobs::outbox::Dispatcher;
 use portcullis::state::{EffectBatch, SqliteState, StateStore};
 
 use crate::common::Result;

@@ -83,7 +83,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
     let second = state.apply(&batch)?;
     assert!(first.applied && first.created_user && first.outbox_messages == 1);
     assert!(!second.applied && second.user_id.as_deref() == Some("usr_pg_1"));
-    use portcullis::services::Directory;
+    use portcullis::model::Directory;
     let users = state.find_by_email("pg@example.com")?;
     assert_eq!(users.len(), 1);
     assert_eq!(
@@ -91,7 +91,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         serde_json::json!({"migrated": true, "tier": "gold"})
     );
     // The identities come with the user, in one statement, ordered.
-    let identity = |provider: &str, user_id: &str| portcullis::gateway::login::Identity {
+    let identity = |provider: &str, user_id: &str| portcullis::model::Identity {
         provider: provider.into(),
         user_id: user_id.into(),
         connection: provider.into(),
@@ -334,7 +334,8 @@ fn login_statistics_are_counted_once_in_postgres() -> Result {
 /// by id, and never moved to another user by a replace.
 fn keeps_factors(state: &dyn StateStore) -> Result {
     use portcullis::mfa::sealed::KeyRing;
-    use portcullis::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+    use portcullis::model::{FactorKind, FactorProvider, FactorStatus};
+    use portcullis::state::factors::Factor;
     for (id, email) in [("usr_f1", "f1@example.com"), ("usr_f2", "f2@example.com")] {
         crate::common::create_user(state, id, email)?;
     }
@@ -425,7 +426,7 @@ fn an_older_directory_is_upgraded_in_place() -> Result {
         )?;
     }
     let state = portcullis::state::SqliteState::open(&path)?;
-    use portcullis::services::Directory;
+    use portcullis::model::Directory;
     let users = state.find_by_email("old@example.com")?;
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].logins_count, 3);
@@ -482,7 +483,7 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     use portcullis::mfa::sealed::KeyRing;
     use portcullis::state::backfill::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
     let keys = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
-    portcullis::seed::seed_sms_users(state, 100, 4, 2, |_| {})?;
+    portcullis::jobs::seed::seed_sms_users(state, 100, 4, 2, |_| {})?;
     let lease = |token: &str, now_ms: u64, until_ms: u64| Lease {
         token: token.into(),
         until_ms,

@@ -1,10 +1,10 @@
-//! The one model of proof (`gateway::proof`): every endpoint walked with every lesser
+//! The one model of proof (`flows::proof`): every endpoint walked with every lesser
 //! proof, and the takeovers it closes played by two parties over HTTP: the owner, and
 //! an attacker holding the owner's password and a caller token that does not vouch.
 
 use portcullis::LoginAttempt;
-use portcullis::proof::{Need, Presented, ProofError};
-use portcullis::state::factors::FactorStatus;
+use portcullis::flows::proof::{Need, Presented, ProofError};
+use portcullis::model::FactorStatus;
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
@@ -40,8 +40,8 @@ fn login_body(login: &LoginAttempt) -> Value {
         "request": {"ip": login.request.ip, "user_agent": login.request.user_agent},
     });
     match &login.recovery {
-        Some(portcullis::login::RecoveryRequest::Flag(flag)) => body["recovery"] = json!(flag),
-        Some(portcullis::login::RecoveryRequest::Code { code }) => {
+        Some(portcullis::model::RecoveryRequest::Flag(flag)) => body["recovery"] = json!(flag),
+        Some(portcullis::model::RecoveryRequest::Code { code }) => {
             body["recovery"] = json!({"code": code.expose_secret()})
         }
         None => {}
@@ -78,17 +78,16 @@ pub(crate) fn factorless(env: &Env, skip: usize) -> LoginAttempt {
     let mut found = 0;
     for file in crate::common::login_files(&env.dir.path().join("recovery")) {
         let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let Ok(users) = portcullis::services::Directory::find_by_email(
-            env.gateway.state().as_ref(),
-            &login.email,
-        ) else {
+        let Ok(users) =
+            portcullis::model::Directory::find_by_email(env.gateway.state().as_ref(), &login.email)
+        else {
             continue;
         };
         let Some(user) = users.first() else { continue };
         if !env.gateway.state().factors_of(&user.id).unwrap().is_empty() {
             continue;
         }
-        let right = portcullis::services::Directory::verify_password(
+        let right = portcullis::model::Directory::verify_password(
             env.gateway.state().as_ref(),
             &user.id,
             login.password.as_ref().unwrap(),
@@ -798,7 +797,7 @@ fn a_sign_in_proof_records_only_a_password_the_host_checked() -> Result {
         ),
         Need::Enrol,
     )?;
-    assert!(grant.has(portcullis::proof::Shown::Password));
+    assert!(grant.has(portcullis::flows::proof::Shown::Password));
     Ok(())
 }
 

@@ -6,12 +6,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use portcullis::clock::{Clock, ManualClock};
-use portcullis::login::RecoveryRequest;
+use portcullis::flows::clock::{Clock, ManualClock};
+use portcullis::flows::proof::{Need, Presented};
 use portcullis::mfa::sealed::KeyRing;
-use portcullis::proof::{Need, Presented};
-use portcullis::state::factors::{Factor, FactorStatus};
-use portcullis::verdict::ChallengeKind;
+use portcullis::model::FactorStatus;
+use portcullis::model::RecoveryRequest;
+use portcullis::runtime::verdict::ChallengeKind;
+use portcullis::state::factors::Factor;
 use portcullis::{Decision, Gateway, LoginAttempt, PipelineConfig, Verdict};
 use secrecy::ExposeSecret;
 
@@ -60,7 +61,7 @@ impl Env {
         std::fs::write(&config, text).unwrap();
         let loaded = PipelineConfig::load(&config).unwrap();
         crate::common::seed_stores(&loaded, &dir.path().join("recovery"), 300, 400).unwrap();
-        let clock = ManualClock::at(portcullis::clock::SystemClock.now_ms());
+        let clock = ManualClock::at(portcullis::flows::clock::SystemClock.now_ms());
         let gateway = Gateway::open(&loaded, runtime())
             .unwrap()
             .with_clock(clock.clone());
@@ -80,7 +81,7 @@ impl Env {
         let mut found = 0;
         for file in crate::common::login_files(&self.dir.path().join("recovery")) {
             let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Ok(users) = portcullis::services::Directory::find_by_email(
+            let Ok(users) = portcullis::model::Directory::find_by_email(
                 self.gateway.state().as_ref(),
                 &login.email,
             ) else {
@@ -94,7 +95,7 @@ impl Env {
             if factor.phone.is_none() || factor.legacy_provider_user_id.is_some() {
                 continue;
             }
-            let right = portcullis::services::Directory::verify_password(
+            let right = portcullis::model::Directory::verify_password(
                 self.gateway.state().as_ref(),
                 &user.id,
                 login.password.as_ref().unwrap(),
@@ -212,7 +213,7 @@ impl Env {
     }
 
     pub(crate) fn user_id(&self, login: &LoginAttempt) -> String {
-        portcullis::services::Directory::find_by_email(self.gateway.state().as_ref(), &login.email)
+        portcullis::model::Directory::find_by_email(self.gateway.state().as_ref(), &login.email)
             .unwrap()[0]
             .id
             .clone()
@@ -770,7 +771,7 @@ fn recordings_of_each_recovery_path_replay() -> Result {
         let file = env.dir.path().join(format!("{name}.json"));
         let mut json = serde_json::json!({
             "transaction_id": format!("tx-rec-{name}"),
-            "time_ms": portcullis::clock::SystemClock.now_ms(),
+            "time_ms": portcullis::flows::clock::SystemClock.now_ms(),
             "connection": login.connection, "client_id": login.client_id, "email": login.email,
             "password": login.password.as_ref().unwrap().expose_secret(),
             "request": {"ip": "203.0.113.99", "user_agent": "attacker-laptop"},
@@ -959,7 +960,7 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
     let mut spare = factor.clone();
     spare.id = format!("{}_spare", factor.id);
     spare.phone = None;
-    spare.provider = portcullis::state::factors::FactorProvider::LegacySms;
+    spare.provider = portcullis::model::FactorProvider::LegacySms;
     spare.legacy_provider_user_id = Some("spare-legacy-id".into());
     env.gateway.state().put_factor(&spare)?;
 
@@ -989,7 +990,7 @@ fn one_agent_alone_cannot_remove_a_factor_nor_approve_their_own_request() -> Res
     assert_eq!(code, 0, "{approved}");
     assert!(
         approved["ready_at_ms"].as_u64().unwrap()
-            > portcullis::clock::SystemClock.now_ms() + 71 * HOUR_MS
+            > portcullis::flows::clock::SystemClock.now_ms() + 71 * HOUR_MS
     );
     let (code, refused) = console.support(BOB, &["execute", &id]);
     assert_eq!(code, 1, "{refused}");
@@ -1206,7 +1207,7 @@ fn a_rule_asking_to_enrol_before_the_wait_is_over_is_refused_by_the_host() -> Re
         let early = hostile.login(&env.again(&login, "attacker-laptop", asked()))?;
         assert_eq!(
             early.recovery,
-            Some(portcullis::verdict::RecoveryStep::Enrol),
+            Some(portcullis::runtime::verdict::RecoveryStep::Enrol),
             "the rule asked to enrol"
         );
         assert!(

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use portcullis::services::Services;
+use portcullis::model::Services;
 use portcullis::{EngineSettings, PipelineConfig, RuleResult, Runtime};
 use serde_json::Value;
 

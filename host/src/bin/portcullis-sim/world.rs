@@ -133,7 +133,7 @@ impl Sim {
                 id.clone(),
                 LegacyUser {
                     id,
-                    phone: portcullis::seed::legacy_sms_phone(n as usize),
+                    phone: portcullis::jobs::seed::legacy_sms_phone(n as usize),
                     cohort: (n < internal).then(|| "internal".to_owned()),
                 },
             );

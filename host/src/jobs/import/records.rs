@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::services::{LegacyStores, ServiceError};
+use crate::model::{LegacyStores, ServiceError};
 use crate::state::ImportRecord;
 
 /// One reason a record was refused, as Auth0 reports it.
@@ -54,7 +54,7 @@ const RESERVED_APP_METADATA: &[&str] = &[
 /// name them, `migrated`) and every key `[effects] protected_app_metadata` protects.
 /// Without this an import token could force anyone into a reset, or make a migrated
 /// user look bulk-imported.
-pub fn protected_keys(config: &crate::PipelineConfig) -> Vec<String> {
+pub fn protected_keys(config: &crate::config::PipelineConfig) -> Vec<String> {
     let mut keys: Vec<String> = ["bulkImported", "forcePasswordReset", "migrated"]
         .map(String::from)
         .into();
@@ -83,7 +83,7 @@ pub fn unproven_links(
         return Ok(Vec::new());
     }
     let held = legacy.find_accounts(&record.email)?;
-    let email = crate::state::normalize_email(&record.email);
+    let email = crate::model::normalize_email(&record.email);
     Ok(record
         .legacy_accounts
         .iter()
@@ -91,7 +91,7 @@ pub fn unproven_links(
             !held.iter().any(|a| {
                 &a.product == product
                     && &a.legacy_id == legacy_id
-                    && crate::state::normalize_email(&a.email) == email
+                    && crate::model::normalize_email(&a.email) == email
             })
         })
         .map(|(product, legacy_id)| {
@@ -373,7 +373,7 @@ pub fn check(
         return Err(errors);
     }
     Ok(ImportRecord {
-        id: user_id_for(&crate::state::normalize_email(&email)),
+        id: user_id_for(&crate::model::normalize_email(&email)),
         email,
         email_verified,
         legacy_accounts: legacy_accounts(&app_metadata),
@@ -410,7 +410,7 @@ mod tests {
 
     #[test]
     fn the_protected_keys_follow_the_flags_the_rules_name() {
-        let config = crate::PipelineConfig::parse(
+        let config = crate::config::PipelineConfig::parse(
             "[effects]\nprotected_app_metadata = [\"tier\"]\n\
              [[rule]]\nname = \"skip\"\ncomponent = \"skip.wasm\"\ngrants = [\"config\"]\n\
              [rule.config]\nbulk_flag = \"importedInBulk\"\nreset_flag = \"mustReset\"\n",

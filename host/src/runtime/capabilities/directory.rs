@@ -1,7 +1,7 @@
+use crate::model::call;
 use crate::runtime::bindings::v0_2::portcullis::rule::directory::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::sandbox::RuleState;
-use crate::services::call;
 
 impl Host for RuleState {
     fn find_by_email(

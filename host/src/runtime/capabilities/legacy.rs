@@ -1,8 +1,8 @@
+use crate::model::call;
 use crate::runtime::bindings::v0_2::portcullis::rule::legacy::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::bindings::wit::LegacyAccount;
 use crate::runtime::sandbox::RuleState;
-use crate::services::call;
 
 impl Host for RuleState {
     fn find_accounts(
@@ -17,7 +17,7 @@ impl Host for RuleState {
                 self.evidence.found.extend(accounts.iter().map(|a| {
                     (
                         (a.product.clone(), a.legacy_id.clone()),
-                        crate::state::normalize_email(&a.email),
+                        crate::model::normalize_email(&a.email),
                     )
                 }));
                 Ok(accounts

@@ -1,8 +1,7 @@
+use crate::model::{FactorKind, FactorProvider, FactorSummary, ServiceError, call};
 use crate::runtime::bindings::v0_2::portcullis::rule::mfa::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::sandbox::RuleState;
-use crate::services::{FactorSummary, ServiceError, call};
-use crate::state::factors::{FactorKind, FactorProvider};
 
 impl Host for RuleState {
     fn list_factors(

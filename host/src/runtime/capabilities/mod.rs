@@ -12,10 +12,10 @@ mod since_v0_1;
 
 use secrecy::SecretString;
 
+use crate::model::{ServiceError, ServiceErrorKind};
 use crate::runtime::bindings::wit;
 use crate::runtime::sandbox::RuleState;
 use crate::runtime::verdict::FaultKind;
-use crate::services::{ServiceError, ServiceErrorKind};
 
 impl wit::Host for RuleState {}
 

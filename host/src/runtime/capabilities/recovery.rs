@@ -1,7 +1,7 @@
+use crate::model::{RecoveryStatus, ServiceError, call};
 use crate::runtime::bindings::v0_2::portcullis::rule::recovery::Host;
 use crate::runtime::bindings::wit;
 use crate::runtime::sandbox::RuleState;
-use crate::services::{RecoveryStatus, ServiceError, call};
 
 impl Host for RuleState {
     fn facts(

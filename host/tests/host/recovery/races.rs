@@ -7,9 +7,9 @@
 
 use std::sync::Barrier;
 
-use portcullis::gateway::support::NewRequest;
-use portcullis::proof::{Need, Presented};
-use portcullis::state::factors::{FactorProvider, FactorStatus};
+use portcullis::flows::proof::{Need, Presented};
+use portcullis::flows::support::NewRequest;
+use portcullis::model::{FactorProvider, FactorStatus};
 use serde_json::json;
 
 use super::Env;

@@ -9,6 +9,9 @@
 //! recovery. Sends are limited per user, per number and overall in the shared state,
 //! and only numbers that can be a person's phone are texted.
 
+use crate::model::{
+    CodeCheck, FactorKind, FactorProvider, FactorStatus, ServiceError, ServiceErrorKind,
+};
 use std::sync::Arc;
 
 use secrecy::SecretString;
@@ -19,10 +22,8 @@ use super::Gateway;
 use super::proof::Grant;
 use crate::mfa::phone::{PhoneError, PhonePolicy};
 use crate::mfa::sealed::KeyRing;
-use crate::providers::CodeCheck;
-use crate::services::{ServiceError, ServiceErrorKind};
 use crate::state::StoreError;
-use crate::state::factors::{Factor, FactorKind, FactorProvider, FactorStatus};
+use crate::state::factors::Factor;
 
 /// What enrolment needs beyond the gateway's stores: the number rules and the keys.
 pub(crate) struct Enrolment {
@@ -194,7 +195,7 @@ impl Gateway {
                     .delete_factor(user_id, &stale.id, FactorStatus::Pending)?;
             }
         }
-        let id = format!("fac_{}", crate::gateway::resume::ResumeTokens::new_jti());
+        let id = format!("fac_{}", crate::model::random_id());
         self.state.put_factor(&Factor {
             id: id.clone(),
             user_id: user_id.to_owned(),

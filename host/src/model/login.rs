@@ -1,12 +1,10 @@
-//! A login attempt as a gateway hands it over (JSON), and the context rules see.
+//! A login attempt as a gateway hands it over (JSON), and the directory user it names.
 
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-
-use crate::error::LoginError;
-use crate::runtime::bindings::wit;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -20,10 +18,10 @@ pub struct RequestInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub country: Option<String>,
     /// The token the host gave this device after a full sign-in, if it has one (see
-    /// `gateway::devices`). A bearer secret: never serialized (so never stored with a
+    /// `flows::devices`). A bearer secret: never serialized (so never stored with a
     /// parked login, recorded or logged).
     #[serde(default, skip_serializing)]
-    pub device_token: Option<super::devices::DeviceToken>,
+    pub device_token: Option<DeviceToken>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -83,7 +81,7 @@ pub struct LoginAttempt {
     /// What the host prepared for the `recovery` capability when the login asks to
     /// recover (never taken from the caller).
     #[serde(skip)]
-    pub recovery_ask: Option<crate::services::RecoveryAsk>,
+    pub recovery_ask: Option<super::recovery::RecoveryAsk>,
     /// The recognised device the login's token names (its id), as the host found
     /// it (never taken from the caller).
     #[serde(skip)]
@@ -124,7 +122,7 @@ impl std::fmt::Debug for LoginAttempt {
             .field("time_ms", &self.time_ms)
             .field("connection", &self.connection)
             .field("client_id", &self.client_id)
-            .field("email", &crate::redact::redact_text(&self.email))
+            .field("email", &super::redact::redact_text(&self.email))
             .field("password", &self.password.as_ref().map(|_| "[redacted]"))
             .field("recovery", &RecoveryRequest::asked(&self.recovery))
             .field("user", &self.user.as_ref().map(|u| &u.id))
@@ -192,24 +190,23 @@ impl LoginAttempt {
         {
             return invalid(format!("password must be at most {MAX_PASSWORD_LEN} bytes"));
         }
-        if RecoveryRequest::code(&self.recovery).is_some_and(|c| {
-            secrecy::ExposeSecret::expose_secret(c).len()
-                > crate::mfa::recovery_codes::MAX_INPUT_LEN
-        }) {
+        if RecoveryRequest::code(&self.recovery)
+            .is_some_and(|c| secrecy::ExposeSecret::expose_secret(c).len() > MAX_RECOVERY_CODE_LEN)
+        {
             return invalid(format!(
                 "recovery.code must be at most {} characters",
-                crate::mfa::recovery_codes::MAX_INPUT_LEN
+                MAX_RECOVERY_CODE_LEN
             ));
         }
         if self
             .request
             .device_token
             .as_ref()
-            .is_some_and(super::devices::DeviceToken::too_long)
+            .is_some_and(DeviceToken::too_long)
         {
             return invalid(format!(
                 "request.device_token must be at most {} characters",
-                crate::state::devices::MAX_TOKEN_LEN
+                MAX_DEVICE_TOKEN_LEN
             ));
         }
         if self.request.country.as_ref().is_some_and(|c| c.len() > 8) {
@@ -224,47 +221,56 @@ impl LoginAttempt {
         let digest = Sha256::digest(format!("portcullis-user:{}", self.transaction_id));
         format!("usr_{}", &hex::encode(digest)[..24])
     }
+}
 
-    /// The context handed to the first rule (no pending effects yet).
-    pub fn to_context(&self) -> wit::LoginContext {
-        wit::LoginContext {
-            transaction_id: self.transaction_id.clone(),
-            time_ms: self.time_ms,
-            connection: self.connection.clone(),
-            client_id: self.client_id.clone(),
-            email: self.email.clone(),
-            has_password: self.password.is_some(),
-            request: wit::Request {
-                ip: self.request.ip.clone(),
-                user_agent: self.request.user_agent.clone(),
-            },
-            user: self.user.as_ref().map(DirectoryUser::to_wit),
-            new_user_id: self.new_user_id(),
-            pending: Vec::new(),
-        }
+/// A login attempt that cannot be evaluated as given.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("invalid login JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("invalid login: {0}")]
+    Invalid(String),
+}
+
+/// The token a login presents (`request.device_token`).
+#[derive(Clone)]
+pub struct DeviceToken(pub SecretString);
+
+impl DeviceToken {
+    pub fn too_long(&self) -> bool {
+        self.0.expose_secret().len() > MAX_DEVICE_TOKEN_LEN
     }
 }
 
-impl DirectoryUser {
-    pub fn to_wit(&self) -> wit::User {
-        wit::User {
-            id: self.id.clone(),
-            email: self.email.clone(),
-            email_verified: self.email_verified,
-            identities: self
-                .identities
-                .iter()
-                .map(|i| wit::Identity {
-                    provider: i.provider.clone(),
-                    user_id: i.user_id.clone(),
-                    connection: i.connection.clone(),
-                })
-                .collect(),
-            app_metadata: self.app_metadata.to_string(),
-            user_metadata: self.user_metadata.to_string(),
-            created_at_ms: self.created_at_ms,
-            last_login_ms: self.last_login_ms,
-            logins_count: self.logins_count,
-        }
+impl std::fmt::Debug for DeviceToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
     }
+}
+
+impl PartialEq for DeviceToken {
+    fn eq(&self, other: &Self) -> bool {
+        subtle::ConstantTimeEq::ct_eq(
+            self.0.expose_secret().as_bytes(),
+            other.0.expose_secret().as_bytes(),
+        )
+        .into()
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceToken {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        SecretString::deserialize(deserializer).map(Self)
+    }
+}
+
+/// The longest recovery code a login may carry (codes are 17 characters; the rest is
+/// room for spaces and dashes people type).
+pub const MAX_RECOVERY_CODE_LEN: usize = 64;
+/// The longest device token a login may carry.
+pub const MAX_DEVICE_TOKEN_LEN: usize = 128;
+
+/// Lower-cased, trimmed: how emails are compared everywhere.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
 }

@@ -1,13 +1,14 @@
-//! The stores behind the `directory` and `legacy` capabilities. The host owns them;
-//! rules only ever see answers.
+//! What the host's capabilities (and the flows' challenges) call into: the
+//! directory, the legacy stores and the SMS providers, behind traits the state and
+//! the providers implement.
 
+use crate::model::RecoveryStatus;
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::gateway::login::DirectoryUser;
-use crate::providers::CodeCheck;
-use crate::state::factors::{Factor, FactorKind, FactorProvider};
+use super::{
+    CodeCheck, DirectoryUser, FactorProvider, FactorSummary, LegacyAccount, RecoveryAsk,
+    RecoveryFacts, SentCode, ServiceError,
+};
 
 /// The capability calls by the names traces, logs and recordings give them
 /// (`interface.function`, as in `wit/rule.wit`).
@@ -25,128 +26,7 @@ pub mod call {
     pub const CHECK_CODE: &str = "sms.check-code";
 }
 
-/// An expected failure of a store, passed to the rule as a `capability-error`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{kind:?}: {message}")]
-pub struct ServiceError {
-    pub kind: ServiceErrorKind,
-    pub message: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ServiceErrorKind {
-    Unavailable,
-    InvalidArgument,
-    NotFound,
-    /// The host will not do this work (a hash over the configured limits): the rule
-    /// is stopped with a `capability` fault rather than told.
-    Refused,
-}
-
-impl ServiceError {
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Self {
-            kind: ServiceErrorKind::Unavailable,
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self {
-            kind: ServiceErrorKind::NotFound,
-            message: message.into(),
-        }
-    }
-    pub fn refused(message: impl Into<String>) -> Self {
-        Self {
-            kind: ServiceErrorKind::Refused,
-            message: message.into(),
-        }
-    }
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self {
-            kind: ServiceErrorKind::InvalidArgument,
-            message: message.into(),
-        }
-    }
-}
-
-/// An account in one product's own (legacy) user database.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LegacyAccount {
-    pub product: String,
-    pub legacy_id: String,
-    pub email: String,
-    pub email_verified: bool,
-    pub created_at_ms: u64,
-    pub profile: Value,
-}
-
-/// A second factor as rules and recordings see it: never the phone, never a code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FactorSummary {
-    pub id: String,
-    pub kind: FactorKind,
-    pub provider: FactorProvider,
-    pub enrolled_at_ms: u64,
-    pub last_used_ms: Option<u64>,
-    pub phone_on_file: bool,
-    pub legacy_id_on_file: bool,
-    pub cohort: Option<String>,
-    pub reverted: bool,
-}
-
-impl FactorSummary {
-    pub fn of(factor: &Factor) -> Self {
-        Self {
-            id: factor.id.clone(),
-            kind: factor.kind,
-            provider: factor.provider,
-            enrolled_at_ms: factor.enrolled_at_ms,
-            last_used_ms: factor.last_used_ms,
-            phone_on_file: factor.phone.is_some(),
-            legacy_id_on_file: factor.legacy_provider_user_id.is_some(),
-            cohort: factor.cohort.clone(),
-            reverted: factor.reverted,
-        }
-    }
-}
-
 /// Read-only directory lookups.
-/// Where a user's recovery stands, as rules see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RecoveryStatus {
-    None,
-    Waiting,
-    Ready,
-}
-
-/// What the host knows about a login asking to recover (see the `recovery` capability).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecoveryFacts {
-    pub has_code: bool,
-    pub has_factors: bool,
-    pub status: RecoveryStatus,
-    pub wait_ends_ms: Option<u64>,
-    pub new_device: bool,
-    pub new_network: bool,
-    pub new_country: bool,
-}
-
-/// A login's request to recover, as the host prepared it before the pipeline: keyed
-/// digests of where it comes from, never the code or the raw addresses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RecoveryAsk {
-    pub has_code: bool,
-    /// (`device` | `network` | `country`, keyed digest)
-    pub sightings: Vec<(&'static str, String)>,
-    /// Sightings since then count as known.
-    pub known_since_ms: u64,
-    /// The host's clock when the login arrived.
-    pub now_ms: u64,
-}
-
 pub trait Directory: Send + Sync {
     fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError>;
     fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError>;
@@ -174,12 +54,6 @@ pub trait LegacyStores: Send + Sync {
         legacy_id: &str,
         password: &SecretString,
     ) -> Result<bool, ServiceError>;
-}
-
-/// Where a challenge's code went, masked (`+1 ***-***-1234`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SentCode {
-    pub destination: String,
 }
 
 /// The SMS providers, as the gateway performs a rule's `mfa` challenge through them.

@@ -7,29 +7,28 @@ pub mod clock;
 pub mod devices;
 pub mod enroll;
 mod guessing;
-pub mod login;
 pub mod proof;
 mod recovery;
 pub mod resume;
 pub mod support;
 
+use crate::model::{ApplyReport, Effect, LegacyStores, LoginError, Services};
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
-use crate::Runtime;
 use crate::config::PipelineConfig;
-use crate::error::{LoadError, LoginError};
+use crate::error::LoadError;
+use crate::model::LoginAttempt;
+use crate::runtime::engine::Runtime;
 use crate::runtime::pipeline::{Pipeline, ResumePoint};
-use crate::runtime::verdict::{ChallengeKind, Decision, Effect, EnrolmentCheck, Verdict};
-use crate::services::{LegacyStores, Services};
+use crate::runtime::verdict::{ChallengeKind, Decision, EnrolmentCheck, Verdict};
 use crate::state::login_stats::{LoginMark, LoginStats};
 use crate::state::{
-    ApplyReport, EffectBatch, PendingChallenge, PendingEnrolment, ResumeRecord, SqliteLegacyStores,
-    SqliteState, StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
+    EffectBatch, PendingChallenge, PendingEnrolment, ResumeRecord, SqliteLegacyStores, SqliteState,
+    StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
 };
 use clock::Clock;
-use login::LoginAttempt;
 use resume::{ResumeRefusal, ResumeTokens};
 
 const DAY_MS: u64 = 24 * 3_600_000;
@@ -520,7 +519,7 @@ impl Gateway {
             .iter()
             .position(|r| r.settings.name == rule)
             .expect("a redirect or challenge comes from a rule of this pipeline");
-        let jti = ResumeTokens::new_jti();
+        let jti = crate::model::random_id();
         let subject = login
             .user
             .as_ref()
@@ -574,7 +573,7 @@ fn unavailable(transaction_id: &str, detail: String) -> Verdict {
         resume_token: None,
         proof_token: None,
         device_token: None,
-        error: Some(crate::redact::redact_text(&detail).into_owned()),
+        error: Some(crate::model::redact::redact_text(&detail).into_owned()),
         evidence: Default::default(),
         recovery: None,
         enrolment: None,

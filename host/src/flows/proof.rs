@@ -19,8 +19,8 @@
 //! every endpoint with every lesser proof.
 
 use super::Gateway;
+use crate::model::{FactorKind, FactorStatus};
 use crate::state::StoreError;
-use crate::state::factors::{FactorKind, FactorStatus};
 use crate::state::proofs::{self, ProofRow};
 use crate::state::recovery as recovery_store;
 
@@ -162,7 +162,7 @@ pub(crate) fn new_proof(
     Issued {
         digest: crate::state::token_digest(&token),
         row: ProofRow {
-            id: format!("prf_{}", super::resume::ResumeTokens::new_jti()),
+            id: format!("prf_{}", crate::model::random_id()),
             user_id: user_id.to_owned(),
             shown: names.join(","),
             recovery_id: recovery_id.map(str::to_owned),

@@ -106,13 +106,6 @@ impl ResumeTokens {
         }
         Ok(jti.to_owned())
     }
-
-    /// A new random token id.
-    pub fn new_jti() -> String {
-        let mut id = [0u8; 16];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut id);
-        hex::encode(id)
-    }
 }
 
 /// For tests and replays: the same token naming another record, with the old

@@ -11,15 +11,16 @@
 //!   waiting period runs unless both recorded a reason to skip it. The user is told on
 //!   every channel at each step.
 
+use crate::model::{FactorStatus, normalize_email};
 use serde_json::{Value, json};
 
 use super::Gateway;
 use crate::state::audit::{self, AuditEntry};
-use crate::state::factors::FactorStatus;
+
+use crate::state::StoreError;
 use crate::state::portable::{Val, transact};
 use crate::state::recovery::{self as recovery_store, Notice, Recovery};
 use crate::state::support::{self as requests, SupportRequest};
-use crate::state::{StoreError, normalize_email};
 
 const HOUR_MS: u64 = 3_600_000;
 /// Evidence, reasons: enough for a ticket reference and a sentence.
@@ -261,7 +262,7 @@ impl Gateway {
                 _ => json!({}),
             };
             Ok(SupportRequest {
-                id: format!("req_{}", super::resume::ResumeTokens::new_jti()),
+                id: format!("req_{}", crate::model::random_id()),
                 action: new.action.into(),
                 user_id: new.user_id.into(),
                 params,
@@ -503,7 +504,7 @@ impl Gateway {
                 SupportError::Refused("an assisted recovery needs [recovery] in the config".into())
             })?;
         let recovery = Recovery {
-            id: format!("rcv_{}", super::resume::ResumeTokens::new_jti()),
+            id: format!("rcv_{}", crate::model::random_id()),
             user_id: request.user_id.clone(),
             path: "assisted".into(),
             status: "enrolling".into(),
@@ -684,7 +685,7 @@ impl Gateway {
         };
         let told = self.user_notices(
             user_id,
-            &format!("act_{}", super::resume::ResumeTokens::new_jti()),
+            &format!("act_{}", crate::model::random_id()),
             &format!("support-{action}"),
             &format!("Support did {action} on your account."),
         )?;

@@ -15,9 +15,8 @@ use serde_json::json;
 
 use super::{Gateway, GatewayError, guessing};
 use crate::config::MfaSettings;
-use crate::providers::CodeCheck;
+use crate::model::{CodeCheck, ServiceErrorKind};
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
-use crate::services::ServiceErrorKind;
 use crate::state::factor_failures::Gate;
 use crate::state::portable::SqlStore;
 use crate::state::rate_windows::{self, Limit};

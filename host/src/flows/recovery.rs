@@ -16,6 +16,7 @@
 //! transaction each step. Answers say the same whatever the account: a recovery
 //! request is answered `recovery_pending` for users with and without factors.
 
+use crate::model::{DirectoryUser, FactorStatus, LoginAttempt, RecoveryAsk, RecoveryRequest};
 use std::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -25,14 +26,12 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use super::challenge::denied;
-use super::login::{LoginAttempt, RecoveryRequest};
 use super::{Gateway, GatewayError};
 use crate::config::RecoverySettings;
 use crate::mfa::recovery_codes;
 use crate::runtime::verdict::{ChallengeKind, Decision, RecoveryStep, Verdict};
-use crate::services::RecoveryAsk;
 use crate::state::audit::AuditEntry;
-use crate::state::factors::{Factor, FactorStatus};
+use crate::state::factors::Factor;
 use crate::state::rate_windows::{self, Limit};
 use crate::state::recovery::{self as store, CodeCheck, Notice, Recovery, Started, Throttle};
 use crate::state::{PendingEnrolment, ResumeRecord, StoredLogin};
@@ -114,7 +113,7 @@ impl RecoveryPolicy {
     /// network (an IPv4 /24 or IPv6 /48) and the country, when the gateway says.
     pub(crate) fn sightings(
         &self,
-        request: &super::login::RequestInfo,
+        request: &crate::model::RequestInfo,
     ) -> Vec<(&'static str, String)> {
         let network = match request.ip.parse::<IpAddr>() {
             Ok(IpAddr::V4(v4)) => {
@@ -153,7 +152,7 @@ impl RecoveryPolicy {
 /// dispute it (`DISPUTE` for the user's own requests). The outbox key names the
 /// channel by kind and factor id, never the address: keys are logged.
 pub(super) fn notices(
-    user: &crate::gateway::login::DirectoryUser,
+    user: &crate::model::DirectoryUser,
     factors: &[Factor],
     key: &str,
     event: &str,
@@ -190,7 +189,7 @@ enum EnrolProof<'a> {
 }
 
 fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", super::resume::ResumeTokens::new_jti())
+    format!("{prefix}_{}", crate::model::random_id())
 }
 
 fn pending_answer(verdict: Verdict) -> Verdict {
@@ -201,6 +200,20 @@ fn pending_answer(verdict: Verdict) -> Verdict {
          has been told, and you can finish it once the waiting period is over.",
         true,
     )
+}
+
+/// What every recovery step reads: the login, its user and their factors, the policy.
+#[derive(Clone, Copy)]
+struct RecoveryCx<'a> {
+    attempt: &'a LoginAttempt,
+    user: &'a DirectoryUser,
+    policy: &'a RecoveryPolicy,
+    factors: &'a [Factor],
+    login: &'a StoredLogin,
+    actor: &'a str,
+    now_ms: u64,
+    rule: &'a str,
+    state: &'a str,
 }
 
 impl Gateway {
@@ -284,212 +297,281 @@ impl Gateway {
             return Ok(pending_answer(verdict));
         }
         let login = StoredLogin::from_attempt(attempt);
-        let sql = self.state.sql();
         let actor = format!("user:{}", user.id);
+        let cx = RecoveryCx {
+            attempt,
+            user,
+            policy,
+            factors: &factors,
+            login: &login,
+            actor: &actor,
+            now_ms,
+            rule: &rule,
+            state: &state,
+        };
         match step {
-            RecoveryStep::UseCode => {
-                let Some(code) = RecoveryRequest::code(&attempt.recovery) else {
-                    return Ok(pending_answer(verdict));
-                };
-                let digest = policy.code_digest(&user.id, code);
-                let checked = store::check_code(sql, &user.id, &digest, now_ms, policy.throttle())?;
-                let outcome = match &checked {
-                    CodeCheck::Burnt { .. } => "accepted",
-                    CodeCheck::Wrong { .. } => "wrong",
-                    CodeCheck::Throttled { .. } => "throttled",
-                    CodeCheck::Disabled => "disabled",
-                };
-                if !matches!(checked, CodeCheck::Burnt { .. }) {
-                    crate::state::audit::record(
-                        sql,
-                        &AuditEntry::new(now_ms, &actor, "recovery-code-attempt", &user.id)
-                            .outcome(outcome)
-                            .details(json!({"transaction": attempt.transaction_id})),
-                    )?;
-                }
-                match checked {
-                    CodeCheck::Wrong { .. } => Ok(denied(
-                        verdict,
-                        "recovery_code_invalid",
-                        "That recovery code is not valid.",
-                        false,
-                    )),
-                    CodeCheck::Throttled { .. } => Ok(denied(
-                        verdict,
-                        "recovery_throttled",
-                        "Too many wrong recovery codes; please wait before trying again.",
-                        true,
-                    )),
-                    CodeCheck::Disabled => Ok(denied(
-                        verdict,
-                        "recovery_codes_disabled",
-                        "Recovery codes are disabled for this account after too many wrong \
-                         ones; please contact support.",
-                        false,
-                    )),
-                    CodeCheck::Burnt { left } => {
-                        let recovery = Recovery {
-                            id: new_id("rcv"),
-                            user_id: user.id.clone(),
-                            path: "code".into(),
-                            status: "enrolling".into(),
-                            requested_at_ms: now_ms,
-                            ready_at_ms: now_ms,
-                            expires_at_ms: now_ms
-                                .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
-                            reasons: Vec::new(),
-                            cancel_digest: String::new(),
-                            finished_at_ms: None,
-                            outcome: None,
-                        };
-                        let told = notices(
-                            user,
-                            &factors,
-                            &recovery.id,
-                            "recovery-code-used",
-                            "A recovery code was used to sign in to your account; every \
-                             session was signed out and a new second factor is being set up.",
-                            None,
-                            DISPUTE,
-                        );
-                        crate::state::portable::transact(sql, |tx| {
-                            // A code supersedes a wait under way.
-                            if let Some(open) = store::open_in(tx, &user.id, now_ms)? {
-                                store::set_status(
-                                    tx,
-                                    &open.id,
-                                    &open.status,
-                                    "cancelled",
-                                    "superseded by a recovery code",
-                                    now_ms,
-                                )?;
-                                store::disable_enrolled_by(tx, &open.id, now_ms)?;
-                            }
-                            store::insert(tx, &recovery)?;
-                            store::revoke_sessions(tx, &user.id, now_ms)?;
-                            store::enqueue(tx, &told, now_ms, &recovery.id)?;
-                            crate::state::audit::append(
-                                sql,
-                                tx,
-                                &AuditEntry::new(now_ms, &actor, "recovery-code-used", &user.id)
-                                    .details(json!({
-                                        "recovery": recovery.id,
-                                        "codes_left": left,
-                                        "sessions": "revoked",
-                                        "notices": told.len(),
-                                    })),
-                            )?;
-                            Ok(())
-                        })?;
-                        self.enrol(
-                            verdict,
-                            &login,
-                            &recovery.id,
-                            now_ms,
-                            &rule,
-                            &state,
-                            EnrolProof::Issue(super::proof::Shown::RecoveryCode),
-                        )
-                    }
-                }
-            }
+            RecoveryStep::UseCode => self.recover_with_code(verdict, &cx),
             RecoveryStep::Wait { wait_ms, reasons } => {
-                let floor = policy.settings.wait_hours * HOUR_MS;
-                let wait = wait_ms.max(floor);
-                let ready_at_ms = now_ms.saturating_add(wait);
-                let mut token = [0u8; 16];
-                rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
-                let token = hex::encode(token);
+                self.start_wait(verdict, &cx, wait_ms, &reasons)
+            }
+            RecoveryStep::Enrol => self.enrol_after_wait(verdict, &cx),
+        }
+    }
+
+    /// A recovery code: checked, throttled and burnt; a wait under way is superseded,
+    /// sessions are revoked, every channel is told, and the login enrols.
+    fn recover_with_code(
+        &self,
+        verdict: Verdict,
+        cx: &RecoveryCx<'_>,
+    ) -> Result<Verdict, GatewayError> {
+        let RecoveryCx {
+            attempt,
+            user,
+            policy,
+            factors,
+            login,
+            actor,
+            now_ms,
+            rule,
+            state,
+        } = *cx;
+        let sql = self.state.sql();
+        let Some(code) = RecoveryRequest::code(&attempt.recovery) else {
+            return Ok(pending_answer(verdict));
+        };
+        let digest = policy.code_digest(&user.id, code);
+        let checked = store::check_code(sql, &user.id, &digest, now_ms, policy.throttle())?;
+        let outcome = match &checked {
+            CodeCheck::Burnt { .. } => "accepted",
+            CodeCheck::Wrong { .. } => "wrong",
+            CodeCheck::Throttled { .. } => "throttled",
+            CodeCheck::Disabled => "disabled",
+        };
+        if !matches!(checked, CodeCheck::Burnt { .. }) {
+            crate::state::audit::record(
+                sql,
+                &AuditEntry::new(now_ms, actor, "recovery-code-attempt", &user.id)
+                    .outcome(outcome)
+                    .details(json!({"transaction": attempt.transaction_id})),
+            )?;
+        }
+        match checked {
+            CodeCheck::Wrong { .. } => Ok(denied(
+                verdict,
+                "recovery_code_invalid",
+                "That recovery code is not valid.",
+                false,
+            )),
+            CodeCheck::Throttled { .. } => Ok(denied(
+                verdict,
+                "recovery_throttled",
+                "Too many wrong recovery codes; please wait before trying again.",
+                true,
+            )),
+            CodeCheck::Disabled => Ok(denied(
+                verdict,
+                "recovery_codes_disabled",
+                "Recovery codes are disabled for this account after too many wrong \
+                 ones; please contact support.",
+                false,
+            )),
+            CodeCheck::Burnt { left } => {
                 let recovery = Recovery {
                     id: new_id("rcv"),
                     user_id: user.id.clone(),
-                    path: "wait".into(),
-                    status: "waiting".into(),
+                    path: "code".into(),
+                    status: "enrolling".into(),
                     requested_at_ms: now_ms,
-                    ready_at_ms,
-                    expires_at_ms: ready_at_ms
+                    ready_at_ms: now_ms,
+                    expires_at_ms: now_ms
                         .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
-                    reasons: reasons.clone(),
-                    cancel_digest: crate::state::token_digest(&token),
+                    reasons: Vec::new(),
+                    cancel_digest: String::new(),
                     finished_at_ms: None,
                     outcome: None,
                 };
-                let cancel_url = format!(
-                    "{}?recovery={}&token={token}",
-                    policy.settings.cancel_url, recovery.id
-                );
                 let told = notices(
                     user,
                     &factors,
                     &recovery.id,
-                    "recovery-requested",
-                    &format!(
-                        "Someone who knows your password asked to recover your account without \
-                         your second factor. Unless you cancel, they can set up a new second \
-                         factor after {} hours.",
-                        wait / HOUR_MS
-                    ),
-                    Some(&cancel_url),
+                    "recovery-code-used",
+                    "A recovery code was used to sign in to your account; every \
+                     session was signed out and a new second factor is being set up.",
+                    None,
                     DISPUTE,
                 );
-                let entry = AuditEntry::new(now_ms, &actor, "recovery-requested", &user.id)
-                    .reason(&reasons.join("; "))
-                    .details(json!({
-                        "recovery": recovery.id,
-                        "wait_ms": wait,
-                        "ready_at_ms": ready_at_ms,
-                        "notices": told.len(),
-                    }));
-                match store::start_recovery(sql, &recovery, now_ms, &told, &entry)? {
-                    Started::New(_) => {}
-                    Started::Existing(open) => {
-                        crate::state::audit::record(
-                            sql,
-                            &AuditEntry::new(now_ms, &actor, "recovery-requested-again", &user.id)
-                                .outcome("kept")
-                                .details(json!({"recovery": open.id})),
+                crate::state::portable::transact(sql, |tx| {
+                    // A code supersedes a wait under way.
+                    if let Some(open) = store::open_in(tx, &user.id, now_ms)? {
+                        store::set_status(
+                            tx,
+                            &open.id,
+                            &open.status,
+                            "cancelled",
+                            "superseded by a recovery code",
+                            now_ms,
                         )?;
+                        store::disable_enrolled_by(tx, &open.id, now_ms)?;
                     }
-                }
-                Ok(pending_answer(verdict))
-            }
-            RecoveryStep::Enrol => {
-                let Some(open) = store::open_recovery(sql, &user.id, now_ms)? else {
-                    return Ok(pending_answer(verdict));
-                };
-                // The host's clock decides whether the wait is over, not the rule.
-                let ready = match open.status.as_str() {
-                    "waiting" if now_ms >= open.ready_at_ms => store::finish_recovery(
+                    store::insert(tx, &recovery)?;
+                    store::revoke_sessions(tx, &user.id, now_ms)?;
+                    store::enqueue(tx, &told, now_ms, &recovery.id)?;
+                    crate::state::audit::append(
                         sql,
-                        &open.id,
-                        &["waiting"],
-                        "enrolling",
-                        "waiting period over",
-                        now_ms,
-                        &[],
-                        &AuditEntry::new(now_ms, &actor, "recovery-wait-over", &user.id)
-                            .details(json!({"recovery": open.id})),
-                    )?,
-                    // A served wait is any password login's to finish; a code's
-                    // enrolment is the code-holder's login's alone, and an assisted
-                    // one is reached only through support's link.
-                    "enrolling" => open.path == "wait",
-                    _ => false,
-                };
-                if !ready {
-                    return Ok(pending_answer(verdict));
-                }
+                        tx,
+                        &AuditEntry::new(now_ms, actor, "recovery-code-used", &user.id).details(
+                            json!({
+                                "recovery": recovery.id,
+                                "codes_left": left,
+                                "sessions": "revoked",
+                                "notices": told.len(),
+                            }),
+                        ),
+                    )?;
+                    Ok(())
+                })?;
                 self.enrol(
                     verdict,
                     &login,
-                    &open.id,
+                    &recovery.id,
                     now_ms,
                     &rule,
                     &state,
-                    EnrolProof::Issue(super::proof::Shown::WaitServed),
+                    EnrolProof::Issue(super::proof::Shown::RecoveryCode),
                 )
             }
         }
+    }
+
+    /// No code: a waiting period starts (or the one under way is kept), and every
+    /// channel is told at once with a cancel link.
+    fn start_wait(
+        &self,
+        verdict: Verdict,
+        cx: &RecoveryCx<'_>,
+        wait_ms: u64,
+        reasons: &[String],
+    ) -> Result<Verdict, GatewayError> {
+        let RecoveryCx {
+            user,
+            policy,
+            factors,
+            actor,
+            now_ms,
+            ..
+        } = *cx;
+        let sql = self.state.sql();
+        let floor = policy.settings.wait_hours * HOUR_MS;
+        let wait = wait_ms.max(floor);
+        let ready_at_ms = now_ms.saturating_add(wait);
+        let mut token = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut token);
+        let token = hex::encode(token);
+        let recovery = Recovery {
+            id: new_id("rcv"),
+            user_id: user.id.clone(),
+            path: "wait".into(),
+            status: "waiting".into(),
+            requested_at_ms: now_ms,
+            ready_at_ms,
+            expires_at_ms: ready_at_ms.saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
+            reasons: reasons.to_vec(),
+            cancel_digest: crate::state::token_digest(&token),
+            finished_at_ms: None,
+            outcome: None,
+        };
+        let cancel_url = format!(
+            "{}?recovery={}&token={token}",
+            policy.settings.cancel_url, recovery.id
+        );
+        let told = notices(
+            user,
+            &factors,
+            &recovery.id,
+            "recovery-requested",
+            &format!(
+                "Someone who knows your password asked to recover your account without \
+                 your second factor. Unless you cancel, they can set up a new second \
+                 factor after {} hours.",
+                wait / HOUR_MS
+            ),
+            Some(&cancel_url),
+            DISPUTE,
+        );
+        let entry = AuditEntry::new(now_ms, actor, "recovery-requested", &user.id)
+            .reason(&reasons.join("; "))
+            .details(json!({
+                "recovery": recovery.id,
+                "wait_ms": wait,
+                "ready_at_ms": ready_at_ms,
+                "notices": told.len(),
+            }));
+        match store::start_recovery(sql, &recovery, now_ms, &told, &entry)? {
+            Started::New(_) => {}
+            Started::Existing(open) => {
+                crate::state::audit::record(
+                    sql,
+                    &AuditEntry::new(now_ms, actor, "recovery-requested-again", &user.id)
+                        .outcome("kept")
+                        .details(json!({"recovery": open.id})),
+                )?;
+            }
+        }
+        Ok(pending_answer(verdict))
+    }
+
+    /// After a served wait: the host's clock decides whether it is over; then the
+    /// login enrols a new factor.
+    fn enrol_after_wait(
+        &self,
+        verdict: Verdict,
+        cx: &RecoveryCx<'_>,
+    ) -> Result<Verdict, GatewayError> {
+        let RecoveryCx {
+            user,
+            login,
+            actor,
+            now_ms,
+            rule,
+            state,
+            ..
+        } = *cx;
+        let sql = self.state.sql();
+        let Some(open) = store::open_recovery(sql, &user.id, now_ms)? else {
+            return Ok(pending_answer(verdict));
+        };
+        // The host's clock decides whether the wait is over, not the rule.
+        let ready = match open.status.as_str() {
+            "waiting" if now_ms >= open.ready_at_ms => store::finish_recovery(
+                sql,
+                &open.id,
+                &["waiting"],
+                "enrolling",
+                "waiting period over",
+                now_ms,
+                &[],
+                &AuditEntry::new(now_ms, actor, "recovery-wait-over", &user.id)
+                    .details(json!({"recovery": open.id})),
+            )?,
+            // A served wait is any password login's to finish; a code's
+            // enrolment is the code-holder's login's alone, and an assisted
+            // one is reached only through support's link.
+            "enrolling" => open.path == "wait",
+            _ => false,
+        };
+        if !ready {
+            return Ok(pending_answer(verdict));
+        }
+        self.enrol(
+            verdict,
+            &login,
+            &open.id,
+            now_ms,
+            &rule,
+            &state,
+            EnrolProof::Issue(super::proof::Shown::WaitServed),
+        )
     }
 
     /// Parks the login until a new factor is enrolled, and issues this login the

@@ -133,7 +133,7 @@ impl Gateway {
         };
         if failures >= throttle.free_failures && untold()? {
             let factors = self.state.factors_of(user_id)?;
-            let streak = format!("guess_{}", super::resume::ResumeTokens::new_jti());
+            let streak = format!("guess_{}", crate::model::random_id());
             let told = record
                 .login
                 .user

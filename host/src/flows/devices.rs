@@ -5,44 +5,11 @@
 //! the password cannot spend the owner's. The token is a bearer secret: never
 //! serialized back, logged or handed to a rule, and checked only by the host.
 
-use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use secrecy::ExposeSecret;
 
 use super::Gateway;
-use super::login::LoginAttempt;
+use crate::model::LoginAttempt;
 use crate::state::devices;
-
-/// The token a login presents (`request.device_token`).
-#[derive(Clone)]
-pub struct DeviceToken(pub SecretString);
-
-impl DeviceToken {
-    pub fn too_long(&self) -> bool {
-        self.0.expose_secret().len() > devices::MAX_TOKEN_LEN
-    }
-}
-
-impl std::fmt::Debug for DeviceToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl PartialEq for DeviceToken {
-    fn eq(&self, other: &Self) -> bool {
-        subtle::ConstantTimeEq::ct_eq(
-            self.0.expose_secret().as_bytes(),
-            other.0.expose_secret().as_bytes(),
-        )
-        .into()
-    }
-}
-
-impl<'de> Deserialize<'de> for DeviceToken {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        SecretString::deserialize(deserializer).map(Self)
-    }
-}
 
 impl Gateway {
     /// The device id of the token the login carries, if the host issued it to this
