@@ -130,7 +130,8 @@ pub fn admit(stored: &str) -> Result<(), HashError> {
 /// A stored hash read and found within the limits, ready to be checked.
 enum Prepared<'a> {
     Bcrypt(&'a str),
-    Argon2(PasswordHash),
+    // Boxed: a parsed PHC string is several times the size of the other variants.
+    Argon2(Box<PasswordHash>),
     DjangoPbkdf2 {
         iterations: u32,
         salt: &'a str,
@@ -185,7 +186,7 @@ fn prepare<'a>(stored: &'a str, limits: &PasswordLimits) -> Result<Prepared<'a>,
                 return Err(HashError::TooCostly(what, format!("{value} > {max}")));
             }
         }
-        return Ok(Prepared::Argon2(hash));
+        return Ok(Prepared::Argon2(Box::new(hash)));
     }
     if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
         return prepare_django_pbkdf2(rest, limits);
@@ -222,7 +223,7 @@ impl Prepared<'_> {
                 bcrypt::verify(password, stored).map_err(|_| HashError::Corrupt("bcrypt"))?
             }
             Prepared::Argon2(hash) => argon2::Argon2::default()
-                .verify_password(password.as_bytes(), hash)
+                .verify_password(password.as_bytes(), hash.as_ref())
                 .is_ok(),
             Prepared::DjangoPbkdf2 {
                 iterations,
