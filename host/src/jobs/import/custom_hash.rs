@@ -531,3 +531,139 @@ fn pbkdf2(value: &str) -> Result<Pbkdf2, String> {
         hash,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn stored_or_code(custom: Value) -> Result<String, (&'static str, String)> {
+        stored(custom.as_object().unwrap()).map_err(|e| (e.code, e.path))
+    }
+
+    #[test]
+    fn every_example_in_auth0s_schema_page_is_taken_but_scrypt() {
+        // The "Custom password hash examples" of Auth0's bulk-import schema page.
+        for custom in [
+            json!({"algorithm": "md4", "hash": {"value": "AbuUujgF0pPPkJPSFRTpmA==", "encoding": "base64"}}),
+            json!({"algorithm": "sha256",
+                   "hash": {"value": "d24e794fce503c3ddb1cd1ba1dd5d9b250cf9917336a0316fefd87fecf79200f", "encoding": "hex"},
+                   "salt": {"value": "abc123", "position": "prefix"}}),
+            json!({"algorithm": "bcrypt", "hash": {"value": "$2b$10$C9hB01.YxRSTcn/ZOOo4j.TW7xCKKFKBSF.C7E0xiUwumqIDqWUXG"}}),
+            json!({"algorithm": "argon2", "hash": {"value": "$argon2id$v=19$m=65536,t=2,p=1$J6Q/82PCyaNpYKRELJyTZg$m04qUAB8rexWDR4+/0f+SFB+4XMFxt7YAvAq2UycYos"}}),
+            json!({"algorithm": "pbkdf2", "hash": {"encoding": "utf8",
+                   "value": "$pbkdf2-md4$i=100000,l=64$+N375B8q0Fw$fp2R9KAM4hK/votGHC5Fu+jhqbxUD8+Nic/EMSGvNC3UP/k7wSHI0uXluHRSkZfl/BOheYqNOemayG90ZaSSQw"}}),
+            json!({"algorithm": "pbkdf2", "hash": {
+                   "value": "$pbkdf2-sha512$i=100000,l=64$KNyFsA2rWoE$I2CQGI9H0JxdDf3kERRI97kPCGxh0KWBIV3MxyaS191gDGfzVBGyS4BibhgqWQ0/ails8mHuU9ckASxHOOq58w"}}),
+            json!({"algorithm": "ldap", "hash": {"encoding": "utf8",
+                   "value": "{SSHA384}/cgEjdoZh85DhurDeOQEMO1rMlAur93SVPbYe5XSD4lF7nNuvrBju5hUeg9A6agRemgSXGl5YuE="}}),
+            json!({"algorithm": "hmac", "hash": {"value": "cg7f42jH39/2EaAU4wNd4s2lKIk=", "encoding": "base64",
+                   "digest": "sha1", "key": {"value": "736868", "encoding": "hex"}}}),
+        ] {
+            let stored = stored_or_code(custom.clone());
+            assert!(stored.is_ok(), "{custom}: {stored:?}");
+        }
+        assert_eq!(
+            stored_or_code(json!({"algorithm": "scrypt",
+                "hash": {"value": "097f6197e1b41538f723e32aa7a68e8d76227d8e432ce5faa4882a913032db29", "encoding": "hex"},
+                "salt": {"value": "abc123", "encoding": "utf8"}, "keylen": 32, "cost": 4096})),
+            Err(("ENUM_MISMATCH", "custom_password_hash.algorithm".into()))
+        );
+    }
+
+    #[test]
+    fn what_cannot_be_verified_as_it_was_computed_is_refused_at_its_path() {
+        let md5 = json!({"value": "00".repeat(16), "encoding": "hex"});
+        for (custom, code, path) in [
+            // The digest needs the bytes: text is not an encoding of one.
+            (
+                json!({"algorithm": "md5", "hash": {"value": "x", "encoding": "utf8"}}),
+                "ENUM_MISMATCH",
+                "hash.encoding",
+            ),
+            (
+                json!({"algorithm": "md5", "hash": md5.clone(), "salt": {"value": "s", "position": "middle"}}),
+                "ENUM_MISMATCH",
+                "salt.position",
+            ),
+            (
+                json!({"algorithm": "md5", "hash": md5.clone(), "password": {"encoding": "utf32"}}),
+                "ENUM_MISMATCH",
+                "password.encoding",
+            ),
+            (
+                json!({"algorithm": "md5", "hash": {"value": "00".repeat(20), "encoding": "hex"}}),
+                "FORMAT",
+                "hash.value",
+            ),
+            (
+                json!({"algorithm": "md5", "hash": {"value": md5["value"], "encoding": "hex", "key": {"value": "k"}}}),
+                "NOT_PASSED",
+                "hash.key",
+            ),
+            (
+                json!({"algorithm": "md5", "hash": md5.clone(), "keylen": 32}),
+                "NOT_PASSED",
+                "keylen",
+            ),
+            (
+                json!({"algorithm": "hmac", "hash": {"value": "00".repeat(20), "encoding": "hex", "digest": "sha1"}}),
+                "OBJECT_REQUIRED",
+                "hash",
+            ),
+            (
+                json!({"algorithm": "hmac", "hash": {"value": "00".repeat(64), "encoding": "hex", "digest": "whirlpool", "key": {"value": "k"}}}),
+                "ENUM_MISMATCH",
+                "hash.digest",
+            ),
+            (
+                json!({"algorithm": "bcrypt", "hash": {"value": "$2b$10$C9hB01.YxRSTcn/ZOOo4j.TW7xCKKFKBSF.C7E0xiUwumqIDqWUXG"}, "password": {"encoding": "utf16le"}}),
+                "ENUM_MISMATCH",
+                "password.encoding",
+            ),
+            (
+                json!({"algorithm": "ldap", "hash": {"value": "{CRYPT}abcdefgh"}}),
+                "FORMAT",
+                "hash.value",
+            ),
+            (
+                json!({"algorithm": "ldap", "hash": {"value": "{SHA}AAAA"}, "salt": {"value": "s"}}),
+                "NOT_PASSED",
+                "salt",
+            ),
+            (
+                json!({"algorithm": "pbkdf2", "hash": {"value": "$pbkdf2-mdc2$i=1,l=16$AAAA$AAAAAAAAAAAAAAAAAAAAAA"}}),
+                "FORMAT",
+                "hash.value",
+            ),
+            (
+                json!({"algorithm": "pbkdf2", "hash": {"value": "$pbkdf2-sha256$i=1,l=20$AAAA$AAAAAAAAAAAAAAAAAAAAAA"}}),
+                "FORMAT",
+                "hash.value",
+            ),
+            // Over the host's work limit (1,200,000 by default): never stored.
+            (
+                json!({"algorithm": "pbkdf2", "hash": {"value": "$pbkdf2-sha256$i=1000000,l=64$AAAA$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}),
+                "MAXIMUM",
+                "hash.value",
+            ),
+            (
+                json!({"algorithm": "argon2", "hash": {"value": "$argon2id$v=19$m=1048576,t=1,p=1$c2FsdHNhbHQ$MTIzNDU2Nzg5MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTI"}}),
+                "MAXIMUM",
+                "hash.value",
+            ),
+            (json!({"algorithm": "md5"}), "OBJECT_REQUIRED", ""),
+        ] {
+            let path = if path.is_empty() {
+                PATH.to_owned()
+            } else {
+                format!("{PATH}.{path}")
+            };
+            assert_eq!(
+                stored_or_code(custom.clone()),
+                Err((code, path)),
+                "{custom}"
+            );
+        }
+    }
+}
