@@ -442,6 +442,13 @@ mod tests {
                     "salt": {"value": "not-hex", "encoding": "hex"}}})),
             [("FORMAT", "custom_password_hash.salt.value".to_owned())]
         );
+        assert_eq!(
+            refused(
+                json!({"email": "a@example.org", "password_hash": hash["value"],
+                "custom_password_hash": {"algorithm": "bcrypt", "hash": hash}})
+            ),
+            [("NOT_PASSED", "custom_password_hash".to_owned())]
+        );
         // Names, picture, blocked and MFA enrolments are in the schema: taken.
         assert!(
             check(
