@@ -4,7 +4,8 @@
 //! - `demo`: builds the rules and the host once, then the demo's parts (migration,
 //!   replay, SMS migration and backfill, recovery, audit), each in a few lines, and
 //!   what they showed (the main job; `--verbose` for every command's whole output)
-//! - `test`: builds the rules, then runs the test suite
+//! - `test`: builds the rules and the official clients' venv (target/clients-venv, from
+//!   host/tests/clients/requirements.txt), then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 //! - `bench`: the rule pipeline as components, as plain core modules (the floor),
 //!   natively and in a JS sandbox
@@ -217,6 +218,17 @@ fn test(extra: &[String]) -> Result<()> {
     let skips = workspace_root().join("target").join("test-skips.txt");
     let _ = std::fs::remove_file(&skips);
     test.env("PORTCULLIS_TEST_SKIPS", &skips);
+    // The official clients of the systems the servers imitate (auth0-python, …) drive
+    // them in the tests that hold those interfaces to the real ones.
+    match clients_venv() {
+        Ok(python) => {
+            test.env("PORTCULLIS_TEST_PYTHON", python);
+        }
+        Err(why) => {
+            eprintln!("xtask: no clients venv ({why}): the tests that need it will not run");
+            test.env("PORTCULLIS_TEST_PYTHON_MISSING", why);
+        }
+    }
     let result = run(test);
     if let Ok(text) = std::fs::read_to_string(&skips) {
         let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
@@ -233,6 +245,67 @@ fn test(extra: &[String]) -> Result<()> {
         eprintln!("xtask: every test ran");
     }
     result
+}
+
+/// `target/clients-venv`: a venv holding host/tests/clients/requirements.txt (pinned),
+/// made when missing and made again when the requirements change (a copy of the file
+/// it was made from is kept inside it). Python's venv module comes from Debian's
+/// python3-venv when it is missing. The python to run, or why there is none.
+fn clients_venv() -> std::result::Result<PathBuf, String> {
+    let root = workspace_root();
+    let requirements = root.join("host/tests/clients/requirements.txt");
+    let wanted =
+        std::fs::read(&requirements).map_err(|e| format!("{}: {e}", requirements.display()))?;
+    let venv = root.join("target").join("clients-venv");
+    let python = venv.join("bin").join("python");
+    let made_from = venv.join("requirements.txt");
+    if python.exists() && std::fs::read(&made_from).ok().as_ref() == Some(&wanted) {
+        return Ok(python);
+    }
+    let quiet = |mut command: Command| -> bool {
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let venv_works = || {
+        let probe = root.join("target").join("clients-venv-probe");
+        let _ = std::fs::remove_dir_all(&probe);
+        let mut make = Command::new("python3");
+        make.args(["-m", "venv"]).arg(&probe);
+        let works = quiet(make);
+        let _ = std::fs::remove_dir_all(&probe);
+        works
+    };
+    if !venv_works() {
+        eprintln!("xtask: python3 cannot make a venv here; installing python3-venv");
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        let mut install = Command::new("apt-get");
+        install.args(["install", "-y", "python3", "python3-venv"]);
+        if !(quiet(update) && quiet(install) && venv_works()) {
+            return Err(
+                "python3 with its venv module is missing and could not be installed".into(),
+            );
+        }
+    }
+    eprintln!(
+        "xtask: making {} from {}",
+        venv.display(),
+        requirements.display()
+    );
+    let _ = std::fs::remove_dir_all(&venv);
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    run(make).map_err(|e| format!("python3 -m venv: {e}"))?;
+    let mut install = Command::new(venv.join("bin").join("pip"));
+    install
+        .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+        .arg(&requirements);
+    run(install).map_err(|e| format!("pip install -r {}: {e}", requirements.display()))?;
+    std::fs::write(&made_from, &wanted).map_err(|e| format!("{}: {e}", made_from.display()))?;
+    Ok(python)
 }
 
 fn lint() -> Result<()> {

@@ -5,9 +5,11 @@
 //!   `upsert`, `external_id`, `send_completion_email`): 201 with the job; a file over
 //!   the limit is 413, a third active job 429;
 //! - `GET /api/v2/jobs/{id}`: pending / processing (`percentage_done`,
-//!   `time_left_seconds`) / completed (`summary`) / failed / expired;
-//! - `GET /api/v2/jobs/{id}/errors`: each refused user (hashes redacted) with its
-//!   errors, 204 when there are none;
+//!   `time_left_seconds`) / completed (`summary`) / failed / expired (with
+//!   `status_details`: why);
+//! - `GET /api/v2/jobs/{id}/errors`: each refused user (redacted as Auth0 redacts it;
+//!   `{}` for a record that is not an object) with its errors, 204 when there are none,
+//!   and for a job that failed as a whole the job with its `status_details`;
 //! - `GET /api/v2/jobs?external_id=…` (this sidecar only; Auth0 has no job search):
 //!   the jobs submitted with that external id, so a client that died before writing a
 //!   job's id down finds it again.
@@ -134,8 +136,9 @@ impl Job {
                     "inserted": self.summary.inserted,
                     "total": self.summary.total,
                 });
+                // Why it failed or expired, where Auth0 and its SDKs read it.
                 if let Some(failure) = &self.failure {
-                    job["message"] = json!(failure);
+                    job["status_details"] = json!(failure);
                 }
             }
             Status::Pending => {}
@@ -489,7 +492,9 @@ impl ImportApi {
             Ok(_) => {
                 return self.update(id, |job| {
                     job.status = Status::Failed;
-                    job.failure = Some("The users file must contain an array of users".into());
+                    job.failure = Some(
+                        "Failed to parse users file when importing users: the file must hold a JSON array of users".into(),
+                    );
                 });
             }
             Err(e) => {
@@ -521,7 +526,13 @@ impl ImportApi {
             .as_millis() as u64;
         for (n, user) in list.iter().enumerate() {
             if started.elapsed() > max_run {
-                return self.update(id, |job| job.status = Status::Expired);
+                return self.update(id, |job| {
+                    job.status = Status::Expired;
+                    job.failure = Some(format!(
+                        "The job ran past its limit of {} seconds; the users before the first not taken up were imported",
+                        max_run.as_secs()
+                    ));
+                });
             }
             let checked =
                 records::check(user, upsert, &self.protected, now_ms).and_then(|record| {
@@ -614,12 +625,20 @@ async fn errors(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let found = api.jobs().get(&id).map(|job| job.errors.clone());
+    // Auth0's answer is the refused users, or for a job that failed as a whole (its
+    // file unread) the job itself with its `status_details`, as the SDKs parse it.
+    let found = api.jobs().get(&id).map(|job| {
+        if job.status == Status::Failed && job.errors.is_empty() {
+            Some(job.to_json())
+        } else {
+            (!job.errors.is_empty()).then(|| Value::Array(job.errors.clone()))
+        }
+    });
     with_headers(
         match found {
             None => no_such_job(),
-            Some(errors) if errors.is_empty() => StatusCode::NO_CONTENT.into_response(),
-            Some(errors) => Json(errors).into_response(),
+            Some(None) => StatusCode::NO_CONTENT.into_response(),
+            Some(Some(body)) => Json(body).into_response(),
         },
         rate,
     )

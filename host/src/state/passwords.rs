@@ -3,7 +3,13 @@
 //!
 //! Formats: bcrypt (`$2a$`, `$2b$`, `$2y$`), argon2 PHC strings (`$argon2id$…`),
 //! Django `pbkdf2_sha256$iterations$salt$base64`, and two weak legacy formats:
-//! `sha1$salt$hex` (salted SHA-1, Django's old hasher) and `md5$salt$hex`.
+//! `sha1$salt$hex` (salted SHA-1, Django's old hasher) and `md5$salt$hex`. Hashes that
+//! came in through an Auth0 users-import file may also be PBKDF2 PHC strings over any
+//! digest (`$pbkdf2-sha512$i=…,l=…$…`) and salted digests or HMACs with their inputs'
+//! encodings spelled out (`$a0-…`): [`imported`] defines those.
+//!
+//! Every check is bounded before any work ([`PasswordLimits`]): a hash asking for more
+//! is [`HashError::TooCostly`], and [`admit`] asks the same of a hash about to be stored.
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use base64::Engine as _;
@@ -45,6 +51,8 @@ impl Default for PasswordLimits {
         }
     }
 }
+
+pub mod imported;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HashError {
@@ -139,6 +147,37 @@ pub fn verify_within(
     password: &str,
     limits: &PasswordLimits,
 ) -> Result<bool, HashError> {
+    prepare(stored, limits)?.verify(password)
+}
+
+/// Whether a login could check `stored` under the configured limits, without doing
+/// the work: what an import asks before it stores a hash, so a user is never stored
+/// with a hash no login can read.
+pub fn admit(stored: &str) -> Result<(), HashError> {
+    prepare(stored, &limits()).map(|_| ())
+}
+
+/// A stored hash read and found within the limits, ready to be checked.
+enum Prepared<'a> {
+    Bcrypt(&'a str),
+    // Boxed: a parsed PHC string is several times the size of the other variants.
+    Argon2(Box<PasswordHash>),
+    DjangoPbkdf2 {
+        iterations: u32,
+        salt: &'a str,
+        expected: Vec<u8>,
+    },
+    Pbkdf2(imported::Pbkdf2),
+    Salted(imported::Salted),
+    /// The products' `sha1$salt$hex` and `md5$salt$hex`: `digest(salt + password)`.
+    LegacySalted {
+        sha1: bool,
+        salt: &'a str,
+        expected: Vec<u8>,
+    },
+}
+
+fn prepare<'a>(stored: &'a str, limits: &PasswordLimits) -> Result<Prepared<'a>, HashError> {
     if stored.starts_with("$2a$") || stored.starts_with("$2b$") || stored.starts_with("$2y$") {
         // `$2b$12$…`: the cost is the two digits after the second `$`.
         let cost: u32 = stored
@@ -151,7 +190,7 @@ pub fn verify_within(
                 format!("{cost} > {}", limits.max_bcrypt_cost),
             ));
         }
-        return bcrypt::verify(password, stored).map_err(|_| HashError::Corrupt("bcrypt"));
+        return Ok(Prepared::Bcrypt(stored));
     }
     if stored.starts_with("$argon2") {
         let hash = PasswordHash::new(stored).map_err(|_| HashError::Corrupt("argon2"))?;
@@ -177,33 +216,75 @@ pub fn verify_within(
                 return Err(HashError::TooCostly(what, format!("{value} > {max}")));
             }
         }
-        return Ok(argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &hash)
-            .is_ok());
+        return Ok(Prepared::Argon2(Box::new(hash)));
     }
     if let Some(rest) = stored.strip_prefix("pbkdf2_sha256$") {
-        return verify_django_pbkdf2(rest, password, limits);
+        return prepare_django_pbkdf2(rest, limits);
     }
-    if let Some(rest) = stored.strip_prefix("sha1$") {
-        let (salt, hex_digest) = rest.split_once('$').ok_or(HashError::Corrupt("sha1"))?;
-        let expected = hex::decode(hex_digest).map_err(|_| HashError::Corrupt("sha1"))?;
-        let actual = sha1::Sha1::digest(format!("{salt}{password}"));
-        return Ok(actual.as_slice().ct_eq(&expected).into());
+    if stored.starts_with("$pbkdf2-") {
+        let pbkdf2 = imported::Pbkdf2::parse(stored)?;
+        pbkdf2.within(limits)?;
+        return Ok(Prepared::Pbkdf2(pbkdf2));
     }
-    if let Some(rest) = stored.strip_prefix("md5$") {
-        let (salt, hex_digest) = rest.split_once('$').ok_or(HashError::Corrupt("md5"))?;
-        let expected = hex::decode(hex_digest).map_err(|_| HashError::Corrupt("md5"))?;
-        let actual = md5::Md5::digest(format!("{salt}{password}"));
-        return Ok(actual.as_slice().ct_eq(&expected).into());
+    if stored.starts_with("$a0-") {
+        return Ok(Prepared::Salted(imported::Salted::parse(stored)?));
+    }
+    for (prefix, sha1, what, len) in [("sha1$", true, "sha1", 20), ("md5$", false, "md5", 16)] {
+        if let Some(rest) = stored.strip_prefix(prefix) {
+            let (salt, hex_digest) = rest.split_once('$').ok_or(HashError::Corrupt(what))?;
+            let expected = hex::decode(hex_digest).map_err(|_| HashError::Corrupt(what))?;
+            if expected.len() != len {
+                return Err(HashError::Corrupt(what));
+            }
+            return Ok(Prepared::LegacySalted {
+                sha1,
+                salt,
+                expected,
+            });
+        }
     }
     Err(HashError::UnknownFormat)
 }
 
-fn verify_django_pbkdf2(
-    rest: &str,
-    password: &str,
+impl Prepared<'_> {
+    fn verify(&self, password: &str) -> Result<bool, HashError> {
+        Ok(match self {
+            Prepared::Bcrypt(stored) => {
+                bcrypt::verify(password, stored).map_err(|_| HashError::Corrupt("bcrypt"))?
+            }
+            Prepared::Argon2(hash) => argon2::Argon2::default()
+                .verify_password(password.as_bytes(), hash.as_ref())
+                .is_ok(),
+            Prepared::DjangoPbkdf2 {
+                iterations,
+                salt,
+                expected,
+            } => pbkdf2_sha256(password, salt, *iterations)
+                .ct_eq(expected.as_slice())
+                .into(),
+            Prepared::Pbkdf2(pbkdf2) => pbkdf2.verify(password),
+            Prepared::Salted(salted) => salted.verify(password),
+            Prepared::LegacySalted {
+                sha1,
+                salt,
+                expected,
+            } => {
+                let salted = format!("{salt}{password}");
+                let actual = if *sha1 {
+                    sha1::Sha1::digest(salted).to_vec()
+                } else {
+                    md5::Md5::digest(salted).to_vec()
+                };
+                actual.ct_eq(expected).into()
+            }
+        })
+    }
+}
+
+fn prepare_django_pbkdf2<'a>(
+    rest: &'a str,
     limits: &PasswordLimits,
-) -> Result<bool, HashError> {
+) -> Result<Prepared<'a>, HashError> {
     let corrupt = || HashError::Corrupt("pbkdf2_sha256");
     let mut parts = rest.splitn(3, '$');
     let (Some(iterations), Some(salt), Some(encoded)) = (parts.next(), parts.next(), parts.next())
@@ -224,8 +305,11 @@ fn verify_django_pbkdf2(
     if expected.len() != 32 {
         return Err(corrupt());
     }
-    let actual = pbkdf2_sha256(password, salt, iterations);
-    Ok(actual.ct_eq(expected.as_slice()).into())
+    Ok(Prepared::DjangoPbkdf2 {
+        iterations,
+        salt,
+        expected,
+    })
 }
 
 /// Django's `pbkdf2_sha256` derivation: 32 bytes of PBKDF2-HMAC-SHA256.

@@ -4,6 +4,7 @@
 //! the unified ids back into the products.
 
 pub mod backfill_ids;
+pub mod custom_hash;
 pub mod export;
 pub mod records;
 pub mod run;

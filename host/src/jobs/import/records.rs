@@ -2,12 +2,11 @@
 //! turned into what the directory stores. A record that fails is that record's error
 //! (with Auth0's codes), never the file's.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use super::custom_hash;
 use crate::model::{LegacyStores, ServiceError};
 use crate::state::ImportRecord;
 
@@ -111,132 +110,125 @@ pub fn user_id_for(email_norm: &str) -> String {
     format!("usr_{}", &hex::encode(digest)[..24])
 }
 
-/// The record as it may be shown in a job's errors: hashes redacted.
-pub fn redacted(user: &Value) -> Value {
-    let mut user = user.clone();
-    if let Some(map) = user.as_object_mut() {
-        for secret in ["password_hash", "custom_password_hash"] {
-            if map.contains_key(secret) {
-                map.insert(secret.into(), json!("[redacted]"));
-            }
-        }
-    }
-    user
+/// The properties Auth0's user schema allows (`additionalProperties: false`). Those the
+/// directory does not keep (names, picture, blocked, MFA enrolments) are taken and not
+/// stored, as before.
+const USER_PROPERTIES: &[&str] = &[
+    "app_metadata",
+    "blocked",
+    "custom_password_hash",
+    "email",
+    "email_verified",
+    "family_name",
+    "given_name",
+    "mfa_factors",
+    "name",
+    "nickname",
+    "password_hash",
+    "phone_number",
+    "phone_verified",
+    "picture",
+    "user_id",
+    "user_metadata",
+    "username",
+];
+
+fn additional_properties(
+    object: &serde_json::Map<String, Value>,
+    allowed: &[&str],
+    path: &str,
+) -> Vec<RecordError> {
+    object
+        .keys()
+        .filter(|key| !allowed.contains(&key.as_str()))
+        .map(|key| {
+            refuse(
+                "OBJECT_ADDITIONAL_PROPERTIES",
+                &if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                },
+                format!("Additional properties not allowed: {key}"),
+            )
+        })
+        .collect()
 }
 
-/// The hash the directory verifies for an Auth0 `custom_password_hash`, or `None` for
-/// one it cannot (a hash nobody's password matches, `sha256` of random bytes, is such
-/// a user: no password sign-in until a reset).
-fn stored_hash(custom: &Value) -> Result<Option<String>, RecordError> {
-    let path = "custom_password_hash";
-    let object = custom
-        .as_object()
-        .ok_or_else(|| refuse("INVALID_TYPE", path, "Expected type object"))?;
-    let algorithm = object
-        .get("algorithm")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            refuse(
-                "OBJECT_REQUIRED",
-                path,
-                "Missing required property: algorithm",
-            )
-        })?;
-    let hash = object
-        .get("hash")
-        .and_then(Value::as_object)
-        .ok_or_else(|| refuse("OBJECT_REQUIRED", path, "Missing required property: hash"))?;
-    let value = hash.get("value").and_then(Value::as_str).ok_or_else(|| {
-        refuse(
-            "OBJECT_REQUIRED",
-            path,
-            "Missing required property: hash.value",
-        )
-    })?;
-    let encoding = hash
-        .get("encoding")
-        .and_then(Value::as_str)
-        .unwrap_or("utf8");
-    let format = |what: &str| refuse("FORMAT", path, format!("Invalid {algorithm} hash: {what}"));
-    match algorithm {
-        "bcrypt" => {
-            if !(value.starts_with("$2a$")
-                || value.starts_with("$2b$")
-                || value.starts_with("$2y$"))
-                || value.len() != 60
-            {
-                return Err(format("not a bcrypt string"));
-            }
-            Ok(Some(value.to_owned()))
+/// The hash the directory stores for a `custom_password_hash`, or its errors.
+fn stored_hash(custom: &Value) -> Result<String, Vec<RecordError>> {
+    let Some(object) = custom.as_object() else {
+        return Err(vec![refuse(
+            "INVALID_TYPE",
+            "custom_password_hash",
+            "Expected type object",
+        )]);
+    };
+    let mut errors = additional_properties(object, custom_hash::PROPERTIES, "custom_password_hash");
+    match custom_hash::stored(object) {
+        Ok(stored) if errors.is_empty() => Ok(stored),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            errors.push(e);
+            Err(errors)
         }
-        "argon2" => {
-            argon2::password_hash::phc::PasswordHash::new(value)
-                .map_err(|_| format("not a PHC string"))?;
-            Ok(Some(value.to_owned()))
-        }
-        "pbkdf2" => {
-            // $pbkdf2-sha256$i=N,l=L$salt$hash (unpadded base64), stored the way Django
-            // writes it: pbkdf2_sha256$N$salt$base64.
-            let parts: Vec<&str> = value.split('$').collect();
-            let [_, "pbkdf2-sha256", params, salt, digest] = parts.as_slice() else {
-                return Err(format("only $pbkdf2-sha256$ PHC strings are verified here"));
-            };
-            let mut iterations = None;
-            for param in params.split(',') {
-                if let Some(i) = param.strip_prefix("i=") {
-                    iterations = i.parse::<u32>().ok();
-                }
-            }
-            let iterations = iterations.ok_or_else(|| format("no iteration count"))?;
-            let salt = STANDARD_NO_PAD
-                .decode(salt)
-                .ok()
-                .and_then(|s| String::from_utf8(s).ok())
-                .filter(|s| !s.contains('$') && !s.is_empty())
-                .ok_or_else(|| format("the salt is not text"))?;
-            let digest = STANDARD_NO_PAD
-                .decode(digest)
-                .map_err(|_| format("the hash is not base64"))?;
-            Ok(Some(format!(
-                "pbkdf2_sha256${iterations}${salt}${}",
-                STANDARD.encode(digest)
-            )))
-        }
-        "sha1" | "md5" => {
-            let len = if algorithm == "sha1" { 20 } else { 16 };
-            let digest = match encoding {
-                "hex" => hex::decode(value).ok(),
-                "base64" => STANDARD.decode(value).ok(),
-                _ => None,
-            }
-            .filter(|d| d.len() == len)
-            .ok_or_else(|| format("the digest does not decode"))?;
-            let salt = object.get("salt").and_then(Value::as_object);
-            let salt_value = salt.and_then(|s| s.get("value")).and_then(Value::as_str);
-            let position = salt
-                .and_then(|s| s.get("position"))
-                .and_then(Value::as_str)
-                .unwrap_or("prefix");
-            match (salt_value, position) {
-                (Some(salt), "prefix") if !salt.contains('$') => {
-                    Ok(Some(format!("{algorithm}${salt}${}", hex::encode(digest))))
-                }
-                _ => Err(format("only a text salt as prefix is verified here")),
-            }
-        }
-        // The hash no password matches: nothing to store.
-        "sha256" => Ok(None),
-        "hmac" | "ldap" | "md4" | "sha512" | "scrypt" => Err(refuse(
-            "ENUM_MISMATCH",
-            "custom_password_hash.algorithm",
-            format!("{algorithm} hashes are not verified by this directory"),
-        )),
-        other => Err(refuse(
-            "ENUM_MISMATCH",
-            "custom_password_hash.algorithm",
-            format!("No enum match for: {other}"),
-        )),
     }
+}
+
+/// The record as it may be shown in a job's errors, redacted as Auth0 redacts it: the
+/// hash, salt and key values become `*****`; so do the MFA factors' and the phone
+/// number (no secrets or phones in an answer). A record that is not an object shows as
+/// `{}` (the SDKs read `user` as an object; its value is not echoed, it may be a hash).
+pub fn redacted(user: &Value) -> Value {
+    const HIDDEN: &str = "*****";
+    let Some(map) = user.as_object() else {
+        return json!({});
+    };
+    let mut map = map.clone();
+    let hide = |value: &mut Value, path: &[&str]| {
+        let mut at = value;
+        for key in path {
+            match at.get_mut(*key) {
+                Some(next) => at = next,
+                None => return,
+            }
+        }
+        *at = json!(HIDDEN);
+    };
+    for field in ["password_hash", "phone_number"] {
+        if let Some(value) = map.get_mut(field) {
+            *value = json!(HIDDEN);
+        }
+    }
+    if let Some(custom) = map.get_mut("custom_password_hash") {
+        if custom.is_object() {
+            for path in [
+                &["hash", "value"][..],
+                &["hash", "key", "value"],
+                &["salt", "value"],
+            ] {
+                hide(custom, path);
+            }
+        } else {
+            *custom = json!(HIDDEN);
+        }
+    }
+    if let Some(factors) = map.get_mut("mfa_factors") {
+        match factors.as_array_mut() {
+            Some(list) => {
+                for factor in list.iter_mut().filter_map(Value::as_object_mut) {
+                    for kind in factor.values_mut() {
+                        match kind.as_object_mut() {
+                            Some(fields) => fields.values_mut().for_each(|v| *v = json!(HIDDEN)),
+                            None => *kind = json!(HIDDEN),
+                        }
+                    }
+                }
+            }
+            None => *factors = json!(HIDDEN),
+        }
+    }
+    Value::Object(map)
 }
 
 fn legacy_accounts(app_metadata: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
@@ -268,9 +260,9 @@ pub fn check(
     let Some(object) = user.as_object() else {
         return Err(vec![refuse("INVALID_TYPE", "", "Expected type object")]);
     };
-    // Properties this directory does not keep (names, picture, MFA enrolments) are
-    // not refused; only what it stores is checked.
-    let mut errors = Vec::new();
+    // Properties outside Auth0's schema are refused as Auth0 refuses them; those in it
+    // that the directory does not keep (names, picture, MFA enrolments) are taken.
+    let mut errors = additional_properties(object, USER_PROPERTIES, "");
     let email = match object.get("email") {
         Some(Value::String(email)) => {
             let email = email.trim();
@@ -335,8 +327,9 @@ pub fn check(
         object.get("custom_password_hash"),
     ) {
         (Some(_), Some(_)) => {
+            // Auth0's schema forbids the pair with `not`: NOT_PASSED.
             errors.push(refuse(
-                "CONFLICT",
+                "NOT_PASSED",
                 "custom_password_hash",
                 "password_hash and custom_password_hash are mutually exclusive",
             ));
@@ -344,10 +337,12 @@ pub fn check(
         }
         (Some(Value::String(bcrypt)), None) => {
             match stored_hash(&json!({"algorithm": "bcrypt", "hash": {"value": bcrypt}})) {
-                Ok(hash) => hash,
-                Err(mut e) => {
-                    e.path = "password_hash".into();
-                    errors.push(e);
+                Ok(hash) => Some(hash),
+                Err(found) => {
+                    errors.extend(found.into_iter().map(|mut e| {
+                        e.path = "password_hash".into();
+                        e
+                    }));
                     None
                 }
             }
@@ -361,9 +356,9 @@ pub fn check(
             None
         }
         (None, Some(custom)) => match stored_hash(custom) {
-            Ok(hash) => hash,
-            Err(e) => {
-                errors.push(e);
+            Ok(hash) => Some(hash),
+            Err(found) => {
+                errors.extend(found);
                 None
             }
         },
@@ -392,20 +387,98 @@ mod tests {
     use crate::jobs::import::export::custom_password_hash;
 
     #[test]
-    fn every_exported_hash_comes_back_as_the_format_it_was() {
+    fn every_exported_hash_is_imported_as_one_the_same_passwords_match() {
+        use crate::state::passwords::{legacy_formats::*, verify};
+        use sha2::Digest as _;
         let stored = [
-            format!("$2b$10${}", "a".repeat(53)),
-            format!("pbkdf2_sha256$1000$salty${}", STANDARD.encode([3u8; 32])),
-            format!("sha1$ab${}", "0a".repeat(20)),
-            format!("md5$xy${}", "f0".repeat(16)),
+            bcrypt("pw-right", "2y", [5; 16]),
+            argon2id("pw-right", &[6; 16]),
+            django_pbkdf2("pw-right", "salty", 1000),
+            salted_sha1("pw-right", "ab"),
+            format!("md5$xy${}", hex::encode(md5::Md5::digest("xypw-right"))),
         ];
         for hash in stored {
             let custom = custom_password_hash(&hash).unwrap();
-            assert_eq!(
-                stored_hash(&custom).unwrap().as_deref(),
-                Some(hash.as_str())
-            );
+            let imported = stored_hash(&custom).unwrap();
+            assert_eq!(verify(&imported, "pw-right"), Ok(true), "{imported}");
+            assert_eq!(verify(&imported, "pw-wrong"), Ok(false), "{imported}");
         }
+    }
+
+    #[test]
+    fn what_the_schema_does_not_allow_is_refused_with_auth0s_codes() {
+        let refused = |user: Value| -> Vec<(&'static str, String)> {
+            check(&user, false, &[], 0)
+                .unwrap_err()
+                .into_iter()
+                .map(|e| (e.code, e.path))
+                .collect()
+        };
+        let hash = json!({"value": "$2b$10$C9hB01.YxRSTcn/ZOOo4j.TW7xCKKFKBSF.C7E0xiUwumqIDqWUXG"});
+        assert_eq!(
+            refused(json!({"email": "a@example.org", "nickname_typo": "x"})),
+            [("OBJECT_ADDITIONAL_PROPERTIES", "nickname_typo".to_owned())]
+        );
+        assert_eq!(
+            refused(json!({"email": "a@example.org",
+                "custom_password_hash": {"algorithm": "bcrypt", "hash": hash, "rounds": 10}})),
+            [(
+                "OBJECT_ADDITIONAL_PROPERTIES",
+                "custom_password_hash.rounds".to_owned()
+            )]
+        );
+        assert_eq!(
+            refused(json!({"email": "a@example.org",
+                "custom_password_hash": {"algorithm": "bcrypt", "hash": hash,
+                                         "salt": {"value": "pepper"}}})),
+            [("NOT_PASSED", "custom_password_hash.salt".to_owned())]
+        );
+        // A salt in an encoding the value is not in: that record's error, not a user
+        // stored with the wrong salt.
+        assert_eq!(
+            refused(json!({"email": "a@example.org",
+                "custom_password_hash": {"algorithm": "md5",
+                    "hash": {"value": "00".repeat(16), "encoding": "hex"},
+                    "salt": {"value": "not-hex", "encoding": "hex"}}})),
+            [("FORMAT", "custom_password_hash.salt.value".to_owned())]
+        );
+        assert_eq!(
+            refused(
+                json!({"email": "a@example.org", "password_hash": hash["value"],
+                "custom_password_hash": {"algorithm": "bcrypt", "hash": hash}})
+            ),
+            [("NOT_PASSED", "custom_password_hash".to_owned())]
+        );
+        // Names, picture, blocked and MFA enrolments are in the schema: taken.
+        assert!(
+            check(
+                &json!({"email": "a@example.org", "given_name": "A", "blocked": false,
+                        "mfa_factors": [{"totp": {"secret": "JBTWY3DPEHPK3PNP"}}]}),
+                false,
+                &[],
+                0
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_shown_record_keeps_its_shape_without_its_secrets() {
+        let shown = redacted(&json!({
+            "email": "a@example.org",
+            "phone_number": "+15551234567",
+            "custom_password_hash": {"algorithm": "hmac",
+                "hash": {"value": "abc", "digest": "sha1", "key": {"value": "k"}},
+                "salt": {"value": "s", "position": "suffix"}},
+            "mfa_factors": [{"totp": {"secret": "JBTWY3DPEHPK3PNP"}}],
+        }));
+        assert_eq!(shown["custom_password_hash"]["algorithm"], "hmac");
+        assert_eq!(shown["custom_password_hash"]["salt"]["position"], "suffix");
+        for secret in ["abc", "\"k\"", "\"s\"", "JBTWY", "5551234567"] {
+            assert!(!shown.to_string().contains(secret), "{secret} in {shown}");
+        }
+        assert_eq!(redacted(&json!(42)), json!({}));
+        assert_eq!(redacted(&json!("$2b$10$...")), json!({}));
     }
 
     #[test]

@@ -581,7 +581,12 @@ fn follow(
             Ok(true)
         }
         Some(done @ ("failed" | "expired")) => {
-            let why = job["message"].as_str().unwrap_or(done).to_owned();
+            // Auth0 says why in `status_details` (older versions of this API: `message`).
+            let why = job["status_details"]
+                .as_str()
+                .or(job["message"].as_str())
+                .unwrap_or(done)
+                .to_owned();
             retry_or_fail(options, &mut file, format!("job {id} {done}: {why}"), now());
             state.import_file_update(&file, now())?;
             Ok(true)
