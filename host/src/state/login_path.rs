@@ -50,8 +50,16 @@ impl EffectWriter for SqlWriter<'_> {
         &mut self,
         batch: &EffectBatch,
     ) -> Result<Option<Option<String>>, StoreError> {
-        // Claimed first: a concurrent apply of the same id waits on the key (or on
-        // SQLite's one write lock), then finds it taken.
+        let previous = "SELECT user_id FROM applied_transactions WHERE transaction_id = $1";
+        if self.dialect == Dialect::Sqlite {
+            // The immediate transaction holds SQLite's one write lock: checking here
+            // and recording the id in `finish` cannot race another writer, and the id's
+            // row is written once (with `secure_delete`, a rewrite zeroes the old copy).
+            let user = self.first_text(previous, &[Val::text(&batch.transaction_id)])?;
+            return Ok(user);
+        }
+        // Claimed first: a concurrent apply of the same id waits on the key, then
+        // finds it taken.
         let fresh = self.tx.execute(
             "INSERT INTO applied_transactions (transaction_id, applied_at_ms) VALUES ($1, $2)
              ON CONFLICT (transaction_id) DO NOTHING",
@@ -64,10 +72,7 @@ impl EffectWriter for SqlWriter<'_> {
             return Ok(None);
         }
         // Applied before: by whom, if a user came of it.
-        let user = self.first_text(
-            "SELECT user_id FROM applied_transactions WHERE transaction_id = $1",
-            &[Val::text(&batch.transaction_id)],
-        )?;
+        let user = self.first_text(previous, &[Val::text(&batch.transaction_id)])?;
         Ok(Some(user.flatten()))
     }
 
@@ -190,50 +195,81 @@ impl EffectWriter for SqlWriter<'_> {
     }
 
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
+        let time = Val::int(sql_time(batch.time_ms));
         if let Some(id) = user_id {
             self.tx.execute(
                 "UPDATE users SET last_login_ms = $2, logins_count = logins_count + 1 WHERE id = $1",
-                &[Val::text(id), Val::int(sql_time(batch.time_ms))],
-            )?;
-            self.tx.execute(
-                "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
-                &[Val::text(&batch.transaction_id), Val::text(id)],
+                &[Val::text(id), time.clone()],
             )?;
         }
+        let user = Val::Text(user_id.map(str::to_owned));
+        match self.dialect {
+            // Recorded here, once (see `claim_transaction`).
+            Dialect::Sqlite => self.tx.execute(
+                "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES ($1, $2, $3)",
+                &[Val::text(&batch.transaction_id), user, time],
+            )?,
+            Dialect::Postgres if user_id.is_some() => self.tx.execute(
+                "UPDATE applied_transactions SET user_id = $2 WHERE transaction_id = $1",
+                &[Val::text(&batch.transaction_id), user],
+            )?,
+            Dialect::Postgres => 0,
+        };
         Ok(())
     }
 }
 
-/// Directory users matching `clause` (over `$1`), each with their identities, in one
-/// statement (the identities as a JSON array the database builds).
+/// Directory users matching `clause` (over `$1`), each with their identities. On
+/// PostgreSQL in one statement (the identities as a JSON array the server builds: one
+/// round trip); SQLite, in process, reads them with a second prepared statement, which
+/// costs it less than building and parsing the JSON.
 pub(super) fn users_where(
     store: &dyn SqlStore,
     clause: &str,
     arg: &str,
 ) -> Result<Vec<DirectoryUser>, StoreError> {
     let identities = match store.dialect() {
-        Dialect::Sqlite => {
-            "(SELECT COALESCE(json_group_array(json_array(i.provider, i.provider_user_id, i.connection)
-                                               ORDER BY i.provider, i.provider_user_id), '[]')
-              FROM identities i WHERE i.user_id = users.id)"
-        }
+        Dialect::Sqlite => "NULL",
         Dialect::Postgres => {
             "(SELECT COALESCE(json_agg(json_build_array(i.provider, i.provider_user_id, i.connection)
                                        ORDER BY i.provider, i.provider_user_id), '[]')::text
               FROM identities i WHERE i.user_id = users.id)"
         }
     };
-    let rows = read(store, |tx| {
-        tx.query(
-            &format!(
-                "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms,
-                        logins_count, {identities}
-                 FROM users WHERE {clause} ORDER BY created_at_ms, id"
-            ),
-            &[Val::text(arg)],
-        )
-    })?;
-    rows.into_iter().map(user_of).collect()
+    let sql = format!(
+        "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms,
+                logins_count, {identities}
+         FROM users WHERE {clause} ORDER BY created_at_ms, id"
+    );
+    read(store, |tx| {
+        let mut users = tx
+            .query(&sql, &[Val::text(arg)])?
+            .into_iter()
+            .map(user_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        if store.dialect() == Dialect::Sqlite {
+            for user in &mut users {
+                user.identities = tx
+                    .query(
+                        "SELECT provider, provider_user_id, connection FROM identities
+                         WHERE user_id = $1 ORDER BY provider, provider_user_id",
+                        &[Val::text(&user.id)],
+                    )?
+                    .into_iter()
+                    .map(|row| {
+                        let mut row = row.into_iter().map(|v| v.into_text().unwrap_or_default());
+                        let mut next = || row.next().unwrap_or_default();
+                        Identity {
+                            provider: next(),
+                            user_id: next(),
+                            connection: next(),
+                        }
+                    })
+                    .collect();
+            }
+        }
+        Ok(users)
+    })
 }
 
 fn user_of(row: Row) -> Result<DirectoryUser, StoreError> {

@@ -156,6 +156,9 @@ impl SqliteState {
         // the process loses nothing, a power cut may lose the last commits.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement is prepared once per connection (`prepare_cached`): the
+        // login path and the jobs beside it use more than rusqlite's default 16.
+        conn.set_prepared_statement_cache_capacity(128);
         super::migrations::apply_sqlite(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
