@@ -393,7 +393,7 @@ impl Gateway {
                 };
                 let told = notices(
                     user,
-                    &factors,
+                    factors,
                     &recovery.id,
                     "recovery-code-used",
                     "A recovery code was used to sign in to your account; every \
@@ -433,11 +433,11 @@ impl Gateway {
                 })?;
                 self.enrol(
                     verdict,
-                    &login,
+                    login,
                     &recovery.id,
                     now_ms,
-                    &rule,
-                    &state,
+                    rule,
+                    state,
                     EnrolProof::Issue(super::proof::Shown::RecoveryCode),
                 )
             }
@@ -487,7 +487,7 @@ impl Gateway {
         );
         let told = notices(
             user,
-            &factors,
+            factors,
             &recovery.id,
             "recovery-requested",
             &format!(
@@ -565,11 +565,11 @@ impl Gateway {
         }
         self.enrol(
             verdict,
-            &login,
+            login,
             &open.id,
             now_ms,
-            &rule,
-            &state,
+            rule,
+            state,
             EnrolProof::Issue(super::proof::Shown::WaitServed),
         )
     }

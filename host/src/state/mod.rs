@@ -13,6 +13,7 @@ pub mod legacy_export;
 pub mod legacy_ids;
 mod legacy_sql;
 pub mod legacy_sqlite;
+mod login_path;
 pub mod login_stats;
 pub mod migrations;
 pub mod outbox;
@@ -473,17 +474,30 @@ pub trait StateStore:
 {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
-    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError>;
+    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
+        login_path::apply(self.sql(), batch)
+    }
     /// Imports one user of a bulk import in one transaction (see `apply::import_user`).
-    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError>;
+    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
+        login_path::import(self.sql(), record)
+    }
     /// Re-hashes a user's password with argon2id if the stored hash is another format
     /// (an imported legacy hash) and `password` matches it; true when upgraded. Only
     /// the hash that was read is replaced (a concurrent change wins).
-    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError>;
+    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError> {
+        let stored = login_path::password_hash(self.sql(), user_id)?.flatten();
+        // Hashed outside any transaction: argon2id takes milliseconds.
+        let Some(new) = upgraded_hash(stored.as_deref(), password) else {
+            return Ok(false);
+        };
+        login_path::replace_password_hash(self.sql(), user_id, stored.as_deref(), &new)
+    }
     /// Writes logins' bookkeeping in one transaction (see `login_stats`): each
     /// transaction id is recorded as applied once, and only then counted on its
     /// user. Returns how many were counted.
-    fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError>;
+    fn record_logins(&self, marks: &[login_stats::LoginMark]) -> Result<usize, StoreError> {
+        login_path::record_logins(self.sql(), marks)
+    }
     fn save_resume(&self, record: &ResumeRecord) -> Result<(), StoreError> {
         resume_tokens::save(self.sql(), record)
     }

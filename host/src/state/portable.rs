@@ -79,6 +79,14 @@ impl Dialect {
             (Self::Postgres, true) => " FOR UPDATE SKIP LOCKED",
         }
     }
+
+    /// The larger of two values: a scalar `MAX` in SQLite, `GREATEST` in PostgreSQL.
+    pub fn greatest(self) -> &'static str {
+        match self {
+            Self::Sqlite => "MAX",
+            Self::Postgres => "GREATEST",
+        }
+    }
 }
 
 /// A store that runs portable SQL: each call of `transact` is one transaction,
@@ -95,6 +103,15 @@ pub trait SqlStore: Send + Sync {
         &self,
         work: &mut dyn FnMut(&mut dyn SqlTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
+
+    /// Runs reads outside an explicit transaction (each statement sees its own
+    /// snapshot): the login path's lookups take no write lock and no BEGIN/COMMIT.
+    fn read(
+        &self,
+        work: &mut dyn FnMut(&mut dyn SqlTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.transact(work)
+    }
 
     /// Serializes writers of one append-only table (the audit chain) within the
     /// transaction: a table lock on PostgreSQL; SQLite has one writer anyway.
@@ -119,6 +136,19 @@ pub fn transact<T>(
     out.ok_or_else(|| StoreError::Backend("transaction produced nothing".into()))
 }
 
+/// Runs `reads` outside an explicit transaction (see [`SqlStore::read`]).
+pub fn read<T>(
+    store: &dyn SqlStore,
+    mut reads: impl FnMut(&mut dyn SqlTx) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut out = None;
+    store.read(&mut |tx| {
+        out = Some(reads(tx)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| StoreError::Backend("read produced nothing".into()))
+}
+
 /// The one number a `SELECT COUNT(*) …` answers, in its own transaction.
 pub fn count(store: &dyn SqlStore, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
     let rows = transact(store, |tx| tx.query(sql, params))?;
@@ -134,7 +164,7 @@ pub(super) fn sqlite_text(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-pub(super) struct SqliteTx<'a>(pub &'a rusqlite::Transaction<'a>);
+pub(super) struct SqliteTx<'a>(pub &'a rusqlite::Connection);
 
 impl SqlTx for SqliteTx<'_> {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
@@ -180,7 +210,8 @@ fn sqlite_param(v: &Val) -> rusqlite::types::Value {
     }
 }
 
-pub(super) struct PostgresTx<'a, 'b>(pub &'a mut postgres::Transaction<'b>);
+/// Statements on a PostgreSQL transaction, or (for reads) on a pooled connection.
+pub(super) struct PostgresTx<'a, C: postgres::GenericClient>(pub &'a mut C);
 
 /// Each parameter with its type, which `Val` knows: a statement is then sent in one
 /// round trip (`query_typed`) instead of being prepared, executed and closed.
@@ -198,7 +229,7 @@ fn pg_params(params: &[Val]) -> Vec<(&(dyn ToSql + Sync), Type)> {
 
 /// A statement sent with its parameters' types (one round trip); its affected rows.
 pub(super) fn execute_typed(
-    tx: &mut postgres::Transaction<'_>,
+    tx: &mut impl postgres::GenericClient,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],
 ) -> Result<u64, StoreError> {
@@ -207,7 +238,7 @@ pub(super) fn execute_typed(
     Ok(rows.rows_affected().unwrap_or(0))
 }
 
-impl SqlTx for PostgresTx<'_, '_> {
+impl<C: postgres::GenericClient> SqlTx for PostgresTx<'_, C> {
     fn execute(&mut self, sql: &str, params: &[Val]) -> Result<u64, StoreError> {
         execute_typed(self.0, sql, &pg_params(params))
     }

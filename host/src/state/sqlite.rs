@@ -1,25 +1,11 @@
 //! The embedded default: directory, outbox and resume tokens in one SQLite file.
 
-use crate::model::{
-    ApplyReport, Directory, DirectoryUser, FactorSummary, Identity, ServiceError, normalize_email,
-};
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use secrecy::SecretString;
-use serde_json::Value;
+use rusqlite::{Connection, OpenFlags};
 
-use super::apply::{
-    EffectWriter, ImportOutcome, ImportRecord, Metadata, NewUser, apply_effects, import_user,
-    merged,
-};
-use super::login_stats::LoginMark;
-use super::{
-    EffectBatch, StateStore, StoreError, check_stored_password, parse_json, sql_time, stored_count,
-    stored_time, unavailable,
-};
+use super::{StateStore, StoreError};
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -170,6 +156,9 @@ impl SqliteState {
         // the process loses nothing, a power cut may lose the last commits.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement is prepared once per connection (`prepare_cached`): the
+        // login path and the jobs beside it use more than rusqlite's default 16.
+        conn.set_prepared_statement_cache_capacity(128);
         super::migrations::apply_sqlite(&mut conn)?;
         Ok(Self {
             conn: Mutex::new(conn),
@@ -190,222 +179,6 @@ impl SqliteState {
         self.conn
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn users_where(&self, clause: &str, arg: &str) -> Result<Vec<DirectoryUser>, StoreError> {
-        let conn = self.lock();
-        let mut statement = conn.prepare_cached(&format!(
-            "SELECT id, email, email_verified, app_metadata, user_metadata, created_at_ms, last_login_ms, logins_count
-             FROM users WHERE {clause} ORDER BY created_at_ms, id"
-        ))?;
-        let rows = statement.query_map([arg], |row| {
-            Ok(DirectoryUser {
-                id: row.get(0)?,
-                email: row.get(1)?,
-                email_verified: row.get(2)?,
-                identities: Vec::new(),
-                app_metadata: parse_json(row.get::<_, String>(3)?),
-                user_metadata: parse_json(row.get::<_, String>(4)?),
-                created_at_ms: stored_time(row.get(5)?),
-                last_login_ms: row.get::<_, Option<i64>>(6)?.map(stored_time),
-                logins_count: stored_count(row.get(7)?),
-            })
-        })?;
-        let mut users = rows.collect::<Result<Vec<_>, _>>()?;
-        let mut identities = conn.prepare_cached(
-            "SELECT provider, provider_user_id, connection FROM identities WHERE user_id = ?1 ORDER BY provider, provider_user_id",
-        )?;
-        for user in &mut users {
-            user.identities = identities
-                .query_map([&user.id], |row| {
-                    Ok(Identity {
-                        provider: row.get(0)?,
-                        user_id: row.get(1)?,
-                        connection: row.get(2)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-        }
-        Ok(users)
-    }
-}
-
-impl Directory for SqliteState {
-    fn find_by_email(&self, email: &str) -> Result<Vec<DirectoryUser>, ServiceError> {
-        self.users_where("email_norm = ?1", &normalize_email(email))
-            .map_err(unavailable)
-    }
-
-    fn get_user(&self, id: &str) -> Result<Option<DirectoryUser>, ServiceError> {
-        Ok(self
-            .users_where("id = ?1", id)
-            .map_err(unavailable)?
-            .into_iter()
-            .next())
-    }
-
-    fn verify_password(
-        &self,
-        user_id: &str,
-        password: &SecretString,
-    ) -> Result<bool, ServiceError> {
-        let stored: Option<Option<String>> = self
-            .lock()
-            .query_row(
-                "SELECT password_hash FROM users WHERE id = ?1",
-                [user_id],
-                |row| row.get(0),
-            )
-            .optional()
-            .map_err(|e| unavailable(e.into()))?;
-        check_stored_password(stored, password, &format!("directory user {user_id}"))
-    }
-
-    fn list_factors(&self, user_id: &str) -> Result<Vec<FactorSummary>, ServiceError> {
-        Ok(super::factors::rows::active_of_user(self, user_id)
-            .map_err(unavailable)?
-            .iter()
-            .map(FactorSummary::of)
-            .collect())
-    }
-    fn recovery_facts(
-        &self,
-        user_id: &str,
-        ask: &crate::model::RecoveryAsk,
-    ) -> Result<crate::model::RecoveryFacts, ServiceError> {
-        super::recovery::facts(self, user_id, ask).map_err(unavailable)
-    }
-}
-
-/// The SQLite side of [`apply_effects`]. Statements on the login path are prepared
-/// once per connection.
-struct SqliteWriter<'a> {
-    tx: &'a rusqlite::Transaction<'a>,
-}
-
-impl EffectWriter for SqliteWriter<'_> {
-    fn claim_transaction(
-        &mut self,
-        batch: &EffectBatch,
-    ) -> Result<Option<Option<String>>, StoreError> {
-        // The IMMEDIATE transaction holds the write lock: checking here and recording
-        // the transaction in `finish` cannot race another writer.
-        Ok(self
-            .tx
-            .prepare_cached("SELECT user_id FROM applied_transactions WHERE transaction_id = ?1")?
-            .query_row([&batch.transaction_id], |row| row.get(0))
-            .optional()?)
-    }
-
-    fn create_user(&mut self, user: &NewUser<'_>) -> Result<(String, bool), StoreError> {
-        let existing: Option<String> = self
-            .tx
-            .query_row(
-                "SELECT id FROM users WHERE email_norm = ?1",
-                [&user.email_norm],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if let Some(existing) = existing {
-            return Ok((existing, false));
-        }
-        self.tx.execute(
-            "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata,
-                                password_hash, created_at_ms, logins_count)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
-            params![
-                user.id,
-                user.email,
-                user.email_norm,
-                user.email_verified,
-                user.app_metadata,
-                user.user_metadata,
-                user.password_hash,
-                user.created_at_ms
-            ],
-        )?;
-        Ok((user.id.to_owned(), true))
-    }
-
-    fn patch_metadata(
-        &mut self,
-        user_id: &str,
-        which: Metadata,
-        patch: &Value,
-    ) -> Result<(), StoreError> {
-        let column = which.column();
-        let current: String = self.tx.query_row(
-            &format!("SELECT {column} FROM users WHERE id = ?1"),
-            [user_id],
-            |row| row.get(0),
-        )?;
-        self.tx.execute(
-            &format!("UPDATE users SET {column} = ?2 WHERE id = ?1"),
-            params![user_id, merged(&current, patch)],
-        )?;
-        Ok(())
-    }
-
-    fn login_record(&mut self, user_id: &str) -> Result<(String, bool), StoreError> {
-        // The import's transaction is IMMEDIATE: no login writes meanwhile.
-        Ok(self.tx.query_row(
-            "SELECT app_metadata, logins_count > 0 OR last_login_ms IS NOT NULL FROM users WHERE id = ?1",
-            [user_id],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )?)
-    }
-
-    fn link_owner(&mut self, product: &str, legacy_id: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .tx
-            .query_row(
-                "SELECT user_id FROM identities WHERE provider = ?1 AND provider_user_id = ?2",
-                params![product, legacy_id],
-                |row| row.get(0),
-            )
-            .optional()?)
-    }
-
-    fn insert_link(
-        &mut self,
-        product: &str,
-        legacy_id: &str,
-        user_id: &str,
-    ) -> Result<(), StoreError> {
-        self.tx.execute(
-            "INSERT INTO identities (provider, provider_user_id, user_id, connection) VALUES (?1, ?2, ?3, ?1)
-             ON CONFLICT (provider, provider_user_id) DO NOTHING",
-            params![product, legacy_id, user_id],
-        )?;
-        Ok(())
-    }
-
-    fn enqueue(
-        &mut self,
-        batch: &EffectBatch,
-        topic: &str,
-        key: &str,
-        payload: &str,
-    ) -> Result<usize, StoreError> {
-        Ok(self.tx.execute(
-            "INSERT INTO outbox (topic, key, payload, transaction_id, created_at_ms, next_attempt_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (topic, key) DO NOTHING",
-            params![topic, key, payload, batch.transaction_id, sql_time(batch.time_ms)],
-        )?)
-    }
-
-    fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
-        if let Some(id) = user_id {
-            self.tx
-                .prepare_cached("UPDATE users SET last_login_ms = ?2, logins_count = logins_count + 1 WHERE id = ?1")?
-                .execute(params![id, sql_time(batch.time_ms)])?;
-        }
-        self.tx
-            .prepare_cached(
-                "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![batch.transaction_id, user_id, sql_time(batch.time_ms)])?;
-        Ok(())
     }
 }
 
@@ -428,6 +201,13 @@ impl super::portable::SqlStore for SqliteState {
         work(&mut super::portable::SqliteTx(&tx))?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn read(
+        &self,
+        work: &mut dyn FnMut(&mut dyn super::portable::SqlTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        work(&mut super::portable::SqliteTx(&self.lock()))
     }
 
     fn lock_table(
@@ -482,79 +262,4 @@ impl super::OutboxStore for SqliteState {
     }
 }
 
-impl StateStore for SqliteState {
-    fn apply(&self, batch: &EffectBatch) -> Result<ApplyReport, StoreError> {
-        let mut conn = self.lock();
-        // IMMEDIATE: take the write lock first, so the idempotency check and the
-        // writes see the same database even with another process writing.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let report = apply_effects(&mut SqliteWriter { tx: &tx }, batch)?;
-        tx.commit()?;
-        Ok(report)
-    }
-
-    fn import_user(&self, record: &ImportRecord) -> Result<ImportOutcome, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let outcome = import_user(&mut SqliteWriter { tx: &tx }, record)?;
-        tx.commit()?;
-        Ok(outcome)
-    }
-
-    fn upgrade_password(&self, user_id: &str, password: &SecretString) -> Result<bool, StoreError> {
-        let stored: Option<Option<String>> = self
-            .lock()
-            .query_row(
-                "SELECT password_hash FROM users WHERE id = ?1",
-                [user_id],
-                |row| row.get(0),
-            )
-            .optional()?;
-        let stored = stored.flatten();
-        // Hashed outside the lock: argon2id takes milliseconds.
-        let Some(new) = super::upgraded_hash(stored.as_deref(), password) else {
-            return Ok(false);
-        };
-        Ok(self.lock().execute(
-            "UPDATE users SET password_hash = ?3 WHERE id = ?1 AND password_hash = ?2",
-            params![user_id, stored, new],
-        )? == 1)
-    }
-
-    fn record_logins(&self, marks: &[LoginMark]) -> Result<usize, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut per_user: HashMap<&str, (u64, i64)> = HashMap::new();
-        let mut counted = 0;
-        {
-            let mut applied = tx.prepare_cached(
-                "INSERT INTO applied_transactions (transaction_id, user_id, applied_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (transaction_id) DO NOTHING",
-            )?;
-            for mark in marks {
-                if applied.execute(params![
-                    mark.transaction_id,
-                    mark.user_id,
-                    sql_time(mark.time_ms)
-                ])? == 0
-                {
-                    continue; // applied before: counted then
-                }
-                counted += 1;
-                if let Some(user) = &mark.user_id {
-                    let entry = per_user.entry(user).or_insert((0, 0));
-                    *entry = (entry.0.max(mark.time_ms), entry.1 + 1);
-                }
-            }
-            let mut update = tx.prepare_cached(
-                "UPDATE users SET last_login_ms = MAX(COALESCE(last_login_ms, 0), ?2),
-                                  logins_count = logins_count + ?3 WHERE id = ?1",
-            )?;
-            for (user, (last, count)) in &per_user {
-                update.execute(params![user, sql_time(*last), count])?;
-            }
-        }
-        tx.commit()?;
-        Ok(counted)
-    }
-}
+impl StateStore for SqliteState {}

@@ -70,21 +70,39 @@ pub fn count_outside(store: &dyn SqlStore, domains: &[&str]) -> Result<u64, Stor
     )
 }
 
-/// Deletes every user, link, factor, outbox message, token and applied transaction
-/// (seeding only), children before the rows they reference.
+/// Every table of the directory that seeding empties: all but `schema_migrations` and
+/// `import_files` (an operator's progress through export files, not demo data),
+/// children before the rows they reference. Recovery, support and proof state belongs
+/// to the users too: left behind, a second seeding found the last run's recoveries open.
+pub const CLEARED: &[&str] = &[
+    "identities",
+    "factors",
+    "users",
+    "outbox",
+    "resume_tokens",
+    "applied_transactions",
+    "mfa_exports",
+    "mfa_backfill",
+    "mfa_audit",
+    "recoveries",
+    "recovery_codes",
+    "recovery_throttle",
+    "session_revocations",
+    "login_sightings",
+    "support_requests",
+    "proofs",
+    "enrolments",
+    "device_tokens",
+    "factor_failures",
+    "rate_windows",
+    "password_resets_required",
+    "audit_log",
+];
+
+/// Deletes every row of every [`CLEARED`] table (seeding only).
 pub fn clear(store: &dyn SqlStore) -> Result<(), StoreError> {
     transact(store, |tx| {
-        for table in [
-            "identities",
-            "factors",
-            "users",
-            "outbox",
-            "resume_tokens",
-            "applied_transactions",
-            "mfa_exports",
-            "mfa_backfill",
-            "mfa_audit",
-        ] {
+        for table in CLEARED {
             tx.execute(&format!("DELETE FROM {table}"), &[])?;
         }
         Ok(())

@@ -303,3 +303,34 @@ fn a_migrations_table_with_gaps_or_of_another_shape_is_refused() -> Result {
     assert!(refused.to_string().contains("not 1 to"), "{refused}");
     Ok(())
 }
+
+/// Seeding empties the whole directory it made: a table added without being named in
+/// `users::CLEARED` (as the recovery tables once were) keeps the last run's rows.
+#[test]
+fn seeding_clears_every_table_but_the_schema_version_and_import_progress() -> Result {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("directory.db");
+    drop(portcullis::state::open_state(
+        &format!("sqlite://{}", path.display()),
+        dir.path(),
+    )?);
+    let conn = rusqlite::Connection::open(&path)?;
+    let mut tables: BTreeSet<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+        )?
+        .query_map([], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for kept in ["schema_migrations", "import_files"] {
+        assert!(tables.remove(kept), "{kept} is gone: update this test");
+    }
+    let cleared: BTreeSet<String> = portcullis::state::users::CLEARED
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    assert_eq!(
+        tables, cleared,
+        "tables seeding would leave behind, or name in vain"
+    );
+    Ok(())
+}
