@@ -434,7 +434,8 @@ impl Serve {
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&served)
             .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
-            // The fixture's outbox has no product endpoints: no delivery warnings.
+            // The fixture's outbox endpoints are the simulator's, not started here: no
+            // delivery warnings.
             .env("PORTCULLIS_LOG", "error")
             .stdout(std::process::Stdio::piped())
             .spawn()
