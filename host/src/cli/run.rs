@@ -10,7 +10,7 @@ use portcullis::{Decision, LoginAttempt, Verdict};
 use super::Exit;
 use super::options::{ConfigArg, VerdictFormat};
 use super::output::print_verdict;
-use super::stores::{missing_directory, open_gateway};
+use super::stores::{missing_directory, missing_legacy, open_gateway};
 
 /// Evaluate login attempts against the configured stores, apply the effects of each
 /// allowed login, and print each verdict as JSON.
@@ -64,6 +64,15 @@ impl Run {
             }
         }
         let config = self.config.load()?;
+        // `serve` treats a legacy store that is not there as one that is down (each
+        // login that needs it is denied, retryable, until it is back); a batch run
+        // would print a denial per login and exit 0, the wrong path never named.
+        if let Some((product, path)) = missing_legacy(&config)?.into_iter().next() {
+            anyhow::bail!(
+                "there is no legacy store for {product} at {}: is the config's path right? (`seed` creates the demo's; `run` only reads a product's database)",
+                path.display()
+            );
+        }
         if self.dry_run
             && let Some(path) = missing_directory(&config)?
         {

@@ -1085,3 +1085,36 @@ fn serve_logs_a_reload_by_default() -> Result {
     );
     Ok(())
 }
+
+/// `run` with a legacy product store that is not there: exit 2 naming it, as every
+/// command that reads a store does (it printed a denial per login and exited 0), and
+/// nothing created.
+#[test]
+fn run_with_a_legacy_store_that_is_not_there_is_exit_2_naming_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let seeded = with_config(&config, &["seed", "--users", "20", "--logins", "2"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let missing = dir.path().join("legacy-collect.db");
+    std::fs::remove_file(&missing)?;
+    let logins = dir.path().join("logins");
+    let logins = logins.to_str().unwrap();
+    for args in [
+        &["run", "--login", logins][..],
+        &["run", "--dry-run", "--login", logins],
+    ] {
+        let run = with_config(&config, args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
+        assert!(run.stdout.is_empty(), "{args:?}: no verdict printed");
+        assert!(
+            stderr(&run).contains(&format!(
+                "there is no legacy store for collect at {}",
+                missing.display()
+            )),
+            "{args:?}: {}",
+            stderr(&run)
+        );
+    }
+    assert!(!missing.exists(), "run created the store");
+    Ok(())
+}
