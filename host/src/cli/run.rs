@@ -31,7 +31,8 @@ pub struct Run {
     /// logins written a while ago).
     #[arg(long)]
     now: bool,
-    /// After the verdicts, print counts (allowed, migrated, denied, …).
+    /// After the verdicts, print counts (allowed, migrated, denied, …): a line of
+    /// text, or with --json an object `{"summary": {…}}`.
     #[arg(long)]
     summary: bool,
     /// Write a recording of this evaluation (one login) for `replay`.
@@ -142,7 +143,19 @@ impl Run {
         }
         if self.summary {
             summary.refused = refused.len();
-            println!("{}", summary.line());
+            if self.format.json.json {
+                let json = serde_json::json!({ "summary": &summary });
+                println!(
+                    "{}",
+                    if self.format.compact {
+                        serde_json::to_string(&json)?
+                    } else {
+                        serde_json::to_string_pretty(&json)?
+                    }
+                );
+            } else {
+                println!("{}", summary.line());
+            }
         }
         Ok(Exit::failures_if(!refused.is_empty(), || {
             format!(
@@ -196,7 +209,7 @@ fn login_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// `--summary`: the verdicts counted.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Summary {
     evaluated: usize,
     allowed: usize,

@@ -1118,3 +1118,125 @@ fn run_with_a_legacy_store_that_is_not_there_is_exit_2_naming_it() -> Result {
     assert!(!missing.exists(), "run created the store");
     Ok(())
 }
+
+/// The leaf commands under `portcullis` (e.g. `mfa status`), from `--help`.
+fn leaf_commands(path: &[&str]) -> Vec<Vec<String>> {
+    let help = portcullis(&[path, &["--help"]].concat());
+    let text = String::from_utf8_lossy(&help.stdout).into_owned();
+    let Some(list) = text.split("Commands:\n").nth(1) else {
+        return vec![path.iter().map(|s| s.to_string()).collect()];
+    };
+    let mut leaves = Vec::new();
+    for line in list.lines().take_while(|l| l.starts_with("  ")) {
+        // A command's line, not a wrapped description's.
+        if line[2..].starts_with(' ') {
+            continue;
+        }
+        let name = line.split_whitespace().next().unwrap();
+        if name == "help" {
+            continue;
+        }
+        leaves.extend(leaf_commands(&[path, &[name]].concat()));
+    }
+    leaves
+}
+
+/// Every command that prints results takes `--json` (its help lists it, or, for the
+/// support console's calls, the help of `support`): text stays the default where a
+/// command prints text; the others print JSON either way. `serve` and `completions`
+/// print no results. A few commands' `--json` output parses as JSON; `continue` takes
+/// `--compact` as `run` does; `support` and `import run` take `--token-env` and
+/// `--token-file`.
+#[test]
+fn every_command_that_prints_results_takes_json() -> Result {
+    let leaves = leaf_commands(&[]);
+    assert!(leaves.len() >= 20, "{leaves:?}");
+    let help = |command: &[String]| {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let out = portcullis(&[&args[..], &["--help"]].concat());
+        assert!(out.status.success(), "{command:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut without = Vec::new();
+    for command in &leaves {
+        if ["serve", "completions"].contains(&command[0].as_str()) {
+            continue;
+        }
+        let listed = help(command).contains("--json")
+            || (command.len() > 1 && help(&command[..1]).contains("--json"));
+        if !listed {
+            without.push(command.join(" "));
+        }
+    }
+    assert!(without.is_empty(), "no --json: {without:?}");
+    assert!(help(&["continue".into()]).contains("--compact"));
+    for command in [&["support"][..], &["import", "run"]] {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let text = help(&command);
+        assert!(
+            text.contains("--token-env <NAME>") && text.contains("--token-file <PATH>"),
+            "{command:?}: {text}"
+        );
+    }
+
+    // Their output as JSON.
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let json = |output: &Output| -> serde_json::Value {
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                stderr(output)
+            )
+        })
+    };
+    let check = json(&with_config(&config, &["check", "--json"]));
+    assert_eq!(check["rules"].as_array().unwrap().len(), 4, "{check}");
+    assert_eq!(check["rules"][1]["name"], "migrate-on-login");
+    assert!(
+        check["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("there is no directory store"),
+        "{check}"
+    );
+    let seeded = json(&with_config(
+        &config,
+        &["seed", "--users", "30", "--logins", "4", "--json"],
+    ));
+    assert_eq!(
+        (seeded["people"].as_u64(), seeded["logins"].as_u64()),
+        (Some(30), Some(4))
+    );
+    let logins = dir.path().join("logins");
+    let run = with_config(
+        &config,
+        &[
+            "run",
+            "--login",
+            logins.to_str().unwrap(),
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "four verdicts and the summary");
+    assert_eq!(lines[4]["summary"]["evaluated"], 4, "{}", lines[4]);
+    let replay = portcullis(&["replay", "fixtures/recordings", "--json"]);
+    let replayed = json(&replay);
+    assert_eq!(replayed["failed"], 0, "{replayed}");
+    assert!(replayed["passed"].as_u64().unwrap() >= 3, "{replayed}");
+    assert_eq!(replayed["recordings"][0]["passed"], true);
+    let outbox = json(&with_config(
+        &config,
+        &["outbox", "run", "--until-empty", "--json"],
+    ));
+    assert_eq!(outbox["claimed"], 0, "a dry run enqueued nothing: {outbox}");
+    Ok(())
+}
