@@ -9,11 +9,13 @@ mod cli;
 
 fn main() -> ExitCode {
     use std::io::IsTerminal;
-    // PORTCULLIS_LOG, else the usual RUST_LOG, else warnings; colour only where a
-    // person reads it (escape codes in a redirected log are noise to grep through).
+    // PORTCULLIS_LOG, else the usual RUST_LOG, else warnings and the few lines that
+    // close one or say what a server did (a reload, a shutdown, an outbox endpoint
+    // that works again); colour only where a person reads it (escape codes in a
+    // redirected log are noise to grep through).
     let filter = tracing_subscriber::EnvFilter::try_from_env("PORTCULLIS_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| "warn".into());
+        .unwrap_or_else(|_| "warn,portcullis::server=info,portcullis::jobs::outbox=info".into());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

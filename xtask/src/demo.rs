@@ -17,25 +17,52 @@ use serde_json::Value;
 
 use crate::{build_rules, cargo, shown, workspace_root};
 
-/// Where fixtures/pipeline-mfa.toml and pipeline-recovery.toml expect the simulator.
-const SIMULATOR: &str = "127.0.0.1:7879";
+/// Where the demo pipelines in fixtures/ expect the simulator (`portcullis-sim`'s
+/// default port): their SMS providers and their outbox endpoints.
+const SIM_PORT: u16 = 7879;
+
+const USAGE: &str = "xtask: usage: cargo xtask demo [--verbose] [--sim-port N]";
 
 pub fn demo(args: &[String]) -> Result<()> {
-    let verbose = match args {
-        [] => false,
-        [flag] if flag == "--verbose" || flag == "-v" => true,
-        _ => {
-            eprintln!("xtask: usage: cargo xtask demo [--verbose]");
-            std::process::exit(2)
+    let mut verbose = false;
+    let mut sim_port = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--verbose" | "-v" => verbose = true,
+            "--sim-port" => match args.next().and_then(|p| p.parse::<u16>().ok()) {
+                Some(port) => sim_port = Some(port),
+                None => {
+                    eprintln!("xtask: --sim-port needs a port number\n{USAGE}");
+                    std::process::exit(2)
+                }
+            },
+            _ => {
+                eprintln!("{USAGE}");
+                std::process::exit(2)
+            }
         }
+    }
+    // PORTCULLIS_SIM_PORT, which the simulator reads too, when no flag says.
+    let sim_port = match (sim_port, std::env::var("PORTCULLIS_SIM_PORT")) {
+        (Some(port), _) => port,
+        (None, Ok(value)) => value
+            .trim()
+            .parse()
+            .with_context(|| format!("PORTCULLIS_SIM_PORT={value:?} is not a port number"))?,
+        (None, Err(_)) => SIM_PORT,
     };
     let started = Instant::now();
     let mut demo = Demo {
         verbose,
         portcullis: workspace_root().join("target/release/portcullis"),
+        sim_port,
         showed: Vec::new(),
     };
     demo.build()?;
+    // The simulator first: the migration's outbox delivers to its product receivers,
+    // the SMS parts use its providers, recovery's notices go to it.
+    let _simulator = demo.simulator()?;
     demo.migration()?;
     demo.replay()?;
     demo.sms()?;
@@ -46,8 +73,20 @@ pub fn demo(args: &[String]) -> Result<()> {
 struct Demo {
     verbose: bool,
     portcullis: PathBuf,
+    /// The simulator's port (the fixtures name 7879; another gets copies of them).
+    sim_port: u16,
     /// Each part's name, what it demonstrates, and the figure that shows it.
     showed: Vec<(&'static str, &'static str, String)>,
+}
+
+/// `portcullis-sim`, stopped when dropped.
+struct Simulator(std::process::Child);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Demo {
@@ -72,6 +111,74 @@ impl Demo {
         built?;
         println!("demo: built in {:.0} s", started.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Starts the simulator: both SMS providers (24,000 users at the old one, 300 of
+    /// them internal), the notification service and the products' outbox receivers.
+    fn simulator(&self) -> Result<Simulator> {
+        let simulator = workspace_root().join("target/release/portcullis-sim");
+        let port = self.sim_port.to_string();
+        let mut sim = Simulator(
+            Command::new(&simulator)
+                .args(["--port", &port])
+                .args(["--seed-legacy", "24000", "--internal", "300"])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .with_context(|| format!("cannot start {}", simulator.display()))?,
+        );
+        // It prints its address once it listens.
+        let mut line = String::new();
+        let started =
+            sim.0.stdout.take().map(|out| {
+                std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line)
+            });
+        anyhow::ensure!(
+            matches!(started, Some(Ok(n)) if n > 0),
+            "portcullis-sim did not start (is 127.0.0.1:{port} in use? --sim-port N or PORTCULLIS_SIM_PORT picks another port)"
+        );
+        println!(
+            "demo: portcullis-sim (SMS providers, notices, product receivers): {}",
+            line.trim()
+        );
+        Ok(sim)
+    }
+
+    /// The demo pipeline `name` in fixtures/, for the simulator's port: the fixture
+    /// itself on the default port; otherwise a copy in target/demo-fixtures/ with the
+    /// simulator's URLs on that port and its relative paths made absolute (the same
+    /// stores, keys and components).
+    fn config(&self, name: &str) -> Result<String> {
+        if self.sim_port == SIM_PORT {
+            return Ok(format!("fixtures/{name}"));
+        }
+        let root = workspace_root();
+        let text = std::fs::read_to_string(root.join("fixtures").join(name))
+            .with_context(|| format!("cannot read fixtures/{name}"))?
+            .replace(
+                &format!("http://127.0.0.1:{SIM_PORT}"),
+                &format!("http://127.0.0.1:{}", self.sim_port),
+            )
+            .replace("../target/", &format!("{}/target/", root.display()))
+            // The key files beside the fixtures (`keys_file = "demo-mfa.keys"`, …).
+            .replace(
+                "_file = \"demo-",
+                &format!("_file = \"{}/fixtures/demo-", root.display()),
+            );
+        let dir = root.join("target/demo-fixtures");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), text)?;
+        Ok(format!("target/demo-fixtures/{name}"))
+    }
+
+    /// `outbox run --until-empty`: its line (claimed, delivered, …).
+    fn outbox(&self, command: Command) -> Result<String> {
+        let output = self.step(command, &[0])?;
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        Ok(stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("outbox: "))
+            .unwrap_or_else(|| last_line(&stdout))
+            .to_owned())
     }
 
     fn section(&self, title: &str) {
@@ -164,7 +271,8 @@ impl Demo {
     }
 
     fn migration(&mut self) -> Result<()> {
-        let config = "fixtures/pipeline.toml";
+        let config = self.config("pipeline.toml")?;
+        let config = config.as_str();
         self.section(&format!(
             "1. migration: three products' users move into one directory as they sign in ({config})"
         ));
@@ -179,10 +287,17 @@ impl Demo {
             "--compact",
             "--summary",
         ]))?;
+        // Every product learns its migrated users' unified id: the outbox delivers to
+        // the simulator's product receivers.
+        let outbox =
+            self.outbox(self.portcullis(&["outbox", "run", "--config", config, "--until-empty"]))?;
+        self.say(&format!(
+            "outbox run (the unified ids, to the products): {outbox}"
+        ));
         self.showed.push((
             "migration",
             "first sign-ins create directory users from the legacy accounts; several products or a squatted email wait for the inbox",
-            summary,
+            format!("{summary}; unified ids to the products: {outbox}"),
         ));
         Ok(())
     }
@@ -205,66 +320,44 @@ impl Demo {
     /// The SMS second factor during the provider migration, then recovery and audit,
     /// which need the provider simulator too.
     fn sms(&mut self) -> Result<()> {
-        let config = "fixtures/pipeline-mfa.toml";
+        let config = self.config("pipeline-mfa.toml")?;
+        let config = config.as_str();
         self.section(&format!(
             "3. SMS migration and backfill: users move from the old SMS provider to the new one ({config})"
         ));
-        let simulator = workspace_root().join("target/release/portcullis-sim");
-        let mut sim = Command::new(&simulator)
-            .args(["--listen", SIMULATOR])
-            .args(["--seed-legacy", "24000", "--internal", "300"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", simulator.display()))?;
-        // It prints its address once it listens.
-        let mut line = String::new();
-        let started = sim
-            .stdout
-            .take()
-            .map(|out| std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line));
-        let outcome = (|| {
-            anyhow::ensure!(
-                matches!(started, Some(Ok(n)) if n > 0),
-                "portcullis-sim did not start (is {SIMULATOR} in use?)"
-            );
-            self.say(&format!("portcullis-sim (both providers): {}", line.trim()));
-            self.check(self.with_secrets(&["check", "--config", config]))?;
-            // The seeded users, and 300 more with only the old provider's factor (30 of
-            // them internal): the backfill's population.
-            self.seed(self.with_secrets(&[
-                "seed",
-                "--config",
-                config,
-                "--sms-users",
-                "300",
-                "--sms-internal",
-                "30",
-            ]))?;
-            self.run_logins(self.with_secrets(&[
-                "run",
-                "--config",
-                config,
-                "--login",
-                "target/demo-state/mfa/logins",
-                "--compact",
-                "--summary",
-            ]))?;
-            // The backfill, as the runbook has it: look, pilot, everyone else, look again.
-            let before = self.mfa_status(config, "before the backfill")?;
-            let pilot = self.backfill(config, Some("internal"), "backfill-pilot.json")?;
-            let rest = self.backfill(config, None, "backfill.json")?;
-            let after = self.mfa_status(config, "after it")?;
-            self.showed.push((
-                "SMS",
-                "logins are challenged through either provider; the backfill exports phones within the old provider's quota",
-                depending(&before, &after, pilot + rest),
-            ));
-            self.recovery()?;
-            self.audit()
-        })();
-        let _ = sim.kill();
-        let _ = sim.wait();
-        outcome
+        self.check(self.with_secrets(&["check", "--config", config]))?;
+        // The seeded users, and 300 more with only the old provider's factor (30 of
+        // them internal): the backfill's population.
+        self.seed(self.with_secrets(&[
+            "seed",
+            "--config",
+            config,
+            "--sms-users",
+            "300",
+            "--sms-internal",
+            "30",
+        ]))?;
+        self.run_logins(self.with_secrets(&[
+            "run",
+            "--config",
+            config,
+            "--login",
+            "target/demo-state/mfa/logins",
+            "--compact",
+            "--summary",
+        ]))?;
+        // The backfill, as the runbook has it: look, pilot, everyone else, look again.
+        let before = self.mfa_status(config, "before the backfill")?;
+        let pilot = self.backfill(config, Some("internal"), "backfill-pilot.json")?;
+        let rest = self.backfill(config, None, "backfill.json")?;
+        let after = self.mfa_status(config, "after it")?;
+        self.showed.push((
+            "SMS",
+            "logins are challenged through either provider; the backfill exports phones within the old provider's quota",
+            depending(&before, &after, pilot + rest),
+        ));
+        self.recovery()?;
+        self.audit()
     }
 
     /// `mfa status`: how many factors still depend on the old provider.
@@ -316,7 +409,8 @@ impl Demo {
     /// periods, and every channel on file is told through the outbox at the
     /// simulator's notification endpoint.
     fn recovery(&mut self) -> Result<()> {
-        let config = "fixtures/pipeline-recovery.toml";
+        let config = self.config("pipeline-recovery.toml")?;
+        let config = config.as_str();
         self.section(&format!(
             "4. recovery: users who lost their phone ask to recover with their password only ({config})"
         ));
@@ -391,16 +485,13 @@ impl Demo {
             "--compact",
             "--summary",
         ]))?;
-        let output = self.step(
-            self.with_secrets(&["outbox", "run", "--config", config, "--until-empty"]),
-            &[0],
-        )?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let outbox = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("outbox: "))
-            .unwrap_or_else(|| last_line(&stdout))
-            .to_owned();
+        let outbox = self.outbox(self.with_secrets(&[
+            "outbox",
+            "run",
+            "--config",
+            config,
+            "--until-empty",
+        ]))?;
         self.say(&format!("outbox run (the notices): {outbox}"));
         self.showed.push((
             "recovery",
@@ -412,7 +503,8 @@ impl Demo {
 
     /// The audit log's keyed chain, which the recovery steps wrote to.
     fn audit(&mut self) -> Result<()> {
-        let config = "fixtures/pipeline-recovery.toml";
+        let config = self.config("pipeline-recovery.toml")?;
+        let config = config.as_str();
         self.section("5. audit: the audit log's keyed chain, verified");
         let output = self.step(
             self.with_secrets(&["audit", "verify", "--config", config]),

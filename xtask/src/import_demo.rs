@@ -114,7 +114,8 @@ pub fn demo_import(extra: &[String]) -> Result<()> {
     let mut server = Command::new(&portcullis)
         .current_dir(&root)
         .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
-        // The demo pipeline's outbox has no product endpoints: no delivery warnings.
+        // The demo pipeline's outbox endpoints are the simulator's, not started here:
+        // no delivery warnings.
         .env("PORTCULLIS_LOG", "error")
         .args(["serve", "--listen", "127.0.0.1:0", "--config", config_arg])
         .stdout(Stdio::piped())

@@ -62,7 +62,8 @@ const USAGE: &str = "usage: cargo xtask <task> [options]
 
   build-rules   build every rule crate (installs the wasm32-wasip2 target if missing)
   demo          build, then migration, replay, SMS migration and backfill, recovery and
-                audit, each in a few lines (--verbose: every command's whole output)
+                audit, each in a few lines (--verbose: every command's whole output;
+                --sim-port N or PORTCULLIS_SIM_PORT: the simulator's port, default 7879)
   demo-import   the bulk import beside lazy migration, end to end
   test          build the rules, then run the test suite
   lint          rustfmt and clippy checks, as CI runs them

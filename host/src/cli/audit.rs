@@ -4,7 +4,7 @@ use anyhow::{Context, Result};
 use portcullis::state::audit::{self, Anchor, Checkpoint};
 
 use super::Exit;
-use super::options::ConfigArg;
+use super::options::{ConfigArg, JsonArg};
 use super::stores::keyed_directory_of;
 
 /// The audit log of support actions and recovery steps.
@@ -42,6 +42,8 @@ pub struct Verify {
     /// Publish the verified head as a checkpoint (the file and the outbox).
     #[arg(long)]
     checkpoint: bool,
+    #[command(flatten)]
+    _json: JsonArg,
 }
 
 impl Verify {

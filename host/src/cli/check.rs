@@ -10,7 +10,7 @@ use anyhow::Result;
 use portcullis::{Pipeline, PipelineConfig};
 
 use super::Exit;
-use super::options::ConfigArg;
+use super::options::{ConfigArg, JsonArg};
 use super::stores::{directory_of, missing_directory};
 
 /// Load and validate a pipeline; print each rule with its imports and grants; report
@@ -24,6 +24,8 @@ pub struct Check {
     /// admin token, outbox endpoints) is an error instead of a warning.
     #[arg(long)]
     serve: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 /// What a check found.
@@ -31,6 +33,8 @@ pub struct Check {
 struct Findings {
     errors: Vec<String>,
     warnings: Vec<String>,
+    /// What it concluded that is neither (the old SMS provider is no longer needed).
+    notes: Vec<String>,
 }
 
 impl Findings {
@@ -55,19 +59,39 @@ impl Findings {
 impl Check {
     pub fn execute(self) -> Result<Exit> {
         let pipeline = Pipeline::load(&self.config.config)?;
-        for (position, rule) in pipeline.rules().iter().enumerate() {
-            print_rule(position + 1, rule);
+        let json = self.json.json;
+        if !json {
+            for (position, rule) in pipeline.rules().iter().enumerate() {
+                print_rule(position + 1, rule);
+            }
         }
         let config = self.config.load()?;
         let mut findings = Findings::default();
         secrets(&config, &mut findings);
         stores(&config, &mut findings)?;
         serving(&config, self.serve, &mut findings);
-        for error in &findings.errors {
-            eprintln!("error: {error}");
-        }
-        for warning in &findings.warnings {
-            eprintln!("warning: {warning}");
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "config": self.config.config,
+                    "serve": self.serve,
+                    "rules": pipeline.rules().iter().map(rule_json).collect::<Vec<_>>(),
+                    "errors": findings.errors,
+                    "warnings": findings.warnings,
+                    "notes": findings.notes,
+                }))?
+            );
+        } else {
+            for note in &findings.notes {
+                println!("{note}");
+            }
+            for error in &findings.errors {
+                eprintln!("error: {error}");
+            }
+            for warning in &findings.warnings {
+                eprintln!("warning: {warning}");
+            }
         }
         let rules = pipeline.rules().len();
         if !findings.errors.is_empty() {
@@ -80,14 +104,19 @@ impl Check {
             )));
         }
         if !findings.warnings.is_empty() {
-            println!("{rules} rule(s), {} warning(s)", findings.warnings.len());
+            if !json {
+                println!("{rules} rule(s), {} warning(s)", findings.warnings.len());
+            }
             return Ok(Exit::Failures(format!(
-                "{} warning(s) in {} (see above)",
+                "{} warning(s) in {} (see {})",
                 findings.warnings.len(),
-                self.config.config.display()
+                self.config.config.display(),
+                if json { "\"warnings\"" } else { "above" }
             )));
         }
-        println!("ok: {rules} rule(s)");
+        if !json {
+            println!("ok: {rules} rule(s)");
+        }
         Ok(Exit::Done)
     }
 }
@@ -172,9 +201,9 @@ fn stores(config: &PipelineConfig, findings: &mut Findings) -> Result<()> {
     let depending = state.factors_depending_on_legacy()?;
     let store = store_name(&settings.directory);
     match (config.mfa.legacy_sms.is_some(), depending) {
-        (true, 0) => println!(
+        (true, 0) => findings.notes.push(format!(
             "the old SMS provider is no longer needed: none of the {factors} SMS factor(s) in {store} depends on it"
-        ),
+        )),
         (true, depending) => findings.warning(format!(
             "{depending} of the {factors} SMS factor(s) in {store} still depend on the old provider (no phone on file, or reverted): it cannot be retired yet (`portcullis mfa status` shows where they are)"
         )),
@@ -297,6 +326,29 @@ fn print_rule(position: usize, rule: &portcullis::LoadedRule) {
             .unwrap_or_default();
         println!("   imports: {}{note}", import.name);
     }
+}
+
+/// One rule as `check --json` lists it: what the text lines say.
+fn rule_json(rule: &portcullis::LoadedRule) -> serde_json::Value {
+    let s = &rule.settings;
+    serde_json::json!({
+        "name": s.name,
+        "component": s.component,
+        "deadline_ms": s.deadline_ms,
+        "memory_mb": s.memory_mb,
+        "on_error": format!("{:?}", s.on_error),
+        "resumable": rule.resumable,
+        "contract": rule.contract_version().to_string(),
+        "from_compile_cache": matches!(rule.source, portcullis::CompileSource::Cache),
+        "only_when": s.only_when.map(|c| format!("{c:?}")),
+        "grants": s.grants.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+        "effects": s.effects.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        "protected_keys": s.protected_keys,
+        "imports": rule.imports.iter().map(|i| serde_json::json!({
+            "name": i.name,
+            "capability": i.capability.map(|c| c.to_string()),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn list_or_none(items: &[impl AsRef<str>]) -> String {

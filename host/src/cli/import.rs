@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use portcullis::jobs::import::{backfill_ids, export, run, verify};
 
-use super::options::{ConfigArg, ReportArg};
+use super::options::{ConfigArg, JsonArg, ReportArg, TokenArgs};
 use super::stores::{directory_of, legacy_of};
 use super::{Exit, progress};
 
@@ -99,9 +99,10 @@ impl Export {
 
 /// Submit an export's files to an Auth0-compatible users-imports API (`serve`'s,
 /// or a tenant's), two jobs at a time, following each to its end. Resumable: each
-/// file's state is kept in the directory. The API token is read from
-/// PORTCULLIS_IMPORT_TOKEN or --token-file.
+/// file's state is kept in the directory. The API token is read from the variable
+/// `--token-env` names (by default PORTCULLIS_IMPORT_TOKEN) or from `--token-file`.
 #[derive(clap::Args)]
+#[command(mut_arg("token_env", |a| a.default_value("PORTCULLIS_IMPORT_TOKEN")))]
 pub struct Run {
     #[command(flatten)]
     config: ConfigArg,
@@ -111,9 +112,8 @@ pub struct Run {
     /// The API's base URL, e.g. http://127.0.0.1:8080 or https://TENANT.auth0.com.
     #[arg(long, value_name = "URL")]
     target: String,
-    /// A file holding the API token (instead of PORTCULLIS_IMPORT_TOKEN).
-    #[arg(long, value_name = "FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    token: TokenArgs,
     /// The connection the users are imported into.
     #[arg(long, default_value = "con_portcullis")]
     connection_id: String,
@@ -151,14 +151,7 @@ impl Run {
     pub fn execute(self) -> Result<Exit> {
         let config = self.config.load()?;
         let state = directory_of(&config)?;
-        let token = portcullis::config::secret_from(
-            "the import API token",
-            self.token_file
-                .is_none()
-                .then_some("PORTCULLIS_IMPORT_TOKEN"),
-            self.token_file.as_deref(),
-        )
-        .map_err(anyhow::Error::msg)?;
+        let token = self.token.read("the import API token")?;
         anyhow::ensure!(
             self.target.starts_with("http://") || self.target.starts_with("https://"),
             "--target is an http(s) URL"
@@ -208,6 +201,8 @@ impl Run {
 pub struct Verify {
     #[command(flatten)]
     config: ConfigArg,
+    #[command(flatten)]
+    _json: JsonArg,
 }
 
 impl Verify {

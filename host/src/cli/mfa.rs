@@ -148,6 +148,8 @@ pub struct Revert {
     /// Who does this (the audit trail names them); default: $USER.
     #[arg(long)]
     actor: Option<String>,
+    #[command(flatten)]
+    _json: JsonArg,
 }
 
 impl Revert {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::Exit;
-use super::options::RecordingConfigArg;
+use super::options::{JsonArg, RecordingConfigArg};
 
 /// Run recordings against the current rules; exit 1 if any verdict changed, 2 if a
 /// recording could not be replayed at all.
@@ -16,6 +16,8 @@ pub struct Replay {
     recordings: Vec<PathBuf>,
     #[command(flatten)]
     config: RecordingConfigArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 impl Replay {
@@ -33,13 +35,21 @@ impl Replay {
         anyhow::ensure!(!files.is_empty(), "no recordings found");
         let mut replay = portcullis::replay::Replay::new(&self.config.config)?;
         let (mut passed, mut failed, mut unreadable) = (0, 0, 0);
-        println!(
-            "{:<44} {:>4}  {:<34} {:<34} result",
-            "recording", "step", "expected", "got"
-        );
+        let json = self.json.json;
+        let mut results = Vec::new();
+        if !json {
+            println!(
+                "{:<44} {:>4}  {:<34} {:<34} result",
+                "recording", "step", "expected", "got"
+            );
+        }
         for file in &files {
             let result = replay.run(file);
-            print_result(&result);
+            if json {
+                results.push(result_json(&result));
+            } else {
+                print_result(&result);
+            }
             if result.error.is_some() {
                 unreadable += 1;
             }
@@ -49,7 +59,18 @@ impl Replay {
                 failed += 1
             }
         }
-        println!("{passed} passed, {failed} failed");
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "recordings": results,
+                    "passed": passed,
+                    "failed": failed,
+                }))?
+            );
+        } else {
+            println!("{passed} passed, {failed} failed");
+        }
         if unreadable > 0 {
             // Unreadable, not a recording, or its pipeline does not load.
             return Ok(Exit::Usage(format!(
@@ -63,6 +84,22 @@ impl Replay {
 }
 
 /// A recording's rows of the table: each step, its diff when it failed.
+/// One recording's result as `--json` prints it: what the table's lines say.
+fn result_json(result: &portcullis::replay::RecordingResult) -> serde_json::Value {
+    serde_json::json!({
+        "recording": result.path,
+        "passed": result.passed(),
+        "error": result.error,
+        "steps": result.steps.iter().map(|step| serde_json::json!({
+            "step": step.step,
+            "passed": step.passed(),
+            "expected": step.expected,
+            "got": step.got,
+            "unexpected_calls": step.unexpected_calls,
+        })).collect::<Vec<_>>(),
+    })
+}
+
 fn print_result(result: &portcullis::replay::RecordingResult) {
     let name = result
         .path

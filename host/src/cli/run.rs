@@ -10,7 +10,7 @@ use portcullis::{Decision, LoginAttempt, Verdict};
 use super::Exit;
 use super::options::{ConfigArg, VerdictFormat};
 use super::output::print_verdict;
-use super::stores::{missing_directory, open_gateway};
+use super::stores::{missing_directory, missing_legacy, open_gateway};
 
 /// Evaluate login attempts against the configured stores, apply the effects of each
 /// allowed login, and print each verdict as JSON.
@@ -31,7 +31,8 @@ pub struct Run {
     /// logins written a while ago).
     #[arg(long)]
     now: bool,
-    /// After the verdicts, print counts (allowed, migrated, denied, …).
+    /// After the verdicts, print counts (allowed, migrated, denied, …): a line of
+    /// text, or with --json an object `{"summary": {…}}`.
     #[arg(long)]
     summary: bool,
     /// Write a recording of this evaluation (one login) for `replay`.
@@ -64,6 +65,15 @@ impl Run {
             }
         }
         let config = self.config.load()?;
+        // `serve` treats a legacy store that is not there as one that is down (each
+        // login that needs it is denied, retryable, until it is back); a batch run
+        // would print a denial per login and exit 0, the wrong path never named.
+        if let Some((product, path)) = missing_legacy(&config)?.into_iter().next() {
+            anyhow::bail!(
+                "there is no legacy store for {product} at {}: is the config's path right? (`seed` creates the demo's; `run` only reads a product's database)",
+                path.display()
+            );
+        }
         if self.dry_run
             && let Some(path) = missing_directory(&config)?
         {
@@ -133,7 +143,19 @@ impl Run {
         }
         if self.summary {
             summary.refused = refused.len();
-            println!("{}", summary.line());
+            if self.format.json.json {
+                let json = serde_json::json!({ "summary": &summary });
+                println!(
+                    "{}",
+                    if self.format.compact {
+                        serde_json::to_string(&json)?
+                    } else {
+                        serde_json::to_string_pretty(&json)?
+                    }
+                );
+            } else {
+                println!("{}", summary.line());
+            }
         }
         Ok(Exit::failures_if(!refused.is_empty(), || {
             format!(
@@ -187,7 +209,7 @@ fn login_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
 }
 
 /// `--summary`: the verdicts counted.
-#[derive(Default)]
+#[derive(Default, serde::Serialize)]
 struct Summary {
     evaluated: usize,
     allowed: usize,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 
 use super::Exit;
-use super::options::ConfigArg;
+use super::options::{ConfigArg, JsonArg};
 
 /// Create the demo stores named in the config's [state] section, and a batch of
 /// login attempts.
@@ -36,6 +36,8 @@ pub struct Seed {
     /// addresses are not seed's example ones): everything in them is deleted.
     #[arg(long)]
     force: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 impl Seed {
@@ -85,12 +87,22 @@ impl Seed {
                 sms_internal,
                 |n| eprintln!("seed: {n} old-provider SMS users"),
             )?;
-            println!(
-                "seeded {sms_users} users with only an old-provider SMS factor (authy-{} to authy-{}; {} internal)",
-                report.legacy_sms_users,
-                report.legacy_sms_users + sms_users - 1,
-                sms_internal.min(sms_users)
-            );
+            if !self.json.json {
+                println!(
+                    "seeded {sms_users} users with only an old-provider SMS factor (authy-{} to authy-{}; {} internal)",
+                    report.legacy_sms_users,
+                    report.legacy_sms_users + sms_users - 1,
+                    sms_internal.min(sms_users)
+                );
+            }
+        }
+        if self.json.json {
+            let mut json = serde_json::to_value(&report)?;
+            json["sms_only_users"] = sms_users.into();
+            json["sms_only_internal"] = sms_internal.min(sms_users).into();
+            json["elapsed_ms"] = (started.elapsed().as_millis() as u64).into();
+            println!("{}", serde_json::to_string_pretty(&json)?);
+            return Ok(Exit::Done);
         }
         let accounts: Vec<String> = report
             .legacy_accounts

@@ -14,6 +14,17 @@ pub fn open_gateway(config_path: &Path) -> Result<Gateway> {
     Ok(Gateway::open(&config, &runtime)?)
 }
 
+/// The legacy SQLite stores a config names that are not there, by product.
+pub fn missing_legacy(config: &PipelineConfig) -> Result<Vec<(String, PathBuf)>> {
+    Ok(portcullis::flows::legacy_urls(config)?
+        .into_iter()
+        .filter_map(|(product, url)| {
+            let path = PathBuf::from(url.strip_prefix("sqlite://")?);
+            (!path.is_file()).then_some((product, path))
+        })
+        .collect())
+}
+
 /// The directory store of the config's `[state]`, which must exist: the commands
 /// that open it this way read it or need what it holds, and a wrong path must not
 /// leave an empty store behind that reads as "nothing to do".

@@ -1,22 +1,27 @@
 //! `portcullis support`: the support console, as one agent, a client of `serve`'s
 //! admin API.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use portcullis::server::support_client::{ConsoleCall, send};
+use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::Exit;
+use super::options::{JsonArg, TokenArgs};
 
 /// The support console, as one agent: a client of `serve`'s admin API. The
-/// agent's own token comes from the environment (`--token-env`).
+/// agent's own token comes from the environment (`--token-env`, by default
+/// PORTCULLIS_AGENT_TOKEN) or a file (`--token-file`). Prints the server's JSON answer.
 #[derive(clap::Args)]
+#[command(mut_arg("token_env", |a| a.default_value("PORTCULLIS_AGENT_TOKEN")))]
 pub struct Support {
     /// Where `portcullis serve` listens, e.g. http://127.0.0.1:8080.
     #[arg(long, value_name = "URL")]
     server: String,
-    /// The environment variable holding the agent's own token.
-    #[arg(long, default_value = "PORTCULLIS_AGENT_TOKEN", value_name = "VAR")]
-    token_env: String,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    _json: JsonArg,
     #[command(subcommand)]
     command: SupportCommand,
 }
@@ -113,10 +118,9 @@ enum SupportCommand {
 impl Support {
     /// One call to the admin API; exit 1 when it refused.
     pub fn execute(self) -> Result<Exit> {
-        let token = std::env::var(&self.token_env)
-            .with_context(|| format!("the agent's token: set {}", self.token_env))?;
-        let (status, answer) =
-            send(&self.server, &token, self.command.call()).map_err(anyhow::Error::msg)?;
+        let token = self.token.read("the agent's token")?;
+        let (status, answer) = send(&self.server, token.expose_secret(), self.command.call())
+            .map_err(anyhow::Error::msg)?;
         println!("{}", serde_json::to_string_pretty(&answer)?);
         Ok(Exit::failures_if(!(200..300).contains(&status), || {
             format!("refused ({status})")

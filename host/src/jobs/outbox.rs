@@ -12,7 +12,7 @@ use crate::config::OutboxSettings;
 use crate::state::{OutboxMessage, StateStore, StoreError};
 
 /// What one round of delivery did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct RoundReport {
     pub claimed: usize,
     pub delivered: usize,
@@ -31,6 +31,19 @@ pub struct Dispatcher {
     phone_keys: Option<Arc<crate::mfa::sealed::KeyRing>>,
     /// Where `audit-checkpoint` messages are appended (`[audit] checkpoint_file`).
     checkpoint_file: Option<std::path::PathBuf>,
+    /// Products whose endpoint is failing, and whether their dead letters were
+    /// reported yet: a down endpoint is one warning (and one for its dead letters),
+    /// not one per message per attempt.
+    failing: std::sync::Mutex<std::collections::BTreeMap<String, bool>>,
+}
+
+/// The product a message goes to: its key's prefix.
+fn product_of(message: &OutboxMessage) -> &str {
+    message
+        .key
+        .split_once(':')
+        .map(|(p, _)| p)
+        .unwrap_or(&message.key)
 }
 
 fn now_ms() -> u64 {
@@ -57,6 +70,7 @@ impl Dispatcher {
             client,
             phone_keys: None,
             checkpoint_file: None,
+            failing: Default::default(),
         }
     }
 
@@ -147,11 +161,7 @@ impl Dispatcher {
     }
 
     async fn deliver(&self, message: &OutboxMessage) -> Result<(), String> {
-        let product = message
-            .key
-            .split_once(':')
-            .map(|(p, _)| p)
-            .unwrap_or(&message.key);
+        let product = product_of(message);
         let in_file = message.topic == crate::state::audit::CHECKPOINT_TOPIC
             && self.write_checkpoint(message)?;
         let url = match self.settings.endpoints.get(product) {
@@ -173,13 +183,59 @@ impl Dispatcher {
                 if e.is_timeout() {
                     "timed out".to_owned()
                 } else {
-                    format!("request failed: {e}")
+                    // With its cause: "connection refused" says more than "error
+                    // sending request".
+                    let mut text = format!("request failed: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(cause) = source {
+                        let part = cause.to_string();
+                        if !text.contains(&part) {
+                            text.push_str(&format!(": {part}"));
+                        }
+                        source = cause.source();
+                    }
+                    text
                 }
             })?;
         if response.status().is_success() {
             Ok(())
         } else {
             Err(format!("endpoint answered {}", response.status()))
+        }
+    }
+
+    /// An endpoint that failed answered: say so once.
+    fn answered(&self, product: &str) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        if failing.remove(product).is_some() {
+            tracing::info!("outbox delivery to {product} works again");
+        }
+    }
+
+    /// A failed delivery: the first failure of an endpoint that worked (or of a
+    /// dispatcher's first round) and its first dead letter are warnings; the rest are
+    /// details, at debug level, until it answers again.
+    fn failed(&self, message: &OutboxMessage, dead: bool, error: &str) {
+        let product = product_of(message);
+        let (id, key, attempts) = (message.id, &message.key, message.attempts);
+        tracing::debug!(id, %key, attempts, dead, "outbox delivery failed: {error}");
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        let dead_reported = match failing.get(product) {
+            None => {
+                tracing::warn!(
+                    "outbox delivery to {product} failing: {error}; retrying with backoff (each further failure is logged at debug level until it answers)"
+                );
+                failing.insert(product.to_owned(), false);
+                false
+            }
+            Some(reported) => *reported,
+        };
+        if dead && !dead_reported {
+            tracing::warn!(
+                "outbox messages to {product} are being dead-lettered after {} attempts (the first: id {id}); `portcullis outbox requeue` puts them back once the endpoint works",
+                self.settings.max_attempts
+            );
+            failing.insert(product.to_owned(), true);
         }
     }
 
@@ -202,6 +258,7 @@ impl Dispatcher {
             let lease = message.lease.clone().unwrap_or_default();
             match result {
                 Ok(()) => {
+                    self.answered(product_of(&message));
                     if self.store(move |s| s.outbox_delivered(id, &lease)).await? {
                         report.delivered += 1;
                     } else {
@@ -213,7 +270,7 @@ impl Dispatcher {
                     let dead = message.attempts >= self.settings.max_attempts;
                     let retry_at =
                         (!dead).then(|| now_ms() + self.retry_delay_ms(message.attempts));
-                    tracing::warn!(id, key = %message.key, attempts = message.attempts, dead, "outbox delivery failed: {error}");
+                    self.failed(&message, dead, &error);
                     if !self
                         .store(move |s| s.outbox_failed(id, &lease, &error, retry_at))
                         .await?
@@ -250,7 +307,7 @@ impl Dispatcher {
             total.dead += round.dead;
             total.lease_lost += round.lease_lost;
             if round.claimed > 0 {
-                tracing::info!(?round, "outbox round");
+                tracing::debug!(?round, "outbox round");
                 continue;
             }
             if until_empty && self.store(|s| s.outbox_backlog()).await? == 0 {

@@ -162,10 +162,38 @@ impl AppState {
         match loaded {
             Ok(gateway) => {
                 let rules = gateway.pipeline().rules().len();
+                let names = |g: &Gateway| -> Vec<String> {
+                    g.pipeline()
+                        .rules()
+                        .iter()
+                        .map(|r| r.settings.name.clone())
+                        .collect()
+                };
+                let now = names(&gateway);
                 let old = self.gateway.swap(Arc::new(gateway));
+                let before = names(&old);
                 *self.previous.lock().unwrap_or_else(|p| p.into_inner()) = Some(old);
                 self.metrics.reload("ok");
-                tracing::info!(rules, "pipeline reloaded");
+                // One line that says what was reloaded (shown by default: see main.rs).
+                let differ = |a: &[String], b: &[String]| -> Vec<String> {
+                    a.iter().filter(|n| !b.contains(n)).cloned().collect()
+                };
+                let (added, removed) = (differ(&now, &before), differ(&before, &now));
+                tracing::info!(
+                    "pipeline reloaded from {}: {rules} rule(s) ({}){}{}",
+                    self.config_path.display(),
+                    now.join(", "),
+                    if added.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; added {}", added.join(", "))
+                    },
+                    if removed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; removed {}", removed.join(", "))
+                    }
+                );
                 Ok(rules)
             }
             Err(e) => {
@@ -186,6 +214,7 @@ impl AppState {
         let rules = older.pipeline().rules().len();
         *previous = Some(self.gateway.swap(older));
         self.metrics.reload("rollback");
+        tracing::info!("pipeline rolled back to the one before the last reload: {rules} rule(s)");
         Ok(rules)
     }
 }
@@ -704,14 +733,13 @@ pub async fn serve(
             addr: listen,
             source,
         })?;
+    // SIGHUP reloads, as daemons do: handled before the address is announced, so a
+    // SIGHUP sent once it is cannot end the process (the signal's default action).
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     on_listening(listener.local_addr()?);
-
-    // SIGHUP reloads, as daemons do.
     let reloader = app.clone();
     tokio::spawn(async move {
-        let Ok(mut hangups) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
+        let Ok(mut hangups) = hangups else {
             return;
         };
         while hangups.recv().await.is_some() {

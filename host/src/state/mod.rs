@@ -457,6 +457,15 @@ pub trait OutboxStore: SqlBacked {
     ) -> Result<bool, StoreError> {
         outbox::failed(self.sql(), id, lease, error, retry_at_ms)
     }
+    /// Puts dead letters back to pending (all, or those the filter names), their
+    /// attempts starting over (`portcullis outbox requeue`).
+    fn outbox_requeue(
+        &self,
+        filter: &outbox::RequeueFilter,
+        now_ms: u64,
+    ) -> Result<outbox::RequeueReport, StoreError> {
+        outbox::requeue(self.sql(), filter, now_ms)
+    }
     /// Messages not yet delivered or dead-lettered.
     fn outbox_backlog(&self) -> Result<u64, StoreError> {
         outbox::backlog(self.sql())

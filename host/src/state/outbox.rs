@@ -136,6 +136,123 @@ pub fn failed(
     }
 }
 
+/// Which dead letters [`requeue`] puts back: all of them, or those with these ids
+/// and/or this topic.
+#[derive(Debug, Clone, Default)]
+pub struct RequeueFilter {
+    pub ids: Vec<i64>,
+    pub topic: Option<String>,
+}
+
+/// A dead letter put back to pending, as it was when it died.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Requeued {
+    pub id: i64,
+    pub topic: String,
+    pub key: String,
+    /// The attempts it had used (it starts again from none).
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+/// What [`requeue`] did, and what in the filter matched nothing (then it puts
+/// nothing back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RequeueReport {
+    pub requeued: Vec<Requeued>,
+    /// Ids asked for that name no message.
+    pub unknown_ids: Vec<i64>,
+    /// Ids asked for whose message is not dead-lettered, with its status.
+    pub not_dead: std::collections::BTreeMap<i64, String>,
+    /// Whether any message (of any status) has the topic asked for.
+    pub topic_known: bool,
+    /// Dead letters left after this (those the filter did not take).
+    pub still_dead: u64,
+}
+
+/// Puts dead letters back to pending, due at `now_ms`, with their attempts starting
+/// over; the last error stays until the next attempt replaces it. An id that names no
+/// message, or a topic no message has, puts nothing back. In one transaction, so what
+/// is reported is what was put back. (Secret links scrubbed when a message
+/// died are not restored: it goes out without them.)
+pub fn requeue(
+    store: &dyn SqlStore,
+    filter: &RequeueFilter,
+    now_ms: u64,
+) -> Result<RequeueReport, StoreError> {
+    let mut condition = String::new();
+    let mut params = Vec::new();
+    if !filter.ids.is_empty() {
+        let placeholders: Vec<String> = (1..=filter.ids.len()).map(|n| format!("${n}")).collect();
+        condition.push_str(&format!(" AND id IN ({})", placeholders.join(", ")));
+        params.extend(filter.ids.iter().map(|id| Val::int(*id)));
+    }
+    if let Some(topic) = &filter.topic {
+        condition.push_str(&format!(" AND topic = ${}", params.len() + 1));
+        params.push(Val::text(topic.clone()));
+    }
+    let select = format!(
+        "SELECT id, topic, key, attempts, last_error FROM outbox WHERE status = 'dead'{condition} ORDER BY id{}",
+        store.dialect().row_lock(false)
+    );
+    let update = format!(
+        "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at_ms = ${}, claimed_until_ms = NULL, lease_token = NULL
+         WHERE status = 'dead'{condition}",
+        params.len() + 1
+    );
+    let mut update_params = params.clone();
+    update_params.push(Val::int(sql_time(now_ms)));
+    transact(store, |tx| {
+        let mut report = RequeueReport::default();
+        for id in &filter.ids {
+            let rows = tx.query("SELECT status FROM outbox WHERE id = $1", &[Val::int(*id)])?;
+            match rows.first().and_then(|r| r.first()).and_then(Val::as_text) {
+                Some("dead") => {}
+                Some(status) => {
+                    report.not_dead.insert(*id, status.to_owned());
+                }
+                None => report.unknown_ids.push(*id),
+            }
+        }
+        report.topic_known = match &filter.topic {
+            None => true,
+            Some(topic) => !tx
+                .query(
+                    "SELECT id FROM outbox WHERE topic = $1 LIMIT 1",
+                    &[Val::text(topic.clone())],
+                )?
+                .is_empty(),
+        };
+        // A filter naming what is not there is a mistake: nothing is put back.
+        if report.unknown_ids.is_empty() && report.topic_known {
+            report.requeued = tx
+                .query(&select, &params)?
+                .into_iter()
+                .map(|row| {
+                    let text = |i: usize| row.get(i).and_then(Val::as_text).map(str::to_owned);
+                    let int = |i: usize| row.get(i).and_then(Val::as_int).unwrap_or(0);
+                    Requeued {
+                        id: int(0),
+                        topic: text(1).unwrap_or_default(),
+                        key: text(2).unwrap_or_default(),
+                        attempts: u32::try_from(int(3)).unwrap_or(0),
+                        last_error: text(4),
+                    }
+                })
+                .collect();
+            tx.execute(&update, &update_params)?;
+        }
+        let dead = tx.query("SELECT COUNT(*) FROM outbox WHERE status = 'dead'", &[])?;
+        report.still_dead = dead
+            .first()
+            .and_then(|r| r.first())
+            .and_then(Val::as_int)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0);
+        Ok(report)
+    })
+}
+
 pub fn backlog(store: &dyn SqlStore) -> Result<u64, StoreError> {
     super::portable::count(
         store,

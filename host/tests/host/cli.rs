@@ -33,7 +33,8 @@ fn assert_bad_input(output: &Output, mentions: &str) {
 fn check_lists_rules_with_imports_and_grants() {
     let output = portcullis(&["check", "--config", "fixtures/pipeline.toml"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    // The demo config has warnings (no outbox endpoints; no store until `seed`): exit 1.
+    // The demo config has warnings (no store until `seed`, the caller's token unset):
+    // exit 1.
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -664,19 +665,29 @@ fn check_finds_what_run_and_serve_would_refuse() -> Result {
         command.output().unwrap()
     };
 
-    // As seeded: the old provider is still needed (a warning), the outbox has no
-    // endpoint for the products id-propagation writes to (a warning; an error for
-    // serve).
+    // As seeded: the old provider is still needed (a warning).
     let check = with(&original, &["check"]);
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     let said = stderr(&check);
     assert!(said.contains("still depend on the old provider"), "{said}");
+    assert!(!said.contains("[outbox.endpoints]"), "{said}");
+    // Without the products' outbox endpoints (the fixture names the simulator's): a
+    // warning; an error for serve.
+    let no_endpoints: String = original
+        .lines()
+        .filter(|line| !line.contains("/products/"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let check = with(&no_endpoints, &["check"]);
+    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     assert!(
-        said.contains("[outbox.endpoints] names no endpoint for collect, paste, transfer"),
-        "{said}"
+        stderr(&check)
+            .contains("[outbox.endpoints] names no endpoint for collect, paste, transfer"),
+        "{}",
+        stderr(&check)
     );
     assert_eq!(
-        with(&original, &["check", "--serve"]).status.code(),
+        with(&no_endpoints, &["check", "--serve"]).status.code(),
         Some(2)
     );
 
@@ -1017,5 +1028,215 @@ fn logs_honour_rust_log_and_carry_no_colour_into_a_pipe() -> Result {
         !quiet.contains("TRACE") && !quiet.contains("DEBUG"),
         "PORTCULLIS_LOG wins over RUST_LOG: {quiet}"
     );
+    Ok(())
+}
+
+/// A reload `serve` did is one line in its log at the default level, saying what it
+/// loaded (it said nothing before: reloads logged below the default level).
+#[test]
+fn serve_logs_a_reload_by_default() -> Result {
+    use std::io::BufRead;
+    let (_dir, config) = crate::common::seeded_dir(20, 1);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .env("PORTCULLIS_GATEWAY_TOKEN", "t".repeat(40))
+        .env_remove("PORTCULLIS_LOG")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
+    assert!(line.starts_with("listening on "), "{line:?}");
+    let (lines, logged) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            let _ = lines.send(line);
+        }
+    });
+    // Without its last rule.
+    let text = std::fs::read_to_string(&config)?;
+    let last = text.rfind("[[rule]]").unwrap();
+    std::fs::write(&config, &text[..last])?;
+    // SAFETY: kill(2) on the child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGHUP) }, 0);
+    let reloaded = (|| loop {
+        match logged.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) if line.contains("reloaded") => return Some(line),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let reloaded = reloaded.expect("a line saying the pipeline was reloaded");
+    assert!(reloaded.contains("INFO"), "{reloaded}");
+    assert!(
+        reloaded.contains(&format!("pipeline reloaded from {}", config.display()))
+            && reloaded
+                .contains("3 rule(s) (bulk-imported-skip, migrate-on-login, ownership-check)")
+            && reloaded.contains("removed id-propagation"),
+        "{reloaded}"
+    );
+    Ok(())
+}
+
+/// `run` with a legacy product store that is not there: exit 2 naming it, as every
+/// command that reads a store does (it printed a denial per login and exited 0), and
+/// nothing created.
+#[test]
+fn run_with_a_legacy_store_that_is_not_there_is_exit_2_naming_it() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let seeded = with_config(&config, &["seed", "--users", "20", "--logins", "2"]);
+    assert!(seeded.status.success(), "{}", stderr(&seeded));
+    let missing = dir.path().join("legacy-collect.db");
+    std::fs::remove_file(&missing)?;
+    let logins = dir.path().join("logins");
+    let logins = logins.to_str().unwrap();
+    for args in [
+        &["run", "--login", logins][..],
+        &["run", "--dry-run", "--login", logins],
+    ] {
+        let run = with_config(&config, args);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {}", stderr(&run));
+        assert!(run.stdout.is_empty(), "{args:?}: no verdict printed");
+        assert!(
+            stderr(&run).contains(&format!(
+                "there is no legacy store for collect at {}",
+                missing.display()
+            )),
+            "{args:?}: {}",
+            stderr(&run)
+        );
+    }
+    assert!(!missing.exists(), "run created the store");
+    Ok(())
+}
+
+/// The leaf commands under `portcullis` (e.g. `mfa status`), from `--help`.
+fn leaf_commands(path: &[&str]) -> Vec<Vec<String>> {
+    let help = portcullis(&[path, &["--help"]].concat());
+    let text = String::from_utf8_lossy(&help.stdout).into_owned();
+    let Some(list) = text.split("Commands:\n").nth(1) else {
+        return vec![path.iter().map(|s| s.to_string()).collect()];
+    };
+    let mut leaves = Vec::new();
+    for line in list.lines().take_while(|l| l.starts_with("  ")) {
+        // A command's line, not a wrapped description's.
+        if line[2..].starts_with(' ') {
+            continue;
+        }
+        let name = line.split_whitespace().next().unwrap();
+        if name == "help" {
+            continue;
+        }
+        leaves.extend(leaf_commands(&[path, &[name]].concat()));
+    }
+    leaves
+}
+
+/// Every command that prints results takes `--json` (its help lists it, or, for the
+/// support console's calls, the help of `support`): text stays the default where a
+/// command prints text; the others print JSON either way. `serve` and `completions`
+/// print no results. A few commands' `--json` output parses as JSON; `continue` takes
+/// `--compact` as `run` does; `support` and `import run` take `--token-env` and
+/// `--token-file`.
+#[test]
+fn every_command_that_prints_results_takes_json() -> Result {
+    let leaves = leaf_commands(&[]);
+    assert!(leaves.len() >= 20, "{leaves:?}");
+    let help = |command: &[String]| {
+        let args: Vec<&str> = command.iter().map(String::as_str).collect();
+        let out = portcullis(&[&args[..], &["--help"]].concat());
+        assert!(out.status.success(), "{command:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut without = Vec::new();
+    for command in &leaves {
+        if ["serve", "completions"].contains(&command[0].as_str()) {
+            continue;
+        }
+        let listed = help(command).contains("--json")
+            || (command.len() > 1 && help(&command[..1]).contains("--json"));
+        if !listed {
+            without.push(command.join(" "));
+        }
+    }
+    assert!(without.is_empty(), "no --json: {without:?}");
+    assert!(help(&["continue".into()]).contains("--compact"));
+    for command in [&["support"][..], &["import", "run"]] {
+        let command: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        let text = help(&command);
+        assert!(
+            text.contains("--token-env <NAME>") && text.contains("--token-file <PATH>"),
+            "{command:?}: {text}"
+        );
+    }
+
+    // Their output as JSON.
+    let dir = tempfile::tempdir()?;
+    let config = crate::common::migration_config(dir.path(), "pipeline.toml");
+    let json = |output: &Output| -> serde_json::Value {
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {}{}",
+                String::from_utf8_lossy(&output.stdout),
+                stderr(output)
+            )
+        })
+    };
+    let check = json(&with_config(&config, &["check", "--json"]));
+    assert_eq!(check["rules"].as_array().unwrap().len(), 4, "{check}");
+    assert_eq!(check["rules"][1]["name"], "migrate-on-login");
+    assert!(
+        check["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("there is no directory store"),
+        "{check}"
+    );
+    let seeded = json(&with_config(
+        &config,
+        &["seed", "--users", "30", "--logins", "4", "--json"],
+    ));
+    assert_eq!(
+        (seeded["people"].as_u64(), seeded["logins"].as_u64()),
+        (Some(30), Some(4))
+    );
+    let logins = dir.path().join("logins");
+    let run = with_config(
+        &config,
+        &[
+            "run",
+            "--login",
+            logins.to_str().unwrap(),
+            "--dry-run",
+            "--compact",
+            "--summary",
+            "--json",
+        ],
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5, "four verdicts and the summary");
+    assert_eq!(lines[4]["summary"]["evaluated"], 4, "{}", lines[4]);
+    let replay = portcullis(&["replay", "fixtures/recordings", "--json"]);
+    let replayed = json(&replay);
+    assert_eq!(replayed["failed"], 0, "{replayed}");
+    assert!(replayed["passed"].as_u64().unwrap() >= 3, "{replayed}");
+    assert_eq!(replayed["recordings"][0]["passed"], true);
+    let outbox = json(&with_config(
+        &config,
+        &["outbox", "run", "--until-empty", "--json"],
+    ));
+    assert_eq!(outbox["claimed"], 0, "a dry run enqueued nothing: {outbox}");
     Ok(())
 }

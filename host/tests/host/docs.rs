@@ -269,7 +269,7 @@ fn example_login(transaction_id: &str, client_id: Option<&str>) -> LoginAttempt 
         json["client_id"] = json!(client_id);
     }
     let mut login = LoginAttempt::from_json(&json.to_string()).unwrap();
-    login.time_ms = portcullis::clock::Clock::now_ms(&portcullis::clock::SystemClock);
+    login.time_ms = portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
     login
 }
 

@@ -434,7 +434,8 @@ impl Serve {
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&served)
             .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
-            // The fixture's outbox has no product endpoints: no delivery warnings.
+            // The fixture's outbox endpoints are the simulator's, not started here: no
+            // delivery warnings.
             .env("PORTCULLIS_LOG", "error")
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -1616,5 +1617,63 @@ fn auth0_python_imports_polls_and_reads_errors() -> Result {
     assert_eq!(wrong["decision"]["type"], "deny", "{wrong}");
     let right = serve.login("sdk-md5@example.org", "pw-suffix", "tx-sdk-right");
     assert_eq!(right["decision"]["type"], "allow", "{right}");
+    Ok(())
+}
+
+/// A target without a users-imports API (here the simulator) answers 404, also when it
+/// does so while a large file is still being sent (which the client saw as a broken
+/// request: "submitting: request or response body error"). `import run` says so, with
+/// the URL, as bad configuration (exit 2), and gives up no file: once --target is
+/// right they are submitted.
+#[test]
+fn import_run_reports_a_target_without_the_api_as_a_404_with_its_url() -> Result {
+    let sim = crate::common::Simulator::start(&[]);
+    let dir = tempfile::tempdir()?;
+    let config = migration_config(dir.path(), "pipeline.toml");
+    drop(portcullis::state::SqliteState::open(
+        &dir.path().join("directory.db"),
+    )?);
+    let users = |n: usize, padding: usize| -> Vec<u8> {
+        let users: Vec<Value> = (0..n)
+            .map(|i| serde_json::json!({"email": format!("u{i}@example.org"), "name": "x".repeat(padding)}))
+            .collect();
+        serde_json::to_vec(&users).unwrap()
+    };
+    // A large file (the 404 comes before it is sent), and a small one.
+    for (name, file) in [("large", users(3000, 200)), ("small", users(2, 0))] {
+        let export = dir.path().join(name);
+        hand_export(&export, &[("users-000001.json", file)]);
+        let run = |extra: &[&str]| {
+            Command::new(env!("CARGO_BIN_EXE_portcullis"))
+                .args(["import", "run", "--config"])
+                .arg(&config)
+                .arg("--dir")
+                .arg(&export)
+                .args(["--target", &sim.url, "--token-env", "PC_TEST_IMPORT_TOKEN"])
+                .args(["--retry-after-ms", "50", "--poll-ms", "20"])
+                .args(extra)
+                .env("PC_TEST_IMPORT_TOKEN", IMPORT_TOKEN)
+                .output()
+                .unwrap()
+        };
+        let output = run(&[]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the target answered 404 for POST {}/api/v2/jobs/users-imports",
+                sim.url
+            )),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains(IMPORT_TOKEN));
+        let dry = run(&["--dry-run"]);
+        let report: Value = serde_json::from_slice(&dry.stdout)?;
+        assert_eq!(
+            report["files_to_submit"],
+            serde_json::json!(["users-000001.json"]),
+            "{name}: the file is not given up"
+        );
+    }
     Ok(())
 }

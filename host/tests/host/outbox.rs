@@ -252,3 +252,174 @@ fn a_killed_dispatcher_loses_nothing() -> Result {
     assert_all_arrived(&receiver.received, &expected);
     Ok(())
 }
+
+/// `portcullis outbox ARGS --config CONFIG`: stdout, stderr and the exit code.
+fn outbox_cli(config: &std::path::Path, args: &[&str]) -> (String, String, Option<i32>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("outbox")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("PORTCULLIS_LOG")
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+/// Messages the simulator's product receivers took, by idempotency key.
+fn taken_by_products(sim: &crate::common::Simulator) -> BTreeMap<String, serde_json::Value> {
+    sim.get("/sim/products")["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["idempotency_key"].as_str().unwrap().to_owned(),
+                m["body"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// Messages dead-lettered against an endpoint that answers 404 are put back by
+/// `outbox requeue` (one by id, the rest by topic) and, the endpoint fixed, delivered
+/// to the simulator's product receivers over HTTP. A down endpoint is a warning or two
+/// per product, not one per message per attempt.
+fn dead_letters_are_delivered_after_requeue(
+    directory: &str,
+    state: &dyn StateStore,
+    dir: &std::path::Path,
+) -> Result {
+    let sim = crate::common::Simulator::start(&[]);
+    let expected = enqueue(state, 6);
+    let config = dir.join("pipeline.toml");
+    let write_config = |base: &str| {
+        let endpoints: String = ["paste", "collect", "transfer"]
+            .iter()
+            .map(|p| format!("{p} = \"{base}/{p}\"\n"))
+            .collect();
+        std::fs::write(
+            &config,
+            format!(
+                "[state]\ndirectory = \"{directory}\"\n[outbox]\nmax_attempts = 2\nbackoff_base_ms = 5\nbackoff_max_ms = 20\n\
+                 poll_ms = 10\n[outbox.endpoints]\n{endpoints}\n{}",
+                crate::common::rule("r", "add-claim", "")
+            ),
+        )
+        .unwrap();
+    };
+
+    // A path the simulator does not serve: every delivery is a 404.
+    write_config(&format!("{}/no-such-receiver", sim.url));
+    let (out, err, code) = outbox_cli(&config, &["run", "--until-empty", "--json"]);
+    assert_eq!(code, Some(1), "{err}");
+    let report: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(
+        (report["delivered"].as_u64(), report["dead"].as_u64()),
+        (Some(0), Some(6))
+    );
+    assert!(err.contains("outbox requeue"), "{err}");
+    let warnings = err.lines().filter(|l| l.contains("WARN")).count();
+    assert!(
+        (3..=6).contains(&warnings),
+        "one failing and one dead-letter warning per product at most, not one per attempt: {err}"
+    );
+    assert!(taken_by_products(&sim).is_empty());
+
+    // The endpoint fixed: the products' receivers.
+    write_config(&format!("{}/products", sim.url));
+    let first = state.outbox_messages()?[0].clone();
+    let (out, err, code) = outbox_cli(&config, &["requeue", "--id", &first.id.to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    let requeued: serde_json::Value = serde_json::from_str(&out)?;
+    assert_eq!(requeued["requeued"], 1, "{requeued}");
+    assert_eq!(requeued["messages"][0]["id"], first.id);
+    assert_eq!(requeued["messages"][0]["attempts"], 2);
+    assert!(
+        requeued["messages"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("404"),
+        "{requeued}"
+    );
+    assert_eq!(requeued["still_dead"], 5);
+    let (out, err, code) = outbox_cli(&config, &["run", "--until-empty", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)?["delivered"],
+        1
+    );
+    let taken = taken_by_products(&sim);
+    assert_eq!(
+        taken.keys().collect::<Vec<_>>(),
+        vec![&format!("id-propagation:{}", first.key)]
+    );
+
+    let (out, err, code) = outbox_cli(&config, &["requeue", "--topic", "id-propagation"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)?["requeued"],
+        5
+    );
+    let (_, err, code) = outbox_cli(&config, &["run", "--until-empty"]);
+    assert_eq!(code, Some(0), "{err}");
+    let taken = taken_by_products(&sim);
+    assert_eq!(taken.len(), expected.len());
+    for (key, payload) in &expected {
+        assert_eq!(
+            taken.get(key),
+            Some(&serde_json::from_str::<serde_json::Value>(payload)?),
+            "{key}"
+        );
+    }
+    assert!(
+        state
+            .outbox_messages()?
+            .iter()
+            .all(|m| m.status == "delivered")
+    );
+
+    // Nothing dead left: exit 1, and asking for what is not there is bad input.
+    let (out, err, code) = outbox_cli(&config, &["requeue"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)?["requeued"],
+        0
+    );
+    let (_, err, code) = outbox_cli(&config, &["requeue", "--id", &first.id.to_string()]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains(&format!("{} is delivered", first.id)), "{err}");
+    let (out, err, code) = outbox_cli(&config, &["requeue", "--id", "999999"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        out.is_empty() && err.contains("no outbox message with id 999999"),
+        "{err}"
+    );
+    let (_, err, code) = outbox_cli(&config, &["requeue", "--topic", "no-such-topic"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("\"no-such-topic\""), "{err}");
+    Ok(())
+}
+
+#[test]
+fn dead_letters_are_delivered_after_requeue_on_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let state = SqliteState::open(&dir.path().join("directory.db"))?;
+    dead_letters_are_delivered_after_requeue("sqlite://directory.db", &state, dir.path())
+}
+
+#[test]
+fn dead_letters_are_delivered_after_requeue_on_postgres() -> Result {
+    let Some(url) = crate::postgres::fresh_database("requeue") else {
+        crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let state = portcullis::state::PostgresState::connect(&url)?;
+    dead_letters_are_delivered_after_requeue(&url, &state, dir.path())
+}

@@ -7,13 +7,18 @@
 //! - The new provider (Verify-like, HTTP basic auth): the phone number comes with every
 //!   request. Start a verification, check a code (5 checks per verification, 5 sends per
 //!   number per 10 minutes, a code valid 10 minutes and re-sent unchanged within them).
-//! - `/sim/…`: what a test needs: seed old-provider users, read the SMS inbox, inject
-//!   faults, move the clock, read counters.
+//! - The receivers the outbox delivers to: a notification service (`/notify`,
+//!   `/sessions`) and the products (`/products/{product}`).
+//! - `/sim/…`: what a test needs: seed old-provider users, read the SMS inbox and what
+//!   the receivers took, inject faults, move the clock, read counters.
 //!
-//! It prints `listening on http://ADDR` first, so a test can start it on port 0.
+//! It listens on 127.0.0.1:7879 (the demo pipelines in fixtures/ expect it there), or
+//! the port `--port` or `PORTCULLIS_SIM_PORT` names, and prints `listening on
+//! http://ADDR` first, so a test can start it on port 0.
 
 mod legacy;
 mod notify;
+mod products;
 mod verify;
 mod world;
 
@@ -34,15 +39,20 @@ use world::{Credentials, Sim};
     about = "Both SMS providers of the MFA migration, simulated over HTTP"
 )]
 struct Args {
-    /// Address to listen on (port 0: any free port, printed on start).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
+    /// Port to listen on, on 127.0.0.1 (0: any free port; the first line printed says
+    /// which). The demo pipelines in fixtures/ expect 7879.
+    #[arg(long, env = "PORTCULLIS_SIM_PORT", default_value_t = 7879)]
+    port: u16,
+    /// Address to listen on instead of 127.0.0.1:PORT (e.g. 0.0.0.0:7879).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
     /// The old provider's API key (`X-Authy-API-Key`).
     #[arg(long, default_value = "sim-legacy-key")]
     legacy_api_key: String,
-    /// The new provider's account SID and auth token (HTTP basic auth).
+    /// The new provider's account SID (the user of its HTTP basic auth).
     #[arg(long, default_value = "ACsim")]
     verify_account_sid: String,
+    /// The new provider's auth token (the password of its HTTP basic auth).
     #[arg(long, default_value = "sim-verify-token")]
     verify_auth_token: String,
     /// The new provider's verification service SID (in its URLs).
@@ -93,13 +103,18 @@ async fn main() -> Result<()> {
         .route("/notify", post(notify::notify))
         .route("/sessions", post(notify::sessions))
         .route("/sim/notices", get(notify::notices))
+        .route("/products/{product}", post(products::receive))
+        .route("/sim/products", get(products::messages))
         .route("/sim/faults", put(world::set_faults))
         .route("/sim/clock", post(world::advance_clock))
         .route("/sim/stats", get(world::stats))
         .with_state(sim);
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listen = args
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], args.port)));
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}"))?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app).await?;
     Ok(())

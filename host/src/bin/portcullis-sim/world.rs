@@ -97,6 +97,9 @@ pub struct World {
     pub notices: Vec<serde_json::Value>,
     pub revocations: Vec<serde_json::Value>,
     pub notice_keys: std::collections::HashSet<String>,
+    /// Messages the products' outbox receivers took, and their idempotency keys.
+    pub product_messages: Vec<serde_json::Value>,
+    pub product_keys: std::collections::HashSet<String>,
 }
 
 pub struct Sim {

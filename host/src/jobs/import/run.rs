@@ -68,6 +68,11 @@ pub enum RunError {
     /// The target refused the token: nothing else can succeed.
     #[error("the target refused the API token ({0})")]
     Unauthorized(u16),
+    /// There is no users-imports API where the target says: nothing else can succeed.
+    #[error(
+        "the target answered {status} for POST {url}: there is no users-imports API there; is --target the API's base URL (e.g. https://TENANT.auth0.com, or where `serve` with [server.import_api] listens)?"
+    )]
+    NoImportApi { status: u16, url: String },
     #[error("stopped after {0} submissions (fault injection)")]
     Aborted(u32),
 }
@@ -143,13 +148,42 @@ struct Client<'a> {
     rate_limited: u64,
 }
 
+/// A transport error with its causes ("error sending request: … connection reset by
+/// peer"), without the URL (the caller names it where it helps).
+fn transport(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// A URL as printed: without any user or password it may hold.
+fn shown_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Err(_) => url.to_owned(),
+    }
+}
+
 impl Client<'_> {
     fn send(&mut self, request: reqwest::blocking::RequestBuilder) -> Answer {
         match request
             .bearer_auth(self.options.token.expose_secret())
             .send()
         {
-            Err(e) => Answer::Transport(e.without_url().to_string()),
+            Err(e) => Answer::Transport(transport(e)),
             Ok(response) => {
                 let status = response.status().as_u16();
                 if status == 429 {
@@ -158,7 +192,7 @@ impl Client<'_> {
                 }
                 match response.bytes() {
                     Ok(body) => Answer::Got(status, body.to_vec()),
-                    Err(e) => Answer::Transport(e.without_url().to_string()),
+                    Err(e) => Answer::Transport(transport(e)),
                 }
             }
         }
@@ -443,7 +477,23 @@ fn start(
         options.target.trim_end_matches('/')
     );
     report.submissions += 1;
-    match client.send(client.http.post(url).multipart(form)) {
+    let answer = match client.send(client.http.post(&url).multipart(form)) {
+        // A server without this API may answer 404 at once and close the connection
+        // while the file is still being sent, which the client sees as a broken
+        // request, not as the 404. Asked again without the file, it says what it is;
+        // a real import API answers that with a 400 and makes no job.
+        Answer::Transport(e) => match client.send(
+            client.http.post(&url).multipart(
+                reqwest::blocking::multipart::Form::new()
+                    .text("connection_id", options.connection_id.clone()),
+            ),
+        ) {
+            Answer::Got(status @ (404 | 405), body) => Answer::Got(status, body),
+            _ => Answer::Transport(e),
+        },
+        answer => answer,
+    };
+    match answer {
         Answer::Got(200..=202, body) => {
             let id = serde_json::from_slice::<Value>(&body)
                 .ok()
@@ -471,6 +521,16 @@ fn start(
             Ok(Started::Changed)
         }
         Answer::Got(401 | 403, _) => Err(RunError::Unauthorized(401)),
+        Answer::Got(status @ (404 | 405), _) => {
+            // The wrong target, not this file: it stays to be submitted once --target
+            // is right (no job was made, no attempt spent).
+            file.status = previous;
+            state.import_file_update(&file, now())?;
+            Err(RunError::NoImportApi {
+                status,
+                url: shown_url(&url),
+            })
+        }
         Answer::Got(413, body) => {
             file.attempts += 1;
             file.status = FileStatus::Failed;
@@ -510,7 +570,7 @@ fn start(
             // The target may have taken it: the external id is looked up first next
             // time, so the file stays `submitting`.
             file.attempts += 1;
-            file.last_error = Some(format!("submitting: {e}"));
+            file.last_error = Some(format!("submitting to {}: {e}", shown_url(&url)));
             state.import_file_update(&file, now())?;
             Ok(Started::Wait(options.retry_after))
         }

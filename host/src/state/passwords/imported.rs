@@ -26,7 +26,7 @@ use hmac::{KeyInit as _, Mac as _};
 use subtle::ConstantTimeEq;
 
 use super::HashError;
-use crate::config::PasswordLimits;
+use super::PasswordLimits;
 
 /// The longest salt, HMAC key or PBKDF2 output the directory keeps: far past what any
 /// real system uses, short enough that no stored string makes a login slow.
