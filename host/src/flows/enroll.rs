@@ -10,7 +10,8 @@
 //! and only numbers that can be a person's phone are texted.
 
 use crate::model::{
-    CodeCheck, FactorKind, FactorProvider, FactorStatus, ServiceError, ServiceErrorKind,
+    CodeCheck, FactorKind, FactorProvider, FactorStatus, RecoveryStage, ServiceError,
+    ServiceErrorKind,
 };
 use std::sync::Arc;
 
@@ -125,7 +126,7 @@ impl Gateway {
     fn active_sms_factor(&self, grant: &Grant) -> Result<bool, EnrollError> {
         let recovering_since = match &grant.recovery_id {
             Some(id) => crate::state::recovery::recovery_by_id(self.state.sql(), id)?
-                .filter(|r| r.status == "enrolling" && r.user_id == grant.user_id)
+                .filter(|r| r.status == RecoveryStage::Enrolling && r.user_id == grant.user_id)
                 .map(|r| r.ready_at_ms),
             None => None,
         };
@@ -390,8 +391,8 @@ impl Gateway {
                 || !store::set_status(
                     tx,
                     recovery_id,
-                    "enrolling",
-                    "completed",
+                    RecoveryStage::Enrolling,
+                    RecoveryStage::Completed,
                     "new factor enrolled through support's link",
                     now_ms,
                 )?

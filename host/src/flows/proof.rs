@@ -19,7 +19,7 @@
 //! every endpoint with every lesser proof.
 
 use super::Gateway;
-use crate::model::{FactorKind, FactorStatus};
+use crate::model::{FactorKind, FactorStatus, RecoveryPath, RecoveryStage};
 use crate::state::StoreError;
 use crate::state::proofs::{self, ProofRow};
 use crate::state::recovery as recovery_store;
@@ -74,12 +74,11 @@ impl Shown {
     }
 
     /// The proof a recovery's path stands on.
-    pub fn of_recovery_path(path: &str) -> Option<Self> {
+    pub fn of_recovery_path(path: RecoveryPath) -> Self {
         match path {
-            "code" => Some(Self::RecoveryCode),
-            "wait" => Some(Self::WaitServed),
-            "assisted" => Some(Self::SupportVerified),
-            _ => None,
+            RecoveryPath::Code => Self::RecoveryCode,
+            RecoveryPath::Wait => Self::WaitServed,
+            RecoveryPath::Assisted => Self::SupportVerified,
         }
     }
 }
@@ -262,8 +261,8 @@ impl Gateway {
         let open = recovery_store::open_recovery(self.state.sql(), &grant.user_id, now_ms)?;
         Ok(open.is_some_and(|open| {
             open.id == recovery_id
-                && open.status == "enrolling"
-                && Shown::of_recovery_path(&open.path).is_some_and(|s| grant.has(s))
+                && open.status == RecoveryStage::Enrolling
+                && grant.has(Shown::of_recovery_path(open.path))
         }))
     }
 

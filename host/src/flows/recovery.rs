@@ -16,7 +16,10 @@
 //! transaction each step. Answers say the same whatever the account: a recovery
 //! request is answered `recovery_pending` for users with and without factors.
 
-use crate::model::{DirectoryUser, FactorStatus, LoginAttempt, RecoveryAsk, RecoveryRequest};
+use crate::model::{
+    DirectoryUser, FactorStatus, LoginAttempt, RecoveryAsk, RecoveryPath, RecoveryRequest,
+    RecoveryStage,
+};
 use std::net::IpAddr;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -380,8 +383,8 @@ impl Gateway {
                 let recovery = Recovery {
                     id: new_id("rcv"),
                     user_id: user.id.clone(),
-                    path: "code".into(),
-                    status: "enrolling".into(),
+                    path: RecoveryPath::Code,
+                    status: RecoveryStage::Enrolling,
                     requested_at_ms: now_ms,
                     ready_at_ms: now_ms,
                     expires_at_ms: now_ms
@@ -407,8 +410,8 @@ impl Gateway {
                         store::set_status(
                             tx,
                             &open.id,
-                            &open.status,
-                            "cancelled",
+                            open.status,
+                            RecoveryStage::Cancelled,
                             "superseded by a recovery code",
                             now_ms,
                         )?;
@@ -471,8 +474,8 @@ impl Gateway {
         let recovery = Recovery {
             id: new_id("rcv"),
             user_id: user.id.clone(),
-            path: "wait".into(),
-            status: "waiting".into(),
+            path: RecoveryPath::Wait,
+            status: RecoveryStage::Waiting,
             requested_at_ms: now_ms,
             ready_at_ms,
             expires_at_ms: ready_at_ms.saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
@@ -542,12 +545,12 @@ impl Gateway {
             return Ok(pending_answer(verdict));
         };
         // The host's clock decides whether the wait is over, not the rule.
-        let ready = match open.status.as_str() {
-            "waiting" if now_ms >= open.ready_at_ms => store::finish_recovery(
+        let ready = match open.status {
+            RecoveryStage::Waiting if now_ms >= open.ready_at_ms => store::finish_recovery(
                 sql,
                 &open.id,
-                &["waiting"],
-                "enrolling",
+                &[RecoveryStage::Waiting],
+                RecoveryStage::Enrolling,
                 "waiting period over",
                 now_ms,
                 &[],
@@ -557,7 +560,7 @@ impl Gateway {
             // A served wait is any password login's to finish; a code's
             // enrolment is the code-holder's login's alone, and an assisted
             // one is reached only through support's link.
-            "enrolling" => open.path == "wait",
+            RecoveryStage::Enrolling => open.path == RecoveryPath::Wait,
             _ => false,
         };
         if !ready {
@@ -662,7 +665,7 @@ impl Gateway {
         // window) is not one to enrol for: its proof enrols nothing any more, so the
         // login is told so rather than asked to enrol again.
         let open = store::recovery_by_id(self.state.sql(), &pending.recovery_id)?
-            .is_some_and(|r| r.status == "enrolling" && now_ms < r.expires_at_ms);
+            .is_some_and(|r| r.status == RecoveryStage::Enrolling && now_ms < r.expires_at_ms);
         if !open {
             return Ok(Err(Box::new(denied(
                 base,
@@ -707,8 +710,8 @@ impl Gateway {
             if !store::set_status(
                 tx,
                 &pending.recovery_id,
-                "enrolling",
-                "completed",
+                RecoveryStage::Enrolling,
+                RecoveryStage::Completed,
                 "new factor enrolled",
                 now_ms,
             )? {
@@ -832,8 +835,8 @@ impl Gateway {
         Ok(store::finish_recovery(
             sql,
             &recovery.id,
-            &["waiting", "enrolling"],
-            "cancelled",
+            &[RecoveryStage::Waiting, RecoveryStage::Enrolling],
+            RecoveryStage::Cancelled,
             outcome,
             now_ms,
             &told,

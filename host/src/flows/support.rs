@@ -11,7 +11,7 @@
 //!   waiting period runs unless both recorded a reason to skip it. The user is told on
 //!   every channel at each step.
 
-use crate::model::{FactorStatus, normalize_email};
+use crate::model::{FactorStatus, RecoveryPath, RecoveryStage, normalize_email};
 use serde_json::{Value, json};
 
 use super::Gateway;
@@ -461,7 +461,7 @@ impl Gateway {
                         return Err(StoreError::Conflict("no enrolment link was made".into()));
                     };
                     if let Some(open) = recovery_store::open_in(tx, &request.user_id, now_ms)? {
-                        recovery_store::set_status(tx, &open.id, &open.status, "cancelled", "superseded by an assisted recovery", now_ms)?;
+                        recovery_store::set_status(tx, &open.id, open.status, RecoveryStage::Cancelled, "superseded by an assisted recovery", now_ms)?;
                         recovery_store::disable_enrolled_by(tx, &open.id, now_ms)?;
                     }
                     recovery_store::insert(tx, &link.recovery)?;
@@ -506,8 +506,8 @@ impl Gateway {
         let recovery = Recovery {
             id: format!("rcv_{}", crate::model::random_id()),
             user_id: request.user_id.clone(),
-            path: "assisted".into(),
-            status: "enrolling".into(),
+            path: RecoveryPath::Assisted,
+            status: RecoveryStage::Enrolling,
             requested_at_ms: request.created_at_ms,
             ready_at_ms: now_ms,
             expires_at_ms: now_ms.saturating_add(window_hours * HOUR_MS),

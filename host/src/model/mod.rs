@@ -25,4 +25,4 @@ pub use login::{
     MAX_RECOVERY_CODE_LEN, MAX_TIME_MS, RecoveryRequest, RequestInfo, normalize_email,
 };
 pub use ports::{Directory, LegacyStores, SecondFactors, Services, call};
-pub use recovery::{RecoveryAsk, RecoveryFacts, RecoveryStatus};
+pub use recovery::{RecoveryAsk, RecoveryFacts, RecoveryPath, RecoveryStage, RecoveryStatus};

@@ -35,3 +35,66 @@ pub struct RecoveryAsk {
     /// The host's clock when the login arrived.
     pub now_ms: u64,
 }
+
+/// How a stored recovery proceeds: a served waiting period, a recovery code, or
+/// support's assisted recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryPath {
+    Wait,
+    Code,
+    Assisted,
+}
+
+/// Where a stored recovery stands. Open while `Waiting` or `Enrolling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryStage {
+    Waiting,
+    Enrolling,
+    Cancelled,
+    Completed,
+    Expired,
+}
+
+impl RecoveryPath {
+    /// As stored (the `path` column) and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Wait => "wait",
+            Self::Code => "code",
+            Self::Assisted => "assisted",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Wait, Self::Code, Self::Assisted]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+}
+
+impl RecoveryStage {
+    /// As stored (the `status` column) and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Waiting => "waiting",
+            Self::Enrolling => "enrolling",
+            Self::Cancelled => "cancelled",
+            Self::Completed => "completed",
+            Self::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [
+            Self::Waiting,
+            Self::Enrolling,
+            Self::Cancelled,
+            Self::Completed,
+            Self::Expired,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
+}

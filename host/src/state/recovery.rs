@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 use super::StoreError;
 use super::audit::{self, AuditEntry};
 use super::portable::{SqlStore, SqlTx, Val, transact};
+use crate::model::{RecoveryPath, RecoveryStage};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS recovery_codes (
@@ -277,10 +278,8 @@ pub fn reset_failures(store: &dyn SqlStore, user_id: &str) -> Result<(), StoreEr
 pub struct Recovery {
     pub id: String,
     pub user_id: String,
-    /// `wait`, `code` or `assisted`.
-    pub path: String,
-    /// `waiting`, `enrolling`, `cancelled`, `completed` or `expired`.
-    pub status: String,
+    pub path: RecoveryPath,
+    pub status: RecoveryStage,
     pub requested_at_ms: u64,
     pub ready_at_ms: u64,
     pub expires_at_ms: u64,
@@ -294,16 +293,24 @@ pub struct Recovery {
 const RECOVERY_COLUMNS: &str = "id, user_id, path, status, requested_at_ms, ready_at_ms, expires_at_ms, reasons, \
     finished_at_ms, outcome, cancel_digest";
 
-fn recovery_row(row: Vec<Val>) -> Recovery {
+fn recovery_row(row: Vec<Val>) -> Result<Recovery, StoreError> {
     let mut v = row.into_iter();
     let mut next = || v.next().unwrap_or(Val::Text(None));
     let text = |v: Val| v.into_text().unwrap_or_default();
     let time = |v: Val| super::stored_time(v.as_int().unwrap_or(0));
-    Recovery {
-        id: text(next()),
-        user_id: text(next()),
-        path: text(next()),
-        status: text(next()),
+    let id = text(next());
+    let user_id = text(next());
+    let (path, status) = (text(next()), text(next()));
+    // Only this module writes them: anything else is a store someone edited by hand,
+    // and an unknown stage must not read as an open (or a closed) recovery.
+    let unknown = |what: &str, value: &str| {
+        StoreError::Backend(format!("recovery {id} has an unknown {what} {value:?}"))
+    };
+    Ok(Recovery {
+        path: RecoveryPath::parse(&path).ok_or_else(|| unknown("path", &path))?,
+        status: RecoveryStage::parse(&status).ok_or_else(|| unknown("status", &status))?,
+        id,
+        user_id,
         requested_at_ms: time(next()),
         ready_at_ms: time(next()),
         expires_at_ms: time(next()),
@@ -311,7 +318,7 @@ fn recovery_row(row: Vec<Val>) -> Recovery {
         finished_at_ms: next().as_int().map(super::stored_time),
         outcome: next().into_text(),
         cancel_digest: text(next()),
-    }
+    })
 }
 
 /// The user's recovery under way (waiting or enrolling), with a waiting one past
@@ -351,7 +358,8 @@ pub fn open_in(
         )?
         .into_iter()
         .next()
-        .map(recovery_row))
+        .map(recovery_row)
+        .transpose()?)
 }
 
 /// Every recovery of the user, newest first (the support console's view).
@@ -366,7 +374,7 @@ pub fn recoveries_of(store: &dyn SqlStore, user_id: &str) -> Result<Vec<Recovery
             )?
             .into_iter()
             .map(recovery_row)
-            .collect())
+            .collect::<Result<_, _>>()?)
     })
 }
 
@@ -379,7 +387,8 @@ pub fn recovery_by_id(store: &dyn SqlStore, id: &str) -> Result<Option<Recovery>
             )?
             .into_iter()
             .next()
-            .map(recovery_row))
+            .map(recovery_row)
+            .transpose()?)
     })
 }
 
@@ -423,8 +432,8 @@ pub fn insert(tx: &mut dyn SqlTx, recovery: &Recovery) -> Result<(), StoreError>
             &[
                 Val::text(&recovery.id),
                 Val::text(&recovery.user_id),
-                Val::text(&recovery.path),
-                Val::text(&recovery.status),
+                Val::text(recovery.path.as_str()),
+                Val::text(recovery.status.as_str()),
                 Val::int(super::sql_time(recovery.requested_at_ms)),
                 Val::int(super::sql_time(recovery.ready_at_ms)),
                 Val::int(super::sql_time(recovery.expires_at_ms)),
@@ -439,8 +448,8 @@ pub fn insert(tx: &mut dyn SqlTx, recovery: &Recovery) -> Result<(), StoreError>
 pub fn set_status(
     tx: &mut dyn SqlTx,
     id: &str,
-    from: &str,
-    to: &str,
+    from: RecoveryStage,
+    to: RecoveryStage,
     outcome: &str,
     now_ms: u64,
 ) -> Result<bool, StoreError> {
@@ -450,8 +459,8 @@ pub fn set_status(
          WHERE id = $1 AND status = $2",
         &[
             Val::text(id),
-            Val::text(from),
-            Val::text(to),
+            Val::text(from.as_str()),
+            Val::text(to.as_str()),
             Val::text(outcome),
             Val::int(super::sql_time(now_ms)),
         ],
@@ -502,8 +511,8 @@ pub fn disable_other_factors(
 pub fn finish_recovery(
     store: &dyn SqlStore,
     id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[RecoveryStage],
+    to: RecoveryStage,
     outcome: &str,
     now_ms: u64,
     notices: &[Notice],
@@ -511,13 +520,13 @@ pub fn finish_recovery(
 ) -> Result<bool, StoreError> {
     transact(store, |tx| {
         let mut moved = false;
-        for status in from {
+        for &status in from {
             moved |= set_status(tx, id, status, to, outcome, now_ms)?;
         }
         if !moved {
             return Ok(false);
         }
-        if to != "enrolling" {
+        if to != RecoveryStage::Enrolling {
             disable_enrolled_by(tx, id, now_ms)?;
         }
         enqueue(tx, notices, now_ms, id)?;
@@ -668,8 +677,10 @@ pub fn facts(
     // code: another login (with the password only) sees a recovery it cannot use.
     let status = match &open {
         None => RecoveryStatus::None,
-        Some(r) if r.status == "waiting" && ask.now_ms < r.ready_at_ms => RecoveryStatus::Waiting,
-        Some(r) if r.path == "code" => RecoveryStatus::Waiting,
+        Some(r) if r.status == RecoveryStage::Waiting && ask.now_ms < r.ready_at_ms => {
+            RecoveryStatus::Waiting
+        }
+        Some(r) if r.path == RecoveryPath::Code => RecoveryStatus::Waiting,
         Some(_) => RecoveryStatus::Ready,
     };
     let new = unseen(store, user_id, &ask.sightings, ask.known_since_ms)?;

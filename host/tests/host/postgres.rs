@@ -731,8 +731,8 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
     let wait = Recovery {
         id: "rcv_1".into(),
         user_id: "usr_r1".into(),
-        path: "wait".into(),
-        status: "waiting".into(),
+        path: portcullis::model::RecoveryPath::Wait,
+        status: portcullis::model::RecoveryStage::Waiting,
         requested_at_ms: 5_000,
         ready_at_ms: 10_000,
         expires_at_ms: 20_000,
@@ -757,8 +757,8 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
     assert!(recovery::finish_recovery(
         sql,
         "rcv_1",
-        &["waiting"],
-        "cancelled",
+        &[portcullis::model::RecoveryStage::Waiting],
+        portcullis::model::RecoveryStage::Cancelled,
         "owner",
         7_000,
         &[],
@@ -767,22 +767,28 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
     assert!(!recovery::finish_recovery(
         sql,
         "rcv_1",
-        &["waiting"],
-        "completed",
+        &[portcullis::model::RecoveryStage::Waiting],
+        portcullis::model::RecoveryStage::Completed,
         "late",
         8_000,
         &[],
         &entry("completed")
     )?);
     assert_eq!(
-        recovery::recovery_by_id(sql, "rcv_1")?.unwrap().status,
+        recovery::recovery_by_id(sql, "rcv_1")?
+            .unwrap()
+            .status
+            .as_str(),
         "cancelled"
     );
     // A waiting one past its window is expired when read.
     recovery::start_recovery(sql, &second, 9_000, &[], &entry("requested"))?;
     assert!(recovery::open_recovery(sql, "usr_r1", 30_000)?.is_none());
     assert_eq!(
-        recovery::recovery_by_id(sql, "rcv_2")?.unwrap().status,
+        recovery::recovery_by_id(sql, "rcv_2")?
+            .unwrap()
+            .status
+            .as_str(),
         "expired"
     );
     portcullis::state::portable::transact(sql, |tx| {
