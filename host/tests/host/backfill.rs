@@ -420,7 +420,22 @@ fn a_user_deleted_at_the_old_provider_is_reported_and_costs_no_export() -> Resul
         .send()?;
     assert_eq!(deleted.status(), 200);
 
-    let report = env.backfill(&["--cohort", "internal"]);
+    // It exits non-zero (a user failed) and writes its report all the same.
+    let written = env.dir.path().join("deleted-report.json");
+    let out = env.portcullis(&[
+        "mfa",
+        "backfill",
+        "--rate",
+        "0",
+        "--cohort",
+        "internal",
+        "--report",
+        written.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&written)?)?;
     let failures = report["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{report}");
     assert_eq!(failures[0]["user_id"], "usr_sms000002");
