@@ -4,8 +4,9 @@
 //! - `demo`: builds the rules and the host once, then the demo's parts (migration,
 //!   replay, SMS migration and backfill, recovery, audit), each in a few lines, and
 //!   what they showed (the main job; `--verbose` for every command's whole output)
-//! - `test`: builds the rules and the official clients' venv (target/clients-venv, from
-//!   host/tests/clients/requirements.txt), then runs the test suite
+//! - `test`: builds the rules, installs promtool when missing, and the official
+//!   clients' venv (target/clients-venv, from host/tests/clients/requirements.txt),
+//!   then runs the test suite
 //! - `lint`: rustfmt and clippy checks (host and rules), as CI runs them
 //! - `bench`: the rule pipeline as components, as plain core modules (the floor),
 //!   natively and in a JS sandbox
@@ -230,6 +231,7 @@ fn test(extra: &[String]) -> Result<()> {
             test.env("PORTCULLIS_TEST_PYTHON_MISSING", why);
         }
     }
+    promtool();
     let result = run(test);
     if let Ok(text) = std::fs::read_to_string(&skips) {
         let mut by_reason: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
@@ -246,6 +248,35 @@ fn test(extra: &[String]) -> Result<()> {
         eprintln!("xtask: every test ran");
     }
     result
+}
+
+/// promtool, which the tests run on `/metrics`: Debian's `prometheus` package ships it
+/// (without its recommends: the server alone). A test without it says it did not run.
+fn promtool() {
+    let present = || {
+        Command::new("promtool")
+            .arg("--version")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present() {
+        return;
+    }
+    eprintln!("xtask: promtool is missing; installing Debian's prometheus (no recommends)");
+    let quiet = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "--no-install-recommends", "prometheus"];
+    if !(quiet(&install) || (quiet(&["update"]) && quiet(&install))) || !present() {
+        eprintln!("xtask: promtool could not be installed: the /metrics check will not run");
+    }
 }
 
 /// `target/clients-venv`: a venv holding host/tests/clients/requirements.txt (pinned),

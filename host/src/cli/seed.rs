@@ -89,9 +89,9 @@ impl Seed {
             )?;
             if !self.json.json {
                 println!(
-                    "seeded {sms_users} users with only an old-provider SMS factor (authy-{} to authy-{}; {} internal)",
-                    report.legacy_sms_users,
-                    report.legacy_sms_users + sms_users - 1,
+                    "seeded {sms_users} users with only an old-provider SMS factor (ids {} to {}; {} internal)",
+                    portcullis::jobs::seed::legacy_sms_id(report.legacy_sms_users),
+                    portcullis::jobs::seed::legacy_sms_id(report.legacy_sms_users + sms_users - 1),
                     sms_internal.min(sms_users)
                 );
             }

@@ -284,14 +284,15 @@ impl Backfill<'_> {
             return Ok(Done::Changed);
         };
         let (mut failures, mut throttles) = (0, 0);
+        // A user deleted at the old provider would spend one of their three exports on
+        // a 60026: ask first (the status call costs no export). If the provider cannot
+        // say, the export's own error handling below decides.
+        throttle(limiter);
+        if let Ok(false) = self.export.exists(provider_user_id) {
+            return Ok(Done::Failed("not found at the old provider".into()));
+        }
         loop {
-            if let Some(limiter) = limiter {
-                while let Err(not_until) = limiter.check() {
-                    std::thread::sleep(not_until.wait_time_from(governor::clock::Clock::now(
-                        &governor::clock::DefaultClock::default(),
-                    )));
-                }
-            }
+            throttle(limiter);
             let now_ms = self.clock.now_ms();
             let attempt = Lease {
                 until_ms: now_ms + options.lease_ms,
@@ -385,6 +386,17 @@ impl Backfill<'_> {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Waits for the rate limiter's next token, if the run has a rate.
+fn throttle(limiter: Option<&DefaultDirectRateLimiter>) {
+    if let Some(limiter) = limiter {
+        while let Err(not_until) = limiter.check() {
+            std::thread::sleep(not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            )));
         }
     }
 }

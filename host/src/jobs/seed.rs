@@ -90,7 +90,7 @@ pub struct SeedReport {
     pub directory_users: usize,
     /// SMS factors by where their codes can go: `legacy-sms`, `verify`, `both`.
     pub factors: BTreeMap<&'static str, usize>,
-    /// Old-provider ids handed out (`authy-0` …): the simulator must know them.
+    /// Old-provider ids handed out (`legacy_sms_id(0)` …): the simulator must know them.
     pub legacy_sms_users: usize,
     pub logins: usize,
     pub logins_dir: PathBuf,
@@ -369,8 +369,23 @@ fn capitalize(word: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The first old-provider id the demo and the simulator hand out.
+pub const LEGACY_SMS_FIRST_ID: usize = 1_000_000;
+
+/// The id of the n-th old-provider user the demo and the simulator share: a number, as
+/// real Authy ids are (the official clients refuse anything else before sending).
+pub fn legacy_sms_id(n: usize) -> String {
+    (LEGACY_SMS_FIRST_ID + n).to_string()
+}
+
+/// Which old-provider user an id of [`legacy_sms_id`] names.
+pub fn legacy_sms_index(id: &str) -> Option<usize> {
+    id.parse::<usize>().ok()?.checked_sub(LEGACY_SMS_FIRST_ID)
+}
+
 /// The phone of the n-th old-provider user the demo and the simulator share
-/// (`authy-<n>`): +1 201-555-0000 on, then 202-555-…, all valid North American numbers.
+/// ([`legacy_sms_id`]): +1 201-555-0000 on, then 202-555-…, all valid North American
+/// numbers.
 pub fn legacy_sms_phone(n: usize) -> String {
     format!("+1{}555{:04}", 201 + n / 10_000, n % 10_000)
 }
@@ -404,7 +419,7 @@ pub fn seed_factor(
     let j = m / 4;
     let kind = match m % 4 {
         0 => {
-            factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
+            factor.legacy_provider_user_id = Some(legacy_sms_id(legacy));
             factor.cohort = Some(
                 if j.is_multiple_of(10) {
                     "internal"
@@ -422,7 +437,7 @@ pub fn seed_factor(
             "verify"
         }
         2 => {
-            factor.legacy_provider_user_id = Some(format!("authy-{legacy}"));
+            factor.legacy_provider_user_id = Some(legacy_sms_id(legacy));
             factor.phone = Some(keys.seal(&legacy_sms_phone(legacy), user_id, &id));
             factor.cohort = Some(
                 if j.is_multiple_of(2) {
@@ -441,7 +456,7 @@ pub fn seed_factor(
 }
 
 /// Directory users with only an old-provider SMS factor (`usr_sms000000` …, ids
-/// `authy-<first_legacy + i>`), the first `internal` in the `internal` cohort: the
+/// `legacy_sms_id(first_legacy + i)`), the first `internal` in the `internal` cohort: the
 /// population the MFA backfill moves. Returns how many were added.
 pub fn seed_sms_users(
     state: &dyn StateStore,
@@ -471,7 +486,7 @@ pub fn seed_sms_users(
             user_id,
             kind: FactorKind::Sms,
             provider: FactorProvider::LegacySms,
-            legacy_provider_user_id: Some(format!("authy-{}", first_legacy + i)),
+            legacy_provider_user_id: Some(legacy_sms_id(first_legacy + i)),
             phone: None,
             status: FactorStatus::Active,
             enrolled_at_ms: DEMO_EPOCH_MS - 400 * 86_400_000,

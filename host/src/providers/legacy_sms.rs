@@ -52,6 +52,22 @@ impl LegacySmsClient {
         Ok(body["cellphone"].as_str().unwrap_or_default().to_owned())
     }
 
+    /// Whether the provider still knows the user (`users/{id}/status`): `false` for a
+    /// user deleted there (60026), whose export could only fail.
+    pub fn exists(&self, user_id: &str) -> Result<bool, ProviderError> {
+        let response = self.get(&format!(
+            "/protected/json/users/{}/status",
+            path_segment(user_id)?
+        ))?;
+        if response.status().is_success() {
+            return Ok(true);
+        }
+        match error_of(response) {
+            ProviderError::Rejected { code: 60026, .. } => Ok(false),
+            other => Err(other),
+        }
+    }
+
     /// Checks a code the user typed.
     pub fn verify(&self, user_id: &str, code: &SecretString) -> Result<CodeCheck, ProviderError> {
         let code = code.expose_secret();
@@ -101,6 +117,11 @@ impl PhoneExport {
         Ok(Self {
             client: LegacySmsClient::new(settings)?,
         })
+    }
+
+    /// Whether the provider still knows the user: asking costs no export.
+    pub fn exists(&self, user_id: &str) -> Result<bool, ProviderError> {
+        self.client.exists(user_id)
     }
 
     /// The user's phone as the provider returns it (`e164`, or the country code and

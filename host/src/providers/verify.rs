@@ -7,6 +7,23 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{ProviderError, error_of, http_client, transport_error};
 use crate::config::VerifySettings;
 
+/// How the new provider delivers a code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Sms,
+    /// A voice call that reads the code out.
+    Call,
+}
+
+impl Channel {
+    fn as_str(self) -> &'static str {
+        match self {
+            Channel::Sms => "sms",
+            Channel::Call => "call",
+        }
+    }
+}
+
 pub struct VerifyClient {
     http: reqwest::blocking::Client,
     /// `{url}/v2/Services/{service_sid}`
@@ -46,13 +63,39 @@ impl VerifyClient {
             .map_err(transport_error)
     }
 
-    /// Starts a verification: the provider sends a code to `to` (E.164).
-    pub fn start(&self, to: &str) -> Result<(), ProviderError> {
-        let response = self.post("Verifications", &[("To", to), ("Channel", "sms")])?;
+    /// Starts a verification: the provider texts a code to `to` (E.164). Returns the
+    /// verification's SID (to cancel it with).
+    pub fn start(&self, to: &str) -> Result<String, ProviderError> {
+        self.start_via(to, Channel::Sms)
+    }
+
+    /// Starts a verification over `channel`; returns its SID.
+    pub fn start_via(&self, to: &str, channel: Channel) -> Result<String, ProviderError> {
+        let response = self.post(
+            "Verifications",
+            &[("To", to), ("Channel", channel.as_str())],
+        )?;
+        if !response.status().is_success() {
+            return Err(error_of(response));
+        }
+        let body: serde_json::Value = response
+            .json()
+            .map_err(|e| ProviderError::Unavailable(format!("unreadable answer: {e}")))?;
+        Ok(body["sid"].as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Cancels a pending verification (a login abandoned, a recovery that replaces
+    /// it), so its code stops working. One already approved, canceled or expired is
+    /// gone at the provider (20404): nothing is left to cancel.
+    pub fn cancel(&self, verification_sid: &str) -> Result<(), ProviderError> {
+        let sid = super::legacy_sms::path_segment(verification_sid)?;
+        let response = self.post(&format!("Verifications/{sid}"), &[("Status", "canceled")])?;
         if response.status().is_success() {
-            Ok(())
-        } else {
-            Err(error_of(response))
+            return Ok(());
+        }
+        match error_of(response) {
+            ProviderError::Rejected { code: 20404, .. } => Ok(()),
+            other => Err(other),
         }
     }
 

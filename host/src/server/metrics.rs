@@ -188,15 +188,122 @@ impl Metrics {
             .inc();
     }
 
+    /// The OpenMetrics 1.0 text: counters declared by family name, their samples
+    /// `_total`, ending with `# EOF`.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
     }
+
+    /// The body and content type for a scraper's `Accept` header: OpenMetrics when it
+    /// asks for it, the Prometheus 0.0.4 text format otherwise (what a scraper that
+    /// sends no `Accept`, or `text/plain`, parses).
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        let text = self.encode();
+        if accept.is_some_and(wants_openmetrics) {
+            return (OPENMETRICS, text);
+        }
+        (PROMETHEUS_TEXT, to_prometheus_text(&text))
+    }
+}
+
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Whether an `Accept` header prefers OpenMetrics: it names
+/// `application/openmetrics-text` with a quality above 0, and no higher quality for
+/// `text/plain` (Prometheus sends both, OpenMetrics first and preferred).
+fn wants_openmetrics(accept: &str) -> bool {
+    let quality = |wanted: &str| -> f32 {
+        accept
+            .split(',')
+            .filter_map(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media = parts.next()?;
+                if !media.eq_ignore_ascii_case(wanted) {
+                    return None;
+                }
+                let q = parts
+                    .filter_map(|p| p.strip_prefix("q="))
+                    .find_map(|q| q.parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                Some(q)
+            })
+            .fold(0.0, f32::max)
+    };
+    let openmetrics = quality("application/openmetrics-text");
+    openmetrics > 0.0 && openmetrics >= quality("text/plain")
+}
+
+/// OpenMetrics text to the Prometheus 0.0.4 text format: a counter is declared by its
+/// sample name (`…_total`), and there is no `# UNIT` and no `# EOF`. Types 0.0.4 does
+/// not know are `untyped`.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            let tail = match tail {
+                "unknown" | "info" | "stateset" | "gaugehistogram" => "untyped",
+                // 0.0.4 escapes only `\` and newlines in HELP.
+                _ if *prefix == "# HELP " => &tail.replace("\\\"", "\""),
+                _ => tail,
+            };
+            let suffix = if counters.contains(name) {
+                "_total"
+            } else {
+                ""
+            };
+            Some(format!("{prefix}{name}{suffix} {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_when_asked() {
+        let metrics = Metrics::new();
+        metrics.reload("ok");
+        let (kind, body) = metrics.negotiate(Some(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        ));
+        assert_eq!(kind, OPENMETRICS);
+        assert!(body.ends_with("# EOF\n"));
+        assert!(body.contains("# TYPE portcullis_reloads counter\n"));
+        assert!(body.contains("portcullis_reloads_total{result=\"ok\"} 1\n"));
+
+        for accept in [None, Some("text/plain"), Some("*/*")] {
+            let (kind, body) = metrics.negotiate(accept);
+            assert_eq!(kind, PROMETHEUS_TEXT);
+            assert!(!body.contains("# EOF"));
+            assert!(body.contains("# TYPE portcullis_reloads_total counter\n"));
+            assert!(body.contains("# HELP portcullis_reloads_total "));
+            assert!(body.contains("# TYPE portcullis_outbox_backlog gauge\n"));
+        }
+        let (kind, _) =
+            metrics.negotiate(Some("application/openmetrics-text;q=0.1, text/plain;q=0.9"));
+        assert_eq!(kind, PROMETHEUS_TEXT);
     }
 }

@@ -594,7 +594,7 @@ async fn healthz(State(app): State<Arc<AppState>>) -> Response {
     Json(json!({"status": "ok", "rules": app.gateway().pipeline().rules().len()})).into_response()
 }
 
-async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+async fn metrics(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let gateway = app.gateway();
     if let Ok(Ok(backlog)) = blocking(move || gateway.state().outbox_backlog()).await {
         app.metrics.outbox_backlog.set(backlog as i64);
@@ -603,11 +603,11 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if let Ok(Ok(cohorts)) = blocking(move || gateway.state().mfa_status()).await {
         app.metrics.set_mfa(&cohorts);
     }
-    (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        app.metrics.encode(),
-    )
-        .into_response()
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    let (content_type, body) = app.metrics.negotiate(accept);
+    ([("content-type", content_type)], body).into_response()
 }
 
 /// `None` when the request carries the admin token; otherwise the response to send.

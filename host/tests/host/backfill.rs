@@ -158,9 +158,8 @@ fn the_pilot_then_everyone_moves_and_the_next_login_uses_the_new_provider() -> R
         env.state().factors_of("usr_sms000000")?[0]
             .legacy_provider_user_id
             .as_deref()
-            .unwrap()
-            .trim_start_matches("authy-")
-            .parse()?,
+            .and_then(portcullis::jobs::seed::legacy_sms_index)
+            .unwrap(),
     );
     let inbox = env
         .sim
@@ -183,7 +182,7 @@ fn the_pilot_then_everyone_moves_and_the_next_login_uses_the_new_provider() -> R
         .collect::<std::result::Result<_, _>>()?;
     assert!(legacy_ids.len() >= 120);
     for id in legacy_ids {
-        let n = id.trim_start_matches("authy-").parse()?;
+        let n = portcullis::jobs::seed::legacy_sms_index(&id).unwrap();
         exposure.assert_no_phone(&portcullis::jobs::seed::legacy_sms_phone(n));
     }
     Ok(())
@@ -400,6 +399,60 @@ fn a_rerun_says_which_users_a_stopped_run_still_holds() -> Result {
     assert!(
         said.contains("5 users are held by another run") && said.contains("--lease-seconds"),
         "{said}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_user_deleted_at_the_old_provider_is_reported_and_costs_no_export() -> Result {
+    let env = Env::new(5, 5, &[]);
+    let gone = env.state().factors_of("usr_sms000002")?[0]
+        .legacy_provider_user_id
+        .clone()
+        .unwrap();
+    // Deleted through the provider's own API, as an operator there would.
+    let deleted = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/protected/json/users/{gone}/delete",
+            env.sim.url
+        ))
+        .header("X-Authy-API-Key", "sim-legacy-key")
+        .send()?;
+    assert_eq!(deleted.status(), 200);
+
+    // It exits non-zero (a user failed) and writes its report all the same.
+    let written = env.dir.path().join("deleted-report.json");
+    let out = env.portcullis(&[
+        "mfa",
+        "backfill",
+        "--rate",
+        "0",
+        "--cohort",
+        "internal",
+        "--report",
+        written.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 of"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&written)?)?;
+    let failures = report["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0]["user_id"], "usr_sms000002");
+    assert_eq!(failures[0]["reason"], "not found at the old provider");
+    assert_eq!(report["export_calls"], report["exported"], "{report}");
+    // Neither the provider nor our ledger counted an export for that user.
+    let stats = env.sim.get("/sim/stats");
+    assert_eq!(stats["export_calls"], report["export_calls"]);
+    assert_eq!(
+        env.sql(&format!(
+            "SELECT COUNT(*) FROM mfa_exports WHERE provider_user_id = '{gone}'"
+        )),
+        0
+    );
+    assert_eq!(
+        env.sql("SELECT COUNT(*) FROM factors WHERE user_id = 'usr_sms000002' AND phone_ciphertext IS NOT NULL"),
+        0
     );
     Ok(())
 }

@@ -605,3 +605,22 @@ impl Exposure {
             .map(|(place, _)| place.as_str())
     }
 }
+
+/// The python of the clients' venv `cargo xtask test` makes (the official clients of
+/// host/tests/clients/requirements.txt), or why there is none.
+pub fn clients_python() -> std::result::Result<PathBuf, String> {
+    if let Some(python) = std::env::var_os("PORTCULLIS_TEST_PYTHON") {
+        return Ok(python.into());
+    }
+    let made = workspace_root().join("target/clients-venv/bin/python");
+    if made.exists() {
+        return Ok(made);
+    }
+    Err(
+        std::env::var("PORTCULLIS_TEST_PYTHON_MISSING").unwrap_or_else(|_| {
+            "PORTCULLIS_TEST_PYTHON is unset and there is no target/clients-venv \
+         (cargo xtask test makes it)"
+                .into()
+        }),
+    )
+}

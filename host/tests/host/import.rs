@@ -1506,27 +1506,9 @@ fn every_hash_vector_signs_in_with_its_password_and_no_other() -> Result {
     Ok(())
 }
 
-/// The python of the clients' venv `cargo xtask test` makes, or why there is none.
-fn clients_python() -> std::result::Result<std::path::PathBuf, String> {
-    if let Some(python) = std::env::var_os("PORTCULLIS_TEST_PYTHON") {
-        return Ok(python.into());
-    }
-    let made = crate::common::workspace_root().join("target/clients-venv/bin/python");
-    if made.exists() {
-        return Ok(made);
-    }
-    Err(
-        std::env::var("PORTCULLIS_TEST_PYTHON_MISSING").unwrap_or_else(|_| {
-            "PORTCULLIS_TEST_PYTHON is unset and there is no target/clients-venv \
-         (cargo xtask test makes it)"
-                .into()
-        }),
-    )
-}
-
 #[test]
 fn auth0_python_imports_polls_and_reads_errors() -> Result {
-    let python = match clients_python() {
+    let python = match crate::common::clients_python() {
         Ok(python) => python,
         Err(why) => {
             crate::common::not_run(&why);

@@ -28,3 +28,4 @@ mod schema;
 mod semantics;
 mod server;
 mod warm;
+mod wire;

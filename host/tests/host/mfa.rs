@@ -190,7 +190,7 @@ impl Env {
             }
             FactorProvider::LegacySms => {
                 let id = factor.legacy_provider_user_id.as_deref().unwrap();
-                let n: usize = id.trim_start_matches("authy-").parse().unwrap();
+                let n = portcullis::jobs::seed::legacy_sms_index(id).unwrap();
                 portcullis::jobs::seed::legacy_sms_phone(n)
             }
         }

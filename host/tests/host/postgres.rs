@@ -345,7 +345,7 @@ fn keeps_factors(state: &dyn StateStore) -> Result {
         user_id: "usr_f1".into(),
         kind: FactorKind::Sms,
         provider: FactorProvider::LegacySms,
-        legacy_provider_user_id: Some("authy-123".into()),
+        legacy_provider_user_id: Some("1000123".into()),
         phone: None,
         status: FactorStatus::Active,
         enrolled_at_ms: 1_000,
@@ -448,7 +448,7 @@ fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
         db.execute_batch(
             "INSERT INTO users (id, email, email_norm, email_verified, app_metadata, user_metadata, created_at_ms)
                  VALUES ('usr_f', 'f@example.com', 'f@example.com', 1, '{}', '{}', 5);
-             INSERT INTO factors VALUES ('fac_f', 'usr_f', 'sms', 'legacy-sms', 'authy-9', NULL, NULL, NULL,
+             INSERT INTO factors VALUES ('fac_f', 'usr_f', 'sms', 'legacy-sms', '1000009', NULL, NULL, NULL,
                  'active', 10, 10, NULL);",
         )?;
     }
@@ -457,7 +457,7 @@ fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
     assert_eq!(factors.len(), 1);
     assert_eq!(
         factors[0].legacy_provider_user_id.as_deref(),
-        Some("authy-9")
+        Some("1000009")
     );
     assert_eq!(
         (factors[0].cohort.as_deref(), factors[0].reverted),
@@ -524,7 +524,7 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     for n in 0..3 {
         let permit = state.begin_export(
             "fac_sms000000",
-            "authy-100",
+            "1000100",
             &lease("a", 1_000 + n, 5_000),
             since,
             3,
@@ -544,7 +544,7 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     // The throttled one does not count; a call whose result was lost does.
     let ExportPermit::Go(_lost) = state.begin_export(
         "fac_sms000000",
-        "authy-100",
+        "1000100",
         &lease("a", 1_010, 5_000),
         since,
         3,
@@ -555,7 +555,7 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     assert_eq!(
         state.begin_export(
             "fac_sms000000",
-            "authy-100",
+            "1000100",
             &lease("a", 1_020, 5_000),
             since,
             3
@@ -566,7 +566,7 @@ fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     assert_eq!(
         state.begin_export(
             "fac_sms000001",
-            "authy-101",
+            "1000101",
             &lease("b", 1_020, 5_000),
             since,
             3

@@ -146,3 +146,88 @@ pub async fn export_phone(
     }))
     .into_response()
 }
+
+/// `GET /protected/json/users/{id}/status`: whether the provider still knows the user,
+/// in the real API's shape (the last four digits of the phone only).
+pub async fn status(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = admit(&sim, &headers).await {
+        return refused;
+    }
+    let mut world = sim.world();
+    world.count("legacy.status");
+    let Some(user) = world.legacy_users.get(&id).cloned() else {
+        return user_not_found();
+    };
+    let digits: String = user.phone.chars().filter(char::is_ascii_digit).collect();
+    let last = &digits[digits.len().saturating_sub(4)..];
+    // The simulator's users are North American; others show their first digits.
+    let country_code: u32 = if user.phone.starts_with("+1") {
+        1
+    } else {
+        digits.get(..2).and_then(|c| c.parse().ok()).unwrap_or(0)
+    };
+    // Real ids are numbers; one a test added by another name stays a string.
+    let authy_id = user
+        .id
+        .parse::<u64>()
+        .map_or_else(|_| json!(user.id), |n| json!(n));
+    Json(json!({
+        "status": {
+            "authy_id": authy_id,
+            "confirmed": true,
+            "registered": false,
+            "account_disabled": false,
+            "country_code": country_code,
+            "phone_number": format!("XXX-XXX-{last}"),
+            "has_hard_token": false,
+            "devices": ["sms"],
+        },
+        "message": "User status.",
+        "success": true,
+    }))
+    .into_response()
+}
+
+/// `POST /protected/json/users/{id}/delete`: the user leaves the provider (what the
+/// backfill must notice before it spends an export on them).
+pub async fn delete(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = admit(&sim, &headers).await {
+        return refused;
+    }
+    let mut world = sim.world();
+    world.count("legacy.delete");
+    if world.legacy_users.remove(&id).is_none() {
+        return user_not_found();
+    }
+    world.legacy_codes.remove(&id);
+    Json(json!({ "message": "User was added to remove.", "success": true })).into_response()
+}
+
+/// Every other route: the API's JSON error, never an empty 404 (the official clients
+/// read `errors` and `error_code` from it). Under `/v2/` the new provider's shape.
+pub async fn unknown(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/v2/") {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(crate::world::verify_error(
+                20404,
+                &format!("The requested resource {} was not found", uri.path()),
+                404,
+            )),
+        )
+            .into_response();
+    }
+    refuse(
+        StatusCode::NOT_FOUND,
+        60000,
+        "Requested URL was not found. Please check http://docs.authy.com/ to see the valid URLs",
+    )
+}

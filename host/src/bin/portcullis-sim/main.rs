@@ -2,10 +2,11 @@
 //! the real APIs and enforcing their limits, for the tests and the demo.
 //!
 //! - The old provider (Authy-like, `X-Authy-API-Key`): it keeps each user's phone and
-//!   knows them by an id. Send, verify, and the precious phone export (3 per user per
-//!   30 days).
+//!   knows them by a numeric id. Send, verify, a user's status, delete, and the precious
+//!   phone export (3 per user per 30 days); any other route answers the API's JSON error.
 //! - The new provider (Verify-like, HTTP basic auth): the phone number comes with every
-//!   request. Start a verification, check a code (5 checks per verification, 5 sends per
+//!   request. Start a verification (SMS or call), fetch or cancel it, check a code by
+//!   number or verification SID (5 checks per verification, 5 sends per
 //!   number per 10 minutes, a code valid 10 minutes and re-sent unchanged within them).
 //! - The receivers the outbox delivers to: a notification service (`/notify`,
 //!   `/sessions`) and the products (`/products/{product}`).
@@ -64,7 +65,7 @@ struct Args {
     /// How long a `slow` provider takes to answer, in ms.
     #[arg(long, default_value_t = 5_000)]
     slow_ms: u64,
-    /// Seed this many old-provider users (`authy-<n>`, phones +1 201-555-<n>), the
+    /// Seed this many old-provider users (numeric ids from 1000000, phones +1 201-555-<n>), the
     /// first `--internal` of them in the `internal` cohort (`GET /sim/legacy-users`).
     #[arg(long, default_value_t = 0)]
     seed_legacy: u32,
@@ -93,7 +94,13 @@ async fn main() -> Result<()> {
             "/protected/json/users/{id}/phone_number",
             get(legacy::export_phone),
         )
+        .route("/protected/json/users/{id}/status", get(legacy::status))
+        .route("/protected/json/users/{id}/delete", post(legacy::delete))
         .route("/v2/Services/{sid}/Verifications", post(verify::start))
+        .route(
+            "/v2/Services/{sid}/Verifications/{verification}",
+            get(verify::fetch).post(verify::update),
+        )
         .route("/v2/Services/{sid}/VerificationCheck", post(verify::check))
         .route(
             "/sim/legacy-users",
@@ -108,6 +115,7 @@ async fn main() -> Result<()> {
         .route("/sim/faults", put(world::set_faults))
         .route("/sim/clock", post(world::advance_clock))
         .route("/sim/stats", get(world::stats))
+        .fallback(legacy::unknown)
         .with_state(sim);
     let listen = args
         .listen

@@ -67,6 +67,20 @@ pub struct Code {
     pub checks: u32,
 }
 
+/// A verification of the new provider, kept for fetches and updates by its SID.
+#[derive(Debug, Clone)]
+pub struct Verification {
+    pub sid: String,
+    pub to: String,
+    pub channel: String,
+    /// `pending`, `approved` or `canceled`.
+    pub status: String,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Each send: its SID, channel and time.
+    pub attempts: Vec<(String, String, u64)>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Sms {
     pub to: String,
@@ -84,6 +98,9 @@ pub struct World {
     pub legacy_codes: HashMap<String, Code>,
     /// The new provider's pending verification per phone number.
     pub verifications: HashMap<String, Code>,
+    /// Every verification by SID, and the SID of the latest one per phone number.
+    pub verification_records: HashMap<String, Verification>,
+    pub latest_verification: HashMap<String, String>,
     pub sends: HashMap<String, Vec<u64>>,
     pub inbox: Vec<Sms>,
     pub legacy_fault: Fault,
@@ -131,7 +148,7 @@ impl Sim {
     pub fn seed_legacy(&self, count: u32, internal: u32) {
         let mut world = self.world();
         for n in 0..count {
-            let id = format!("authy-{n}");
+            let id = portcullis::jobs::seed::legacy_sms_id(n as usize);
             world.legacy_users.insert(
                 id.clone(),
                 LegacyUser {
@@ -230,6 +247,34 @@ impl World {
             },
         );
         code
+    }
+
+    /// The SID of the pending verification of `to`, if one is still valid.
+    pub fn pending_sid(&self, to: &str, now_ms: u64) -> Option<String> {
+        let sid = self.latest_verification.get(to)?;
+        self.verification_records
+            .get(sid)
+            .filter(|v| v.status == "pending" && now_ms < v.created_ms + CODE_TTL_MS)
+            .map(|v| v.sid.clone())
+    }
+
+    /// A verification by its SID (`VE…`), or the pending one of a phone number; an
+    /// expired one is gone, as in the real API (its SIDs live 10 minutes).
+    pub fn find_verification(&mut self, which: &str, now_ms: u64) -> Option<Verification> {
+        let sid = if which.starts_with("VE") {
+            which.to_owned()
+        } else {
+            self.pending_sid(which, now_ms)?
+        };
+        let found = self.verification_records.get(&sid)?.clone();
+        if now_ms >= found.created_ms + CODE_TTL_MS {
+            self.verification_records.remove(&sid);
+            if found.status == "pending" {
+                self.verifications.remove(&found.to);
+            }
+            return None;
+        }
+        Some(found)
     }
 
     pub fn deliver(&mut self, to: &str, provider: &'static str, code: &str) {
