@@ -393,7 +393,15 @@ impl Gateway {
         {
             return verdict;
         }
-        let Some(user_id) = verdict.applied.as_ref().and_then(|a| a.user_id.clone()) else {
+        // Only for a login that applied its own batch now: a transaction id applied
+        // before reports the user *that* login signed in, who may be someone else (an
+        // attacker reusing a victim's id must not get a proof for the victim).
+        let Some(user_id) = verdict
+            .applied
+            .as_ref()
+            .filter(|a| a.applied)
+            .and_then(|a| a.user_id.clone())
+        else {
             return verdict;
         };
         let mut shown = vec![proof::Shown::Password];

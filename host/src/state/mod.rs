@@ -474,7 +474,7 @@ pub trait OutboxStore: SqlBacked {
     /// the WAL still holds the versions before the scrub). The dispatcher calls it
     /// after each round that ended messages.
     fn forget_scrubbed(&self) -> Result<(), StoreError> {
-        Ok(())
+        self.sql().forget_scrubbed()
     }
 }
 
@@ -515,6 +515,19 @@ pub trait StateStore:
         resume_tokens::take(self.sql(), jti, now_ms)
     }
 }
+
+// Every store of portable SQL is each of them: the per-concern traits are written once
+// over `sql()`, and the two backends differ only below `portable::SqlStore`.
+impl<T: portable::SqlStore> SqlBacked for T {
+    fn sql(&self) -> &dyn portable::SqlStore {
+        self
+    }
+}
+impl<T: SqlBacked> FactorStore for T {}
+impl<T: SqlBacked> BackfillStore for T {}
+impl<T: SqlBacked> ImportStore for T {}
+impl<T: SqlBacked> OutboxStore for T {}
+impl<T: SqlBacked> StateStore for T {}
 
 /// Opens the state store a URL names: `sqlite://PATH` (relative to `base`) or
 /// `postgres://…`.

@@ -117,6 +117,12 @@ pub trait SqlStore: Send + Sync {
     /// transaction: a table lock on PostgreSQL; SQLite has one writer anyway.
     fn lock_table(&self, tx: &mut dyn SqlTx, table: &str) -> Result<(), StoreError>;
 
+    /// Forgets the payloads scrubbed since the last call where the storage still
+    /// keeps their old versions (SQLite's WAL); nothing to do elsewhere.
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// The audit chain's keys (`[audit]`), when this store was opened with them.
     fn audit_keys(&self) -> Option<&super::audit::ChainKeys> {
         None

@@ -5,7 +5,7 @@
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{StateStore, StoreError};
+use super::StoreError;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -204,19 +204,3 @@ impl super::portable::SqlStore for PostgresState {
         self.audit_keys.as_ref()
     }
 }
-
-impl super::SqlBacked for PostgresState {
-    fn sql(&self) -> &dyn super::portable::SqlStore {
-        self
-    }
-}
-
-impl super::FactorStore for PostgresState {}
-
-impl super::BackfillStore for PostgresState {}
-
-impl super::ImportStore for PostgresState {}
-
-impl super::OutboxStore for PostgresState {}
-
-impl StateStore for PostgresState {}

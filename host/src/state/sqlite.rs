@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{StateStore, StoreError};
+use super::StoreError;
 
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (
@@ -222,21 +222,7 @@ impl super::portable::SqlStore for SqliteState {
     fn audit_keys(&self) -> Option<&super::audit::ChainKeys> {
         self.audit_keys.as_ref()
     }
-}
 
-impl super::SqlBacked for SqliteState {
-    fn sql(&self) -> &dyn super::portable::SqlStore {
-        self
-    }
-}
-
-impl super::FactorStore for SqliteState {}
-
-impl super::BackfillStore for SqliteState {}
-
-impl super::ImportStore for SqliteState {}
-
-impl super::OutboxStore for SqliteState {
     fn forget_scrubbed(&self) -> Result<(), StoreError> {
         if !self
             .scrubbed
@@ -261,5 +247,3 @@ impl super::OutboxStore for SqliteState {
         Ok(())
     }
 }
-
-impl StateStore for SqliteState {}

@@ -801,6 +801,34 @@ fn a_sign_in_proof_records_only_a_password_the_host_checked() -> Result {
     Ok(())
 }
 
+/// A transaction id applied before reports the user *that* login signed in: a login
+/// reusing a victim's id (an attacker signing in to their own account with it) must
+/// not be handed a sign-in proof for the victim.
+#[test]
+fn a_reused_transaction_id_gets_no_proof_for_the_user_it_was_applied_for() -> Result {
+    let env = Env::new(|t| t);
+    let victim = env.again(&factorless(&env, 0), "laptop", None);
+    let first = env.gateway.login(&victim)?;
+    let applied = first.applied.as_ref().expect("the victim's login applied");
+    assert!(
+        applied.applied,
+        "the victim's batch went through apply: {applied:?}"
+    );
+    let victim_id = applied.user_id.clone().expect("the victim's user");
+    assert!(first.proof_token.is_some(), "the victim's own proof");
+
+    let mut attacker = env.again(&factorless(&env, 1), "attacker-laptop", None);
+    attacker.transaction_id = victim.transaction_id.clone();
+    let second = env.gateway.login(&attacker)?;
+    if let Some(token) = second.proof_token.as_deref() {
+        let grant = env
+            .gateway
+            .authorize(Presented::Token(token), Need::Enrol)?;
+        assert_ne!(grant.user_id, victim_id, "a proof for the victim");
+    }
+    Ok(())
+}
+
 /// A phone confirmed under a code's recovery is not a factor until the login that
 /// showed the code finishes the recovery: neither challenged nor listed meanwhile, and
 /// never active if the recovery ends first. Finished, it replaces the lost one.

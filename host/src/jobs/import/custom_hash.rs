@@ -14,7 +14,9 @@ use serde_json::{Map, Value};
 use super::records::RecordError;
 use crate::state::passwords::{
     self, HashError,
-    imported::{Digest, MAX_PARAMETER_BYTES, PasswordEncoding, Pbkdf2, SaltPosition, Salted},
+    imported::{
+        Digest, MAX_PARAMETER_BYTES, MIN_PBKDF2_LEN, PasswordEncoding, Pbkdf2, SaltPosition, Salted,
+    },
 };
 
 /// The properties Auth0's schema allows in `custom_password_hash`
@@ -507,17 +509,18 @@ fn pbkdf2(value: &str) -> Result<Pbkdf2, String> {
                     .ok_or("i is not a positive count")?
             }
             Some(("l", l)) => {
-                length = l
-                    .parse()
-                    .ok()
-                    .filter(|l| *l > 0)
-                    .ok_or("l is not a positive length")?
+                length = l.parse().ok().filter(|l| *l >= MIN_PBKDF2_LEN).ok_or(
+                    "l is below 16 bytes (a shorter hash is a few guesses from any password)",
+                )?
             }
             _ => return Err(format!("unknown parameter {param}")),
         }
     }
     let salt = base64(salt).ok_or("the salt is not B64")?;
     let hash = base64(hash).ok_or("the hash is not B64")?;
+    if hash.len() < MIN_PBKDF2_LEN {
+        return Err("the hash is shorter than 16 bytes".into());
+    }
     if hash.len() != length {
         return Err(format!("the hash holds {} bytes, l={length}", hash.len()));
     }
@@ -569,6 +572,18 @@ mod tests {
                 "salt": {"value": "abc123", "encoding": "utf8"}, "keylen": 32, "cost": 4096})),
             Err(("ENUM_MISMATCH", "custom_password_hash.algorithm".into()))
         );
+    }
+
+    #[test]
+    fn a_pbkdf2_hash_shorter_than_16_bytes_is_refused() {
+        // 8 bytes of output: l=8, and the same hash without parameters.
+        for value in [
+            "$pbkdf2-sha256$i=1000,l=8$AAcOFRwjKjE$AAECAwQFBgc",
+            "$pbkdf2-sha256$i=1000$AAcOFRwjKjE$AAECAwQFBgc",
+        ] {
+            let refused = stored_or_code(json!({"algorithm": "pbkdf2", "hash": {"value": value}}));
+            assert!(refused.is_err(), "{value}: {refused:?}");
+        }
     }
 
     #[test]

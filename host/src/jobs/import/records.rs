@@ -185,9 +185,15 @@ pub fn redacted(user: &Value) -> Value {
         return json!({});
     };
     let mut map = map.clone();
+    // A step that is not an object is hidden whole: `"hash": "$2b$…"` or
+    // `"key": "pepper"` is refused as the wrong type, and must not be echoed either.
     let hide = |value: &mut Value, path: &[&str]| {
         let mut at = value;
         for key in path {
+            if !at.is_object() {
+                *at = json!(HIDDEN);
+                return;
+            }
             match at.get_mut(*key) {
                 Some(next) => at = next,
                 None => return,
@@ -195,6 +201,13 @@ pub fn redacted(user: &Value) -> Value {
         }
         *at = json!(HIDDEN);
     };
+    // A property outside Auth0's schema is refused, and may be anything (a plaintext
+    // `password`): its value is not shown.
+    for (name, value) in map.iter_mut() {
+        if !USER_PROPERTIES.contains(&name.as_str()) {
+            *value = json!(HIDDEN);
+        }
+    }
     for field in ["password_hash", "phone_number"] {
         if let Some(value) = map.get_mut(field) {
             *value = json!(HIDDEN);
@@ -479,6 +492,23 @@ mod tests {
         }
         assert_eq!(redacted(&json!(42)), json!({}));
         assert_eq!(redacted(&json!("$2b$10$...")), json!({}));
+        // Secrets given where an object belongs (refused as the wrong type), and a
+        // property outside the schema, are hidden whole.
+        let shown = redacted(&json!({
+            "email": "a@example.org",
+            "password": "hunter2-plain",
+            "custom_password_hash": {"algorithm": "hmac",
+                "hash": {"value": "abc", "digest": "sha1", "key": "pepper-secret"},
+                "salt": "salt-secret"},
+        }));
+        for secret in ["hunter2-plain", "pepper-secret", "salt-secret"] {
+            assert!(!shown.to_string().contains(secret), "{secret} in {shown}");
+        }
+        let shown = redacted(
+            &json!({"custom_password_hash": {"algorithm": "bcrypt", "hash": "$2b$10$abc"}}),
+        );
+        assert!(!shown.to_string().contains("$2b$"), "{shown}");
+        assert_eq!(shown["email"], json!(null));
     }
 
     #[test]
