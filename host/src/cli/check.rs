@@ -69,6 +69,7 @@ impl Check {
         let mut findings = Findings::default();
         secrets(&config, &mut findings);
         stores(&config, &mut findings)?;
+        legacy_stores(&config, &mut findings)?;
         serving(&config, self.serve, &mut findings);
         if json {
             println!(
@@ -167,6 +168,18 @@ fn secrets(config: &PipelineConfig, findings: &mut Findings) {
     {
         findings.error(format!("{e}: the recovery codes' key is needed"));
     }
+}
+
+/// The products' own stores: `run` refuses a config whose store is not there, and
+/// `serve` denies every login that needs it (a store that is down).
+fn legacy_stores(config: &PipelineConfig, findings: &mut Findings) -> Result<()> {
+    for (product, path) in super::stores::missing_legacy(config)? {
+        findings.error(format!(
+            "there is no legacy store for {product} at {}: `run` refuses the config and `serve` denies every login that needs it; correct [state.legacy] {product} (`seed` creates the demo's)",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The directory store: there, and what it says about retiring the old SMS provider.
