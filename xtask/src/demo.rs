@@ -276,8 +276,9 @@ impl Demo {
         self.section(&format!(
             "1. migration: three products' users move into one directory as they sign in ({config})"
         ));
-        self.check(self.portcullis(&["check", "--config", config]))?;
+        // Seeded first: `check` refuses a config whose legacy stores are not there.
         self.seed(self.portcullis(&["seed", "--config", config]))?;
+        self.check(self.portcullis(&["check", "--config", config]))?;
         let summary = self.run_logins(self.portcullis(&[
             "run",
             "--config",
@@ -325,9 +326,9 @@ impl Demo {
         self.section(&format!(
             "3. SMS migration and backfill: users move from the old SMS provider to the new one ({config})"
         ));
-        self.check(self.with_secrets(&["check", "--config", config]))?;
         // The seeded users, and 300 more with only the old provider's factor (30 of
-        // them internal): the backfill's population.
+        // them internal): the backfill's population. Seeded before `check`, which
+        // refuses a config whose legacy stores are not there.
         self.seed(self.with_secrets(&[
             "seed",
             "--config",
@@ -337,6 +338,7 @@ impl Demo {
             "--sms-internal",
             "30",
         ]))?;
+        self.check(self.with_secrets(&["check", "--config", config]))?;
         self.run_logins(self.with_secrets(&[
             "run",
             "--config",
@@ -423,8 +425,8 @@ impl Demo {
             std::fs::remove_dir_all(&state)
                 .with_context(|| format!("cannot remove {}", state.display()))?;
         }
-        self.check(self.with_secrets(&["check", "--config", config]))?;
         self.seed(self.with_secrets(&["seed", "--config", config]))?;
+        self.check(self.with_secrets(&["check", "--config", config]))?;
         let (all, asking) = (state.join("all-asking"), state.join("recovery-logins"));
         for dir in [&all, &asking] {
             let _ = std::fs::remove_dir_all(dir);
