@@ -3,7 +3,7 @@
 //! lookups behind the `directory` capability. Statements are prepared once per
 //! connection (SQLite's statement cache) or sent typed in one round trip (PostgreSQL).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use secrecy::SecretString;
 use serde_json::Value;
@@ -356,7 +356,8 @@ pub(super) fn record_logins(
         store.dialect().greatest()
     );
     transact(store, |tx| {
-        let mut per_user: HashMap<&str, (u64, i64)> = HashMap::new();
+        // In key order: two writers (PostgreSQL) lock users in the same order, never in a cycle.
+        let mut per_user: BTreeMap<&str, (u64, i64)> = BTreeMap::new();
         let mut counted = 0;
         for mark in marks {
             let fresh = tx.execute(
