@@ -276,7 +276,7 @@ impl Demo {
         self.section(&format!(
             "1. migration: three products' users move into one directory as they sign in ({config})"
         ));
-        // Seeded first: `check` refuses a config whose legacy stores are not there.
+        // Seeded first: `check` then warns only about what `serve` needs.
         self.seed(self.portcullis(&["seed", "--config", config]))?;
         self.check(self.portcullis(&["check", "--config", config]))?;
         let summary = self.run_logins(self.portcullis(&[
@@ -328,7 +328,7 @@ impl Demo {
         ));
         // The seeded users, and 300 more with only the old provider's factor (30 of
         // them internal): the backfill's population. Seeded before `check`, which
-        // refuses a config whose legacy stores are not there.
+        // then warns only about what `serve` needs.
         self.seed(self.with_secrets(&[
             "seed",
             "--config",
