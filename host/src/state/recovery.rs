@@ -349,46 +349,43 @@ pub fn open_in(
     {
         disable_enrolled_by(tx, id, now_ms)?;
     }
-    Ok(tx
-        .query(
-            &format!(
-                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE user_id = $1 AND status IN ('waiting', 'enrolling')"
-            ),
-            &[Val::text(user_id)],
-        )?
-        .into_iter()
-        .next()
-        .map(recovery_row)
-        .transpose()?)
+    tx.query(
+        &format!(
+            "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE user_id = $1 AND status IN ('waiting', 'enrolling')"
+        ),
+        &[Val::text(user_id)],
+    )?
+    .into_iter()
+    .next()
+    .map(recovery_row)
+    .transpose()
 }
 
 /// Every recovery of the user, newest first (the support console's view).
 pub fn recoveries_of(store: &dyn SqlStore, user_id: &str) -> Result<Vec<Recovery>, StoreError> {
     transact(store, |tx| {
-        Ok(tx
-            .query(
-                &format!(
-                    "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE user_id = $1 ORDER BY requested_at_ms DESC, id"
-                ),
-                &[Val::text(user_id)],
-            )?
-            .into_iter()
-            .map(recovery_row)
-            .collect::<Result<_, _>>()?)
+        tx.query(
+            &format!(
+                "SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE user_id = $1 ORDER BY requested_at_ms DESC, id"
+            ),
+            &[Val::text(user_id)],
+        )?
+        .into_iter()
+        .map(recovery_row)
+        .collect()
     })
 }
 
 pub fn recovery_by_id(store: &dyn SqlStore, id: &str) -> Result<Option<Recovery>, StoreError> {
     transact(store, |tx| {
-        Ok(tx
-            .query(
-                &format!("SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE id = $1"),
-                &[Val::text(id)],
-            )?
-            .into_iter()
-            .next()
-            .map(recovery_row)
-            .transpose()?)
+        tx.query(
+            &format!("SELECT {RECOVERY_COLUMNS} FROM recoveries WHERE id = $1"),
+            &[Val::text(id)],
+        )?
+        .into_iter()
+        .next()
+        .map(recovery_row)
+        .transpose()
     })
 }
 
