@@ -44,12 +44,7 @@ pub struct Run {
 
 impl Run {
     pub fn execute(self) -> Result<Exit> {
-        let config = self.config.load()?;
-        anyhow::ensure!(
-            config.state.is_some(),
-            "the config has no [state] section: there is no outbox"
-        );
-        let state = directory_of(&config)?;
+        let (config, state) = outbox_of(&self.config)?;
         let dispatcher = portcullis::jobs::outbox::Dispatcher::new(state, config.outbox.clone())
             .with_phone_keys(phone_keys(&config)?)
             .with_audit_checkpoints(config.audit.checkpoint_file.clone());
@@ -93,12 +88,7 @@ pub struct Requeue {
 
 impl Requeue {
     pub fn execute(self) -> Result<Exit> {
-        let config = self.config.load()?;
-        anyhow::ensure!(
-            config.state.is_some(),
-            "the config has no [state] section: there is no outbox"
-        );
-        let state = directory_of(&config)?;
+        let (_, state) = outbox_of(&self.config)?;
         let filter = RequeueFilter {
             ids: self.ids,
             topic: self.topic,
@@ -132,4 +122,20 @@ impl Requeue {
             }
         }))
     }
+}
+
+/// The config and the directory whose outbox a command works on.
+fn outbox_of(
+    config: &ConfigArg,
+) -> Result<(
+    portcullis::PipelineConfig,
+    std::sync::Arc<dyn portcullis::state::StateStore>,
+)> {
+    let config = config.load()?;
+    anyhow::ensure!(
+        config.state.is_some(),
+        "the config has no [state] section: there is no outbox"
+    );
+    let state = directory_of(&config)?;
+    Ok((config, state))
 }

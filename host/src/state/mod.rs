@@ -544,31 +544,33 @@ pub fn open_state_keyed(
     base: &std::path::Path,
     audit_keys: Option<audit::ChainKeys>,
 ) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(std::sync::Arc::new(
-            PostgresState::connect(url)?.with_audit_keys(audit_keys),
-        ));
-    }
-    Ok(std::sync::Arc::new(
-        SqliteState::open(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
-    ))
+    open(url, base, audit_keys, SqliteState::open)
 }
 
 /// As `open_state`, for the commands that only read the store or need what it holds:
 /// an SQLite store that is not there is `StoreError::Missing`, never created.
+/// (Connecting to PostgreSQL creates no database.)
 pub fn open_existing_state(
     url: &str,
     base: &std::path::Path,
     audit_keys: Option<audit::ChainKeys>,
 ) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
+    open(url, base, audit_keys, SqliteState::open_existing)
+}
+
+fn open(
+    url: &str,
+    base: &std::path::Path,
+    audit_keys: Option<audit::ChainKeys>,
+    open_sqlite: fn(&std::path::Path) -> Result<SqliteState, StoreError>,
+) -> Result<std::sync::Arc<dyn StateStore>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        // Connecting creates no database.
         return Ok(std::sync::Arc::new(
             PostgresState::connect(url)?.with_audit_keys(audit_keys),
         ));
     }
     Ok(std::sync::Arc::new(
-        SqliteState::open_existing(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
+        open_sqlite(&sqlite_path(url, base)?)?.with_audit_keys(audit_keys),
     ))
 }
 
