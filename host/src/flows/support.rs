@@ -11,10 +11,15 @@
 //!   waiting period runs unless both recorded a reason to skip it. The user is told on
 //!   every channel at each step.
 
-use crate::model::{FactorStatus, RecoveryPath, RecoveryStage, normalize_email};
+use crate::model::{
+    FactorStatus, RecoveryPath, RecoveryStage, SupportAction, SupportStatus, normalize_email,
+};
 use serde_json::{Value, json};
 
 use super::Gateway;
+use super::clock::Clock;
+use super::recovery::RecoveryPolicy;
+use crate::state::StateStore;
 use crate::state::audit::{self, AuditEntry};
 
 use crate::state::StoreError;
@@ -50,9 +55,6 @@ impl SupportError {
         }
     }
 }
-
-/// The dangerous actions, which need a second agent.
-pub const GUARDED: [&str; 3] = ["remove-factor", "complete-recovery", "change-email"];
 
 /// Why `remove-factor` never takes a user's last factor: the account would then open
 /// to whoever has the password, who could sign in and enrol their own phone.
@@ -104,7 +106,29 @@ pub struct NewRequest<'a> {
     pub skip_wait_reason: Option<&'a str>,
 }
 
+/// The support console: its own service over the shared state, the host's clock
+/// and the recovery policy, as each flow is. `Gateway::support` lends it what it needs.
+pub struct SupportConsole<'g> {
+    state: &'g dyn StateStore,
+    clock: &'g dyn Clock,
+    recovery: Option<&'g RecoveryPolicy>,
+    /// The waiting period of an approved dangerous action.
+    wait_hours: u64,
+}
+
 impl Gateway {
+    /// The support console over this gateway's state, clock and policy.
+    pub fn support(&self) -> SupportConsole<'_> {
+        SupportConsole {
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            recovery: self.recovery.as_ref(),
+            wait_hours: self.support_wait_hours,
+        }
+    }
+}
+
+impl SupportConsole<'_> {
     fn agent_entry(&self, agent: &str, action: &str, subject: &str) -> AuditEntry {
         AuditEntry::new(
             self.clock.now_ms(),
@@ -157,7 +181,7 @@ impl Gateway {
 
     /// A user by email, masked: factors (never a phone), logins, recoveries, open
     /// requests and the audit trail.
-    pub fn support_lookup(&self, agent: &str, email: &str) -> Result<Value, SupportError> {
+    pub fn lookup(&self, agent: &str, email: &str) -> Result<Value, SupportError> {
         let users = self
             .state
             .find_by_email(email)
@@ -206,18 +230,19 @@ impl Gateway {
     }
 
     /// One agent asks for a dangerous action, with evidence.
-    pub fn support_request(
+    pub fn request(
         &self,
         agent: &str,
         new: NewRequest<'_>,
     ) -> Result<SupportRequest, SupportError> {
         let check = || -> Result<SupportRequest, SupportError> {
-            if !GUARDED.contains(&new.action) {
+            let Some(action) = SupportAction::parse(new.action) else {
+                let names: Vec<_> = SupportAction::ALL.iter().map(|a| a.name()).collect();
                 return Err(SupportError::Invalid(format!(
                     "action must be one of {}",
-                    GUARDED.join(", ")
+                    names.join(", ")
                 )));
-            }
+            };
             let evidence = required(
                 "evidence (e.g. an identity-verification reference)",
                 new.evidence,
@@ -232,8 +257,8 @@ impl Gateway {
             {
                 return Err(SupportError::NotFound("no such user".into()));
             }
-            let params = match new.action {
-                "remove-factor" => {
+            let params = match action {
+                SupportAction::RemoveFactor => {
                     let id = new.params["factor_id"].as_str().unwrap_or_default();
                     let factors = self.state.factors_of(new.user_id)?;
                     if !factors
@@ -252,18 +277,18 @@ impl Gateway {
                     }
                     json!({"factor_id": id})
                 }
-                "change-email" => {
+                SupportAction::ChangeEmail => {
                     let email = new.params["email"].as_str().unwrap_or_default();
                     if email.len() > 254 || !email.contains('@') {
                         return Err(SupportError::Invalid("email is not an address".into()));
                     }
                     json!({"email": email})
                 }
-                _ => json!({}),
+                SupportAction::CompleteRecovery => json!({}),
             };
             Ok(SupportRequest {
                 id: format!("req_{}", crate::model::random_id()),
-                action: new.action.into(),
+                action,
                 user_id: new.user_id.into(),
                 params,
                 requested_by: agent.into(),
@@ -273,7 +298,7 @@ impl Gateway {
                 approved_by: None,
                 approval_evidence: None,
                 approval_skip_reason: None,
-                status: "awaiting-approval".into(),
+                status: SupportStatus::AwaitingApproval,
                 created_at_ms: self.clock.now_ms(),
                 ready_at_ms: None,
                 finished_at_ms: None,
@@ -306,28 +331,28 @@ impl Gateway {
         Ok(request)
     }
 
-    fn request(&self, id: &str) -> Result<SupportRequest, SupportError> {
+    fn stored_request(&self, id: &str) -> Result<SupportRequest, SupportError> {
         transact(self.state.sql(), |tx| requests::get(tx, id))?
             .ok_or_else(|| SupportError::NotFound("no such request".into()))
     }
 
     /// A second agent approves, with evidence of their own. The waiting period starts
     /// now, unless both agents gave a reason to skip it.
-    pub fn support_approve(
+    pub fn approve(
         &self,
         agent: &str,
         id: &str,
         evidence: &str,
         skip_wait_reason: Option<&str>,
     ) -> Result<SupportRequest, SupportError> {
-        let request = self.request(id)?;
+        let request = self.stored_request(id)?;
         let refuse = |e| self.refuse(agent, "support-approve", &request.user_id, e);
         if request.requested_by == agent {
             return Err(refuse(SupportError::Refused(
                 "the agent who asked cannot approve: a second agent must".into(),
             )));
         }
-        if request.status != "awaiting-approval" {
+        if request.status != SupportStatus::AwaitingApproval {
             return Err(refuse(SupportError::Refused(format!(
                 "the request is {}",
                 request.status
@@ -340,7 +365,7 @@ impl Gateway {
         let ready_at_ms = if skipped {
             now_ms
         } else {
-            now_ms.saturating_add(self.support_wait_hours * HOUR_MS)
+            now_ms.saturating_add(self.wait_hours * HOUR_MS)
         };
         let told = self.user_notices(
             &request.user_id,
@@ -380,14 +405,14 @@ impl Gateway {
                 "the request changed meanwhile".into(),
             )));
         }
-        self.request(id)
+        self.stored_request(id)
     }
 
     /// Carries out an approved request once its waiting period is over.
-    pub fn support_execute(&self, agent: &str, id: &str) -> Result<SupportRequest, SupportError> {
-        let request = self.request(id)?;
+    pub fn execute(&self, agent: &str, id: &str) -> Result<SupportRequest, SupportError> {
+        let request = self.stored_request(id)?;
         let refuse = |e| self.refuse(agent, "support-execute", &request.user_id, e);
-        if request.status != "approved" {
+        if request.status != SupportStatus::Approved {
             return Err(refuse(SupportError::Refused(format!(
                 "the request is {}: it needs a second agent's approval first",
                 request.status
@@ -411,23 +436,23 @@ impl Gateway {
             .recovery
             .as_ref()
             .map_or(72, |p| p.settings.enrol_window_hours);
-        let assisted = match request.action.as_str() {
-            "complete-recovery" => Some(
+        let assisted = match request.action {
+            SupportAction::CompleteRecovery => Some(
                 self.assisted_link(&request, now_ms, window)
                     .map_err(refuse)?,
             ),
-            _ => None,
+            SupportAction::RemoveFactor | SupportAction::ChangeEmail => None,
         };
         let sql = self.state.sql();
         let dialect = sql.dialect();
         transact(sql, |tx| {
-            if !requests::finish(tx, id, "approved", "done", now_ms)? {
+            if !requests::finish(tx, id, SupportStatus::Approved, SupportStatus::Done, now_ms)? {
                 return Err(StoreError::Conflict("the request changed meanwhile".into()));
             }
             let user = Val::text(&request.user_id);
             let now = Val::int(crate::state::sql_time(now_ms));
-            match request.action.as_str() {
-                "remove-factor" => {
+            match request.action {
+                SupportAction::RemoveFactor => {
                     let factor = Val::text(request.params["factor_id"].as_str().unwrap_or_default());
                     // Checked again here, under the user's factor lock: the other
                     // factor may have gone since the request was made, or be going in
@@ -446,7 +471,7 @@ impl Gateway {
                         &[user, factor, now],
                     )?;
                 }
-                "change-email" => {
+                SupportAction::ChangeEmail => {
                     let email = request.params["email"].as_str().unwrap_or_default();
                     tx.execute(
                         "UPDATE users SET email = $2, email_norm = $3, email_verified = FALSE WHERE id = $1",
@@ -454,7 +479,7 @@ impl Gateway {
                     )
                     .map_err(|e| StoreError::Conflict(format!("the email cannot be taken: {e}")))?;
                 }
-                _ => {
+                SupportAction::CompleteRecovery => {
                     // The person the agents verified enrols a new factor through the
                     // link sent to the channel they verified; no login can reach it.
                     let Some(link) = &assisted else {
@@ -483,7 +508,7 @@ impl Gateway {
             StoreError::Conflict(m) => refuse(SupportError::Refused(m)),
             other => SupportError::Store(other),
         })?;
-        self.request(id)
+        self.stored_request(id)
     }
 
     /// What executing an assisted recovery writes: the recovery, waiting for a new
@@ -551,20 +576,25 @@ impl Gateway {
     }
 
     /// Withdraws an open request (any agent; the user is told).
-    pub fn support_cancel(
+    pub fn cancel(
         &self,
         agent: &str,
         id: &str,
         reason: &str,
     ) -> Result<SupportRequest, SupportError> {
-        let request = self.request(id)?;
+        let request = self.stored_request(id)?;
         let reason = required("reason", reason)
             .map_err(|e| self.refuse(agent, "support-cancel", &request.user_id, e))?;
         let now_ms = self.clock.now_ms();
         let sql = self.state.sql();
         transact(sql, |tx| {
-            let cancelled = requests::finish(tx, id, "awaiting-approval", "cancelled", now_ms)?
-                || requests::finish(tx, id, "approved", "cancelled", now_ms)?;
+            let cancelled = [SupportStatus::AwaitingApproval, SupportStatus::Approved]
+                .into_iter()
+                .try_fold(false, |done, from| {
+                    Ok::<_, StoreError>(
+                        done || requests::finish(tx, id, from, SupportStatus::Cancelled, now_ms)?,
+                    )
+                })?;
             if cancelled {
                 audit::append(
                     sql,
@@ -577,12 +607,12 @@ impl Gateway {
             }
             Ok(())
         })?;
-        self.request(id)
+        self.stored_request(id)
     }
 
     /// An undoable action of one agent: `unlink` (`product`, `legacy_id`),
     /// `password-reset` or `mfa-revert`.
-    pub fn support_act(
+    pub fn act(
         &self,
         agent: &str,
         user_id: &str,
@@ -606,62 +636,8 @@ impl Gateway {
                 .details(details)
         };
         let result = match action {
-            "unlink" => {
-                let product = params["product"].as_str().unwrap_or_default().to_owned();
-                let legacy_id = params["legacy_id"].as_str().unwrap_or_default().to_owned();
-                let removed = transact(sql, |tx| {
-                    let n = tx.execute(
-                        "DELETE FROM identities WHERE user_id = $1 AND provider = $2 AND provider_user_id = $3",
-                        &[Val::text(user_id), Val::text(&product), Val::text(&legacy_id)],
-                    )?;
-                    audit::append(
-                        sql,
-                        tx,
-                        &entry(
-                            if n == 1 { "ok" } else { "not-linked" },
-                            json!({"product": product, "legacy_id": legacy_id}),
-                        ),
-                    )?;
-                    Ok(n)
-                })?;
-                if removed == 0 {
-                    return Err(SupportError::NotFound(
-                        "the user has no such legacy link".into(),
-                    ));
-                }
-                json!({"unlinked": {"product": product, "legacy_id": legacy_id}})
-            }
-            "password-reset" => {
-                let mut metadata = user.app_metadata.clone();
-                if !metadata.is_object() {
-                    metadata = json!({});
-                }
-                metadata["forcePasswordReset"] = json!(true);
-                let lifted = transact(sql, |tx| {
-                    tx.execute(
-                        "UPDATE users SET app_metadata = $2 WHERE id = $1",
-                        &[Val::text(user_id), Val::text(metadata.to_string())],
-                    )?;
-                    // The host's own mark, enforced when the next sign-in passes a
-                    // factor or completes a recovery (the metadata flag gates
-                    // bulk-imported users only); a factor stopped by guessed codes
-                    // takes codes again, and a right one now leads only to the reset.
-                    crate::state::factor_failures::require_reset(
-                        tx,
-                        user_id,
-                        "support password-reset",
-                        now_ms,
-                    )?;
-                    let lifted = crate::state::factor_failures::clear_user(tx, user_id)?;
-                    audit::append(
-                        sql,
-                        tx,
-                        &entry("ok", json!({"factor_counts_cleared": lifted})),
-                    )?;
-                    Ok(lifted)
-                })?;
-                json!({"force_password_reset": true, "factor_counts_cleared": lifted})
-            }
+            "unlink" => self.act_unlink(user_id, params, &entry)?,
+            "password-reset" => self.act_password_reset(&user, now_ms, &entry)?,
             "mfa-revert" => {
                 let reverted = self.state.revert_factors(
                     Some(user_id),
@@ -693,5 +669,77 @@ impl Gateway {
             recovery_store::enqueue(tx, &told, now_ms, user_id)
         })?;
         Ok(result)
+    }
+
+    /// Removes one legacy link of the user's.
+    fn act_unlink(
+        &self,
+        user_id: &str,
+        params: &Value,
+        entry: &dyn Fn(&str, Value) -> AuditEntry,
+    ) -> Result<Value, SupportError> {
+        let sql = self.state.sql();
+        let product = params["product"].as_str().unwrap_or_default().to_owned();
+        let legacy_id = params["legacy_id"].as_str().unwrap_or_default().to_owned();
+        let removed = transact(sql, |tx| {
+            let n = tx.execute(
+                "DELETE FROM identities WHERE user_id = $1 AND provider = $2 AND provider_user_id = $3",
+                &[Val::text(user_id), Val::text(&product), Val::text(&legacy_id)],
+            )?;
+            audit::append(
+                sql,
+                tx,
+                &entry(
+                    if n == 1 { "ok" } else { "not-linked" },
+                    json!({"product": product, "legacy_id": legacy_id}),
+                ),
+            )?;
+            Ok(n)
+        })?;
+        if removed == 0 {
+            return Err(SupportError::NotFound(
+                "the user has no such legacy link".into(),
+            ));
+        }
+        Ok(json!({"unlinked": {"product": product, "legacy_id": legacy_id}}))
+    }
+
+    /// Forces a password reset at the user's next sign-in.
+    fn act_password_reset(
+        &self,
+        user: &crate::model::DirectoryUser,
+        now_ms: u64,
+        entry: &dyn Fn(&str, Value) -> AuditEntry,
+    ) -> Result<Value, SupportError> {
+        let sql = self.state.sql();
+        let mut metadata = user.app_metadata.clone();
+        if !metadata.is_object() {
+            metadata = json!({});
+        }
+        metadata["forcePasswordReset"] = json!(true);
+        let lifted = transact(sql, |tx| {
+            tx.execute(
+                "UPDATE users SET app_metadata = $2 WHERE id = $1",
+                &[Val::text(&user.id), Val::text(metadata.to_string())],
+            )?;
+            // The host's own mark, enforced when the next sign-in passes a
+            // factor or completes a recovery (the metadata flag gates
+            // bulk-imported users only); a factor stopped by guessed codes
+            // takes codes again, and a right one now leads only to the reset.
+            crate::state::factor_failures::require_reset(
+                tx,
+                &user.id,
+                "support password-reset",
+                now_ms,
+            )?;
+            let lifted = crate::state::factor_failures::clear_user(tx, &user.id)?;
+            audit::append(
+                sql,
+                tx,
+                &entry("ok", json!({"factor_counts_cleared": lifted})),
+            )?;
+            Ok(lifted)
+        })?;
+        Ok(json!({"force_password_reset": true, "factor_counts_cleared": lifted}))
     }
 }

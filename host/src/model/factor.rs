@@ -34,6 +34,15 @@ pub enum FactorStatus {
     Confirmed,
 }
 
+super::names!(FactorKind { Sms = "sms" });
+super::names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
+super::names!(FactorStatus {
+    Active = "active",
+    Disabled = "disabled",
+    Pending = "pending",
+    Confirmed = "confirmed",
+});
+
 /// A second factor as rules and recordings see it: never the phone, never a code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FactorSummary {

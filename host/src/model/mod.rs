@@ -10,9 +10,13 @@ mod factor;
 mod id;
 mod legacy;
 mod login;
+mod names;
 mod ports;
 mod recovery;
 pub mod redact;
+mod support;
+
+pub(crate) use names::names;
 
 pub use effect::{ApplyReport, Effect};
 pub use error::{ServiceError, ServiceErrorKind};
@@ -26,3 +30,4 @@ pub use login::{
 };
 pub use ports::{Directory, LegacyStores, SecondFactors, Services, call};
 pub use recovery::{RecoveryAsk, RecoveryFacts, RecoveryPath, RecoveryStage, RecoveryStatus};
+pub use support::{SupportAction, SupportStatus};

@@ -57,44 +57,11 @@ pub enum RecoveryStage {
     Expired,
 }
 
-impl RecoveryPath {
-    /// As stored (the `path` column) and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Wait => "wait",
-            Self::Code => "code",
-            Self::Assisted => "assisted",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [Self::Wait, Self::Code, Self::Assisted]
-            .into_iter()
-            .find(|p| p.as_str() == text)
-    }
-}
-
-impl RecoveryStage {
-    /// As stored (the `status` column) and shown.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Waiting => "waiting",
-            Self::Enrolling => "enrolling",
-            Self::Cancelled => "cancelled",
-            Self::Completed => "completed",
-            Self::Expired => "expired",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        [
-            Self::Waiting,
-            Self::Enrolling,
-            Self::Cancelled,
-            Self::Completed,
-            Self::Expired,
-        ]
-        .into_iter()
-        .find(|s| s.as_str() == text)
-    }
-}
+super::names!(RecoveryPath { Wait = "wait", Code = "code", Assisted = "assisted" });
+super::names!(RecoveryStage {
+    Waiting = "waiting",
+    Enrolling = "enrolling",
+    Cancelled = "cancelled",
+    Completed = "completed",
+    Expired = "expired",
+});

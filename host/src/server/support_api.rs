@@ -71,7 +71,7 @@ async fn lookup(
         Err(response) => return *response,
     };
     let gateway = app.gateway();
-    answer(evaluate(&app, move || gateway.support_lookup(&agent, &query.email)).await)
+    answer(evaluate(&app, move || gateway.support().lookup(&agent, &query.email)).await)
 }
 
 #[derive(Deserialize)]
@@ -104,7 +104,7 @@ async fn request(
     let gateway = app.gateway();
     answer(
         evaluate(&app, move || {
-            gateway.support_request(
+            gateway.support().request(
                 &agent,
                 NewRequest {
                     action: &request.action,
@@ -153,14 +153,14 @@ async fn step(
     let gateway = app.gateway();
     answer(
         evaluate(&app, move || match step.as_str() {
-            "approve" => gateway.support_approve(
+            "approve" => gateway.support().approve(
                 &agent,
                 &id,
                 &body.evidence,
                 body.skip_wait_reason.as_deref(),
             ),
-            "execute" => gateway.support_execute(&agent, &id),
-            "cancel" => gateway.support_cancel(&agent, &id, &body.reason),
+            "execute" => gateway.support().execute(&agent, &id),
+            "cancel" => gateway.support().cancel(&agent, &id, &body.reason),
             _ => Err(SupportError::NotFound(
                 "no such step: approve, execute or cancel".into(),
             )),
@@ -195,7 +195,9 @@ async fn act(
     let gateway = app.gateway();
     answer(
         evaluate(&app, move || {
-            gateway.support_act(&agent, &id, &action, &body.params, &body.reason)
+            gateway
+                .support()
+                .act(&agent, &id, &action, &body.params, &body.reason)
         })
         .await,
     )

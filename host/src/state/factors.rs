@@ -6,8 +6,6 @@
 use crate::mfa::sealed::Sealed;
 use crate::model::{FactorKind, FactorProvider, FactorStatus, FactorSummary};
 
-use super::StoreError;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Factor {
     pub id: String,
@@ -27,34 +25,6 @@ pub struct Factor {
     /// Put back on the old provider by an operator; routing honours it.
     pub reverted: bool,
 }
-
-macro_rules! names {
-    ($type:ty { $($variant:ident = $name:literal),* $(,)? }) => {
-        impl $type {
-            pub fn name(self) -> &'static str {
-                match self { $(Self::$variant => $name),* }
-            }
-
-            pub fn from_name(name: &str) -> Result<Self, StoreError> {
-                match name {
-                    $($name => Ok(Self::$variant),)*
-                    other => Err(StoreError::Backend(format!(
-                        "unknown {} {other:?} in the factors table", stringify!($type)
-                    ))),
-                }
-            }
-        }
-    };
-}
-
-names!(FactorKind { Sms = "sms" });
-names!(FactorProvider { LegacySms = "legacy-sms", Verify = "verify" });
-names!(FactorStatus {
-    Active = "active",
-    Disabled = "disabled",
-    Pending = "pending",
-    Confirmed = "confirmed",
-});
 
 /// Inserts a factor or replaces the one with its id, never moving it to another user.
 /// PostgreSQL placeholders; SQLite takes the same text with `?` for `$`.
@@ -87,18 +57,25 @@ pub mod rows {
     use super::{COLUMNS, Factor, FactorKind, FactorProvider, FactorStatus, RESEAL, UPSERT};
     use crate::mfa::sealed::Sealed;
 
+    /// Only this module writes them: an unknown name is a store edited by hand.
+    fn named<T>(parse: fn(&str) -> Option<T>, what: &str, name: &str) -> Result<T, StoreError> {
+        parse(name).ok_or_else(|| {
+            StoreError::Backend(format!("unknown {what} {name:?} in the factors table"))
+        })
+    }
+
     fn factor(row: Row) -> Result<Factor, StoreError> {
         let mut row = row.into_iter();
         let mut next = || row.next().unwrap_or(Val::Text(None));
         let text = |v: Val| v.into_text().unwrap_or_default();
         let id = text(next());
         let user_id = text(next());
-        let kind = FactorKind::from_name(&text(next()))?;
-        let provider = FactorProvider::from_name(&text(next()))?;
+        let kind = named(FactorKind::parse, "kind", &text(next()))?;
+        let provider = named(FactorProvider::parse, "provider", &text(next()))?;
         let legacy_provider_user_id = next().into_text();
         let (ciphertext, nonce, key_id) =
             (next().into_bytes(), next().into_bytes(), next().into_text());
-        let status = FactorStatus::from_name(&text(next()))?;
+        let status = named(FactorStatus::parse, "status", &text(next()))?;
         let enrolled = next().as_int().unwrap_or(0);
         let updated = next().as_int().unwrap_or(0);
         let used = next().as_int();

@@ -429,8 +429,8 @@ pub fn insert(tx: &mut dyn SqlTx, recovery: &Recovery) -> Result<(), StoreError>
             &[
                 Val::text(&recovery.id),
                 Val::text(&recovery.user_id),
-                Val::text(recovery.path.as_str()),
-                Val::text(recovery.status.as_str()),
+                Val::text(recovery.path.name()),
+                Val::text(recovery.status.name()),
                 Val::int(super::sql_time(recovery.requested_at_ms)),
                 Val::int(super::sql_time(recovery.ready_at_ms)),
                 Val::int(super::sql_time(recovery.expires_at_ms)),
@@ -456,8 +456,8 @@ pub fn set_status(
          WHERE id = $1 AND status = $2",
         &[
             Val::text(id),
-            Val::text(from.as_str()),
-            Val::text(to.as_str()),
+            Val::text(from.name()),
+            Val::text(to.name()),
             Val::text(outcome),
             Val::int(super::sql_time(now_ms)),
         ],

@@ -306,12 +306,12 @@ fn a_dispatcher_whose_lease_ran_out_cannot_record_a_result() -> Result {
     assert!(!state.outbox_failed(stale.id, &lease(&stale), "late", None)?);
     assert!(!state.outbox_delivered(stale.id, &lease(&stale))?);
     assert_eq!(
-        state.outbox_messages()?[0].status,
+        state.outbox_messages()?[0].status.name(),
         "delivering",
         "untouched"
     );
     assert!(state.outbox_delivered(current.id, &lease(&current))?);
-    assert_eq!(state.outbox_messages()?[0].status, "delivered");
+    assert_eq!(state.outbox_messages()?[0].status.name(), "delivered");
     Ok(())
 }
 

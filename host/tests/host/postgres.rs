@@ -778,7 +778,7 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
         recovery::recovery_by_id(sql, "rcv_1")?
             .unwrap()
             .status
-            .as_str(),
+            .name(),
         "cancelled"
     );
     // A waiting one past its window is expired when read.
@@ -788,7 +788,7 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
         recovery::recovery_by_id(sql, "rcv_2")?
             .unwrap()
             .status
-            .as_str(),
+            .name(),
         "expired"
     );
     portcullis::state::portable::transact(sql, |tx| {
@@ -798,7 +798,7 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
 
     let request = support::SupportRequest {
         id: "req_1".into(),
-        action: "remove-factor".into(),
+        action: portcullis::model::SupportAction::RemoveFactor,
         user_id: "usr_r1".into(),
         params: serde_json::json!({"factor_id": "fac_1"}),
         requested_by: "alice".into(),
@@ -808,7 +808,7 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
         approved_by: None,
         approval_evidence: None,
         approval_skip_reason: None,
-        status: "awaiting-approval".into(),
+        status: portcullis::model::SupportStatus::AwaitingApproval,
         created_at_ms: 1,
         ready_at_ms: None,
         finished_at_ms: None,
@@ -818,12 +818,18 @@ fn keeps_recovery_state(state: &dyn StateStore) -> Result {
         // The database itself refuses the requester as approver.
         assert!(!support::approve(tx, "req_1", "alice", "IDV-1", None, 5)?);
         assert!(support::approve(tx, "req_1", "bob", "IDV-1b", None, 5)?);
-        assert!(support::finish(tx, "req_1", "approved", "done", 6)?);
+        assert!(support::finish(
+            tx,
+            "req_1",
+            portcullis::model::SupportStatus::Approved,
+            portcullis::model::SupportStatus::Done,
+            6,
+        )?);
         let read = support::get(tx, "req_1")?.unwrap();
         assert_eq!(
             (
                 read.approved_by.as_deref(),
-                read.status.as_str(),
+                read.status.name(),
                 read.ready_at_ms
             ),
             (Some("bob"), "done", Some(5))

@@ -337,7 +337,7 @@ fn support_hands_the_enrolment_to_the_person_it_verified_not_the_next_login() ->
     assert!(
         env.recoveries(&user)
             .iter()
-            .any(|r| r.path.as_str() == "assisted" && r.status.as_str() == "completed")
+            .any(|r| r.path.name() == "assisted" && r.status.name() == "completed")
     );
     // Single use.
     let (status, _) = post(

@@ -287,7 +287,7 @@ fn password_only_then_back_in_after_the_wait(env: &Env) -> Result {
     assert_eq!(denied_code(&first), "recovery_pending");
     let recovery = &env.recoveries(&user)[0];
     assert_eq!(
-        (recovery.status.as_str(), recovery.path.as_str()),
+        (recovery.status.name(), recovery.path.name()),
         ("waiting", "wait")
     );
     assert_eq!(
@@ -381,7 +381,7 @@ fn password_only_then_back_in_after_the_wait(env: &Env) -> Result {
     let status = |id: &str| factors.iter().find(|f| f.id == id).unwrap().status;
     assert_eq!(status(&factor.id), FactorStatus::Disabled);
     assert_eq!(status(&new_factor), FactorStatus::Active);
-    assert_eq!(env.recoveries(&user)[0].status.as_str(), "completed");
+    assert_eq!(env.recoveries(&user)[0].status.name(), "completed");
     let revoked =
         portcullis::state::recovery::sessions_revoked_at(env.gateway.state().sql(), &user)?;
     assert_eq!(revoked, Some(env.clock.now_ms()));
@@ -443,7 +443,7 @@ fn the_owner_cancels_and_the_attackers_recovery_is_dead() -> Result {
     assert!(!env.gateway.cancel_recovery("rcv_unknown", &token)?);
     assert!(env.gateway.cancel_recovery(&id, &token)?);
     assert!(!env.gateway.cancel_recovery(&id, &token)?, "once");
-    assert_eq!(env.recoveries(&user)[0].status.as_str(), "cancelled");
+    assert_eq!(env.recoveries(&user)[0].status.name(), "cancelled");
     // Long after the wait would have ended, the attacker's next request starts a new
     // wait (and tells the owner again); it never reaches enrolment.
     env.clock.advance(200 * HOUR_MS);
@@ -455,7 +455,7 @@ fn the_owner_cancels_and_the_attackers_recovery_is_dead() -> Result {
     assert!(env.notices().len() > told_before);
     let recoveries = env.recoveries(&user);
     assert_eq!(recoveries.len(), 2);
-    assert_eq!(recoveries[0].status.as_str(), "waiting");
+    assert_eq!(recoveries[0].status.name(), "waiting");
 
     // A sign-in with the old factor ends a recovery under way too.
     assert!(matches!(
@@ -463,7 +463,7 @@ fn the_owner_cancels_and_the_attackers_recovery_is_dead() -> Result {
         Decision::Allow
     ));
     let recoveries = env.recoveries(&user);
-    assert_eq!(recoveries[0].status.as_str(), "cancelled");
+    assert_eq!(recoveries[0].status.name(), "cancelled");
     assert!(
         recoveries[0]
             .outcome
@@ -1219,7 +1219,7 @@ fn a_rule_asking_to_enrol_before_the_wait_is_over_is_refused_by_the_host() -> Re
         assert_eq!(denied_code(&early), "recovery_pending");
         assert!(early.resume_token.is_none(), "no token to enrol with");
         let recovery = &env.recoveries(&user)[0];
-        assert_eq!(recovery.status.as_str(), "waiting", "the wait runs on");
+        assert_eq!(recovery.status.name(), "waiting", "the wait runs on");
         assert_eq!(recovery.ready_at_ms, ready_at);
     }
 
@@ -1249,6 +1249,6 @@ fn a_rule_asking_to_enrol_cannot_step_into_a_code_holders_enrolment() -> Result 
     let sneaky = hostile.login(&env.again(&login, "attacker-laptop", asked()))?;
     assert!(!enrolment_asked(&sneaky), "{:?}", sneaky.decision);
     assert_eq!(denied_code(&sneaky), "recovery_pending");
-    assert_eq!(env.recoveries(&user)[0].status.as_str(), "enrolling");
+    assert_eq!(env.recoveries(&user)[0].status.name(), "enrolling");
     Ok(())
 }

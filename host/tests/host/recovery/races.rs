@@ -45,7 +45,7 @@ fn two_removals_at_once_never_leave_a_user_without_a_factor_on_postgres() -> Res
         env.gateway.state().put_factor(&spare)?;
         let mut ids = Vec::new();
         for id in [&factor.id, &spare.id] {
-            let asked = env.gateway.support_request(
+            let asked = env.gateway.support().request(
                 "alice",
                 NewRequest {
                     action: "remove-factor",
@@ -57,7 +57,8 @@ fn two_removals_at_once_never_leave_a_user_without_a_factor_on_postgres() -> Res
                 },
             )?;
             env.gateway
-                .support_approve("bob", &asked.id, "IDV-RACE checked", Some("on site"))?;
+                .support()
+                .approve("bob", &asked.id, "IDV-RACE checked", Some("on site"))?;
             ids.push(asked.id);
         }
         let barrier = Barrier::new(2);
@@ -66,7 +67,7 @@ fn two_removals_at_once_never_leave_a_user_without_a_factor_on_postgres() -> Res
                 let (env, barrier) = (&env, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    let _ = env.gateway.support_execute("bob", id);
+                    let _ = env.gateway.support().execute("bob", id);
                 });
             }
         });
