@@ -103,6 +103,19 @@ impl Requeue {
         if let (false, Some(topic)) = (report.topic_known, &filter.topic) {
             anyhow::bail!("no outbox message has the topic {topic:?}");
         }
+        for message in report
+            .requeued
+            .iter()
+            .filter(|m| !m.links_removed.is_empty())
+        {
+            eprintln!(
+                "warning: message {} goes again without its {}: secret links are removed \
+                 when a message dies and only their digests are kept. If its recovery is \
+                 still open, the user can still cancel through support (`portcullis support`).",
+                message.id,
+                message.links_removed.join(" and ")
+            );
+        }
         self.report.print(&serde_json::json!({
             "requeued": report.requeued.len(),
             "messages": report.requeued,

@@ -184,7 +184,9 @@ impl Dispatcher {
                     "timed out".to_owned()
                 } else {
                     // With its cause: "connection refused" says more than "error
-                    // sending request".
+                    // sending request". Without the URL: an endpoint's may carry
+                    // its credential, and this text is logged and stored.
+                    let e = e.without_url();
                     let mut text = format!("request failed: {e}");
                     let mut source = std::error::Error::source(&e);
                     while let Some(cause) = source {

@@ -186,6 +186,24 @@ impl StoredLogin {
     }
 }
 
+/// Where an outbox message stands: waiting for its next attempt, claimed by a
+/// dispatcher, delivered, or dead-lettered after its last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxStatus {
+    Pending,
+    Delivering,
+    Delivered,
+    Dead,
+}
+
+crate::model::names!(OutboxStatus {
+    Pending = "pending",
+    Delivering = "delivering",
+    Delivered = "delivered",
+    Dead = "dead",
+});
+
 /// What taking a resume record found.
 #[derive(Debug)]
 pub enum TakenResume {
@@ -202,7 +220,7 @@ pub struct OutboxMessage {
     pub topic: String,
     pub key: String,
     pub payload: String,
-    pub status: String,
+    pub status: OutboxStatus,
     pub attempts: u32,
     pub transaction_id: String,
     /// The claim this message is held under (`None` unless it is being delivered):
@@ -627,15 +645,25 @@ pub(crate) fn unavailable(e: StoreError) -> crate::model::ServiceError {
 /// dead-lettered, then removed.
 pub const SECRET_PAYLOAD_FIELDS: &[&str] = &["cancel_url", "enrol_url"];
 
-/// The payload without its secret fields; `None` when it has none.
+/// Where a scrubbed payload names the secret fields it lost: a notice sent again
+/// (`outbox requeue`) goes without its link, and the notifier can say so.
+pub const LINKS_REMOVED: &str = "links_removed";
+
+/// The payload without its secret fields, naming them under [`LINKS_REMOVED`];
+/// `None` when it has none.
 pub(crate) fn scrubbed_payload(payload: &str) -> Option<String> {
     let mut value: serde_json::Value = serde_json::from_str(payload).ok()?;
     let object = value.as_object_mut()?;
-    let mut removed = false;
-    for field in SECRET_PAYLOAD_FIELDS {
-        removed |= object.remove(*field).is_some();
+    let removed: Vec<&str> = SECRET_PAYLOAD_FIELDS
+        .iter()
+        .copied()
+        .filter(|field| object.remove(*field).is_some())
+        .collect();
+    if removed.is_empty() {
+        return None;
     }
-    removed.then(|| value.to_string())
+    object.insert(LINKS_REMOVED.into(), serde_json::json!(removed));
+    Some(value.to_string())
 }
 
 /// A fresh lease token for one outbox claim: 128 random bits, as a token id.

@@ -5,7 +5,7 @@
 //! Once for both backends, over portable SQL.
 
 use super::portable::{Row, SqlStore, Val, transact};
-use super::{OutboxMessage, StoreError, new_lease_token, scrubbed_payload, sql_time};
+use super::{OutboxMessage, OutboxStatus, StoreError, new_lease_token, scrubbed_payload, sql_time};
 
 const COLUMNS: &str = "id, topic, key, payload, status, attempts, transaction_id, lease_token";
 
@@ -17,7 +17,10 @@ fn message(row: Row) -> OutboxMessage {
         topic: text(1).unwrap_or_default(),
         key: text(2).unwrap_or_default(),
         payload: text(3).unwrap_or_default(),
-        status: text(4).unwrap_or_default(),
+        // Only this module writes it; an unknown name reads as dead (never retried).
+        status: text(4)
+            .and_then(|s| OutboxStatus::parse(&s))
+            .unwrap_or(OutboxStatus::Dead),
         attempts: u32::try_from(int(5)).unwrap_or(0),
         transaction_id: text(6).unwrap_or_default(),
         lease: text(7),
@@ -153,6 +156,9 @@ pub struct Requeued {
     /// The attempts it had used (it starts again from none).
     pub attempts: u32,
     pub last_error: Option<String>,
+    /// Secret links removed from it when it died (`cancel_url`, `enrol_url`): it
+    /// goes again without them, since only their digests are kept at rest.
+    pub links_removed: Vec<String>,
 }
 
 /// What [`requeue`] did, and what in the filter matched nothing (then it puts
@@ -163,7 +169,7 @@ pub struct RequeueReport {
     /// Ids asked for that name no message.
     pub unknown_ids: Vec<i64>,
     /// Ids asked for whose message is not dead-lettered, with its status.
-    pub not_dead: std::collections::BTreeMap<i64, String>,
+    pub not_dead: std::collections::BTreeMap<i64, OutboxStatus>,
     /// Whether any message (of any status) has the topic asked for.
     pub topic_known: bool,
     /// Dead letters left after this (those the filter did not take).
@@ -192,7 +198,7 @@ pub fn requeue(
         params.push(Val::text(topic.clone()));
     }
     let select = format!(
-        "SELECT id, topic, key, attempts, last_error FROM outbox WHERE status = 'dead'{condition} ORDER BY id{}",
+        "SELECT id, topic, key, attempts, last_error, payload FROM outbox WHERE status = 'dead'{condition} ORDER BY id{}",
         store.dialect().row_lock(false)
     );
     let update = format!(
@@ -207,10 +213,17 @@ pub fn requeue(
         for id in &filter.ids {
             let rows = tx.query("SELECT status FROM outbox WHERE id = $1", &[Val::int(*id)])?;
             match rows.first().and_then(|r| r.first()).and_then(Val::as_text) {
-                Some("dead") => {}
-                Some(status) => {
-                    report.not_dead.insert(*id, status.to_owned());
-                }
+                Some(name) => match OutboxStatus::parse(name) {
+                    Some(OutboxStatus::Dead) => {}
+                    Some(status) => {
+                        report.not_dead.insert(*id, status);
+                    }
+                    None => {
+                        return Err(StoreError::Backend(format!(
+                            "outbox message {id} has an unknown status {name:?}"
+                        )));
+                    }
+                },
                 None => report.unknown_ids.push(*id),
             }
         }
@@ -237,6 +250,7 @@ pub fn requeue(
                         key: text(2).unwrap_or_default(),
                         attempts: u32::try_from(int(3)).unwrap_or(0),
                         last_error: text(4),
+                        links_removed: links_removed(&text(5).unwrap_or_default()),
                     }
                 })
                 .collect();
@@ -259,4 +273,21 @@ pub fn backlog(store: &dyn SqlStore) -> Result<u64, StoreError> {
         "SELECT COUNT(*) FROM outbox WHERE status IN ('pending', 'delivering')",
         &[],
     )
+}
+
+/// The secret links [`scrubbed_payload`] removed from a payload, as it marked them.
+fn links_removed(payload: &str) -> Vec<String> {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| {
+            v.get(super::LINKS_REMOVED).and_then(|l| {
+                l.as_array().map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_owned))
+                        .collect()
+                })
+            })
+        })
+        .unwrap_or_default()
 }

@@ -155,7 +155,7 @@ fn every_message_arrives_through_failures_and_timeouts() -> Result {
         state
             .outbox_messages()?
             .iter()
-            .all(|m| m.status == "delivered")
+            .all(|m| m.status == portcullis::state::OutboxStatus::Delivered)
     );
     assert_eq!(state.outbox_backlog()?, 0);
     Ok(())
@@ -182,8 +182,50 @@ fn a_message_is_dead_lettered_after_its_last_attempt() -> Result {
         "three attempts each"
     );
     for message in state.outbox_messages()? {
-        assert_eq!((message.status.as_str(), message.attempts), ("dead", 3));
+        assert_eq!((message.status.name(), message.attempts), ("dead", 3));
     }
+    Ok(())
+}
+
+/// An endpoint's URL may carry its credential (`?key=…`): a failed delivery's error,
+/// logged and kept as the message's `last_error`, names neither it nor its address.
+#[test]
+fn a_failed_delivery_never_records_the_endpoint_url() -> Result {
+    let state: Arc<dyn StateStore> = Arc::new(SqliteState::in_memory()?);
+    enqueue(state.as_ref(), 1);
+    let secret = "hook-secret-0123456789";
+    let dispatcher = Dispatcher::new(
+        state.clone(),
+        OutboxSettings {
+            // Port 9 (discard) refuses connections here.
+            endpoints: ["paste", "collect", "transfer"]
+                .iter()
+                .map(|p| {
+                    (
+                        p.to_string(),
+                        format!("http://127.0.0.1:9/{p}?key={secret}"),
+                    )
+                })
+                .collect(),
+            max_attempts: 1,
+            backoff_base_ms: 5,
+            backoff_max_ms: 40,
+            timeout_ms: 150,
+            lease_ms: 1_000,
+            concurrency: 8,
+            poll_ms: 10,
+        },
+    );
+    let report =
+        tokio::runtime::Runtime::new()?.block_on(dispatcher.run(true, std::future::pending()))?;
+    assert_eq!(report.dead, 1);
+    let requeued = state.outbox_requeue(&portcullis::state::outbox::RequeueFilter::default(), 0)?;
+    let error = requeued.requeued[0].last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("request failed"), "{error}");
+    assert!(
+        !error.contains(secret) && !error.contains("127.0.0.1:9"),
+        "{error}"
+    );
     Ok(())
 }
 
@@ -381,7 +423,7 @@ fn dead_letters_are_delivered_after_requeue(
         state
             .outbox_messages()?
             .iter()
-            .all(|m| m.status == "delivered")
+            .all(|m| m.status == portcullis::state::OutboxStatus::Delivered)
     );
 
     // Nothing dead left: exit 1, and asking for what is not there is bad input.
