@@ -8,8 +8,8 @@
 //! in with their old password. Every step's JSON report is kept in target/demo-import/.
 
 use std::io::BufRead;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -32,33 +32,39 @@ fn json_of(mut command: Command) -> Result<Value> {
     serde_json::from_slice(&output.stdout).with_context(|| format!("{shown} printed no JSON"))
 }
 
-pub fn demo_import(extra: &[String]) -> Result<()> {
-    let (mut people, mut lazy, mut directory) = (100_000usize, 3_000usize, None);
+struct Args {
+    people: usize,
+    lazy: usize,
+    directory: Option<String>,
+}
+
+fn parse_args(extra: &[String]) -> Result<Args> {
+    let mut parsed = Args {
+        people: 100_000,
+        lazy: 3_000,
+        directory: None,
+    };
     let mut args = extra.iter();
     while let Some(flag) = args.next() {
         match (flag.as_str(), args.next()) {
-            ("--people", Some(n)) => people = n.parse().context("--people needs a number")?,
-            ("--lazy", Some(n)) => lazy = n.parse().context("--lazy needs a number")?,
-            ("--directory", Some(url)) => directory = Some(url.clone()),
+            ("--people", Some(n)) => {
+                parsed.people = n.parse().context("--people needs a number")?
+            }
+            ("--lazy", Some(n)) => parsed.lazy = n.parse().context("--lazy needs a number")?,
+            ("--directory", Some(url)) => parsed.directory = Some(url.clone()),
             _ => bail!("usage: cargo xtask demo-import [--people N] [--lazy N] [--directory URL]"),
         }
     }
+    Ok(parsed)
+}
+
+/// The demo pipeline with its stores in `dir`, the products on the test servers, and
+/// the import API on.
+fn write_config(root: &Path, dir: &Path, directory: Option<&str>) -> Result<PathBuf> {
     let postgres = std::env::var("PORTCULLIS_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let mysql = std::env::var("PORTCULLIS_TEST_MYSQL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".into());
-    crate::build_rules()?;
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "portcullis"]);
-    run(build)?;
-    let root = workspace_root();
-    let portcullis = root.join("target/release/portcullis");
-    let dir = root.join("target/demo-import");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("import-token"), TOKEN)?;
-
-    // The demo pipeline with its stores here, and the import API on.
     let mut text = std::fs::read_to_string(root.join("fixtures/pipeline.toml"))?
         .replace("../target/demo-state/", "./")
         .replace("\"../target/", "\"../");
@@ -68,115 +74,116 @@ pub fn demo_import(extra: &[String]) -> Result<()> {
             .map(str::to_owned)
             .with_context(|| format!("fixtures/pipeline.toml has no {key} line"))
     };
-    for (key, url) in [("paste", &postgres), ("collect", &mysql)] {
+    for (key, url) in [("paste", postgres.as_str()), ("collect", mysql.as_str())]
+        .into_iter()
+        .chain(directory.map(|url| ("directory", url)))
+    {
         let old = line(&text, key)?;
         text = text.replace(&old, &format!("{key} = \"{url}\""));
-    }
-    if let Some(url) = &directory {
-        let old = line(&text, "directory")?;
-        text = text.replace(&old, &format!("directory = \"{url}\""));
     }
     text.push_str("\n[server.import_api]\ntoken_file = \"import-token\"\n");
     let config = dir.join("pipeline.toml");
     std::fs::write(&config, text)?;
-    let config_arg = config.to_str().context("a UTF-8 path")?;
-    let step = |args: &[&str]| -> Command {
-        let mut command = Command::new(&portcullis);
-        command.current_dir(&root).args(args);
+    Ok(config)
+}
+
+/// The demo's commands, each a `portcullis` run from the workspace root.
+struct Demo {
+    portcullis: PathBuf,
+    root: PathBuf,
+    dir: PathBuf,
+    config: String,
+}
+
+impl Demo {
+    fn step(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.portcullis);
         command
-    };
+            .current_dir(&self.root)
+            .args(args)
+            .args(["--config", &self.config]);
+        command
+    }
 
-    run(step(&[
-        "seed",
-        "--config",
-        config_arg,
-        "--users",
-        &people.to_string(),
-        "--logins",
-        &(lazy + 500).to_string(),
-        "--logins-dir",
-        dir.join("logins").to_str().context("a UTF-8 path")?,
-    ]))?;
-    let export_dir = dir.join("export");
-    let export = json_of(step(&[
-        "import",
-        "export",
-        "--config",
-        config_arg,
-        "--out",
-        export_dir.to_str().context("a UTF-8 path")?,
-    ]))?;
-    std::fs::write(
-        dir.join("export-report.json"),
-        serde_json::to_vec_pretty(&export)?,
-    )?;
+    fn path(&self, name: &str) -> Result<String> {
+        Ok(self
+            .dir
+            .join(name)
+            .to_str()
+            .context("a UTF-8 path")?
+            .to_owned())
+    }
 
-    let mut server = Command::new(&portcullis)
-        .current_dir(&root)
-        .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
-        // The demo pipeline's outbox endpoints are the simulator's, not started here:
-        // no delivery warnings.
-        .env("PORTCULLIS_LOG", "error")
-        .args(["serve", "--listen", "127.0.0.1:0", "--config", config_arg])
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let mut first = String::new();
-    std::io::BufReader::new(server.stdout.take().context("server stdout")?)
-        .read_line(&mut first)?;
-    let url = format!(
-        "http://{}",
-        first
+    /// `serve` on a free port; the URL it says it listens on.
+    fn serve(&self) -> Result<(Child, String)> {
+        let mut server = Command::new(&self.portcullis)
+            .current_dir(&self.root)
+            .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
+            // The demo pipeline's outbox endpoints are the simulator's, not started
+            // here: no delivery warnings.
+            .env("PORTCULLIS_LOG", "error")
+            .args(["serve", "--listen", "127.0.0.1:0", "--config", &self.config])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut first = String::new();
+        std::io::BufReader::new(server.stdout.take().context("server stdout")?)
+            .read_line(&mut first)?;
+        let url = first
             .trim()
             .strip_prefix("listening on ")
-            .context("serve did not say where it listens")?
-    );
-    let outcome = (|| -> Result<Value> {
-        let script = root.join("fixtures/bench/import-demo.py");
-        let logins = dir.join("logins");
-        // Lazy migration and the import at once.
+            .map(|at| format!("http://{at}"));
+        match url {
+            Some(url) => Ok((server, url)),
+            None => {
+                let _ = server.kill();
+                bail!("serve did not say where it listens")
+            }
+        }
+    }
+
+    /// Lazy migration and the import at once, then the unified ids, `verify`, and the
+    /// old-password check.
+    fn import_beside_lazy(&self, args: &Args, export: Value, url: &str) -> Result<Value> {
+        let script = self.root.join("fixtures/bench/import-demo.py");
+        let logins = self.dir.join("logins");
         let lazy_logins = Command::new("python3")
             .arg(&script)
-            .args(["lazy", &url, GATEWAY])
+            .args(["lazy", url, GATEWAY])
             .arg(&logins)
-            .args([&lazy.to_string(), "4"])
+            .args([&args.lazy.to_string(), "4"])
             .stdout(Stdio::piped())
             .spawn()
             .context("python3 runs the lazy logins")?;
-        let imported = json_of({
-            let mut command = step(&[
-                "import",
-                "run",
-                "--config",
-                config_arg,
-                "--dir",
-                export_dir.to_str().context("a UTF-8 path")?,
-                "--target",
-                &url,
-                "--token-file",
-            ]);
-            command.arg(dir.join("import-token"));
-            command
-        })?;
+        let imported = json_of(self.step(&[
+            "import",
+            "run",
+            "--dir",
+            &self.path("export")?,
+            "--target",
+            url,
+            "--token-file",
+            &self.path("import-token")?,
+        ]))?;
         let lazy_output = lazy_logins.wait_with_output()?;
         let lazy_report: Value = serde_json::from_slice(&lazy_output.stdout)
             .context("the lazy logins printed no JSON")?;
-        let ids = json_of(step(&["import", "backfill-ids", "--config", config_arg]))?;
-        let verify = json_of(step(&["import", "verify", "--config", config_arg]))?;
+        let ids = json_of(self.step(&["import", "backfill-ids"]))?;
+        let verify = json_of(self.step(&["import", "verify"]))?;
         // The check reads the SQLite directory's stored hashes.
-        let check: Value = if directory.is_some() {
+        let check: Value = if args.directory.is_some() {
             serde_json::json!({"skipped": "the directory is not the SQLite file"})
         } else {
             let output = Command::new("python3")
                 .arg(&script)
-                .args(["check", &url, GATEWAY])
+                .args(["check", url, GATEWAY])
                 .arg(&logins)
-                .arg(&export_dir)
-                .arg(dir.join("directory.db"))
+                .arg(self.dir.join("export"))
+                .arg(self.dir.join("directory.db"))
                 .output()?;
             serde_json::from_slice(&output.stdout).context("the check printed no JSON")?
         };
         Ok(serde_json::json!({
-            "people": people,
+            "people": args.people,
             "export": export,
             "lazy_migration": lazy_report,
             "import": imported,
@@ -184,12 +191,51 @@ pub fn demo_import(extra: &[String]) -> Result<()> {
             "verify": verify,
             "old_password_check": check,
         }))
-    })();
+    }
+}
+
+pub fn demo_import(extra: &[String]) -> Result<()> {
+    let args = parse_args(extra)?;
+    crate::build_rules()?;
+    let mut build = cargo();
+    build.args(["build", "--release", "-p", "portcullis"]);
+    run(build)?;
+    let root = workspace_root();
+    let dir = root.join("target/demo-import");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("import-token"), TOKEN)?;
+    let config = write_config(&root, &dir, args.directory.as_deref())?;
+    let demo = Demo {
+        portcullis: root.join("target/release/portcullis"),
+        config: config.to_str().context("a UTF-8 path")?.to_owned(),
+        root,
+        dir,
+    };
+    run(demo.step(&[
+        "seed",
+        "--users",
+        &args.people.to_string(),
+        "--logins",
+        &(args.lazy + 500).to_string(),
+        "--logins-dir",
+        &demo.path("logins")?,
+    ]))?;
+    let export = json_of(demo.step(&["import", "export", "--out", &demo.path("export")?]))?;
+    std::fs::write(
+        demo.dir.join("export-report.json"),
+        serde_json::to_vec_pretty(&export)?,
+    )?;
+    let (mut server, url) = demo.serve()?;
+    let outcome = demo.import_beside_lazy(&args, export, &url);
     let _ = server.kill();
     let _ = server.wait();
     let report = outcome?;
-    std::fs::write(dir.join("report.json"), serde_json::to_vec_pretty(&report)?)?;
-    summarize(&report, &dir)
+    std::fs::write(
+        demo.dir.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    summarize(&report, &demo.dir)
 }
 
 fn summarize(report: &Value, dir: &Path) -> Result<()> {

@@ -48,22 +48,7 @@ impl Run {
             "--record takes exactly one login file (got {})",
             files.len()
         );
-        // Read every login before running any, so bad input fails before any output.
-        let mut attempts = files
-            .iter()
-            .map(|file| {
-                let text = std::fs::read_to_string(file)
-                    .with_context(|| format!("cannot read login {}", file.display()))?;
-                LoginAttempt::from_json(&text).with_context(|| format!("login {}", file.display()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if self.now {
-            let now =
-                portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
-            for attempt in &mut attempts {
-                attempt.time_ms = now;
-            }
-        }
+        let attempts = read_logins(&files, self.now)?;
         let config = self.config.load()?;
         // `serve` treats a legacy store that is not there as one that is down (each
         // login that needs it is denied, retryable, until it is back); a batch run
@@ -123,23 +108,7 @@ impl Run {
             (&self.record, &recorder, attempts.first())
         {
             let expect = last.context("no verdict to record: the login was refused")?;
-            let recording = Recording {
-                recording: portcullis::replay::record::FORMAT_VERSION,
-                description: String::new(),
-                pipeline: None,
-                steps: vec![Step {
-                    login: Some(RecordedLogin::of(attempt)),
-                    resume: None,
-                    calls: recorder.take_calls(),
-                    expect,
-                }],
-            };
-            std::fs::write(
-                path,
-                portcullis::replay::record::to_json(&recording, self.format.reveal_pii),
-            )
-            .with_context(|| format!("cannot write recording {}", path.display()))?;
-            eprintln!("recorded {}", path.display());
+            write_recording(path, recorder, attempt, expect, self.format.reveal_pii)?;
         }
         if self.summary {
             summary.refused = refused.len();
@@ -166,6 +135,54 @@ impl Run {
             )
         }))
     }
+}
+
+/// Every login read before any runs, so bad input fails before any output; `now`
+/// dates them all by this machine's clock.
+fn read_logins(files: &[PathBuf], now: bool) -> Result<Vec<LoginAttempt>> {
+    let mut attempts = files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read login {}", file.display()))?;
+            LoginAttempt::from_json(&text).with_context(|| format!("login {}", file.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if now {
+        let now = portcullis::flows::clock::Clock::now_ms(&portcullis::flows::clock::SystemClock);
+        for attempt in &mut attempts {
+            attempt.time_ms = now;
+        }
+    }
+    Ok(attempts)
+}
+
+/// `--record`: the one login, every capability call and its answer, and the verdict.
+fn write_recording(
+    path: &std::path::Path,
+    recorder: &Recorder,
+    attempt: &LoginAttempt,
+    expect: Expectation,
+    reveal_pii: bool,
+) -> Result<()> {
+    let recording = Recording {
+        recording: portcullis::replay::record::FORMAT_VERSION,
+        description: String::new(),
+        pipeline: None,
+        steps: vec![Step {
+            login: Some(RecordedLogin::of(attempt)),
+            resume: None,
+            calls: recorder.take_calls(),
+            expect,
+        }],
+    };
+    std::fs::write(
+        path,
+        portcullis::replay::record::to_json(&recording, reveal_pii),
+    )
+    .with_context(|| format!("cannot write recording {}", path.display()))?;
+    eprintln!("recorded {}", path.display());
+    Ok(())
 }
 
 /// `--dry-run`: what a real run would have done beyond the verdict printed.

@@ -127,171 +127,35 @@ impl PipelineConfig {
             path: None,
             message: e.to_string().trim_end().replace('\n', " "),
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        Self::validated(file, base).map_err(|message| ConfigError::Invalid {
             path: None,
             message,
-        };
+        })
+    }
 
+    /// Every section checked in the file's order (the first problem is the one told),
+    /// relative paths resolved against `base`.
+    fn validated(file: PipelineFile, base: &Path) -> Result<Self, String> {
         let mut engine = file.engine;
         engine.cache_dir = engine.cache_dir.map(|dir| base.join(dir));
-        if engine.max_memory_mb == 0 || engine.max_memory_mb > 4096 {
-            return Err(invalid(
-                "engine.max_memory_mb must be between 1 and 4096".into(),
-            ));
-        }
-        if engine.max_instances == 0 {
-            return Err(invalid("engine.max_instances must be at least 1".into()));
-        }
-        if !(64..=8192).contains(&engine.max_wasm_stack_kb) {
-            return Err(invalid(
-                "engine.max_wasm_stack_kb must be between 64 and 8192".into(),
-            ));
-        }
+        check_engine(&engine)?;
         if file.rules.is_empty() {
-            return Err(invalid("the pipeline has no [[rule]] entries".into()));
+            return Err("the pipeline has no [[rule]] entries".into());
         }
-
         let mut rules: Vec<RuleSettings> = Vec::with_capacity(file.rules.len());
         for rule in file.rules {
-            let name = rule.name;
-            let bad = |what: String| invalid(format!("rule {name:?}: {what}"));
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
-            {
-                return Err(bad("a name is letters, digits, '-' and '_'".into()));
-            }
-            if rules.iter().any(|r| r.name == name) {
-                return Err(bad("the name is used twice".into()));
-            }
-            if rule.deadline_ms == 0 || rule.deadline_ms > MAX_DEADLINE_MS {
-                return Err(bad(format!(
-                    "deadline_ms must be between 1 and {MAX_DEADLINE_MS}"
-                )));
-            }
-            if rule.memory_mb == 0 || rule.memory_mb > engine.max_memory_mb {
-                return Err(bad(format!(
-                    "memory_mb must be between 1 and engine.max_memory_mb ({})",
-                    engine.max_memory_mb
-                )));
-            }
-            if rule.max_output_kb == 0 || rule.max_output_kb > 16 * 1024 {
-                return Err(bad("max_output_kb must be between 1 and 16384".into()));
-            }
-            let mut grants = rule.grants;
-            grants.sort();
-            grants.dedup();
-            let mut effects = rule.effects;
-            effects.sort();
-            effects.dedup();
-            if let Some(key) = rule
-                .protected_keys
-                .iter()
-                .find(|k| !file.effects.protected_app_metadata.contains(k))
-            {
-                return Err(bad(format!(
-                    "protected_keys names {key:?}, which is not in effects.protected_app_metadata"
-                )));
-            }
-            let config = rule
-                .config
-                .into_iter()
-                .map(|(key, value)| (key, config_value_text(value)))
-                .collect();
-            rules.push(RuleSettings {
-                component: base.join(rule.component),
-                deadline_ms: rule.deadline_ms,
-                memory_mb: rule.memory_mb,
-                grants,
-                on_error: rule.on_error,
-                max_output_bytes: rule.max_output_kb * 1024,
-                config,
-                effects,
-                protected_keys: rule.protected_keys,
-                only_when: rule.only_when,
-                name,
-            });
+            let rule = rule_settings(rule, &engine, &file.effects, base, &rules)?;
+            rules.push(rule);
         }
-        if file.resume.key.is_some() && file.resume.key_env.is_some() {
-            return Err(invalid("resume: set key or key_env, not both".into()));
-        }
-        if file.resume.key.as_ref().is_some_and(|k| k.len() < 32) {
-            return Err(invalid("resume.key must be at least 32 characters".into()));
-        }
-        if file.resume.ttl_seconds == 0 || file.resume.ttl_seconds > 86_400 {
-            return Err(invalid(
-                "resume.ttl_seconds must be between 1 and 86400".into(),
-            ));
-        }
+        check_resume(&file.resume)?;
         let outbox = file.outbox;
-        if outbox.max_attempts == 0
-            || outbox.concurrency == 0
-            || outbox.timeout_ms == 0
-            || outbox.lease_ms <= outbox.timeout_ms
-        {
-            return Err(invalid(
-                "outbox: max_attempts, concurrency and timeout_ms must be positive, and lease_ms longer than timeout_ms".into(),
-            ));
-        }
-        for (product, url) in &outbox.endpoints {
-            let parsed = url::Url::parse(url)
-                .map_err(|e| invalid(format!("outbox.endpoints.{product}: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(invalid(format!(
-                    "outbox.endpoints.{product}: must be an http(s) URL"
-                )));
-            }
-        }
-        if file.server.max_body_kb == 0 || file.server.max_body_kb > 16 * 1024 {
-            return Err(invalid(
-                "server.max_body_kb must be between 1 and 16384".into(),
-            ));
-        }
-        let server = &file.server;
-        if server.max_connections == 0
-            || server.header_timeout_ms == 0
-            || server.request_timeout_ms == 0
-            || server.idle_timeout_ms == 0
-            || server.max_requests_per_connection == 0
-        {
-            return Err(invalid(
-                "server: max_connections, header_timeout_ms, request_timeout_ms, idle_timeout_ms and max_requests_per_connection must be positive".into(),
-            ));
-        }
-        for (i, caller) in server.callers.iter().enumerate() {
-            if caller.name.is_empty() || server.callers[..i].iter().any(|c| c.name == caller.name) {
-                return Err(invalid(format!(
-                    "server.caller {}: each caller needs a name of its own",
-                    i + 1
-                )));
-            }
-            if caller.token_env.is_some() == caller.token_file.is_some() {
-                return Err(invalid(format!(
-                    "server.caller {:?}: set token_env or token_file (one of them)",
-                    caller.name
-                )));
-            }
-        }
+        check_outbox(&outbox)?;
+        check_server(&file.server)?;
         if file.login.max_clock_skew_seconds == 0 || file.login.max_clock_skew_seconds > 86_400 {
-            return Err(invalid(
-                "login.max_clock_skew_seconds must be between 1 and 86400".into(),
-            ));
+            return Err("login.max_clock_skew_seconds must be between 1 and 86400".into());
         }
-        let limits = &file.passwords;
-        if !(4..=31).contains(&limits.max_bcrypt_cost)
-            || limits.max_pbkdf2_iterations == 0
-            || limits.max_argon2_memory_kib == 0
-            || limits.max_argon2_iterations == 0
-            || limits.max_argon2_parallelism == 0
-            || limits.max_concurrent == Some(0)
-        {
-            return Err(invalid(
-                "passwords: max_bcrypt_cost is 4 to 31, and every other limit must be positive"
-                    .into(),
-            ));
-        }
-        let audit = file.audit.validated(base, &outbox).map_err(invalid)?;
+        check_password_limits(&file.passwords)?;
+        let audit = file.audit.validated(base, &outbox)?;
         Ok(Self {
             engine,
             rules,
@@ -314,10 +178,7 @@ impl PipelineConfig {
                 }),
                 ..file.mfa
             },
-            recovery: match file.recovery {
-                Some(r) => Some(r.validated(base).map_err(invalid)?),
-                None => None,
-            },
+            recovery: file.recovery.map(|r| r.validated(base)).transpose()?,
             support: SupportSettings {
                 agents: file
                     .support
@@ -334,4 +195,166 @@ impl PipelineConfig {
             base_dir: base.to_owned(),
         })
     }
+}
+
+fn check_engine(engine: &EngineSettings) -> Result<(), String> {
+    if engine.max_memory_mb == 0 || engine.max_memory_mb > 4096 {
+        return Err("engine.max_memory_mb must be between 1 and 4096".into());
+    }
+    if engine.max_instances == 0 {
+        return Err("engine.max_instances must be at least 1".into());
+    }
+    if !(64..=8192).contains(&engine.max_wasm_stack_kb) {
+        return Err("engine.max_wasm_stack_kb must be between 64 and 8192".into());
+    }
+    Ok(())
+}
+
+/// One `[[rule]]`, checked against the engine's limits and the rules before it.
+fn rule_settings(
+    rule: RuleFile,
+    engine: &EngineSettings,
+    effects: &EffectSettings,
+    base: &Path,
+    earlier: &[RuleSettings],
+) -> Result<RuleSettings, String> {
+    let name = rule.name;
+    let bad = |what: String| format!("rule {name:?}: {what}");
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_".contains(c))
+    {
+        return Err(bad("a name is letters, digits, '-' and '_'".into()));
+    }
+    if earlier.iter().any(|r| r.name == name) {
+        return Err(bad("the name is used twice".into()));
+    }
+    if rule.deadline_ms == 0 || rule.deadline_ms > MAX_DEADLINE_MS {
+        return Err(bad(format!(
+            "deadline_ms must be between 1 and {MAX_DEADLINE_MS}"
+        )));
+    }
+    if rule.memory_mb == 0 || rule.memory_mb > engine.max_memory_mb {
+        return Err(bad(format!(
+            "memory_mb must be between 1 and engine.max_memory_mb ({})",
+            engine.max_memory_mb
+        )));
+    }
+    if rule.max_output_kb == 0 || rule.max_output_kb > 16 * 1024 {
+        return Err(bad("max_output_kb must be between 1 and 16384".into()));
+    }
+    if let Some(key) = rule
+        .protected_keys
+        .iter()
+        .find(|k| !effects.protected_app_metadata.contains(k))
+    {
+        return Err(bad(format!(
+            "protected_keys names {key:?}, which is not in effects.protected_app_metadata"
+        )));
+    }
+    let mut grants = rule.grants;
+    grants.sort();
+    grants.dedup();
+    let mut effects = rule.effects;
+    effects.sort();
+    effects.dedup();
+    Ok(RuleSettings {
+        component: base.join(rule.component),
+        deadline_ms: rule.deadline_ms,
+        memory_mb: rule.memory_mb,
+        grants,
+        on_error: rule.on_error,
+        max_output_bytes: rule.max_output_kb * 1024,
+        config: rule
+            .config
+            .into_iter()
+            .map(|(key, value)| (key, config_value_text(value)))
+            .collect(),
+        effects,
+        protected_keys: rule.protected_keys,
+        only_when: rule.only_when,
+        name,
+    })
+}
+
+fn check_resume(resume: &ResumeSettings) -> Result<(), String> {
+    if resume.key.is_some() && resume.key_env.is_some() {
+        return Err("resume: set key or key_env, not both".into());
+    }
+    if resume.key.as_ref().is_some_and(|k| k.len() < 32) {
+        return Err("resume.key must be at least 32 characters".into());
+    }
+    if resume.ttl_seconds == 0 || resume.ttl_seconds > 86_400 {
+        return Err("resume.ttl_seconds must be between 1 and 86400".into());
+    }
+    Ok(())
+}
+
+fn check_outbox(outbox: &OutboxSettings) -> Result<(), String> {
+    if outbox.max_attempts == 0
+        || outbox.concurrency == 0
+        || outbox.timeout_ms == 0
+        || outbox.lease_ms <= outbox.timeout_ms
+    {
+        return Err(
+            "outbox: max_attempts, concurrency and timeout_ms must be positive, and lease_ms longer than timeout_ms".into(),
+        );
+    }
+    for (product, url) in &outbox.endpoints {
+        let parsed =
+            url::Url::parse(url).map_err(|e| format!("outbox.endpoints.{product}: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(format!(
+                "outbox.endpoints.{product}: must be an http(s) URL"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_server(server: &ServerSettings) -> Result<(), String> {
+    if server.max_body_kb == 0 || server.max_body_kb > 16 * 1024 {
+        return Err("server.max_body_kb must be between 1 and 16384".into());
+    }
+    if server.max_connections == 0
+        || server.header_timeout_ms == 0
+        || server.request_timeout_ms == 0
+        || server.idle_timeout_ms == 0
+        || server.max_requests_per_connection == 0
+    {
+        return Err(
+            "server: max_connections, header_timeout_ms, request_timeout_ms, idle_timeout_ms and max_requests_per_connection must be positive".into(),
+        );
+    }
+    for (i, caller) in server.callers.iter().enumerate() {
+        if caller.name.is_empty() || server.callers[..i].iter().any(|c| c.name == caller.name) {
+            return Err(format!(
+                "server.caller {}: each caller needs a name of its own",
+                i + 1
+            ));
+        }
+        if caller.token_env.is_some() == caller.token_file.is_some() {
+            return Err(format!(
+                "server.caller {:?}: set token_env or token_file (one of them)",
+                caller.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_password_limits(limits: &PasswordLimits) -> Result<(), String> {
+    if !(4..=31).contains(&limits.max_bcrypt_cost)
+        || limits.max_pbkdf2_iterations == 0
+        || limits.max_argon2_memory_kib == 0
+        || limits.max_argon2_iterations == 0
+        || limits.max_argon2_parallelism == 0
+        || limits.max_concurrent == Some(0)
+    {
+        return Err(
+            "passwords: max_bcrypt_cost is 4 to 31, and every other limit must be positive".into(),
+        );
+    }
+    Ok(())
 }

@@ -163,27 +163,9 @@ impl Backfill<'_> {
             let now_ms = self.clock.now_ms();
             let want = chunk.min(usize::try_from(left).unwrap_or(usize::MAX));
             if options.dry_run {
-                // Reads only: the candidates after those listed so far.
-                let ids = self.state.backfill_candidates(
-                    cohort,
-                    now_ms,
-                    options.retry_failed,
-                    report.would_export.len() + want,
-                    &options.run_id,
-                )?;
-                let fresh = &ids[report.would_export.len().min(ids.len())..];
-                if fresh.is_empty() {
+                if !self.dry_chunk(options, now_ms, want, &mut report)? {
                     break;
                 }
-                for factor in self.state.factors_by_ids(fresh)? {
-                    report.taken_up += 1;
-                    report.would_export.push(Passed {
-                        user_id: factor.user_id,
-                        factor_id: factor.id,
-                        reason: "would export".into(),
-                    });
-                }
-                report.chunks += 1;
                 progress(&report);
                 continue;
             }
@@ -221,37 +203,7 @@ impl Backfill<'_> {
                     &mut backoff,
                     &mut report,
                 )?;
-                let now_ms = self.clock.now_ms();
-                let (status, reason) = match &done {
-                    Done::LostLease => {
-                        report.lost_to_other_runs += 1;
-                        continue;
-                    }
-                    Done::Exported => (BackfillStatus::Exported, None),
-                    Done::Quota => (BackfillStatus::Skipped, Some("export quota reached")),
-                    Done::Changed => (BackfillStatus::Skipped, Some("changed meanwhile")),
-                    Done::Failed(reason) => (BackfillStatus::Failed, Some(reason.as_str())),
-                };
-                self.state
-                    .finish_backfill(&factor.id, &lease.token, status, reason, now_ms)?;
-                match done {
-                    Done::LostLease => {}
-                    Done::Exported => report.exported += 1,
-                    Done::Quota => report.skipped_by_quota.push(Passed {
-                        user_id: factor.user_id.clone(),
-                        factor_id: factor.id.clone(),
-                        reason: "export quota reached".into(),
-                    }),
-                    Done::Changed => report.changed_meanwhile += 1,
-                    Done::Failed(reason) => {
-                        *report.failed.entry(reason.clone()).or_default() += 1;
-                        report.failures.push(Passed {
-                            user_id: factor.user_id.clone(),
-                            factor_id: factor.id.clone(),
-                            reason,
-                        });
-                    }
-                }
+                self.record(&factor, &lease, done, &mut report)?;
                 report.elapsed_seconds = started.elapsed().as_secs_f64();
                 progress(&report);
             }
@@ -268,6 +220,81 @@ impl Backfill<'_> {
             0.0
         };
         Ok(report)
+    }
+
+    /// A dry run's chunk: reads only, the candidates after those listed so far; false
+    /// when none is left.
+    fn dry_chunk(
+        &self,
+        options: &BackfillOptions,
+        now_ms: u64,
+        want: usize,
+        report: &mut BackfillReport,
+    ) -> Result<bool, BackfillError> {
+        let ids = self.state.backfill_candidates(
+            options.cohort.as_deref(),
+            now_ms,
+            options.retry_failed,
+            report.would_export.len() + want,
+            &options.run_id,
+        )?;
+        let fresh = &ids[report.would_export.len().min(ids.len())..];
+        if fresh.is_empty() {
+            return Ok(false);
+        }
+        for factor in self.state.factors_by_ids(fresh)? {
+            report.taken_up += 1;
+            report.would_export.push(Passed {
+                user_id: factor.user_id,
+                factor_id: factor.id,
+                reason: "would export".into(),
+            });
+        }
+        report.chunks += 1;
+        Ok(true)
+    }
+
+    /// Writes how one factor's export ended (unless another run holds it now) and
+    /// counts it in the report.
+    fn record(
+        &self,
+        factor: &Factor,
+        lease: &Lease,
+        done: Done,
+        report: &mut BackfillReport,
+    ) -> Result<(), BackfillError> {
+        let now_ms = self.clock.now_ms();
+        let (status, reason) = match &done {
+            Done::LostLease => {
+                report.lost_to_other_runs += 1;
+                return Ok(());
+            }
+            Done::Exported => (BackfillStatus::Exported, None),
+            Done::Quota => (BackfillStatus::Skipped, Some("export quota reached")),
+            Done::Changed => (BackfillStatus::Skipped, Some("changed meanwhile")),
+            Done::Failed(reason) => (BackfillStatus::Failed, Some(reason.as_str())),
+        };
+        self.state
+            .finish_backfill(&factor.id, &lease.token, status, reason, now_ms)?;
+        match done {
+            Done::LostLease => {}
+            Done::Exported => report.exported += 1,
+            Done::Quota => report.skipped_by_quota.push(Passed {
+                user_id: factor.user_id.clone(),
+                factor_id: factor.id.clone(),
+                reason: "export quota reached".into(),
+            }),
+            Done::Changed => report.changed_meanwhile += 1,
+            Done::Failed(reason) => {
+                *report.failed.entry(reason.clone()).or_default() += 1;
+                report.failures.push(Passed {
+                    user_id: factor.user_id.clone(),
+                    factor_id: factor.id.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Exports one factor's phone: ledger first, then the call, then the result.
@@ -323,19 +350,7 @@ impl Backfill<'_> {
                 Ok(phone) => {
                     self.state.finish_export(ledger, ExportOutcome::Exported)?;
                     *backoff = Duration::ZERO;
-                    let phone = match self.policy.normalize(&phone) {
-                        Ok(phone) => phone,
-                        Err(e) => return Ok(Done::Failed(format!("phone refused: {e}"))),
-                    };
-                    let sealed = self.keys.seal(phone.e164(), &factor.user_id, &factor.id);
-                    let stored =
-                        self.state
-                            .store_exported_phone(factor, &sealed, self.clock.now_ms())?;
-                    return Ok(if stored {
-                        Done::Exported
-                    } else {
-                        Done::Changed
-                    });
+                    return self.keep_phone(factor, &phone);
                 }
                 Err(ProviderError::RateLimited {
                     retry_after: Some(wait),
@@ -387,6 +402,26 @@ impl Backfill<'_> {
                 }
             }
         }
+    }
+}
+
+impl Backfill<'_> {
+    /// Seals an exported phone under the new provider's key, bound to its factor,
+    /// unless the factor changed since it was read.
+    fn keep_phone(&self, factor: &Factor, phone: &str) -> Result<Done, BackfillError> {
+        let phone = match self.policy.normalize(phone) {
+            Ok(phone) => phone,
+            Err(e) => return Ok(Done::Failed(format!("phone refused: {e}"))),
+        };
+        let sealed = self.keys.seal(phone.e164(), &factor.user_id, &factor.id);
+        let stored = self
+            .state
+            .store_exported_phone(factor, &sealed, self.clock.now_ms())?;
+        Ok(if stored {
+            Done::Exported
+        } else {
+            Done::Changed
+        })
     }
 }
 

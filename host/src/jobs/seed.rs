@@ -143,11 +143,37 @@ pub fn seed(
             "the config names no legacy products under [state.legacy]".into(),
         ));
     }
+    // One generator drawn in this order (people, legacy hashes, directory, logins):
+    // the same seed makes the same data.
     let mut rng = StdRng::seed_from_u64(options.seed);
     let products: Vec<&str> = legacy.iter().map(|(p, _)| p.as_str()).collect();
+    let people = people(&mut rng, &products, options.users);
+    progress(&format!(
+        "hashing {} people's legacy passwords",
+        people.len()
+    ));
+    let mut report = SeedReport {
+        people: people.len(),
+        ..Default::default()
+    };
+    write_legacy(legacy, &people, &mut rng, &mut report, &mut progress)?;
+    write_directory(
+        state,
+        &people,
+        options,
+        &mut rng,
+        &mut report,
+        &mut progress,
+    )?;
+    write_logins(logins_dir, &people, options.logins, &mut rng)?;
+    report.logins = options.logins;
+    report.logins_dir = logins_dir.to_owned();
+    Ok(report)
+}
 
-    let mut people = Vec::with_capacity(options.users);
-    for n in 0..options.users {
+fn people(rng: &mut StdRng, products: &[&str], users: usize) -> Vec<Person> {
+    let mut people = Vec::with_capacity(users);
+    for n in 0..users {
         let first = FIRST[rng.random_range(0..FIRST.len())];
         let last = LAST[rng.random_range(0..LAST.len())];
         let domain = DOMAINS[rng.random_range(0..DOMAINS.len())];
@@ -189,15 +215,17 @@ pub fn seed(
             accounts,
         });
     }
+    people
+}
 
-    progress(&format!(
-        "hashing {} people's legacy passwords",
-        people.len()
-    ));
-    let mut report = SeedReport {
-        people: people.len(),
-        ..Default::default()
-    };
+/// Each product's own table, its passwords hashed the way that product did.
+fn write_legacy(
+    legacy: &[(String, String)],
+    people: &[Person],
+    rng: &mut StdRng,
+    report: &mut SeedReport,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), StoreError> {
     for (index, (product, url)) in legacy.iter().enumerate() {
         let mut rows = Vec::new();
         for (n, person) in people.iter().enumerate() {
@@ -208,7 +236,7 @@ pub fn seed(
                     legacy_id.clone(),
                     person.email.clone(),
                     n % 4 != 0,
-                    legacy_hash(index, password, &mut rng, n),
+                    legacy_hash(index, password, rng, n),
                     profile,
                 ));
             }
@@ -228,53 +256,73 @@ pub fn seed(
         report.legacy_accounts.insert(product.clone(), rows.len());
         progress(&format!("{product}: {} legacy accounts", rows.len()));
     }
+    Ok(())
+}
 
-    let priors: Vec<Prior> = (0..people.len())
-        .map(|n| match n % 50 {
+/// What a person's directory entry is before any login: metadata, whether the email
+/// is verified, linked identities and the password hash.
+fn prior_entry(
+    prior: Prior,
+    person: &Person,
+    salt: [u8; 16],
+) -> Option<(serde_json::Value, bool, Vec<Identity>, Option<String>)> {
+    let (product, legacy_id, _) = &person.accounts[0];
+    let linked = vec![Identity {
+        provider: product.clone(),
+        user_id: legacy_id.clone(),
+        connection: product.clone(),
+    }];
+    Some(match prior {
+        Prior::None => return None,
+        Prior::BulkImported => (
+            json!({"bulkImported": true}),
+            true,
+            linked,
+            Some(legacy_formats::bcrypt(&person.password, "2b", salt)),
+        ),
+        Prior::BulkImportedMustReset => (
+            json!({"bulkImported": true, "forcePasswordReset": true}),
+            true,
+            linked,
+            None,
+        ),
+        Prior::Migrated => (
+            json!({"migrated": true, "migrated_from": [product]}),
+            true,
+            linked,
+            Some(legacy_formats::argon2id(&person.password, &salt)),
+        ),
+        // Someone else signed up with this email before the migration.
+        Prior::Squatted => (
+            json!({}),
+            false,
+            Vec::new(),
+            Some(legacy_formats::argon2id("squatter-password", &salt)),
+        ),
+    })
+}
+
+fn write_directory(
+    state: &dyn StateStore,
+    people: &[Person],
+    options: &SeedOptions,
+    rng: &mut StdRng,
+    report: &mut SeedReport,
+    progress: &mut impl FnMut(&str),
+) -> Result<(), StoreError> {
+    let mut skipped_factor = 0;
+    for (n, person) in people.iter().enumerate() {
+        let prior = match n % 50 {
             0..=2 => Prior::BulkImported,
             3 => Prior::BulkImportedMustReset,
             4 | 5 => Prior::Migrated,
             6 => Prior::Squatted,
             _ => Prior::None,
-        })
-        .collect();
-    let mut skipped_factor = 0;
-    for (n, (person, prior)) in people.iter().zip(&priors).enumerate() {
-        let (product, legacy_id, _) = &person.accounts[0];
-        let linked = vec![Identity {
-            provider: product.clone(),
-            user_id: legacy_id.clone(),
-            connection: product.clone(),
-        }];
+        };
         let mut salt = [0u8; 16];
         rng.fill_bytes(&mut salt);
-        let (metadata, verified, identities, hash) = match prior {
-            Prior::None => continue,
-            Prior::BulkImported => (
-                json!({"bulkImported": true}),
-                true,
-                linked,
-                Some(legacy_formats::bcrypt(&person.password, "2b", salt)),
-            ),
-            Prior::BulkImportedMustReset => (
-                json!({"bulkImported": true, "forcePasswordReset": true}),
-                true,
-                linked,
-                None,
-            ),
-            Prior::Migrated => (
-                json!({"migrated": true, "migrated_from": [product]}),
-                true,
-                linked,
-                Some(legacy_formats::argon2id(&person.password, &salt)),
-            ),
-            // Someone else signed up with this email before the migration.
-            Prior::Squatted => (
-                json!({}),
-                false,
-                Vec::new(),
-                Some(legacy_formats::argon2id("squatter-password", &salt)),
-            ),
+        let Some((metadata, verified, identities, hash)) = prior_entry(prior, person, salt) else {
+            continue;
         };
         let user = DirectoryUser {
             id: format!("usr_seed{n:05}"),
@@ -305,7 +353,16 @@ pub fn seed(
             progress(&format!("directory: {} users", report.directory_users));
         }
     }
+    Ok(())
+}
 
+/// The demo's login attempts, one JSON file each; earlier runs' files go first.
+fn write_logins(
+    logins_dir: &Path,
+    people: &[Person],
+    logins: usize,
+    rng: &mut StdRng,
+) -> Result<(), StoreError> {
     std::fs::create_dir_all(logins_dir)
         .map_err(|e| StoreError::Backend(format!("{}: {e}", logins_dir.display())))?;
     for old in std::fs::read_dir(logins_dir)
@@ -317,7 +374,7 @@ pub fn seed(
         }
     }
     let now_ms = crate::flows::clock::Clock::now_ms(&crate::flows::clock::SystemClock);
-    for i in 0..options.logins {
+    for i in 0..logins {
         let n = rng.random_range(0..people.len());
         let person = &people[n];
         let (email, password) = match rng.random_range(0..100) {
@@ -345,9 +402,7 @@ pub fn seed(
         )
         .map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
     }
-    report.logins = options.logins;
-    report.logins_dir = logins_dir.to_owned();
-    Ok(report)
+    Ok(())
 }
 
 fn legacy_id(product: &str, n: usize) -> String {

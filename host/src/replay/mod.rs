@@ -237,34 +237,18 @@ impl Replay {
                     gateway.login(&attempt)
                 }
                 (None, Some(resume)) => {
-                    let (token, transaction_id) = issued.clone().ok_or_else(|| {
-                        format!(
-                            "step {} continues, but no earlier step redirected",
-                            index + 1
-                        )
-                    })?;
-                    let token = match resume.token {
-                        TokenChoice::Issued => token,
-                        TokenChoice::Forged => forge(&token),
+                    let Some(outcome) = resume_step(&gateway, resume, issued.as_ref(), index)?
+                    else {
+                        // The host answered alone: no rule ran.
+                        results.push(StepResult {
+                            step: index + 1,
+                            expected: step.expect.clone(),
+                            got: Expectation::host_only(),
+                            unexpected_calls: replayer.unexpected(),
+                        });
+                        continue;
                     };
-                    // A recovery's enrolment is the host's to check, from its state: the
-                    // rule resumes with what the host resumed it with live, and a
-                    // continue the host answered alone runs no rule at all (the login
-                    // stays parked, as the replay's token does).
-                    let result = match (&resume.enrolment, resume.token) {
-                        (Some(EnrolmentCheck::Answered), TokenChoice::Issued) => {
-                            results.push(StepResult {
-                                step: index + 1,
-                                expected: step.expect.clone(),
-                                got: Expectation::host_only(),
-                                unexpected_calls: replayer.unexpected(),
-                            });
-                            continue;
-                        }
-                        (Some(EnrolmentCheck::Completed { result }), _) => result.to_string(),
-                        _ => replayed_result(&resume.result),
-                    };
-                    gateway.resume(&token, &transaction_id, &result)
+                    outcome
                 }
                 _ => {
                     return Err(format!(
@@ -295,4 +279,34 @@ impl Replay {
         }
         Ok(())
     }
+}
+
+/// A `continue` step with the token the earlier step was issued (or a forgery of
+/// it); `None` when the host answers it alone, running no rule.
+fn resume_step(
+    gateway: &Gateway,
+    resume: &crate::replay::record::RecordedResume,
+    issued: Option<&(String, String)>,
+    index: usize,
+) -> Result<Option<Result<crate::runtime::verdict::Verdict, GatewayError>>, String> {
+    let (token, transaction_id) = issued.cloned().ok_or_else(|| {
+        format!(
+            "step {} continues, but no earlier step redirected",
+            index + 1
+        )
+    })?;
+    let token = match resume.token {
+        TokenChoice::Issued => token,
+        TokenChoice::Forged => forge(&token),
+    };
+    // A recovery's enrolment is the host's to check, from its state: the rule
+    // resumes with what the host resumed it with live, and a continue the host
+    // answered alone runs no rule at all (the login stays parked, as the replay's
+    // token does).
+    let result = match (&resume.enrolment, resume.token) {
+        (Some(EnrolmentCheck::Answered), TokenChoice::Issued) => return Ok(None),
+        (Some(EnrolmentCheck::Completed { result }), _) => result.to_string(),
+        _ => replayed_result(&resume.result),
+    };
+    Ok(Some(gateway.resume(&token, &transaction_id, &result)))
 }

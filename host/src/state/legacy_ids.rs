@@ -101,40 +101,10 @@ impl LegacyProducts {
         only_empty: bool,
     ) -> Result<IdWrites, StoreError> {
         let down = backend(product);
-        let mut done = IdWrites::default();
-        // Counts the row's case; true when the row is to be written.
-        let apply = |done: &mut IdWrites,
-                     legacy_id: &str,
-                     current: Option<(Option<String>, String)>,
-                     target: &str|
-         -> bool {
-            let Some((current, email_norm)) = current else {
-                done.missing += 1;
-                return false;
-            };
-            let current_step = if only_empty && current.is_some() {
-                Step::Unchanged
-            } else {
-                step(current, &email_norm, target, pregenerated)
-            };
-            match current_step {
-                Step::Write { repair } => {
-                    if repair {
-                        done.repaired += 1;
-                    } else {
-                        done.written += 1;
-                    }
-                    true
-                }
-                Step::Unchanged => {
-                    done.unchanged += 1;
-                    false
-                }
-                Step::Conflict(held) => {
-                    done.conflicts.push((legacy_id.to_owned(), held));
-                    false
-                }
-            }
+        let mut tally = Tally {
+            done: IdWrites::default(),
+            pregenerated,
+            only_empty,
         };
         match self.store_of(product)? {
             ProductStore::Sqlite(path) => {
@@ -151,7 +121,7 @@ impl LegacyProducts {
                         let current = read
                             .query_row([legacy_id], |r| Ok((r.get(0)?, r.get(1)?)))
                             .optional()?;
-                        if apply(&mut done, legacy_id, current, target) {
+                        if tally.take(legacy_id, current, target) {
                             write.execute([legacy_id, target])?;
                         }
                     }
@@ -177,7 +147,7 @@ impl LegacyProducts {
                         .query_opt(&read, &[legacy_id])
                         .map_err(|e| down(e.to_string()))?
                         .map(|r| (r.get(0), r.get(1)));
-                    if apply(&mut done, legacy_id, current, target) {
+                    if tally.take(legacy_id, current, target) {
                         tx.execute(&write, &[legacy_id, target])
                             .map_err(|e| down(e.to_string()))?;
                     }
@@ -199,7 +169,7 @@ impl LegacyProducts {
                             (legacy_id,),
                         )
                         .map_err(|e| down(e.to_string()))?;
-                    if apply(&mut done, legacy_id, current, target) {
+                    if tally.take(legacy_id, current, target) {
                         tx.exec_drop(
                             format!("UPDATE {table} SET unified_id = ? WHERE legacy_id = ?"),
                             (target, legacy_id),
@@ -210,6 +180,51 @@ impl LegacyProducts {
                 tx.commit().map_err(|e| down(e.to_string()))?;
             }
         }
-        Ok(done)
+        Ok(tally.done)
+    }
+}
+
+/// Counts each row's case as the writes go.
+struct Tally {
+    done: IdWrites,
+    pregenerated: fn(&str) -> String,
+    only_empty: bool,
+}
+
+impl Tally {
+    /// True when the row (its current id and email, if it exists) is to be written.
+    fn take(
+        &mut self,
+        legacy_id: &str,
+        current: Option<(Option<String>, String)>,
+        target: &str,
+    ) -> bool {
+        let Some((current, email_norm)) = current else {
+            self.done.missing += 1;
+            return false;
+        };
+        let current_step = if self.only_empty && current.is_some() {
+            Step::Unchanged
+        } else {
+            step(current, &email_norm, target, self.pregenerated)
+        };
+        match current_step {
+            Step::Write { repair } => {
+                if repair {
+                    self.done.repaired += 1;
+                } else {
+                    self.done.written += 1;
+                }
+                true
+            }
+            Step::Unchanged => {
+                self.done.unchanged += 1;
+                false
+            }
+            Step::Conflict(held) => {
+                self.done.conflicts.push((legacy_id.to_owned(), held));
+                false
+            }
+        }
     }
 }

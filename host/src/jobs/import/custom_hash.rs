@@ -227,168 +227,21 @@ fn describe(custom: &Map<String, Value>) -> Result<Described<'_>, RecordError> {
 /// for properties outside the schema by the caller), or why it cannot be stored.
 pub fn stored(custom: &Map<String, Value>) -> Result<String, RecordError> {
     let d = describe(custom)?;
-    let algorithm = d.algorithm;
-    // A property the algorithm does not read would be stored as if it were not there:
-    // the submitter believes it matters, so it is refused.
-    let keyed = algorithm == "hmac";
-    let salted = matches!(
-        algorithm,
-        "hmac" | "md4" | "md5" | "sha1" | "sha256" | "sha512"
-    );
-    let unread = [
-        ("salt", d.salt.is_some() && !salted),
-        ("hash.digest", d.digest.is_some() && !keyed),
-        ("hash.key", d.key.is_some() && !keyed),
-    ]
-    .into_iter()
-    .chain(d.scrypt.iter().map(|name| (*name, true)))
-    .find(|(_, present)| *present);
-    let known = matches!(
-        algorithm,
-        "argon2"
-            | "bcrypt"
-            | "hmac"
-            | "ldap"
-            | "md4"
-            | "md5"
-            | "sha1"
-            | "sha256"
-            | "sha512"
-            | "pbkdf2"
-    );
-    if let (true, Some((name, _))) = (known, unread) {
-        return Err(error(
-            "NOT_PASSED",
-            name,
-            format!("{name} is not allowed with algorithm {algorithm}"),
-        ));
-    }
+    refuse_unread(&d)?;
     let password_encoding = d
         .password
         .and_then(PasswordEncoding::from_auth0)
         .unwrap_or(PasswordEncoding::Utf8);
-    let phc_encoding = || -> Result<(), RecordError> {
-        if !matches!(d.encoding, None | Some("utf8")) {
-            return Err(error(
-                "ENUM_MISMATCH",
-                "hash.encoding",
-                format!("hash.encoding must be utf8 with algorithm {algorithm}"),
-            ));
-        }
-        // bcrypt, argon2 and PBKDF2 strings are checked over the password's UTF-8.
-        if password_encoding != PasswordEncoding::Utf8 {
-            return Err(error(
-                "ENUM_MISMATCH",
-                "password.encoding",
-                format!(
-                    "{algorithm} hashes of a password other than utf8 are not verified by this directory"
-                ),
-            ));
-        }
-        Ok(())
-    };
-    let digest_encoding = || -> Result<&str, RecordError> {
-        match d.encoding {
-            Some(e @ ("hex" | "base64")) => Ok(e),
-            _ => Err(error(
-                "ENUM_MISMATCH",
-                "hash.encoding",
-                format!("hash.encoding must be hex or base64 with algorithm {algorithm}"),
-            )),
-        }
-    };
-    let format = |what: &str| {
-        error(
-            "FORMAT",
-            "hash.value",
-            format!("Invalid {algorithm} hash: {what}"),
-        )
-    };
-    let (salt, position) = d.salt.clone().unwrap_or((Vec::new(), SaltPosition::Prefix));
-    let stored = match algorithm {
-        "bcrypt" => {
-            phc_encoding()?;
-            if !["$2a$", "$2b$", "$2y$"]
-                .iter()
-                .any(|p| d.value.starts_with(p))
-                || d.value.len() != 60
-                || !d.value.is_ascii()
-            {
-                return Err(format("not a $2a$, $2b$ or $2y$ bcrypt string"));
-            }
-            d.value.to_owned()
-        }
-        "argon2" => {
-            phc_encoding()?;
-            let hash = argon2::password_hash::phc::PasswordHash::new(d.value)
-                .map_err(|_| format("not a PHC string"))?;
-            if !hash.algorithm.as_str().starts_with("argon2") || hash.hash.is_none() {
-                return Err(format("not an argon2 PHC string"));
-            }
-            d.value.to_owned()
-        }
-        "pbkdf2" => {
-            phc_encoding()?;
-            pbkdf2(d.value).map_err(|what| format(&what))?.stored()
-        }
+    let stored = match d.algorithm {
+        "bcrypt" | "argon2" | "pbkdf2" => phc_stored(&d, password_encoding)?,
         "md4" | "md5" | "sha1" | "sha256" | "sha512" => {
-            let digest = Digest::from_name(algorithm).expect("a digest's name");
-            let hash = decode(d.value, digest_encoding()?, "hash.value")?;
-            if hash.len() != digest.output_len() {
-                return Err(format(&format!(
-                    "{} bytes, not {}",
-                    hash.len(),
-                    digest.output_len()
-                )));
-            }
-            Salted {
-                digest,
-                hmac_key: None,
-                password_encoding,
-                salt,
-                position,
-                hash,
-            }
-            .stored()
+            let digest = Digest::from_name(d.algorithm).expect("a digest's name");
+            salted_stored(&d, digest, None, password_encoding)?
         }
         "hmac" => {
-            let name = required(d.digest, "hash", "digest")?;
-            let digest = match name {
-                "whirlpool" => {
-                    return Err(error(
-                        "ENUM_MISMATCH",
-                        "hash.digest",
-                        "whirlpool HMACs are not verified by this directory",
-                    ));
-                }
-                "sha224" | "sha384" | "md4" | "md5" | "ripemd160" | "sha1" | "sha256"
-                | "sha512" => Digest::from_name(name).expect("a digest's name"),
-                other => {
-                    return Err(error(
-                        "ENUM_MISMATCH",
-                        "hash.digest",
-                        format!("No enum match for: {other}"),
-                    ));
-                }
-            };
+            let digest = hmac_digest(required(d.digest, "hash", "digest")?)?;
             let key = required(d.key.clone(), "hash", "key")?;
-            let hash = decode(d.value, digest_encoding()?, "hash.value")?;
-            if hash.len() != digest.output_len() {
-                return Err(format(&format!(
-                    "{} bytes, not {}",
-                    hash.len(),
-                    digest.output_len()
-                )));
-            }
-            Salted {
-                digest,
-                hmac_key: Some(key),
-                password_encoding,
-                salt,
-                position,
-                hash,
-            }
-            .stored()
+            salted_stored(&d, digest, Some(key), password_encoding)?
         }
         "ldap" => {
             if !matches!(d.encoding, None | Some("utf8")) {
@@ -398,7 +251,7 @@ pub fn stored(custom: &Map<String, Value>) -> Result<String, RecordError> {
                     "hash.encoding must be utf8 with algorithm ldap",
                 ));
             }
-            let (digest, salt, hash) = ldap(d.value).map_err(|what| format(&what))?;
+            let (digest, salt, hash) = ldap(d.value).map_err(|what| format_error(&d, &what))?;
             Salted {
                 digest,
                 hmac_key: None,
@@ -430,8 +283,163 @@ pub fn stored(custom: &Map<String, Value>) -> Result<String, RecordError> {
     match passwords::admit(&stored) {
         Ok(()) => Ok(stored),
         Err(e @ HashError::TooCostly(..)) => Err(error("MAXIMUM", "hash.value", e.to_string())),
-        Err(e) => Err(format(&e.to_string())),
+        Err(e) => Err(format_error(&d, &e.to_string())),
     }
+}
+
+/// A property the algorithm does not read would be stored as if it were not there:
+/// the submitter believes it matters, so it is refused.
+fn refuse_unread(d: &Described<'_>) -> Result<(), RecordError> {
+    let algorithm = d.algorithm;
+    let keyed = algorithm == "hmac";
+    let salted = matches!(
+        algorithm,
+        "hmac" | "md4" | "md5" | "sha1" | "sha256" | "sha512"
+    );
+    let unread = [
+        ("salt", d.salt.is_some() && !salted),
+        ("hash.digest", d.digest.is_some() && !keyed),
+        ("hash.key", d.key.is_some() && !keyed),
+    ]
+    .into_iter()
+    .chain(d.scrypt.iter().map(|name| (*name, true)))
+    .find(|(_, present)| *present);
+    let known = matches!(
+        algorithm,
+        "argon2"
+            | "bcrypt"
+            | "hmac"
+            | "ldap"
+            | "md4"
+            | "md5"
+            | "sha1"
+            | "sha256"
+            | "sha512"
+            | "pbkdf2"
+    );
+    match (known, unread) {
+        (true, Some((name, _))) => Err(error(
+            "NOT_PASSED",
+            name,
+            format!("{name} is not allowed with algorithm {algorithm}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn format_error(d: &Described<'_>, what: &str) -> RecordError {
+    error(
+        "FORMAT",
+        "hash.value",
+        format!("Invalid {} hash: {what}", d.algorithm),
+    )
+}
+
+/// bcrypt, argon2 and PBKDF2 strings, stored as given once they read as such.
+fn phc_stored(
+    d: &Described<'_>,
+    password_encoding: PasswordEncoding,
+) -> Result<String, RecordError> {
+    let algorithm = d.algorithm;
+    if !matches!(d.encoding, None | Some("utf8")) {
+        return Err(error(
+            "ENUM_MISMATCH",
+            "hash.encoding",
+            format!("hash.encoding must be utf8 with algorithm {algorithm}"),
+        ));
+    }
+    // They are checked over the password's UTF-8.
+    if password_encoding != PasswordEncoding::Utf8 {
+        return Err(error(
+            "ENUM_MISMATCH",
+            "password.encoding",
+            format!(
+                "{algorithm} hashes of a password other than utf8 are not verified by this directory"
+            ),
+        ));
+    }
+    match algorithm {
+        "bcrypt" => {
+            if !["$2a$", "$2b$", "$2y$"]
+                .iter()
+                .any(|p| d.value.starts_with(p))
+                || d.value.len() != 60
+                || !d.value.is_ascii()
+            {
+                return Err(format_error(d, "not a $2a$, $2b$ or $2y$ bcrypt string"));
+            }
+            Ok(d.value.to_owned())
+        }
+        "argon2" => {
+            let hash = argon2::password_hash::phc::PasswordHash::new(d.value)
+                .map_err(|_| format_error(d, "not a PHC string"))?;
+            if !hash.algorithm.as_str().starts_with("argon2") || hash.hash.is_none() {
+                return Err(format_error(d, "not an argon2 PHC string"));
+            }
+            Ok(d.value.to_owned())
+        }
+        _ => Ok(pbkdf2(d.value)
+            .map_err(|what| format_error(d, &what))?
+            .stored()),
+    }
+}
+
+/// The digest an `hmac` record names, among those this directory verifies.
+fn hmac_digest(name: &str) -> Result<Digest, RecordError> {
+    match name {
+        "whirlpool" => Err(error(
+            "ENUM_MISMATCH",
+            "hash.digest",
+            "whirlpool HMACs are not verified by this directory",
+        )),
+        "sha224" | "sha384" | "md4" | "md5" | "ripemd160" | "sha1" | "sha256" | "sha512" => {
+            Ok(Digest::from_name(name).expect("a digest's name"))
+        }
+        other => Err(error(
+            "ENUM_MISMATCH",
+            "hash.digest",
+            format!("No enum match for: {other}"),
+        )),
+    }
+}
+
+/// A plain or keyed digest over the password and its salt, given hex or base64.
+fn salted_stored(
+    d: &Described<'_>,
+    digest: Digest,
+    hmac_key: Option<Vec<u8>>,
+    password_encoding: PasswordEncoding,
+) -> Result<String, RecordError> {
+    let encoding = match d.encoding {
+        Some(e @ ("hex" | "base64")) => e,
+        _ => {
+            return Err(error(
+                "ENUM_MISMATCH",
+                "hash.encoding",
+                format!(
+                    "hash.encoding must be hex or base64 with algorithm {}",
+                    d.algorithm
+                ),
+            ));
+        }
+    };
+    let hash = decode(d.value, encoding, "hash.value")?;
+    if hash.len() != digest.output_len() {
+        return Err(format_error(
+            d,
+            &format!("{} bytes, not {}", hash.len(), digest.output_len()),
+        ));
+    }
+    let (salt, position) = d.salt.clone().unwrap_or((Vec::new(), SaltPosition::Prefix));
+    Ok(Salted {
+        digest,
+        hmac_key,
+        password_encoding,
+        salt,
+        position,
+        hash,
+    }
+    .stored())
 }
 
 /// An RFC 2307 `userPassword`: `{SCHEME}base64(digest[ + salt])`.
