@@ -324,13 +324,7 @@ impl Pipeline {
             });
             let (result, fault, stop) = match checked {
                 Ok(outcome) => {
-                    let result = match &outcome.decision {
-                        Decision::Allow => RuleResult::Continue,
-                        Decision::Deny { .. } => RuleResult::Deny,
-                        Decision::Redirect { .. } => RuleResult::Redirect,
-                        Decision::Challenge { .. } => RuleResult::Challenge,
-                        Decision::Recover { .. } => RuleResult::Recover,
-                    };
+                    let result = rule_result(&outcome.decision);
                     ctx.pending
                         .extend(outcome.effects.iter().map(effect_to_wit));
                     effects.extend(outcome.effects);
@@ -341,29 +335,16 @@ impl Pipeline {
                     (result, None, stop)
                 }
                 Err((kind, message)) => {
-                    // A rule's own error text may quote the login; keep emails out.
-                    let message = crate::model::redact::redact_text(&message).into_owned();
-                    let policy = rule.settings.on_error;
-                    tracing::warn!(
-                        transaction = %login.transaction_id, rule = %name, ?kind, ?policy,
-                        "rule fault: {message}"
-                    );
-                    if policy == OnError::Deny {
+                    let fault = rule_fault(&rule.settings, login, kind, &message);
+                    let stop = fault.policy == OnError::Deny;
+                    if stop {
                         decision = Decision::Deny {
                             code: "rule_fault".into(),
                             message: "The login could not be checked; please try again.".into(),
                             retryable: true,
                         };
                     }
-                    (
-                        RuleResult::Fault,
-                        Some(Fault {
-                            kind,
-                            message,
-                            policy,
-                        }),
-                        policy == OnError::Deny,
-                    )
+                    (RuleResult::Fault, Some(fault), stop)
                 }
             };
             trace.push(RuleTrace {
@@ -624,4 +605,37 @@ fn classify(
         _ => error.root_cause().to_string(),
     };
     (kind, message)
+}
+
+/// What a rule's decision makes of its step in the trace.
+fn rule_result(decision: &Decision) -> RuleResult {
+    match decision {
+        Decision::Allow => RuleResult::Continue,
+        Decision::Deny { .. } => RuleResult::Deny,
+        Decision::Redirect { .. } => RuleResult::Redirect,
+        Decision::Challenge { .. } => RuleResult::Challenge,
+        Decision::Recover { .. } => RuleResult::Recover,
+    }
+}
+
+/// A rule's fault as the trace keeps it and the log tells it; its `on_error` policy
+/// decides whether the login goes on.
+fn rule_fault(
+    settings: &crate::config::RuleSettings,
+    login: &LoginAttempt,
+    kind: FaultKind,
+    message: &str,
+) -> Fault {
+    // A rule's own error text may quote the login; keep emails out.
+    let message = crate::model::redact::redact_text(message).into_owned();
+    let policy = settings.on_error;
+    tracing::warn!(
+        transaction = %login.transaction_id, rule = %settings.name, ?kind, ?policy,
+        "rule fault: {message}"
+    );
+    Fault {
+        kind,
+        message,
+        policy,
+    }
 }
