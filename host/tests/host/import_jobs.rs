@@ -20,8 +20,8 @@ use crate::common::{Result, migration_config};
 use crate::import::{Serve, user};
 
 /// A job slow enough to kill its instance in the middle (20 users/s), whose lease a
-/// taker-over waits out (2 s).
-const SLOW: &str = "users_per_second = 20\njob_lease_seconds = 2";
+/// taker-over waits out (2 s); a rate limit the tests' polling stays under.
+const SLOW: &str = "users_per_second = 20\njob_lease_seconds = 2\nrequests_per_minute = 6000";
 
 /// The migration fixture with its directory on `url` (else SQLite in `dir`).
 fn config_on(dir: &Path, url: Option<&str>) -> Result<PathBuf> {
@@ -67,7 +67,7 @@ fn wait_for(serve: &Serve, id: &str, what: &str, mut done: impl FnMut(&Value) ->
             return job;
         }
         assert!(Instant::now() < deadline, "job {id} never {what}: {job}");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
