@@ -158,15 +158,25 @@ impl Worker {
         let worker = self.clone();
         let name = format!("import-{}", claimed.job.id);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
-            worker.run_job(&env, claimed);
-            worker.running.fetch_sub(1, Ordering::SeqCst);
-            worker.signal.wake();
+            let running = Running(worker);
+            running.0.run_job(&env, claimed);
         });
         if let Err(e) = spawned {
             // The lease runs out and this or another instance takes the job up.
             self.running.fetch_sub(1, Ordering::SeqCst);
             tracing::error!("import jobs: no thread for a job: {e}");
         }
+    }
+}
+
+/// A job thread's place among the running, given back however the thread ends (a
+/// panic too: the worker's shutdown waits for none to be left).
+struct Running(Arc<Worker>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
+        self.0.signal.wake();
     }
 }
 
