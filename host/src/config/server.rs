@@ -70,6 +70,11 @@ pub struct ImportApiSettings {
     /// Users imported per second per job (0: as fast as the directory takes them).
     #[serde(default)]
     pub users_per_second: u32,
+    /// How long an instance holds a job it runs without renewing (each record renews
+    /// it): after a crash, another instance takes the job up this long after the
+    /// crashed one last wrote. At least 2.
+    #[serde(default = "default_import_lease")]
+    pub job_lease_seconds: u64,
 }
 
 fn default_import_connection() -> String {
@@ -89,6 +94,9 @@ fn default_import_retention() -> u64 {
 }
 fn default_import_job_seconds() -> u64 {
     2 * 3600
+}
+fn default_import_lease() -> u64 {
+    30
 }
 
 /// One gateway allowed to send logins: its bearer token comes from an environment

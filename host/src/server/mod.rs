@@ -771,12 +771,50 @@ pub async fn serve(
         })
     });
 
+    let import_worker = start_import_worker(&app)?;
     let limits = ConnectionLimits::from(&config.server);
     let drain = std::time::Duration::from_millis(config.server.request_timeout_ms);
-    serve_connections(listener, router(app), limits, shutdown_signal(), drain).await?;
+    serve_connections(
+        listener,
+        router(app.clone()),
+        limits,
+        shutdown_signal(),
+        drain,
+    )
+    .await?;
     let _ = stop_dispatch.send(true);
     if let Some(task) = dispatcher {
         let _ = task.await;
     }
+    if let (Some(api), Some(worker)) = (&app.import_api, import_worker) {
+        // Its jobs let go of their leases, so another instance goes on at once.
+        api.stop_worker();
+        let _ = tokio::task::spawn_blocking(move || worker.join()).await;
+    }
     Ok(())
+}
+
+/// The users-imports API's job worker on a thread of its own, when the API is on: it
+/// runs jobs from the shared state, whichever instance accepted them.
+fn start_import_worker(
+    app: &Arc<AppState>,
+) -> Result<Option<std::thread::JoinHandle<()>>, ServeError> {
+    let Some(api) = &app.import_api else {
+        return Ok(None);
+    };
+    let source = app.clone();
+    // Read for each job: a reload's stores and clock are the next job's.
+    let env = Arc::new(move || {
+        let gateway = source.gateway();
+        crate::jobs::import::worker::JobEnv {
+            state: gateway.state().clone(),
+            legacy: gateway.services().legacy.clone(),
+            clock: gateway.clock().clone(),
+        }
+    });
+    let worker = api.worker(env);
+    let thread = std::thread::Builder::new()
+        .name("import-worker".into())
+        .spawn(move || worker.run())?;
+    Ok(Some(thread))
 }

@@ -100,6 +100,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sqlite: &[Sql(super::devices::SCHEMA)],
         postgres: super::devices::SCHEMA,
     },
+    Migration {
+        version: 12,
+        name: "users-imports jobs in the shared state, under leases",
+        sqlite: &[Sql(super::import_jobs::SCHEMA_SQLITE)],
+        postgres: super::import_jobs::SCHEMA_POSTGRES,
+    },
 ];
 
 /// The schema version this build writes.

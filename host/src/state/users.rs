@@ -95,6 +95,8 @@ pub const CLEARED: &[&str] = &[
     "device_tokens",
     "factor_failures",
     "rate_windows",
+    "import_jobs",
+    "import_job_errors",
     "password_resets_required",
     "audit_log",
 ];

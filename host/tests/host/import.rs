@@ -405,13 +405,13 @@ fn the_same_people_on_postgres_and_mariadb_export_as_from_sqlite() -> Result {
     Ok(())
 }
 
-const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
+pub(crate) const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
 const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
 
 /// `portcullis serve` as a process with the import API on, stopped on drop.
-struct Serve {
+pub(crate) struct Serve {
     child: std::process::Child,
-    url: String,
+    pub(crate) url: String,
     client: reqwest::blocking::Client,
 }
 
@@ -423,7 +423,7 @@ impl Drop for Serve {
 }
 
 impl Serve {
-    fn start(dir: &Path, config: &Path, import_api: &str) -> Serve {
+    pub(crate) fn start(dir: &Path, config: &Path, import_api: &str) -> Serve {
         std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
         let text = std::fs::read_to_string(config).unwrap();
         let with_api =
@@ -458,7 +458,7 @@ impl Serve {
         }
     }
 
-    fn submit(
+    pub(crate) fn submit(
         &self,
         users: Vec<u8>,
         external_id: &str,
@@ -481,7 +481,7 @@ impl Serve {
     }
 
     /// A GET that waits out the rate limit (tests that drain it on purpose).
-    fn get_patiently(&self, path: &str) -> reqwest::blocking::Response {
+    pub(crate) fn get_patiently(&self, path: &str) -> reqwest::blocking::Response {
         loop {
             let response = self.get(path);
             if response.status() != 429 {
@@ -496,7 +496,7 @@ impl Serve {
         }
     }
 
-    fn get(&self, path: &str) -> reqwest::blocking::Response {
+    pub(crate) fn get(&self, path: &str) -> reqwest::blocking::Response {
         self.client
             .get(format!("{}{path}", self.url))
             .bearer_auth(IMPORT_TOKEN)
@@ -505,7 +505,7 @@ impl Serve {
     }
 
     /// Polls a job until it is no longer pending or processing.
-    fn finished(&self, id: &str) -> Value {
+    pub(crate) fn finished(&self, id: &str) -> Value {
         for _ in 0..300 {
             let job: Value = self
                 .get_patiently(&format!("/api/v2/jobs/{id}"))
@@ -519,7 +519,7 @@ impl Serve {
         panic!("job {id} did not finish");
     }
 
-    fn login(&self, email: &str, password: &str, tx: &str) -> Value {
+    pub(crate) fn login(&self, email: &str, password: &str, tx: &str) -> Value {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -620,7 +620,7 @@ fn imported_users_sign_in_with_their_legacy_password_which_then_becomes_argon2id
     Ok(())
 }
 
-fn user(email: &str) -> Value {
+pub(crate) fn user(email: &str) -> Value {
     let hash = portcullis::state::passwords::legacy_formats::salted_sha1("pw", "salt");
     serde_json::json!({
         "email": email,

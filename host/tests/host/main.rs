@@ -14,6 +14,7 @@ mod factor_limits;
 mod faults;
 mod hardening;
 mod import;
+mod import_jobs;
 mod legacy;
 mod load;
 mod memory;

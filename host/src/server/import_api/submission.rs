@@ -1,0 +1,180 @@
+//! `POST /api/v2/jobs/users-imports`: the multipart form, Auth0's checks on it, and the
+//! job stored in the shared state (where any instance's worker takes it up).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Multipart, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{AppState, ImportApi, admitted, auth0_error, unavailable, wire, with_headers};
+use crate::state::import_jobs::{Admission, ImportJob, JobStatus, JobSummary, NewImportJob};
+
+struct Submission {
+    users: Option<Vec<u8>>,
+    connection_id: Option<String>,
+    upsert: bool,
+    external_id: Option<String>,
+    send_completion_email: bool,
+}
+
+fn flag(text: &str) -> Result<bool, String> {
+    match text {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("expected true or false, not {other:?}")),
+    }
+}
+
+#[allow(clippy::result_large_err)]
+async fn read_submission(mut form: Multipart, max_file: usize) -> Result<Submission, Response> {
+    let bad = |message: String| auth0_error(StatusCode::BAD_REQUEST, message, "invalid_body");
+    let mut submission = Submission {
+        users: None,
+        connection_id: None,
+        upsert: false,
+        external_id: None,
+        send_completion_email: true,
+    };
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(too_large(max_file));
+            }
+            Err(e) => return Err(bad(format!("invalid multipart body: {}", e.body_text()))),
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = field.bytes().await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large(max_file)
+            } else {
+                bad(format!("invalid multipart body: {}", e.body_text()))
+            }
+        })?;
+        let text = || String::from_utf8_lossy(&bytes).trim().to_owned();
+        match name.as_str() {
+            "users" => {
+                if bytes.len() > max_file {
+                    return Err(too_large(max_file));
+                }
+                submission.users = Some(bytes.to_vec());
+            }
+            "connection_id" => submission.connection_id = Some(text()),
+            "upsert" => {
+                submission.upsert = flag(&text()).map_err(|e| bad(format!("upsert: {e}")))?
+            }
+            "external_id" => {
+                let id = text();
+                if id.len() > 255 {
+                    return Err(bad("external_id: at most 255 characters".into()));
+                }
+                submission.external_id = Some(id);
+            }
+            "send_completion_email" => {
+                submission.send_completion_email =
+                    flag(&text()).map_err(|e| bad(format!("send_completion_email: {e}")))?
+            }
+            other => return Err(bad(format!("unknown field {other:?}"))),
+        }
+    }
+    Ok(submission)
+}
+
+fn too_large(max_file: usize) -> Response {
+    auth0_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("Payload content length greater than maximum allowed: {max_file}"),
+        "payload_too_large",
+    )
+}
+
+/// The job to store, or Auth0's answer to a form without what it needs.
+#[allow(clippy::result_large_err)]
+fn new_job(api: &ImportApi, submission: Submission, now_ms: u64) -> Result<NewImportJob, Response> {
+    let bad = |message: &str| auth0_error(StatusCode::BAD_REQUEST, message, "invalid_body");
+    let Some(users) = submission.users else {
+        return Err(bad("Missing required property: users"));
+    };
+    match submission.connection_id.as_deref() {
+        None => return Err(bad("Missing required property: connection_id")),
+        Some(id) if id != api.settings.connection_id => {
+            return Err(auth0_error(
+                StatusCode::BAD_REQUEST,
+                format!("The connection does not exist: {id}"),
+                "inexistent_connection",
+            ));
+        }
+        Some(_) => {}
+    }
+    Ok(NewImportJob {
+        id: format!("job_{}", crate::model::random_id()),
+        connection_id: api.settings.connection_id.clone(),
+        external_id: submission.external_id,
+        upsert: submission.upsert,
+        send_completion_email: submission.send_completion_email,
+        users_file: users,
+        created_at_ms: now_ms,
+    })
+}
+
+pub(super) async fn submit(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    form: Multipart,
+) -> Response {
+    let (api, rate) = match admitted(&app, &headers) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let max_file = api.settings.max_file_kb * 1024;
+    let submission = match read_submission(form, max_file).await {
+        Ok(submission) => submission,
+        Err(response) => return with_headers(response, rate),
+    };
+    let gateway = app.gateway();
+    let now = gateway.clock().now_ms();
+    let job = match new_job(&api, submission, now) {
+        Ok(job) => job,
+        Err(response) => return with_headers(response, rate),
+    };
+    let max_active = api.settings.max_concurrent_jobs as u64;
+    // The limit holds across instances: checked where the job is stored, in one
+    // transaction.
+    let stored =
+        tokio::task::block_in_place(|| gateway.state().insert_import_job(&job, max_active));
+    let response = match stored {
+        Ok(Admission::Stored) => {
+            api.signal.wake();
+            // As stored: pending (a worker may have taken it up since).
+            let stored = ImportJob {
+                id: job.id,
+                status: JobStatus::Pending,
+                connection_id: job.connection_id,
+                external_id: job.external_id,
+                upsert: job.upsert,
+                send_completion_email: job.send_completion_email,
+                done: 0,
+                summary: JobSummary::default(),
+                status_details: None,
+                created_at_ms: job.created_at_ms,
+                started_at_ms: None,
+                updated_at_ms: job.created_at_ms,
+                lease_owner: None,
+                lease_until_ms: None,
+            };
+            (StatusCode::CREATED, Json(wire::job_json(&stored, now))).into_response()
+        }
+        Ok(Admission::TooMany { active }) => auth0_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "There are {active} active import users jobs, please wait until some of them are finished and try again"
+            ),
+            "too_many_requests",
+        ),
+        Err(e) => unavailable(e),
+    };
+    with_headers(response, rate)
+}
