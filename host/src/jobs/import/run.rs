@@ -244,18 +244,7 @@ pub fn run(
             "--max-jobs and --max-attempts must be at least 1".into(),
         ));
     }
-    let manifest: Manifest = serde_json::from_slice(&read(&options.dir.join(MANIFEST))?)
-        .map_err(|e| RunError::Invalid(format!("{MANIFEST}: {e}")))?;
-    // The files must be the ones exported: each is its own external id.
-    for file in &manifest.files {
-        let bytes = read(&options.dir.join(&file.name))?;
-        if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
-            return Err(RunError::Invalid(format!(
-                "{} changed since the export (its SHA-256 differs from the manifest's)",
-                file.name
-            )));
-        }
-    }
+    let manifest = verified_manifest(&options.dir)?;
     let mut report = RunReport {
         target: options.target.clone(),
         dry_run: options.dry_run,
@@ -263,46 +252,11 @@ pub fn run(
         ..Default::default()
     };
     if options.dry_run {
-        let known: BTreeMap<String, ImportFileState> = state
-            .import_files()?
-            .into_iter()
-            .map(|f| (f.sha256.clone(), f))
-            .collect();
-        for file in &manifest.files {
-            let done = known.get(&file.sha256).is_some_and(|f| {
-                f.status == FileStatus::Completed
-                    || (f.status == FileStatus::Failed && !options.retry_failed)
-            });
-            if !done {
-                report.files_to_submit.push(file.name.clone());
-            }
-        }
-        report.users = manifest.files.iter().map(|f| f.users).sum();
+        dry_run(state, &manifest, options, &mut report)?;
         return Ok(report);
     }
     let now = options.now_ms;
-    state.import_files_register(
-        &manifest
-            .files
-            .iter()
-            .map(|f| (f.sha256.clone(), f.name.clone(), f.users))
-            .collect::<Vec<_>>(),
-        now(),
-    )?;
-    if options.retry_failed {
-        // Given up on earlier (a wrong target, a token since fixed): pending again,
-        // attempts from zero; the reason stays until the next attempt replaces it.
-        for mut file in state.import_files()? {
-            if file.status == FileStatus::Failed
-                && manifest.files.iter().any(|f| f.sha256 == file.sha256)
-            {
-                file.status = FileStatus::Pending;
-                file.attempts = 0;
-                file.job_id = None;
-                state.import_file_update(&file, now())?;
-            }
-        }
-    }
+    register(state, &manifest, options)?;
     let results = options.dir.join("results");
     std::fs::create_dir_all(&results).map_err(|source| RunError::Io {
         path: results.clone(),
@@ -373,17 +327,7 @@ pub fn run(
         .into_iter()
         .filter(|f| ours.contains(f.sha256.as_str()))
     {
-        report.users += file.users;
-        report.inserted += file.inserted;
-        report.updated += file.updated;
-        report.duplicates += file.duplicates;
-        match file.status {
-            FileStatus::Completed => report.files_completed += 1,
-            _ => report.files_failed.push(FailedFile {
-                name: file.name.clone(),
-                reason: file.last_error.clone().unwrap_or_default(),
-            }),
-        }
+        report.count(file);
     }
     report.failed_users = failed_users_by_code(&options.dir);
     report.rate_limited = client.rate_limited;
@@ -395,6 +339,97 @@ pub fn run(
     report.users_per_second = handled as f64 / started.elapsed().as_secs_f64().max(1e-9);
     report.peak_rss_kib = crate::jobs::peak_rss_kib();
     Ok(report)
+}
+
+/// The export's manifest, its files checked to be the ones exported: each is its
+/// own external id.
+fn verified_manifest(dir: &Path) -> Result<Manifest, RunError> {
+    let manifest: Manifest = serde_json::from_slice(&read(&dir.join(MANIFEST))?)
+        .map_err(|e| RunError::Invalid(format!("{MANIFEST}: {e}")))?;
+    for file in &manifest.files {
+        let bytes = read(&dir.join(&file.name))?;
+        if hex::encode(Sha256::digest(&bytes)) != file.sha256 {
+            return Err(RunError::Invalid(format!(
+                "{} changed since the export (its SHA-256 differs from the manifest's)",
+                file.name
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// `--dry-run`: the files a run would submit, from what the state says of them.
+fn dry_run(
+    state: &dyn StateStore,
+    manifest: &Manifest,
+    options: &RunOptions,
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let known: BTreeMap<String, ImportFileState> = state
+        .import_files()?
+        .into_iter()
+        .map(|f| (f.sha256.clone(), f))
+        .collect();
+    for file in &manifest.files {
+        let done = known.get(&file.sha256).is_some_and(|f| {
+            f.status == FileStatus::Completed
+                || (f.status == FileStatus::Failed && !options.retry_failed)
+        });
+        if !done {
+            report.files_to_submit.push(file.name.clone());
+        }
+    }
+    report.users = manifest.files.iter().map(|f| f.users).sum();
+    Ok(())
+}
+
+/// The manifest's files in the state (once each), and with `--retry-failed` those
+/// given up on earlier (a wrong target, a token since fixed) pending again, attempts
+/// from zero; the reason stays until the next attempt replaces it.
+fn register(
+    state: &dyn StateStore,
+    manifest: &Manifest,
+    options: &RunOptions,
+) -> Result<(), RunError> {
+    let now = options.now_ms;
+    state.import_files_register(
+        &manifest
+            .files
+            .iter()
+            .map(|f| (f.sha256.clone(), f.name.clone(), f.users))
+            .collect::<Vec<_>>(),
+        now(),
+    )?;
+    if options.retry_failed {
+        for mut file in state.import_files()? {
+            if file.status == FileStatus::Failed
+                && manifest.files.iter().any(|f| f.sha256 == file.sha256)
+            {
+                file.status = FileStatus::Pending;
+                file.attempts = 0;
+                file.job_id = None;
+                state.import_file_update(&file, now())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RunReport {
+    /// One file's outcome in the totals.
+    fn count(&mut self, file: ImportFileState) {
+        self.users += file.users;
+        self.inserted += file.inserted;
+        self.updated += file.updated;
+        self.duplicates += file.duplicates;
+        match file.status {
+            FileStatus::Completed => self.files_completed += 1,
+            _ => self.files_failed.push(FailedFile {
+                name: file.name,
+                reason: file.last_error.unwrap_or_default(),
+            }),
+        }
+    }
 }
 
 enum Started {
@@ -425,98 +460,23 @@ fn start(
     let options = client.options;
     let now = options.now_ms;
     let mut file = file.clone();
-    if file.status == FileStatus::Submitting {
-        // A run died after (or while) submitting it: does the target have the job?
-        let (status, body) = client.get(&format!("/api/v2/jobs?external_id={}", file.sha256))?;
-        // A failed or expired job with this external id is an earlier attempt (or the
-        // lost one, failed already): only a live or completed job is taken up.
-        if status == 200
-            && let Ok(Value::Array(jobs)) = serde_json::from_slice::<Value>(&body)
-            && let Some(id) = jobs
-                .iter()
-                .find(|j| {
-                    matches!(
-                        j["status"].as_str(),
-                        Some("pending" | "processing" | "completed")
-                    )
-                })
-                .and_then(|j| j["id"].as_str())
-        {
-            file.status = FileStatus::Submitted;
-            file.job_id = Some(id.to_owned());
-            file.attempts += 1;
-            state.import_file_update(&file, now())?;
-            report.jobs_found_again += 1;
-            return Ok(Started::Changed);
-        }
-        if file.attempts >= options.max_attempts {
-            // The lost submission was the last attempt.
-            file.status = FileStatus::Failed;
-            state.import_file_update(&file, now())?;
-            return Ok(Started::Changed);
-        }
+    if file.status == FileStatus::Submitting
+        && let Some(started) = found_again(client, state, &mut file, report)?
+    {
+        return Ok(started);
     }
     let previous = file.status;
     file.status = FileStatus::Submitting;
     state.import_file_update(&file, now())?;
-    let bytes = read(&options.dir.join(&file.name))?;
-    let form = reqwest::blocking::multipart::Form::new()
-        .part(
-            "users",
-            reqwest::blocking::multipart::Part::bytes(bytes)
-                .file_name(file.name.clone())
-                .mime_str("application/json")
-                .expect("a valid MIME type"),
-        )
-        .text("connection_id", options.connection_id.clone())
-        .text("upsert", options.upsert.to_string())
-        .text("external_id", file.sha256.clone())
-        .text("send_completion_email", "false");
     let url = format!(
         "{}/api/v2/jobs/users-imports",
         options.target.trim_end_matches('/')
     );
     report.submissions += 1;
-    let answer = match client.send(client.http.post(&url).multipart(form)) {
-        // A server without this API may answer 404 at once and close the connection
-        // while the file is still being sent, which the client sees as a broken
-        // request, not as the 404. Asked again without the file, it says what it is;
-        // a real import API answers that with a 400 and makes no job.
-        Answer::Transport(e) => match client.send(
-            client.http.post(&url).multipart(
-                reqwest::blocking::multipart::Form::new()
-                    .text("connection_id", options.connection_id.clone()),
-            ),
-        ) {
-            Answer::Got(status @ (404 | 405), body) => Answer::Got(status, body),
-            _ => Answer::Transport(e),
-        },
-        answer => answer,
-    };
+    let answer = submit(client, &url, &file)?;
     match answer {
         Answer::Got(200..=202, body) => {
-            let id = serde_json::from_slice::<Value>(&body)
-                .ok()
-                .and_then(|v| v["id"].as_str().map(str::to_owned));
-            file.attempts += 1;
-            match id {
-                Some(id) => {
-                    report.submissions_accepted += 1;
-                    // Injected faults stop here, before the id is written.
-                    if options.abort_after_submissions == Some(report.submissions_accepted as u32) {
-                        return Err(RunError::Aborted(report.submissions_accepted as u32));
-                    }
-                    file.status = FileStatus::Submitted;
-                    file.job_id = Some(id);
-                    file.last_error = None;
-                }
-                None => retry_or_fail(
-                    options,
-                    &mut file,
-                    "the target accepted the file but named no job".into(),
-                    now(),
-                ),
-            }
+            accepted(options, &mut file, &body, report)?;
             state.import_file_update(&file, now())?;
             Ok(Started::Changed)
         }
@@ -575,6 +535,114 @@ fn start(
             Ok(Started::Wait(options.retry_after))
         }
     }
+}
+
+/// A run died after (or while) submitting this file: does the target have the job?
+/// `Some` when that settles the file for now.
+fn found_again(
+    client: &mut Client<'_>,
+    state: &dyn StateStore,
+    file: &mut ImportFileState,
+    report: &mut RunReport,
+) -> Result<Option<Started>, RunError> {
+    let options = client.options;
+    let now = options.now_ms;
+    {
+        let (status, body) = client.get(&format!("/api/v2/jobs?external_id={}", file.sha256))?;
+        // A failed or expired job with this external id is an earlier attempt (or the
+        // lost one, failed already): only a live or completed job is taken up.
+        if status == 200
+            && let Ok(Value::Array(jobs)) = serde_json::from_slice::<Value>(&body)
+            && let Some(id) = jobs
+                .iter()
+                .find(|j| {
+                    matches!(
+                        j["status"].as_str(),
+                        Some("pending" | "processing" | "completed")
+                    )
+                })
+                .and_then(|j| j["id"].as_str())
+        {
+            file.status = FileStatus::Submitted;
+            file.job_id = Some(id.to_owned());
+            file.attempts += 1;
+            state.import_file_update(file, now())?;
+            report.jobs_found_again += 1;
+            return Ok(Some(Started::Changed));
+        }
+        if file.attempts >= options.max_attempts {
+            // The lost submission was the last attempt.
+            file.status = FileStatus::Failed;
+            state.import_file_update(file, now())?;
+            return Ok(Some(Started::Changed));
+        }
+    }
+    Ok(None)
+}
+
+/// Sends the file. A server without this API may answer 404 at once and close the
+/// connection while the file is still being sent, which the client sees as a broken
+/// request, not as the 404: asked again without the file, it says what it is (a real
+/// import API answers that with a 400 and makes no job).
+fn submit(client: &mut Client<'_>, url: &str, file: &ImportFileState) -> Result<Answer, RunError> {
+    let options = client.options;
+    let bytes = read(&options.dir.join(&file.name))?;
+    let form = reqwest::blocking::multipart::Form::new()
+        .part(
+            "users",
+            reqwest::blocking::multipart::Part::bytes(bytes)
+                .file_name(file.name.clone())
+                .mime_str("application/json")
+                .expect("a valid MIME type"),
+        )
+        .text("connection_id", options.connection_id.clone())
+        .text("upsert", options.upsert.to_string())
+        .text("external_id", file.sha256.clone())
+        .text("send_completion_email", "false");
+    Ok(match client.send(client.http.post(url).multipart(form)) {
+        Answer::Transport(e) => match client.send(
+            client.http.post(url).multipart(
+                reqwest::blocking::multipart::Form::new()
+                    .text("connection_id", options.connection_id.clone()),
+            ),
+        ) {
+            Answer::Got(status @ (404 | 405), body) => Answer::Got(status, body),
+            _ => Answer::Transport(e),
+        },
+        answer => answer,
+    })
+}
+
+/// The target took the file: its job id is the file's (or, named none, a retry).
+fn accepted(
+    options: &RunOptions,
+    file: &mut ImportFileState,
+    body: &[u8],
+    report: &mut RunReport,
+) -> Result<(), RunError> {
+    let id = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["id"].as_str().map(str::to_owned));
+    file.attempts += 1;
+    match id {
+        Some(id) => {
+            report.submissions_accepted += 1;
+            // Injected faults stop here, before the id is written.
+            if options.abort_after_submissions == Some(report.submissions_accepted as u32) {
+                return Err(RunError::Aborted(report.submissions_accepted as u32));
+            }
+            file.status = FileStatus::Submitted;
+            file.job_id = Some(id);
+            file.last_error = None;
+        }
+        None => retry_or_fail(
+            options,
+            file,
+            "the target accepted the file but named no job".into(),
+            (options.now_ms)(),
+        ),
+    }
+    Ok(())
 }
 
 /// Polls one running job; true when its file's state changed.
