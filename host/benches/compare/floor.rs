@@ -112,11 +112,7 @@ impl Floor {
 
     /// As `evaluate`, each rule taking the instance made ahead for it (or making one
     /// if there is none): what a login waits for when instances are made ahead.
-    pub fn evaluate_made_ahead(
-        &self,
-        login: &LoginAttempt,
-        services: &Services,
-    ) -> ModelVerdict {
+    pub fn evaluate_made_ahead(&self, login: &LoginAttempt, services: &Services) -> ModelVerdict {
         let taken: Vec<Option<Ahead>> = std::mem::take(&mut *self.ahead.lock().unwrap());
         let mut taken = taken.into_iter();
         run_rules(login, &self.rules, |rule, ctx| {

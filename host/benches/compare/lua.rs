@@ -66,8 +66,8 @@ impl LuaEngine {
         let shared = lua.create_table().map_err(lua_error)?;
         let globals = lua.globals();
         for name in [
-            "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber",
-            "pcall", "error", "select", "next",
+            "string", "table", "math", "pairs", "ipairs", "type", "tostring", "tonumber", "pcall",
+            "error", "select", "next",
         ] {
             let value: LuaValue = globals.raw_get(name).map_err(lua_error)?;
             shared.raw_set(name, value).map_err(lua_error)?;
@@ -155,7 +155,11 @@ impl Engine for LuaEngine {
         let effects: Table = result.raw_get("effects").map_err(lua_error)?;
         let effects = effects
             .sequence_values::<LuaValue>()
-            .map(|e| self.lua.from_value::<Value>(e.map_err(lua_error)?).map_err(lua_error))
+            .map(|e| {
+                self.lua
+                    .from_value::<Value>(e.map_err(lua_error)?)
+                    .map_err(lua_error)
+            })
             .collect::<Result<Vec<Value>, String>>()?;
         expectation_from_script(decision, effects)
     }
@@ -178,10 +182,7 @@ fn host_table(
         "config",
         lua.create_function(move |_, (rule, key): (mlua::LuaString, mlua::LuaString)| {
             let (rule, key) = (rule.to_str()?, key.to_str()?);
-            Ok(by_rule
-                .get(&*rule)
-                .and_then(|c| c.get(&*key))
-                .cloned())
+            Ok(by_rule.get(&*rule).and_then(|c| c.get(&*key)).cloned())
         })?,
     )?;
     host.raw_set(
@@ -225,11 +226,13 @@ fn host_table(
     let s = services.clone();
     host.raw_set(
         "verifyLegacyPassword",
-        lua.create_function(move |_, (product, id): (mlua::LuaString, mlua::LuaString)| {
-            s.legacy
-                .verify_password(&product.to_str()?, &id.to_str()?, &"bench".into())
-                .map_err(|e| mlua::Error::runtime(e.message))
-        })?,
+        lua.create_function(
+            move |_, (product, id): (mlua::LuaString, mlua::LuaString)| {
+                s.legacy
+                    .verify_password(&product.to_str()?, &id.to_str()?, &"bench".into())
+                    .map_err(|e| mlua::Error::runtime(e.message))
+            },
+        )?,
     )?;
     Ok(host)
 }

@@ -359,7 +359,11 @@ fn expected(scenario: &Scenario) -> Value {
 }
 
 /// `Ok` with the verdict when it is the recording's, else what differs.
-fn check(engine: &str, verdict: Result<Expectation, String>, expected: &Value) -> Result<Expectation, String> {
+fn check(
+    engine: &str,
+    verdict: Result<Expectation, String>,
+    expected: &Value,
+) -> Result<Expectation, String> {
     let verdict = verdict.map_err(|e| format!("{engine}: {e}"))?;
     let got = serde_json::to_value(&verdict).map_err(|e| e.to_string())?;
     if &got != expected {
@@ -528,7 +532,9 @@ fn js_row(
         .write_all(input.to_string().as_bytes())
         .map_err(|e| format!("js-vm: {e}"))?;
     drop(stdin);
-    let output = child.wait_with_output().map_err(|e| format!("js-vm: {e}"))?;
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("js-vm: {e}"))?;
     let result: Value = serde_json::from_slice(&output.stdout)
         .map_err(|e| format!("js-vm: bench.mjs printed no JSON ({e})"))?;
     let mut verdict = None;
@@ -704,7 +710,9 @@ fn instructions(json_out: bool) {
             // Nothing counted inside `within`: the compiler inlined it into its callers
             // in this build, so there is no function to toggle on.
             if within.is_some() && high == 0 {
-                eprintln!("{within:?} is not a function of its own in this build: no made-ahead count");
+                eprintln!(
+                    "{within:?} is not a function of its own in this build: no made-ahead count"
+                );
                 return None;
             }
             assert!(
@@ -764,21 +772,42 @@ fn instructions(json_out: bool) {
             r.wasm_over_native
         );
     }
+    // 0: not counted (the instantiation was inlined in this build).
+    let counted = |n: u64| {
+        if n == 0 {
+            "n/a".to_owned()
+        } else {
+            n.to_string()
+        }
+    };
+    let ratio = |n: u64, r: f64| {
+        if n == 0 {
+            "n/a".to_owned()
+        } else {
+            format!("{r:.2}x")
+        }
+    };
     println!("made ahead (the login alone, both engines):");
     for r in &rows {
         println!(
-            "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {:.2}x",
+            "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {}",
             r.scenario,
-            r.wasm_ahead_instructions_per_login,
-            r.floor_ahead_instructions_per_login,
-            r.wasm_over_floor_ahead
+            counted(r.wasm_ahead_instructions_per_login),
+            counted(r.floor_ahead_instructions_per_login),
+            ratio(
+                r.wasm_ahead_instructions_per_login * r.floor_ahead_instructions_per_login,
+                r.wasm_over_floor_ahead
+            )
         );
     }
     println!("a Lua state reused across logins (a fresh environment per login):");
     for r in &rows {
         println!(
-            "{:<26} lua {:>9}  wasm/lua {:.2}x (work per login), {:.2}x (login, instances made ahead)",
-            r.scenario, r.lua_instructions_per_login, r.wasm_over_lua, r.wasm_ahead_over_lua
+            "{:<26} lua {:>9}  wasm/lua {:.2}x (work per login), {} (login, instances made ahead)",
+            r.scenario,
+            r.lua_instructions_per_login,
+            r.wasm_over_lua,
+            ratio(r.wasm_ahead_instructions_per_login, r.wasm_ahead_over_lua)
         );
     }
 }
@@ -827,7 +856,8 @@ const WASM: &str = "login: instances made ahead (Pipeline::prepare after it, out
 const FLOOR_AHEAD: &str = "login: instances made ahead (Floor::prepare after it, outside the timer); work per login: login + prepare";
 const MADE_IN_LOGIN: &str = "login = work per login: every instance made in the login";
 const NATIVE: &str = "login = work per login: no sandbox, nothing made per login";
-const LUA: &str = "login = work per login: one Lua state reused, a fresh environment table per login, inside it";
+const LUA: &str =
+    "login = work per login: one Lua state reused, a fresh environment table per login, inside it";
 
 /// wasm's p50 over a peer's, for both figures: below 1, wasm costs less.
 #[derive(Serialize)]
@@ -851,7 +881,10 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
     let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
         .expect("fixtures/pipeline.toml loads");
     let names: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(names, RULE_NAMES, "the bench's peers run these rules in this order");
+    assert_eq!(
+        names, RULE_NAMES,
+        "the bench's peers run these rules in this order"
+    );
     let pipeline = Runtime::new(&config.engine)
         .unwrap()
         .load(&config)
@@ -893,7 +926,12 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
             ),
             row(
                 ("fl-ahead", FLOOR_AHEAD),
-                || model(|| floor.evaluate_made_ahead(login, services), || floor.prepare()),
+                || {
+                    model(
+                        || floor.evaluate_made_ahead(login, services),
+                        || floor.prepare(),
+                    )
+                },
                 &expected,
                 iterations,
                 threads,
@@ -999,9 +1037,14 @@ fn print_comparisons(comparisons: &[Comparison]) {
             );
         }
     }
-    println!("every engine's verdict (decision and effects) is the recording's: checked on its first login, after the timed ones and on each thread's last");
+    println!(
+        "every engine's verdict (decision and effects) is the recording's: checked on its first login, after the timed ones and on each thread's last"
+    );
     println!("\nwasm over each peer, p50 (below 1: wasm costs less):");
-    println!("{:<24} {:<8} {:>8} {:>15}", "scenario", "peer", "login", "work per login");
+    println!(
+        "{:<24} {:<8} {:>8} {:>15}",
+        "scenario", "peer", "login", "work per login"
+    );
     for c in comparisons {
         for r in &c.wasm_over {
             println!(
