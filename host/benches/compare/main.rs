@@ -281,10 +281,10 @@ pub(crate) fn expectation_from_script(
             _ => &[],
         };
         for field in fields {
-            if let Some(text) = effect[*field].as_str() {
-                if let Ok(parsed) = serde_json::from_str::<Value>(text) {
-                    effect[*field] = parsed;
-                }
+            if let Some(text) = effect[*field].as_str()
+                && let Ok(parsed) = serde_json::from_str::<Value>(text)
+            {
+                effect[*field] = parsed;
             }
         }
     }
