@@ -1,5 +1,6 @@
 // Runs rules.js in Node's `vm` module with a fresh context per evaluation and prints
-// latency percentiles and throughput as JSON. Input (stdin): {ctx, answers, config,
+// latency percentiles, throughput and the first and last login's verdicts as JSON
+// (the bench checks them against the recording). Input (stdin): {ctx, answers, config,
 // iterations}. Used by `cargo bench -p portcullis --bench compare`.
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -35,12 +36,13 @@ for (let i = 0; i < input.iterations; i++) {
   samples.push(Number(process.hrtime.bigint() - t0) / 1000);
 }
 const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+// The host checks the first and the last login's verdicts against the recording.
+const last = once();
 samples.sort((a, b) => a - b);
 const at = (q) => samples[Math.round((samples.length - 1) * q)];
 console.log(
   JSON.stringify({
-    decision: first.decision.type,
-    effects: first.effects.length,
+    verdicts: { first, last },
     p50_us: at(0.5),
     p99_us: at(0.99),
     mean_us: samples.reduce((a, b) => a + b, 0) / samples.length,

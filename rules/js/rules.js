@@ -110,14 +110,20 @@ function idPropagation(ctx, host) {
 }
 
 function evaluate(ctx, host) {
-  const rules = [bulkImportedSkip, migrateOnLogin, ownershipCheck, idPropagation];
+  const rules = [
+    ["bulk-imported-skip", bulkImportedSkip],
+    ["migrate-on-login", migrateOnLogin],
+    ["ownership-check", ownershipCheck],
+    ["id-propagation", idPropagation],
+  ];
   ctx.pending = [];
   let decision = { type: "allow" };
-  for (const rule of rules) {
+  for (const [name, rule] of rules) {
     const outcome = rule(ctx, host);
     ctx.pending.push(...outcome.effects);
     if (outcome.decision.type !== "continue") {
-      decision = outcome.decision;
+      // Named after the rule that made it, as the host's verdict is.
+      decision = { ...outcome.decision, rule: name };
       break;
     }
   }

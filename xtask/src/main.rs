@@ -12,7 +12,8 @@
 //!   natively and in a JS sandbox
 //! - `demo-import`: the bulk import beside lazy migration, end to end, on 100,000 people
 //!   (products on PostgreSQL, MariaDB and SQLite); reports in target/demo-import/
-//! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing)
+//! - `bench-server`: `portcullis serve` under wrk on loopback (installs wrk if missing):
+//!   its `/healthz` rate, its login rate and their ratio, in one run
 //! - `fuzz`: builds the libFuzzer targets in fuzz/ and runs each (`--seconds N`, default
 //!   30, or `--runs N`), seeded from the fixtures; a JSON report in target/fuzz-report.json
 
@@ -69,7 +70,7 @@ const USAGE: &str = "usage: cargo xtask <task> [options]
   test          build the rules, then run the test suite
   lint          rustfmt and clippy checks, as CI runs them
   bench         the rule pipeline as components, as core modules, natively and in JS
-  bench-server  `portcullis serve` under wrk on loopback
+  bench-server  `portcullis serve` under wrk on loopback: /healthz, then logins
   fuzz          the libFuzzer targets in fuzz/ (--seconds N or --runs N)";
 
 fn workspace_root() -> PathBuf {
@@ -425,8 +426,10 @@ fn bench_server(extra: &[String]) -> Result<()> {
     // `--connections N`: wrk's open connections (64: the server saturated; 1: one
     // login at a time, the latency a lightly loaded gateway sees). `--binary PATH`: a
     // `portcullis` built elsewhere (another commit's, to compare two in one sitting)
-    // instead of this tree's.
+    // instead of this tree's. `--seconds N`: each wrk run's length (10). Two runs
+    // against one server: `GET /healthz` (its HTTP floor), then the logins.
     let (mut flush_ms, mut postgres, mut warm, mut connections) = (None, None, None, 64u32);
+    let mut seconds = 10u32;
     let mut binary: Option<PathBuf> = None;
     let mut args = extra.iter();
     while let Some(flag) = args.next() {
@@ -439,6 +442,10 @@ fn bench_server(extra: &[String]) -> Result<()> {
             }
             ("--postgres", Some(url)) => postgres = Some(url.clone()),
             ("--binary", Some(path)) => binary = Some(PathBuf::from(path)),
+            ("--seconds", Some(n)) => {
+                seconds = n.parse().context("--seconds needs a number")?;
+                anyhow::ensure!(seconds >= 1, "--seconds needs at least 1");
+            }
             ("--connections", Some(n)) => {
                 connections = n.parse().context("--connections needs a number")?;
                 anyhow::ensure!(connections >= 1, "--connections needs at least 1");
@@ -451,7 +458,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
             }
             _ => {
                 bail!(
-                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--binary PATH]"
+                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH]"
                 )
             }
         }
@@ -555,6 +562,12 @@ fn bench_server(extra: &[String]) -> Result<()> {
             .replace("TOKEN", token),
     )?;
 
+    let healthz = std::env::temp_dir().join("portcullis-healthz.lua");
+    std::fs::write(
+        &healthz,
+        std::fs::read_to_string(root.join("fixtures/bench/healthz.lua"))?.replace("TOKEN", token),
+    )?;
+
     let mut server = Command::new(&portcullis)
         .current_dir(&root)
         .env("PORTCULLIS_GATEWAY_TOKEN", token)
@@ -572,28 +585,80 @@ fn bench_server(extra: &[String]) -> Result<()> {
         .strip_prefix("listening on ")
         .context("the server did not say where it listens")?
         .to_owned();
-    let mut wrk = Command::new("wrk");
-    let threads = connections.min(2);
-    wrk.arg(format!("-t{threads}"))
-        .arg(format!("-c{connections}"))
-        .args(["-d10s", "--latency", "-s"])
-        .arg(&script)
-        .arg(format!("http://{addr}"));
-    eprintln!("xtask: running {}", shown(&wrk));
-    let cpu_before = cpu_ticks(server.id());
-    let outcome = wrk.output().context("cannot start wrk");
-    let cpu_after = cpu_ticks(server.id());
+    // The server's own HTTP floor first (nothing written), then the logins: one
+    // process, one sitting, so the ratio of the two rates is the login path's cost
+    // against the server's, whatever else the machine runs.
+    let floor = wrk_run(&healthz, &addr, connections, seconds, server.id());
+    let logins = floor
+        .as_ref()
+        .ok()
+        .map(|_| wrk_run(&script, &addr, connections, seconds, server.id()));
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
     let _ = server.wait();
-    let output = outcome?;
-    let report = String::from_utf8_lossy(&output.stdout);
-    print!("{report}");
+    let floor = floor?;
+    let logins = logins.context("no login run")??;
+    println!("--- GET /healthz (the server's HTTP floor)");
+    print!("{}", floor.report);
+    println!("--- POST /v1/login");
+    print!("{}", logins.report);
+    for (what, run) in [("healthz", &floor), ("login", &logins)] {
+        match run.cpu_us {
+            Some(micros) => println!(
+                "{what}: {:.0}/s, server CPU {micros:.1} µs per request ({} requests)",
+                run.rate, run.requests
+            ),
+            None => println!("{what}: {:.0}/s ({} requests)", run.rate, run.requests),
+        }
+    }
+    println!(
+        "logins/s over healthz/s: {:.1}% (server CPU per login over per healthz: {})",
+        100.0 * logins.rate / floor.rate,
+        match (logins.cpu_us, floor.cpu_us) {
+            (Some(l), Some(h)) if h > 0.0 => format!("{:.2}x", l / h),
+            _ => "n/a".into(),
+        }
+    );
+    Ok(())
+}
+
+/// One wrk run against the server and what it cost the server.
+struct WrkRun {
+    report: String,
+    requests: u64,
+    rate: f64,
+    /// The server's CPU time per request (user + system, from `/proc/<pid>/stat`).
+    cpu_us: Option<f64>,
+}
+
+fn wrk_run(
+    script: &std::path::Path,
+    addr: &str,
+    connections: u32,
+    seconds: u32,
+    server: u32,
+) -> Result<WrkRun> {
+    let mut wrk = Command::new("wrk");
+    let threads = connections.min(2);
+    wrk.arg(format!("-t{threads}"))
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{seconds}s"))
+        .args(["--latency", "-s"])
+        .arg(script)
+        .arg(format!("http://{addr}"));
+    eprintln!("xtask: running {}", shown(&wrk));
+    let cpu_before = cpu_ticks(server);
+    let output = wrk.output().context("cannot start wrk")?;
+    let cpu_after = cpu_ticks(server);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
     eprint!("{}", String::from_utf8_lossy(&output.stderr));
     anyhow::ensure!(output.status.success(), "wrk failed with {}", output.status);
-    // wrk shares the two cores with the server, so requests/s moves with whatever
-    // else runs; the server's own CPU time per login is the steadier figure.
+    // A run whose requests were refused measured something else.
+    anyhow::ensure!(
+        !report.contains("Non-2xx or 3xx responses"),
+        "the server refused requests:\n{report}"
+    );
     let requests = report
         .lines()
         .find_map(|l| {
@@ -601,15 +666,28 @@ fn bench_server(extra: &[String]) -> Result<()> {
                 .split_once(" requests in ")
                 .map(|(n, _)| n.to_owned())
         })
-        .and_then(|n| n.parse::<u64>().ok());
-    if let (Ok(before), Ok(after), Some(requests)) = (cpu_before, cpu_after, requests)
-        && requests > 0
-    {
-        let per_second = clock_ticks_per_second().unwrap_or(100);
-        let micros = (after - before) as f64 * 1e6 / per_second as f64 / requests as f64;
-        println!("server CPU: {micros:.1} µs per login ({requests} logins)");
-    }
-    Ok(())
+        .and_then(|n| n.parse::<u64>().ok())
+        .context("wrk printed no request count")?;
+    let rate = report
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .context("wrk printed no rate")?;
+    // wrk shares the two cores with the server, so requests/s moves with whatever
+    // else runs; the server's own CPU time per request is the steadier figure.
+    let cpu_us = match (cpu_before, cpu_after) {
+        (Ok(before), Ok(after)) if requests > 0 => {
+            let per_second = clock_ticks_per_second().unwrap_or(100);
+            Some((after - before) as f64 * 1e6 / per_second as f64 / requests as f64)
+        }
+        _ => None,
+    };
+    Ok(WrkRun {
+        report,
+        requests,
+        rate,
+        cpu_us,
+    })
 }
 
 /// User + system CPU time a process has used so far, in clock ticks.

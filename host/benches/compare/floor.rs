@@ -21,7 +21,7 @@ use wasmtime::{
     PoolingAllocationConfig, Store,
 };
 
-use super::{NativeHost, run_rules};
+use super::{ModelVerdict, NativeHost, run_rules};
 
 /// The rules in the fixture pipeline's order.
 pub(super) const RULES: [&str; 4] = [
@@ -103,7 +103,7 @@ impl Floor {
     }
 
     /// The pipeline's semantics, as `native_evaluate`, each rule in a fresh instance.
-    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
+    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> ModelVerdict {
         run_rules(login, &self.rules, |rule, ctx| {
             let (mut store, instance) = self.instance(rule, Some(services.clone()))?;
             call(instance, &mut store, ctx).ok()?.ok()
@@ -112,11 +112,7 @@ impl Floor {
 
     /// As `evaluate`, each rule taking the instance made ahead for it (or making one
     /// if there is none): what a login waits for when instances are made ahead.
-    pub fn evaluate_made_ahead(
-        &self,
-        login: &LoginAttempt,
-        services: &Services,
-    ) -> (String, usize) {
+    pub fn evaluate_made_ahead(&self, login: &LoginAttempt, services: &Services) -> ModelVerdict {
         let taken: Vec<Option<Ahead>> = std::mem::take(&mut *self.ahead.lock().unwrap());
         let mut taken = taken.into_iter();
         run_rules(login, &self.rules, |rule, ctx| {

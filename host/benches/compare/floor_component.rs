@@ -16,7 +16,7 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store};
 
 use super::floor::{RULES, answer};
-use super::run_rules;
+use super::{ModelVerdict, run_rules};
 
 wasmtime::component::bindgen!({
     inline: "package portcullis:floor;
@@ -90,7 +90,7 @@ impl FloorComponent {
     }
 
     /// The pipeline's semantics, each rule in a fresh component instance.
-    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> (String, usize) {
+    pub fn evaluate(&self, login: &LoginAttempt, services: &Services) -> ModelVerdict {
         run_rules(login, &self.rules, |(pre, config), ctx| {
             let state = ComponentState {
                 services: services.clone(),

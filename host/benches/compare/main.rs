@@ -1,16 +1,25 @@
-//! The migration pipeline three ways, in one run: as sandboxed components (a fresh
-//! instance per rule per login), as the same rule logic compiled natively, and as the
-//! same rules in JavaScript in Node's `vm` with a fresh context per evaluation.
+//! The migration pipeline as every engine runs it, in one run: as sandboxed
+//! components (`wasm`: the runtime's `Pipeline`, instances made ahead), as plain core
+//! modules (the per-rule-isolated floor, made in the login and made ahead), as
+//! components over buffers, as the same rule logic compiled natively, in Lua 5.4 with
+//! one state reused across logins (the OpenResty model, `rules/lua/rules.lua`) and in
+//! JavaScript in Node's `vm` with a fresh context per login (`rules/js/rules.js`).
 //!
 //!     cargo bench -p portcullis --bench compare [-- --json] [-- --iterations N]
 //!     cargo bench -p portcullis --bench compare -- --instructions
+//!
+//! Each engine reports two figures: the *login* (what its caller waits for) and the
+//! *work per login* (the login and whatever is made for the next one outside it);
+//! where nothing is made outside the login they are one figure. Every engine's verdict
+//! (decision and effects) is compared with the recording's on every run, and the bench
+//! exits non-zero when one differs: a number for another path is no number.
 //!
 //! `--instructions` counts instructions per login instead of timing (valgrind's
 //! callgrind, repeatable on a busy machine): each engine and scenario runs twice under
 //! it, with 200 and 400 logins, and the difference divided by 200 is one login's cost,
 //! without start-up or compilation.
 //!
-//! Capability answers come from the recordings, in memory, for all three.
+//! Capability answers come from the recordings, in memory, for every engine.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,10 +27,12 @@ use std::time::Instant;
 
 mod floor;
 mod floor_component;
+mod lua;
 
-use portcullis::bench::{Percentiles, Scenario, ScenarioReport, measure};
+use portcullis::Pipeline;
+use portcullis::bench::{Percentiles, Scenario};
 use portcullis::model::Services;
-use portcullis::replay::record::{Answer, Recording};
+use portcullis::replay::record::{Answer, Expectation, Recording};
 use portcullis::{LoginAttempt, PipelineConfig, Runtime};
 use rule_model::{
     CapabilityError, CapabilityErrorKind, Decision, Host, LegacyAccount, LogLevel, LoginContext,
@@ -131,13 +142,21 @@ fn model_context(login: &LoginAttempt) -> LoginContext {
 
 type RuleFn = fn(&LoginContext, &mut NativeHost<'_>) -> Result<Outcome, RuleError>;
 
+/// The pipeline's rules, in order (`fixtures/pipeline.toml`; `main` checks it).
+pub(crate) const RULE_NAMES: [&str; 4] = [
+    "bulk-imported-skip",
+    "migrate-on-login",
+    "ownership-check",
+    "id-propagation",
+];
+
 /// The pipeline's semantics, natively: rules in order, each seeing the effects before
 /// it, stopping at the first decision that is not `continue`.
 fn native_evaluate(
     login: &LoginAttempt,
     services: &Services,
     configs: &[BTreeMap<String, String>],
-) -> (String, usize) {
+) -> ModelVerdict {
     let rules: [RuleFn; 4] = [
         |c, h| rule_bulk_imported_skip::on_login(c, h),
         |c, h| rule_migrate_on_login::on_login(c, h),
@@ -149,119 +168,307 @@ fn native_evaluate(
     })
 }
 
+/// How the engines beside the components end a login: the decision that stopped the
+/// pipeline (with its rule's name), or every rule continued (allow), or a rule failed.
+pub(crate) enum End {
+    Allow,
+    Stopped(Decision, &'static str),
+    Failed(&'static str),
+}
+
+/// A login's verdict from the engines that run `rule_model`'s types.
+pub(crate) struct ModelVerdict {
+    end: End,
+    effects: Vec<rule_model::Effect>,
+}
+
 /// The pipeline's semantics for the engines beside the components: each rule's
 /// outcome (`None`: it failed) in order, each seeing the effects before it, stopping
-/// at the first decision that is not `continue`. (verdict, effects held).
+/// at the first decision that is not `continue`.
 fn run_rules<R>(
     login: &LoginAttempt,
     rules: impl IntoIterator<Item = R>,
     mut call: impl FnMut(R, &LoginContext) -> Option<Outcome>,
-) -> (String, usize) {
+) -> ModelVerdict {
     let mut ctx = model_context(login);
-    for rule in rules {
+    for (rule, name) in rules.into_iter().zip(RULE_NAMES) {
         let Some(outcome) = call(rule, &ctx) else {
-            return ("deny".into(), 0);
+            return ModelVerdict {
+                end: End::Failed(name),
+                effects: Vec::new(),
+            };
         };
         ctx.pending.extend(outcome.effects);
         match outcome.decision {
             Decision::Continue => {}
-            Decision::Deny(_) => return ("deny".into(), 0),
-            Decision::Redirect(_) => return ("redirect".into(), ctx.pending.len()),
-            Decision::Challenge(_) => return ("challenge".into(), ctx.pending.len()),
+            decision => {
+                return ModelVerdict {
+                    end: End::Stopped(decision, name),
+                    effects: ctx.pending,
+                };
+            }
         }
     }
-    ("allow".into(), ctx.pending.len())
+    ModelVerdict {
+        end: End::Allow,
+        effects: ctx.pending,
+    }
+}
+
+/// A `rule_model` verdict in the shape the scripts' verdicts have (the host's JSON,
+/// metadata still as text), then as a recording states it.
+fn model_expectation(verdict: &ModelVerdict) -> Result<Expectation, String> {
+    use rule_model::{ChallengeKind, Effect as E};
+    let decision = match &verdict.end {
+        End::Allow => json!({"type": "allow"}),
+        End::Failed(rule) => return Err(format!("rule {rule} failed")),
+        End::Stopped(Decision::Deny(d), rule) => json!({
+            "type": "deny", "code": d.code, "message": d.message, "retryable": d.retryable, "rule": rule,
+        }),
+        End::Stopped(Decision::Redirect(r), rule) => json!({
+            "type": "redirect", "url": r.url, "reason": r.reason, "state": r.state, "rule": rule,
+        }),
+        End::Stopped(Decision::Challenge(kind), rule) => json!({
+            "type": "challenge", "rule": rule,
+            "kind": match kind {
+                ChallengeKind::Mfa => "mfa",
+                ChallengeKind::PasswordReset => "password_reset",
+                ChallengeKind::EmailVerification => "email_verification",
+                ChallengeKind::Captcha => "captcha",
+            },
+        }),
+        End::Stopped(Decision::Continue, _) => unreachable!("continue does not stop"),
+    };
+    let denied = matches!(&verdict.end, End::Stopped(Decision::Deny(_), _));
+    let effects = verdict
+        .effects
+        .iter()
+        .filter(|_| !denied)
+        .map(|e| match e {
+            E::SetAppMetadata(patch) => json!({"type": "set_app_metadata", "patch": patch}),
+            E::SetUserMetadata(patch) => json!({"type": "set_user_metadata", "patch": patch}),
+            E::AddClaim(c) => json!({"type": "add_claim", "name": c.name, "value": c.value}),
+            E::CreateUser(u) => json!({
+                "type": "create_user", "email": u.email, "email_verified": u.email_verified,
+                "app_metadata": u.app_metadata, "user_metadata": u.user_metadata,
+                "password_from_login": u.password_from_login,
+            }),
+            E::LinkLegacyAccount(l) => json!({
+                "type": "link_legacy_account", "product": l.product, "legacy_id": l.legacy_id,
+            }),
+            E::EnqueueOutbox(m) => json!({
+                "type": "enqueue_outbox", "topic": m.topic, "key": m.key, "payload": m.payload,
+            }),
+            E::RequirePasswordReset => json!({"type": "require_password_reset"}),
+        })
+        .collect();
+    expectation_from_script(decision, effects)
+}
+
+/// A verdict written as the JS and Lua rules write one (`{type, ...}` decisions and
+/// effects, with metadata and claim values as JSON text, as the contract carries them)
+/// as a recording states it: the JSON text parsed where the host parses it. A value
+/// that is not JSON stays a string, so it differs from the recording's.
+pub(crate) fn expectation_from_script(
+    decision: Value,
+    mut effects: Vec<Value>,
+) -> Result<Expectation, String> {
+    for effect in &mut effects {
+        let fields: &[&str] = match effect["type"].as_str() {
+            Some("create_user") => &["app_metadata", "user_metadata"],
+            Some("set_app_metadata" | "set_user_metadata") => &["patch"],
+            Some("add_claim") => &["value"],
+            _ => &[],
+        };
+        for field in fields {
+            if let Some(text) = effect[*field].as_str()
+                && let Ok(parsed) = serde_json::from_str::<Value>(text)
+            {
+                effect[*field] = parsed;
+            }
+        }
+    }
+    serde_json::from_value(json!({"decision": decision, "effects": effects}))
+        .map_err(|e| format!("not a verdict ({e}): {decision} {effects:?}"))
+}
+
+/// One engine as the bench drives it. Each thread that runs an engine makes its own
+/// (a Lua state is single-threaded); the shared ones borrow what they share.
+pub(crate) trait Engine {
+    type Out;
+    /// One login: what its caller waits for.
+    fn login(&mut self) -> Self::Out;
+    /// After a login, outside its latency: what the next login needs made ahead.
+    fn prepare(&mut self) {}
+    /// The login's verdict, as a recording states one.
+    fn verdict(&self, out: &Self::Out) -> Result<Expectation, String>;
+}
+
+/// The components, through the runtime's `Pipeline` (instances made ahead with
+/// `prepare`, as `engine.warm_instances = 1` does).
+struct WasmEngine<'a> {
+    pipeline: &'a Pipeline,
+    scenario: &'a Scenario,
+}
+
+impl Engine for WasmEngine<'_> {
+    type Out = portcullis::Verdict;
+    fn login(&mut self) -> Self::Out {
+        self.pipeline
+            .evaluate(&self.scenario.login, &self.scenario.services)
+    }
+    fn prepare(&mut self) {
+        self.pipeline.prepare();
+    }
+    fn verdict(&self, out: &Self::Out) -> Result<Expectation, String> {
+        Ok(Expectation::of(out))
+    }
+}
+
+/// An engine over `rule_model`'s types: native, the floors.
+struct ModelEngine<L, P> {
+    login: L,
+    prepare: P,
+}
+
+fn model<L: FnMut() -> ModelVerdict, P: FnMut()>(login: L, prepare: P) -> ModelEngine<L, P> {
+    ModelEngine { login, prepare }
+}
+
+impl<L: FnMut() -> ModelVerdict, P: FnMut()> Engine for ModelEngine<L, P> {
+    type Out = ModelVerdict;
+    fn login(&mut self) -> ModelVerdict {
+        (self.login)()
+    }
+    fn prepare(&mut self) {
+        (self.prepare)()
+    }
+    fn verdict(&self, out: &ModelVerdict) -> Result<Expectation, String> {
+        model_expectation(out)
+    }
+}
+
+/// The recording's verdict as the pipeline gives it (a challenge's code is not sent
+/// here, so the recording's masked destination is not expected).
+fn expected(scenario: &Scenario) -> Value {
+    let mut expected = scenario.expected.clone();
+    if let Some(portcullis::Decision::Challenge { destination, .. }) = &mut expected.decision {
+        *destination = None;
+    }
+    serde_json::to_value(expected).expect("an expectation serializes")
+}
+
+/// `Ok` with the verdict when it is the recording's, else what differs.
+fn check(
+    engine: &str,
+    verdict: Result<Expectation, String>,
+    expected: &Value,
+) -> Result<Expectation, String> {
+    let verdict = verdict.map_err(|e| format!("{engine}: {e}"))?;
+    let got = serde_json::to_value(&verdict).map_err(|e| e.to_string())?;
+    if &got != expected {
+        return Err(format!(
+            "{engine}: the verdict is not the recording's\n  got:      {got}\n  recorded: {expected}"
+        ));
+    }
+    Ok(verdict)
 }
 
 #[derive(Serialize)]
 struct EngineRow {
     engine: &'static str,
+    /// What "login" and "work per login" stand for with this engine.
+    figures: &'static str,
     decision: String,
     effects: usize,
-    #[serde(flatten)]
-    latency: Percentiles,
+    /// What a login waits for.
+    login: Percentiles,
+    /// The login and whatever must be made for the next one (equal to `login` where
+    /// nothing is made outside it).
+    work_per_login: Percentiles,
+    /// Logins (each followed by its preparation) per second, `threads` at once.
     evaluations_per_second: f64,
     threads: usize,
 }
 
-#[derive(Serialize)]
-struct Comparison {
-    scenario: String,
-    wasm: ScenarioReport,
-    engines: Vec<EngineRow>,
-    wasm_over_native_p50: f64,
-    wasm_over_floor_p50: f64,
-    /// Both with instances made ahead: what a login waits for.
-    wasm_over_floor_ahead_p50: f64,
-    js_over_wasm_p50: Option<f64>,
-}
-
-fn native_row(
-    scenario: &Scenario,
-    configs: &[BTreeMap<String, String>],
+/// Latency (sequential) and throughput (`threads` at once, each with its own engine)
+/// of one engine; its verdict checked against the recording on the first login, after
+/// the timed logins and on each thread's last. An error says what differed.
+fn row<E: Engine>(
+    (engine, figures): (&'static str, &'static str),
+    make: impl Fn() -> E + Sync,
+    expected: &Value,
     iterations: usize,
     threads: usize,
-) -> EngineRow {
-    row(
-        "native",
-        || native_evaluate(&scenario.login, &scenario.services, configs),
-        iterations,
-        threads,
-    )
-}
-
-/// Latency percentiles (sequential) and throughput (`threads` at once) of `run`.
-fn row(
-    engine: &'static str,
-    run: impl Fn() -> (String, usize) + Sync,
-    iterations: usize,
-    threads: usize,
-) -> EngineRow {
-    row_then(engine, run, || {}, iterations, threads)
-}
-
-/// As `row`, with `after` run after each login outside its latency (instances made
-/// ahead for the next one) and inside the throughput.
-fn row_then(
-    engine: &'static str,
-    run: impl Fn() -> (String, usize) + Sync,
-    after: impl Fn() + Sync,
-    iterations: usize,
-    threads: usize,
-) -> EngineRow {
-    let (decision, effects) = run();
-    after();
-    for _ in 0..iterations / 10 {
-        std::hint::black_box(run());
-        after();
+) -> Result<EngineRow, String> {
+    let mut e = make();
+    let first = e.login();
+    let verdict = check(engine, e.verdict(&first), expected)?;
+    drop(first);
+    e.prepare();
+    for _ in 0..(iterations / 10).max(20) {
+        std::hint::black_box(e.login());
+        e.prepare();
     }
-    let mut samples = Vec::with_capacity(iterations);
-    for _ in 0..iterations {
+    let mut login = Vec::with_capacity(iterations);
+    let mut work = Vec::with_capacity(iterations);
+    for _ in 0..iterations.max(1) {
         let started = Instant::now();
-        std::hint::black_box(run());
-        samples.push(started.elapsed().as_secs_f64() * 1e6);
-        after();
+        std::hint::black_box(e.login());
+        login.push(started.elapsed().as_secs_f64() * 1e6);
+        e.prepare();
+        work.push(started.elapsed().as_secs_f64() * 1e6);
     }
-    let started = Instant::now();
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                for _ in 0..iterations {
-                    std::hint::black_box(run());
-                    after();
-                }
-            });
-        }
+    let last = e.login();
+    check(engine, e.verdict(&last), expected)?;
+    drop(last);
+    // Each thread makes its engine, then all start together; the span is from the
+    // first start to the last finish, taken by the threads themselves (a waiting
+    // main thread may not run again before they are done).
+    let ready = std::sync::Barrier::new(threads);
+    let (make, ready) = (&make, &ready);
+    let runs: Vec<_> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(move || {
+                    let mut e = make();
+                    ready.wait();
+                    let started = Instant::now();
+                    for _ in 0..iterations.max(1) {
+                        std::hint::black_box(e.login());
+                        e.prepare();
+                    }
+                    let finished = Instant::now();
+                    let last = e.login();
+                    (started, finished, e.verdict(&last))
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
     });
-    let evaluations_per_second = (iterations * threads) as f64 / started.elapsed().as_secs_f64();
-    EngineRow {
-        engine,
-        decision,
-        effects,
-        latency: Percentiles::of(samples),
-        evaluations_per_second,
-        threads,
+    let first_start = runs.iter().map(|r| r.0).min().expect("a thread");
+    let last_finish = runs.iter().map(|r| r.1).max().expect("a thread");
+    let elapsed = last_finish - first_start;
+    for (_, _, verdict) in runs {
+        check(engine, verdict, expected)?;
     }
+    Ok(EngineRow {
+        engine,
+        figures,
+        decision: decision_type(&verdict),
+        effects: verdict.effects.len(),
+        login: Percentiles::of(login),
+        work_per_login: Percentiles::of(work),
+        evaluations_per_second: (iterations.max(1) * threads) as f64 / elapsed.as_secs_f64(),
+        threads,
+    })
+}
+
+fn decision_type(verdict: &Expectation) -> String {
+    serde_json::to_value(&verdict.decision)
+        .ok()
+        .and_then(|d| d["type"].as_str().map(str::to_owned))
+        .unwrap_or_default()
 }
 
 /// The recording's answers as the JS host looks them up.
@@ -291,46 +498,73 @@ fn js_answers(recording: &Path) -> Value {
     answers
 }
 
+/// Node's `vm` with a fresh context per login (`rules/js/bench.mjs`): `None` without
+/// node; an error when its verdicts (its first and last login) are not the recording's.
 fn js_row(
     scenario: &Scenario,
     recording: &Path,
     config: &PipelineConfig,
+    expected: &Value,
     iterations: usize,
-) -> Option<EngineRow> {
-    let ctx = serde_json::to_value(model_context_json(&scenario.login)).ok()?;
+) -> Result<Option<EngineRow>, String> {
+    let ctx = model_context_json(&scenario.login);
     let configs: serde_json::Map<String, Value> = config
         .rules
         .iter()
         .map(|r| (r.name.clone(), json!(r.config)))
         .collect();
     let input = json!({"ctx": ctx, "answers": js_answers(recording), "config": configs, "iterations": iterations});
-    let mut child = std::process::Command::new("node")
+    let child = std::process::Command::new("node")
         .arg(root().join("rules/js/bench.mjs"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| eprintln!("node is not available ({e}): no JS column"))
-        .ok()?;
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            eprintln!("node is not available ({e}): no JS row");
+            return Ok(None);
+        }
+    };
     use std::io::Write;
-    child
-        .stdin
-        .take()?
+    let mut stdin = child.stdin.take().ok_or("node's stdin")?;
+    stdin
         .write_all(input.to_string().as_bytes())
-        .ok()?;
-    let output = child.wait_with_output().ok()?;
-    let result: Value = serde_json::from_slice(&output.stdout).ok()?;
-    Some(EngineRow {
+        .map_err(|e| format!("js-vm: {e}"))?;
+    drop(stdin);
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("js-vm: {e}"))?;
+    let result: Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("js-vm: bench.mjs printed no JSON ({e})"))?;
+    let mut verdict = None;
+    for which in ["first", "last"] {
+        let v = &result["verdicts"][which];
+        let effects = v["effects"].as_array().cloned().unwrap_or_default();
+        verdict = Some(check(
+            "js-vm",
+            expectation_from_script(v["decision"].clone(), effects),
+            expected,
+        )?);
+    }
+    let verdict = verdict.expect("checked");
+    let latency = Percentiles {
+        p50_us: result["p50_us"].as_f64().ok_or("js-vm: no p50")?,
+        p99_us: result["p99_us"].as_f64().ok_or("js-vm: no p99")?,
+        mean_us: result["mean_us"].as_f64().ok_or("js-vm: no mean")?,
+    };
+    Ok(Some(EngineRow {
         engine: "js-vm",
-        decision: result["decision"].as_str().unwrap_or("?").into(),
-        effects: result["effects"].as_u64().unwrap_or(0) as usize,
-        latency: Percentiles {
-            p50_us: result["p50_us"].as_f64()?,
-            p99_us: result["p99_us"].as_f64()?,
-            mean_us: result["mean_us"].as_f64()?,
-        },
-        evaluations_per_second: result["evaluations_per_second_one_thread"].as_f64()?,
+        figures: "login = work per login: a new vm context per login, inside it",
+        decision: decision_type(&verdict),
+        effects: verdict.effects.len(),
+        login: latency.clone(),
+        work_per_login: latency,
+        evaluations_per_second: result["evaluations_per_second_one_thread"]
+            .as_f64()
+            .ok_or("js-vm: no rate")?,
         threads: 1,
-    })
+    }))
 }
 
 /// The context as the JS rules see it: the WIT record's fields, snake_case.
@@ -373,7 +607,14 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
             .unwrap_or_else(|e| panic!("{e}"))
     });
     let (login, services) = (&scenario.login, &scenario.services);
+    let mut lua = (engine == "lua").then(|| {
+        lua::LuaEngine::new(&root(), login, services, &configs).unwrap_or_else(|e| panic!("{e}"))
+    });
     for _ in 0..n {
+        if let Some(lua) = &mut lua {
+            let _ = std::hint::black_box(lua.login());
+            continue;
+        }
         match (engine, &floor, &floor_component) {
             ("wasm", ..) => {
                 std::hint::black_box(pipeline.evaluate(login, services));
@@ -448,6 +689,11 @@ struct InstructionRow {
     floor_ahead_instructions_per_login: u64,
     wasm_over_floor_ahead: f64,
     wasm_over_native: f64,
+    /// The Lua state reused across logins (a fresh environment per login).
+    lua_instructions_per_login: u64,
+    /// The work per login (instances made in it) and the login alone (made ahead).
+    wasm_over_lua: f64,
+    wasm_ahead_over_lua: f64,
 }
 
 fn instructions(json_out: bool) {
@@ -457,23 +703,32 @@ fn instructions(json_out: bool) {
     callgrind_total("wasm", "already-migrated", 0, None).unwrap_or_else(|e| panic!("{e}"));
     let mut rows = Vec::new();
     for scenario in ["already-migrated", "single-product-migrated"] {
-        let per_login_within = |engine: &str, within: Option<&str>| -> u64 {
+        let per_login_within = |engine: &str, within: Option<&str>| -> Option<u64> {
             let count =
                 |n| callgrind_total(engine, scenario, n, within).unwrap_or_else(|e| panic!("{e}"));
             let (low, high) = (count(COUNT_BASE), count(COUNT_BASE + COUNT_STEP));
+            // Nothing counted inside `within`: the compiler inlined it into its callers
+            // in this build, so there is no function to toggle on.
+            if within.is_some() && high == 0 {
+                eprintln!(
+                    "{within:?} is not a function of its own in this build: no made-ahead count"
+                );
+                return None;
+            }
             assert!(
                 high > low,
                 "the counted runs were not alike: {low} then {high}"
             );
-            (high - low) / COUNT_STEP as u64
+            Some((high - low) / COUNT_STEP as u64)
         };
-        let per_login = |engine: &str| per_login_within(engine, None);
-        // Made ahead, a login does all but instantiate its rules.
+        let per_login = |engine: &str| per_login_within(engine, None).expect("counted");
+        // Made ahead, a login does all but instantiate its rules (0: not counted).
         let ahead = |engine: &str, total: u64| {
-            total - per_login_within(engine, Some(instantiation(engine)))
+            per_login_within(engine, Some(instantiation(engine))).map_or(0, |i| total - i)
         };
         let (wasm, floor, native) = (per_login("wasm"), per_login("floor"), per_login("native"));
         let floor_component = per_login("floor-component");
+        let lua = per_login("lua");
         let (wasm_ahead, floor_ahead) = (ahead("wasm", wasm), ahead("floor", floor));
         rows.push(InstructionRow {
             scenario: scenario.into(),
@@ -486,6 +741,9 @@ fn instructions(json_out: bool) {
             floor_ahead_instructions_per_login: floor_ahead,
             wasm_over_floor_ahead: wasm_ahead as f64 / floor_ahead.max(1) as f64,
             wasm_over_native: wasm as f64 / native.max(1) as f64,
+            lua_instructions_per_login: lua,
+            wasm_over_lua: wasm as f64 / lua.max(1) as f64,
+            wasm_ahead_over_lua: wasm_ahead as f64 / lua.max(1) as f64,
         });
     }
     if json_out {
@@ -514,14 +772,42 @@ fn instructions(json_out: bool) {
             r.wasm_over_native
         );
     }
+    // 0: not counted (the instantiation was inlined in this build).
+    let counted = |n: u64| {
+        if n == 0 {
+            "n/a".to_owned()
+        } else {
+            n.to_string()
+        }
+    };
+    let ratio = |n: u64, r: f64| {
+        if n == 0 {
+            "n/a".to_owned()
+        } else {
+            format!("{r:.2}x")
+        }
+    };
     println!("made ahead (the login alone, both engines):");
     for r in &rows {
         println!(
-            "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {:.2}x",
+            "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {}",
             r.scenario,
-            r.wasm_ahead_instructions_per_login,
-            r.floor_ahead_instructions_per_login,
-            r.wasm_over_floor_ahead
+            counted(r.wasm_ahead_instructions_per_login),
+            counted(r.floor_ahead_instructions_per_login),
+            ratio(
+                r.wasm_ahead_instructions_per_login * r.floor_ahead_instructions_per_login,
+                r.wasm_over_floor_ahead
+            )
+        );
+    }
+    println!("a Lua state reused across logins (a fresh environment per login):");
+    for r in &rows {
+        println!(
+            "{:<26} lua {:>9}  wasm/lua {:.2}x (work per login), {} (login, instances made ahead)",
+            r.scenario,
+            r.lua_instructions_per_login,
+            r.wasm_over_lua,
+            ratio(r.wasm_ahead_instructions_per_login, r.wasm_ahead_over_lua)
         );
     }
 }
@@ -547,8 +833,58 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|n| n.parse().ok())
         .unwrap_or(5000);
+    let (comparisons, failures) = compare(iterations);
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&comparisons).unwrap());
+    } else {
+        print_comparisons(&comparisons);
+    }
+    if !failures.is_empty() {
+        for failure in &failures {
+            eprintln!("{failure}");
+        }
+        eprintln!(
+            "{} engine(s) did not give the recording's verdict: the bench measured another path",
+            failures.len()
+        );
+        std::process::exit(1);
+    }
+}
+
+/// What each engine's two figures stand for.
+const WASM: &str = "login: instances made ahead (Pipeline::prepare after it, outside the timer); work per login: login + prepare";
+const FLOOR_AHEAD: &str = "login: instances made ahead (Floor::prepare after it, outside the timer); work per login: login + prepare";
+const MADE_IN_LOGIN: &str = "login = work per login: every instance made in the login";
+const NATIVE: &str = "login = work per login: no sandbox, nothing made per login";
+const LUA: &str =
+    "login = work per login: one Lua state reused, a fresh environment table per login, inside it";
+
+/// wasm's p50 over a peer's, for both figures: below 1, wasm costs less.
+#[derive(Serialize)]
+struct Ratio {
+    peer: &'static str,
+    login: f64,
+    work_per_login: f64,
+}
+
+#[derive(Serialize)]
+struct Comparison {
+    scenario: String,
+    engines: Vec<EngineRow>,
+    wasm_over: Vec<Ratio>,
+    /// The largest guest linear memory a wasm evaluation held at once.
+    peak_guest_memory_kib: u64,
+}
+
+/// Every engine on both scenarios, and what did not give the recording's verdict.
+fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
     let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
         .expect("fixtures/pipeline.toml loads");
+    let names: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names, RULE_NAMES,
+        "the bench's peers run these rules in this order"
+    );
     let pipeline = Runtime::new(&config.engine)
         .unwrap()
         .load(&config)
@@ -564,109 +900,169 @@ fn main() {
         .map(|n| n.get())
         .unwrap_or(2);
 
-    let mut comparisons = Vec::new();
+    let (mut comparisons, mut failures) = (Vec::new(), Vec::new());
     for name in ["already-migrated", "single-product-migrated"] {
         let recording = root().join(format!("fixtures/recordings/{name}.json"));
         let scenario = Scenario::from_recording(&recording).unwrap();
-        let wasm = measure(&pipeline, &scenario, iterations, threads);
-        let floor_row = row(
-            "floor",
-            || floor.evaluate(&scenario.login, &scenario.services),
-            iterations,
-            threads,
-        );
-        let floor_ahead_row = row_then(
-            "fl-ahead",
-            || floor.evaluate_made_ahead(&scenario.login, &scenario.services),
-            || floor.prepare(),
-            iterations,
-            threads,
-        );
-        let floor_component_row = row(
-            "fl-comp",
-            || floor_component.evaluate(&scenario.login, &scenario.services),
-            iterations,
-            threads,
-        );
-        let native = native_row(&scenario, &configs, iterations, threads);
-        let js = js_row(&scenario, &recording, &config, iterations.min(3000));
-        let wasm_row = EngineRow {
-            engine: "wasm",
-            decision: serde_json::to_value(&scenario.expected.decision)
-                .ok()
-                .and_then(|d| d["type"].as_str().map(str::to_owned))
-                .unwrap_or_default(),
-            effects: scenario.expected.effects.len(),
-            latency: wasm.pipeline.clone(),
-            evaluations_per_second: wasm.evaluations_per_second,
-            threads,
-        };
-        // The login's latency takes instances made ahead; the work per login (made
-        // in the login, as the floors do) is the evaluation plus `prepare`.
-        let work_row = EngineRow {
-            engine: "wasm+prep",
-            latency: wasm.pipeline_and_prepare.clone(),
-            evaluations_per_second: wasm.evaluations_per_second,
-            decision: wasm_row.decision.clone(),
-            effects: wasm_row.effects,
-            threads,
-        };
-        let wasm_over_native_p50 = wasm.pipeline.p50_us / native.latency.p50_us;
-        let wasm_over_floor_p50 = wasm.pipeline_and_prepare.p50_us / floor_row.latency.p50_us;
-        let wasm_over_floor_ahead_p50 = wasm.pipeline.p50_us / floor_ahead_row.latency.p50_us;
-        let js_over_wasm_p50 = js.as_ref().map(|j| j.latency.p50_us / wasm.pipeline.p50_us);
-        let mut engines = vec![
-            wasm_row,
-            work_row,
-            floor_component_row,
-            floor_row,
-            floor_ahead_row,
-            native,
+        let expected = expected(&scenario);
+        let (login, services) = (&scenario.login, &scenario.services);
+        let peak_guest_memory_kib = pipeline
+            .evaluate(login, services)
+            .trace
+            .iter()
+            .map(|t| t.memory_kib)
+            .max()
+            .unwrap_or(0);
+        let rows = [
+            row(
+                ("wasm", WASM),
+                || WasmEngine {
+                    pipeline: &pipeline,
+                    scenario: &scenario,
+                },
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("fl-ahead", FLOOR_AHEAD),
+                || {
+                    model(
+                        || floor.evaluate_made_ahead(login, services),
+                        || floor.prepare(),
+                    )
+                },
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("floor", MADE_IN_LOGIN),
+                || model(|| floor.evaluate(login, services), || {}),
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("fl-comp", MADE_IN_LOGIN),
+                || model(|| floor_component.evaluate(login, services), || {}),
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("native", NATIVE),
+                || model(|| native_evaluate(login, services, &configs), || {}),
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("lua", LUA),
+                || {
+                    lua::LuaEngine::new(&root(), login, services, &configs)
+                        .unwrap_or_else(|e| panic!("{e}"))
+                },
+                &expected,
+                iterations,
+                threads,
+            ),
+            // No node: no JS row (`js_row` says so).
+            js_row(
+                &scenario,
+                &recording,
+                &config,
+                &expected,
+                iterations.min(3000),
+            )
+            .and_then(|row| row.ok_or_else(String::new)),
         ];
-        engines.extend(js);
+        let mut engines = Vec::new();
+        for row in rows {
+            match row {
+                Ok(row) => engines.push(row),
+                Err(e) if e.is_empty() => {}
+                Err(e) => failures.push(format!("{name}: {e}")),
+            }
+        }
+        let wasm_over = match engines.iter().find(|r| r.engine == "wasm") {
+            Some(wasm) => engines
+                .iter()
+                .filter(|r| r.engine != "wasm")
+                .map(|peer| Ratio {
+                    peer: peer.engine,
+                    login: wasm.login.p50_us / peer.login.p50_us,
+                    work_per_login: wasm.work_per_login.p50_us / peer.work_per_login.p50_us,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
         comparisons.push(Comparison {
             scenario: name.into(),
-            wasm,
             engines,
-            wasm_over_native_p50,
-            wasm_over_floor_p50,
-            wasm_over_floor_ahead_p50,
-            js_over_wasm_p50,
+            wasm_over,
+            peak_guest_memory_kib,
         });
     }
+    (comparisons, failures)
+}
 
-    if json_out {
-        println!("{}", serde_json::to_string_pretty(&comparisons).unwrap());
-        return;
-    }
+fn print_comparisons(comparisons: &[Comparison]) {
     println!(
-        "{:<26} {:<8} {:<9} {:>7} {:>10} {:>10} {:>14}",
-        "scenario", "engine", "decision", "effects", "p50 µs", "p99 µs", "evals/s"
+        "{:<24} {:<8} {:<8} {:>7} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "scenario",
+        "engine",
+        "decision",
+        "effects",
+        "login p50",
+        "p99 µs",
+        "work p50",
+        "p99 µs",
+        "logins/s"
     );
-    for c in &comparisons {
+    for c in comparisons {
         for row in &c.engines {
             println!(
-                "{:<26} {:<8} {:<9} {:>7} {:>10.2} {:>10.2} {:>9.0} ({}t)",
+                "{:<24} {:<8} {:<8} {:>7} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>9.0} ({}t)",
                 c.scenario,
                 row.engine,
                 row.decision,
                 row.effects,
-                row.latency.p50_us,
-                row.latency.p99_us,
+                row.login.p50_us,
+                row.login.p99_us,
+                row.work_per_login.p50_us,
+                row.work_per_login.p99_us,
                 row.evaluations_per_second,
                 row.threads
             );
         }
+    }
+    println!(
+        "every engine's verdict (decision and effects) is the recording's: checked on its first login, after the timed ones and on each thread's last"
+    );
+    println!("\nwasm over each peer, p50 (below 1: wasm costs less):");
+    println!(
+        "{:<24} {:<8} {:>8} {:>15}",
+        "scenario", "peer", "login", "work per login"
+    );
+    for c in comparisons {
+        for r in &c.wasm_over {
+            println!(
+                "{:<24} {:<8} {:>7.2}x {:>14.2}x",
+                c.scenario, r.peer, r.login, r.work_per_login
+            );
+        }
         println!(
-            "{:<26} wasm+prep/floor p50 {:.2}x, wasm/fl-ahead p50 {:.2}x, wasm/native p50 {:.1}x, js/wasm p50 {}, peak guest memory {} KiB per evaluation",
-            "",
-            c.wasm_over_floor_p50,
-            c.wasm_over_floor_ahead_p50,
-            c.wasm_over_native_p50,
-            c.js_over_wasm_p50
-                .map(|r| format!("{r:.1}x"))
-                .unwrap_or_else(|| "n/a".into()),
-            c.wasm.peak_memory_kib_per_evaluation
+            "{:<24} peak guest memory {} KiB per wasm evaluation",
+            c.scenario, c.peak_guest_memory_kib
         );
+    }
+    println!("\nwhat the figures are:");
+    let mut seen = Vec::new();
+    for row in comparisons.iter().flat_map(|c| &c.engines) {
+        if !seen.contains(&row.engine) {
+            seen.push(row.engine);
+            println!("  {:<8} {}", row.engine, row.figures);
+        }
     }
 }

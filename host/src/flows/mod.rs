@@ -228,6 +228,12 @@ impl Gateway {
     /// Evaluates a login attempt end to end. The directory user is always the one the
     /// host finds for the email, whatever the attempt carries.
     pub fn login(&self, attempt: &LoginAttempt) -> Result<Verdict, GatewayError> {
+        self.login_owned(attempt.clone())
+    }
+
+    /// As [`Gateway::login`], taking the attempt: a caller done with it (`serve`,
+    /// which parsed it from the request) saves copying it.
+    pub fn login_owned(&self, mut attempt: LoginAttempt) -> Result<Verdict, GatewayError> {
         let now_ms = self.clock.now_ms();
         if attempt.time_ms.abs_diff(now_ms) > self.max_skew_ms {
             return Err(LoginError::Invalid(format!(
@@ -237,7 +243,6 @@ impl Gateway {
             ))
             .into());
         }
-        let mut attempt = attempt.clone();
         match self.services.directory.find_by_email(&attempt.email) {
             Ok(users) => attempt.user = users.into_iter().next(),
             Err(e) => {
