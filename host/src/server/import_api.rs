@@ -152,6 +152,8 @@ pub struct ImportApi {
     settings: ImportApiSettings,
     /// What an upsert leaves alone on a user who signed in (`records::protected_keys`).
     protected: Vec<String>,
+    /// How imported second factors are validated and sealed.
+    factors: records::FactorImport,
     jobs: Mutex<BTreeMap<String, Job>>,
     limiter: Limiter,
 }
@@ -171,7 +173,11 @@ fn auth0_error(status: StatusCode, message: impl Into<String>, code: &str) -> Re
 }
 
 impl ImportApi {
-    pub fn new(settings: &ImportApiSettings, protected: Vec<String>) -> Result<Self, String> {
+    pub fn new(
+        settings: &ImportApiSettings,
+        protected: Vec<String>,
+        factors: records::FactorImport,
+    ) -> Result<Self, String> {
         let token = crate::config::secret_from(
             "server.import_api token",
             settings.token_env.as_deref(),
@@ -191,6 +197,7 @@ impl ImportApi {
             token,
             settings: settings.clone(),
             protected,
+            factors,
             jobs: Mutex::new(BTreeMap::new()),
             limiter: RateLimiter::direct(Quota::per_minute(per_minute))
                 .with_middleware::<StateInformationMiddleware>(),
@@ -534,8 +541,8 @@ impl ImportApi {
                     ));
                 });
             }
-            let checked =
-                records::check(user, upsert, &self.protected, now_ms).and_then(|record| {
+            let checked = records::check(user, upsert, &self.protected, &self.factors, now_ms)
+                .and_then(|record| {
                     // Links only to accounts held under the record's own email.
                     match records::unproven_links(&record, legacy) {
                         Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
@@ -559,6 +566,11 @@ impl ImportApi {
                         code: "DUPLICATED_USER",
                         message: "The user already exists.".into(),
                         path: "email".into(),
+                    }]),
+                    Ok(ImportOutcome::FactorsRefused(_)) => Err(vec![RecordError {
+                        code: "CONFLICT",
+                        message: "The user already exists: an import does not replace an existing user's second factors".into(),
+                        path: "mfa_factors".into(),
                     }]),
                     Err(crate::state::StoreError::Conflict(message)) => Err(vec![RecordError {
                         code: "CONFLICT",
