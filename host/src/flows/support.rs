@@ -483,6 +483,11 @@ impl Gateway {
             StoreError::Conflict(m) => refuse(SupportError::Refused(m)),
             other => SupportError::Store(other),
         })?;
+        if assisted.is_some() {
+            // The assisted recovery replaced any under way: their enrolments' codes
+            // stop working now.
+            self.cancel_open_codes(&request.user_id, crate::state::open_codes::ENROL);
+        }
         self.request(id)
     }
 

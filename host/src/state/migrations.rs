@@ -100,6 +100,21 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sqlite: &[Sql(super::devices::SCHEMA)],
         postgres: super::devices::SCHEMA,
     },
+    // BRANCH PLACEHOLDER (h/factors): version 12 belongs to another branch's migration.
+    // Versions must count up without gaps, so this branch carries an empty stand-in;
+    // when both land, keep the other branch's 12 and drop this one.
+    Migration {
+        version: 12,
+        name: "placeholder for another branch's migration 12",
+        sqlite: &[],
+        postgres: "",
+    },
+    Migration {
+        version: 13,
+        name: "codes a provider holds open (to cancel when a login or recovery is abandoned)",
+        sqlite: &[Sql(super::open_codes::SCHEMA)],
+        postgres: super::open_codes::SCHEMA,
+    },
 ];
 
 /// The schema version this build writes.

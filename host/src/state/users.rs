@@ -95,6 +95,7 @@ pub const CLEARED: &[&str] = &[
     "device_tokens",
     "factor_failures",
     "rate_windows",
+    "open_codes",
     "password_resets_required",
     "audit_log",
 ];

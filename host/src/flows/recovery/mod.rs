@@ -296,6 +296,10 @@ impl Gateway {
                     )?;
                     Ok(())
                 })?;
+                // Every proof of the user was revoked with the sessions: an enrolment
+                // under way (the replaced recovery's, or any other) is dead, and the
+                // code it texted stops working now.
+                self.cancel_open_codes(&user.id, crate::state::open_codes::ENROL);
                 self.enrol(
                     verdict,
                     login,
