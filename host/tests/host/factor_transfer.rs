@@ -239,12 +239,11 @@ fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     )
 }
 
-#[test]
-fn a_users_sms_factor_moves_to_a_fresh_directory_and_its_login_texts_the_same_phone() -> Result {
-    let sim = Simulator::start(&[]);
-    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
-    let source_config = source(a.path(), &sim)?;
-    let export_dir = a.path().join("export");
+/// Exports the source directory's users; checks what the files hold and how they are
+/// kept. Returns the export's directory and what the CLI printed.
+fn export_source(a: &Path, sim: &Simulator) -> Result<(PathBuf, String)> {
+    let source_config = source(a, sim)?;
+    let export_dir = a.join("export");
     let (ok, report, printed) = cli(
         &[
             "import",
@@ -288,6 +287,14 @@ fn a_users_sms_factor_moves_to_a_fresh_directory_and_its_login_texts_the_same_ph
         .unwrap();
     assert!(pending.get("mfa_factors").is_none(), "{pending}");
 
+    Ok((export_dir, printed))
+}
+
+#[test]
+fn a_users_sms_factor_moves_to_a_fresh_directory_and_its_login_texts_the_same_phone() -> Result {
+    let sim = Simulator::start(&[]);
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (export_dir, printed) = export_source(a.path(), &sim)?;
     // Into a fresh directory with its own key, through the import client.
     let target_config = target(b.path(), &sim)?;
     let serve = Serve::start(b.path(), &target_config);

@@ -743,18 +743,23 @@ mod tests {
         }
     }
 
+    fn with_factors(
+        factors: Value,
+        import: &FactorImport,
+    ) -> Result<ImportRecord, Vec<RecordError>> {
+        check(
+            &json!({"email": "p@example.org", "mfa_factors": factors}),
+            false,
+            &[],
+            import,
+            5,
+        )
+    }
+
     #[test]
-    fn an_imported_phone_is_sealed_as_enrolment_seals_it_or_the_record_fails() {
+    fn an_imported_phone_is_sealed_as_enrolment_seals_it() {
         let import = phone_import();
-        let with = |factors: Value| {
-            check(
-                &json!({"email": "p@example.org", "mfa_factors": factors}),
-                false,
-                &[],
-                &import,
-                5,
-            )
-        };
+        let with = |factors: Value| with_factors(factors, &import);
         let record = with(json!([{"phone": {"value": "+14155552671"}}])).unwrap();
         let [factor] = &record.factors[..] else {
             panic!("{:?}", record.factors)
@@ -782,6 +787,12 @@ mod tests {
             "+14155552671"
         );
         assert!(factor.legacy_provider_user_id.is_none());
+    }
+
+    #[test]
+    fn an_imported_factor_the_directory_cannot_honour_fails_its_record() {
+        let import = phone_import();
+        let with = |factors: Value| with_factors(factors, &import);
         // Refused, each as the record's error, and never echoing the number.
         for (factors, code, path) in [
             (
