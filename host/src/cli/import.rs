@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use portcullis::jobs::import::{backfill_ids, export, run, verify};
+use portcullis::jobs::import::{backfill_ids, directory_export, export, run, verify};
 
 use super::options::{ConfigArg, JsonArg, ReportArg, TokenArgs};
 use super::stores::{directory_of, legacy_of};
@@ -36,11 +36,18 @@ impl Import {
 }
 
 /// Every legacy user the directory does not have yet, from all products, into
-/// Auth0 user-import JSON files (and a manifest) in a new directory.
+/// Auth0 user-import JSON files (and a manifest) in a new directory. With
+/// `--from-directory`: the directory's own users, their second factors' phone numbers
+/// included. The files are as sensitive as the database (mode 0600).
 #[derive(clap::Args)]
 pub struct Export {
     #[command(flatten)]
     config: ConfigArg,
+    /// Export the directory's users (with their SMS factors' phones, unsealed with the
+    /// `[mfa]` keys) instead of the legacy users it lacks: to move them to another
+    /// directory.
+    #[arg(long)]
+    from_directory: bool,
     /// A new or empty directory for the files.
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
@@ -62,9 +69,8 @@ impl Export {
     pub fn execute(self) -> Result<Exit> {
         let config = self.config.load()?;
         anyhow::ensure!(self.since >= 0, "--since is a time in ms since the epoch");
-        let legacy = legacy_of(&config)?;
         let directory = directory_of(&config)?;
-        let mut options = export::ExportOptions::new(self.out);
+        let mut options = export::ExportOptions::new(self.out.clone());
         options.max_file_bytes = self.max_file_kb.saturating_mul(1024);
         options.since_ms = self.since;
         options.page = self.page;
@@ -77,6 +83,10 @@ impl Export {
                 options.reset_flag = flag.clone();
             }
         }
+        if self.from_directory {
+            return self.export_directory(&config, directory.as_ref(), &options);
+        }
+        let legacy = legacy_of(&config)?;
         let total: u64 = legacy
             .product_names()
             .map(|p| legacy.count_accounts(p, self.since))
@@ -89,6 +99,39 @@ impl Export {
                 p.report.users_exported,
                 p.report.files.len(),
                 p.report.problems.len()
+            ));
+        })?;
+        bar.finish_and_clear();
+        self.report.print(&summary)?;
+        Ok(Exit::Done)
+    }
+}
+
+impl Export {
+    fn export_directory(
+        &self,
+        config: &portcullis::PipelineConfig,
+        directory: &dyn portcullis::state::StateStore,
+        options: &export::ExportOptions,
+    ) -> Result<Exit> {
+        let keys = if config.mfa.keys_env.is_some() || config.mfa.keys_file.is_some() {
+            Some(
+                config
+                    .mfa
+                    .key_ring()
+                    .map_err(|e| anyhow::anyhow!("[mfa] keys: {e}"))?,
+            )
+        } else {
+            None
+        };
+        let bar = progress::accounts(directory.user_count()?)?;
+        let summary = directory_export::run(directory, keys.as_ref(), options, |r| {
+            bar.set_position(r.users_read);
+            bar.set_message(format!(
+                "{} users in {} files, {} held back",
+                r.users_exported,
+                r.files.len(),
+                r.held_back
             ));
         })?;
         bar.finish_and_clear();

@@ -18,6 +18,7 @@ use crate::config::MfaSettings;
 use crate::model::{CodeCheck, ServiceErrorKind};
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
 use crate::state::factor_failures::Gate;
+use crate::state::open_codes;
 use crate::state::portable::SqlStore;
 use crate::state::rate_windows::{self, Limit};
 use crate::state::{PendingChallenge, ResumeRecord, StoreError, StoredLogin};
@@ -166,6 +167,9 @@ impl Gateway {
                 true,
             ));
         }
+        // A code still open for this user (another login's, now replaced) stops
+        // working first; a Verify send would otherwise reuse that verification.
+        self.cancel_open_codes(&user.id, open_codes::LOGIN);
         let sent = match self.services.sms.send_code(&user.id, &factor_id, via) {
             Ok(sent) => sent,
             Err(e) => {
@@ -173,11 +177,20 @@ impl Gateway {
                 return Ok(provider_failed(verdict, e.kind));
             }
         };
+        self.note_open_code(
+            &user.id,
+            &factor_id,
+            open_codes::LOGIN,
+            via,
+            sent.reference.as_deref(),
+            self.parked_until(),
+        );
         let pending = PendingChallenge {
             factor_id,
             via,
             destination: sent.destination.clone(),
             wrong_codes: 0,
+            reference: sent.reference.clone(),
         };
         let token = self.park(
             &verdict,
@@ -208,6 +221,32 @@ impl Gateway {
         }
     }
 
+    /// What a code check leaves of the code at the provider: approved, expired or out
+    /// of attempts there, nothing (forgotten); a wrong code that spends the host's last
+    /// attempt ends the login, so its code is cancelled. Otherwise it stays open.
+    fn settle_open_code(
+        &self,
+        record: &ResumeRecord,
+        challenge: &PendingChallenge,
+        checked: &Result<CodeCheck, crate::model::ServiceError>,
+    ) {
+        let Some(reference) = challenge.reference.as_deref() else {
+            return;
+        };
+        let user = record.subject.as_str();
+        match checked {
+            Ok(CodeCheck::Approved | CodeCheck::Expired | CodeCheck::TooManyAttempts) => {
+                self.close_code(user, challenge.via, reference, false);
+            }
+            Ok(CodeCheck::Wrong)
+                if challenge.wrong_codes + 1 >= self.challenges.max_wrong_codes =>
+            {
+                self.close_code(user, challenge.via, reference, true);
+            }
+            _ => {}
+        }
+    }
+
     /// Checks the code sent back for a parked challenge (`result`: `{"code": "…"}`).
     pub(super) fn check_challenge(
         &self,
@@ -233,10 +272,11 @@ impl Gateway {
         };
         let checked = match &code {
             None => Ok(CodeCheck::Wrong),
-            Some(code) => self.services.sms.check_code(
+            Some(code) => self.services.sms.check_sent_code(
                 &record.subject,
                 &challenge.factor_id,
                 challenge.via,
+                challenge.reference.as_deref(),
                 code,
             ),
         };
@@ -251,6 +291,7 @@ impl Gateway {
                 self.code_unknown(&record.subject, &challenge.factor_id)?
             }
         }
+        self.settle_open_code(record, challenge, &checked);
         let answer = match checked {
             Ok(CodeCheck::Approved) => {
                 self.mark_factor_used(&record.subject, &challenge.factor_id);
@@ -273,36 +314,7 @@ impl Gateway {
                         false,
                     )
                 } else {
-                    // The same challenge under a new token: the used one is spent.
-                    let pending = PendingChallenge {
-                        wrong_codes,
-                        ..challenge.clone()
-                    };
-                    let mut verdict = base;
-                    verdict.effects = record.pending.clone();
-                    verdict.evidence = record.evidence.clone();
-                    let token = self.park(
-                        &verdict,
-                        &record.login,
-                        &record.subject,
-                        record.password_hash.clone(),
-                        &record.rule,
-                        &record.state,
-                        Some(pending),
-                        None,
-                    )?;
-                    verdict.effects.clear();
-                    verdict.decision = Decision::Challenge {
-                        kind: ChallengeKind::Mfa,
-                        factor_id: Some(challenge.factor_id.clone()),
-                        via: Some(challenge.via),
-                        destination: Some(challenge.destination.clone()),
-                        attempts_left: Some(self.challenges.max_wrong_codes - wrong_codes),
-                        state: String::new(),
-                        rule: record.rule.clone(),
-                    };
-                    verdict.resume_token = Some(token);
-                    verdict
+                    self.challenge_again(base, record, challenge, wrong_codes)?
                 }
             }
             Ok(CodeCheck::Expired) => denied(
@@ -323,5 +335,53 @@ impl Gateway {
             }
         };
         Ok(Checked::Answer(Box::new(answer)))
+    }
+
+    /// The same challenge under a new token after a wrong code (the used one is
+    /// spent), its code open as long as the new token is.
+    fn challenge_again(
+        &self,
+        base: Verdict,
+        record: &ResumeRecord,
+        challenge: &PendingChallenge,
+        wrong_codes: u32,
+    ) -> Result<Verdict, GatewayError> {
+        let pending = PendingChallenge {
+            wrong_codes,
+            ..challenge.clone()
+        };
+        let mut verdict = base;
+        verdict.effects = record.pending.clone();
+        verdict.evidence = record.evidence.clone();
+        let token = self.park(
+            &verdict,
+            &record.login,
+            &record.subject,
+            record.password_hash.clone(),
+            &record.rule,
+            &record.state,
+            Some(pending),
+            None,
+        )?;
+        verdict.effects.clear();
+        verdict.decision = Decision::Challenge {
+            kind: ChallengeKind::Mfa,
+            factor_id: Some(challenge.factor_id.clone()),
+            via: Some(challenge.via),
+            destination: Some(challenge.destination.clone()),
+            attempts_left: Some(self.challenges.max_wrong_codes - wrong_codes),
+            state: String::new(),
+            rule: record.rule.clone(),
+        };
+        verdict.resume_token = Some(token);
+        self.note_open_code(
+            &record.subject,
+            &challenge.factor_id,
+            open_codes::LOGIN,
+            challenge.via,
+            challenge.reference.as_deref(),
+            self.parked_until(),
+        );
+        Ok(verdict)
     }
 }

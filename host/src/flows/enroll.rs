@@ -194,6 +194,8 @@ impl Gateway {
             if mine || now_ms.saturating_sub(stale.enrolled_at_ms) > STALE_PENDING_MS {
                 self.state
                     .delete_factor(user_id, &stale.id, FactorStatus::Pending)?;
+                // Its code stops working: this enrolment replaces it.
+                self.cancel_factor_codes(user_id, &stale.id);
             }
         }
         let id = format!("fac_{}", crate::model::random_id());
@@ -219,10 +221,20 @@ impl Gateway {
             now_ms,
         )?;
         match self.services.sms.send_enrolment_code(user_id, &id) {
-            Ok(sent) => Ok(EnrollStarted {
-                enrollment_id: id,
-                destination: sent.destination,
-            }),
+            Ok(sent) => {
+                self.note_open_code(
+                    user_id,
+                    &id,
+                    crate::state::open_codes::ENROL,
+                    FactorProvider::Verify,
+                    sent.reference.as_deref(),
+                    now_ms.saturating_add(STALE_PENDING_MS),
+                );
+                Ok(EnrollStarted {
+                    enrollment_id: id,
+                    destination: sent.destination,
+                })
+            }
             Err(e) => {
                 // Nothing stays behind a code that was never sent.
                 self.state
@@ -267,11 +279,16 @@ impl Gateway {
                 .delete_factor(user_id, enrollment_id, FactorStatus::Pending)?;
             Err(error)
         };
-        match self
+        let checked = self
             .services
             .sms
-            .check_enrolment_code(user_id, enrollment_id, &code)
+            .check_enrolment_code(user_id, enrollment_id, &code);
+        if let Ok(CodeCheck::Approved | CodeCheck::Expired | CodeCheck::TooManyAttempts) = &checked
         {
+            // Closed at the provider: nothing left to cancel.
+            self.forget_factor_codes(user_id, enrollment_id);
+        }
+        match checked {
             Ok(CodeCheck::Approved) => {
                 let now_ms = self.clock.now_ms();
                 if grant.has(super::proof::Shown::SupportVerified) {

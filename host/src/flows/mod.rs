@@ -7,6 +7,7 @@ pub mod clock;
 pub mod devices;
 pub mod enroll;
 mod guessing;
+mod open_codes;
 pub mod proof;
 mod recovery;
 pub mod resume;

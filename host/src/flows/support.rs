@@ -114,6 +114,9 @@ pub struct SupportConsole<'g> {
     recovery: Option<&'g RecoveryPolicy>,
     /// The waiting period of an approved dangerous action.
     wait_hours: u64,
+    /// Where the codes a provider holds open are cancelled (an assisted recovery
+    /// abandons the enrolments of the one it replaces).
+    codes: &'g Gateway,
 }
 
 impl Gateway {
@@ -124,6 +127,7 @@ impl Gateway {
             clock: self.clock.as_ref(),
             recovery: self.recovery.as_ref(),
             wait_hours: self.support_wait_hours,
+            codes: self,
         }
     }
 }
@@ -508,6 +512,12 @@ impl SupportConsole<'_> {
             StoreError::Conflict(m) => refuse(SupportError::Refused(m)),
             other => SupportError::Store(other),
         })?;
+        if assisted.is_some() {
+            // The assisted recovery replaced any under way: their enrolments' codes
+            // stop working now.
+            self.codes
+                .cancel_open_codes(&request.user_id, crate::state::open_codes::ENROL);
+        }
         self.stored_request(id)
     }
 

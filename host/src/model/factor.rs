@@ -61,6 +61,10 @@ pub struct FactorSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentCode {
     pub destination: String,
+    /// The provider's name for what it holds open (a Verify SID), to cancel it with.
+    /// Not recorded: a replay sends nothing and has nothing to cancel.
+    #[serde(skip)]
+    pub reference: Option<String>,
 }
 
 /// A code check's answer.

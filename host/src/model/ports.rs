@@ -74,6 +74,27 @@ pub trait SecondFactors: Send + Sync {
         via: FactorProvider,
         code: &SecretString,
     ) -> Result<CodeCheck, ServiceError>;
+    /// Checks a code against what the provider opened when it was sent
+    /// (`SentCode::reference`), so that a code sent for an abandoned challenge does
+    /// not pass for the one open now. Without a reference, as [`Self::check_code`].
+    fn check_sent_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        reference: Option<&str>,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        let _ = reference;
+        self.check_code(user_id, factor_id, via, code)
+    }
+    /// Cancels what a provider holds open for a code sent (`SentCode::reference`), so
+    /// the code stops working. Nothing to cancel by default (the old provider has no
+    /// such call; a replay sent nothing).
+    fn cancel_code(&self, via: FactorProvider, reference: &str) -> Result<(), ServiceError> {
+        let _ = (via, reference);
+        Ok(())
+    }
     /// Sends the confirmation code of an enrolment (a `pending` factor) through the
     /// new provider, the only one that enrols.
     fn send_enrolment_code(

@@ -139,17 +139,49 @@ impl SecondFactors for SmsProviders {
                 let last = &last[last.len().saturating_sub(2)..];
                 Ok(SentCode {
                     destination: format!("+1 ***-***-**{last}"),
+                    reference: None,
                 })
             }
             FactorProvider::Verify => {
                 let client = self.verify_client()?;
                 self.with_phone(&factor, |phone| {
-                    client.start(phone).map_err(provider_error)?;
+                    let sid = client.start(phone).map_err(provider_error)?;
                     Ok(SentCode {
                         destination: mask_phone(phone),
+                        reference: Some(sid).filter(|sid| !sid.is_empty()),
                     })
                 })
             }
+        }
+    }
+
+    fn check_sent_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        reference: Option<&str>,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        match (via, reference) {
+            (FactorProvider::Verify, Some(sid)) => {
+                // Still the user's active factor; the phone is not needed.
+                self.factor(user_id, factor_id)?;
+                self.verify_client()?
+                    .check_sid(sid, code)
+                    .map_err(provider_error)
+            }
+            _ => self.check_code(user_id, factor_id, via, code),
+        }
+    }
+
+    fn cancel_code(&self, via: FactorProvider, reference: &str) -> Result<(), ServiceError> {
+        match via {
+            FactorProvider::LegacySms => Ok(()),
+            FactorProvider::Verify => self
+                .verify_client()?
+                .cancel(reference)
+                .map_err(provider_error),
         }
     }
 
@@ -184,9 +216,10 @@ impl SecondFactors for SmsProviders {
         let factor = self.factor_in(user_id, factor_id, FactorStatus::Pending)?;
         let client = self.verify_client()?;
         self.with_phone(&factor, |phone| {
-            client.start(phone).map_err(provider_error)?;
+            let sid = client.start(phone).map_err(provider_error)?;
             Ok(SentCode {
                 destination: mask_phone(phone),
+                reference: Some(sid).filter(|sid| !sid.is_empty()),
             })
         })
     }

@@ -101,9 +101,25 @@ impl VerifyClient {
 
     /// Checks the code the user typed against the pending verification for `to`.
     pub fn check(&self, to: &str, code: &SecretString) -> Result<CodeCheck, ProviderError> {
+        self.check_by("To", to, code)
+    }
+
+    /// Checks the code against one verification, by its SID: a verification
+    /// cancelled or replaced since is expired for this check, whatever is pending for
+    /// the same number now.
+    pub fn check_sid(&self, sid: &str, code: &SecretString) -> Result<CodeCheck, ProviderError> {
+        self.check_by("VerificationSid", sid, code)
+    }
+
+    fn check_by(
+        &self,
+        key: &str,
+        value: &str,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ProviderError> {
         let response = self.post(
             "VerificationCheck",
-            &[("To", to), ("Code", code.expose_secret())],
+            &[(key, value), ("Code", code.expose_secret())],
         )?;
         if !response.status().is_success() {
             return match error_of(response) {

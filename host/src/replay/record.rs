@@ -397,6 +397,27 @@ impl SecondFactors for Recorder {
             self.inner.sms.check_code(user_id, factor_id, via, code),
         )
     }
+    fn check_sent_code(
+        &self,
+        user_id: &str,
+        factor_id: &str,
+        via: FactorProvider,
+        reference: Option<&str>,
+        code: &SecretString,
+    ) -> Result<CodeCheck, ServiceError> {
+        // Recorded as the check it is: the reference is the provider's, not the rule's.
+        self.note(
+            call::CHECK_CODE,
+            &[factor_id, via.name()],
+            self.inner
+                .sms
+                .check_sent_code(user_id, factor_id, via, reference, code),
+        )
+    }
+    // Not a capability answer (a rule never sees it): passed on, not recorded.
+    fn cancel_code(&self, via: FactorProvider, reference: &str) -> Result<(), ServiceError> {
+        self.inner.sms.cancel_code(via, reference)
+    }
 }
 
 /// Answers capability calls from a recording. A call the recording does not hold is

@@ -118,7 +118,8 @@ impl AppState {
             .as_ref()
             .map(|settings| {
                 let protected = crate::jobs::import::records::protected_keys(&config);
-                import_api::ImportApi::new(settings, protected).map(Arc::new)
+                let factors = crate::jobs::import::records::FactorImport::from_config(&config)?;
+                import_api::ImportApi::new(settings, protected, factors).map(Arc::new)
             })
             .transpose()
             .map_err(ServeError::Config)?;

@@ -72,6 +72,8 @@ pub(super) trait EffectWriter {
         key: &str,
         payload: &str,
     ) -> Result<usize, StoreError>;
+    /// Adds a second factor (an imported user's, sealed for them).
+    fn insert_factor(&mut self, factor: &super::factors::Factor) -> Result<(), StoreError>;
     /// Counts the login on the user and records the transaction as applied, for whom.
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError>;
 }
@@ -219,6 +221,9 @@ pub struct ImportRecord {
     /// (see `jobs::import::records::protected_keys`).
     pub protected_app_metadata: Vec<String>,
     pub time_ms: u64,
+    /// Second factors for the user if inserted, sealed for `id` as enrolment seals
+    /// them (see `jobs::import::records::FactorImport`).
+    pub factors: Vec<super::factors::Factor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +234,10 @@ pub enum ImportOutcome {
     /// A user holds the email already (lazy migration got there first), and the job
     /// does not upsert: nothing written.
     Duplicate(String),
+    /// A user holds the email already and the record carries second factors: an
+    /// import never replaces an existing user's factors (whoever holds the import
+    /// token would otherwise pick where a signed-in user's codes go). Nothing written.
+    FactorsRefused(String),
 }
 
 /// What an upsert merges into an existing user's app_metadata. A user who has signed
@@ -272,6 +281,9 @@ pub(super) fn import_user(
         if !record.upsert {
             return Ok(ImportOutcome::Duplicate(id));
         }
+        if !record.factors.is_empty() {
+            return Ok(ImportOutcome::FactorsRefused(id));
+        }
         // Auth0's upsert: metadata merged; the password and the email stay.
         let (current, logged_in) = writer.login_record(&id)?;
         let patch = upsert_patch(record, &super::parse_json(current), logged_in);
@@ -284,6 +296,11 @@ pub(super) fn import_user(
             return Err(StoreError::Conflict(format!(
                 "{product} account {legacy_id} is already linked to another user"
             )));
+        }
+    }
+    if created {
+        for factor in &record.factors {
+            writer.insert_factor(factor)?;
         }
     }
     Ok(if created {

@@ -160,28 +160,34 @@ pub mod rows {
     }
 
     pub fn put(store: &dyn SqlStore, factor: &Factor) -> Result<(), StoreError> {
+        transact(store, |tx| put_in(tx, factor))
+    }
+
+    /// [`put`] inside a transaction (an import writes the user and the factor in one).
+    pub fn put_in(
+        tx: &mut dyn super::super::portable::SqlTx,
+        factor: &Factor,
+    ) -> Result<(), StoreError> {
         let phone = factor.phone.as_ref();
-        transact(store, |tx| {
-            tx.execute(
-                UPSERT,
-                &[
-                    Val::text(&factor.id),
-                    Val::text(&factor.user_id),
-                    Val::text(factor.kind.name()),
-                    Val::text(factor.provider.name()),
-                    Val::Text(factor.legacy_provider_user_id.clone()),
-                    Val::Bytes(phone.map(|p| p.ciphertext.clone())),
-                    Val::Bytes(phone.map(|p| p.nonce.clone())),
-                    Val::Text(phone.map(|p| p.key_id.clone())),
-                    Val::text(factor.status.name()),
-                    Val::int(sql_time(factor.enrolled_at_ms)),
-                    Val::int(sql_time(factor.updated_at_ms)),
-                    Val::Int(factor.last_used_ms.map(sql_time)),
-                    Val::Text(factor.cohort.clone()),
-                    Val::Bool(Some(factor.reverted)),
-                ],
-            )
-        })?;
+        tx.execute(
+            UPSERT,
+            &[
+                Val::text(&factor.id),
+                Val::text(&factor.user_id),
+                Val::text(factor.kind.name()),
+                Val::text(factor.provider.name()),
+                Val::Text(factor.legacy_provider_user_id.clone()),
+                Val::Bytes(phone.map(|p| p.ciphertext.clone())),
+                Val::Bytes(phone.map(|p| p.nonce.clone())),
+                Val::Text(phone.map(|p| p.key_id.clone())),
+                Val::text(factor.status.name()),
+                Val::int(sql_time(factor.enrolled_at_ms)),
+                Val::int(sql_time(factor.updated_at_ms)),
+                Val::Int(factor.last_used_ms.map(sql_time)),
+                Val::Text(factor.cohort.clone()),
+                Val::Bool(Some(factor.reverted)),
+            ],
+        )?;
         Ok(())
     }
 

@@ -488,6 +488,9 @@ pub enum JobStep<'a> {
     Import {
         record: &'a ImportRecord,
         duplicate: &'a dyn Fn() -> Value,
+        /// An existing user (upsert) whose record brings second factors: an import
+        /// never replaces a user's factors. Its error entry.
+        factors_refused: &'a dyn Fn() -> Value,
     },
     /// A record refused before the directory: its error entry.
     Refuse(Value),
@@ -527,13 +530,16 @@ pub fn step(
         }
         let refused = match record {
             JobStep::Refuse(error) => error.clone(),
-            JobStep::Import { record, duplicate } => {
-                match import_user(&mut SqlWriter { tx, dialect }, record)? {
-                    ImportOutcome::Inserted(_) => return count(tx, id, StepOutcome::Inserted),
-                    ImportOutcome::Updated(_) => return count(tx, id, StepOutcome::Updated),
-                    ImportOutcome::Duplicate(_) => duplicate(),
-                }
-            }
+            JobStep::Import {
+                record,
+                duplicate,
+                factors_refused,
+            } => match import_user(&mut SqlWriter { tx, dialect }, record)? {
+                ImportOutcome::Inserted(_) => return count(tx, id, StepOutcome::Inserted),
+                ImportOutcome::Updated(_) => return count(tx, id, StepOutcome::Updated),
+                ImportOutcome::Duplicate(_) => duplicate(),
+                ImportOutcome::FactorsRefused(_) => factors_refused(),
+            },
         };
         tx.execute(
             "INSERT INTO import_job_errors (job_id, record, error) VALUES ($1, $2, $3)",

@@ -194,6 +194,10 @@ impl EffectWriter for SqlWriter<'_> {
         )? as usize)
     }
 
+    fn insert_factor(&mut self, factor: &super::factors::Factor) -> Result<(), StoreError> {
+        super::factors::rows::put_in(self.tx, factor)
+    }
+
     fn finish(&mut self, batch: &EffectBatch, user_id: Option<&str>) -> Result<(), StoreError> {
         let time = Val::int(sql_time(batch.time_ms));
         if let Some(id) = user_id {

@@ -106,6 +106,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sqlite: &[Sql(super::import_jobs::SCHEMA_SQLITE)],
         postgres: super::import_jobs::SCHEMA_POSTGRES,
     },
+    Migration {
+        version: 13,
+        name: "codes a provider holds open (to cancel when a login or recovery is abandoned)",
+        sqlite: &[Sql(super::open_codes::SCHEMA)],
+        postgres: super::open_codes::SCHEMA,
+    },
 ];
 
 /// The schema version this build writes.

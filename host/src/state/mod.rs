@@ -17,6 +17,7 @@ pub mod legacy_sqlite;
 mod login_path;
 pub mod login_stats;
 pub mod migrations;
+pub mod open_codes;
 pub mod outbox;
 pub mod passwords;
 pub mod portable;
@@ -133,6 +134,10 @@ pub struct PendingChallenge {
     pub destination: String,
     /// Wrong codes so far (the limit is `[mfa] max_attempts_per_challenge`).
     pub wrong_codes: u32,
+    /// What the provider holds open for the code (a Verify SID), to cancel or forget
+    /// when the challenge ends (see `open_codes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
 }
 
 /// A login as kept for a resume: everything but the password.

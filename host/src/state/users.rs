@@ -97,6 +97,7 @@ pub const CLEARED: &[&str] = &[
     "rate_windows",
     "import_jobs",
     "import_job_errors",
+    "open_codes",
     "password_resets_required",
     "audit_log",
 ];
@@ -109,4 +110,61 @@ pub fn clear(store: &dyn SqlStore) -> Result<(), StoreError> {
         }
         Ok(())
     })
+}
+
+/// One directory user as `import export --from-directory` reads them. The password
+/// hash and the factors' sealed phones are secrets: `Debug` leaves them out.
+pub struct ExportedUser {
+    pub user: DirectoryUser,
+    pub password_hash: Option<String>,
+    pub factors: Vec<super::factors::Factor>,
+}
+
+impl std::fmt::Debug for ExportedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExportedUser")
+            .field("id", &self.user.id)
+            .field("has_password_hash", &self.password_hash.is_some())
+            .field("factors", &self.factors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The next `limit` directory users after id `after`, in id order (keyset pages:
+/// memory stays flat and a user added meanwhile is read once or not at all), each with
+/// the hash, links and factors the export needs.
+pub fn export_page(
+    store: &dyn SqlStore,
+    after: &str,
+    limit: usize,
+) -> Result<Vec<ExportedUser>, StoreError> {
+    let rows = super::portable::read(store, |tx| {
+        tx.query(
+            "SELECT id, password_hash FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            &[
+                Val::text(after),
+                Val::int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )
+    })?;
+    let mut page = Vec::with_capacity(rows.len());
+    for row in rows {
+        let mut row = row.into_iter();
+        let id = row.next().and_then(Val::into_text).unwrap_or_default();
+        let password_hash = row.next().and_then(Val::into_text);
+        // One user at a time, as the login path reads them: a user deleted since the
+        // page was read is simply not exported.
+        let Some(user) = super::login_path::users_where(store, "id = $1", &id)?
+            .into_iter()
+            .next()
+        else {
+            continue;
+        };
+        page.push(ExportedUser {
+            factors: super::factors::rows::of_user(store, &id)?,
+            user,
+            password_hash,
+        });
+    }
+    Ok(page)
 }

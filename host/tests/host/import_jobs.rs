@@ -329,11 +329,13 @@ fn leases_fence_writers(state: &dyn StateStore) -> Result {
         upsert: false,
         protected_app_metadata: Vec::new(),
         time_ms: 3_000,
+        factors: Vec::new(),
     };
     let duplicate = || serde_json::json!({"user": {}, "errors": []});
     let step = JobStep::Import {
         record: &record,
         duplicate: &duplicate,
+        factors_refused: &duplicate,
     };
     let late = state.import_job_step("job_1", "a", 0, &step, 3_100, 4_100)?;
     assert_eq!(late, StepOutcome::LeaseLost);

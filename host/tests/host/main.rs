@@ -11,6 +11,7 @@ mod connections;
 mod contract;
 mod docs;
 mod factor_limits;
+mod factor_transfer;
 mod faults;
 mod hardening;
 mod import;

@@ -753,3 +753,105 @@ fn the_new_providers_own_send_limit_denies_retryable() -> Result {
     );
     Ok(())
 }
+
+/// The verification the new provider holds under `sid`, as its own API shows it.
+pub(crate) fn verification(sim: &Simulator, sid: &str) -> serde_json::Value {
+    reqwest::blocking::Client::new()
+        .get(format!("{}/v2/Services/VAsim/Verifications/{sid}", sim.url))
+        .basic_auth("ACsim", Some("sim-verify-token"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// The provider's references the directory holds open, as `(reference, user)`.
+fn open_codes(env: &Env) -> Vec<(String, String)> {
+    let db = rusqlite::Connection::open(env.dir.path().join("mfa/directory.db")).unwrap();
+    let mut statement = db
+        .prepare("SELECT reference, user_id FROM open_codes ORDER BY reference")
+        .unwrap();
+    statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect()
+}
+
+fn again(login: &LoginAttempt, n: &str) -> LoginAttempt {
+    let mut attempt = login.clone();
+    attempt.transaction_id = format!("{}-{n}", login.transaction_id);
+    attempt
+}
+
+#[test]
+fn a_challenge_replaced_by_the_next_login_is_cancelled_at_the_provider() -> Result {
+    let env = Env::new(|t| t);
+    let (login, factor) = env.login_of(only_phone);
+    let phone = env.phone_of(&factor, FactorProvider::Verify);
+    let first = env.gateway.login(&login)?;
+    assert_eq!(challenged_via(&first), Some(FactorProvider::Verify));
+    let old_code = env.sim.last_code(&phone);
+    let [(old_sid, _)] = &open_codes(&env)[..] else {
+        panic!("{:?}", open_codes(&env))
+    };
+    assert_eq!(verification(&env.sim, old_sid)["status"], "pending");
+
+    // The same user signs in again (another tab, another device): the first
+    // challenge is abandoned, and its verification cancelled before the new send.
+    let second = env.gateway.login(&again(&login, "2"))?;
+    assert_eq!(challenged_via(&second), Some(FactorProvider::Verify));
+    assert_eq!(verification(&env.sim, old_sid)["status"], "canceled");
+    let [(new_sid, _)] = &open_codes(&env)[..] else {
+        panic!("{:?}", open_codes(&env))
+    };
+    assert_ne!(new_sid, old_sid);
+    assert_eq!(verification(&env.sim, new_sid)["status"], "pending");
+    let new_code = env.sim.last_code(&phone);
+    // The first login's code is dead, and so is that login (checked against its own
+    // verification, not whatever is pending for the number now).
+    let stale = env.resume(&first, &old_code)?;
+    assert!(
+        matches!(&stale.decision, Decision::Deny { code, .. } if code == "mfa_code_expired"),
+        "{:?}",
+        stale.decision
+    );
+    let done = env.resume(&second, &new_code)?;
+    assert_eq!(done.decision, Decision::Allow);
+    assert_eq!(verification(&env.sim, new_sid)["status"], "approved");
+    // Approved: nothing is left open to cancel.
+    assert!(open_codes(&env).is_empty(), "{:?}", open_codes(&env));
+    Ok(())
+}
+
+#[test]
+fn an_expired_challenge_is_cancelled_and_a_failed_cancel_never_blocks_a_login() -> Result {
+    let env = Env::new(|t| t.replace("ttl_seconds = 900", "ttl_seconds = 1"));
+    let (login, factor) = env.login_of(only_phone);
+    let first = env.gateway.login(&login)?;
+    assert_eq!(challenged_via(&first), Some(FactorProvider::Verify));
+    let [(expired_sid, _)] = &open_codes(&env)[..] else {
+        panic!("{:?}", open_codes(&env))
+    };
+    // Its resume token runs out; the next challenge of anyone sweeps it.
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let (other, other_factor) = env.login_of(|f| only_phone(f) && f.user_id != factor.user_id);
+    let verdict = env.gateway.login(&other)?;
+    assert_eq!(challenged_via(&verdict), Some(FactorProvider::Verify));
+    assert_eq!(verification(&env.sim, expired_sid)["status"], "canceled");
+    let open = open_codes(&env);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0].1, other_factor.user_id);
+
+    // A cancel the provider refuses (here a reference it cannot take) is logged and
+    // the login goes on to its challenge.
+    let db = rusqlite::Connection::open(env.dir.path().join("mfa/directory.db"))?;
+    db.execute("UPDATE open_codes SET reference = 'not/a/sid'", [])?;
+    let verdict = env.gateway.login(&again(&other, "2"))?;
+    assert_eq!(challenged_via(&verdict), Some(FactorProvider::Verify));
+    let code = env
+        .sim
+        .last_code(&env.phone_of(&other_factor, FactorProvider::Verify));
+    assert_eq!(env.resume(&verdict, &code)?.decision, Decision::Allow);
+    Ok(())
+}

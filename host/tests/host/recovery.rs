@@ -1252,3 +1252,51 @@ fn a_rule_asking_to_enrol_cannot_step_into_a_code_holders_enrolment() -> Result 
     assert_eq!(env.recoveries(&user)[0].status.name(), "enrolling");
     Ok(())
 }
+
+#[test]
+fn a_recovery_that_replaces_one_enrolling_cancels_its_code_at_the_provider() -> Result {
+    let env = Env::new(|t| t);
+    let (login, _) = env.owner(0);
+    let user = env.user_id(&login);
+    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let first = env.gateway.login(&env.again(
+        &login,
+        "attacker-laptop",
+        with_code(codes[0].expose_secret()),
+    ))?;
+    assert!(enrolment_asked(&first), "{:?}", first.decision);
+    // The first recovery's enrolment texts a code, and is left there.
+    let grant = env.gateway.authorize(
+        Presented::Token(first.proof_token.as_deref().unwrap()),
+        Need::Enrol,
+    )?;
+    env.gateway.enroll_sms(&grant, NEW_PHONE)?;
+    let db = rusqlite::Connection::open(env.dir.path().join("recovery/directory.db"))?;
+    let sid: String = db.query_row(
+        "SELECT reference FROM open_codes WHERE user_id = ?1 AND purpose = 'enrol'",
+        [&user],
+        |row| row.get(0),
+    )?;
+    assert_eq!(
+        crate::mfa::verification(&env.sim, &sid)["status"],
+        "pending"
+    );
+    // Another recovery code replaces that recovery: its code stops working at once.
+    let second = env.gateway.login(&env.again(
+        &login,
+        "owner-phone",
+        with_code(codes[1].expose_secret()),
+    ))?;
+    assert!(enrolment_asked(&second), "{:?}", second.decision);
+    assert_eq!(
+        crate::mfa::verification(&env.sim, &sid)["status"],
+        "canceled"
+    );
+    let left: i64 = db.query_row(
+        "SELECT COUNT(*) FROM open_codes WHERE user_id = ?1",
+        [&user],
+        |row| row.get(0),
+    )?;
+    assert_eq!(left, 0);
+    Ok(())
+}

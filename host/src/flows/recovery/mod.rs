@@ -207,12 +207,7 @@ impl Gateway {
         };
         let digest = policy.code_digest(&user.id, code);
         let checked = store::check_code(sql, &user.id, &digest, now_ms, policy.throttle())?;
-        let outcome = match &checked {
-            CodeCheck::Burnt { .. } => "accepted",
-            CodeCheck::Wrong { .. } => "wrong",
-            CodeCheck::Throttled { .. } => "throttled",
-            CodeCheck::Disabled => "disabled",
-        };
+        let outcome = audited_outcome(&checked);
         if !matches!(checked, CodeCheck::Burnt { .. }) {
             crate::state::audit::record(
                 sql,
@@ -242,20 +237,7 @@ impl Gateway {
                 false,
             )),
             CodeCheck::Burnt { left } => {
-                let recovery = Recovery {
-                    id: new_id("rcv"),
-                    user_id: user.id.clone(),
-                    path: RecoveryPath::Code,
-                    status: RecoveryStage::Enrolling,
-                    requested_at_ms: now_ms,
-                    ready_at_ms: now_ms,
-                    expires_at_ms: now_ms
-                        .saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
-                    reasons: Vec::new(),
-                    cancel_digest: String::new(),
-                    finished_at_ms: None,
-                    outcome: None,
-                };
+                let recovery = code_recovery(&user.id, now_ms, policy);
                 let told = notices(
                     user,
                     factors,
@@ -296,6 +278,8 @@ impl Gateway {
                     )?;
                     Ok(())
                 })?;
+                // Proofs went with the sessions: enrolments under way are dead, codes too.
+                self.cancel_open_codes(&user.id, crate::state::open_codes::ENROL);
                 self.enrol(
                     verdict,
                     login,
@@ -767,5 +751,33 @@ impl Gateway {
             .details(json!({"codes": digests.len(), "batch": batch})),
         )?;
         Ok(Some(codes))
+    }
+}
+
+/// A recovery code check as the audit log names it.
+fn audited_outcome(checked: &CodeCheck) -> &'static str {
+    match checked {
+        CodeCheck::Burnt { .. } => "accepted",
+        CodeCheck::Wrong { .. } => "wrong",
+        CodeCheck::Throttled { .. } => "throttled",
+        CodeCheck::Disabled => "disabled",
+    }
+}
+
+/// The recovery a burnt recovery code starts: enrolling at once, for the enrolment
+/// window.
+fn code_recovery(user_id: &str, now_ms: u64, policy: &RecoveryPolicy) -> Recovery {
+    Recovery {
+        id: new_id("rcv"),
+        user_id: user_id.to_owned(),
+        path: RecoveryPath::Code,
+        status: RecoveryStage::Enrolling,
+        requested_at_ms: now_ms,
+        ready_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(policy.settings.enrol_window_hours * HOUR_MS),
+        reasons: Vec::new(),
+        cancel_digest: String::new(),
+        finished_at_ms: None,
+        outcome: None,
     }
 }

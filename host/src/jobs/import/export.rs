@@ -69,7 +69,7 @@ pub enum ExportError {
     Invalid(String),
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
+pub(super) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {
         path: path.to_owned(),
         source,
@@ -192,7 +192,7 @@ pub fn custom_password_hash(stored: &str) -> Result<Value, String> {
 /// A hash no password matches: SHA-256 of nothing anyone knows (32 random bytes,
 /// never kept). Auth0 needs some hash to create a password user; this one only a
 /// reset replaces.
-fn unusable_hash() -> Value {
+pub(super) fn unusable_hash() -> Value {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
     json!({"algorithm": "sha256", "hash": {"value": hex::encode(bytes), "encoding": "hex"}})
@@ -213,8 +213,11 @@ fn malformed(row: &ExportRow) -> Option<String> {
     }
 }
 
-/// The files of one export, each a JSON array of users within the size limit.
-struct Files {
+/// The files of one export, each a JSON array of users within the size limit. They
+/// hold password hashes (and, from the directory, phone numbers): each is created new
+/// (never an existing file overwritten), readable by its owner only, and checked to be
+/// so before anything is written to it.
+pub(super) struct Files {
     dir: PathBuf,
     max_bytes: usize,
     open: Option<OpenFile>,
@@ -231,6 +234,15 @@ struct OpenFile {
 }
 
 impl Files {
+    pub(super) fn new(dir: &Path, max_bytes: usize) -> Self {
+        Self {
+            dir: dir.to_owned(),
+            max_bytes,
+            open: None,
+            done: Vec::new(),
+        }
+    }
+
     fn write(file: &mut OpenFile, bytes: &[u8]) -> Result<(), ExportError> {
         file.out.write_all(bytes).map_err(io(&file.path))?;
         file.hash.update(bytes);
@@ -239,7 +251,7 @@ impl Files {
     }
 
     /// Adds one user's JSON; false if it cannot fit any file.
-    fn push(&mut self, user: &[u8]) -> Result<bool, ExportError> {
+    pub(super) fn push(&mut self, user: &[u8]) -> Result<bool, ExportError> {
         // "[" + user + "]" must fit an empty file.
         if user.len() + 2 > self.max_bytes {
             return Ok(false);
@@ -247,16 +259,12 @@ impl Files {
         if let Some(file) = &self.open
             && file.bytes as usize + 1 + user.len() + 1 > self.max_bytes
         {
-            self.close()?;
+            self.close_open()?;
         }
         if self.open.is_none() {
             let name = format!("users-{:06}.json", self.done.len() + 1);
             let path = self.dir.join(&name);
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let out = std::io::BufWriter::new(options.open(&path).map_err(io(&path))?);
+            let out = std::io::BufWriter::new(private_file(&path)?);
             let mut file = OpenFile {
                 name,
                 path,
@@ -277,7 +285,12 @@ impl Files {
         Ok(true)
     }
 
-    fn close(&mut self) -> Result<(), ExportError> {
+    pub(super) fn close(&mut self) -> Result<Vec<ExportFile>, ExportError> {
+        self.close_open()?;
+        Ok(std::mem::take(&mut self.done))
+    }
+
+    fn close_open(&mut self) -> Result<(), ExportError> {
         if let Some(mut file) = self.open.take() {
             Self::write(&mut file, b"]")?;
             file.out.flush().map_err(io(&file.path))?;
@@ -291,6 +304,65 @@ impl Files {
         }
         Ok(())
     }
+}
+
+/// A new file only its owner can read or write. Never an existing one (`create_new`):
+/// the export does not overwrite, so it never inherits a file someone else can read.
+/// The mode is checked on the open file before anything is written: a filesystem that
+/// ignores modes (some network and FAT mounts, or a default ACL) would leave the file
+/// readable by others, and the export then stops and removes it rather than chmod it
+/// (a chmod such a filesystem ignores as well would only hide the problem).
+fn private_file(path: &Path) -> Result<std::fs::File, ExportError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(path).map_err(io(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(io(path))?.permissions().mode();
+        if mode & 0o077 != 0 {
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(ExportError::Invalid(format!(
+                "{} came out with mode {:o}, readable by others: export files hold password \
+                 hashes and phone numbers; write them to a filesystem that keeps file modes",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+    }
+    Ok(file)
+}
+
+/// The export's directory: made if missing (only its owner may list it), and empty.
+pub(super) fn prepare_out_dir(dir: &Path) -> Result<(), ExportError> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(dir).map_err(io(dir))?;
+    }
+    if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
+        return Err(ExportError::Invalid(format!(
+            "{} is not empty: an export goes to a new directory (its files are what `import run` submits)",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Writes the manifest last, through a temporary file renamed into place.
+pub(super) fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<(), ExportError> {
+    let manifest_path = dir.join(MANIFEST);
+    let temporary = dir.join(".manifest.json.tmp");
+    let mut file = private_file(&temporary)?;
+    file.write_all(&serde_json::to_vec_pretty(manifest).expect("a manifest serializes"))
+        .and_then(|()| file.sync_all())
+        .map_err(io(&temporary))?;
+    std::fs::rename(&temporary, &manifest_path).map_err(io(&manifest_path))
 }
 
 /// The manifest an export leaves beside its files (written last: a directory without
@@ -321,22 +393,11 @@ pub fn run(
         ));
     }
     let dir = &options.out_dir;
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
-        return Err(ExportError::Invalid(format!(
-            "{} is not empty: an export goes to a new directory (its files are what `import run` submits)",
-            dir.display()
-        )));
-    }
+    prepare_out_dir(dir)?;
     let started = Instant::now();
     let unified = unified_columns(legacy)?;
     let products: Vec<String> = unified.keys().cloned().collect();
-    let mut files = Files {
-        dir: dir.clone(),
-        max_bytes: options.max_file_bytes,
-        open: None,
-        done: Vec::new(),
-    };
+    let mut files = Files::new(dir, options.max_file_bytes);
     let mut report = ExportReport {
         out_dir: dir.display().to_string(),
         ..Default::default()
@@ -390,22 +451,16 @@ pub fn run(
             });
         }
     }
-    files.close()?;
-    report.files = files.done;
+    report.files = files.close()?;
     report.bytes_written = report.files.iter().map(|f| f.bytes).sum();
-    let manifest = Manifest {
-        format: "auth0-users-import".into(),
-        since_ms: options.since_ms,
-        files: report.files.clone(),
-    };
-    let manifest_path = dir.join(MANIFEST);
-    let temporary = dir.join(".manifest.json.tmp");
-    std::fs::write(
-        &temporary,
-        serde_json::to_vec_pretty(&manifest).expect("a manifest serializes"),
-    )
-    .map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &manifest_path).map_err(io(&manifest_path))?;
+    write_manifest(
+        dir,
+        &Manifest {
+            format: "auth0-users-import".into(),
+            since_ms: options.since_ms,
+            files: report.files.clone(),
+        },
+    )?;
     let elapsed = started.elapsed().as_secs_f64();
     report.elapsed_ms = (elapsed * 1000.0) as u64;
     report.users_per_second = report.users_exported as f64 / elapsed.max(1e-9);

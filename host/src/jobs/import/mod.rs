@@ -5,6 +5,7 @@
 
 pub mod backfill_ids;
 pub mod custom_hash;
+pub mod directory_export;
 pub mod export;
 pub mod records;
 pub mod run;

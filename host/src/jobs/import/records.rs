@@ -7,8 +7,11 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::custom_hash;
-use crate::model::{LegacyStores, ServiceError};
+use crate::mfa::phone::PhonePolicy;
+use crate::mfa::sealed::KeyRing;
+use crate::model::{FactorKind, FactorProvider, FactorStatus, LegacyStores, ServiceError};
 use crate::state::ImportRecord;
+use crate::state::factors::Factor;
 
 /// One reason a record was refused, as Auth0 reports it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -111,8 +114,8 @@ pub fn user_id_for(email_norm: &str) -> String {
 }
 
 /// The properties Auth0's user schema allows (`additionalProperties: false`). Those the
-/// directory does not keep (names, picture, blocked, MFA enrolments) are taken and not
-/// stored, as before.
+/// directory does not keep (names, picture, blocked) are taken and not stored;
+/// `mfa_factors` are kept or refused (see [`FactorImport`]), never dropped.
 const USER_PROPERTIES: &[&str] = &[
     "app_metadata",
     "blocked",
@@ -173,6 +176,234 @@ fn stored_hash(custom: &Value) -> Result<String, Vec<RecordError>> {
             Err(errors)
         }
     }
+}
+
+/// What an imported second factor needs: the rules a number must pass to be enrolled
+/// (`[mfa] allowed_calling_codes`, `enrolment_regions`) and the keys enrolment seals
+/// phones with. Without keys (no `[mfa.verify]`), no phone factor can be kept.
+#[derive(Debug, Clone, Default)]
+pub struct FactorImport {
+    pub policy: PhonePolicy,
+    pub regions: Vec<String>,
+    pub keys: Option<std::sync::Arc<KeyRing>>,
+}
+
+impl FactorImport {
+    /// As the gateway enrols: phones sealed only when the new provider is configured.
+    pub fn from_config(config: &crate::config::PipelineConfig) -> Result<Self, String> {
+        let keys = match &config.mfa.verify {
+            Some(_) => Some(std::sync::Arc::new(
+                config
+                    .mfa
+                    .key_ring()
+                    .map_err(|e| format!("[mfa] keys: {e}"))?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            policy: PhonePolicy {
+                allowed_calling_codes: config.mfa.allowed_calling_codes.clone(),
+            },
+            regions: config.mfa.enrolment_regions.clone(),
+            keys,
+        })
+    }
+}
+
+/// Auth0's limits on `mfa_factors` (`minItems`, `maxItems`).
+const MAX_FACTORS: usize = 10;
+
+/// The `mfa_factors` of a record as the directory keeps them: each `phone` validated
+/// as enrolment validates a number and sealed as enrolment seals it, under the new
+/// provider (the one that takes the phone with each request), active. A factor the
+/// directory cannot honour (`totp`, `email`: it has no such second factor) or a number
+/// it would not enrol is that record's error: the user is not created without it.
+/// Messages never quote a number or a secret.
+fn mfa_factors(
+    value: &Value,
+    user_id: &str,
+    import: &FactorImport,
+    time_ms: u64,
+    errors: &mut Vec<RecordError>,
+) -> Vec<Factor> {
+    let Some(list) = value.as_array() else {
+        errors.push(refuse("INVALID_TYPE", "mfa_factors", "Expected type array"));
+        return Vec::new();
+    };
+    if list.is_empty() {
+        errors.push(refuse(
+            "ARRAY_LENGTH_SHORT",
+            "mfa_factors",
+            "Array is too short (0), minimum 1",
+        ));
+    }
+    if list.len() > MAX_FACTORS {
+        errors.push(refuse(
+            "ARRAY_LENGTH_LONG",
+            "mfa_factors",
+            format!("Array is too long ({}), maximum {MAX_FACTORS}", list.len()),
+        ));
+    }
+    let mut factors = Vec::new();
+    for (n, item) in list.iter().enumerate() {
+        let path = format!("mfa_factors.{n}");
+        let Some(object) = item.as_object() else {
+            errors.push(refuse("INVALID_TYPE", &path, "Expected type object"));
+            continue;
+        };
+        if object.len() > 1 {
+            errors.push(refuse(
+                "OBJECT_PROPERTIES_MAXIMUM",
+                &path,
+                format!("Too many properties defined ({}), maximum 1", object.len()),
+            ));
+            continue;
+        }
+        errors.extend(additional_properties(
+            object,
+            &["phone", "totp", "email"],
+            &path,
+        ));
+        for (kind, fields) in object {
+            let path = format!("{path}.{kind}");
+            let field = match kind.as_str() {
+                "phone" | "email" => "value",
+                "totp" => "secret",
+                _ => continue,
+            };
+            let Some(text) = factor_field(fields, field, &path, errors) else {
+                continue;
+            };
+            match kind.as_str() {
+                "phone" if !factors.is_empty() => errors.push(refuse(
+                    "CONFLICT",
+                    &path,
+                    "The directory keeps one SMS factor per user",
+                )),
+                "phone" => {
+                    if let Some(factor) = phone_factor(text, user_id, import, time_ms, &path, errors)
+                    {
+                        factors.push(factor);
+                    }
+                }
+                other => errors.push(refuse(
+                    "ENUM_MISMATCH",
+                    &path,
+                    format!(
+                        "No enum match for: {other}. This directory has no {other} second \
+                         factor: the user would be imported without it (the directory keeps phone factors)"
+                    ),
+                )),
+            }
+        }
+    }
+    factors
+}
+
+/// A factor's one string field (`additionalProperties: false`, `required`).
+fn factor_field<'a>(
+    fields: &'a Value,
+    field: &str,
+    path: &str,
+    errors: &mut Vec<RecordError>,
+) -> Option<&'a str> {
+    let Some(object) = fields.as_object() else {
+        errors.push(refuse("INVALID_TYPE", path, "Expected type object"));
+        return None;
+    };
+    let extra = additional_properties(object, &[field], path);
+    let found = !extra.is_empty();
+    errors.extend(extra);
+    match object.get(field) {
+        Some(Value::String(text)) if !found => Some(text.as_str()),
+        Some(Value::String(_)) => None,
+        Some(_) => {
+            errors.push(refuse(
+                "INVALID_TYPE",
+                &format!("{path}.{field}"),
+                "Expected type string",
+            ));
+            None
+        }
+        None => {
+            errors.push(refuse(
+                "OBJECT_REQUIRED",
+                &format!("{path}.{field}"),
+                format!("Missing required property: {field}"),
+            ));
+            None
+        }
+    }
+}
+
+/// An imported phone as enrolment would take it, or the record's error. Auth0's
+/// pattern first (`^\+[0-9]{1,15}$`); then the number must be valid, allowed, able to
+/// receive codes, and already in the E.164 form it normalizes to: it is sealed as
+/// given or not at all, never stored as something else.
+fn phone_factor(
+    text: &str,
+    user_id: &str,
+    import: &FactorImport,
+    time_ms: u64,
+    path: &str,
+    errors: &mut Vec<RecordError>,
+) -> Option<Factor> {
+    let path = format!("{path}.value");
+    let digits = text.strip_prefix('+').unwrap_or("");
+    if digits.is_empty() || digits.len() > 15 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        errors.push(refuse(
+            "PATTERN",
+            &path,
+            "String does not match pattern ^\\+[0-9]{1,15}$",
+        ));
+        return None;
+    }
+    let refused = |why: String| refuse("FORMAT", &path, why);
+    let phone = match import.policy.normalize(text) {
+        Ok(phone) => phone,
+        Err(e) => {
+            errors.push(refused(format!(
+                "Object didn't pass validation for format phone: {e}"
+            )));
+            return None;
+        }
+    };
+    if let Err(e) = crate::mfa::phone::check_can_receive_codes(&phone, &import.regions) {
+        errors.push(refused(format!(
+            "Object didn't pass validation for format phone: {e}"
+        )));
+        return None;
+    }
+    if phone.e164() != text {
+        errors.push(refused(
+            "Object didn't pass validation for format phone: the number is not in its E.164 form"
+                .into(),
+        ));
+        return None;
+    }
+    let Some(keys) = &import.keys else {
+        errors.push(refuse(
+            "ENUM_MISMATCH",
+            &path,
+            "No new SMS provider is configured ([mfa.verify] and its keys): a phone factor cannot be kept",
+        ));
+        return None;
+    };
+    let id = format!("fac_{}", crate::model::random_id());
+    Some(Factor {
+        phone: Some(keys.seal(phone.e164(), user_id, &id)),
+        id,
+        user_id: user_id.to_owned(),
+        kind: FactorKind::Sms,
+        provider: FactorProvider::Verify,
+        legacy_provider_user_id: None,
+        status: FactorStatus::Active,
+        enrolled_at_ms: time_ms,
+        updated_at_ms: time_ms,
+        last_used_ms: None,
+        cohort: None,
+        reverted: false,
+    })
 }
 
 /// The record as it may be shown in a job's errors, redacted as Auth0 redacts it: the
@@ -262,19 +493,70 @@ fn legacy_accounts(app_metadata: &serde_json::Map<String, Value>) -> Vec<(String
         .unwrap_or_default()
 }
 
+/// The hash the directory stores for `password_hash` or `custom_password_hash` (the
+/// two are mutually exclusive); none when neither is given or either is refused.
+fn password_of(
+    object: &serde_json::Map<String, Value>,
+    errors: &mut Vec<RecordError>,
+) -> Option<String> {
+    match (
+        object.get("password_hash"),
+        object.get("custom_password_hash"),
+    ) {
+        (Some(_), Some(_)) => {
+            // Auth0's schema forbids the pair with `not`: NOT_PASSED.
+            errors.push(refuse(
+                "NOT_PASSED",
+                "custom_password_hash",
+                "password_hash and custom_password_hash are mutually exclusive",
+            ));
+            None
+        }
+        (Some(Value::String(bcrypt)), None) => {
+            match stored_hash(&json!({"algorithm": "bcrypt", "hash": {"value": bcrypt}})) {
+                Ok(hash) => Some(hash),
+                Err(found) => {
+                    errors.extend(found.into_iter().map(|mut e| {
+                        e.path = "password_hash".into();
+                        e
+                    }));
+                    None
+                }
+            }
+        }
+        (Some(_), None) => {
+            errors.push(refuse(
+                "INVALID_TYPE",
+                "password_hash",
+                "Expected type string",
+            ));
+            None
+        }
+        (None, Some(custom)) => match stored_hash(custom) {
+            Ok(hash) => Some(hash),
+            Err(found) => {
+                errors.extend(found);
+                None
+            }
+        },
+        (None, None) => None,
+    }
+}
+
 /// Checks one record; every problem found, or what to store. `protected`: see
-/// [`protected_keys`].
+/// [`protected_keys`]; `factors`: how `mfa_factors` are kept.
 pub fn check(
     user: &Value,
     upsert: bool,
     protected: &[String],
+    factors: &FactorImport,
     time_ms: u64,
 ) -> Result<ImportRecord, Vec<RecordError>> {
     let Some(object) = user.as_object() else {
         return Err(vec![refuse("INVALID_TYPE", "", "Expected type object")]);
     };
     // Properties outside Auth0's schema are refused as Auth0 refuses them; those in it
-    // that the directory does not keep (names, picture, MFA enrolments) are taken.
+    // that the directory does not keep (names, picture) are taken.
     let mut errors = additional_properties(object, USER_PROPERTIES, "");
     let email = match object.get("email") {
         Some(Value::String(email)) => {
@@ -335,53 +617,18 @@ pub fn check(
             ));
         }
     }
-    let password_hash = match (
-        object.get("password_hash"),
-        object.get("custom_password_hash"),
-    ) {
-        (Some(_), Some(_)) => {
-            // Auth0's schema forbids the pair with `not`: NOT_PASSED.
-            errors.push(refuse(
-                "NOT_PASSED",
-                "custom_password_hash",
-                "password_hash and custom_password_hash are mutually exclusive",
-            ));
-            None
-        }
-        (Some(Value::String(bcrypt)), None) => {
-            match stored_hash(&json!({"algorithm": "bcrypt", "hash": {"value": bcrypt}})) {
-                Ok(hash) => Some(hash),
-                Err(found) => {
-                    errors.extend(found.into_iter().map(|mut e| {
-                        e.path = "password_hash".into();
-                        e
-                    }));
-                    None
-                }
-            }
-        }
-        (Some(_), None) => {
-            errors.push(refuse(
-                "INVALID_TYPE",
-                "password_hash",
-                "Expected type string",
-            ));
-            None
-        }
-        (None, Some(custom)) => match stored_hash(custom) {
-            Ok(hash) => Some(hash),
-            Err(found) => {
-                errors.extend(found);
-                None
-            }
-        },
-        (None, None) => None,
+    let password_hash = password_of(object, &mut errors);
+    let id = user_id_for(&crate::model::normalize_email(&email));
+    let factors = match object.get("mfa_factors") {
+        Some(value) => mfa_factors(value, &id, factors, time_ms, &mut errors),
+        None => Vec::new(),
     };
     if !errors.is_empty() {
         return Err(errors);
     }
     Ok(ImportRecord {
-        id: user_id_for(&crate::model::normalize_email(&email)),
+        id,
+        factors,
         email,
         email_verified,
         legacy_accounts: legacy_accounts(&app_metadata),
@@ -421,7 +668,7 @@ mod tests {
     #[test]
     fn what_the_schema_does_not_allow_is_refused_with_auth0s_codes() {
         let refused = |user: Value| -> Vec<(&'static str, String)> {
-            check(&user, false, &[], 0)
+            check(&user, false, &[], &FactorImport::default(), 0)
                 .unwrap_err()
                 .into_iter()
                 .map(|e| (e.code, e.path))
@@ -462,17 +709,180 @@ mod tests {
             ),
             [("NOT_PASSED", "custom_password_hash".to_owned())]
         );
-        // Names, picture, blocked and MFA enrolments are in the schema: taken.
+        // Names, picture and blocked are in the schema: taken.
         assert!(
             check(
-                &json!({"email": "a@example.org", "given_name": "A", "blocked": false,
-                        "mfa_factors": [{"totp": {"secret": "JBTWY3DPEHPK3PNP"}}]}),
+                &json!({"email": "a@example.org", "given_name": "A", "blocked": false}),
                 false,
                 &[],
+                &FactorImport::default(),
                 0
             )
             .is_ok()
         );
+        // A TOTP enrolment is in the schema, and this directory has no such factor:
+        // the record fails rather than the user arriving without it.
+        assert_eq!(
+            refused(json!({"email": "a@example.org",
+                "mfa_factors": [{"totp": {"secret": "JBTWY3DPEHPK3PNP"}}]})),
+            [("ENUM_MISMATCH", "mfa_factors.0.totp".to_owned())]
+        );
+    }
+
+    fn phone_import() -> FactorImport {
+        FactorImport {
+            keys: Some(std::sync::Arc::new(
+                KeyRing::parse(&format!(
+                    "k1:{}",
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [7u8; 32],)
+                ))
+                .unwrap(),
+            )),
+            regions: vec!["US".into(), "CA".into()],
+            ..FactorImport::default()
+        }
+    }
+
+    fn with_factors(
+        factors: Value,
+        import: &FactorImport,
+    ) -> Result<ImportRecord, Vec<RecordError>> {
+        check(
+            &json!({"email": "p@example.org", "mfa_factors": factors}),
+            false,
+            &[],
+            import,
+            5,
+        )
+    }
+
+    #[test]
+    fn an_imported_phone_is_sealed_as_enrolment_seals_it() {
+        let import = phone_import();
+        let with = |factors: Value| with_factors(factors, &import);
+        let record = with(json!([{"phone": {"value": "+14155552671"}}])).unwrap();
+        let [factor] = &record.factors[..] else {
+            panic!("{:?}", record.factors)
+        };
+        assert_eq!(
+            (
+                factor.provider,
+                factor.status,
+                factor.kind,
+                factor.user_id.as_str()
+            ),
+            (
+                FactorProvider::Verify,
+                FactorStatus::Active,
+                FactorKind::Sms,
+                record.id.as_str()
+            )
+        );
+        let keys = import.keys.as_ref().unwrap();
+        let sealed = factor.phone.as_ref().unwrap();
+        assert_eq!(
+            keys.open(sealed, &record.id, &factor.id)
+                .unwrap()
+                .to_string(),
+            "+14155552671"
+        );
+        assert!(factor.legacy_provider_user_id.is_none());
+    }
+
+    #[test]
+    fn an_imported_factor_the_directory_cannot_honour_fails_its_record() {
+        let import = phone_import();
+        let with = |factors: Value| with_factors(factors, &import);
+        // Refused, each as the record's error, and never echoing the number.
+        for (factors, code, path) in [
+            (
+                json!([{"phone": {"value": "+1 303 555 0142"}}]),
+                "PATTERN",
+                "mfa_factors.0.phone.value",
+            ),
+            (
+                json!([{"phone": {"value": "3035550142"}}]),
+                "PATTERN",
+                "mfa_factors.0.phone.value",
+            ),
+            // Valid digits but no such number: not stored as something else.
+            (
+                json!([{"phone": {"value": "+11115552671"}}]),
+                "FORMAT",
+                "mfa_factors.0.phone.value",
+            ),
+            // A number enrolment would not text (toll free), or outside the regions.
+            (
+                json!([{"phone": {"value": "+18005552671"}}]),
+                "FORMAT",
+                "mfa_factors.0.phone.value",
+            ),
+            (
+                json!([{"phone": {"value": "+442079462671"}}]),
+                "FORMAT",
+                "mfa_factors.0.phone.value",
+            ),
+            (
+                json!([{"phone": {"value": 14155552671u64}}]),
+                "INVALID_TYPE",
+                "mfa_factors.0.phone.value",
+            ),
+            (
+                json!([{"phone": {}}]),
+                "OBJECT_REQUIRED",
+                "mfa_factors.0.phone.value",
+            ),
+            (
+                json!([{"phone": {"value": "+14155552671", "label": "x"}}]),
+                "OBJECT_ADDITIONAL_PROPERTIES",
+                "mfa_factors.0.phone.label",
+            ),
+            (
+                json!([{"email": {"value": "p@example.org"}}]),
+                "ENUM_MISMATCH",
+                "mfa_factors.0.email",
+            ),
+            (
+                json!([{"phone": {"value": "+14155552671"}, "email": {"value": "p@example.org"}}]),
+                "OBJECT_PROPERTIES_MAXIMUM",
+                "mfa_factors.0",
+            ),
+            (
+                json!([{"phone": {"value": "+14155552671"}}, {"phone": {"value": "+14155552672"}}]),
+                "CONFLICT",
+                "mfa_factors.1.phone",
+            ),
+            (
+                json!([{"sms": {"value": "+14155552671"}}]),
+                "OBJECT_ADDITIONAL_PROPERTIES",
+                "mfa_factors.0.sms",
+            ),
+            (json!([]), "ARRAY_LENGTH_SHORT", "mfa_factors"),
+            (
+                json!({"phone": {"value": "+14155552671"}}),
+                "INVALID_TYPE",
+                "mfa_factors",
+            ),
+        ] {
+            let errors = with(factors.clone()).unwrap_err();
+            assert!(
+                errors.iter().any(|e| e.code == code && e.path == path),
+                "{factors}: {errors:?}"
+            );
+            for e in &errors {
+                assert!(!e.message.contains("5552671"), "{e:?}");
+            }
+        }
+        // Without the new provider's keys a phone cannot be kept: refused, not dropped.
+        let errors = check(
+            &json!({"email": "p@example.org", "mfa_factors": [{"phone": {"value": "+14155552671"}}]}),
+            false,
+            &[],
+            &FactorImport { keys: None, ..import.clone() },
+            5,
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].code, "ENUM_MISMATCH", "{errors:?}");
     }
 
     #[test]
@@ -540,6 +950,7 @@ mod tests {
                     "custom_password_hash": {"algorithm": "scrypt", "hash": {"value": "x"}}}),
             false,
             &[],
+            &FactorImport::default(),
             0,
         )
         .unwrap_err();
@@ -548,7 +959,7 @@ mod tests {
             assert!(codes.contains(&code), "{codes:?}");
         }
         assert_eq!(
-            check(&json!([1]), false, &[], 0).unwrap_err()[0].code,
+            check(&json!([1]), false, &[], &FactorImport::default(), 0).unwrap_err()[0].code,
             "INVALID_TYPE"
         );
     }

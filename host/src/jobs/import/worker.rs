@@ -70,6 +70,8 @@ pub struct Worker {
     settings: ImportApiSettings,
     /// What an upsert leaves alone on a user who signed in (`records::protected_keys`).
     protected: Vec<String>,
+    /// How imported second factors are validated and sealed.
+    factors: records::FactorImport,
     env: Arc<dyn Fn() -> JobEnv + Send + Sync>,
     signal: Arc<Signal>,
     running: Arc<AtomicUsize>,
@@ -88,6 +90,7 @@ impl Worker {
     pub fn new(
         settings: &ImportApiSettings,
         protected: Vec<String>,
+        factors: records::FactorImport,
         env: Arc<dyn Fn() -> JobEnv + Send + Sync>,
         signal: Arc<Signal>,
     ) -> Self {
@@ -99,6 +102,7 @@ impl Worker {
             ),
             settings: settings.clone(),
             protected,
+            factors,
             env,
             signal,
             running: Arc::new(AtomicUsize::new(0)),
@@ -306,15 +310,21 @@ impl Run<'_> {
     /// Checks record `index`, then writes it with the job's checkpoint.
     fn record(&self, index: u64, user: &Value) -> Flow {
         let now = self.env.clock.now_ms();
-        let checked =
-            records::check(user, self.job.upsert, &self.worker.protected, now).and_then(|record| {
-                // Links only to accounts held under the record's own email.
-                match records::unproven_links(&record, self.env.legacy.as_ref()) {
-                    Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
-                    Ok(unproven) => Err(unproven),
-                    Err(down) => Ok(Err(down)),
-                }
-            });
+        let checked = records::check(
+            user,
+            self.job.upsert,
+            &self.worker.protected,
+            &self.worker.factors,
+            now,
+        )
+        .and_then(|record| {
+            // Links only to accounts held under the record's own email.
+            match records::unproven_links(&record, self.env.legacy.as_ref()) {
+                Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
+                Ok(unproven) => Err(unproven),
+                Err(down) => Ok(Err(down)),
+            }
+        });
         let duplicate = || {
             error_entry(
                 user,
@@ -322,6 +332,16 @@ impl Run<'_> {
                     code: "DUPLICATED_USER",
                     message: "The user already exists.".into(),
                     path: "email".into(),
+                }],
+            )
+        };
+        let factors_refused = || {
+            error_entry(
+                user,
+                vec![RecordError {
+                    code: "CONFLICT",
+                    message: "The user already exists: an import does not replace an existing user's second factors".into(),
+                    path: "mfa_factors".into(),
                 }],
             )
         };
@@ -338,6 +358,7 @@ impl Run<'_> {
                 &JobStep::Import {
                     record: &record,
                     duplicate: &duplicate,
+                    factors_refused: &factors_refused,
                 },
             ),
         };

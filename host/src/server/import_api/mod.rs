@@ -59,6 +59,8 @@ pub struct ImportApi {
     settings: ImportApiSettings,
     /// What an upsert leaves alone on a user who signed in (`records::protected_keys`).
     protected: Vec<String>,
+    /// How imported second factors are validated and sealed.
+    factors: crate::jobs::import::records::FactorImport,
     limiter: Limiter,
     /// Wakes this instance's job worker when a job is submitted here.
     signal: Arc<Signal>,
@@ -79,7 +81,11 @@ fn auth0_error(status: StatusCode, message: impl Into<String>, code: &str) -> Re
 }
 
 impl ImportApi {
-    pub fn new(settings: &ImportApiSettings, protected: Vec<String>) -> Result<Self, String> {
+    pub fn new(
+        settings: &ImportApiSettings,
+        protected: Vec<String>,
+        factors: crate::jobs::import::records::FactorImport,
+    ) -> Result<Self, String> {
         let token = crate::config::secret_from(
             "server.import_api token",
             settings.token_env.as_deref(),
@@ -104,6 +110,7 @@ impl ImportApi {
             token,
             settings: settings.clone(),
             protected,
+            factors,
             signal: Arc::new(Signal::default()),
             limiter: RateLimiter::direct(Quota::per_minute(per_minute))
                 .with_middleware::<StateInformationMiddleware>(),
@@ -124,6 +131,7 @@ impl ImportApi {
         Worker::new(
             &self.settings,
             self.protected.clone(),
+            self.factors.clone(),
             env,
             self.signal.clone(),
         )

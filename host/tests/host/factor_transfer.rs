@@ -1,0 +1,469 @@
+//! Second factors carried through the bulk import: `import export --from-directory`
+//! writes a user's SMS factor as Auth0's `mfa_factors` phone, and the import API of a
+//! fresh directory seals it as enrolment would, under the new provider. The simulator
+//! and `serve` run as processes, over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use portcullis::PipelineConfig;
+use portcullis::mfa::sealed::KeyRing;
+use portcullis::model::{DirectoryUser, FactorKind, FactorProvider, FactorStatus};
+use portcullis::state::factors::Factor;
+use serde_json::{Value, json};
+
+use crate::common::{Exposure, Result, Simulator, mfa_config, seed_stores};
+
+const PHONE: &str = "+14155552671";
+const PASSWORD: &str = "carried-password-1";
+const EMAIL: &str = "carried@example.net";
+const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
+const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
+
+/// `portcullis serve` on a free port with the import API on; stderr kept in a file
+/// (searched for phones), stopped on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    log: PathBuf,
+    client: reqwest::blocking::Client,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn start(dir: &Path, config: &Path) -> Serve {
+        std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
+        let text = std::fs::read_to_string(config).unwrap();
+        let served = dir.join("serve.toml");
+        std::fs::write(
+            &served,
+            format!("{text}\n[server.import_api]\ntoken_file = \"import-token\"\n"),
+        )
+        .unwrap();
+        let log = dir.join("serve.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&served)
+            .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
+            .env("PORTCULLIS_LOG", "debug")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("serve said {line:?}"))
+            .to_owned();
+        Serve {
+            child,
+            url: format!("http://{addr}"),
+            log,
+            client: reqwest::blocking::Client::new(),
+        }
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Value {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(GATEWAY)
+            .json(body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn login(&self, tx: &str) -> Value {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.post(
+            "/v1/login",
+            &json!({
+                "transaction_id": tx, "time_ms": now, "connection": "db",
+                "client_id": "paste-web", "email": EMAIL, "password": PASSWORD,
+                "request": {"ip": "192.0.2.1", "user_agent": "test"},
+            }),
+        )
+    }
+
+    /// Submits a users file to the import API and waits for its job's end; the job
+    /// and its errors (`[]` when there are none).
+    fn import(&self, users: &Value) -> (Value, Value) {
+        let form = reqwest::blocking::multipart::Form::new()
+            .part(
+                "users",
+                reqwest::blocking::multipart::Part::bytes(users.to_string().into_bytes())
+                    .file_name("users.json"),
+            )
+            .text("connection_id", "con_portcullis");
+        let job: Value = self
+            .client
+            .post(format!("{}/api/v2/jobs/users-imports", self.url))
+            .bearer_auth(IMPORT_TOKEN)
+            .multipart(form)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let id = job["id"].as_str().unwrap().to_owned();
+        for _ in 0..300 {
+            let job: Value = self.get(&format!("/api/v2/jobs/{id}")).json().unwrap();
+            if !matches!(job["status"].as_str(), Some("pending" | "processing")) {
+                let errors = self.get(&format!("/api/v2/jobs/{id}/errors"));
+                let errors = if errors.status() == 204 {
+                    json!([])
+                } else {
+                    errors.json().unwrap()
+                };
+                return (job, errors);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("job {id} did not finish");
+    }
+
+    fn get(&self, path: &str) -> reqwest::blocking::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(IMPORT_TOKEN)
+            .send()
+            .unwrap()
+    }
+}
+
+fn factor(user_id: &str, n: u32) -> Factor {
+    Factor {
+        id: format!("fac_{user_id}_{n}"),
+        user_id: user_id.into(),
+        kind: FactorKind::Sms,
+        provider: FactorProvider::Verify,
+        legacy_provider_user_id: None,
+        phone: None,
+        status: FactorStatus::Active,
+        enrolled_at_ms: 1_000,
+        updated_at_ms: 1_000,
+        last_used_ms: None,
+        cohort: None,
+        reverted: false,
+    }
+}
+
+fn user(id: &str, email: &str) -> DirectoryUser {
+    DirectoryUser {
+        id: id.into(),
+        email: Some(email.into()),
+        email_verified: true,
+        identities: Vec::new(),
+        app_metadata: json!({"migrated": true}),
+        user_metadata: json!({"name": id}),
+        created_at_ms: 1_000,
+        last_login_ms: None,
+        logins_count: 0,
+    }
+}
+
+/// The source directory: the user with a new-provider SMS factor and a password
+/// they know, a user whose factor's phone is only at the old provider (held back),
+/// and one with an enrolment never confirmed (exported without a factor).
+fn source(dir: &Path, sim: &Simulator) -> Result<PathBuf> {
+    let config = mfa_config(dir, sim);
+    let loaded = PipelineConfig::load(&config)?;
+    let settings = loaded.state.as_ref().unwrap();
+    let state = portcullis::state::open_state(&settings.directory, &loaded.base_dir)?;
+    let keys = loaded.mfa.key_ring()?;
+    let hash = portcullis::state::passwords::legacy_formats::argon2id(PASSWORD, &[9; 16]);
+    state.put_user(&user("usr_carried", EMAIL), Some(hash.as_str()))?;
+    let mut carried = factor("usr_carried", 1);
+    carried.phone = Some(keys.seal(PHONE, "usr_carried", &carried.id));
+    state.put_factor(&carried)?;
+    state.put_user(
+        &user("usr_oldonly", "oldonly@example.net"),
+        Some(hash.as_str()),
+    )?;
+    state.put_factor(&Factor {
+        provider: FactorProvider::LegacySms,
+        legacy_provider_user_id: Some("1000007".into()),
+        ..factor("usr_oldonly", 1)
+    })?;
+    state.put_user(
+        &user("usr_pending", "pending@example.net"),
+        Some(hash.as_str()),
+    )?;
+    let mut pending = factor("usr_pending", 1);
+    pending.status = FactorStatus::Pending;
+    pending.phone = Some(keys.seal("+14155552672", "usr_pending", &pending.id));
+    state.put_factor(&pending)?;
+    Ok(config)
+}
+
+/// A fresh directory beside the same simulator, sealing with a key of its own.
+fn target(dir: &Path, sim: &Simulator) -> Result<PathBuf> {
+    let config = mfa_config(dir, sim);
+    let key = base64::engine::general_purpose::STANDARD.encode([42u8; 32]);
+    std::fs::write(dir.join("demo-mfa.keys"), format!("fresh1:{key}\n"))?;
+    seed_stores(&PipelineConfig::load(&config)?, &dir.join("mfa"), 0, 0)?;
+    Ok(config)
+}
+
+fn cli(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Exports the source directory's users; checks what the files hold and how they are
+/// kept. Returns the export's directory and what the CLI printed.
+fn export_source(a: &Path, sim: &Simulator) -> Result<(PathBuf, String)> {
+    let source_config = source(a, sim)?;
+    let export_dir = a.join("export");
+    let (ok, report, printed) = cli(
+        &[
+            "import",
+            "export",
+            "--from-directory",
+            "--config",
+            source_config.to_str().unwrap(),
+            "--out",
+            export_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{printed}");
+    assert_eq!(report["users_exported"], 2, "{report}");
+    assert_eq!(report["factors_exported"], 1, "{report}");
+    assert_eq!(report["held_back"], 1, "{report}");
+    assert_eq!(
+        report["problems"][0]["legacy_id"], "usr_oldonly",
+        "{report}"
+    );
+
+    // The file holds the phone in clear, so only its owner may read it.
+    let name = report["files"][0]["name"].as_str().unwrap();
+    let file = export_dir.join(name);
+    use std::os::unix::fs::PermissionsExt;
+    for path in [&file, &export_dir.join("manifest.json")] {
+        let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", path.display());
+    }
+    assert_eq!(
+        std::fs::metadata(&export_dir)?.permissions().mode() & 0o777,
+        0o700
+    );
+    let users: Vec<Value> = serde_json::from_slice(&std::fs::read(&file)?)?;
+    let carried = users.iter().find(|u| u["email"] == EMAIL).unwrap();
+    assert_eq!(carried["mfa_factors"], json!([{"phone": {"value": PHONE}}]));
+    assert_eq!(carried["custom_password_hash"]["algorithm"], "argon2");
+    let pending = users
+        .iter()
+        .find(|u| u["email"] == "pending@example.net")
+        .unwrap();
+    assert!(pending.get("mfa_factors").is_none(), "{pending}");
+
+    Ok((export_dir, printed))
+}
+
+#[test]
+fn a_users_sms_factor_moves_to_a_fresh_directory_and_its_login_texts_the_same_phone() -> Result {
+    let sim = Simulator::start(&[]);
+    let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    let (export_dir, printed) = export_source(a.path(), &sim)?;
+    // Into a fresh directory with its own key, through the import client.
+    let target_config = target(b.path(), &sim)?;
+    let serve = Serve::start(b.path(), &target_config);
+    let (ok, imported, run_printed) = cli(
+        &[
+            "import",
+            "run",
+            "--config",
+            target_config.to_str().unwrap(),
+            "--dir",
+            export_dir.to_str().unwrap(),
+            "--target",
+            &serve.url,
+        ],
+        &[("PORTCULLIS_IMPORT_TOKEN", IMPORT_TOKEN)],
+    );
+    assert!(ok, "{run_printed}");
+    assert_eq!(imported["inserted"], 2, "{imported}");
+
+    // Sealed under the fresh directory's key, for the new provider, as enrolment does.
+    let loaded = PipelineConfig::load(&target_config)?;
+    let state =
+        portcullis::state::open_state(&loaded.state.as_ref().unwrap().directory, &loaded.base_dir)?;
+    let user_id = portcullis::jobs::import::records::user_id_for(EMAIL);
+    let factors = state.factors_of(&user_id)?;
+    assert_eq!(factors.len(), 1, "{factors:?}");
+    let sealed = factors[0].phone.as_ref().unwrap();
+    assert_eq!(sealed.key_id, "fresh1");
+    assert_eq!(factors[0].provider, FactorProvider::Verify);
+    assert_eq!(factors[0].status, FactorStatus::Active);
+    let fresh = KeyRing::from_file(&b.path().join("demo-mfa.keys"))?;
+    assert_eq!(
+        fresh.open(sealed, &user_id, &factors[0].id)?.as_str(),
+        PHONE
+    );
+
+    // The login reaches an SMS challenge on the new provider, and the code goes to
+    // the same phone.
+    let texts_before = sim
+        .get(&format!("/sim/inbox?to={}", PHONE.replace('+', "%2B")))
+        .as_array()
+        .unwrap()
+        .len();
+    let verdict = serve.login("tx-carried-1");
+    assert_eq!(verdict["decision"]["type"], "challenge", "{verdict}");
+    assert_eq!(verdict["decision"]["via"], "verify", "{verdict}");
+    let inbox = sim.get(&format!("/sim/inbox?to={}", PHONE.replace('+', "%2B")));
+    let inbox = inbox.as_array().unwrap();
+    assert_eq!(inbox.len(), texts_before + 1, "{inbox:?}");
+    assert_eq!(inbox.last().unwrap()["provider"], "verify");
+    let done = serve.post(
+        "/v1/continue",
+        &json!({
+            "token": verdict["resume_token"],
+            "transaction_id": verdict["transaction_id"],
+            "result": {"code": sim.last_code(PHONE)},
+        }),
+    );
+    assert_eq!(done["decision"]["type"], "allow", "{done}");
+
+    // The phone is in the export file only: not in what anything printed or logged,
+    // the import's saved results, or either directory's database.
+    let mut exposure = Exposure::new()
+        .databases_under(a.path())
+        .databases_under(b.path())
+        .text("export", &printed)
+        .text("import run", &run_printed)
+        .file(&serve.log);
+    if let Ok(results) = std::fs::read_dir(export_dir.join("results")) {
+        for entry in results {
+            exposure = exposure.file(&entry?.path());
+        }
+    }
+    assert!(exposure.places() >= 5, "{}", exposure.places());
+    exposure.assert_no_phone(PHONE);
+    Ok(())
+}
+
+#[test]
+fn an_imported_factor_the_directory_cannot_honour_fails_its_record_and_is_masked() -> Result {
+    let sim = Simulator::start(&[]);
+    let b = tempfile::tempdir()?;
+    let config = target(b.path(), &sim)?;
+    let serve = Serve::start(b.path(), &config);
+    let hash = portcullis::jobs::import::export::custom_password_hash(
+        &portcullis::state::passwords::legacy_formats::salted_sha1("pw", "salt"),
+    )
+    .unwrap();
+    let record = |email: &str, factors: Value| json!({"email": email, "custom_password_hash": hash, "mfa_factors": factors});
+    let (job, errors) = serve.import(&json!([
+        record(
+            "good@example.net",
+            json!([{"phone": {"value": "+14155552673"}}])
+        ),
+        // No such area code: never stored as some other number.
+        record(
+            "badphone@example.net",
+            json!([{"phone": {"value": "+11115552674"}}])
+        ),
+        // Spaces: not E.164.
+        record(
+            "spaced@example.net",
+            json!([{"phone": {"value": "+1 415 555 2675"}}])
+        ),
+        record(
+            "totp@example.net",
+            json!([{"totp": {"secret": "JBTWY3DPEHPK3PNP"}}])
+        ),
+        record(
+            "email@example.net",
+            json!([{"email": {"value": "email@example.net"}}])
+        ),
+    ]));
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["summary"]["inserted"], 1, "{job}");
+    assert_eq!(job["summary"]["failed"], 4, "{job}");
+    let codes: Vec<(String, String)> = errors
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["errors"][0]["code"].as_str().unwrap().to_owned(),
+                e["errors"][0]["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            ("FORMAT", "mfa_factors.0.phone.value"),
+            ("PATTERN", "mfa_factors.0.phone.value"),
+            ("ENUM_MISMATCH", "mfa_factors.0.totp"),
+            ("ENUM_MISMATCH", "mfa_factors.0.email"),
+        ]
+        .map(|(c, p)| (c.to_owned(), p.to_owned()))
+    );
+    // The errors answer masks every factor's value, as Auth0 does.
+    for error in errors.as_array().unwrap() {
+        let factor = error["user"]["mfa_factors"][0].as_object().unwrap();
+        for fields in factor.values() {
+            for value in fields.as_object().unwrap().values() {
+                assert_eq!(value, "*****", "{error}");
+            }
+        }
+    }
+    let shown = errors.to_string();
+    for secret in ["5552674", "555 2675", "JBTWY3DPEHPK3PNP"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    // Refused records left no user behind.
+    let loaded = PipelineConfig::load(&config)?;
+    let state =
+        portcullis::state::open_state(&loaded.state.as_ref().unwrap().directory, &loaded.base_dir)?;
+    for email in [
+        "badphone@example.net",
+        "totp@example.net",
+        "email@example.net",
+    ] {
+        assert!(
+            portcullis::model::Directory::find_by_email(state.as_ref(), email)?.is_empty(),
+            "{email}"
+        );
+    }
+    let good = portcullis::jobs::import::records::user_id_for("good@example.net");
+    assert_eq!(state.factors_of(&good)?.len(), 1);
+    Exposure::new()
+        .databases_under(b.path())
+        .file(&serve.log)
+        .assert_no_phone("+11115552674");
+    Ok(())
+}
