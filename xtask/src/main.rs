@@ -189,8 +189,8 @@ const TEST_SERVERS: [(&str, &str, &str); 2] = [
 fn test(extra: &[String]) -> Result<()> {
     build_rules()?;
     let mut test = cargo();
-    // Release: the suite compiles and runs real components, and the host's release
-    // build is shared with the demo.
+    // Release: the suite compiles and runs real components. (Not the demo's build:
+    // dev-dependencies unify other features of shared crates into it.)
     test.args(["test", "--release"]).args(extra);
     // The PostgreSQL and MariaDB tests run whenever those servers answer at their
     // usual addresses, not only when CI names them.
