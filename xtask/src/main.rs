@@ -17,7 +17,7 @@
 //! - `fuzz`: builds the libFuzzer targets in fuzz/ and runs each (`--seconds N`, default
 //!   30, or `--runs N`), seeded from the fixtures; a JSON report in target/fuzz-report.json
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -418,7 +418,17 @@ fn bench(extra: &[String]) -> Result<()> {
     run(bench)
 }
 
-fn bench_server(extra: &[String]) -> Result<()> {
+/// `cargo xtask bench-server`'s flags.
+struct ServerBench {
+    flush_ms: Option<u64>,
+    postgres: Option<String>,
+    warm: Option<u32>,
+    connections: u32,
+    seconds: u32,
+    binary: Option<PathBuf>,
+}
+
+impl ServerBench {
     // `--login-stats-flush-ms N`: how the statistics of logins without effects are
     // written (0: with each login; the config's default otherwise). `--postgres URL`:
     // the directory in PostgreSQL instead of the demo's SQLite file.
@@ -426,60 +436,141 @@ fn bench_server(extra: &[String]) -> Result<()> {
     // `--connections N`: wrk's open connections (64: the server saturated; 1: one
     // login at a time, the latency a lightly loaded gateway sees). `--binary PATH`: a
     // `portcullis` built elsewhere (another commit's, to compare two in one sitting)
-    // instead of this tree's. `--seconds N`: each wrk run's length (10). Two runs
-    // against one server: `GET /healthz` (its HTTP floor), then the logins.
-    let (mut flush_ms, mut postgres, mut warm, mut connections) = (None, None, None, 64u32);
-    let mut seconds = 10u32;
-    let mut binary: Option<PathBuf> = None;
-    let mut args = extra.iter();
-    while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next()) {
-            ("--login-stats-flush-ms", Some(n)) => {
-                flush_ms = Some(
-                    n.parse::<u64>()
-                        .context("--login-stats-flush-ms needs a number")?,
-                )
-            }
-            ("--postgres", Some(url)) => postgres = Some(url.clone()),
-            ("--binary", Some(path)) => binary = Some(PathBuf::from(path)),
-            ("--seconds", Some(n)) => {
-                seconds = n.parse().context("--seconds needs a number")?;
-                anyhow::ensure!(seconds >= 1, "--seconds needs at least 1");
-            }
-            ("--connections", Some(n)) => {
-                connections = n.parse().context("--connections needs a number")?;
-                anyhow::ensure!(connections >= 1, "--connections needs at least 1");
-            }
-            ("--warm-instances", Some(n)) => {
-                warm = Some(
-                    n.parse::<u32>()
-                        .context("--warm-instances needs a number")?,
-                )
-            }
-            _ => {
-                bail!(
-                    "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH]"
-                )
+    // instead of this tree's. `--seconds N`: each wrk run's length (10).
+    fn parse(extra: &[String]) -> Result<Self> {
+        let mut bench = Self {
+            flush_ms: None,
+            postgres: None,
+            warm: None,
+            connections: 64,
+            seconds: 10,
+            binary: None,
+        };
+        let mut args = extra.iter();
+        while let Some(flag) = args.next() {
+            match (flag.as_str(), args.next()) {
+                ("--login-stats-flush-ms", Some(n)) => {
+                    bench.flush_ms = Some(
+                        n.parse::<u64>()
+                            .context("--login-stats-flush-ms needs a number")?,
+                    )
+                }
+                ("--postgres", Some(url)) => bench.postgres = Some(url.clone()),
+                ("--binary", Some(path)) => bench.binary = Some(PathBuf::from(path)),
+                ("--seconds", Some(n)) => {
+                    bench.seconds = n.parse().context("--seconds needs a number")?;
+                    anyhow::ensure!(bench.seconds >= 1, "--seconds needs at least 1");
+                }
+                ("--connections", Some(n)) => {
+                    bench.connections = n.parse().context("--connections needs a number")?;
+                    anyhow::ensure!(bench.connections >= 1, "--connections needs at least 1");
+                }
+                ("--warm-instances", Some(n)) => {
+                    bench.warm = Some(
+                        n.parse::<u32>()
+                            .context("--warm-instances needs a number")?,
+                    )
+                }
+                _ => {
+                    bail!(
+                        "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH]"
+                    )
+                }
             }
         }
+        Ok(bench)
     }
-    build_rules()?;
-    if Command::new("wrk").arg("--version").output().is_err() {
+
+    /// The demo pipeline, with its gateway allowed to vouch for password-less logins
+    /// (the path measured here): a copy beside the demo state, paths adjusted.
+    fn config(&self, root: &Path) -> Result<PathBuf> {
+        let config = root.join("target/bench-pipeline.toml");
+        std::fs::write(
+            &config,
+            std::fs::read_to_string(root.join("fixtures/pipeline.toml"))?
+                .replace("\"../target/", "\"./")
+                .replace(
+                    "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+                    "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"\nvouches = true",
+                )
+                .replace(
+                    "[engine]\n",
+                    &self.warm.map_or("[engine]\n".into(), |n| {
+                        format!("[engine]\nwarm_instances = {n}\n")
+                    }),
+                )
+                .replace(
+                    "[state]\n",
+                    &self.flush_ms.map_or("[state]\n".into(), |ms| {
+                        format!("[state]\nlogin_stats_flush_ms = {ms}\n")
+                    }),
+                )
+                .replace(
+                    "directory = \"sqlite://../target/demo-state/directory.db\"",
+                    &self.postgres.as_ref().map_or(
+                        "directory = \"sqlite://../target/demo-state/directory.db\"".into(),
+                        |url| format!("directory = \"{url}\""),
+                    ),
+                ),
+        )?;
+        Ok(config)
+    }
+
+    /// A user the seed put in the directory as already migrated.
+    fn migrated_email(&self, root: &Path) -> Result<String> {
+        let query = "SELECT email FROM users WHERE app_metadata LIKE '%\"migrated\":true%' LIMIT 1";
+        let email = match &self.postgres {
+            Some(url) => Command::new("psql")
+                .args([url.as_str(), "-tAc", query])
+                .output()
+                .context("psql reads the seeded directory")?,
+            None => Command::new("python3")
+                .args([
+                    "-c",
+                    "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])",
+                ])
+                .arg(root.join("target/demo-state/directory.db"))
+                .arg(query)
+                .output()
+                .context("python3 reads the seeded directory")?,
+        };
+        let email = String::from_utf8(email.stdout)?.trim().to_owned();
+        anyhow::ensure!(
+            email.contains('@'),
+            "no migrated user in the seeded directory"
+        );
+        Ok(email)
+    }
+}
+
+/// wrk, from Debian when missing.
+fn ensure_wrk() -> Result<()> {
+    if Command::new("wrk").arg("--version").output().is_ok() {
+        return Ok(());
+    }
+    let mut install = Command::new("apt-get");
+    install.args(["install", "-y", "wrk"]);
+    if run(install).is_err() {
+        let mut update = Command::new("apt-get");
+        update.arg("update");
+        run(update)?;
         let mut install = Command::new("apt-get");
         install.args(["install", "-y", "wrk"]);
-        if run(install).is_err() {
-            let mut update = Command::new("apt-get");
-            update.arg("update");
-            run(update)?;
-            let mut install = Command::new("apt-get");
-            install.args(["install", "-y", "wrk"]);
-            run(install)?;
-        }
+        run(install)?;
     }
+    Ok(())
+}
+
+/// Two wrk runs against one server: `GET /healthz` (its HTTP floor), then the logins.
+fn bench_server(extra: &[String]) -> Result<()> {
+    let bench = ServerBench::parse(extra)?;
+    let (connections, seconds) = (bench.connections, bench.seconds);
+    build_rules()?;
+    ensure_wrk()?;
     let root = workspace_root();
-    let portcullis = match binary {
+    let portcullis = match &bench.binary {
         Some(path) => {
-            std::fs::canonicalize(&path).with_context(|| format!("--binary {}", path.display()))?
+            std::fs::canonicalize(path).with_context(|| format!("--binary {}", path.display()))?
         }
         None => {
             let mut build = cargo();
@@ -488,38 +579,8 @@ fn bench_server(extra: &[String]) -> Result<()> {
             root.join("target/release/portcullis")
         }
     };
-    // The demo pipeline, with its gateway allowed to vouch for password-less logins
-    // (the path measured here): a copy beside the demo state, paths adjusted.
     let token = "bench-gateway-token-0123456789abcdef";
-    let config = root.join("target/bench-pipeline.toml");
-    std::fs::write(
-        &config,
-        std::fs::read_to_string(root.join("fixtures/pipeline.toml"))?
-            .replace("\"../target/", "\"./")
-            .replace(
-                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
-                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"\nvouches = true",
-            )
-            .replace(
-                "[engine]\n",
-                &warm.map_or("[engine]\n".into(), |n| {
-                    format!("[engine]\nwarm_instances = {n}\n")
-                }),
-            )
-            .replace(
-                "[state]\n",
-                &flush_ms.map_or("[state]\n".into(), |ms| {
-                    format!("[state]\nlogin_stats_flush_ms = {ms}\n")
-                }),
-            )
-            .replace(
-                "directory = \"sqlite://../target/demo-state/directory.db\"",
-                &postgres.as_ref().map_or(
-                    "directory = \"sqlite://../target/demo-state/directory.db\"".into(),
-                    |url| format!("directory = \"{url}\""),
-                ),
-            ),
-    )?;
+    let config = bench.config(&root)?;
     let mut seed = Command::new(&portcullis);
     seed.current_dir(&root)
         .args([
@@ -532,28 +593,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
         ])
         .arg(&config);
     run(seed)?;
-    // A user the seed put in the directory as already migrated.
-    let query = "SELECT email FROM users WHERE app_metadata LIKE '%\"migrated\":true%' LIMIT 1";
-    let email = match &postgres {
-        Some(url) => Command::new("psql")
-            .args([url.as_str(), "-tAc", query])
-            .output()
-            .context("psql reads the seeded directory")?,
-        None => Command::new("python3")
-            .args([
-                "-c",
-                "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute(sys.argv[2]).fetchone()[0])",
-            ])
-            .arg(root.join("target/demo-state/directory.db"))
-            .arg(query)
-            .output()
-            .context("python3 reads the seeded directory")?,
-    };
-    let email = String::from_utf8(email.stdout)?.trim().to_owned();
-    anyhow::ensure!(
-        email.contains('@'),
-        "no migrated user in the seeded directory"
-    );
+    let email = bench.migrated_email(&root)?;
     let script = std::env::temp_dir().join("portcullis-migrated-login.lua");
     std::fs::write(
         &script,

@@ -750,6 +750,11 @@ fn instructions(json_out: bool) {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap());
         return;
     }
+    print_instructions(&rows);
+}
+
+/// The instruction counts as tables: every engine, made ahead, and the Lua peer.
+fn print_instructions(rows: &[InstructionRow]) {
     println!(
         "{:<26} {:>16} {:>16} {:>17} {:>18} {:>11} {:>12}",
         "scenario",
@@ -760,7 +765,7 @@ fn instructions(json_out: bool) {
         "wasm/floor",
         "wasm/native"
     );
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<26} {:>16} {:>16} {:>17} {:>18} {:>10.2}x {:>11.1}x",
             r.scenario,
@@ -788,7 +793,7 @@ fn instructions(json_out: bool) {
         }
     };
     println!("made ahead (the login alone, both engines):");
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<26} wasm {:>9}  floor {:>9}  wasm/floor {}",
             r.scenario,
@@ -801,7 +806,7 @@ fn instructions(json_out: bool) {
         );
     }
     println!("a Lua state reused across logins (a fresh environment per login):");
-    for r in &rows {
+    for r in rows {
         println!(
             "{:<26} lua {:>9}  wasm/lua {:.2}x (work per login), {} (login, instances made ahead)",
             r.scenario,
@@ -876,8 +881,19 @@ struct Comparison {
     peak_guest_memory_kib: u64,
 }
 
-/// Every engine on both scenarios, and what did not give the recording's verdict.
-fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
+/// The largest guest linear memory one wasm evaluation of the scenario held.
+fn peak_guest_memory_kib(pipeline: &Pipeline, scenario: &Scenario) -> u64 {
+    pipeline
+        .evaluate(&scenario.login, &scenario.services)
+        .trace
+        .iter()
+        .map(|t| t.memory_kib)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The demo pipeline, whose rules the bench's peers port, in its order.
+fn fixture_config() -> PipelineConfig {
     let config = PipelineConfig::load(&root().join("fixtures/pipeline.toml"))
         .expect("fixtures/pipeline.toml loads");
     let names: Vec<&str> = config.rules.iter().map(|r| r.name.as_str()).collect();
@@ -885,34 +901,55 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
         names, RULE_NAMES,
         "the bench's peers run these rules in this order"
     );
+    config
+}
+
+/// The floor's two builds: core modules, and the same through the component model.
+fn floors(
+    configs: &[BTreeMap<String, String>],
+    max_instances: u32,
+) -> (floor::Floor, floor_component::FloorComponent) {
+    let floor =
+        floor::Floor::load(&root(), configs, max_instances).unwrap_or_else(|e| panic!("{e}"));
+    let floor_component = floor_component::FloorComponent::load(&root(), configs, max_instances)
+        .unwrap_or_else(|e| panic!("{e}"));
+    (floor, floor_component)
+}
+
+/// wasm's p50s over each peer's, for the login and for the work per login.
+fn wasm_over(engines: &[EngineRow]) -> Vec<Ratio> {
+    match engines.iter().find(|r| r.engine == "wasm") {
+        Some(wasm) => engines
+            .iter()
+            .filter(|r| r.engine != "wasm")
+            .map(|peer| Ratio {
+                peer: peer.engine,
+                login: wasm.login.p50_us / peer.login.p50_us,
+                work_per_login: wasm.work_per_login.p50_us / peer.work_per_login.p50_us,
+            })
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// Every engine on both scenarios, and what did not give the recording's verdict.
+fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
+    let config = fixture_config();
     let pipeline = Runtime::new(&config.engine)
         .unwrap()
         .load(&config)
         .expect("build the rules first: cargo xtask build-rules");
     let configs: Vec<BTreeMap<String, String>> =
         config.rules.iter().map(|r| r.config.clone()).collect();
-    let floor = floor::Floor::load(&root(), &configs, config.engine.max_instances)
-        .unwrap_or_else(|e| panic!("{e}"));
-    let floor_component =
-        floor_component::FloorComponent::load(&root(), &configs, config.engine.max_instances)
-            .unwrap_or_else(|e| panic!("{e}"));
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-
+    let (floor, floor_component) = floors(&configs, config.engine.max_instances);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let (mut comparisons, mut failures) = (Vec::new(), Vec::new());
     for name in ["already-migrated", "single-product-migrated"] {
         let recording = root().join(format!("fixtures/recordings/{name}.json"));
         let scenario = Scenario::from_recording(&recording).unwrap();
         let expected = expected(&scenario);
         let (login, services) = (&scenario.login, &scenario.services);
-        let peak_guest_memory_kib = pipeline
-            .evaluate(login, services)
-            .trace
-            .iter()
-            .map(|t| t.memory_kib)
-            .max()
-            .unwrap_or(0);
+        let peak_guest_memory_kib = peak_guest_memory_kib(&pipeline, &scenario);
         let rows = [
             row(
                 ("wasm", WASM),
@@ -985,22 +1022,10 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
                 Err(e) => failures.push(format!("{name}: {e}")),
             }
         }
-        let wasm_over = match engines.iter().find(|r| r.engine == "wasm") {
-            Some(wasm) => engines
-                .iter()
-                .filter(|r| r.engine != "wasm")
-                .map(|peer| Ratio {
-                    peer: peer.engine,
-                    login: wasm.login.p50_us / peer.login.p50_us,
-                    work_per_login: wasm.work_per_login.p50_us / peer.work_per_login.p50_us,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
         comparisons.push(Comparison {
             scenario: name.into(),
+            wasm_over: wasm_over(&engines),
             engines,
-            wasm_over,
             peak_guest_memory_kib,
         });
     }

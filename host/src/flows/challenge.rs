@@ -167,9 +167,13 @@ impl Gateway {
                 true,
             ));
         }
-        // A code still open for this user (another login's, now replaced) stops
-        // working first; a Verify send would otherwise reuse that verification.
-        self.cancel_open_codes(&user.id, open_codes::LOGIN);
+        // Another login's code still open for this user is left alone: that login may
+        // be the owner's, and this one may be whoever has the password (cancelling
+        // would let them kill the owner's code at will). A Verify send then reuses
+        // the pending verification (the same code, texted again); each login checks
+        // against its own verification's SID. Only codes whose login has expired
+        // are cancelled here.
+        self.sweep_expired_codes();
         let sent = match self.services.sms.send_code(&user.id, &factor_id, via) {
             Ok(sent) => sent,
             Err(e) => {

@@ -1,5 +1,6 @@
 //! Codes a provider still holds open when what they were sent for is abandoned: a
-//! login challenge replaced by a new one for the same user or past its token's expiry,
+//! login challenge past its token's expiry or out of attempts (never one another
+//! login replaces: that login may be whoever has the password),
 //! an enrolment replaced by another of the same proof, or whose recovery another
 //! recovery replaced. The host cancels them at the provider (Verify's
 //! `update(status="canceled")`) so a code in someone's inbox stops working at once.
@@ -28,6 +29,14 @@ impl Gateway {
             Err(e) => tracing::warn!("reading expired open codes failed: {e}"),
         }
         self.cancel_codes(&codes);
+    }
+
+    /// Cancels a few of anyone's open codes whose login or enrolment has expired.
+    pub(super) fn sweep_expired_codes(&self) {
+        match open_codes::take_expired(self.state.sql(), self.clock.now_ms(), SWEEP) {
+            Ok(expired) => self.cancel_codes(&expired),
+            Err(e) => tracing::warn!("reading expired open codes failed: {e}"),
+        }
     }
 
     /// Cancels the open codes of one of the user's factors (an enrolment replaced).

@@ -444,6 +444,11 @@ pub fn finish(
             ],
         )
     })?;
+    // The file held password hashes and phones: on SQLite its pages leave the
+    // write-ahead log too, now (a job ends rarely; a busy reader defers it to the
+    // next scrub).
+    store.scrubbed();
+    store.forget_scrubbed()?;
     Ok(n == 1)
 }
 
@@ -469,7 +474,7 @@ pub fn forget_expired(
 ) -> Result<u64, StoreError> {
     let (kept, [now, retention]) = kept_condition(sql_time(now_ms), sql_time(retention_ms));
     let gone = format!("SELECT id FROM import_jobs WHERE NOT {kept}");
-    transact(store, |tx| {
+    let deleted = transact(store, |tx| {
         tx.execute(
             &format!("DELETE FROM import_job_errors WHERE job_id IN ({gone})"),
             &[now.clone(), retention.clone()],
@@ -478,7 +483,12 @@ pub fn forget_expired(
             &format!("DELETE FROM import_jobs WHERE NOT {kept}"),
             &[now.clone(), retention.clone()],
         )
-    })
+    })?;
+    if deleted > 0 {
+        store.scrubbed();
+        store.forget_scrubbed()?;
+    }
+    Ok(deleted)
 }
 
 /// One record of a running job, as its worker hands it over.

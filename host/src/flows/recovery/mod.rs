@@ -478,6 +478,63 @@ impl Gateway {
         Ok(verdict)
     }
 
+    /// The recovery completes with the new factor, in one transaction: the factor
+    /// active, the others disabled, sessions revoked, every channel told, audited.
+    /// False when the recovery ended meanwhile; a conflict when the confirmed factor
+    /// went.
+    fn complete(
+        &self,
+        user: &crate::model::DirectoryUser,
+        new: &crate::state::factors::Factor,
+        recovery_id: &str,
+        told: &[crate::state::recovery::Notice],
+        now_ms: u64,
+    ) -> Result<bool, crate::state::StoreError> {
+        let sql = self.state.sql();
+        let dialect = sql.dialect();
+        let was_confirmed = new.status == FactorStatus::Confirmed;
+        crate::state::portable::transact(sql, |tx| {
+            crate::state::factors::rows::lock_factor_set(tx, dialect, &user.id)?;
+            if !store::set_status(
+                tx,
+                recovery_id,
+                RecoveryStage::Enrolling,
+                RecoveryStage::Completed,
+                "new factor enrolled",
+                now_ms,
+            )? {
+                return Ok(false);
+            }
+            // The confirmed phone must still be there: otherwise nothing happens, the
+            // lost factor included (it stays the user's factor).
+            if store::activate_confirmed(tx, &user.id, &new.id, now_ms)? != 1 && was_confirmed {
+                return Err(crate::state::StoreError::Conflict(
+                    "the confirmed factor went meanwhile".into(),
+                ));
+            }
+            let disabled = store::disable_other_factors(tx, &user.id, &new.id, now_ms)?;
+            store::revoke_sessions(tx, &user.id, now_ms)?;
+            store::enqueue(tx, told, now_ms, recovery_id)?;
+            crate::state::audit::append(
+                sql,
+                tx,
+                &AuditEntry::new(
+                    now_ms,
+                    format!("user:{}", user.id),
+                    "recovery-completed",
+                    &user.id,
+                )
+                .details(json!({
+                    "recovery": recovery_id,
+                    "new_factor": new.id,
+                    "factors_disabled": disabled,
+                    "notices": told.len(),
+                })),
+            )?;
+            Ok(true)
+        })
+    }
+
     /// `/v1/continue` after a recovery's enrolment: `{"enrollment_id": …}` names the
     /// factor the user just enrolled and confirmed. The recovery completes (old
     /// factors disabled, sessions revoked, every channel told) and the rule resumes.
@@ -549,48 +606,7 @@ impl Gateway {
             None,
             DISPUTE,
         );
-        let dialect = sql.dialect();
-        let was_confirmed = new.status == FactorStatus::Confirmed;
-        let completed = crate::state::portable::transact(sql, |tx| {
-            crate::state::factors::rows::lock_factor_set(tx, dialect, &user.id)?;
-            if !store::set_status(
-                tx,
-                &pending.recovery_id,
-                RecoveryStage::Enrolling,
-                RecoveryStage::Completed,
-                "new factor enrolled",
-                now_ms,
-            )? {
-                return Ok(false);
-            }
-            // The confirmed phone must still be there: otherwise nothing happens, the
-            // lost factor included (it stays the user's factor).
-            if store::activate_confirmed(tx, &user.id, &new.id, now_ms)? != 1 && was_confirmed {
-                return Err(crate::state::StoreError::Conflict(
-                    "the confirmed factor went meanwhile".into(),
-                ));
-            }
-            let disabled = store::disable_other_factors(tx, &user.id, &new.id, now_ms)?;
-            store::revoke_sessions(tx, &user.id, now_ms)?;
-            store::enqueue(tx, &told, now_ms, &pending.recovery_id)?;
-            crate::state::audit::append(
-                sql,
-                tx,
-                &AuditEntry::new(
-                    now_ms,
-                    format!("user:{}", user.id),
-                    "recovery-completed",
-                    &user.id,
-                )
-                .details(json!({
-                    "recovery": pending.recovery_id,
-                    "new_factor": new.id,
-                    "factors_disabled": disabled,
-                    "notices": told.len(),
-                })),
-            )?;
-            Ok(true)
-        });
+        let completed = self.complete(user, new, &pending.recovery_id, &told, now_ms);
         let completed = match completed {
             Err(crate::state::StoreError::Conflict(_)) => false,
             other => other?,

@@ -460,7 +460,13 @@ pub fn redacted(user: &Value) -> Value {
     if let Some(factors) = map.get_mut("mfa_factors") {
         match factors.as_array_mut() {
             Some(list) => {
-                for factor in list.iter_mut().filter_map(Value::as_object_mut) {
+                // An item that is not an object (`"+1415…"`, `["+1415…"]`) is
+                // refused as the wrong type, and is hidden whole.
+                for item in list.iter_mut() {
+                    let Some(factor) = item.as_object_mut() else {
+                        *item = json!(HIDDEN);
+                        continue;
+                    };
                     for kind in factor.values_mut() {
                         match kind.as_object_mut() {
                             Some(fields) => fields.values_mut().for_each(|v| *v = json!(HIDDEN)),
@@ -919,6 +925,11 @@ mod tests {
         );
         assert!(!shown.to_string().contains("$2b$"), "{shown}");
         assert_eq!(shown["email"], json!(null));
+        // A factor given as a bare value (refused as the wrong type) is hidden whole.
+        let shown = redacted(&json!({
+            "mfa_factors": ["+14155552676", ["+14155552677"], 14155552678_u64],
+        }));
+        assert_eq!(shown["mfa_factors"], json!(["*****", "*****", "*****"]));
     }
 
     #[test]
