@@ -358,6 +358,21 @@ fn held() -> String {
     )
 }
 
+/// `UPDATE import_jobs SET {set}` on a job `owner` still holds (`$1` id, `$2` owner,
+/// `values` from `$3`); false when it lost the job.
+fn update_held(
+    store: &dyn SqlStore,
+    set: &str,
+    id: &str,
+    owner: &str,
+    values: &[Val],
+) -> Result<bool, StoreError> {
+    let sql = format!("UPDATE import_jobs SET {set} WHERE {}", held());
+    let mut params = vec![Val::text(id), Val::text(owner)];
+    params.extend_from_slice(values);
+    Ok(transact(store, |tx| tx.execute(&sql, &params))? == 1)
+}
+
 /// The file was read: the job is processing, with `total` users, its start time kept
 /// from the first instance that read it. False when `owner` lost the job.
 pub fn start(
@@ -368,26 +383,19 @@ pub fn start(
     now_ms: u64,
     lease_until_ms: u64,
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "UPDATE import_jobs SET status = $3, total = $4, started_at_ms = COALESCE(started_at_ms, $5),
-             updated_at_ms = $5, lease_until_ms = $6
-         WHERE {}",
-        held()
-    );
-    let n = transact(store, |tx| {
-        tx.execute(
-            &sql,
-            &[
-                Val::text(id),
-                Val::text(owner),
-                Val::text(JobStatus::Processing.name()),
-                big(total),
-                big(now_ms),
-                big(lease_until_ms),
-            ],
-        )
-    })?;
-    Ok(n == 1)
+    update_held(
+        store,
+        "status = $3, total = $4, started_at_ms = COALESCE(started_at_ms, $5),
+         updated_at_ms = $5, lease_until_ms = $6",
+        id,
+        owner,
+        &[
+            Val::text(JobStatus::Processing.name()),
+            big(total),
+            big(now_ms),
+            big(lease_until_ms),
+        ],
+    )
 }
 
 /// Keeps `owner`'s lease on a job until `lease_until_ms`; false when it lost the job.
@@ -398,22 +406,13 @@ pub fn renew(
     now_ms: u64,
     lease_until_ms: u64,
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "UPDATE import_jobs SET lease_until_ms = $3, updated_at_ms = $4 WHERE {}",
-        held()
-    );
-    let n = transact(store, |tx| {
-        tx.execute(
-            &sql,
-            &[
-                Val::text(id),
-                Val::text(owner),
-                big(lease_until_ms),
-                big(now_ms),
-            ],
-        )
-    })?;
-    Ok(n == 1)
+    update_held(
+        store,
+        "lease_until_ms = $3, updated_at_ms = $4",
+        id,
+        owner,
+        &[big(lease_until_ms), big(now_ms)],
+    )
 }
 
 /// Ends a job `owner` holds (completed, failed or expired, with why), lets go of its
@@ -426,43 +425,36 @@ pub fn finish(
     details: Option<&str>,
     now_ms: u64,
 ) -> Result<bool, StoreError> {
-    let sql = format!(
-        "UPDATE import_jobs SET status = $3, status_details = $4, updated_at_ms = $5,
-             users_file = NULL, lease_owner = NULL, lease_until_ms = NULL
-         WHERE {}",
-        held()
-    );
-    let n = transact(store, |tx| {
-        tx.execute(
-            &sql,
-            &[
-                Val::text(id),
-                Val::text(owner),
-                Val::text(status.name()),
-                Val::Text(details.map(str::to_owned)),
-                big(now_ms),
-            ],
-        )
-    })?;
+    let ended = update_held(
+        store,
+        "status = $3, status_details = $4, updated_at_ms = $5,
+         users_file = NULL, lease_owner = NULL, lease_until_ms = NULL",
+        id,
+        owner,
+        &[
+            Val::text(status.name()),
+            Val::Text(details.map(str::to_owned)),
+            big(now_ms),
+        ],
+    )?;
     // The file held password hashes and phones: on SQLite its pages leave the
     // write-ahead log too, now (a job ends rarely; a busy reader defers it to the
     // next scrub).
     store.scrubbed();
     store.forget_scrubbed()?;
-    Ok(n == 1)
+    Ok(ended)
 }
 
 /// Lets go of a job `owner` holds without ending it (an instance shutting down), so
 /// another instance takes it up at once instead of after the lease.
 pub fn release(store: &dyn SqlStore, id: &str, owner: &str, now_ms: u64) -> Result<(), StoreError> {
-    let sql = format!(
-        "UPDATE import_jobs SET lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $3
-         WHERE {}",
-        held()
-    );
-    transact(store, |tx| {
-        tx.execute(&sql, &[Val::text(id), Val::text(owner), big(now_ms)])
-    })?;
+    update_held(
+        store,
+        "lease_owner = NULL, lease_until_ms = NULL, updated_at_ms = $3",
+        id,
+        owner,
+        &[big(now_ms)],
+    )?;
     Ok(())
 }
 
