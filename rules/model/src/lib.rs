@@ -15,6 +15,7 @@ pub use portcullis::rule::types::*;
 
 #[cfg(target_arch = "wasm32")]
 mod arena;
+#[cfg(feature = "floor-abi")]
 pub mod floor;
 mod json_flag;
 #[cfg(target_arch = "wasm32")]
