@@ -22,6 +22,16 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     // A usage error is clap's to report: exit 2, as for any other bad input.
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::try_parse().unwrap_or_else(|e| {
+        // clap's message for a missing `--config` does not say the variable stands in.
+        if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
+            && e.to_string().contains("--config")
+        {
+            let _ = e.print();
+            eprintln!("hint: or set PORTCULLIS_CONFIG=FILE once for every command");
+            std::process::exit(e.exit_code());
+        }
+        e.exit()
+    });
     cli::exit::finish(cli.execute())
 }

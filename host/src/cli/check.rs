@@ -305,13 +305,13 @@ fn print_rule(position: usize, rule: &portcullis::LoadedRule) {
     let s = &rule.settings;
     let grants: Vec<String> = s.grants.iter().map(|g| g.to_string()).collect();
     println!(
-        "{}. {} ({}) deadline {} ms, memory {} MiB, on_error {:?}, {} component, contract {}{}",
+        "{}. {} ({}) deadline {} ms, memory {} MiB, on_error = \"{}\", {} component, contract {}{}",
         position,
         s.name,
         s.component.display(),
         s.deadline_ms,
         s.memory_mb,
-        s.on_error,
+        s.on_error.name(),
         if rule.resumable { "resumable" } else { "plain" },
         rule.contract_version(),
         match rule.source {
@@ -350,7 +350,7 @@ fn rule_json(rule: &portcullis::LoadedRule) -> serde_json::Value {
         "component": s.component,
         "deadline_ms": s.deadline_ms,
         "memory_mb": s.memory_mb,
-        "on_error": format!("{:?}", s.on_error),
+        "on_error": s.on_error.name(),
         "resumable": rule.resumable,
         "contract": rule.contract_version().to_string(),
         "from_compile_cache": matches!(rule.source, portcullis::CompileSource::Cache),

@@ -234,6 +234,8 @@ struct Summary {
     denied: usize,
     redirected: usize,
     challenged: usize,
+    /// Challenges by kind (`mfa`, `password_reset`, ...): the line says what they were.
+    challenged_as: BTreeMap<&'static str, usize>,
     /// Second-factor codes sent, by provider.
     codes_via: BTreeMap<&'static str, usize>,
     with_faults: usize,
@@ -250,11 +252,13 @@ impl Summary {
             Decision::Redirect { .. } => self.redirected += 1,
             Decision::Recover { .. } => self.denied += 1,
             Decision::Challenge {
+                kind,
                 via,
                 ref destination,
                 ..
             } => {
                 self.challenged += 1;
+                *self.challenged_as.entry(kind.name()).or_default() += 1;
                 if let (Some(via), Some(_)) = (via, destination) {
                     *self.codes_via.entry(via.name()).or_default() += 1;
                 }
@@ -268,6 +272,27 @@ impl Summary {
         }
     }
 
+    /// What the challenges were: " (mfa 4, password_reset 2; SMS codes sent via
+    /// legacy-sms 2, verify 1)", or nothing when there were none.
+    fn challenges(&self) -> String {
+        let list = |counts: &BTreeMap<&'static str, usize>| {
+            counts
+                .iter()
+                .map(|(name, n)| format!("{name} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match (self.challenged_as.is_empty(), self.codes_via.is_empty()) {
+            (true, _) => String::new(),
+            (false, true) => format!(" ({})", list(&self.challenged_as)),
+            (false, false) => format!(
+                " ({}; SMS codes sent via {})",
+                list(&self.challenged_as),
+                list(&self.codes_via)
+            ),
+        }
+    }
+
     fn line(&self) -> String {
         format!(
             "summary: {} logins: {} allowed ({} migrated on this login), {} denied, {} redirected, {} challenged{}; {} with rule faults{}",
@@ -277,18 +302,7 @@ impl Summary {
             self.denied,
             self.redirected,
             self.challenged,
-            if self.codes_via.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " (SMS codes sent via {})",
-                    self.codes_via
-                        .iter()
-                        .map(|(via, n)| format!("{via} {n}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            },
+            self.challenges(),
             self.with_faults,
             if self.refused > 0 {
                 format!("; {} refused", self.refused)

@@ -99,6 +99,11 @@ pub enum OnError {
     Skip,
 }
 
+crate::model::names!(OnError {
+    Deny = "deny",
+    Skip = "skip",
+});
+
 /// Process-wide sandbox settings, shared by every rule of every pipeline the engine
 /// loads.
 #[derive(Debug, Clone, Deserialize)]

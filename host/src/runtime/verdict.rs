@@ -89,6 +89,14 @@ pub enum ChallengeKind {
     MfaEnrollment,
 }
 
+crate::model::names!(ChallengeKind {
+    Mfa = "mfa",
+    PasswordReset = "password_reset",
+    EmailVerification = "email_verification",
+    Captcha = "captcha",
+    MfaEnrollment = "mfa_enrollment",
+});
+
 /// Why a rule's run did not produce a usable outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
