@@ -33,7 +33,7 @@ pub fn login_json(data: &[u8]) {
         // What every accepted login goes on to: the rules' context and the store's row.
         let context = login.to_context();
         assert_eq!(context.email, login.email);
-        let stored = crate::state::StoredLogin::from_attempt(&login);
+        let stored = crate::state::resume_tokens::StoredLogin::from_attempt(&login);
         let again = stored.to_attempt(login.time_ms);
         assert_eq!(again.transaction_id, login.transaction_id);
         let _ = login.new_user_id();

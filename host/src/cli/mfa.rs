@@ -78,7 +78,7 @@ impl Backfill {
         let policy = portcullis::mfa::phone::PhonePolicy {
             allowed_calling_codes: config.mfa.allowed_calling_codes.clone(),
         };
-        let options = portcullis::jobs::backfill::BackfillOptions {
+        let options = portcullis::jobs::phone_export::BackfillOptions {
             cohort: self.cohort,
             limit: self.limit,
             chunk: self.chunk,
@@ -94,7 +94,7 @@ impl Backfill {
         let clock = portcullis::flows::clock::SystemClock;
         let todo = state.backfill_left(options.cohort.as_deref())?;
         let bar = progress::users(self.limit.map_or(todo, |l| l.min(todo)))?;
-        let job = portcullis::jobs::backfill::Backfill {
+        let job = portcullis::jobs::phone_export::Backfill {
             state: state.as_ref(),
             export: &export,
             keys: &keys,

@@ -17,11 +17,12 @@ use super::{Gateway, GatewayError, guessing};
 use crate::config::MfaSettings;
 use crate::model::{CodeCheck, ServiceErrorKind};
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
+use crate::state::StoreError;
 use crate::state::factor_failures::Gate;
 use crate::state::open_codes;
 use crate::state::portable::SqlStore;
 use crate::state::rate_windows::{self, Limit};
-use crate::state::{PendingChallenge, ResumeRecord, StoreError, StoredLogin};
+use crate::state::resume_tokens::{PendingChallenge, ResumeRecord, StoredLogin};
 
 /// The longest code a user may send back: providers send 6 or 7 digits.
 const MAX_CODE_LEN: usize = 10;

@@ -20,9 +20,12 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use super::Gateway;
+use super::clock::Clock;
 use super::proof::Grant;
 use crate::mfa::phone::{PhoneError, PhonePolicy};
 use crate::mfa::sealed::KeyRing;
+use crate::model::Services;
+use crate::state::StateStore;
 use crate::state::StoreError;
 use crate::state::factors::Factor;
 
@@ -119,7 +122,32 @@ fn unavailable(e: ServiceError) -> EnrollError {
     EnrollError::Unavailable(e.message)
 }
 
+/// The enrolment flow over the gateway's state, clock, providers and enrolment
+/// settings: start (a code texted to the number) and confirm (the code back).
+/// (`Gateway::enrolment` lends one.)
+pub struct PhoneEnrolment<'g> {
+    state: &'g dyn StateStore,
+    clock: &'g dyn Clock,
+    settings: &'g Enrolment,
+    services: &'g Services,
+    /// The codes a provider holds open, which the login's challenges share.
+    codes: &'g Gateway,
+}
+
 impl Gateway {
+    /// The enrolment flow over this gateway's state, clock and settings.
+    pub fn enrolment(&self) -> PhoneEnrolment<'_> {
+        PhoneEnrolment {
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            settings: &self.enrolment,
+            services: &self.services,
+            codes: self,
+        }
+    }
+}
+
+impl PhoneEnrolment<'_> {
     /// Whether an active factor stands in the way of enrolling one: one SMS factor per
     /// user, except for an enrolment that completes a recovery (the lost factor is
     /// still active then; the recovery disables it once the new one is confirmed).
@@ -140,7 +168,7 @@ impl Gateway {
     /// One send against every limit, the number's and the user's first, so a stranger
     /// hammering one number spends that number's allowance before anyone else's.
     fn allow_enrolment_send(&self, user_id: &str, blinded: &str) -> Result<bool, EnrollError> {
-        let limits = &self.enrolment.limits;
+        let limits = &self.settings.limits;
         let number = format!("enrol-number:{blinded}");
         let user = format!("enrol-user:{user_id}");
         Ok(crate::state::rate_windows::hit(
@@ -165,10 +193,10 @@ impl Gateway {
 
     /// Starts enrolling `phone` as the user's SMS factor: sends a code to it. The
     /// grant comes from [`Gateway::authorize`] with `Need::Enrol`.
-    pub fn enroll_sms(&self, grant: &Grant, phone: &str) -> Result<EnrollStarted, EnrollError> {
+    pub fn start(&self, grant: &Grant, phone: &str) -> Result<EnrollStarted, EnrollError> {
         let user_id = grant.user_id.as_str();
-        let phone = self.enrolment.policy.normalize(phone)?;
-        crate::mfa::phone::check_can_receive_codes(&phone, &self.enrolment.limits.regions)?;
+        let phone = self.settings.policy.normalize(phone)?;
+        crate::mfa::phone::check_can_receive_codes(&phone, &self.settings.limits.regions)?;
         if self.state.get_user(user_id).map_err(unavailable)?.is_none() {
             return Err(EnrollError::UnknownUser);
         }
@@ -176,7 +204,7 @@ impl Gateway {
             return Err(EnrollError::AlreadyEnrolled);
         }
         let keys =
-            self.enrolment.keys.as_ref().ok_or_else(|| {
+            self.settings.keys.as_ref().ok_or_else(|| {
                 EnrollError::Unavailable("no new SMS provider is configured".into())
             })?;
         if !self.allow_enrolment_send(user_id, &keys.blind("enrol-number", phone.e164()))? {
@@ -195,7 +223,7 @@ impl Gateway {
                 self.state
                     .delete_factor(user_id, &stale.id, FactorStatus::Pending)?;
                 // Its code stops working: this enrolment replaces it.
-                self.cancel_factor_codes(user_id, &stale.id);
+                self.codes.cancel_factor_codes(user_id, &stale.id);
             }
         }
         let id = format!("fac_{}", crate::model::random_id());
@@ -222,7 +250,7 @@ impl Gateway {
         )?;
         match self.services.sms.send_enrolment_code(user_id, &id) {
             Ok(sent) => {
-                self.note_open_code(
+                self.codes.note_open_code(
                     user_id,
                     &id,
                     crate::state::open_codes::ENROL,
@@ -252,7 +280,7 @@ impl Gateway {
     /// completes that assisted recovery here. Under the code and wait paths the factor
     /// is `confirmed`, and becomes active when the login continues and completes its
     /// recovery.
-    pub fn confirm_sms(
+    pub fn confirm(
         &self,
         grant: &Grant,
         enrollment_id: &str,
@@ -286,7 +314,7 @@ impl Gateway {
         if let Ok(CodeCheck::Approved | CodeCheck::Expired | CodeCheck::TooManyAttempts) = &checked
         {
             // Closed at the provider: nothing left to cancel.
-            self.forget_factor_codes(user_id, enrollment_id);
+            self.codes.forget_factor_codes(user_id, enrollment_id);
         }
         match checked {
             Ok(CodeCheck::Approved) => {

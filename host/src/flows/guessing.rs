@@ -21,10 +21,11 @@ use super::Gateway;
 use super::challenge::denied;
 use crate::config::MfaSettings;
 use crate::runtime::verdict::{ChallengeKind, Decision, Verdict};
+use crate::state::StoreError;
 use crate::state::audit::AuditEntry;
 use crate::state::factor_failures::{self as store, Gate};
 use crate::state::recovery::{Throttle, enqueue};
-use crate::state::{ResumeRecord, StoreError};
+use crate::state::resume_tokens::ResumeRecord;
 
 /// What every guessing notice says about disputing it.
 const DISPUTE: &str = "If these codes were not yours, change your password now; \

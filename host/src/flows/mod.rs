@@ -25,9 +25,11 @@ use crate::runtime::engine::Runtime;
 use crate::runtime::pipeline::{Pipeline, ResumePoint};
 use crate::runtime::verdict::{ChallengeKind, Decision, EnrolmentCheck, Verdict};
 use crate::state::login_stats::{LoginMark, LoginStats};
+use crate::state::resume_tokens::{
+    PendingChallenge, PendingEnrolment, ResumeRecord, StoredLogin, TakenResume,
+};
 use crate::state::{
-    EffectBatch, PendingChallenge, PendingEnrolment, ResumeRecord, SqliteLegacyStores, SqliteState,
-    StateStore, StoreError, StoredLogin, TakenResume, sqlite_path,
+    EffectBatch, SqliteLegacyStores, SqliteState, StateStore, StoreError, sqlite_path,
 };
 use clock::Clock;
 use resume::{ResumeRefusal, ResumeTokens};
@@ -254,10 +256,10 @@ impl Gateway {
             }
         }
         attempt.device = self.recognise_device(&attempt);
-        self.prepare_recovery(&mut attempt, now_ms);
+        self.recovery().prepare(&mut attempt, now_ms);
         let verdict = self.pipeline.evaluate(&attempt, &self.services);
         if matches!(verdict.decision, Decision::Recover { .. }) && self.apply_effects {
-            return self.recover(verdict, &attempt);
+            return self.recovery().perform(verdict, &attempt);
         }
         let password_hash = needs_password_hash(&verdict.effects)
             .then(|| {
@@ -315,14 +317,17 @@ impl Gateway {
             // only that it passed.
             (Some(challenge), _) => match self.check_challenge(&record, challenge, result)? {
                 challenge::Checked::Passed(result) => {
-                    self.factor_passed(&record.subject);
+                    self.recovery().factor_passed(&record.subject);
                     factor_shown = true;
                     result
                 }
                 challenge::Checked::Answer(verdict) => return Ok(*verdict),
             },
             // A recovery completes once a new factor is enrolled.
-            (None, Some(enrolment)) => match self.check_enrolment(&record, enrolment, result)? {
+            (None, Some(enrolment)) => match self
+                .recovery()
+                .check_enrolment(&record, enrolment, result)?
+            {
                 Ok(result) => {
                     enrolled = Some(EnrolmentCheck::Completed {
                         result: serde_json::from_str(&result)
@@ -451,7 +456,7 @@ impl Gateway {
                         transaction_id: batch.transaction_id,
                         user_id: batch.user_id.clone(),
                         time_ms: batch.time_ms,
-                        sightings: self.sightings_of(login),
+                        sightings: self.recovery().sightings_of(login),
                     });
                     verdict.applied = Some(ApplyReport {
                         applied: true,
@@ -464,7 +469,7 @@ impl Gateway {
                 match self.state.apply(&batch) {
                     Ok(report) => {
                         verdict.applied = Some(report);
-                        self.remember_sightings(login);
+                        self.recovery().remember_sightings(login);
                     }
                     Err(e) => {
                         tracing::error!(transaction = %login.transaction_id, "applying effects failed: {e}");

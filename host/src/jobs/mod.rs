@@ -1,10 +1,10 @@
 //! Work that runs beside logins, not inside them: outbox delivery, re-sealing phone
 //! numbers under a new key, and seeding the demo stores.
 
-pub mod backfill;
 pub mod import;
 pub mod keys;
 pub mod outbox;
+pub mod phone_export;
 pub mod seed;
 
 /// This process's peak resident memory in KiB (Linux `VmHWM`), for job reports; 0

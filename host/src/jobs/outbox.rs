@@ -9,7 +9,8 @@ use std::time::Duration;
 use rand::RngExt;
 
 use crate::config::OutboxSettings;
-use crate::state::{OutboxMessage, StateStore, StoreError};
+use crate::state::outbox::OutboxMessage;
+use crate::state::{StateStore, StoreError};
 
 /// What one round of delivery did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -3,7 +3,7 @@
 //!
 //! The export is precious (3 per user per 30 days), so the ledger comes first: every
 //! attempt is recorded, with the quota checked in the same transaction, *before* the
-//! call (see `state::backfill`). A job killed between the call and writing its result
+//! call (see `state::phone_export`). A job killed between the call and writing its result
 //! has counted the call; a user at quota is skipped and listed, never called.
 //!
 //! Work is taken up a chunk at a time under a lease: two runs never hold one factor,
@@ -25,8 +25,8 @@ use crate::mfa::phone::PhonePolicy;
 use crate::mfa::sealed::KeyRing;
 use crate::providers::ProviderError;
 use crate::providers::legacy_sms::PhoneExport;
-use crate::state::backfill::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
 use crate::state::factors::Factor;
+use crate::state::phone_export::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
 use crate::state::{StateStore, StoreError};
 
 /// The old provider's export quota.

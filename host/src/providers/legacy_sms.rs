@@ -106,7 +106,7 @@ pub(crate) fn path_segment(id: &str) -> Result<&str, ProviderError> {
 }
 
 /// The old provider's phone export, 3 calls per user per 30 days. Only the backfill job
-/// builds one (`jobs::backfill`): the login path holds a [`LegacySmsClient`], which
+/// builds one (`jobs::phone_export`): the login path holds a [`LegacySmsClient`], which
 /// cannot export.
 pub struct PhoneExport {
     client: LegacySmsClient,

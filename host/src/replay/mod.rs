@@ -114,8 +114,9 @@ fn park_recovery(
         return Ok(None);
     };
     // A replay issues no proofs, so nothing reads whether it carried a password.
-    let mut login =
-        crate::state::StoredLogin::from_attempt(&recorded.login.to_attempt(recorded.login.time_ms));
+    let mut login = crate::state::resume_tokens::StoredLogin::from_attempt(
+        &recorded.login.to_attempt(recorded.login.time_ms),
+    );
     login.user = record::recorded_user(&step.calls);
     gateway
         .park(verdict, &login, "", None, rule, state, None, None)

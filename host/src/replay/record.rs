@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::flows::resume::ResumeRefusal;
 use crate::runtime::verdict::{Decision, EnrolmentCheck, FaultKind, Verdict};
-use crate::state::StoredLogin;
+use crate::state::resume_tokens::StoredLogin;
 
 pub const FORMAT_VERSION: u32 = 1;
 

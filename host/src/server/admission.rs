@@ -58,7 +58,8 @@ fn needs(path: &str) -> Needs {
 fn holds_any_token(app: &AppState, headers: &HeaderMap) -> bool {
     app.callers.authenticate(headers).is_ok()
         || app.agents.authenticate(headers).is_ok()
-        || (app.admin_token.is_some() && super::refuse_unless_admin(app, headers).is_none())
+        || (app.admin_token.is_some()
+            && super::admin_api::refuse_unless_admin(app, headers).is_none())
         || app
             .import_api
             .as_ref()
@@ -83,7 +84,7 @@ pub(super) async fn admit(
             Ok(_) => (None, true),
             Err(e) => refused(e.into_response()),
         },
-        Needs::Admin => match super::refuse_unless_admin(&app, headers) {
+        Needs::Admin => match super::admin_api::refuse_unless_admin(&app, headers) {
             None => (None, true),
             Some(refusal) => refused(refusal),
         },

@@ -126,7 +126,7 @@ impl Metrics {
     }
 
     /// The MFA migration's gauges from `portcullis mfa status`'s numbers.
-    pub(crate) fn set_mfa(&self, cohorts: &[crate::state::backfill::CohortStatus]) {
+    pub(crate) fn set_mfa(&self, cohorts: &[crate::state::phone_export::CohortStatus]) {
         for c in cohorts {
             for (state, n) in [
                 ("new_provider", c.new_provider),

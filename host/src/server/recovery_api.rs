@@ -54,17 +54,18 @@ pub(super) async fn issue_codes(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let (caller, request): (_, CodesRequest) = match super::caller_and_body(&app, &headers, body) {
-        Ok(parts) => parts,
-        Err(response) => return *response,
-    };
-    let outcome = super::with_proof(
+    let (caller, request): (_, CodesRequest) =
+        match super::requests::caller_and_body(&app, &headers, body) {
+            Ok(parts) => parts,
+            Err(response) => return *response,
+        };
+    let outcome = super::requests::with_proof(
         &app,
         caller,
         request.proof_token,
         request.user_id,
         Need::RecoveryCodes,
-        |g, grant| g.issue_recovery_codes(&grant.user_id),
+        |g, grant| g.recovery().issue_codes(&grant.user_id),
     )
     .await;
     match outcome {
@@ -90,13 +91,15 @@ pub(super) async fn cancel(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request: CancelRequest = match super::enroll_body(&app, &headers, body) {
+    let request: CancelRequest = match super::requests::enroll_body(&app, &headers, body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
     let gateway = app.gateway();
     match evaluate(&app, move || {
-        gateway.cancel_recovery(&request.recovery_id, &request.token)
+        gateway
+            .recovery()
+            .cancel(&request.recovery_id, &request.token)
     })
     .await
     {

@@ -3,6 +3,7 @@
 //! provider's (which needs the phone on every request; we hold it sealed, see
 //! `mfa::sealed`). Never a plaintext phone, never a code.
 
+use super::{SqlBacked, StoreError};
 use crate::mfa::sealed::Sealed;
 use crate::model::{FactorKind, FactorProvider, FactorStatus, FactorSummary};
 
@@ -312,5 +313,53 @@ impl FactorSummary {
             cohort: factor.cohort.clone(),
             reverted: factor.reverted,
         }
+    }
+}
+
+/// Second factors: one implementation for both backends (`factors::rows`).
+pub trait FactorStore: SqlBacked {
+    /// Inserts a factor, or replaces the one with its id.
+    fn put_factor(&self, factor: &Factor) -> Result<(), StoreError> {
+        rows::put(self.sql(), factor)
+    }
+    /// Notes that a factor passed a challenge at `at_ms` (only that column).
+    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
+        rows::mark_used(self.sql(), user_id, id, at_ms)
+    }
+    /// Deletes a user's factor if it has this status; true when deleted.
+    fn delete_factor(
+        &self,
+        user_id: &str,
+        id: &str,
+        status: FactorStatus,
+    ) -> Result<bool, StoreError> {
+        rows::delete(self.sql(), user_id, id, status)
+    }
+    /// A user's factors, oldest enrolment first.
+    fn factors_of(&self, user_id: &str) -> Result<Vec<Factor>, StoreError> {
+        rows::of_user(self.sql(), user_id)
+    }
+    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<Factor>, StoreError> {
+        rows::by_ids(self.sql(), ids)
+    }
+    /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,
+    /// by id after `after` (a cursor, so a row that cannot be re-sealed is passed).
+    fn factors_sealed_with_other_keys(
+        &self,
+        key_id: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<Factor>, StoreError> {
+        rows::sealed_with_other_keys(self.sql(), key_id, after, limit)
+    }
+    /// Replaces a factor's sealed phone, only if it is still `old` (a concurrent
+    /// change wins); true when replaced.
+    fn reseal_factor(
+        &self,
+        id: &str,
+        old: &crate::mfa::sealed::Sealed,
+        new: &crate::mfa::sealed::Sealed,
+    ) -> Result<bool, StoreError> {
+        rows::reseal(self.sql(), id, old, new)
     }
 }

@@ -7,6 +7,9 @@
 
 use serde::Serialize;
 
+use super::{SqlBacked, StoreError, users};
+use crate::model::DirectoryUser;
+
 pub(super) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS import_files (
     sha256 TEXT PRIMARY KEY,
@@ -266,5 +269,60 @@ pub(super) mod rows {
                 (legacy, user)
             })
             .collect())
+    }
+}
+
+/// The bulk import's files and the lookups the export and the id backfill make
+/// (`import_files::rows`), and the directory as seeding writes it (`users`).
+pub trait ImportStore: SqlBacked {
+    /// Which of these normalized emails a directory user holds (the export asks for a
+    /// page of people at once).
+    fn emails_in_directory(
+        &self,
+        emails: &[&str],
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        rows::emails_in_directory(self.sql(), emails)
+    }
+    /// Up to `limit` links of directory users to accounts of `product`, by legacy id
+    /// after `after`: (legacy id, user id).
+    fn legacy_links_page(
+        &self,
+        product: &str,
+        after: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        rows::legacy_links_page(self.sql(), product, after, limit)
+    }
+    /// Records an import's files (sha256, name, users) as pending unless known.
+    fn import_files_register(
+        &self,
+        files: &[(String, String, u64)],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        rows::register(self.sql(), files, now_ms)
+    }
+    /// Every import file's state, by name.
+    fn import_files(&self) -> Result<Vec<ImportFileState>, StoreError> {
+        rows::list(self.sql())
+    }
+    /// Writes one file's state (by its sha256).
+    fn import_file_update(&self, file: &ImportFileState, now_ms: u64) -> Result<(), StoreError> {
+        rows::update(self.sql(), file, now_ms)
+    }
+    /// Inserts or replaces a user (seeding, tests).
+    fn put_user(
+        &self,
+        user: &DirectoryUser,
+        password_hash: Option<&str>,
+    ) -> Result<(), StoreError> {
+        users::put(self.sql(), user, password_hash)
+    }
+    fn user_count(&self) -> Result<u64, StoreError> {
+        users::count(self.sql())
+    }
+    /// Deletes every user, link, factor, outbox message, token and applied transaction
+    /// (seeding only).
+    fn clear(&self) -> Result<(), StoreError> {
+        users::clear(self.sql())
     }
 }

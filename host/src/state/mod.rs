@@ -4,7 +4,6 @@
 mod apply;
 pub mod audit;
 pub use apply::{ImportOutcome, ImportRecord};
-pub mod backfill;
 pub mod devices;
 pub mod factor_failures;
 pub mod factors;
@@ -20,6 +19,7 @@ pub mod migrations;
 pub mod open_codes;
 pub mod outbox;
 pub mod passwords;
+pub mod phone_export;
 pub mod portable;
 mod postgres;
 pub mod proofs;
@@ -30,10 +30,12 @@ mod sqlite;
 pub mod support;
 pub mod users;
 
-use crate::model::{
-    ApplyReport, Directory, DirectoryUser, Effect, FactorProvider, FactorStatus, LoginAttempt,
-};
-use serde::{Deserialize, Serialize};
+use crate::model::{ApplyReport, Directory, Effect};
+use factors::FactorStore;
+use import_files::ImportStore;
+use outbox::OutboxStore;
+use phone_export::PhoneExportStore;
+use resume_tokens::{ResumeRecord, TakenResume};
 
 pub use legacy_sql::LegacyProducts;
 pub use legacy_sqlite::SqliteLegacyStores;
@@ -85,368 +87,10 @@ pub struct EffectBatch {
     pub password_hash: Option<String>,
 }
 
-/// A redirected login waiting for its resume token. Never holds the password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResumeRecord {
-    pub jti: String,
-    pub transaction_id: String,
-    /// The user the token is bound to (the directory user, or the one to be created).
-    pub subject: String,
-    pub rule: String,
-    pub rule_index: usize,
-    pub state: String,
-    pub login: StoredLogin,
-    pub pending: Vec<Effect>,
-    pub password_hash: Option<String>,
-    pub expires_at_ms: u64,
-    /// What the host verified before the redirect (links are checked against it).
-    #[serde(default)]
-    pub evidence: crate::model::AccountEvidence,
-    /// A second-factor challenge the host performs: the code was sent, the token
-    /// resumes once the code checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub challenge: Option<PendingChallenge>,
-    /// A recovery waiting for the user to enrol a new factor: the token resumes once
-    /// a factor enrolled since then is active.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enrolment: Option<PendingEnrolment>,
-}
-
-/// The host's side of an enrolment after a recovery.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingEnrolment {
-    pub recovery_id: String,
-    /// Only a factor enrolled at or after this time counts.
-    pub since_ms: u64,
-    /// The proof issued to this login for the enrolment: only a factor it started
-    /// completes the recovery. (Records parked before proofs have none, and complete
-    /// nothing: their login starts again.)
-    #[serde(default)]
-    pub proof_id: Option<String>,
-}
-
-/// The host's side of an `mfa` challenge in flight.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingChallenge {
-    pub factor_id: String,
-    pub via: FactorProvider,
-    /// Masked.
-    pub destination: String,
-    /// Wrong codes so far (the limit is `[mfa] max_attempts_per_challenge`).
-    pub wrong_codes: u32,
-    /// What the provider holds open for the code (a Verify SID), to cancel or forget
-    /// when the challenge ends (see `open_codes`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reference: Option<String>,
-}
-
-/// A login as kept for a resume: everything but the password.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredLogin {
-    pub transaction_id: String,
-    pub time_ms: u64,
-    pub connection: String,
-    pub client_id: String,
-    pub email: String,
-    pub request: crate::model::RequestInfo,
-    pub user: Option<DirectoryUser>,
-    /// Whether the login carried a password: what a replay sends again. (A sign-in
-    /// proof records the password only from the host's own check of it, the
-    /// evidence, never from this.)
-    #[serde(default)]
-    pub has_password: bool,
-    /// The recognised device the login came from (its id, not its token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
-}
-
-impl StoredLogin {
-    pub fn from_attempt(attempt: &LoginAttempt) -> Self {
-        Self {
-            transaction_id: attempt.transaction_id.clone(),
-            time_ms: attempt.time_ms,
-            connection: attempt.connection.clone(),
-            client_id: attempt.client_id.clone(),
-            email: attempt.email.clone(),
-            request: attempt.request.clone(),
-            user: attempt.user.clone(),
-            has_password: attempt.password.is_some(),
-            device: attempt.device.clone(),
-        }
-    }
-
-    pub fn to_attempt(&self, time_ms: u64) -> LoginAttempt {
-        LoginAttempt {
-            transaction_id: self.transaction_id.clone(),
-            time_ms,
-            connection: self.connection.clone(),
-            client_id: self.client_id.clone(),
-            email: self.email.clone(),
-            password: None,
-            recovery: None,
-            recovery_ask: None,
-            device: self.device.clone(),
-            request: self.request.clone(),
-            user: self.user.clone(),
-        }
-    }
-}
-
-/// Where an outbox message stands: waiting for its next attempt, claimed by a
-/// dispatcher, delivered, or dead-lettered after its last attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutboxStatus {
-    Pending,
-    Delivering,
-    Delivered,
-    Dead,
-}
-
-crate::model::names!(OutboxStatus {
-    Pending = "pending",
-    Delivering = "delivering",
-    Delivered = "delivered",
-    Dead = "dead",
-});
-
-/// What taking a resume record found.
-#[derive(Debug)]
-pub enum TakenResume {
-    Taken(Box<ResumeRecord>),
-    Unknown,
-    AlreadyUsed,
-    /// Past its expiry by the host's clock; left unspent.
-    Expired,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct OutboxMessage {
-    pub id: i64,
-    pub topic: String,
-    pub key: String,
-    pub payload: String,
-    pub status: OutboxStatus,
-    pub attempts: u32,
-    pub transaction_id: String,
-    /// The claim this message is held under (`None` unless it is being delivered):
-    /// only the dispatcher holding it may record the delivery's result.
-    #[serde(default)]
-    pub lease: Option<String>,
-}
-
 /// The one way to the database: portable SQL, the same text on either backend
 /// (`portable`). The per-concern stores below are written once over it.
 pub trait SqlBacked: Send + Sync {
     fn sql(&self) -> &dyn portable::SqlStore;
-}
-
-/// Second factors: one implementation for both backends (`factors::rows`).
-pub trait FactorStore: SqlBacked {
-    /// Inserts a factor, or replaces the one with its id.
-    fn put_factor(&self, factor: &factors::Factor) -> Result<(), StoreError> {
-        factors::rows::put(self.sql(), factor)
-    }
-    /// Notes that a factor passed a challenge at `at_ms` (only that column).
-    fn mark_factor_used(&self, user_id: &str, id: &str, at_ms: u64) -> Result<(), StoreError> {
-        factors::rows::mark_used(self.sql(), user_id, id, at_ms)
-    }
-    /// Deletes a user's factor if it has this status; true when deleted.
-    fn delete_factor(
-        &self,
-        user_id: &str,
-        id: &str,
-        status: FactorStatus,
-    ) -> Result<bool, StoreError> {
-        factors::rows::delete(self.sql(), user_id, id, status)
-    }
-    /// A user's factors, oldest enrolment first.
-    fn factors_of(&self, user_id: &str) -> Result<Vec<factors::Factor>, StoreError> {
-        factors::rows::of_user(self.sql(), user_id)
-    }
-    fn factors_by_ids(&self, ids: &[String]) -> Result<Vec<factors::Factor>, StoreError> {
-        factors::rows::by_ids(self.sql(), ids)
-    }
-    /// Up to `limit` factors whose phone is sealed with a key other than `key_id`,
-    /// by id after `after` (a cursor, so a row that cannot be re-sealed is passed).
-    fn factors_sealed_with_other_keys(
-        &self,
-        key_id: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<factors::Factor>, StoreError> {
-        factors::rows::sealed_with_other_keys(self.sql(), key_id, after, limit)
-    }
-    /// Replaces a factor's sealed phone, only if it is still `old` (a concurrent
-    /// change wins); true when replaced.
-    fn reseal_factor(
-        &self,
-        id: &str,
-        old: &crate::mfa::sealed::Sealed,
-        new: &crate::mfa::sealed::Sealed,
-    ) -> Result<bool, StoreError> {
-        factors::rows::reseal(self.sql(), id, old, new)
-    }
-}
-
-/// The MFA phone export's state (see `backfill`): one implementation for both
-/// backends (`backfill::rows`).
-pub trait BackfillStore: SqlBacked {
-    /// Up to `limit` factor ids the backfill may take up, by id.
-    fn backfill_candidates(
-        &self,
-        cohort: Option<&str>,
-        now_ms: u64,
-        retry_failed: bool,
-        limit: usize,
-        run_id: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        backfill::rows::candidates(self.sql(), cohort, now_ms, retry_failed, limit, run_id)
-    }
-    /// Takes up `ids` under one lease, in one transaction; returns those taken (not
-    /// those another run took first).
-    fn claim_backfill(
-        &self,
-        ids: &[String],
-        lease: &backfill::Lease,
-        retry_failed: bool,
-    ) -> Result<Vec<String>, StoreError> {
-        backfill::rows::claim(self.sql(), ids, lease, retry_failed)
-    }
-    /// Old-provider factors without a phone, not reverted, in the cohort if named.
-    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
-        backfill::rows::left(self.sql(), cohort)
-    }
-    /// Records an export attempt before it is made, in one transaction with the quota
-    /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
-    /// run can take it up while the call is in flight).
-    fn begin_export(
-        &self,
-        factor_id: &str,
-        provider_user_id: &str,
-        lease: &backfill::Lease,
-        since_ms: u64,
-        quota: u64,
-    ) -> Result<backfill::ExportPermit, StoreError> {
-        backfill::rows::begin_export(
-            self.sql(),
-            factor_id,
-            provider_user_id,
-            lease,
-            since_ms,
-            quota,
-        )
-    }
-    fn finish_export(&self, id: i64, outcome: backfill::ExportOutcome) -> Result<(), StoreError> {
-        backfill::rows::finish_export(self.sql(), id, outcome)
-    }
-    /// Stores an exported phone if the factor is still as `read` (see
-    /// `backfill::STORE_PHONE`); false when its user changed it meanwhile.
-    fn store_exported_phone(
-        &self,
-        read: &factors::Factor,
-        sealed: &crate::mfa::sealed::Sealed,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        backfill::rows::store_phone(self.sql(), read, sealed, now_ms)
-    }
-    /// Ends a factor's backfill if `token` still holds it.
-    fn finish_backfill(
-        &self,
-        factor_id: &str,
-        token: &str,
-        status: backfill::BackfillStatus,
-        reason: Option<&str>,
-        now_ms: u64,
-    ) -> Result<bool, StoreError> {
-        backfill::rows::finish(self.sql(), factor_id, token, status, reason, now_ms)
-    }
-    /// Reverts a user's or a cohort's factors to the old provider, audited, in one
-    /// transaction; returns the factor ids.
-    fn revert_factors(
-        &self,
-        user_id: Option<&str>,
-        cohort: Option<&str>,
-        actor: &str,
-        now_ms: u64,
-    ) -> Result<Vec<String>, StoreError> {
-        backfill::rows::revert(self.sql(), user_id, cohort, actor, now_ms)
-    }
-    /// Factors other runs hold now (their lease not run out): how many, until when.
-    fn backfill_held(
-        &self,
-        cohort: Option<&str>,
-        now_ms: u64,
-        run_id: &str,
-    ) -> Result<(u64, u64), StoreError> {
-        backfill::rows::held(self.sql(), cohort, now_ms, run_id)
-    }
-    fn mfa_status(&self) -> Result<Vec<backfill::CohortStatus>, StoreError> {
-        backfill::rows::status(self.sql())
-    }
-    /// Active factors that cannot be challenged without the old provider.
-    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
-        backfill::rows::depending_on_legacy(self.sql())
-    }
-}
-
-/// The bulk import's files and the lookups the export and the id backfill make
-/// (`import_files::rows`), and the directory as seeding writes it (`users`).
-pub trait ImportStore: SqlBacked {
-    /// Which of these normalized emails a directory user holds (the export asks for a
-    /// page of people at once).
-    fn emails_in_directory(
-        &self,
-        emails: &[&str],
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
-        import_files::rows::emails_in_directory(self.sql(), emails)
-    }
-    /// Up to `limit` links of directory users to accounts of `product`, by legacy id
-    /// after `after`: (legacy id, user id).
-    fn legacy_links_page(
-        &self,
-        product: &str,
-        after: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String)>, StoreError> {
-        import_files::rows::legacy_links_page(self.sql(), product, after, limit)
-    }
-    /// Records an import's files (sha256, name, users) as pending unless known.
-    fn import_files_register(
-        &self,
-        files: &[(String, String, u64)],
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        import_files::rows::register(self.sql(), files, now_ms)
-    }
-    /// Every import file's state, by name.
-    fn import_files(&self) -> Result<Vec<import_files::ImportFileState>, StoreError> {
-        import_files::rows::list(self.sql())
-    }
-    /// Writes one file's state (by its sha256).
-    fn import_file_update(
-        &self,
-        file: &import_files::ImportFileState,
-        now_ms: u64,
-    ) -> Result<(), StoreError> {
-        import_files::rows::update(self.sql(), file, now_ms)
-    }
-    /// Inserts or replaces a user (seeding, tests).
-    fn put_user(
-        &self,
-        user: &DirectoryUser,
-        password_hash: Option<&str>,
-    ) -> Result<(), StoreError> {
-        users::put(self.sql(), user, password_hash)
-    }
-    fn user_count(&self) -> Result<u64, StoreError> {
-        users::count(self.sql())
-    }
-    /// Deletes every user, link, factor, outbox message, token and applied transaction
-    /// (seeding only).
-    fn clear(&self) -> Result<(), StoreError> {
-        users::clear(self.sql())
-    }
 }
 
 /// The users-imports API's jobs under leases (`import_jobs`): one implementation for
@@ -550,61 +194,8 @@ pub trait ImportJobStore: SqlBacked {
     }
 }
 
-/// The outbox (`outbox`): one implementation for both backends.
-pub trait OutboxStore: SqlBacked {
-    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
-        outbox::messages(self.sql())
-    }
-    /// Reserves up to `limit` due messages for `lease_ms` (pending ones whose time has
-    /// come, and claimed ones whose lease ran out) and counts the attempt. Two
-    /// dispatchers never hold the same message at once.
-    fn claim_outbox(
-        &self,
-        now_ms: u64,
-        lease_ms: u64,
-        limit: usize,
-    ) -> Result<Vec<OutboxMessage>, StoreError> {
-        outbox::claim(self.sql(), now_ms, lease_ms, limit)
-    }
-    /// Records a delivery, if `lease` still holds the message; false when the lease
-    /// ran out and another dispatcher claimed it since (that one records the result).
-    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
-        outbox::delivered(self.sql(), id, lease)
-    }
-    /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
-    /// Fenced by the lease as `outbox_delivered` is.
-    fn outbox_failed(
-        &self,
-        id: i64,
-        lease: &str,
-        error: &str,
-        retry_at_ms: Option<u64>,
-    ) -> Result<bool, StoreError> {
-        outbox::failed(self.sql(), id, lease, error, retry_at_ms)
-    }
-    /// Puts dead letters back to pending (all, or those the filter names), their
-    /// attempts starting over (`portcullis outbox requeue`).
-    fn outbox_requeue(
-        &self,
-        filter: &outbox::RequeueFilter,
-        now_ms: u64,
-    ) -> Result<outbox::RequeueReport, StoreError> {
-        outbox::requeue(self.sql(), filter, now_ms)
-    }
-    /// Messages not yet delivered or dead-lettered.
-    fn outbox_backlog(&self) -> Result<u64, StoreError> {
-        outbox::backlog(self.sql())
-    }
-    /// Lets the storage forget the payloads scrubbed since the last call (SQLite:
-    /// the WAL still holds the versions before the scrub). The dispatcher calls it
-    /// after each round that ended messages.
-    fn forget_scrubbed(&self) -> Result<(), StoreError> {
-        self.sql().forget_scrubbed()
-    }
-}
-
 pub trait StateStore:
-    Directory + SqlBacked + FactorStore + BackfillStore + ImportStore + ImportJobStore + OutboxStore
+    Directory + SqlBacked + FactorStore + PhoneExportStore + ImportStore + ImportJobStore + OutboxStore
 {
     /// Applies a batch in one transaction; a transaction id applied before changes
     /// nothing.
@@ -649,7 +240,7 @@ impl<T: portable::SqlStore> SqlBacked for T {
     }
 }
 impl<T: SqlBacked> FactorStore for T {}
-impl<T: SqlBacked> BackfillStore for T {}
+impl<T: SqlBacked> PhoneExportStore for T {}
 impl<T: SqlBacked> ImportStore for T {}
 impl<T: SqlBacked> ImportJobStore for T {}
 impl<T: SqlBacked> OutboxStore for T {}

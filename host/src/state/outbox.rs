@@ -5,7 +5,9 @@
 //! Once for both backends, over portable SQL.
 
 use super::portable::{Row, SqlStore, Val, transact};
-use super::{OutboxMessage, OutboxStatus, StoreError, new_lease_token, scrubbed_payload, sql_time};
+use serde::{Deserialize, Serialize};
+
+use super::{SqlBacked, StoreError, new_lease_token, scrubbed_payload, sql_time};
 
 const COLUMNS: &str = "id, topic, key, payload, status, attempts, transaction_id, lease_token";
 
@@ -290,4 +292,90 @@ fn links_removed(payload: &str) -> Vec<String> {
             })
         })
         .unwrap_or_default()
+}
+
+/// Where an outbox message stands: waiting for its next attempt, claimed by a
+/// dispatcher, delivered, or dead-lettered after its last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxStatus {
+    Pending,
+    Delivering,
+    Delivered,
+    Dead,
+}
+
+crate::model::names!(OutboxStatus {
+    Pending = "pending",
+    Delivering = "delivering",
+    Delivered = "delivered",
+    Dead = "dead",
+});
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub topic: String,
+    pub key: String,
+    pub payload: String,
+    pub status: OutboxStatus,
+    pub attempts: u32,
+    pub transaction_id: String,
+    /// The claim this message is held under (`None` unless it is being delivered):
+    /// only the dispatcher holding it may record the delivery's result.
+    #[serde(default)]
+    pub lease: Option<String>,
+}
+
+/// The outbox (`outbox`): one implementation for both backends.
+pub trait OutboxStore: SqlBacked {
+    fn outbox_messages(&self) -> Result<Vec<OutboxMessage>, StoreError> {
+        messages(self.sql())
+    }
+    /// Reserves up to `limit` due messages for `lease_ms` (pending ones whose time has
+    /// come, and claimed ones whose lease ran out) and counts the attempt. Two
+    /// dispatchers never hold the same message at once.
+    fn claim_outbox(
+        &self,
+        now_ms: u64,
+        lease_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        claim(self.sql(), now_ms, lease_ms, limit)
+    }
+    /// Records a delivery, if `lease` still holds the message; false when the lease
+    /// ran out and another dispatcher claimed it since (that one records the result).
+    fn outbox_delivered(&self, id: i64, lease: &str) -> Result<bool, StoreError> {
+        delivered(self.sql(), id, lease)
+    }
+    /// A failed attempt: try again at `retry_at_ms`, or dead-letter it (`None`).
+    /// Fenced by the lease as `outbox_delivered` is.
+    fn outbox_failed(
+        &self,
+        id: i64,
+        lease: &str,
+        error: &str,
+        retry_at_ms: Option<u64>,
+    ) -> Result<bool, StoreError> {
+        failed(self.sql(), id, lease, error, retry_at_ms)
+    }
+    /// Puts dead letters back to pending (all, or those the filter names), their
+    /// attempts starting over (`portcullis outbox requeue`).
+    fn outbox_requeue(
+        &self,
+        filter: &RequeueFilter,
+        now_ms: u64,
+    ) -> Result<RequeueReport, StoreError> {
+        requeue(self.sql(), filter, now_ms)
+    }
+    /// Messages not yet delivered or dead-lettered.
+    fn outbox_backlog(&self) -> Result<u64, StoreError> {
+        backlog(self.sql())
+    }
+    /// Lets the storage forget the payloads scrubbed since the last call (SQLite:
+    /// the WAL still holds the versions before the scrub). The dispatcher calls it
+    /// after each round that ended messages.
+    fn forget_scrubbed(&self) -> Result<(), StoreError> {
+        self.sql().forget_scrubbed()
+    }
 }

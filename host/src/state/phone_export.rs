@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+use super::{SqlBacked, StoreError, factors};
+
 /// One chunk's hold on the factors it took up.
 #[derive(Debug, Clone)]
 pub struct Lease {
@@ -472,5 +474,106 @@ pub(super) mod rows {
 
     pub fn depending_on_legacy(store: &dyn SqlStore) -> Result<u64, StoreError> {
         super::super::portable::count(store, DEPEND_ON_LEGACY, &[])
+    }
+}
+
+/// The MFA phone export's state (see `backfill`): one implementation for both
+/// backends (`phone_export::rows`).
+pub trait PhoneExportStore: SqlBacked {
+    /// Up to `limit` factor ids the backfill may take up, by id.
+    fn backfill_candidates(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        retry_failed: bool,
+        limit: usize,
+        run_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        rows::candidates(self.sql(), cohort, now_ms, retry_failed, limit, run_id)
+    }
+    /// Takes up `ids` under one lease, in one transaction; returns those taken (not
+    /// those another run took first).
+    fn claim_backfill(
+        &self,
+        ids: &[String],
+        lease: &Lease,
+        retry_failed: bool,
+    ) -> Result<Vec<String>, StoreError> {
+        rows::claim(self.sql(), ids, lease, retry_failed)
+    }
+    /// Old-provider factors without a phone, not reverted, in the cohort if named.
+    fn backfill_left(&self, cohort: Option<&str>) -> Result<u64, StoreError> {
+        rows::left(self.sql(), cohort)
+    }
+    /// Records an export attempt before it is made, in one transaction with the quota
+    /// check and the renewal of the factor's lease until `lease.until_ms` (so no other
+    /// run can take it up while the call is in flight).
+    fn begin_export(
+        &self,
+        factor_id: &str,
+        provider_user_id: &str,
+        lease: &Lease,
+        since_ms: u64,
+        quota: u64,
+    ) -> Result<ExportPermit, StoreError> {
+        rows::begin_export(
+            self.sql(),
+            factor_id,
+            provider_user_id,
+            lease,
+            since_ms,
+            quota,
+        )
+    }
+    fn finish_export(&self, id: i64, outcome: ExportOutcome) -> Result<(), StoreError> {
+        rows::finish_export(self.sql(), id, outcome)
+    }
+    /// Stores an exported phone if the factor is still as `read` (see
+    /// `STORE_PHONE`); false when its user changed it meanwhile.
+    fn store_exported_phone(
+        &self,
+        read: &factors::Factor,
+        sealed: &crate::mfa::sealed::Sealed,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        rows::store_phone(self.sql(), read, sealed, now_ms)
+    }
+    /// Ends a factor's backfill if `token` still holds it.
+    fn finish_backfill(
+        &self,
+        factor_id: &str,
+        token: &str,
+        status: BackfillStatus,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        rows::finish(self.sql(), factor_id, token, status, reason, now_ms)
+    }
+    /// Reverts a user's or a cohort's factors to the old provider, audited, in one
+    /// transaction; returns the factor ids.
+    fn revert_factors(
+        &self,
+        user_id: Option<&str>,
+        cohort: Option<&str>,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        rows::revert(self.sql(), user_id, cohort, actor, now_ms)
+    }
+    /// Factors other runs hold now (their lease not run out): how many, until when.
+    fn backfill_held(
+        &self,
+        cohort: Option<&str>,
+        now_ms: u64,
+        run_id: &str,
+    ) -> Result<(u64, u64), StoreError> {
+        rows::held(self.sql(), cohort, now_ms, run_id)
+    }
+    fn mfa_status(&self) -> Result<Vec<CohortStatus>, StoreError> {
+        rows::status(self.sql())
+    }
+    /// Active factors that cannot be challenged without the old provider.
+    fn factors_depending_on_legacy(&self) -> Result<u64, StoreError> {
+        rows::depending_on_legacy(self.sql())
     }
 }

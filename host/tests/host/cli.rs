@@ -56,6 +56,8 @@ fn check_lists_rules_with_imports_and_grants() {
     );
     // Every rule says which contract it was built against.
     assert_eq!(stdout.matches(", contract 0.1.0").count(), 4, "{stdout}");
+    // Settings as the config spells them (it said `on_error Deny`).
+    assert_eq!(stdout.matches("on_error = \"deny\"").count(), 4, "{stdout}");
 }
 
 #[test]
@@ -285,8 +287,9 @@ fn bench_counts_instructions_per_evaluation() {
 fn keys_rotate_reseals_every_phone_and_is_safe_to_run_again() -> Result {
     use portcullis::mfa::sealed::KeyRing;
     use portcullis::model::{FactorKind, FactorProvider, FactorStatus};
+    use portcullis::state::SqliteState;
     use portcullis::state::factors::Factor;
-    use portcullis::state::{FactorStore, SqliteState};
+    use portcullis::state::factors::FactorStore;
     const OLD: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
     const NEW: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
     const GONE: &str = "QEFCQ0RFRkdISUpLTE1OT1BRUlNUVVZXWFlaW1xdXl8=";
@@ -426,6 +429,20 @@ fn completions_and_the_config_from_the_environment() {
         .unwrap();
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
     assert!(String::from_utf8_lossy(&check.stdout).contains("4 rule(s), "));
+
+    // Without either, the usage error says the variable would do.
+    let neither = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .arg("check")
+        .current_dir(workspace_root())
+        .env_remove("PORTCULLIS_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(neither.status.code(), Some(2), "{}", stderr(&neither));
+    assert!(
+        stderr(&neither).contains("--config") && stderr(&neither).contains("PORTCULLIS_CONFIG"),
+        "{}",
+        stderr(&neither)
+    );
 }
 
 #[test]
@@ -832,6 +849,21 @@ fn a_dry_run_sends_no_code_and_issues_no_resume_token() -> Result {
     assert!(real.status.success(), "{}", stderr(&real));
     assert!(sent() > 0);
     assert!(count_rows(&db, "resume_tokens") > 0);
+    // The summary says what every challenge was: its kinds add up to the count.
+    let out = String::from_utf8_lossy(&real.stdout);
+    let line = out.lines().find(|l| l.starts_with("summary: ")).unwrap();
+    let (before, kinds) = line.split_once(" challenged (").expect(line);
+    let challenged: usize = before.rsplit(' ').next().unwrap().parse()?;
+    let kinds = kinds.split([';', ')']).next().unwrap();
+    let listed: usize = kinds
+        .split(", ")
+        .map(|k| k.rsplit(' ').next().unwrap().parse::<usize>().unwrap())
+        .sum();
+    assert!(challenged > 0 && listed == challenged, "{line}");
+    assert!(
+        kinds.contains("mfa ") && line.contains("SMS codes sent via"),
+        "{line}"
+    );
     Ok(())
 }
 

@@ -197,6 +197,39 @@ pub fn seed_stores(
     Ok(())
 }
 
+/// Where the MFA and recovery tests start: the provider simulator, a new directory
+/// with a config (`make`, then `edit`) and its stores seeded under `seeded` with
+/// `users` people and `logins` logins.
+pub struct ProviderEnv {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub loaded: PipelineConfig,
+}
+
+impl ProviderEnv {
+    pub fn seed(
+        sim_args: &[&str],
+        make: impl FnOnce(&std::path::Path, &Simulator) -> PathBuf,
+        edit: impl FnOnce(String) -> String,
+        (seeded, users, logins): (&str, usize, usize),
+    ) -> ProviderEnv {
+        let sim = Simulator::start(sim_args);
+        let dir = tempfile::tempdir().unwrap();
+        let config = make(dir.path(), &sim);
+        let text = edit(std::fs::read_to_string(&config).unwrap());
+        std::fs::write(&config, text).unwrap();
+        let loaded = PipelineConfig::load(&config).unwrap();
+        seed_stores(&loaded, &dir.path().join(seeded), users, logins).unwrap();
+        ProviderEnv {
+            sim,
+            dir,
+            config,
+            loaded,
+        }
+    }
+}
+
 /// The login files a seeded directory holds, in order.
 pub fn login_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut files: Vec<_> = std::fs::read_dir(dir.join("logins"))
@@ -205,6 +238,48 @@ pub fn login_files(dir: &std::path::Path) -> Vec<PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// A seeded login that carries its user's right password, with that user's factors.
+pub struct SeededLogin {
+    /// The login file as written (what a test posts to `serve`).
+    pub text: String,
+    pub login: LoginAttempt,
+    pub user_id: String,
+    pub factors: Vec<portcullis::state::factors::Factor>,
+}
+
+/// The seeded logins under `dir`, in file order, whose directory user's factors `pick`
+/// accepts and whose password is that user's (checked after `pick`: a hash each).
+pub fn seeded_logins<'a>(
+    state: &'a dyn portcullis::state::StateStore,
+    dir: &std::path::Path,
+    mut pick: impl FnMut(&[portcullis::state::factors::Factor]) -> bool + 'a,
+) -> impl Iterator<Item = SeededLogin> + 'a {
+    login_files(dir).into_iter().filter_map(move |file| {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let login = LoginAttempt::from_json(&text).unwrap();
+        let users = portcullis::model::Directory::find_by_email(state, &login.email).ok()?;
+        let user = users.first()?;
+        let factors = state.factors_of(&user.id).unwrap();
+        if !pick(&factors) {
+            return None;
+        }
+        let password = login.password.as_ref()?;
+        portcullis::model::Directory::verify_password(state, &user.id, password)
+            .unwrap()
+            .then(|| SeededLogin {
+                text,
+                user_id: user.id.clone(),
+                login,
+                factors,
+            })
+    })
+}
+
+/// A user whose one factor is a phone at the new provider (the simulator texts it).
+pub fn one_new_provider_phone(factors: &[portcullis::state::factors::Factor]) -> bool {
+    matches!(factors, [f] if f.phone.is_some() && f.legacy_provider_user_id.is_none())
 }
 
 /// The first seeded login whose dry verdict matches `pick`.
@@ -293,6 +368,21 @@ pub fn create_user(state: &dyn portcullis::state::StateStore, id: &str, email: &
 }
 
 /// `portcullis-sim` running as its own process on a free port; killed on drop.
+/// Reads the first line a server started by a test prints, "listening on ADDR", and
+/// returns ADDR. Takes the child's stdout: nothing else of it is read.
+pub fn listening_address(child: &mut std::process::Child, what: &str) -> String {
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout piped")),
+        &mut line,
+    )
+    .unwrap_or_else(|e| panic!("reading what {what} printed: {e}"));
+    line.trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("{what} said {line:?}"))
+        .to_owned()
+}
+
 pub struct Simulator {
     child: std::process::Child,
     pub url: String,

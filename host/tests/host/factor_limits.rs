@@ -52,28 +52,33 @@ struct Party {
 
 impl Env {
     fn new(edit: impl FnOnce(String) -> String) -> Env {
-        let sim = Simulator::start(&["--seed-legacy", "200", "--internal", "10"]);
-        let dir = tempfile::tempdir().unwrap();
-        let config = crate::recovery::recovery_config(dir.path(), &sim);
-        std::fs::write(dir.path().join("gateway.token"), CALLER).unwrap();
-        std::fs::write(dir.path().join("alice.token"), ALICE).unwrap();
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(
-                "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
-                "token_file = \"gateway.token\"",
-            )
-            .replace(
-                "token_env = \"PORTCULLIS_AGENT_ALICE_TOKEN\"",
-                "token_file = \"alice.token\"",
-            )
-            .replace(
-                "token_env = \"PORTCULLIS_AGENT_BOB_TOKEN\"",
-                "token_file = \"alice.token\"",
-            );
-        std::fs::write(&config, edit(text)).unwrap();
-        let loaded = portcullis::PipelineConfig::load(&config).unwrap();
-        crate::common::seed_stores(&loaded, &dir.path().join("recovery"), 300, 400).unwrap();
+        let crate::common::ProviderEnv {
+            sim, dir, config, ..
+        } = crate::common::ProviderEnv::seed(
+            &["--seed-legacy", "200", "--internal", "10"],
+            |dir, sim| {
+                std::fs::write(dir.join("gateway.token"), CALLER).unwrap();
+                std::fs::write(dir.join("alice.token"), ALICE).unwrap();
+                crate::recovery::recovery_config(dir, sim)
+            },
+            |text| {
+                edit(
+                    text.replace(
+                        "token_env = \"PORTCULLIS_GATEWAY_TOKEN\"",
+                        "token_file = \"gateway.token\"",
+                    )
+                    .replace(
+                        "token_env = \"PORTCULLIS_AGENT_ALICE_TOKEN\"",
+                        "token_file = \"alice.token\"",
+                    )
+                    .replace(
+                        "token_env = \"PORTCULLIS_AGENT_BOB_TOKEN\"",
+                        "token_file = \"alice.token\"",
+                    ),
+                )
+            },
+            ("recovery", 300, 400),
+        );
         // The start of an hour of the host's clock, so the hourly windows are whole.
         let now = portcullis::flows::clock::SystemClock.now_ms();
         let clock = ManualClock::at(now - now % HOUR_MS + HOUR_MS + 1000);
@@ -106,46 +111,24 @@ impl Env {
     /// signing in with the right password from their own phone.
     fn owner(&self, skip: usize) -> (Party, Factor) {
         let state = self.state();
+        let dir = self.dir.path().join("recovery");
         // Users have several seeded logins: count users, not logins.
         let mut seen = std::collections::HashSet::new();
-        let mut found = 0;
-        for file in crate::common::login_files(&self.dir.path().join("recovery")) {
-            let text = std::fs::read_to_string(&file).unwrap();
-            let login = portcullis::LoginAttempt::from_json(&text).unwrap();
-            let Ok(users) =
-                portcullis::model::Directory::find_by_email(state.as_ref(), &login.email)
-            else {
-                continue;
-            };
-            let Some(user) = users.first() else { continue };
-            let factors = state.factors_of(&user.id).unwrap();
-            let [factor] = factors.as_slice() else {
-                continue;
-            };
-            if factor.phone.is_none() || factor.legacy_provider_user_id.is_some() {
-                continue;
-            }
-            let right = portcullis::model::Directory::verify_password(
-                state.as_ref(),
-                &user.id,
-                login.password.as_ref().unwrap(),
-            )
-            .unwrap();
-            if !right || !seen.insert(user.id.clone()) {
-                continue;
-            }
-            if found == skip {
-                let party = Party {
-                    login: serde_json::from_str(&text).unwrap(),
-                    ip: "198.51.100.7",
-                    user_agent: "owner-phone",
-                    device_token: None,
-                };
-                return (party, factor.clone());
-            }
-            found += 1;
-        }
-        panic!("the seeded batch has no such login");
+        let owner = crate::common::seeded_logins(
+            state.as_ref(),
+            &dir,
+            crate::common::one_new_provider_phone,
+        )
+        .filter(|s| seen.insert(s.user_id.clone()))
+        .nth(skip)
+        .expect("the seeded batch has such a login");
+        let party = Party {
+            login: serde_json::from_str(&owner.text).unwrap(),
+            ip: "198.51.100.7",
+            user_agent: "owner-phone",
+            device_token: None,
+        };
+        (party, owner.factors[0].clone())
     }
 
     fn user_id(&self, party: &Party) -> String {
@@ -493,7 +476,7 @@ fn recognised_devices(env: &Env) -> Result {
         .to_owned();
     assert_ne!(token, expired);
     owner.device_token = Some(token.clone());
-    let codes = env.app.gateway().issue_recovery_codes(&user)?.unwrap();
+    let codes = env.app.gateway().recovery().issue_codes(&user)?.unwrap();
 
     // The stranger, with the password only, spends the hour's codes and recovery
     // attempts (the owner's sign-in this hour spent one of the ten codes).

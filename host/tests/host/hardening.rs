@@ -1,7 +1,8 @@
 //! The defects an attacker's campaign found around the sandbox, each reproduced here
 //! against real components, real stores and the real server.
 
-use portcullis::state::{EffectBatch, OutboxStore, SqliteState, StateStore};
+use portcullis::state::outbox::OutboxStore;
+use portcullis::state::{EffectBatch, SqliteState, StateStore};
 use portcullis::{Decision, Effect, FaultKind, GatewayError, LoginAttempt, RuleResult, Services};
 
 use crate::common::{Demo, Exposure, Result, creates_user, find_login, load, login, rule};
@@ -302,7 +303,7 @@ fn a_dispatcher_whose_lease_ran_out_cannot_record_a_result() -> Result {
     // The lease ran out; another dispatcher holds the message now.
     let current = state.claim_outbox(2_000, 100_000, 10)?.remove(0);
     assert_eq!(stale.id, current.id);
-    let lease = |m: &portcullis::state::OutboxMessage| m.lease.clone().unwrap();
+    let lease = |m: &portcullis::state::outbox::OutboxMessage| m.lease.clone().unwrap();
     assert!(!state.outbox_failed(stale.id, &lease(&stale), "late", None)?);
     assert!(!state.outbox_delivered(stale.id, &lease(&stale))?);
     assert_eq!(

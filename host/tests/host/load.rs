@@ -2,7 +2,6 @@
 //! no crash, every request answered, memory flat between two equal rounds; and
 //! SIGTERM lets in-flight evaluations finish.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -42,15 +41,7 @@ impl Sidecar {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let mut first_line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut first_line)
-            .unwrap();
-        let addr = first_line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("the server says where it listens")
-            .to_owned();
+        let addr = crate::common::listening_address(&mut child, "serve");
         Sidecar {
             child,
             url: format!("http://{addr}"),

@@ -7,7 +7,6 @@
 
 mod common;
 
-mod backfill;
 mod cache;
 mod cli;
 mod config;
@@ -26,6 +25,7 @@ mod memory;
 mod mfa;
 mod migration;
 mod outbox;
+mod phone_export;
 mod postgres;
 mod proof;
 mod recovery;

@@ -118,13 +118,17 @@ struct Env {
 
 impl Env {
     fn new(edit: impl FnOnce(String) -> String) -> Env {
-        let sim = Simulator::start(&["--seed-legacy", "2000", "--internal", "30"]);
-        let dir = tempfile::tempdir().unwrap();
-        let config = mfa_config(dir.path(), &sim);
-        let text = edit(std::fs::read_to_string(&config).unwrap());
-        std::fs::write(&config, text).unwrap();
-        let loaded = PipelineConfig::load(&config).unwrap();
-        crate::common::seed_stores(&loaded, &dir.path().join("mfa"), 1000, 1500).unwrap();
+        let crate::common::ProviderEnv {
+            sim,
+            dir,
+            config,
+            loaded,
+        } = crate::common::ProviderEnv::seed(
+            &["--seed-legacy", "2000", "--internal", "30"],
+            mfa_config,
+            edit,
+            ("mfa", 1000, 1500),
+        );
         let gateway = Gateway::open(&loaded, runtime()).unwrap();
         Env {
             dir,
@@ -150,32 +154,12 @@ impl Env {
         &self,
         pick: impl Fn(Option<&Factor>) -> bool,
     ) -> (LoginAttempt, Option<Factor>) {
-        let logins = crate::common::login_files(&self.dir.path().join("mfa"));
-        for file in logins {
-            let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Ok(users) = portcullis::model::Directory::find_by_email(
-                self.gateway.state().as_ref(),
-                &login.email,
-            ) else {
-                continue;
-            };
-            let Some(user) = users.first() else { continue };
-            let factors = self.gateway.state().factors_of(&user.id).unwrap();
-            if !pick(factors.first()) {
-                continue;
-            }
-            let password = login.password.as_ref().unwrap();
-            if portcullis::model::Directory::verify_password(
-                self.gateway.state().as_ref(),
-                &user.id,
-                password,
-            )
-            .unwrap()
-            {
-                return (login, factors.first().cloned());
-            }
-        }
-        panic!("the seeded batch has no such login");
+        let state = self.gateway.state();
+        let dir = self.dir.path().join("mfa");
+        crate::common::seeded_logins(state.as_ref(), &dir, |f| pick(f.first()))
+            .next()
+            .map(|s| (s.login, s.factors.first().cloned()))
+            .expect("the seeded batch has such a login")
     }
 
     /// Where a factor's codes go.

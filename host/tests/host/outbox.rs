@@ -155,7 +155,7 @@ fn every_message_arrives_through_failures_and_timeouts() -> Result {
         state
             .outbox_messages()?
             .iter()
-            .all(|m| m.status == portcullis::state::OutboxStatus::Delivered)
+            .all(|m| m.status == portcullis::state::outbox::OutboxStatus::Delivered)
     );
     assert_eq!(state.outbox_backlog()?, 0);
     Ok(())
@@ -423,7 +423,7 @@ fn dead_letters_are_delivered_after_requeue(
         state
             .outbox_messages()?
             .iter()
-            .all(|m| m.status == portcullis::state::OutboxStatus::Delivered)
+            .all(|m| m.status == portcullis::state::outbox::OutboxStatus::Delivered)
     );
 
     // Nothing dead left: exit 1, and asking for what is not there is bad input.

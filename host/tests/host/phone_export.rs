@@ -376,7 +376,7 @@ fn a_rerun_says_which_users_a_stopped_run_still_holds() -> Result {
     let now_ms = portcullis::flows::clock::SystemClock.now_ms();
     let ids = state.backfill_candidates(None, now_ms, false, 5, "stopped-run")?;
     assert_eq!(ids.len(), 5);
-    let lease = portcullis::state::backfill::Lease {
+    let lease = portcullis::state::phone_export::Lease {
         token: "stopped-run-token".into(),
         until_ms: now_ms + 600_000,
         run_id: "stopped-run".into(),

@@ -6,9 +6,9 @@
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 
-use portcullis::state::{
-    EffectBatch, FactorStore, OutboxStore, PostgresState, SqlBacked, StateStore,
-};
+use portcullis::state::factors::FactorStore;
+use portcullis::state::outbox::OutboxStore;
+use portcullis::state::{EffectBatch, PostgresState, SqlBacked, StateStore};
 use portcullis::{Decision, Effect, Gateway, PipelineConfig};
 
 use crate::common::{Result, migration_config, runtime};
@@ -105,14 +105,16 @@ fn postgres_applies_once_and_resumes_once() -> Result {
     assert!(state.find_by_email("nobody@example.com")?.is_empty());
     assert_eq!(state.outbox_backlog()?, 1);
 
-    let record = portcullis::state::ResumeRecord {
+    let record = portcullis::state::resume_tokens::ResumeRecord {
         jti: "jti-1".into(),
         transaction_id: "tx-pg-2".into(),
         subject: "usr_pg_1".into(),
         rule: "ownership-check".into(),
         rule_index: 2,
         state: "{}".into(),
-        login: portcullis::state::StoredLogin::from_attempt(&crate::common::login("tx-pg-2")),
+        login: portcullis::state::resume_tokens::StoredLogin::from_attempt(&crate::common::login(
+            "tx-pg-2",
+        )),
         pending: Vec::new(),
         password_hash: None,
         expires_at_ms: 10,
@@ -121,7 +123,7 @@ fn postgres_applies_once_and_resumes_once() -> Result {
         enrolment: None,
     };
     state.save_resume(&record)?;
-    use portcullis::state::TakenResume;
+    use portcullis::state::resume_tokens::TakenResume;
     assert!(
         matches!(state.take_resume("jti-1", 5)?, TakenResume::Taken(r) if r.transaction_id == "tx-pg-2")
     );
@@ -481,7 +483,7 @@ fn a_directory_with_the_first_factors_table_gains_cohorts_in_place() -> Result {
 /// conditional phone write, revert with its audit, the status counts.
 fn keeps_backfill_state(state: &dyn StateStore) -> Result {
     use portcullis::mfa::sealed::KeyRing;
-    use portcullis::state::backfill::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
+    use portcullis::state::phone_export::{BackfillStatus, ExportOutcome, ExportPermit, Lease};
     let keys = KeyRing::parse("k1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")?;
     portcullis::jobs::seed::seed_sms_users(state, 100, 4, 2, |_| {})?;
     let lease = |token: &str, now_ms: u64, until_ms: u64| Lease {

@@ -446,7 +446,7 @@ fn the_one_check_refuses_every_lesser_proof() -> Result {
         .proof_token
         .unwrap();
     // A recovery's proof, for the owner's code recovery.
-    let codes = env.gateway.issue_recovery_codes(&owner)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&owner)?.unwrap();
     let recovering = env.gateway.login(&env.again(
         &owner_login,
         "owner-laptop",
@@ -853,7 +853,7 @@ fn a_phone_confirmed_under_a_recovery_is_a_factor_only_once_the_recovery_complet
     // Left unfinished: the recovery's window closes with the phone still confirmed.
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let parked =
         env.gateway
             .login(&env.again(&login, "new-laptop", with_code(codes[0].expose_secret())))?;
@@ -875,7 +875,7 @@ fn a_phone_confirmed_under_a_recovery_is_a_factor_only_once_the_recovery_complet
     // Finished by its login: the new phone is the factor, the lost one is disabled.
     let (login, factor) = env.owner(1);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let parked =
         env.gateway
             .login(&env.again(&login, "new-laptop", with_code(codes[0].expose_secret())))?;

@@ -54,13 +54,17 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn new(edit: impl FnOnce(String) -> String) -> Env {
-        let sim = Simulator::start(&["--seed-legacy", "200", "--internal", "10"]);
-        let dir = tempfile::tempdir().unwrap();
-        let config = recovery_config(dir.path(), &sim);
-        let text = edit(std::fs::read_to_string(&config).unwrap());
-        std::fs::write(&config, text).unwrap();
-        let loaded = PipelineConfig::load(&config).unwrap();
-        crate::common::seed_stores(&loaded, &dir.path().join("recovery"), 300, 400).unwrap();
+        let crate::common::ProviderEnv {
+            sim,
+            dir,
+            config,
+            loaded,
+        } = crate::common::ProviderEnv::seed(
+            &["--seed-legacy", "200", "--internal", "10"],
+            recovery_config,
+            edit,
+            ("recovery", 300, 400),
+        );
         let clock = ManualClock::at(portcullis::flows::clock::SystemClock.now_ms());
         let gateway = Gateway::open(&loaded, runtime())
             .unwrap()
@@ -78,37 +82,15 @@ impl Env {
     /// A seeded login with the right password of a user whose one factor is a phone
     /// at the new provider (the simulator texts it), `skip` such users first.
     pub(crate) fn owner(&self, skip: usize) -> (LoginAttempt, Factor) {
-        let mut found = 0;
-        for file in crate::common::login_files(&self.dir.path().join("recovery")) {
-            let login = LoginAttempt::from_json(&std::fs::read_to_string(&file).unwrap()).unwrap();
-            let Ok(users) = portcullis::model::Directory::find_by_email(
-                self.gateway.state().as_ref(),
-                &login.email,
-            ) else {
-                continue;
-            };
-            let Some(user) = users.first() else { continue };
-            let factors = self.gateway.state().factors_of(&user.id).unwrap();
-            let [factor] = factors.as_slice() else {
-                continue;
-            };
-            if factor.phone.is_none() || factor.legacy_provider_user_id.is_some() {
-                continue;
-            }
-            let right = portcullis::model::Directory::verify_password(
-                self.gateway.state().as_ref(),
-                &user.id,
-                login.password.as_ref().unwrap(),
-            )
-            .unwrap();
-            if right {
-                if found == skip {
-                    return (login, factor.clone());
-                }
-                found += 1;
-            }
-        }
-        panic!("the seeded batch has no such login");
+        let state = self.gateway.state();
+        let dir = self.dir.path().join("recovery");
+        let mut found = crate::common::seeded_logins(
+            state.as_ref(),
+            &dir,
+            crate::common::one_new_provider_phone,
+        );
+        let owner = found.nth(skip).expect("the seeded batch has such a login");
+        (owner.login, owner.factors[0].clone())
     }
 
     /// `login` again, now, under a new transaction id, from `device`.
@@ -189,10 +171,11 @@ impl Env {
             .gateway
             .authorize(Presented::Token(token), Need::Enrol)
             .unwrap();
-        let started = self.gateway.enroll_sms(&grant, phone).unwrap();
+        let started = self.gateway.enrolment().start(&grant, phone).unwrap();
         let code = self.sim.last_code(phone);
         self.gateway
-            .confirm_sms(&grant, &started.enrollment_id, &code)
+            .enrolment()
+            .confirm(&grant, &started.enrollment_id, &code)
             .unwrap();
         started.enrollment_id
     }
@@ -438,11 +421,12 @@ fn the_owner_cancels_and_the_attackers_recovery_is_dead() -> Result {
     let (id, token) = cancel_link(&env);
     assert!(
         !env.gateway
-            .cancel_recovery(&id, "0123456789abcdef0123456789abcdef")?
+            .recovery()
+            .cancel(&id, "0123456789abcdef0123456789abcdef")?
     );
-    assert!(!env.gateway.cancel_recovery("rcv_unknown", &token)?);
-    assert!(env.gateway.cancel_recovery(&id, &token)?);
-    assert!(!env.gateway.cancel_recovery(&id, &token)?, "once");
+    assert!(!env.gateway.recovery().cancel("rcv_unknown", &token)?);
+    assert!(env.gateway.recovery().cancel(&id, &token)?);
+    assert!(!env.gateway.recovery().cancel(&id, &token)?, "once");
     assert_eq!(env.recoveries(&user)[0].status.name(), "cancelled");
     // Long after the wait would have ended, the attacker's next request starts a new
     // wait (and tells the owner again); it never reaches enrolment.
@@ -484,7 +468,7 @@ fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() ->
     let env = Env::new(|t| t);
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     assert_eq!(codes.len(), 10);
     let code = codes[0].expose_secret().to_owned();
     // Typed in lower case with spaces: the same code.
@@ -531,7 +515,7 @@ fn a_code_gets_the_owner_back_in_and_re_enrolled_in_one_flow_and_works_once() ->
     assert_eq!(denied_code(&again), "recovery_code_invalid");
     // New codes: an unused earlier one stops working, a new one works.
     let unused_old = codes[1].expose_secret().to_owned();
-    let fresh = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let fresh = env.gateway.recovery().issue_codes(&user)?.unwrap();
     assert!(
         env.notices()
             .iter()
@@ -575,7 +559,7 @@ fn code_guessing_is_throttled_then_disabled_and_new_codes_buy_no_more_guesses() 
     });
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let guess = |code: &str| {
         denied_code(
             &env.gateway
@@ -596,7 +580,7 @@ fn code_guessing_is_throttled_then_disabled_and_new_codes_buy_no_more_guesses() 
     // Six failures: disabled, however long one waits, and new codes change nothing.
     env.clock.advance(24 * HOUR_MS);
     assert_eq!(guess(codes[0].expose_secret()), "recovery_codes_disabled");
-    let fresh = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let fresh = env.gateway.recovery().issue_codes(&user)?.unwrap();
     assert_eq!(guess(fresh[0].expose_secret()), "recovery_codes_disabled");
     // A sign-in with the factor resets the count: the code works again.
     assert!(matches!(
@@ -682,7 +666,7 @@ fn notices_reach_the_notification_endpoint_and_an_edited_audit_row_fails_verify(
     let env = Env::new(|t| t);
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
-    env.gateway.issue_recovery_codes(&user)?.unwrap();
+    env.gateway.recovery().issue_codes(&user)?.unwrap();
     env.gateway
         .login(&env.again(&login, "attacker-laptop", asked()))?;
     env.gateway
@@ -766,7 +750,7 @@ fn recordings_of_each_recovery_path_replay() -> Result {
     let env = Env::new(|t| t);
     let (login, factor) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let write = |name: &str, recovery: serde_json::Value| -> PathBuf {
         let file = env.dir.path().join(format!("{name}.json"));
         let mut json = serde_json::json!({
@@ -1237,7 +1221,7 @@ fn a_rule_asking_to_enrol_cannot_step_into_a_code_holders_enrolment() -> Result 
     let hostile = with_hostile_guard(&env, "enrol-early")?;
     let (login, _) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let owner = env.gateway.login(&env.again(
         &login,
         "owner-phone",
@@ -1258,7 +1242,7 @@ fn a_recovery_that_replaces_one_enrolling_cancels_its_code_at_the_provider() -> 
     let env = Env::new(|t| t);
     let (login, _) = env.owner(0);
     let user = env.user_id(&login);
-    let codes = env.gateway.issue_recovery_codes(&user)?.unwrap();
+    let codes = env.gateway.recovery().issue_codes(&user)?.unwrap();
     let first = env.gateway.login(&env.again(
         &login,
         "attacker-laptop",
@@ -1270,7 +1254,7 @@ fn a_recovery_that_replaces_one_enrolling_cancels_its_code_at_the_provider() -> 
         Presented::Token(first.proof_token.as_deref().unwrap()),
         Need::Enrol,
     )?;
-    env.gateway.enroll_sms(&grant, NEW_PHONE)?;
+    env.gateway.enrolment().start(&grant, NEW_PHONE)?;
     let db = rusqlite::Connection::open(env.dir.path().join("recovery/directory.db"))?;
     let sid: String = db.query_row(
         "SELECT reference FROM open_codes WHERE user_id = ?1 AND purpose = 'enrol'",

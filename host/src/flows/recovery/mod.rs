@@ -31,13 +31,15 @@ pub(crate) use policy::RecoveryPolicy;
 pub(in crate::flows) use policy::notices;
 
 use super::challenge::denied;
+use super::clock::Clock;
 use super::{Gateway, GatewayError};
 use crate::mfa::recovery_codes;
 use crate::runtime::verdict::{ChallengeKind, Decision, RecoveryStep, Verdict};
+use crate::state::StateStore;
 use crate::state::audit::AuditEntry;
 use crate::state::factors::Factor;
 use crate::state::recovery::{self as store, CodeCheck, Recovery, Started};
-use crate::state::{PendingEnrolment, ResumeRecord, StoredLogin};
+use crate::state::resume_tokens::{PendingEnrolment, ResumeRecord, StoredLogin};
 
 const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
@@ -81,23 +83,44 @@ struct RecoveryCx<'a> {
     state: &'a str,
 }
 
+/// The recovery flow over the gateway's state, clock and `[recovery]` policy: the
+/// steps a login's `recover` decision asks for, the owner's cancel link, recovery
+/// codes. (`Gateway::recovery` lends one.)
+pub struct AccountRecovery<'g> {
+    state: &'g dyn StateStore,
+    clock: &'g dyn Clock,
+    /// `None`: the config has no `[recovery]`, and nothing is performed.
+    policy: Option<&'g RecoveryPolicy>,
+    /// What a recovery shares with the login it is part of: parking that login behind
+    /// a resume token, issuing the proof its enrolment needs, cancelling open codes.
+    login: &'g Gateway,
+}
+
 impl Gateway {
+    /// The recovery flow over this gateway's state, clock and policy.
+    pub fn recovery(&self) -> AccountRecovery<'_> {
+        AccountRecovery {
+            state: self.state.as_ref(),
+            clock: self.clock.as_ref(),
+            policy: self.recovery.as_ref(),
+            login: self,
+        }
+    }
+}
+
+impl AccountRecovery<'_> {
     /// Before the pipeline: what the `recovery` capability will answer from.
     /// (Without `[recovery]` the facts still come from the directory, or from a
     /// recording in a replay; the host then performs nothing.)
-    pub(super) fn prepare_recovery(&self, attempt: &mut LoginAttempt, now_ms: u64) {
+    pub(super) fn prepare(&self, attempt: &mut LoginAttempt, now_ms: u64) {
         if attempt.user.is_none() || !RecoveryRequest::asked(&attempt.recovery) {
             return;
         }
-        let known_for = self
-            .recovery
-            .as_ref()
-            .map_or(90, |p| p.settings.known_for_days);
+        let known_for = self.policy.map_or(90, |p| p.settings.known_for_days);
         attempt.recovery_ask = Some(RecoveryAsk {
             has_code: RecoveryRequest::code(&attempt.recovery).is_some(),
             sightings: self
-                .recovery
-                .as_ref()
+                .policy
                 .map(|p| p.sightings(&attempt.request))
                 .unwrap_or_default(),
             known_since_ms: now_ms.saturating_sub(known_for * DAY_MS),
@@ -107,7 +130,7 @@ impl Gateway {
 
     /// Where an allowed login came from, for the statistics written behind.
     pub(super) fn sightings_of(&self, login: &StoredLogin) -> Vec<(&'static str, String)> {
-        match (&self.recovery, &login.user) {
+        match (&self.policy, &login.user) {
             (Some(policy), Some(_)) => policy.sightings(&login.request),
             _ => Vec::new(),
         }
@@ -116,7 +139,7 @@ impl Gateway {
     /// After an allowed login whose effects were applied now: its device, network and
     /// country become known.
     pub(super) fn remember_sightings(&self, login: &StoredLogin) {
-        let (Some(policy), Some(user)) = (&self.recovery, &login.user) else {
+        let (Some(policy), Some(user)) = (&self.policy, &login.user) else {
             return;
         };
         let sightings = policy.sightings(&login.request);
@@ -128,7 +151,7 @@ impl Gateway {
     }
 
     /// A rule decided `recover`: perform it.
-    pub(super) fn recover(
+    pub(super) fn perform(
         &self,
         mut verdict: Verdict,
         attempt: &LoginAttempt,
@@ -137,7 +160,7 @@ impl Gateway {
             return Ok(verdict);
         };
         verdict.recovery = Some(step.clone());
-        let (Some(policy), Some(user)) = (&self.recovery, &attempt.user) else {
+        let (Some(policy), Some(user)) = (&self.policy, &attempt.user) else {
             // Without [recovery] the host has nothing to perform: the same answer as a
             // recovery under way, so it says nothing about the account.
             return Ok(pending_answer(verdict));
@@ -279,7 +302,8 @@ impl Gateway {
                     Ok(())
                 })?;
                 // Proofs went with the sessions: enrolments under way are dead, codes too.
-                self.cancel_open_codes(&user.id, crate::state::open_codes::ENROL);
+                self.login
+                    .cancel_open_codes(&user.id, crate::state::open_codes::ENROL);
                 self.enrol(
                     verdict,
                     login,
@@ -441,7 +465,7 @@ impl Gateway {
             EnrolProof::Held(id) => (id.map(str::to_owned), None),
             EnrolProof::Issue(path_proof) => {
                 let user_id = login.user.as_ref().map(|u| u.id.as_str()).unwrap_or("");
-                let (token, id) = self.issue_proof(
+                let (token, id) = self.login.issue_proof(
                     user_id,
                     &[super::proof::Shown::Password, path_proof],
                     Some(recovery_id),
@@ -449,7 +473,7 @@ impl Gateway {
                 (Some(id), Some(token))
             }
         };
-        let token = self.park(
+        let token = self.login.park(
             &verdict,
             login,
             "",
@@ -630,7 +654,7 @@ impl Gateway {
     }
 
     /// The owner's cancel link: the recovery id and the token from the notice.
-    pub fn cancel_recovery(&self, recovery_id: &str, token: &str) -> Result<bool, GatewayError> {
+    pub fn cancel(&self, recovery_id: &str, token: &str) -> Result<bool, GatewayError> {
         let sql = self.state.sql();
         let Some(recovery) = store::recovery_by_id(sql, recovery_id)? else {
             return Ok(false);
@@ -643,20 +667,20 @@ impl Gateway {
         if !matches || recovery.cancel_digest.is_empty() {
             return Ok(false);
         }
-        self.end_recovery(&recovery, "cancelled by the owner (cancel link)", "user")
+        self.end(&recovery, "cancelled by the owner (cancel link)", "user")
     }
 
     /// The owner signed in with their factor: a recovery under way is not theirs to
     /// need, so it ends, and the code failures start again from zero.
     pub(super) fn factor_passed(&self, user_id: &str) {
-        let Some(_) = &self.recovery else {
+        let Some(_) = &self.policy else {
             return;
         };
         let sql = self.state.sql();
         let ended = store::open_recovery(sql, user_id, self.clock.now_ms())
             .and_then(|open| match open {
                 Some(open) => self
-                    .end_recovery(
+                    .end(
                         &open,
                         "cancelled: the owner signed in with their second factor",
                         "user",
@@ -670,7 +694,7 @@ impl Gateway {
         }
     }
 
-    pub(crate) fn end_recovery(
+    pub(crate) fn end(
         &self,
         recovery: &Recovery,
         outcome: &str,
@@ -715,11 +739,8 @@ impl Gateway {
 
     /// `POST /v1/mfa/recovery-codes`: ten new codes for a signed-in user, shown once;
     /// every earlier code stops working; every channel is told.
-    pub fn issue_recovery_codes(
-        &self,
-        user_id: &str,
-    ) -> Result<Option<Vec<SecretString>>, GatewayError> {
-        let Some(policy) = &self.recovery else {
+    pub fn issue_codes(&self, user_id: &str) -> Result<Option<Vec<SecretString>>, GatewayError> {
+        let Some(policy) = &self.policy else {
             return Err(GatewayError::Config(
                 "recovery codes need [recovery] in the config".into(),
             ));

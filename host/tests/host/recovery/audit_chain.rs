@@ -54,7 +54,7 @@ fn write_rows(env: &Env, n: usize) -> Result {
     let (login, _) = env.owner(0);
     let user = env.user_id(&login);
     for _ in 0..n {
-        env.gateway.issue_recovery_codes(&user)?.unwrap();
+        env.gateway.recovery().issue_codes(&user)?.unwrap();
     }
     Ok(())
 }
@@ -226,7 +226,10 @@ fn anchor_stays_valid_while_the_log_grows(backend: Backend) -> Result {
         crate::common::runtime(),
     )?;
     let (login, _) = env.owner(0);
-    gateway.issue_recovery_codes(&env.user_id(&login))?.unwrap();
+    gateway
+        .recovery()
+        .issue_codes(&env.user_id(&login))?
+        .unwrap();
     let (report, out, ok) = verify(&env, &["--expect-head", &anchor]);
     assert!(
         ok,

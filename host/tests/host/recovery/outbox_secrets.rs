@@ -129,7 +129,7 @@ fn cancel_tokens_are_scrubbed_from_dead_lettered_notices() -> Result {
 }
 
 /// The secret link is gone from the stored payload, which says it was removed.
-fn assert_link_removed(message: &portcullis::state::OutboxMessage) {
+fn assert_link_removed(message: &portcullis::state::outbox::OutboxMessage) {
     let payload: serde_json::Value = serde_json::from_str(&message.payload).unwrap();
     if message.topic == "notify" && payload["event"] == "recovery-requested" {
         assert_eq!(

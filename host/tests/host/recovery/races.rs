@@ -101,7 +101,7 @@ fn two_enrolments_confirmed_at_once_leave_one_active_factor_on_postgres() -> Res
                 Presented::Token(verdict.proof_token.as_deref().expect("a sign-in proof")),
                 Need::Enrol,
             )?;
-            let enrolment = env.gateway.enroll_sms(&grant, phone)?;
+            let enrolment = env.gateway.enrolment().start(&grant, phone)?;
             started.push((grant, enrolment.enrollment_id, env.sim.last_code(phone)));
         }
         let barrier = Barrier::new(2);
@@ -110,7 +110,7 @@ fn two_enrolments_confirmed_at_once_leave_one_active_factor_on_postgres() -> Res
                 let (env, barrier) = (&env, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    let _ = env.gateway.confirm_sms(grant, id, code);
+                    let _ = env.gateway.enrolment().confirm(grant, id, code);
                 });
             }
         });
