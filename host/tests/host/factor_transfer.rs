@@ -467,3 +467,65 @@ fn an_imported_factor_the_directory_cannot_honour_fails_its_record_and_is_masked
         .assert_no_phone("+11115552674");
     Ok(())
 }
+
+/// `--out` naming a directory that exists: refused unless it is closed to the group
+/// and others and owned by whoever exports (the files hold hashes and phones), with a
+/// message saying why and nothing written; accepted once it is.
+#[test]
+fn an_export_refuses_a_directory_others_may_open_or_own_and_writes_nothing() -> Result {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sim = Simulator::start(&[]);
+    let a = tempfile::tempdir()?;
+    let config = source(a.path(), &sim)?;
+    let out = a.path().join("existing");
+    std::fs::create_dir(&out)?;
+    let export = || {
+        cli(
+            &[
+                "import",
+                "export",
+                "--from-directory",
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let nothing_in = |dir: &Path| std::fs::read_dir(dir).unwrap().next().is_none();
+    for (mode, shown) in [
+        (0o755, "mode 755"),
+        (0o750, "mode 750"),
+        (0o701, "mode 701"),
+    ] {
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode))?;
+        let (ok, _, printed) = export();
+        assert!(!ok, "{mode:o}: {printed}");
+        assert!(
+            printed.contains("is open to its group or others") && printed.contains(shown),
+            "{printed}"
+        );
+        assert!(nothing_in(&out), "{mode:o}: something was written");
+        Exposure::new()
+            .text("export", &printed)
+            .assert_no_phone(PHONE);
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))?;
+    let me = std::fs::metadata(a.path())?.uid();
+    if me == 0 {
+        // Root may give it away: owned by another user, it is refused too.
+        std::os::unix::fs::chown(&out, Some(65534), None)?;
+        let (ok, _, printed) = export();
+        assert!(!ok, "{printed}");
+        assert!(printed.contains("belongs to another user"), "{printed}");
+        assert!(nothing_in(&out));
+        std::os::unix::fs::chown(&out, Some(me), None)?;
+    } else {
+        crate::common::not_run("a directory owned by another user (needs root to make one)");
+    }
+    let (ok, report, printed) = export();
+    assert!(ok, "{printed}");
+    assert_eq!(report["users_exported"], 2, "{report}");
+    Ok(())
+}
