@@ -318,8 +318,9 @@ impl Run<'_> {
             now,
         )
         .and_then(|record| {
-            // Links only to accounts held under the record's own email.
-            match records::unproven_links(&record, self.env.legacy.as_ref()) {
+            // Links only to accounts held under the record's own email; no factors
+            // for a legacy account's email.
+            match records::unproven_claims(&record, self.env.legacy.as_ref()) {
                 Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
                 Ok(unproven) => Err(unproven),
                 Err(down) => Ok(Err(down)),

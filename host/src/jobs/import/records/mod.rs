@@ -78,22 +78,33 @@ pub fn protected_keys(config: &crate::config::PipelineConfig) -> Vec<String> {
     keys
 }
 
-/// The record's `legacy_accounts` that nothing proves are this person's, each as a
-/// `CONFLICT`: a link is taken only to an account the legacy stores hold under the
-/// record's own email (normalized as the directory does). A link names someone else's
-/// account otherwise, which would lock its owner out of lazy migration and give the
-/// product the importer's id. (That the account is linked to nobody else is checked in
-/// the directory's transaction.) A legacy store that does not answer is the error.
-pub fn unproven_links(
+/// What the record claims that nothing proves is this person's, each as a `CONFLICT`:
+///
+/// - a link in `legacy_accounts` is taken only to an account the legacy stores hold
+///   under the record's own email (normalized as the directory does). A link names
+///   someone else's account otherwise, which would lock its owner out of lazy
+///   migration and give the product the importer's id. (That the account is linked to
+///   nobody else is checked in the directory's transaction.)
+/// - `mfa_factors` for an email a legacy product holds an account under. The importer
+///   may create that email's directory user (and set its password): its owner, signing
+///   in with the legacy password, then meets the ownership check, proves the inbox and
+///   resets the password, which undoes the importer's password but not a phone: that
+///   factor would keep answering for the account after the reset. So the owner enrols
+///   their own phone after proving themselves; an import does not bring one. (A user
+///   the directory already has is never given factors by an import: see
+///   `state::apply`.)
+///
+/// A legacy store that does not answer is the error.
+pub fn unproven_claims(
     record: &ImportRecord,
     legacy: &dyn LegacyStores,
 ) -> Result<Vec<RecordError>, ServiceError> {
-    if record.legacy_accounts.is_empty() {
+    if record.legacy_accounts.is_empty() && record.factors.is_empty() {
         return Ok(Vec::new());
     }
     let held = legacy.find_accounts(&record.email)?;
     let email = crate::model::normalize_email(&record.email);
-    Ok(record
+    let mut refused: Vec<RecordError> = record
         .legacy_accounts
         .iter()
         .filter(|(product, legacy_id)| {
@@ -110,7 +121,20 @@ pub fn unproven_links(
                 format!("{product} account {legacy_id} is not held under this user's email"),
             )
         })
-        .collect())
+        .collect();
+    if !record.factors.is_empty()
+        && held
+            .iter()
+            .any(|a| crate::model::normalize_email(&a.email) == email)
+    {
+        refused.push(refuse(
+            "CONFLICT",
+            "mfa_factors",
+            "A legacy product holds an account under this email: its owner enrols a second \
+             factor after signing in and proving the address, an import does not bring one",
+        ));
+    }
+    Ok(refused)
 }
 
 /// The id an imported user gets: from the email, so importing the same person twice
