@@ -2,7 +2,8 @@
 //! `portcullis serve` processes: two over one PostgreSQL directory answer for each
 //! other's jobs, keep Auth0's limit of 2 active jobs between them, and one takes up a
 //! job whose instance was killed (`kill -9`) once its lease ran out, without importing
-//! anyone twice; on SQLite a job survives its instance's restart. The PostgreSQL
+//! anyone twice, and share one rate limit; on SQLite a job survives its instance's
+//! restart. The PostgreSQL
 //! tests run when PORTCULLIS_TEST_POSTGRES is set (and say so when they do not).
 //!
 //! Jobs are made slow with `users_per_second` (the API's own pacing knob), never by
@@ -17,7 +18,7 @@ use portcullis::state::{ImportRecord, StateStore};
 use serde_json::Value;
 
 use crate::common::{Result, migration_config};
-use crate::import::{Serve, user};
+use crate::import::{Serve, fresh_minute, user};
 
 /// A job slow enough to kill its instance in the middle (20 users/s), whose lease a
 /// taker-over waits out (2 s); a rate limit the tests' polling stays under.
@@ -392,4 +393,34 @@ fn leases_fence_writers_on_postgres() -> Result {
         return not_run_without_postgres();
     };
     leases_fence_writers(&portcullis::state::PostgresState::connect(&url)?)
+}
+
+#[test]
+fn two_instances_share_one_rate_limit_on_postgres() -> Result {
+    let Some(url) = crate::postgres::fresh_database("jobs_rate") else {
+        return not_run_without_postgres();
+    };
+    let dir = tempfile::tempdir()?;
+    let config = config_on(dir.path(), Some(&url))?;
+    let limit = "requests_per_minute = 4";
+    let (a, b) = (
+        Serve::start(dir.path(), &config, limit),
+        Serve::start(dir.path(), &config, limit),
+    );
+    // Counted per minute of the host's clock: all in one minute.
+    fresh_minute();
+    let mut seen = Vec::new();
+    for serve in [&a, &b, &a, &b, &a, &b] {
+        let response = serve.get("/api/v2/jobs/job_nope");
+        let remaining = response.headers()["x-ratelimit-remaining"]
+            .to_str()?
+            .parse::<u64>()?;
+        seen.push((response.status().as_u16(), remaining));
+    }
+    // Each instance saw three requests: under a limit of 4 each, none would be refused.
+    assert_eq!(
+        seen,
+        [(404, 3), (404, 2), (404, 1), (404, 0), (429, 0), (429, 0)]
+    );
+    Ok(())
 }
