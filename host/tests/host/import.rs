@@ -439,7 +439,17 @@ impl Drop for Serve {
 impl Serve {
     pub(crate) fn start(dir: &Path, config: &Path, import_api: &str) -> Serve {
         std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
-        let text = std::fs::read_to_string(config).unwrap();
+        let mut text = std::fs::read_to_string(config).unwrap();
+        // Users files are sealed at rest under the [mfa] keys: a pipeline without
+        // them gets the demo's.
+        if !text.contains("\n[mfa]") {
+            std::fs::copy(
+                crate::common::workspace_root().join("fixtures/demo-mfa.keys"),
+                dir.join("import-file.keys"),
+            )
+            .unwrap();
+            text.push_str("\n[mfa]\nkeys_file = \"import-file.keys\"\n");
+        }
         let with_api =
             format!("{text}\n[server.import_api]\ntoken_file = \"import-token\"\n{import_api}\n");
         let served = dir.join("serve.toml");

@@ -19,7 +19,8 @@
 //! minute of the host's clock, so instances over one directory share it. A submission
 //! is read to its end (bounded by the body limit) before any answer but a missing
 //! token, so a client sending a file always gets the answer instead of a connection
-//! closed under its upload. Jobs, their
+//! closed under its upload. Users files are sealed under the `[mfa]` keys before they
+//! are stored (`state::import_jobs`). Jobs, their
 //! progress and errors live in the directory (`state::import_jobs`): any instance
 //! over it answers for any job, the limit of active jobs holds across instances, and
 //! each instance's worker (`jobs::import::worker`) runs jobs under a lease, so another
@@ -45,6 +46,7 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::config::ImportApiSettings;
 use crate::jobs::import::worker::{JobEnv, Signal, Worker};
+use crate::mfa::sealed::KeyRing;
 use crate::state::import_jobs::JobStatus;
 
 /// The rate limit's key in the shared state's windows: one limit for the API, as
@@ -59,6 +61,8 @@ pub struct ImportApi {
     protected: Vec<String>,
     /// How imported second factors are validated and sealed.
     factors: crate::jobs::import::records::FactorImport,
+    /// Seal users files at rest (the `[mfa]` keys, as phones are sealed).
+    file_keys: Arc<KeyRing>,
     /// Wakes this instance's job worker when a job is submitted here.
     signal: Arc<Signal>,
 }
@@ -82,6 +86,7 @@ impl ImportApi {
         settings: &ImportApiSettings,
         protected: Vec<String>,
         factors: crate::jobs::import::records::FactorImport,
+        mfa: &crate::config::MfaSettings,
     ) -> Result<Self, String> {
         let token = crate::config::secret_from(
             "server.import_api token",
@@ -94,6 +99,13 @@ impl ImportApi {
         if settings.requests_per_minute == 0 {
             return Err("server.import_api.requests_per_minute must be at least 1".into());
         }
+        // A users file holds password hashes and phone numbers: never at rest in clear.
+        let file_keys = mfa.key_ring().map_err(|e| {
+            format!(
+                "server.import_api: users files are sealed at rest under the [mfa] keys \
+                 (keys_env or keys_file), as phone numbers are: {e}"
+            )
+        })?;
         if settings.max_concurrent_jobs == 0 || settings.max_file_kb == 0 {
             return Err(
                 "server.import_api: max_concurrent_jobs and max_file_kb must be at least 1".into(),
@@ -109,6 +121,7 @@ impl ImportApi {
             settings: settings.clone(),
             protected,
             factors,
+            file_keys: Arc::new(file_keys),
             signal: Arc::new(Signal::default()),
         })
     }
@@ -128,6 +141,7 @@ impl ImportApi {
             &self.settings,
             self.protected.clone(),
             self.factors.clone(),
+            self.file_keys.clone(),
             env,
             self.signal.clone(),
         )

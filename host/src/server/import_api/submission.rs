@@ -1,5 +1,6 @@
 //! `POST /api/v2/jobs/users-imports`: the multipart form, Auth0's checks on it, and the
-//! job stored in the shared state (where any instance's worker takes it up).
+//! job stored in the shared state (where any instance's worker takes it up), its users
+//! file sealed.
 //!
 //! The body is read to its end (bounded by the route's limit) before anything is
 //! answered but a missing token: a server that answers (a 429) and closes while the
@@ -14,7 +15,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{AppState, ImportApi, auth0_error, unavailable, wire, with_headers};
-use crate::state::import_jobs::{Admission, ImportJob, JobStatus, JobSummary, NewImportJob};
+use crate::state::import_jobs::{
+    Admission, ImportJob, JobStatus, JobSummary, NewImportJob, USERS_FILE_PURPOSE,
+};
 
 struct Submission {
     users: Option<Vec<u8>>,
@@ -100,7 +103,7 @@ fn too_large(max_file: usize) -> Response {
 #[allow(clippy::result_large_err)]
 fn new_job(api: &ImportApi, submission: Submission, now_ms: u64) -> Result<NewImportJob, Response> {
     let bad = |message: &str| auth0_error(StatusCode::BAD_REQUEST, message, "invalid_body");
-    let Some(users) = submission.users else {
+    let Some(mut users) = submission.users else {
         return Err(bad("Missing required property: users"));
     };
     match submission.connection_id.as_deref() {
@@ -114,13 +117,17 @@ fn new_job(api: &ImportApi, submission: Submission, now_ms: u64) -> Result<NewIm
         }
         Some(_) => {}
     }
+    let id = format!("job_{}", crate::model::random_id());
+    // Sealed before it is stored: the file holds password hashes and phone numbers.
+    let users_file = api.file_keys.seal_bytes(USERS_FILE_PURPOSE, &users, &id);
+    zeroize::Zeroize::zeroize(&mut users);
     Ok(NewImportJob {
-        id: format!("job_{}", crate::model::random_id()),
+        id,
         connection_id: api.settings.connection_id.clone(),
         external_id: submission.external_id,
         upsert: submission.upsert,
         send_completion_email: submission.send_completion_email,
-        users_file: users,
+        users_file,
         created_at_ms: now_ms,
     })
 }
