@@ -713,3 +713,26 @@ fn a_job_whose_holders_die_at_one_record_is_failed_after_three_takeovers_on_post
     assert_eq!(postgres_users(&url, "stall")?, (10, 10));
     Ok(())
 }
+
+/// A file sealed under a key the ring no longer holds (a key dropped from `[mfa]` too
+/// early in a rotation) fails its job, saying which key, never anything of the file.
+#[test]
+fn a_file_sealed_with_a_key_the_ring_lacks_fails_its_job_saying_which() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = config_on(dir.path(), None)?;
+    let state: &dyn StateStore =
+        &portcullis::state::SqliteState::open(&dir.path().join("directory.db"))?;
+    let mut job = stored_job("job_rotated", &users("rotated", 2)?);
+    job.created_at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    assert_eq!(state.insert_import_job(&job, 2)?, Admission::Stored);
+    let serve = Serve::start(dir.path(), &config, "");
+    let failed = wait_for(&serve, "job_rotated", "failed", finished);
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(
+        failed["status_details"],
+        "The users file was sealed with key \"t1\", which is not in the [mfa] key ring"
+    );
+    Ok(())
+}

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use super::records::{self, RecordError};
 use crate::config::ImportApiSettings;
 use crate::flows::clock::Clock;
-use crate::mfa::sealed::KeyRing;
+use crate::mfa::sealed::{KeyRing, SealError};
 use crate::model::LegacyStores;
 use crate::state::StateStore;
 use crate::state::import_jobs::{
@@ -239,7 +239,13 @@ impl Worker {
             UsersFile::Sealed(sealed) => self
                 .file_keys
                 .open_bytes(&sealed, USERS_FILE_PURPOSE, &job.id)
-                .map_err(|e| format!("The users file does not open with the [mfa] keys: {e}"))?,
+                .map_err(|e| match e {
+                    SealError::UnknownKey(id) => format!(
+                        "The users file was sealed with key {id:?}, which is not in the [mfa] key ring"
+                    ),
+                    _ => "The users file does not open with the [mfa] keys (altered, or not this job's)"
+                        .to_owned(),
+                })?,
             UsersFile::Clear(clear) => zeroize::Zeroizing::new(clear),
         };
         parse_users(&opened)
