@@ -81,6 +81,11 @@ fn write_config(root: &Path, dir: &Path, directory: Option<&str>) -> Result<Path
         let old = line(&text, key)?;
         text = text.replace(&old, &format!("{key} = \"{url}\""));
     }
+    // The import API seals users files at rest under the [mfa] keys: the demo's.
+    text.push_str(&format!(
+        "\n[mfa]\nkeys_file = {:?}\n",
+        root.join("fixtures/demo-mfa.keys").display().to_string()
+    ));
     text.push_str("\n[server.import_api]\ntoken_file = \"import-token\"\n");
     let config = dir.join("pipeline.toml");
     std::fs::write(&config, text)?;

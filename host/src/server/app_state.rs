@@ -78,7 +78,7 @@ impl AppState {
             .map(|settings| {
                 let protected = crate::jobs::import::records::protected_keys(&config);
                 let factors = crate::jobs::import::records::FactorImport::from_config(&config)?;
-                import_api::ImportApi::new(settings, protected, factors).map(Arc::new)
+                import_api::ImportApi::new(settings, protected, factors, &config.mfa).map(Arc::new)
             })
             .transpose()
             .map_err(ServeError::Config)?;

@@ -11,6 +11,18 @@
 //! first record not written. So a job taken over after a crash continues where the
 //! last commit left it; no record is imported twice, and none is skipped.
 //!
+//! The users file (password hashes, phone numbers) is sealed at rest (`mfa::sealed`,
+//! under the `[mfa]` key ring, bound to the job's id) from the submission on: only the
+//! worker running the job opens it, in memory. A job stored by an earlier version
+//! (migration 14 found a clear file, its key id NULL) is read as it was stored, and
+//! its file dropped when it ends as before.
+//!
+//! A holder that dies at the same record again and again (a record that crashes or
+//! hangs whoever takes it, or a directory that never answers for it) would be taken
+//! over forever: each takeover of a lease that ran out (never a release) is counted
+//! at the checkpoint it found, and the count starts again when the checkpoint moved.
+//! The worker fails the job at [`MAX_STALLED_TAKEOVERS`].
+//!
 //! SQL is written once with PostgreSQL placeholders; SQLite takes `?` for `$`.
 
 use serde_json::Value;
@@ -19,6 +31,7 @@ use super::apply::{ImportOutcome, ImportRecord, import_user};
 use super::login_path::SqlWriter;
 use super::portable::{Row, SqlStore, SqlTx, Val, transact};
 use super::{StoreError, sql_time, stored_time};
+use crate::mfa::sealed::Sealed;
 
 /// The tables, with the users file's column type as each backend names bytes.
 macro_rules! schema {
@@ -62,6 +75,34 @@ CREATE TABLE IF NOT EXISTS import_job_errors (
 
 pub(super) const SCHEMA_SQLITE: &str = schema!("BLOB");
 pub(super) const SCHEMA_POSTGRES: &str = schema!("BYTEA");
+
+/// Migration 14: the users file sealed (its key id and nonce beside the ciphertext in
+/// `users_file`; NULL key id: a clear file from before), and the takeovers counted at
+/// a checkpoint that did not move.
+macro_rules! sealed_files {
+    ($bytes:literal) => {
+        concat!(
+            "
+ALTER TABLE import_jobs ADD COLUMN users_file_key_id TEXT;
+ALTER TABLE import_jobs ADD COLUMN users_file_nonce ",
+            $bytes,
+            ";
+ALTER TABLE import_jobs ADD COLUMN stalled_at BIGINT;
+ALTER TABLE import_jobs ADD COLUMN takeovers BIGINT NOT NULL DEFAULT 0;
+"
+        )
+    };
+}
+
+pub(super) const SEALED_FILES_SQLITE: &str = sealed_files!("BLOB");
+pub(super) const SEALED_FILES_POSTGRES: &str = sealed_files!("BYTEA");
+
+/// What a users file is sealed for (with the job's id as the row).
+pub const USERS_FILE_PURPOSE: &str = "import-users-file";
+
+/// Takeovers at one checkpoint after which the job is failed rather than run again:
+/// its first holder and two taker-overs each died there.
+pub const MAX_STALLED_TAKEOVERS: u64 = 3;
 
 /// Where a job stands, as Auth0 names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,8 +154,9 @@ pub struct NewImportJob {
     pub external_id: Option<String>,
     pub upsert: bool,
     pub send_completion_email: bool,
-    /// The users file, as uploaded (bounded by `max_file_kb`).
-    pub users_file: Vec<u8>,
+    /// The users file as uploaded (bounded by `max_file_kb`), sealed for
+    /// [`USERS_FILE_PURPOSE`] and this job's id.
+    pub users_file: Sealed,
     pub created_at_ms: u64,
 }
 
@@ -229,9 +271,9 @@ pub fn insert(
         }
         tx.execute(
             "INSERT INTO import_jobs (id, status, connection_id, external_id, upsert,
-                 send_completion_email, users_file, total, done, inserted, updated, failed,
-                 created_at_ms, updated_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, 0, 0, 0, 0, $8, $8)",
+                 send_completion_email, users_file, users_file_key_id, users_file_nonce,
+                 total, done, inserted, updated, failed, created_at_ms, updated_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $10, NULL, 0, 0, 0, 0, $8, $8)",
             &[
                 Val::text(&new.id),
                 Val::text(JobStatus::Pending.name()),
@@ -239,8 +281,10 @@ pub fn insert(
                 Val::Text(new.external_id.clone()),
                 Val::int(i64::from(new.upsert)),
                 Val::int(i64::from(new.send_completion_email)),
-                Val::Bytes(Some(new.users_file.clone())),
+                Val::Bytes(Some(new.users_file.ciphertext.clone())),
                 big(new.created_at_ms),
+                Val::text(&new.users_file.key_id),
+                Val::Bytes(Some(new.users_file.nonce.clone())),
             ],
         )?;
         Ok(Admission::Stored)
@@ -310,17 +354,31 @@ pub fn errors(store: &dyn SqlStore, id: &str) -> Result<Vec<Value>, StoreError> 
         .collect())
 }
 
+/// A users file as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsersFile {
+    Sealed(Sealed),
+    /// Stored in clear by a version before migration 14 (a job running across the
+    /// upgrade): read as it is.
+    Clear(Vec<u8>),
+}
+
 /// A job claimed by one instance, with its users file.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub job: ImportJob,
-    pub users_file: Vec<u8>,
+    pub users_file: UsersFile,
+    /// Takeovers in a row at this checkpoint (this claim included) of a lease that
+    /// ran out: 0 for a job nobody held or whose holder let go of it.
+    pub stalled_takeovers: u64,
 }
 
 /// Takes up the oldest active job nobody holds (never leased, or its lease run out:
 /// the instance running it died or stopped) for `owner` until `lease_until_ms`.
 /// PostgreSQL: instances claiming at once skip each other's row (`SKIP LOCKED`);
-/// SQLite: the immediate transaction's write lock serializes them.
+/// SQLite: the immediate transaction's write lock serializes them. Taking over a lease
+/// that ran out (its holder is still named) counts a takeover at the job's checkpoint;
+/// one at a checkpoint that moved since the last takeover starts the count again.
 pub fn claim(
     store: &dyn SqlStore,
     owner: &str,
@@ -328,11 +386,14 @@ pub fn claim(
     lease_until_ms: u64,
 ) -> Result<Option<ClaimedJob>, StoreError> {
     let sql = format!(
-        "UPDATE import_jobs SET lease_owner = $1, lease_until_ms = $2, updated_at_ms = $3
+        "UPDATE import_jobs SET lease_owner = $1, lease_until_ms = $2, updated_at_ms = $3,
+             takeovers = CASE WHEN lease_owner IS NULL THEN 0
+                              WHEN stalled_at = done THEN takeovers + 1 ELSE 1 END,
+             stalled_at = CASE WHEN lease_owner IS NULL THEN NULL ELSE done END
          WHERE id IN (SELECT id FROM import_jobs
                       WHERE status IN ({}) AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
                       ORDER BY created_at_ms, id LIMIT 1{})
-         RETURNING {COLUMNS}, users_file",
+         RETURNING {COLUMNS}, users_file, users_file_key_id, users_file_nonce, takeovers",
         active_names(),
         store.dialect().row_lock(true)
     );
@@ -340,12 +401,26 @@ pub fn claim(
     let rows = transact(store, |tx| tx.query(&sql, &params))?;
     Ok(rows.into_iter().next().map(|row| {
         let job = job(&row);
-        let users_file = row
-            .into_iter()
-            .nth(17)
-            .and_then(Val::into_bytes)
-            .unwrap_or_default();
-        ClaimedJob { job, users_file }
+        let stalled_takeovers = row.get(20).and_then(Val::as_int).map_or(0, stored_time);
+        let mut rest = row.into_iter().skip(17);
+        let (ciphertext, key_id, nonce) = (
+            rest.next().and_then(Val::into_bytes).unwrap_or_default(),
+            rest.next().and_then(Val::into_text),
+            rest.next().and_then(Val::into_bytes),
+        );
+        let users_file = match key_id {
+            Some(key_id) => UsersFile::Sealed(Sealed {
+                key_id,
+                nonce: nonce.unwrap_or_default(),
+                ciphertext,
+            }),
+            None => UsersFile::Clear(ciphertext),
+        };
+        ClaimedJob {
+            job,
+            users_file,
+            stalled_takeovers,
+        }
     }))
 }
 
@@ -428,7 +503,8 @@ pub fn finish(
     let ended = update_held(
         store,
         "status = $3, status_details = $4, updated_at_ms = $5,
-         users_file = NULL, lease_owner = NULL, lease_until_ms = NULL",
+         users_file = NULL, users_file_key_id = NULL, users_file_nonce = NULL,
+         lease_owner = NULL, lease_until_ms = NULL",
         id,
         owner,
         &[

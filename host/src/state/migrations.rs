@@ -112,6 +112,12 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         sqlite: &[Sql(super::open_codes::SCHEMA)],
         postgres: super::open_codes::SCHEMA,
     },
+    Migration {
+        version: 14,
+        name: "import jobs: the users file sealed at rest; takeovers at a checkpoint that does not move",
+        sqlite: &[Sql(super::import_jobs::SEALED_FILES_SQLITE)],
+        postgres: super::import_jobs::SEALED_FILES_POSTGRES,
+    },
 ];
 
 /// The schema version this build writes.

@@ -66,3 +66,35 @@ pub fn hit(store: &dyn SqlStore, limits: &[Limit<'_>], now_ms: u64) -> Result<bo
         Ok(true)
     })
 }
+
+/// A request counted against a limit per `window_ms` (a divisor of [`WINDOW_MS`], so
+/// an hour's windows forget it in time): the hits of `key` in the window that holds
+/// `now_ms`, this one included, and when that window ends. Refused requests count
+/// too (the caller compares). The key's earlier windows are forgotten here.
+pub fn count_in(
+    store: &dyn SqlStore,
+    key: &str,
+    window_ms: u64,
+    now_ms: u64,
+) -> Result<(u64, u64), StoreError> {
+    let window_ms = window_ms.clamp(1, WINDOW_MS);
+    let start = now_ms - now_ms % window_ms;
+    let at = i64::try_from(start).map_err(|_| StoreError::Backend("time out of range".into()))?;
+    let hits = transact(store, |tx| {
+        tx.execute(
+            "DELETE FROM rate_windows WHERE key = $1 AND window_ms < $2",
+            &[Val::text(key), Val::int(at)],
+        )?;
+        let rows = tx.query(
+            "INSERT INTO rate_windows (key, window_ms, hits) VALUES ($1, $2, 1)
+             ON CONFLICT (key, window_ms) DO UPDATE SET hits = rate_windows.hits + 1
+             RETURNING hits",
+            &[Val::text(key), Val::int(at)],
+        )?;
+        rows.first()
+            .and_then(|row| row.first())
+            .and_then(Val::as_int)
+            .ok_or_else(|| StoreError::Backend("rate window count missing".into()))
+    })?;
+    Ok((u64::try_from(hits).unwrap_or(0), start + window_ms))
+}

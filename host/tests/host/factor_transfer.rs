@@ -467,3 +467,129 @@ fn an_imported_factor_the_directory_cannot_honour_fails_its_record_and_is_masked
         .assert_no_phone("+11115552674");
     Ok(())
 }
+
+/// `--out` naming a directory that exists: refused unless it is closed to the group
+/// and others and owned by whoever exports (the files hold hashes and phones), with a
+/// message saying why and nothing written; accepted once it is.
+#[test]
+fn an_export_refuses_a_directory_others_may_open_or_own_and_writes_nothing() -> Result {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let sim = Simulator::start(&[]);
+    let a = tempfile::tempdir()?;
+    let config = source(a.path(), &sim)?;
+    let out = a.path().join("existing");
+    std::fs::create_dir(&out)?;
+    let export = || {
+        cli(
+            &[
+                "import",
+                "export",
+                "--from-directory",
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let nothing_in = |dir: &Path| std::fs::read_dir(dir).unwrap().next().is_none();
+    for (mode, shown) in [
+        (0o755, "mode 755"),
+        (0o750, "mode 750"),
+        (0o701, "mode 701"),
+    ] {
+        std::fs::set_permissions(&out, std::fs::Permissions::from_mode(mode))?;
+        let (ok, _, printed) = export();
+        assert!(!ok, "{mode:o}: {printed}");
+        assert!(
+            printed.contains("is open to its group or others") && printed.contains(shown),
+            "{printed}"
+        );
+        assert!(nothing_in(&out), "{mode:o}: something was written");
+        Exposure::new()
+            .text("export", &printed)
+            .assert_no_phone(PHONE);
+    }
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))?;
+    let me = std::fs::metadata(a.path())?.uid();
+    if me == 0 {
+        // Root may give it away: owned by another user, it is refused too.
+        std::os::unix::fs::chown(&out, Some(65534), None)?;
+        let (ok, _, printed) = export();
+        assert!(!ok, "{printed}");
+        assert!(printed.contains("belongs to another user"), "{printed}");
+        assert!(nothing_in(&out));
+        std::os::unix::fs::chown(&out, Some(me), None)?;
+    } else {
+        crate::common::not_run("a directory owned by another user (needs root to make one)");
+    }
+    let (ok, report, printed) = export();
+    assert!(ok, "{printed}");
+    assert_eq!(report["users_exported"], 2, "{report}");
+    Ok(())
+}
+
+/// An import-token holder who knows a legacy user's password (the email has an
+/// account in a product, not yet in the directory) imports that email with their own
+/// phone: the record is refused for its factor (a factor would outlive the password
+/// reset the owner's ownership check leads to), so no directory user is made by it.
+#[test]
+fn an_import_cannot_give_a_legacy_users_email_a_phone() -> Result {
+    let sim = Simulator::start(&[]);
+    let b = tempfile::tempdir()?;
+    let config = mfa_config(b.path(), &sim);
+    seed_stores(
+        &PipelineConfig::load(&config)?,
+        &b.path().join("mfa"),
+        30,
+        30,
+    )?;
+    let loaded = PipelineConfig::load(&config)?;
+    let state =
+        portcullis::state::open_state(&loaded.state.as_ref().unwrap().directory, &loaded.base_dir)?;
+    // A seeded login of a legacy user the directory does not have yet.
+    let (email, password) = crate::common::login_files(&b.path().join("mfa"))
+        .iter()
+        .filter_map(|f| {
+            let login: Value = serde_json::from_str(&std::fs::read_to_string(f).ok()?).ok()?;
+            Some((
+                login["email"].as_str()?.to_owned(),
+                login["password"].as_str()?.to_owned(),
+            ))
+        })
+        .find(|(email, _)| {
+            portcullis::model::Directory::find_by_email(state.as_ref(), email)
+                .unwrap()
+                .is_empty()
+        })
+        .ok_or("a legacy user not migrated yet")?;
+    let serve = Serve::start(b.path(), &config);
+    let attacker_phone = "+14155552677";
+    let hash = portcullis::jobs::import::export::custom_password_hash(
+        &portcullis::state::passwords::legacy_formats::salted_sha1(&password, "salt"),
+    )
+    .unwrap();
+    let (job, errors) = serve.import(&json!([{
+        "email": email, "custom_password_hash": hash,
+        "mfa_factors": [{"phone": {"value": attacker_phone}}],
+    }]));
+    assert_eq!(job["status"], "completed", "{job}");
+    assert_eq!(job["summary"]["failed"], 1, "{job}");
+    assert_eq!(errors[0]["errors"][0]["code"], "CONFLICT", "{errors}");
+    assert_eq!(errors[0]["errors"][0]["path"], "mfa_factors", "{errors}");
+    assert!(
+        portcullis::model::Directory::find_by_email(state.as_ref(), &email)?.is_empty(),
+        "no user made by the refused record"
+    );
+    let shown = errors.to_string();
+    assert!(
+        !shown.contains("5552677") && !shown.contains(&password),
+        "{shown}"
+    );
+    Exposure::new()
+        .databases_under(b.path())
+        .file(&serve.log)
+        .assert_no_phone(attacker_phone);
+    Ok(())
+}

@@ -345,11 +345,48 @@ pub(super) fn prepare_out_dir(dir: &Path) -> Result<(), ExportError> {
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir).map_err(io(dir))?;
     }
+    private_dir(dir)?;
     if std::fs::read_dir(dir).map_err(io(dir))?.next().is_some() {
         return Err(ExportError::Invalid(format!(
             "{} is not empty: an export goes to a new directory (its files are what `import run` submits)",
             dir.display()
         )));
+    }
+    Ok(())
+}
+
+/// An export's directory is as private as its files: owned by whoever runs the export
+/// and closed to the group and others. A directory made here is; one that was there
+/// already (`--out` names an existing empty directory) is refused otherwise, before
+/// anything is written: files of mode 0600 in a directory others may list, or that
+/// another user owns (and may open, rename or replace files in), are not private.
+pub(super) fn private_dir(dir: &Path) -> Result<(), ExportError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        if !meta.is_dir() {
+            return Err(ExportError::Invalid(format!(
+                "{} is not a directory",
+                dir.display()
+            )));
+        }
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(ExportError::Invalid(format!(
+                "{} belongs to another user (uid {}): the export's files hold password hashes and phone numbers, and go to a directory of your own",
+                dir.display(),
+                meta.uid()
+            )));
+        }
+        if meta.mode() & 0o077 != 0 {
+            return Err(ExportError::Invalid(format!(
+                "{} is open to its group or others (mode {:o}): the export's files hold password hashes and phone numbers; `chmod 700` it or name a new directory",
+                dir.display(),
+                meta.mode() & 0o777
+            )));
+        }
     }
     Ok(())
 }

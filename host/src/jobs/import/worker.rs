@@ -7,7 +7,10 @@
 //! record is one transaction with the checkpoint and renews the lease
 //! (`state::import_jobs::step`), so a taker-over continues from the first record the
 //! dead instance did not commit: nothing is imported twice, and what was refused
-//! stays refused once. The worker also deletes jobs past their retention.
+//! stays refused once. A job taken over at the same checkpoint
+//! `MAX_STALLED_TAKEOVERS` times in a row is failed instead of run again (see
+//! `state::import_jobs`). The worker opens a job's sealed users file in memory only.
+//! It also deletes jobs past their retention.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -18,9 +21,13 @@ use serde_json::{Value, json};
 use super::records::{self, RecordError};
 use crate::config::ImportApiSettings;
 use crate::flows::clock::Clock;
+use crate::mfa::sealed::{KeyRing, SealError};
 use crate::model::LegacyStores;
 use crate::state::StateStore;
-use crate::state::import_jobs::{ClaimedJob, ImportJob, JobStatus, JobStep, StepOutcome};
+use crate::state::import_jobs::{
+    ClaimedJob, ImportJob, JobStatus, JobStep, MAX_STALLED_TAKEOVERS, StepOutcome,
+    USERS_FILE_PURPOSE, UsersFile,
+};
 
 /// What a job runs against, read again for each job (a reload may change them).
 #[derive(Clone)]
@@ -72,6 +79,8 @@ pub struct Worker {
     protected: Vec<String>,
     /// How imported second factors are validated and sealed.
     factors: records::FactorImport,
+    /// Open the jobs' users files (`[mfa]` keys).
+    file_keys: Arc<KeyRing>,
     env: Arc<dyn Fn() -> JobEnv + Send + Sync>,
     signal: Arc<Signal>,
     running: Arc<AtomicUsize>,
@@ -91,6 +100,7 @@ impl Worker {
         settings: &ImportApiSettings,
         protected: Vec<String>,
         factors: records::FactorImport,
+        file_keys: Arc<KeyRing>,
         env: Arc<dyn Fn() -> JobEnv + Send + Sync>,
         signal: Arc<Signal>,
     ) -> Self {
@@ -103,6 +113,7 @@ impl Worker {
             settings: settings.clone(),
             protected,
             factors,
+            file_keys,
             env,
             signal,
             running: Arc::new(AtomicUsize::new(0)),
@@ -210,19 +221,59 @@ struct Run<'a> {
     job: &'a ImportJob,
 }
 
+/// Why a job taken over at one checkpoint again and again is failed.
+fn stalled(job: &ImportJob, takeovers: u64) -> String {
+    format!(
+        "The job was taken over {takeovers} times at user {} of the file without getting past it \
+         (each instance running it stopped there: it crashed, hung or lost the directory); \
+         it is failed rather than run again. The users before it were imported; it and \
+         those after it were not",
+        job.done + 1
+    )
+}
+
 impl Worker {
+    /// The claimed job's users, from its file opened in memory; or why the job fails.
+    fn users_of(&self, job: &ImportJob, file: UsersFile) -> Result<Vec<Value>, String> {
+        let opened = match file {
+            UsersFile::Sealed(sealed) => self
+                .file_keys
+                .open_bytes(&sealed, USERS_FILE_PURPOSE, &job.id)
+                .map_err(|e| match e {
+                    SealError::UnknownKey(id) => format!(
+                        "The users file was sealed with key {id:?}, which is not in the [mfa] key ring"
+                    ),
+                    _ => "The users file does not open with the [mfa] keys (altered, or not this job's)"
+                        .to_owned(),
+                })?,
+            UsersFile::Clear(clear) => zeroize::Zeroizing::new(clear),
+        };
+        parse_users(&opened)
+    }
+
     fn run_job(&self, env: &JobEnv, claimed: ClaimedJob) {
-        let ClaimedJob { job, users_file } = claimed;
+        let ClaimedJob {
+            job,
+            users_file,
+            stalled_takeovers,
+        } = claimed;
         let run = Run {
             worker: self,
             env,
             job: &job,
         };
-        let list = match parse_users(&users_file) {
+        if stalled_takeovers >= MAX_STALLED_TAKEOVERS {
+            tracing::warn!(
+                "import job {}: taken over {stalled_takeovers} times at record {}: failed",
+                job.id,
+                job.done
+            );
+            return run.end(JobStatus::Failed, Some(&stalled(&job, stalled_takeovers)));
+        }
+        let list = match self.users_of(&job, users_file) {
             Ok(list) => list,
             Err(why) => return run.end(JobStatus::Failed, Some(&why)),
         };
-        drop(users_file);
         let now = env.clock.now_ms();
         let total = list.len() as u64;
         match env
@@ -318,8 +369,9 @@ impl Run<'_> {
             now,
         )
         .and_then(|record| {
-            // Links only to accounts held under the record's own email.
-            match records::unproven_links(&record, self.env.legacy.as_ref()) {
+            // Links only to accounts held under the record's own email; no factors
+            // for a legacy account's email.
+            match records::unproven_claims(&record, self.env.legacy.as_ref()) {
                 Ok(unproven) if unproven.is_empty() => Ok(Ok(record)),
                 Ok(unproven) => Err(unproven),
                 Err(down) => Ok(Err(down)),

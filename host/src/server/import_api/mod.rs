@@ -15,7 +15,12 @@
 //!   job's id down finds it again.
 //!
 //! Every request needs the API token and counts against a rate limit (429 with
-//! `x-ratelimit-limit`, `-remaining`, `-reset`; counted per instance). Jobs, their
+//! `x-ratelimit-limit`, `-remaining`, `-reset`), counted in the shared state per
+//! minute of the host's clock, so instances over one directory share it. A submission
+//! is read to its end (bounded by the body limit) before any answer but a missing
+//! token, so a client sending a file always gets the answer instead of a connection
+//! closed under its upload. Users files are sealed under the `[mfa]` keys before they
+//! are stored (`state::import_jobs`). Jobs, their
 //! progress and errors live in the directory (`state::import_jobs`): any instance
 //! over it answers for any job, the limit of active jobs holds across instances, and
 //! each instance's worker (`jobs::import::worker`) runs jobs under a lease, so another
@@ -25,9 +30,7 @@
 mod submission;
 mod wire;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use axum::Json;
 use axum::Router;
@@ -35,8 +38,6 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use governor::middleware::StateInformationMiddleware;
-use governor::{Quota, RateLimiter, clock::Clock as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -45,14 +46,13 @@ use subtle::ConstantTimeEq;
 use super::AppState;
 use crate::config::ImportApiSettings;
 use crate::jobs::import::worker::{JobEnv, Signal, Worker};
+use crate::mfa::sealed::KeyRing;
 use crate::state::import_jobs::JobStatus;
 
-type Limiter = RateLimiter<
-    governor::state::NotKeyed,
-    governor::state::InMemoryState,
-    governor::clock::DefaultClock,
-    StateInformationMiddleware,
->;
+/// The rate limit's key in the shared state's windows: one limit for the API, as
+/// Auth0's global limit, whichever instance is asked.
+const RATE_KEY: &str = "import-api:requests";
+const RATE_WINDOW_MS: u64 = 60_000;
 
 pub struct ImportApi {
     token: SecretString,
@@ -61,7 +61,8 @@ pub struct ImportApi {
     protected: Vec<String>,
     /// How imported second factors are validated and sealed.
     factors: crate::jobs::import::records::FactorImport,
-    limiter: Limiter,
+    /// Seal users files at rest (the `[mfa]` keys, as phones are sealed).
+    file_keys: Arc<KeyRing>,
     /// Wakes this instance's job worker when a job is submitted here.
     signal: Arc<Signal>,
 }
@@ -85,6 +86,7 @@ impl ImportApi {
         settings: &ImportApiSettings,
         protected: Vec<String>,
         factors: crate::jobs::import::records::FactorImport,
+        mfa: &crate::config::MfaSettings,
     ) -> Result<Self, String> {
         let token = crate::config::secret_from(
             "server.import_api token",
@@ -94,8 +96,16 @@ impl ImportApi {
         if token.expose_secret().len() < 32 {
             return Err("server.import_api: the token must hold at least 32 characters".into());
         }
-        let per_minute = NonZeroU32::new(settings.requests_per_minute)
-            .ok_or("server.import_api.requests_per_minute must be at least 1")?;
+        if settings.requests_per_minute == 0 {
+            return Err("server.import_api.requests_per_minute must be at least 1".into());
+        }
+        // A users file holds password hashes and phone numbers: never at rest in clear.
+        let file_keys = mfa.key_ring().map_err(|e| {
+            format!(
+                "server.import_api: users files are sealed at rest under the [mfa] keys \
+                 (keys_env or keys_file), as phone numbers are: {e}"
+            )
+        })?;
         if settings.max_concurrent_jobs == 0 || settings.max_file_kb == 0 {
             return Err(
                 "server.import_api: max_concurrent_jobs and max_file_kb must be at least 1".into(),
@@ -111,9 +121,8 @@ impl ImportApi {
             settings: settings.clone(),
             protected,
             factors,
+            file_keys: Arc::new(file_keys),
             signal: Arc::new(Signal::default()),
-            limiter: RateLimiter::direct(Quota::per_minute(per_minute))
-                .with_middleware::<StateInformationMiddleware>(),
         })
     }
 
@@ -132,6 +141,7 @@ impl ImportApi {
             &self.settings,
             self.protected.clone(),
             self.factors.clone(),
+            self.file_keys.clone(),
             env,
             self.signal.clone(),
         )
@@ -142,8 +152,8 @@ impl ImportApi {
         self.signal.stop();
     }
 
-    /// Whether the request carries the API token (for the connection's admission; the
-    /// rate limit is `admit`'s, once per request).
+    /// Whether the request carries the API token (for the connection's admission, and
+    /// every endpoint's; the rate limit is `rate`'s, once per request).
     pub(super) fn holds_token(&self, headers: &HeaderMap) -> bool {
         let presented = headers
             .get("authorization")
@@ -158,58 +168,49 @@ impl ImportApi {
             )
     }
 
-    /// The token and the rate limit, for every endpoint; the rate headers on success.
+    /// Auth0's answer to a request without the API token.
+    fn refuse_token() -> Response {
+        auth0_error(StatusCode::UNAUTHORIZED, "Invalid token", "invalid_token")
+    }
+
+    /// Counts the request against the API's rate limit in the shared state (one count
+    /// for all instances, per minute of the host's clock); the rate headers every
+    /// answer carries, or the 429 that carries them.
     #[allow(clippy::result_large_err)]
-    fn admit(&self, headers: &HeaderMap) -> Result<HeaderMap, Response> {
-        let presented = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        let expected = self.token.expose_secret().as_bytes();
-        if presented.is_empty() || !bool::from(presented.as_bytes().ct_eq(expected)) {
-            return Err(auth0_error(
-                StatusCode::UNAUTHORIZED,
-                "Invalid token",
-                "invalid_token",
-            ));
-        }
-        let limit = self.settings.requests_per_minute;
-        let now_s = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+    fn rate(&self, app: &AppState) -> Result<HeaderMap, Response> {
+        let gateway = app.gateway();
+        let now_ms = gateway.clock().now_ms();
+        let counted = tokio::task::block_in_place(|| {
+            crate::state::rate_windows::count_in(
+                gateway.state().sql(),
+                RATE_KEY,
+                RATE_WINDOW_MS,
+                now_ms,
+            )
+        });
+        let (hits, ends_ms) = counted.map_err(unavailable)?;
+        let limit = u64::from(self.settings.requests_per_minute);
         let mut rate = HeaderMap::new();
         let mut put = |name: &'static str, value: u64| {
             rate.insert(name, HeaderValue::from(value));
         };
-        put("x-ratelimit-limit", u64::from(limit));
-        match self.limiter.check() {
-            Ok(snapshot) => {
-                let remaining = snapshot.remaining_burst_capacity();
-                put("x-ratelimit-remaining", u64::from(remaining));
-                // Full again after the used part of the burst refills.
-                let refill = 60 * u64::from(limit - remaining).div_ceil(u64::from(limit));
-                put("x-ratelimit-reset", now_s + refill);
-                Ok(rate)
-            }
-            Err(not_until) => {
-                let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-                put("x-ratelimit-remaining", 0);
-                put(
-                    "x-ratelimit-reset",
-                    now_s + wait.as_secs_f64().ceil() as u64,
-                );
-                put("retry-after", wait.as_secs_f64().ceil() as u64);
-                let mut response = auth0_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "Global limit has been reached",
-                    "too_many_requests",
-                );
-                response.headers_mut().extend(rate);
-                Err(response)
-            }
+        put("x-ratelimit-limit", limit);
+        put("x-ratelimit-remaining", limit.saturating_sub(hits));
+        put("x-ratelimit-reset", ends_ms.div_ceil(1000));
+        if hits <= limit {
+            return Ok(rate);
         }
+        put(
+            "retry-after",
+            ends_ms.saturating_sub(now_ms).div_ceil(1000).max(1),
+        );
+        let mut response = auth0_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Global limit has been reached",
+            "too_many_requests",
+        );
+        response.headers_mut().extend(rate);
+        Err(response)
     }
 }
 
@@ -221,7 +222,10 @@ fn admitted(app: &AppState, headers: &HeaderMap) -> Result<(Arc<ImportApi>, Head
         .import_api
         .as_ref()
         .ok_or_else(|| auth0_error(StatusCode::NOT_FOUND, "Not Found", "not_found"))?;
-    let rate = api.admit(headers)?;
+    if !api.holds_token(headers) {
+        return Err(ImportApi::refuse_token());
+    }
+    let rate = api.rate(app)?;
     Ok((api.clone(), rate))
 }
 

@@ -1,15 +1,23 @@
 //! `POST /api/v2/jobs/users-imports`: the multipart form, Auth0's checks on it, and the
-//! job stored in the shared state (where any instance's worker takes it up).
+//! job stored in the shared state (where any instance's worker takes it up), its users
+//! file sealed.
+//!
+//! The body is read to its end (bounded by the route's limit) before anything is
+//! answered but a missing token: a server that answers (a 429) and closes while the
+//! client is still sending makes the client see a reset connection, not the answer.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Multipart, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{AppState, ImportApi, admitted, auth0_error, unavailable, wire, with_headers};
-use crate::state::import_jobs::{Admission, ImportJob, JobStatus, JobSummary, NewImportJob};
+use super::{AppState, ImportApi, auth0_error, unavailable, wire, with_headers};
+use crate::state::import_jobs::{
+    Admission, ImportJob, JobStatus, JobSummary, NewImportJob, USERS_FILE_PURPOSE,
+};
 
 struct Submission {
     users: Option<Vec<u8>>,
@@ -95,7 +103,7 @@ fn too_large(max_file: usize) -> Response {
 #[allow(clippy::result_large_err)]
 fn new_job(api: &ImportApi, submission: Submission, now_ms: u64) -> Result<NewImportJob, Response> {
     let bad = |message: &str| auth0_error(StatusCode::BAD_REQUEST, message, "invalid_body");
-    let Some(users) = submission.users else {
+    let Some(mut users) = submission.users else {
         return Err(bad("Missing required property: users"));
     };
     match submission.connection_id.as_deref() {
@@ -109,25 +117,76 @@ fn new_job(api: &ImportApi, submission: Submission, now_ms: u64) -> Result<NewIm
         }
         Some(_) => {}
     }
+    let id = format!("job_{}", crate::model::random_id());
+    // Sealed before it is stored: the file holds password hashes and phone numbers.
+    let users_file = api.file_keys.seal_bytes(USERS_FILE_PURPOSE, &users, &id);
+    zeroize::Zeroize::zeroize(&mut users);
     Ok(NewImportJob {
-        id: format!("job_{}", crate::model::random_id()),
+        id,
         connection_id: api.settings.connection_id.clone(),
         external_id: submission.external_id,
         upsert: submission.upsert,
         send_completion_email: submission.send_completion_email,
-        users_file: users,
+        users_file,
         created_at_ms: now_ms,
     })
 }
 
-pub(super) async fn submit(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-    form: Multipart,
-) -> Response {
-    let (api, rate) = match admitted(&app, &headers) {
-        Ok(admitted) => admitted,
+/// The whole body (bounded by the route's limit), then the form in it; the token is
+/// checked first, before anything is read.
+#[allow(clippy::result_large_err)]
+async fn read_body(
+    app: &AppState,
+    request: Request,
+) -> Result<(Arc<ImportApi>, Bytes, Option<header::HeaderValue>), Response> {
+    let api = app
+        .import_api
+        .clone()
+        .ok_or_else(|| auth0_error(StatusCode::NOT_FOUND, "Not Found", "not_found"))?;
+    if !api.holds_token(request.headers()) {
+        return Err(ImportApi::refuse_token());
+    }
+    let content_type = request.headers().get(header::CONTENT_TYPE).cloned();
+    let max_file = api.settings.max_file_kb * 1024;
+    let body = Bytes::from_request(request, &()).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(max_file)
+        } else {
+            auth0_error(
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read",
+                "invalid_body",
+            )
+        }
+    })?;
+    Ok((api, body, content_type))
+}
+
+pub(super) async fn submit(State(app): State<Arc<AppState>>, request: Request) -> Response {
+    let (api, body, content_type) = match read_body(&app, request).await {
+        Ok(read) => read,
         Err(response) => return response,
+    };
+    // Counted once the body is in: a refusal now reaches a client that sent it all.
+    let rate = match api.rate(&app) {
+        Ok(rate) => rate,
+        Err(response) => return response,
+    };
+    let mut form = Request::new(Body::from(body));
+    if let Some(content_type) = content_type {
+        form.headers_mut()
+            .insert(header::CONTENT_TYPE, content_type);
+    }
+    let form = match Multipart::from_request(form, &()).await {
+        Ok(form) => form,
+        Err(e) => {
+            let bad = auth0_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid multipart body: {}", e.body_text()),
+                "invalid_body",
+            );
+            return with_headers(bad, rate);
+        }
     };
     let max_file = api.settings.max_file_kb * 1024;
     let submission = match read_submission(form, max_file).await {
