@@ -30,7 +30,7 @@ use serde_json::Value;
 use super::apply::{ImportOutcome, ImportRecord, import_user};
 use super::login_path::SqlWriter;
 use super::portable::{Row, SqlStore, SqlTx, Val, transact};
-use super::{StoreError, sql_time, stored_time};
+use super::{SqlBacked, StoreError, sql_time, stored_time};
 use crate::mfa::sealed::Sealed;
 
 /// The tables, with the users file's column type as each backend names bytes.
@@ -666,4 +666,105 @@ fn count(tx: &mut dyn SqlTx, id: &str, outcome: StepOutcome) -> Result<StepOutco
         &[Val::text(id)],
     )?;
     Ok(outcome)
+}
+
+/// The users-imports API's jobs under leases (`import_jobs`): one implementation for
+/// both backends. Times are the host's clock.
+pub trait ImportJobStore: SqlBacked {
+    /// Stores a new job unless `max_active` are pending or processing (checked in the
+    /// same transaction, across instances).
+    fn insert_import_job(
+        &self,
+        job: &NewImportJob,
+        max_active: u64,
+    ) -> Result<Admission, StoreError> {
+        insert(self.sql(), job, max_active)
+    }
+    /// A job, unless it ended and is past `retention_ms` since it was created.
+    fn import_job(
+        &self,
+        id: &str,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<Option<ImportJob>, StoreError> {
+        get(self.sql(), id, now_ms, retention_ms)
+    }
+    /// The kept jobs submitted with this external id.
+    fn import_jobs_by_external_id(
+        &self,
+        external_id: &str,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<Vec<ImportJob>, StoreError> {
+        by_external_id(self.sql(), external_id, now_ms, retention_ms)
+    }
+    /// A job's error entries, in file order.
+    fn import_job_errors(&self, id: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        errors(self.sql(), id)
+    }
+    /// Takes up the oldest active job nobody holds, for `owner`.
+    fn claim_import_job(
+        &self,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
+        claim(self.sql(), owner, now_ms, lease_until_ms)
+    }
+    /// Marks a held job processing with `total` users; false when the lease was lost.
+    fn start_import_job(
+        &self,
+        id: &str,
+        owner: &str,
+        total: u64,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        start(self.sql(), id, owner, total, now_ms, lease_until_ms)
+    }
+    /// Renews a held job's lease; false when it was lost.
+    fn renew_import_job(
+        &self,
+        id: &str,
+        owner: &str,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<bool, StoreError> {
+        renew(self.sql(), id, owner, now_ms, lease_until_ms)
+    }
+    /// Record `index` of a held job and its checkpoint, in one transaction.
+    fn import_job_step(
+        &self,
+        id: &str,
+        owner: &str,
+        index: u64,
+        step: &JobStep<'_>,
+        now_ms: u64,
+        lease_until_ms: u64,
+    ) -> Result<StepOutcome, StoreError> {
+        self::step(self.sql(), id, owner, index, step, now_ms, lease_until_ms)
+    }
+    /// Ends a held job; false when the lease was lost.
+    fn finish_import_job(
+        &self,
+        id: &str,
+        owner: &str,
+        status: JobStatus,
+        details: Option<&str>,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        finish(self.sql(), id, owner, status, details, now_ms)
+    }
+    /// Lets go of a held job without ending it (shutdown).
+    fn release_import_job(&self, id: &str, owner: &str, now_ms: u64) -> Result<(), StoreError> {
+        release(self.sql(), id, owner, now_ms)
+    }
+    /// Deletes ended jobs past their retention; how many.
+    fn forget_expired_import_jobs(
+        &self,
+        now_ms: u64,
+        retention_ms: u64,
+    ) -> Result<u64, StoreError> {
+        forget_expired(self.sql(), now_ms, retention_ms)
+    }
 }
