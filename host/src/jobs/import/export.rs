@@ -364,7 +364,15 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        // Not followed: what a link names is what its owner says at the moment of
+        // each open, not what was checked here.
+        let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+        if meta.file_type().is_symlink() {
+            return Err(ExportError::Invalid(format!(
+                "{} is a symbolic link: whoever owns the link can point it elsewhere while the export writes; name the directory itself",
+                dir.display()
+            )));
+        }
         if !meta.is_dir() {
             return Err(ExportError::Invalid(format!(
                 "{} is not a directory",
@@ -387,6 +395,39 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), ExportError> {
                 meta.mode() & 0o777
             )));
         }
+        replaceable_from_parent(dir, me)?;
+    }
+    Ok(())
+}
+
+/// Whoever may write in the directory's parent may rename the checked directory away
+/// and put one of their own in its place before the files are written: the parent
+/// must be the exporter's or root's, and closed to writes by others unless sticky
+/// (as `/tmp`, where only a directory's owner may rename it).
+#[cfg(unix)]
+fn replaceable_from_parent(dir: &Path, me: u32) -> Result<(), ExportError> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(parent).map_err(io(parent))?;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(ExportError::Invalid(format!(
+            "{} is in {}, which belongs to another user (uid {}), who may replace it while the export writes: the export's files hold password hashes and phone numbers",
+            dir.display(),
+            parent.display(),
+            meta.uid()
+        )));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.mode() & 0o022 != 0 && !sticky {
+        return Err(ExportError::Invalid(format!(
+            "{} is in {}, which its group or others may write (mode {:o}) and so replace it while the export writes: the export's files hold password hashes and phone numbers",
+            dir.display(),
+            parent.display(),
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }
