@@ -521,8 +521,9 @@ fn an_export_refuses_a_directory_others_may_open_or_own_and_writes_nothing() -> 
 }
 
 /// `--out` that is a symbolic link to a private directory of the exporter's, or a
-/// private directory in a parent others may write: whoever owns the link (or may write
-/// the parent) can swap in a directory of their own between the check and the writes,
+/// private directory under one others may write (its parent or higher): whoever owns
+/// the link (or may write there) can swap in a directory of their own between the
+/// check and the writes,
 /// then rename or replace the files `import run` later submits. Both are refused with
 /// nothing written; in a sticky parent (as `/tmp`) the export goes ahead.
 #[test]
@@ -572,6 +573,18 @@ fn an_export_refuses_a_directory_another_user_could_swap_under_it() -> Result {
     Exposure::new()
         .text("export", &printed)
         .assert_no_phone(PHONE);
+
+    // Higher up too: whoever may write there renames the directory holding it.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(a.path(), std::fs::Permissions::from_mode(0o777))?;
+    let (ok, _, printed) = export(&out);
+    std::fs::set_permissions(a.path(), std::fs::Permissions::from_mode(0o700))?;
+    assert!(
+        !ok,
+        "a directory others may write above it was accepted: {printed}"
+    );
+    assert!(printed.contains("mode 777"), "{printed}");
+    assert!(nothing_in(&out));
 
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))?;
     let (ok, report, printed) = export(&out);
