@@ -788,3 +788,48 @@ fn a_refused_records_nested_secrets_are_hidden_in_its_errors_on_sqlite() -> Resu
     }
     Ok(())
 }
+
+/// The shared rate limit is the token holder's: requests without the import token (none,
+/// a wrong one, or a gateway caller's) are refused before they are counted, so a
+/// stranger cannot spend the minute's allowance and lock the importer out.
+#[test]
+fn requests_without_the_import_token_do_not_spend_its_rate_limit_on_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = config_on(dir.path(), None)?;
+    let serve = Serve::start(dir.path(), &config, "requests_per_minute = 5");
+    fresh_minute();
+    let client = reqwest::blocking::Client::new();
+    let jobs = format!("{}/api/v2/jobs/job_nope", serve.url);
+    let submit = format!("{}/api/v2/jobs/users-imports", serve.url);
+    for bearer in [
+        None,
+        Some("test-import-api-token-0123456789abcdeX"),
+        Some("test-gateway-token-0123456789abcdef"),
+    ] {
+        for _ in 0..4 {
+            let mut get = client.get(&jobs);
+            let form = reqwest::blocking::multipart::Form::new()
+                .part(
+                    "users",
+                    reqwest::blocking::multipart::Part::bytes(users("x", 1)?),
+                )
+                .text("connection_id", "con_portcullis");
+            let mut post = client.post(&submit).multipart(form);
+            if let Some(bearer) = bearer {
+                get = get.bearer_auth(bearer);
+                post = post.bearer_auth(bearer);
+            }
+            for request in [get, post] {
+                // Refused, or the connection closed on it: never answered as counted.
+                if let Ok(response) = request.send() {
+                    assert_eq!(response.status(), 401, "{bearer:?}");
+                    assert!(response.headers().get("x-ratelimit-remaining").is_none());
+                }
+            }
+        }
+    }
+    let counted = serve.get("/api/v2/jobs/job_nope");
+    assert_eq!(counted.status(), 404);
+    assert_eq!(counted.headers()["x-ratelimit-remaining"], "4");
+    Ok(())
+}
