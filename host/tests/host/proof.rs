@@ -900,7 +900,7 @@ fn an_enrolment_is_confirmed_only_under_the_proof_that_started_it() -> Result {
     use portcullis::flows::enroll::EnrollError;
     let env = Env::new(|t| t);
     let login = factorless(&env, 1);
-    let mut proof = || -> Result<String> {
+    let proof = || -> Result<String> {
         Ok(env
             .gateway
             .login(&env.again(&login, "d", None))?
