@@ -520,6 +520,79 @@ fn an_export_refuses_a_directory_others_may_open_or_own_and_writes_nothing() -> 
     Ok(())
 }
 
+/// `--out` that is a symbolic link to a private directory of the exporter's, or a
+/// private directory under one others may write (its parent or higher): whoever owns
+/// the link (or may write there) can swap in a directory of their own between the
+/// check and the writes,
+/// then rename or replace the files `import run` later submits. Both are refused with
+/// nothing written; in a sticky parent (as `/tmp`) the export goes ahead.
+#[test]
+fn an_export_refuses_a_directory_another_user_could_swap_under_it() -> Result {
+    use std::os::unix::fs::PermissionsExt;
+    let sim = Simulator::start(&[]);
+    let a = tempfile::tempdir()?;
+    let config = source(a.path(), &sim)?;
+    let export = |out: &Path| {
+        cli(
+            &[
+                "import",
+                "export",
+                "--from-directory",
+                "--config",
+                config.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let nothing_in = |dir: &Path| std::fs::read_dir(dir).unwrap().next().is_none();
+    let mine = a.path().join("mine");
+    std::fs::create_dir(&mine)?;
+    std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700))?;
+    let link = a.path().join("link");
+    std::os::unix::fs::symlink(&mine, &link)?;
+    let (ok, _, printed) = export(&link);
+    assert!(!ok, "a symbolic link was followed: {printed}");
+    assert!(printed.contains("symbolic link"), "{printed}");
+    assert!(nothing_in(&mine), "something was written through the link");
+
+    let shared = a.path().join("shared");
+    std::fs::create_dir(&shared)?;
+    let out = shared.join("out");
+    std::fs::create_dir(&out)?;
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777))?;
+    let (ok, _, printed) = export(&out);
+    assert!(!ok, "a parent others may write was accepted: {printed}");
+    assert!(
+        printed.contains("its group or others may write") && printed.contains("mode 777"),
+        "{printed}"
+    );
+    assert!(nothing_in(&out));
+    Exposure::new()
+        .text("export", &printed)
+        .assert_no_phone(PHONE);
+
+    // Higher up too: whoever may write there renames the directory holding it.
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::set_permissions(a.path(), std::fs::Permissions::from_mode(0o777))?;
+    let (ok, _, printed) = export(&out);
+    std::fs::set_permissions(a.path(), std::fs::Permissions::from_mode(0o700))?;
+    assert!(
+        !ok,
+        "a directory others may write above it was accepted: {printed}"
+    );
+    assert!(printed.contains("mode 777"), "{printed}");
+    assert!(nothing_in(&out));
+
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))?;
+    let (ok, report, printed) = export(&out);
+    assert!(ok, "{printed}");
+    assert_eq!(report["users_exported"], 2, "{report}");
+    Ok(())
+}
+
 /// An import-token holder who knows a legacy user's password (the email has an
 /// account in a product, not yet in the directory) imports that email with their own
 /// phone: the record is refused for its factor (a factor would outlive the password

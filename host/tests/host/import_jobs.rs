@@ -736,3 +736,100 @@ fn a_file_sealed_with_a_key_the_ring_lacks_fails_its_job_saying_which() -> Resul
     );
     Ok(())
 }
+
+/// A refused record's secrets stay hidden however deep they sit: a pepper or a
+/// plaintext password put in a property Auth0's schema does not know, inside
+/// `custom_password_hash` or its `hash`, `hash.key`, `salt` or `password` (refused as
+/// additional properties, like a top-level one), is shown as `*****` by the errors
+/// endpoint, and is not kept in clear in the job's errors in SQLite or its WAL.
+#[test]
+fn a_refused_records_nested_secrets_are_hidden_in_its_errors_on_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = config_on(dir.path(), None)?;
+    let serve = Serve::start(dir.path(), &config, "");
+    let mut record = user("not-an-address");
+    let custom = record["custom_password_hash"]
+        .as_object_mut()
+        .ok_or("a custom hash")?;
+    custom.insert("plaintext".into(), json!("Nested-Secret-0"));
+    custom["hash"]["backup"] = json!("Nested-Secret-1");
+    custom["hash"]["key"] = json!({"value": "k", "old_value": "Nested-Secret-2"});
+    custom.insert(
+        "salt".into(),
+        json!({"value": "s", "pepper": "Nested-Secret-3"}),
+    );
+    custom.insert(
+        "password".into(),
+        json!({"encoding": "utf8", "value": "Nested-Secret-4"}),
+    );
+    let id = submitted(&serve, serde_json::to_vec(&json!([record]))?, "nested")?;
+    let done = wait_for(&serve, &id, "finished", finished);
+    assert_eq!(done["summary"]["failed"], 1, "{done}");
+    let errors = serve.get(&format!("/api/v2/jobs/{id}/errors")).text()?;
+    assert!(errors.contains("OBJECT_ADDITIONAL_PROPERTIES"), "{errors}");
+    let shown: Vec<Value> = serde_json::from_str(&errors)?;
+    // What is not secret is still shown, as Auth0 shows it.
+    assert_eq!(
+        shown[0]["user"]["custom_password_hash"]["algorithm"],
+        "sha1"
+    );
+    assert_eq!(
+        shown[0]["user"]["custom_password_hash"]["password"]["encoding"],
+        "utf8"
+    );
+    let seen = Exposure::new()
+        .text("the errors endpoint", &errors)
+        .databases_under(dir.path());
+    for n in 0..5 {
+        seen.assert_absent(
+            "secret in an unknown property",
+            &format!("Nested-Secret-{n}"),
+        );
+    }
+    Ok(())
+}
+
+/// The shared rate limit is the token holder's: requests without the import token (none,
+/// a wrong one, or a gateway caller's) are refused before they are counted, so a
+/// stranger cannot spend the minute's allowance and lock the importer out.
+#[test]
+fn requests_without_the_import_token_do_not_spend_its_rate_limit_on_sqlite() -> Result {
+    let dir = tempfile::tempdir()?;
+    let config = config_on(dir.path(), None)?;
+    let serve = Serve::start(dir.path(), &config, "requests_per_minute = 5");
+    fresh_minute();
+    let client = reqwest::blocking::Client::new();
+    let jobs = format!("{}/api/v2/jobs/job_nope", serve.url);
+    let submit = format!("{}/api/v2/jobs/users-imports", serve.url);
+    for bearer in [
+        None,
+        Some("test-import-api-token-0123456789abcdeX"),
+        Some("test-gateway-token-0123456789abcdef"),
+    ] {
+        for _ in 0..4 {
+            let mut get = client.get(&jobs);
+            let form = reqwest::blocking::multipart::Form::new()
+                .part(
+                    "users",
+                    reqwest::blocking::multipart::Part::bytes(users("x", 1)?),
+                )
+                .text("connection_id", "con_portcullis");
+            let mut post = client.post(&submit).multipart(form);
+            if let Some(bearer) = bearer {
+                get = get.bearer_auth(bearer);
+                post = post.bearer_auth(bearer);
+            }
+            for request in [get, post] {
+                // Refused, or the connection closed on it: never answered as counted.
+                if let Ok(response) = request.send() {
+                    assert_eq!(response.status(), 401, "{bearer:?}");
+                    assert!(response.headers().get("x-ratelimit-remaining").is_none());
+                }
+            }
+        }
+    }
+    let counted = serve.get("/api/v2/jobs/job_nope");
+    assert_eq!(counted.status(), 404);
+    assert_eq!(counted.headers()["x-ratelimit-remaining"], "4");
+    Ok(())
+}

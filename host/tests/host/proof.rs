@@ -891,3 +891,44 @@ fn a_phone_confirmed_under_a_recovery_is_a_factor_only_once_the_recovery_complet
     assert_eq!(status(&user, &factor.id), FactorStatus::Disabled);
     Ok(())
 }
+
+/// Two sign-ins of one user hold two proofs: an enrolment the first started is not
+/// confirmed under the second, even with the right code (whoever else holds the
+/// password signs in too), and the code is not spent by the try; the first confirms it.
+#[test]
+fn an_enrolment_is_confirmed_only_under_the_proof_that_started_it() -> Result {
+    use portcullis::flows::enroll::EnrollError;
+    let env = Env::new(|t| t);
+    let login = factorless(&env, 1);
+    let proof = || -> Result<String> {
+        Ok(env
+            .gateway
+            .login(&env.again(&login, "d", None))?
+            .proof_token
+            .ok_or("a sign-in proof")?)
+    };
+    let (first, second) = (proof()?, proof()?);
+    assert_ne!(first, second);
+    let grant = |token: &str| env.gateway.authorize(Presented::Token(token), Need::Enrol);
+    let (first, second) = (grant(&first)?, grant(&second)?);
+    let started = env.gateway.enrolment().start(&first, NEW_PHONE)?;
+    let code = env.sim.last_code(NEW_PHONE);
+    let stolen = env
+        .gateway
+        .enrolment()
+        .confirm(&second, &started.enrollment_id, &code);
+    assert!(
+        matches!(stolen, Err(EnrollError::UnknownEnrollment)),
+        "confirmed under another proof: {:?}",
+        stolen.map(|e| e.factor_id)
+    );
+    env.gateway
+        .enrolment()
+        .confirm(&first, &started.enrollment_id, &code)?;
+    let user = env.user_id(&login);
+    assert_eq!(
+        phones_of(&env, &user),
+        vec![(NEW_PHONE.to_owned(), FactorStatus::Active)]
+    );
+    Ok(())
+}

@@ -364,7 +364,15 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), ExportError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        // Not followed: what a link names is what its owner says at the moment of
+        // each open, not what was checked here.
+        let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+        if meta.file_type().is_symlink() {
+            return Err(ExportError::Invalid(format!(
+                "{} is a symbolic link: whoever owns the link can point it elsewhere while the export writes; name the directory itself",
+                dir.display()
+            )));
+        }
         if !meta.is_dir() {
             return Err(ExportError::Invalid(format!(
                 "{} is not a directory",
@@ -387,6 +395,63 @@ pub(super) fn private_dir(dir: &Path) -> Result<(), ExportError> {
                 meta.mode() & 0o777
             )));
         }
+        replaceable_from_above(dir, me)?;
+    }
+    Ok(())
+}
+
+/// Whoever may write in a directory above the export's may rename the checked
+/// directory (or one above it) away and put one of their own in its place before the
+/// files are written. So every directory above it, as named and as links resolve it,
+/// must be the exporter's or root's and closed to writes by others unless sticky (as
+/// `/tmp`, where only an entry's owner may rename it); a link on the way must be the
+/// exporter's or root's.
+#[cfg(unix)]
+fn replaceable_from_above(dir: &Path, me: u32) -> Result<(), ExportError> {
+    let absolute = std::path::absolute(dir).map_err(io(dir))?;
+    let mut named = PathBuf::new();
+    for part in absolute.parent().into_iter().flat_map(Path::components) {
+        named.push(part);
+        let meta = std::fs::symlink_metadata(&named).map_err(io(&named))?;
+        closed_to_others(dir, &named, &meta, me)?;
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let real = std::fs::canonicalize(&named).map_err(io(&named))?;
+        for above in real.ancestors() {
+            let meta = std::fs::metadata(above).map_err(io(above))?;
+            closed_to_others(dir, above, &meta, me)?;
+        }
+    }
+    Ok(())
+}
+
+/// `above` (a directory above `dir`, or a link on the way to it) is the exporter's or
+/// root's, and a directory others may not write unless it is sticky.
+#[cfg(unix)]
+fn closed_to_others(
+    dir: &Path,
+    above: &Path,
+    meta: &std::fs::Metadata,
+    me: u32,
+) -> Result<(), ExportError> {
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(ExportError::Invalid(format!(
+            "{} is under {}, which belongs to another user (uid {}), who may replace it while the export writes: the export's files hold password hashes and phone numbers",
+            dir.display(),
+            above.display(),
+            meta.uid()
+        )));
+    }
+    let sticky = meta.mode() & 0o1000 != 0;
+    if meta.is_dir() && meta.mode() & 0o022 != 0 && !sticky {
+        return Err(ExportError::Invalid(format!(
+            "{} is under {}, which its group or others may write (mode {:o}) and so replace it while the export writes: the export's files hold password hashes and phone numbers",
+            dir.display(),
+            above.display(),
+            meta.mode() & 0o7777
+        )));
     }
     Ok(())
 }

@@ -51,6 +51,10 @@ pub fn redacted(user: &Value) -> Value {
             ] {
                 hide(custom, path);
             }
+            // Whatever else it holds is shown only where Auth0's schema names a
+            // setting: a property it does not know (`hash.pepper`, `password.value`)
+            // is refused, and may be anything, as at the top level.
+            show_only_settings(custom, &mut Vec::new());
         } else {
             *custom = json!(HIDDEN);
         }
@@ -77,4 +81,39 @@ pub fn redacted(user: &Value) -> Value {
         }
     }
     Value::Object(map)
+}
+
+/// The `custom_password_hash` paths that hold settings, not secrets, when their value
+/// is a plain string or number.
+const HASH_SETTINGS: &[&[&str]] = &[
+    &["algorithm"],
+    &["keylen"],
+    &["cost"],
+    &["blockSize"],
+    &["parallelization"],
+    &["hash", "encoding"],
+    &["hash", "digest"],
+    &["hash", "key", "encoding"],
+    &["salt", "encoding"],
+    &["salt", "position"],
+    &["password", "encoding"],
+];
+
+/// Hides every leaf of `value` (at `path` in `custom_password_hash`) that is not one
+/// of [`HASH_SETTINGS`].
+fn show_only_settings(value: &mut Value, path: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                path.push(key.clone());
+                show_only_settings(inner, path);
+                path.pop();
+            }
+        }
+        Value::String(_) | Value::Number(_)
+            if HASH_SETTINGS
+                .iter()
+                .any(|setting| setting.iter().eq(path.iter())) => {}
+        other => *other = json!("*****"),
+    }
 }

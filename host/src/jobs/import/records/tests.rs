@@ -270,6 +270,21 @@ fn a_shown_record_keeps_its_shape_without_its_secrets() {
     for secret in ["hunter2-plain", "pepper-secret", "salt-secret"] {
         assert!(!shown.to_string().contains(secret), "{secret} in {shown}");
     }
+    // Properties the schema does not know, at any depth of the custom hash, too;
+    // its settings stay shown.
+    let shown = redacted(
+        &json!({"custom_password_hash": {"algorithm": "hmac", "plain": "p-1",
+        "hash": {"value": "abc", "encoding": "hex", "backup": "p-2", "key": {"value": "k", "old": "p-3"}},
+        "salt": {"value": "s", "pepper": "p-4"}, "password": {"encoding": "utf8", "value": "p-5"}}}),
+    );
+    for secret in ["p-1", "p-2", "p-3", "p-4", "p-5"] {
+        assert!(!shown.to_string().contains(secret), "{secret} in {shown}");
+    }
+    assert_eq!(shown["custom_password_hash"]["hash"]["encoding"], "hex");
+    assert_eq!(
+        shown["custom_password_hash"]["password"]["encoding"],
+        "utf8"
+    );
     let shown =
         redacted(&json!({"custom_password_hash": {"algorithm": "bcrypt", "hash": "$2b$10$abc"}}));
     assert!(!shown.to_string().contains("$2b$"), "{shown}");
