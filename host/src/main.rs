@@ -21,12 +21,25 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    // A reader that went away (`| head`) ends the command quietly, as it ends Unix
+    // tools, instead of a panic from `println!`: exit 141, a shell's code for SIGPIPE.
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        hook(info)
+    }));
     // A usage error is clap's to report: exit 2, as for any other bad input.
     let cli = cli::Cli::try_parse().unwrap_or_else(|e| {
         // clap's message for a missing `--config` does not say the variable stands in.
-        if e.kind() == clap::error::ErrorKind::MissingRequiredArgument
-            && e.to_string().contains("--config")
-        {
+        if e.kind() == clap::error::ErrorKind::MissingRequiredArgument && misses_config(&e) {
             let _ = e.print();
             eprintln!("hint: or set PORTCULLIS_CONFIG=FILE once for every command");
             std::process::exit(e.exit_code());
@@ -34,4 +47,15 @@ fn main() -> ExitCode {
         e.exit()
     });
     cli::exit::finish(cli.execute())
+}
+
+/// Whether `--config` is among the arguments a usage error says are missing (not
+/// merely in the usage line it prints).
+fn misses_config(e: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue};
+    match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::Strings(missing)) => missing.iter().any(|a| a.starts_with("--config")),
+        Some(ContextValue::String(missing)) => missing.starts_with("--config"),
+        _ => false,
+    }
 }

@@ -171,11 +171,12 @@ fn secrets(config: &PipelineConfig, findings: &mut Findings) {
 }
 
 /// The products' own stores: `run` refuses a config whose store is not there, and
-/// `serve` denies every login that needs it (a store that is down). A warning, as a
-/// directory not made yet is: before the first `seed` neither is there.
+/// `serve` denies every login that needs it (a store that is down): an error, so the
+/// preflight's exit code says what `run` will do. (A directory not made yet stays a
+/// warning: `run` and `serve` make it.)
 fn legacy_stores(config: &PipelineConfig, findings: &mut Findings) -> Result<()> {
     for (product, path) in super::stores::missing_legacy(config)? {
-        findings.warning(format!(
+        findings.error(format!(
             "there is no legacy store for {product} at {}: `run` refuses the config and `serve` denies every login that needs it; correct [state.legacy] {product} (`seed` creates the demo's)",
             path.display()
         ));

@@ -240,7 +240,7 @@ impl Gateway {
         let now_ms = self.clock.now_ms();
         if attempt.time_ms.abs_diff(now_ms) > self.max_skew_ms {
             return Err(LoginError::Invalid(format!(
-                "time_ms is {} s away from the host's clock (at most {} s allowed; `run --now` stamps logins with the host's clock)",
+                "time_ms is {} s away from the host's clock (at most {} s allowed; send the time of the attempt in ms since 1970; `run --now` stamps recorded logins with the host's clock)",
                 attempt.time_ms.abs_diff(now_ms) / 1000,
                 self.max_skew_ms / 1000
             ))

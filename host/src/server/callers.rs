@@ -28,6 +28,14 @@ pub struct Callers(Vec<Caller>);
 impl Callers {
     pub fn load(settings: &[CallerSettings]) -> Result<Self, String> {
         let mut callers = Vec::with_capacity(settings.len());
+        // Every caller whose token is missing is named at once, not one per attempt.
+        let missing: Vec<String> = settings
+            .iter()
+            .filter_map(|caller| read_token(caller).err())
+            .collect();
+        if !missing.is_empty() {
+            return Err(missing.join("; "));
+        }
         for caller in settings {
             let token = read_token(caller)?;
             if token.expose_secret().len() < MIN_TOKEN_LEN {

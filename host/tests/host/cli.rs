@@ -31,10 +31,12 @@ fn assert_bad_input(output: &Output, mentions: &str) {
 
 #[test]
 fn check_lists_rules_with_imports_and_grants() {
-    let output = portcullis(&["check", "--config", "fixtures/pipeline.toml"]);
+    // The demo config over seeded stores (without them `check` is exit 2: `run` would
+    // refuse a config whose legacy stores are not there).
+    let (_dir, config) = crate::common::seeded_dir(20, 1);
+    let output = portcullis(&["check", "--config", config.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    // The demo config has warnings (no store until `seed`, the caller's token unset):
-    // exit 1.
+    // A warning remains (the caller's token unset): exit 1.
     assert_eq!(
         output.status.code(),
         Some(1),
@@ -409,6 +411,47 @@ fn a_usage_error_is_exit_2_and_help_is_exit_0() {
     assert_eq!(portcullis(&["run", "--help"]).status.code(), Some(0));
 }
 
+/// A reader that goes away (`| head`) ends a command quietly with a shell's SIGPIPE
+/// code, never a panic (exit 101 and a backtrace, as a newcomer saw).
+#[test]
+fn a_closed_output_pipe_ends_a_command_quietly() -> Result {
+    // The read end is closed before the command starts: its first write fails.
+    let (reader, writer) = std::io::pipe()?;
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", "fixtures/pipeline.toml"])
+        .current_dir(workspace_root())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    assert_eq!(out.status.code(), Some(141), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    Ok(())
+}
+
+/// `check --serve` names every support agent whose token is missing, not the first.
+#[test]
+fn check_names_every_missing_agent_token() {
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args([
+            "check",
+            "--serve",
+            "--config",
+            "fixtures/pipeline-recovery.toml",
+        ])
+        .current_dir(workspace_root())
+        .env_remove("PORTCULLIS_AGENT_ALICE_TOKEN")
+        .env_remove("PORTCULLIS_AGENT_BOB_TOKEN")
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        said.contains("PORTCULLIS_AGENT_ALICE_TOKEN")
+            && said.contains("PORTCULLIS_AGENT_BOB_TOKEN"),
+        "{said}"
+    );
+}
+
 #[test]
 fn completions_and_the_config_from_the_environment() {
     let bash = portcullis(&["completions", "bash"]);
@@ -421,10 +464,11 @@ fn completions_and_the_config_from_the_environment() {
     assert_eq!(portcullis(&["completions", "tcsh"]).status.code(), Some(2));
 
     // PORTCULLIS_CONFIG stands in for --config.
+    let (_dir, config) = crate::common::seeded_dir(20, 1);
     let check = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .arg("check")
         .current_dir(workspace_root())
-        .env("PORTCULLIS_CONFIG", "fixtures/pipeline.toml")
+        .env("PORTCULLIS_CONFIG", &config)
         .output()
         .unwrap();
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
@@ -442,6 +486,22 @@ fn completions_and_the_config_from_the_environment() {
         stderr(&neither).contains("--config") && stderr(&neither).contains("PORTCULLIS_CONFIG"),
         "{}",
         stderr(&neither)
+    );
+    // Another missing flag gets no such hint, though the usage line names --config.
+    let no_token = portcullis(&[
+        "continue",
+        "--config",
+        "fixtures/pipeline.toml",
+        "--transaction-id",
+        "tx-x",
+        "--result",
+        "{}",
+    ]);
+    assert_eq!(no_token.status.code(), Some(2));
+    assert!(
+        stderr(&no_token).contains("--token") && !stderr(&no_token).contains("PORTCULLIS_CONFIG"),
+        "{}",
+        stderr(&no_token)
     );
 }
 
@@ -583,6 +643,16 @@ fn count_rows(db: &std::path::Path, table: &str) -> i64 {
         .unwrap()
 }
 
+/// The products' legacy stores of `mfa_config` in `dir`, empty: the tests about the
+/// directory have them there (without them `check` is exit 2 for `run`'s sake).
+fn empty_legacy_stores(dir: &std::path::Path) -> Result {
+    std::fs::create_dir_all(dir.join("mfa"))?;
+    for product in ["collect", "paste", "transfer"] {
+        rusqlite::Connection::open(dir.join(format!("mfa/legacy-{product}.db")))?;
+    }
+    Ok(())
+}
+
 #[test]
 fn reading_commands_never_create_a_store_and_check_concludes_nothing_from_one_that_is_not_there()
 -> Result {
@@ -594,6 +664,7 @@ fn reading_commands_never_create_a_store_and_check_concludes_nothing_from_one_th
         std::fs::read_to_string(&config)?.replace("/mfa/directory.db", "/mfa-typo/directory.db");
     std::fs::write(&config, text)?;
     let missing = dir.path().join("mfa-typo/directory.db");
+    empty_legacy_stores(dir.path())?;
 
     let check = with_config(&config, &["check"]);
     assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
@@ -1017,6 +1088,7 @@ fn check_and_mfa_status_read_a_postgres_directory() -> Result {
         &url,
     );
     std::fs::write(&config, text)?;
+    empty_legacy_stores(dir.path())?;
 
     let check = with_config(&config, &["check"]);
     assert_ne!(check.status.code(), Some(2), "{}", stderr(&check));
@@ -1150,10 +1222,10 @@ fn run_with_a_legacy_store_that_is_not_there_is_exit_2_naming_it() -> Result {
     assert!(!missing.exists(), "run created the store");
     // The preflight finds what `run` refuses.
     let check = with_config(&config, &["check", "--json"]);
-    assert_eq!(check.status.code(), Some(1), "{}", stderr(&check));
+    assert_eq!(check.status.code(), Some(2), "{}", stderr(&check));
     let report: serde_json::Value = serde_json::from_slice(&check.stdout)?;
     assert!(
-        report["warnings"].as_array().unwrap().iter().any(|e| e
+        report["errors"].as_array().unwrap().iter().any(|e| e
             .as_str()
             .unwrap()
             .contains("there is no legacy store for collect")),
