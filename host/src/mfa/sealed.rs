@@ -152,23 +152,7 @@ impl KeyRing {
     }
 
     pub fn seal(&self, plaintext: &str, user_id: &str, factor_id: &str) -> Sealed {
-        let cipher = &self.keys[&self.current];
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = associated_data(user_id, factor_id);
-        let ciphertext = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plaintext.as_bytes(),
-                    aad: &aad,
-                },
-            )
-            .expect("AES-GCM seals any input under 64 GiB");
-        Sealed {
-            key_id: self.current.clone(),
-            nonce: nonce.to_vec(),
-            ciphertext,
-        }
+        self.seal_with(plaintext.as_bytes(), &associated_data(user_id, factor_id))
     }
 
     pub fn open(
@@ -177,25 +161,7 @@ impl KeyRing {
         user_id: &str,
         factor_id: &str,
     ) -> Result<Zeroizing<String>, SealError> {
-        let cipher = self
-            .keys
-            .get(&sealed.key_id)
-            .ok_or_else(|| SealError::UnknownKey(sealed.key_id.clone()))?;
-        if sealed.nonce.len() != 12 {
-            return Err(SealError::Open);
-        }
-        let aad = associated_data(user_id, factor_id);
-        let plaintext = Zeroizing::new(
-            cipher
-                .decrypt(
-                    Nonce::from_slice(&sealed.nonce),
-                    Payload {
-                        msg: &sealed.ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| SealError::Open)?,
-        );
+        let plaintext = self.open_with(sealed, &associated_data(user_id, factor_id))?;
         String::from_utf8(plaintext.to_vec())
             .map(Zeroizing::new)
             .map_err(|_| SealError::Open)
@@ -205,15 +171,18 @@ impl KeyRing {
     /// key, bound to `purpose` and `row_id`: a value sealed for one purpose or row
     /// does not open as another, nor as a phone.
     pub fn seal_bytes(&self, purpose: &str, plaintext: &[u8], row_id: &str) -> Sealed {
-        let cipher = &self.keys[&self.current];
+        self.seal_with(plaintext, &associated_data_for(purpose, row_id))
+    }
+
+    /// Seals under the current key with a fresh nonce, bound to `aad`.
+    fn seal_with(&self, plaintext: &[u8], aad: &[u8]) -> Sealed {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = associated_data_for(purpose, row_id);
-        let ciphertext = cipher
+        let ciphertext = self.keys[&self.current]
             .encrypt(
                 &nonce,
                 Payload {
                     msg: plaintext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .expect("AES-GCM seals any input under 64 GiB");
@@ -224,13 +193,8 @@ impl KeyRing {
         }
     }
 
-    /// Opens what [`KeyRing::seal_bytes`] sealed for `purpose` and `row_id`.
-    pub fn open_bytes(
-        &self,
-        sealed: &Sealed,
-        purpose: &str,
-        row_id: &str,
-    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+    /// Opens what was sealed bound to `aad`, with the key it names.
+    fn open_with(&self, sealed: &Sealed, aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
         let cipher = self
             .keys
             .get(&sealed.key_id)
@@ -238,17 +202,21 @@ impl KeyRing {
         if sealed.nonce.len() != 12 {
             return Err(SealError::Open);
         }
-        let aad = associated_data_for(purpose, row_id);
+        let msg = &sealed.ciphertext;
         cipher
-            .decrypt(
-                Nonce::from_slice(&sealed.nonce),
-                Payload {
-                    msg: &sealed.ciphertext,
-                    aad: &aad,
-                },
-            )
+            .decrypt(Nonce::from_slice(&sealed.nonce), Payload { msg, aad })
             .map(Zeroizing::new)
             .map_err(|_| SealError::Open)
+    }
+
+    /// Opens what [`KeyRing::seal_bytes`] sealed for `purpose` and `row_id`.
+    pub fn open_bytes(
+        &self,
+        sealed: &Sealed,
+        purpose: &str,
+        row_id: &str,
+    ) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.open_with(sealed, &associated_data_for(purpose, row_id))
     }
 
     /// For rotation: the value sealed again with the current key, or `None` when it
