@@ -14,61 +14,30 @@ use portcullis::state::factors::Factor;
 use serde_json::{Value, json};
 
 use crate::common::{Exposure, Result, Simulator, mfa_config, seed_stores};
+use crate::import::{GATEWAY, IMPORT_TOKEN};
 
 const PHONE: &str = "+14155552671";
 const PASSWORD: &str = "carried-password-1";
 const EMAIL: &str = "carried@example.net";
-const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
-const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
 
-/// `portcullis serve` on a free port with the import API on; stderr kept in a file
-/// (searched for phones), stopped on drop.
+/// `portcullis serve` with the import API on (import.rs's), its debug log kept in a
+/// file (searched for phones).
 struct Serve {
-    child: std::process::Child,
-    url: String,
+    inner: crate::import::Serve,
     log: PathBuf,
-    client: reqwest::blocking::Client,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Serve {
     fn start(dir: &Path, config: &Path) -> Serve {
-        std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
-        let text = std::fs::read_to_string(config).unwrap();
-        let served = dir.join("serve.toml");
-        std::fs::write(
-            &served,
-            format!("{text}\n[server.import_api]\ntoken_file = \"import-token\"\n"),
-        )
-        .unwrap();
         let log = dir.join("serve.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&served)
-            .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
-            .env("PORTCULLIS_LOG", "debug")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let addr = crate::common::listening_address(&mut child, "serve");
-        Serve {
-            child,
-            url: format!("http://{addr}"),
-            log,
-            client: reqwest::blocking::Client::new(),
-        }
+        let inner = crate::import::Serve::start_logging(dir, config, "", Some(&log));
+        Serve { inner, log }
     }
 
     fn post(&self, path: &str, body: &Value) -> Value {
-        self.client
-            .post(format!("{}{path}", self.url))
+        self.inner
+            .client
+            .post(format!("{}{path}", self.inner.url))
             .bearer_auth(GATEWAY)
             .json(body)
             .send()
@@ -103,8 +72,9 @@ impl Serve {
             )
             .text("connection_id", "con_portcullis");
         let job: Value = self
+            .inner
             .client
-            .post(format!("{}/api/v2/jobs/users-imports", self.url))
+            .post(format!("{}/api/v2/jobs/users-imports", self.inner.url))
             .bearer_auth(IMPORT_TOKEN)
             .multipart(form)
             .send()
@@ -129,8 +99,9 @@ impl Serve {
     }
 
     fn get(&self, path: &str) -> reqwest::blocking::Response {
-        self.client
-            .get(format!("{}{path}", self.url))
+        self.inner
+            .client
+            .get(format!("{}{path}", self.inner.url))
             .bearer_auth(IMPORT_TOKEN)
             .send()
             .unwrap()
@@ -297,7 +268,7 @@ fn a_users_sms_factor_moves_to_a_fresh_directory_and_its_login_texts_the_same_ph
             "--dir",
             export_dir.to_str().unwrap(),
             "--target",
-            &serve.url,
+            &serve.inner.url,
         ],
         &[("PORTCULLIS_IMPORT_TOKEN", IMPORT_TOKEN)],
     );

@@ -420,13 +420,13 @@ pub(crate) fn fresh_minute() {
 }
 
 pub(crate) const IMPORT_TOKEN: &str = "test-import-api-token-0123456789abcdef";
-const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
+pub(crate) const GATEWAY: &str = "test-gateway-token-0123456789abcdef";
 
 /// `portcullis serve` as a process with the import API on, stopped on drop.
 pub(crate) struct Serve {
     child: std::process::Child,
     pub(crate) url: String,
-    client: reqwest::blocking::Client,
+    pub(crate) client: reqwest::blocking::Client,
 }
 
 impl Drop for Serve {
@@ -438,6 +438,17 @@ impl Drop for Serve {
 
 impl Serve {
     pub(crate) fn start(dir: &Path, config: &Path, import_api: &str) -> Serve {
+        Self::start_logging(dir, config, import_api, None)
+    }
+
+    /// As [`Serve::start`]; with `log`, its debug log goes to that file (searched for
+    /// secrets by the tests that pass one).
+    pub(crate) fn start_logging(
+        dir: &Path,
+        config: &Path,
+        import_api: &str,
+        log: Option<&Path>,
+    ) -> Serve {
         std::fs::write(dir.join("import-token"), IMPORT_TOKEN).unwrap();
         let mut text = std::fs::read_to_string(config).unwrap();
         // Users files are sealed at rest under the [mfa] keys: a pipeline without
@@ -454,16 +465,21 @@ impl Serve {
             format!("{text}\n[server.import_api]\ntoken_file = \"import-token\"\n{import_api}\n");
         let served = dir.join("serve.toml");
         std::fs::write(&served, with_api).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_portcullis"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&served)
             .env("PORTCULLIS_GATEWAY_TOKEN", GATEWAY)
+            .stdout(std::process::Stdio::piped());
+        match log {
+            Some(log) => command
+                .env("PORTCULLIS_LOG", "debug")
+                .stderr(std::fs::File::create(log).unwrap()),
             // The fixture's outbox endpoints are the simulator's, not started here: no
             // delivery warnings.
-            .env("PORTCULLIS_LOG", "error")
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            None => command.env("PORTCULLIS_LOG", "error"),
+        };
+        let mut child = command.spawn().unwrap();
         let addr = crate::common::listening_address(&mut child, "serve");
         Serve {
             child,
