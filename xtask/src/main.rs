@@ -426,6 +426,8 @@ struct ServerBench {
     connections: u32,
     seconds: u32,
     binary: Option<PathBuf>,
+    evaluations: Option<u32>,
+    pin: bool,
 }
 
 impl ServerBench {
@@ -437,6 +439,9 @@ impl ServerBench {
     // login at a time, the latency a lightly loaded gateway sees). `--binary PATH`: a
     // `portcullis` built elsewhere (another commit's, to compare two in one sitting)
     // instead of this tree's. `--seconds N`: each wrk run's length (10).
+    // `--evaluations N`: `server.max_concurrent_evaluations` (default 4 x cores).
+    // `--pin`: the server on the first core and wrk (one thread) on the second, so
+    // neither waits for the other's core: the tail the server makes on its own.
     fn parse(extra: &[String]) -> Result<Self> {
         let mut bench = Self {
             flush_ms: None,
@@ -445,9 +450,15 @@ impl ServerBench {
             connections: 64,
             seconds: 10,
             binary: None,
+            evaluations: None,
+            pin: false,
         };
         let mut args = extra.iter();
         while let Some(flag) = args.next() {
+            if flag == "--pin" {
+                bench.pin = true;
+                continue;
+            }
             match (flag.as_str(), args.next()) {
                 ("--login-stats-flush-ms", Some(n)) => {
                     bench.flush_ms = Some(
@@ -465,6 +476,11 @@ impl ServerBench {
                     bench.connections = n.parse().context("--connections needs a number")?;
                     anyhow::ensure!(bench.connections >= 1, "--connections needs at least 1");
                 }
+                ("--evaluations", Some(n)) => {
+                    let n: u32 = n.parse().context("--evaluations needs a number")?;
+                    anyhow::ensure!(n >= 1, "--evaluations needs at least 1");
+                    bench.evaluations = Some(n);
+                }
                 ("--warm-instances", Some(n)) => {
                     bench.warm = Some(
                         n.parse::<u32>()
@@ -473,7 +489,7 @@ impl ServerBench {
                 }
                 _ => {
                     bail!(
-                        "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH]"
+                        "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH] [--evaluations N] [--pin]"
                     )
                 }
             }
@@ -497,6 +513,12 @@ impl ServerBench {
                     "[engine]\n",
                     &self.warm.map_or("[engine]\n".into(), |n| {
                         format!("[engine]\nwarm_instances = {n}\n")
+                    }),
+                )
+                .replace(
+                    "[[server.caller]]\n",
+                    &self.evaluations.map_or("[[server.caller]]\n".into(), |n| {
+                        format!("[server]\nmax_concurrent_evaluations = {n}\n\n[[server.caller]]\n")
                     }),
                 )
                 .replace(
@@ -608,7 +630,7 @@ fn bench_server(extra: &[String]) -> Result<()> {
         std::fs::read_to_string(root.join("fixtures/bench/healthz.lua"))?.replace("TOKEN", token),
     )?;
 
-    let mut server = Command::new(&portcullis)
+    let mut server = pinned(bench.pin.then_some("0"), &portcullis)
         .current_dir(&root)
         .env("PORTCULLIS_GATEWAY_TOKEN", token)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
@@ -628,11 +650,15 @@ fn bench_server(extra: &[String]) -> Result<()> {
     // The server's own HTTP floor first (nothing written), then the logins: one
     // process, one sitting, so the ratio of the two rates is the login path's cost
     // against the server's, whatever else the machine runs.
-    let floor = wrk_run(&healthz, &addr, connections, seconds, server.id());
-    let logins = floor
-        .as_ref()
-        .ok()
-        .map(|_| wrk_run(&script, &addr, connections, seconds, server.id()));
+    let wrk = WrkSettings {
+        addr: &addr,
+        connections,
+        seconds,
+        server: server.id(),
+        pin: bench.pin,
+    };
+    let floor = wrk.run(&healthz);
+    let logins = floor.as_ref().ok().map(|_| wrk.run(&script));
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
         .status();
@@ -688,15 +714,44 @@ struct WrkRun {
     cpu_us: Option<f64>,
 }
 
-fn wrk_run(
-    script: &std::path::Path,
-    addr: &str,
+/// `program`, under `taskset -c <core>` when pinned.
+fn pinned(core: Option<&str>, program: &Path) -> Command {
+    match core {
+        Some(core) => {
+            let mut taskset = Command::new("taskset");
+            taskset.args(["-c", core]).arg(program);
+            taskset
+        }
+        None => Command::new(program),
+    }
+}
+
+/// How `bench-server` runs wrk against its server.
+struct WrkSettings<'a> {
+    addr: &'a str,
     connections: u32,
     seconds: u32,
     server: u32,
-) -> Result<WrkRun> {
-    let mut wrk = Command::new("wrk");
-    let threads = connections.min(2);
+    pin: bool,
+}
+
+impl WrkSettings<'_> {
+    fn run(&self, script: &Path) -> Result<WrkRun> {
+        wrk_run(script, self)
+    }
+}
+
+fn wrk_run(script: &std::path::Path, settings: &WrkSettings) -> Result<WrkRun> {
+    let WrkSettings {
+        addr,
+        connections,
+        seconds,
+        server,
+        pin,
+    } = *settings;
+    let mut wrk = pinned(pin.then_some("1"), Path::new("wrk"));
+    // Pinned, wrk has one core: one thread.
+    let threads = if pin { 1 } else { connections.min(2) };
     wrk.arg(format!("-t{threads}"))
         .arg(format!("-c{connections}"))
         .arg(format!("-d{seconds}s"))

@@ -5,9 +5,10 @@
 //! allocator configured as the runtime's is. What the components cost above this is
 //! what the component model, the typed context and the host's bookkeeping cost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 
 use portcullis::LoginAttempt;
 use portcullis::model::Services;
@@ -17,8 +18,8 @@ use rule_model::floor::{
 };
 use rule_model::{Host, LogLevel, LoginContext, Outcome, RuleError};
 use wasmtime::{
-    Caller, Config, Engine, Instance, InstanceAllocationStrategy, InstancePre, Linker, Module,
-    PoolingAllocationConfig, Store,
+    Caller, Config, Engine, Instance, InstanceAllocationStrategy, InstancePre, Linker, Memory,
+    Module, PoolingAllocationConfig, Store,
 };
 
 use super::{ModelVerdict, NativeHost, run_rules};
@@ -54,6 +55,30 @@ pub struct Floor {
     /// Per rule, the instance made ahead for the next login (as the runtime's
     /// `engine.warm_instances = 1`).
     ahead: Mutex<Vec<Option<Ahead>>>,
+    /// Per thread, per rule, one instance kept across logins (`evaluate_reused`).
+    kept: Mutex<HashMap<ThreadId, Vec<Option<Kept>>>>,
+}
+
+/// An instance kept across logins, with its memory as instantiation left it.
+struct Kept {
+    store: Store<FloorState>,
+    instance: Instance,
+    memory: Memory,
+    /// The memory's bytes as instantiated; `data` the span from its first to its last
+    /// non-zero byte (the data segments), the rest zero.
+    image: Vec<u8>,
+    data: std::ops::Range<usize>,
+}
+
+/// What `evaluate_reused` does to a kept instance between logins.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Between {
+    /// Every byte of its memory put back as instantiation left it: no login's data
+    /// reaches the next (its globals are not reset: the rules' one mutable global,
+    /// the stack pointer, is back where it was whenever a call returns).
+    Restore,
+    /// Nothing: the next login sees what the last one left (a reused Lua state).
+    Nothing,
 }
 
 impl Floor {
@@ -95,10 +120,12 @@ impl Floor {
             rules.push((pre, Arc::new(config.clone())));
         }
         let ahead = Mutex::new(rules.iter().map(|_| None).collect());
+        let kept = Mutex::new(HashMap::new());
         Ok(Self {
             engine,
             rules,
             ahead,
+            kept,
         })
     }
 
@@ -126,6 +153,56 @@ impl Floor {
             };
             call(instance, &mut store, ctx).ok()?.ok()
         })
+    }
+
+    /// As `evaluate`, but each rule's instance is kept from login to login (made again
+    /// only after a failure or a grown memory), with `between` done after each call:
+    /// what a design that reuses instances would cost, against a fresh one per login.
+    pub fn evaluate_reused(
+        &self,
+        login: &LoginAttempt,
+        services: &Services,
+        between: Between,
+    ) -> ModelVerdict {
+        let thread = std::thread::current().id();
+        let taken = self.kept.lock().unwrap().remove(&thread);
+        let mut kept = taken.unwrap_or_else(|| self.rules.iter().map(|_| None).collect());
+        let mut slots = kept.iter_mut();
+        let verdict = run_rules(login, &self.rules, |rule, ctx| {
+            let slot = slots.next()?;
+            if slot.is_none() {
+                let (mut store, instance) = self.instance(rule, None)?;
+                let memory = instance.get_memory(&mut store, "memory")?;
+                let image = memory.data(&store).to_vec();
+                let start = image.iter().position(|b| *b != 0).unwrap_or(0);
+                let end = image.iter().rposition(|b| *b != 0).map_or(start, |i| i + 1);
+                *slot = Some(Kept {
+                    store,
+                    instance,
+                    memory,
+                    image,
+                    data: start..end,
+                });
+            }
+            let k = slot.as_mut()?;
+            k.store.data_mut().services = Some(services.clone());
+            k.store.set_epoch_deadline(1000);
+            let out = call(k.instance, &mut k.store, ctx);
+            k.store.data_mut().services = None;
+            if out.is_err() || k.memory.data_size(&k.store) != k.image.len() {
+                *slot = None;
+            } else if between == Between::Restore {
+                // As wasmtime's pool resets a memory it keeps resident: zeroes around
+                // the data image, the image copied back.
+                let memory = k.memory.data_mut(&mut k.store);
+                memory[..k.data.start].fill(0);
+                memory[k.data.clone()].copy_from_slice(&k.image[k.data.clone()]);
+                memory[k.data.end..].fill(0);
+            }
+            out.ok()?.ok()
+        });
+        self.kept.lock().unwrap().insert(thread, kept);
+        verdict
     }
 
     /// Makes each rule's next instance, with no login in it (outside the login's

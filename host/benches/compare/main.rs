@@ -29,6 +29,8 @@ mod floor;
 mod floor_component;
 mod lua;
 
+use floor::Between;
+
 use portcullis::Pipeline;
 use portcullis::bench::{Percentiles, Scenario};
 use portcullis::model::Services;
@@ -598,7 +600,7 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         config.rules.iter().map(|r| r.config.clone()).collect();
     let recording = root().join(format!("fixtures/recordings/{scenario}.json"));
     let scenario = Scenario::from_recording(&recording).unwrap();
-    let floor = (engine == "floor").then(|| {
+    let floor = matches!(engine, "floor" | "fl-reuse" | "fl-shared").then(|| {
         floor::Floor::load(&root(), &configs, config.engine.max_instances)
             .unwrap_or_else(|e| panic!("{e}"))
     });
@@ -618,6 +620,12 @@ fn count_run(engine: &str, scenario: &str, n: usize) {
         match (engine, &floor, &floor_component) {
             ("wasm", ..) => {
                 std::hint::black_box(pipeline.evaluate(login, services));
+            }
+            ("fl-reuse", Some(floor), _) => {
+                std::hint::black_box(floor.evaluate_reused(login, services, Between::Restore));
+            }
+            ("fl-shared", Some(floor), _) => {
+                std::hint::black_box(floor.evaluate_reused(login, services, Between::Nothing));
             }
             (_, Some(floor), _) => {
                 std::hint::black_box(floor.evaluate(login, services));
@@ -691,6 +699,9 @@ struct InstructionRow {
     wasm_over_native: f64,
     /// The Lua state reused across logins (a fresh environment per login).
     lua_instructions_per_login: u64,
+    /// The floor's instances kept across logins: memory put back after each, or not.
+    floor_reused_instructions_per_login: u64,
+    floor_shared_instructions_per_login: u64,
     /// The work per login (instances made in it) and the login alone (made ahead).
     wasm_over_lua: f64,
     wasm_ahead_over_lua: f64,
@@ -729,6 +740,7 @@ fn instructions(json_out: bool) {
         let (wasm, floor, native) = (per_login("wasm"), per_login("floor"), per_login("native"));
         let floor_component = per_login("floor-component");
         let lua = per_login("lua");
+        let (floor_reused, floor_shared) = (per_login("fl-reuse"), per_login("fl-shared"));
         let (wasm_ahead, floor_ahead) = (ahead("wasm", wasm), ahead("floor", floor));
         rows.push(InstructionRow {
             scenario: scenario.into(),
@@ -742,6 +754,8 @@ fn instructions(json_out: bool) {
             wasm_over_floor_ahead: wasm_ahead as f64 / floor_ahead.max(1) as f64,
             wasm_over_native: wasm as f64 / native.max(1) as f64,
             lua_instructions_per_login: lua,
+            floor_reused_instructions_per_login: floor_reused,
+            floor_shared_instructions_per_login: floor_shared,
             wasm_over_lua: wasm as f64 / lua.max(1) as f64,
             wasm_ahead_over_lua: wasm_ahead as f64 / lua.max(1) as f64,
         });
@@ -815,6 +829,19 @@ fn print_instructions(rows: &[InstructionRow]) {
             ratio(r.wasm_ahead_instructions_per_login, r.wasm_ahead_over_lua)
         );
     }
+    println!("the floor's instances kept across logins (not a fresh one per rule per login):");
+    for r in rows {
+        println!(
+            "{:<26} memory put back {:>9} ({:.2}x lua)  nothing reset {:>9} ({:.2}x lua)",
+            r.scenario,
+            r.floor_reused_instructions_per_login,
+            r.floor_reused_instructions_per_login as f64
+                / r.lua_instructions_per_login.max(1) as f64,
+            r.floor_shared_instructions_per_login,
+            r.floor_shared_instructions_per_login as f64
+                / r.lua_instructions_per_login.max(1) as f64,
+        );
+    }
 }
 
 fn main() {
@@ -858,6 +885,9 @@ fn main() {
 
 /// What each engine's two figures stand for.
 const WASM: &str = "login: instances made ahead (Pipeline::prepare after it, outside the timer); work per login: login + prepare";
+const FLOOR_REUSED: &str = "one instance per rule kept across logins, its memory put back as instantiated after each login (no login's data reaches the next)";
+const FLOOR_SHARED: &str =
+    "one instance per rule kept across logins, nothing reset (a reused Lua state's isolation)";
 const FLOOR_AHEAD: &str = "login: instances made ahead (Floor::prepare after it, outside the timer); work per login: login + prepare";
 const MADE_IN_LOGIN: &str = "login = work per login: every instance made in the login";
 const NATIVE: &str = "login = work per login: no sandbox, nothing made per login";
@@ -967,6 +997,30 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
                     model(
                         || floor.evaluate_made_ahead(login, services),
                         || floor.prepare(),
+                    )
+                },
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("fl-reuse", FLOOR_REUSED),
+                || {
+                    model(
+                        || floor.evaluate_reused(login, services, Between::Restore),
+                        || {},
+                    )
+                },
+                &expected,
+                iterations,
+                threads,
+            ),
+            row(
+                ("fl-shared", FLOOR_SHARED),
+                || {
+                    model(
+                        || floor.evaluate_reused(login, services, Between::Nothing),
+                        || {},
                     )
                 },
                 &expected,

@@ -286,6 +286,34 @@ fn logins_are_challenged_through_both_providers_and_complete_with_the_texted_cod
     Ok(())
 }
 
+/// mfa-route reads its cohorts with `rule_model::json_text`, which nests at most 16
+/// levels: a config nested up to that bound (read whole, in the rule's 16 KiB stack)
+/// or far past it (refused at the bound) is the rule's own `bad_config` error, never a
+/// trap. The configured policy applies: `on_error = "deny"` denies the login.
+#[test]
+fn a_deeply_nested_cohorts_config_is_the_rules_error_not_a_stack_overflow() -> Result {
+    for depth in [16, 100_000] {
+        let nested = format!("{}\"internal\"{}", "[".repeat(depth), "]".repeat(depth));
+        let env = Env::new(|t| {
+            let cohorts = "new_provider_cohorts = [\"internal\"]";
+            assert!(t.contains(cohorts));
+            t.replace(cohorts, &format!("new_provider_cohorts = '{nested}'"))
+        });
+        let (login, _) = env.login_of(only_phone);
+        let verdict = env.gateway.login(&login)?;
+        let trace = verdict
+            .trace
+            .iter()
+            .find(|t| t.rule == "mfa-route")
+            .expect("mfa-route ran");
+        let fault = trace.fault.as_ref().expect("a fault");
+        assert_eq!(fault.kind, portcullis::FaultKind::RuleError, "{depth}: {fault:?}");
+        assert!(fault.message.contains("bad_config"), "{depth}: {fault:?}");
+        assert!(matches!(verdict.decision, Decision::Deny { .. }), "{depth}");
+    }
+    Ok(())
+}
+
 #[test]
 fn wrong_codes_are_limited_per_challenge_and_each_token_works_once() -> Result {
     let env = Env::new(|t| t);

@@ -7,7 +7,17 @@
 //! Config: `topic` (default `id-propagation`).
 
 use rule_model::{Decision, Effect, Host, LoginContext, OutboxMessage, Outcome, RuleError};
-use serde_json::json;
+use serde::Serialize;
+
+/// The outbox message's payload. A struct of strings, not `json!`: a
+/// `serde_json::Value` brings serde_json's number formatting and its tables into the
+/// rule's memory image, which the host copies back into every instance of every login.
+#[derive(Serialize)]
+struct Payload<'a> {
+    user_id: &'a str,
+    product: &'a str,
+    legacy_id: &'a str,
+}
 
 pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, RuleError> {
     let topic = host
@@ -37,12 +47,18 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         if keys.contains(&key) {
             continue;
         }
-        let payload =
-            json!({"user_id": user_id, "product": link.product, "legacy_id": link.legacy_id});
+        let payload = Payload {
+            user_id: &user_id,
+            product: &link.product,
+            legacy_id: &link.legacy_id,
+        };
         effects.push(Effect::EnqueueOutbox(OutboxMessage {
             topic: topic.clone(),
             key: key.clone(),
-            payload: payload.to_string(),
+            payload: serde_json::to_string(&payload).map_err(|e| RuleError {
+                code: "payload".into(),
+                message: e.to_string(),
+            })?,
         }));
         keys.push(key);
     }

@@ -13,7 +13,7 @@
 
 use rule_model::v0_2::{
     ChallengeInfo, ChallengeKind, Decision, DenyInfo, Effect, FactorProvider, FactorSummary, Host,
-    LogLevel, LoginContext, Outcome, Resume, RuleError, json_flag,
+    JsonText, LogLevel, LoginContext, Outcome, Resume, RuleError, json_flag, json_text,
 };
 
 fn rule_error(code: &str, message: String) -> RuleError {
@@ -34,12 +34,17 @@ fn outcome(decision: Decision) -> Result<Outcome, RuleError> {
 fn switched_cohorts(host: &mut impl Host) -> Result<Vec<String>, RuleError> {
     match host.config("new_provider_cohorts") {
         None => Ok(Vec::new()),
-        Some(text) => serde_json::from_str(&text).map_err(|e| {
-            rule_error(
-                "bad_config",
-                format!("new_provider_cohorts must be a list of names: {e}"),
-            )
-        }),
+        // `json_text`, not `serde_json::from_str`: see rule_model's json_text.rs.
+        Some(text) => json_text(&text)
+            .as_ref()
+            .and_then(JsonText::as_strings)
+            .map(|names| names.into_iter().map(str::to_owned).collect())
+            .ok_or_else(|| {
+                rule_error(
+                    "bad_config",
+                    "new_provider_cohorts must be a JSON list of names".into(),
+                )
+            }),
     }
 }
 

@@ -22,7 +22,17 @@ use rule_model::{
     CapabilityErrorKind, Decision, DenyInfo, Effect, Host, LegacyAccount, LegacyLink, LogLevel,
     LoginContext, NewUser, Outcome, RuleError, json_flag,
 };
-use serde_json::json;
+use serde::Serialize;
+
+/// The new user's app metadata. A struct, not `json!`: a `serde_json::Value` brings
+/// serde_json's number formatting and its tables into the rule's memory image, which
+/// the host copies back into the rule's memory at every login.
+#[derive(Serialize)]
+struct Migrated<'a> {
+    migrated: bool,
+    migrated_from: &'a [&'a str],
+    migrated_at: u64,
+}
 
 fn deny_invalid_credentials() -> Outcome {
     Outcome {
@@ -134,15 +144,19 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         LogLevel::Info,
         &format!("migrating {} from {}", ctx.new_user_id, products.join(", ")),
     );
-    let app_metadata = json!({
-        "migrated": true,
-        "migrated_from": products,
-        "migrated_at": ctx.time_ms,
-    });
+    let app_metadata = serde_json::to_string(&Migrated {
+        migrated: true,
+        migrated_from: &products,
+        migrated_at: ctx.time_ms,
+    })
+    .map_err(|e| RuleError {
+        code: "json".into(),
+        message: e.to_string(),
+    })?;
     let create = Effect::CreateUser(NewUser {
         email: ctx.email.clone(),
         email_verified: matched.iter().any(|a| a.email_verified),
-        app_metadata: app_metadata.to_string(),
+        app_metadata,
         user_metadata: first.profile.clone(),
         password_from_login: true,
     });

@@ -18,6 +18,7 @@ mod arena;
 #[cfg(feature = "floor-abi")]
 pub mod floor;
 mod json_flag;
+mod json_text;
 #[cfg(target_arch = "wasm32")]
 pub use arena::BumpAllocator;
 
@@ -25,6 +26,7 @@ pub use arena::BumpAllocator;
 /// this, then the trap. The host puts that line in the fault.
 pub const PANIC_PREFIX: &str = "panicked at ";
 pub use json_flag::json_flag;
+pub use json_text::{JsonText, json_text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {

@@ -5,7 +5,7 @@
 wit_bindgen::generate!({ path: "../../wit/v0.2.0", world: "portcullis:rule/rule-types" });
 
 pub use self::portcullis::rule::types::*;
-pub use crate::{LogLevel, json_flag};
+pub use crate::{JsonText, LogLevel, json_flag, json_text};
 
 /// The host capabilities a 0.2.0 rule may call (each only if its grants allow the
 /// interface; an unused method costs the component nothing).
