@@ -307,7 +307,11 @@ fn a_deeply_nested_cohorts_config_is_the_rules_error_not_a_stack_overflow() -> R
             .find(|t| t.rule == "mfa-route")
             .expect("mfa-route ran");
         let fault = trace.fault.as_ref().expect("a fault");
-        assert_eq!(fault.kind, portcullis::FaultKind::RuleError, "{depth}: {fault:?}");
+        assert_eq!(
+            fault.kind,
+            portcullis::FaultKind::RuleError,
+            "{depth}: {fault:?}"
+        );
         assert!(fault.message.contains("bad_config"), "{depth}: {fault:?}");
         assert!(matches!(verdict.decision, Decision::Deny { .. }), "{depth}");
     }

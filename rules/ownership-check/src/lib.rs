@@ -156,3 +156,145 @@ pub fn on_continue(ctx: &LoginContext, resume: &Resume) -> Result<Outcome, RuleE
 }
 
 rule_model::export_rule!(on_login: crate::on_login, on_continue: crate::on_continue);
+
+#[cfg(test)]
+mod tests {
+    //! The redirect's state is written from a struct and read back with `json_text`:
+    //! what an account holder controls (their product ids) must come back as written,
+    //! and the state must be the JSON `json!` wrote before (recordings and resume
+    //! records in flight hold it).
+    use super::{on_continue, on_login};
+    use rule_model::{
+        CapabilityError, Decision, Effect, Host, LegacyAccount, LegacyLink, LogLevel, LoginContext,
+        Request, Resume, User,
+    };
+
+    struct Accounts(Vec<(String, String)>);
+
+    impl Host for Accounts {
+        fn log(&mut self, _: LogLevel, _: &str) {}
+        fn config(&mut self, key: &str) -> Option<String> {
+            (key == "verify_url").then(|| "https://verify.example/".into())
+        }
+        fn verify_directory_password(&mut self, _: &str) -> Result<bool, CapabilityError> {
+            Ok(false)
+        }
+        fn find_legacy_accounts(
+            &mut self,
+            email: &str,
+        ) -> Result<Vec<LegacyAccount>, CapabilityError> {
+            Ok(self
+                .0
+                .iter()
+                .map(|(product, legacy_id)| LegacyAccount {
+                    product: product.clone(),
+                    legacy_id: legacy_id.clone(),
+                    email: email.into(),
+                    email_verified: true,
+                    created_at_ms: 0,
+                    profile: "{}".into(),
+                })
+                .collect())
+        }
+        fn verify_legacy_password(&mut self, _: &str, _: &str) -> Result<bool, CapabilityError> {
+            Ok(true)
+        }
+    }
+
+    /// A login of a directory user whose email is not verified yet.
+    fn unverified_user() -> LoginContext {
+        LoginContext {
+            transaction_id: "tx".into(),
+            time_ms: 7,
+            connection: "db".into(),
+            client_id: "c".into(),
+            email: "a@example.com".into(),
+            has_password: true,
+            request: Request {
+                ip: String::new(),
+                user_agent: String::new(),
+            },
+            user: Some(User {
+                id: "usr_1".into(),
+                email: Some("a@example.com".into()),
+                email_verified: false,
+                identities: Vec::new(),
+                app_metadata: "{}".into(),
+                user_metadata: "{}".into(),
+                created_at_ms: 0,
+                last_login_ms: None,
+                logins_count: 0,
+            }),
+            new_user_id: "usr_new".into(),
+            pending: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn hostile_ids_come_back_as_written_and_the_state_is_what_json_wrote() {
+        let hostile = [
+            "\"],[\"evil\",\"1",
+            "\"]],\"reason\":\"x\",\"accounts\":[[\"",
+            "\\\"",
+            "\u{0}\u{1f}\u{7f}\u{2028}",
+            "😀\u{10ffff}",
+        ];
+        let accounts: Vec<(String, String)> = hostile
+            .iter()
+            .flat_map(|p| hostile.iter().map(|id| (p.to_string(), id.to_string())))
+            .collect();
+        let ctx = unverified_user();
+        let outcome = on_login(&ctx, &mut Accounts(accounts.clone())).unwrap();
+        let Decision::Redirect(redirect) = outcome.decision else {
+            panic!("no redirect: {:?}", outcome.decision)
+        };
+        let expected = serde_json::json!({
+            "reason": redirect.reason,
+            "accounts": accounts.iter().map(|(p, id)| [p, id]).collect::<Vec<_>>(),
+        });
+        assert_eq!(redirect.state, expected.to_string());
+        let resume = Resume {
+            state: redirect.state,
+            outcome_json: r#"{"verified":true}"#.into(),
+        };
+        let done = on_continue(&ctx, &resume).unwrap();
+        let linked: Vec<(String, String)> = done
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::LinkLegacyAccount(LegacyLink { product, legacy_id }) => {
+                    Some((product.clone(), legacy_id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(linked, accounts);
+        assert!(
+            done.effects
+                .iter()
+                .any(|e| matches!(e, Effect::RequirePasswordReset))
+        );
+        let Effect::SetAppMetadata(patch) = &done.effects[0] else {
+            panic!("no metadata patch first")
+        };
+        assert_eq!(patch, r#"{"migrated":true,"ownership_verified_at":7}"#);
+    }
+
+    #[test]
+    fn a_state_this_rule_never_writes_is_its_error_not_a_link() {
+        let ctx = unverified_user();
+        for state in [
+            "not json",
+            r#"{"accounts":[["a",1]]}"#,
+            r#"{"accounts":[["a"]]}"#,
+            r#"{"accounts":[{"0":"a","1":"b"}]}"#,
+        ] {
+            let resume = Resume {
+                state: state.into(),
+                outcome_json: r#"{"verified":true}"#.into(),
+            };
+            let error = on_continue(&ctx, &resume).unwrap_err();
+            assert_eq!(error.code, "bad_state", "{state}");
+        }
+    }
+}
