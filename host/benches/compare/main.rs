@@ -963,6 +963,29 @@ fn wasm_over(engines: &[EngineRow]) -> Vec<Ratio> {
 }
 
 /// Every engine on both scenarios, and what did not give the recording's verdict.
+/// The floor with its instances kept across logins (`fl-reuse`, `fl-shared`).
+fn kept_row(
+    between: Between,
+    floor: &floor::Floor,
+    scenario: &Scenario,
+    expected: &Value,
+    iterations: usize,
+) -> Result<EngineRow, String> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let name = match between {
+        Between::Restore => ("fl-reuse", FLOOR_REUSED),
+        Between::Nothing => ("fl-shared", FLOOR_SHARED),
+    };
+    let (login, services) = (&scenario.login, &scenario.services);
+    row(
+        name,
+        || model(|| floor.evaluate_reused(login, services, between), || {}),
+        expected,
+        iterations,
+        threads,
+    )
+}
+
 fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
     let config = fixture_config();
     let pipeline = Runtime::new(&config.engine)
@@ -1003,30 +1026,8 @@ fn compare(iterations: usize) -> (Vec<Comparison>, Vec<String>) {
                 iterations,
                 threads,
             ),
-            row(
-                ("fl-reuse", FLOOR_REUSED),
-                || {
-                    model(
-                        || floor.evaluate_reused(login, services, Between::Restore),
-                        || {},
-                    )
-                },
-                &expected,
-                iterations,
-                threads,
-            ),
-            row(
-                ("fl-shared", FLOOR_SHARED),
-                || {
-                    model(
-                        || floor.evaluate_reused(login, services, Between::Nothing),
-                        || {},
-                    )
-                },
-                &expected,
-                iterations,
-                threads,
-            ),
+            kept_row(Between::Restore, &floor, &scenario, &expected, iterations),
+            kept_row(Between::Nothing, &floor, &scenario, &expected, iterations),
             row(
                 ("floor", MADE_IN_LOGIN),
                 || model(|| floor.evaluate(login, services), || {}),
