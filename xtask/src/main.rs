@@ -487,9 +487,9 @@ impl ServerBench {
                             .context("--warm-instances needs a number")?,
                     )
                 }
-                _ => {
+                (flag, _) => {
                     bail!(
-                        "usage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH] [--evaluations N] [--pin]"
+                        "bench-server: unknown flag or missing value: {flag}\nusage: cargo xtask bench-server [--login-stats-flush-ms N] [--postgres URL] [--warm-instances N] [--connections N] [--seconds N] [--binary PATH] [--evaluations N] [--pin]"
                     )
                 }
             }
@@ -630,13 +630,15 @@ fn bench_server(extra: &[String]) -> Result<()> {
         std::fs::read_to_string(root.join("fixtures/bench/healthz.lua"))?.replace("TOKEN", token),
     )?;
 
-    let mut server = pinned(bench.pin.then_some("0"), &portcullis)
+    let mut server = pinned(bench.pin.then_some("0"), &portcullis);
+    server
         .current_dir(&root)
         .env("PORTCULLIS_GATEWAY_TOKEN", token)
         .args(["serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: running {}", shown(&server));
+    let mut server = server.spawn()?;
     let mut line = String::new();
     std::io::BufRead::read_line(
         &mut std::io::BufReader::new(server.stdout.take().context("server stdout")?),

@@ -34,7 +34,7 @@ fn outcome(decision: Decision) -> Result<Outcome, RuleError> {
 fn switched_cohorts(host: &mut impl Host) -> Result<Vec<String>, RuleError> {
     match host.config("new_provider_cohorts") {
         None => Ok(Vec::new()),
-        // `json_text`, not `serde_json::from_str`: see rule_model's json_text.rs.
+        // `json_text`, not `serde_json::from_str`: see `rule_model::JsonText`.
         Some(text) => json_text(&text)
             .as_ref()
             .and_then(JsonText::as_strings)

@@ -14,6 +14,11 @@ use serde::Deserializer;
 use serde::de::{DeserializeSeed, Error, MapAccess, SeqAccess, Visitor};
 
 /// A JSON value as `json_text` reads it: numbers, booleans and null are `Other`.
+///
+/// Read JSON with this (or `json_flag`) rather than into a `serde_json::Value` or a
+/// `#[derive(Deserialize)]` struct: those bring serde's number formatting and its
+/// tables (~20 KiB) into the rule's data image, which the host copies back into the
+/// rule's memory at every login. docs/writing-rules.md has an example.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JsonText {
     Str(String),
@@ -25,10 +30,10 @@ pub enum JsonText {
 
 /// How deep objects and arrays may nest: a rule's stack is small, and each level is
 /// a frame. Deeper documents are refused, not read.
-pub const MAX_DEPTH: usize = 16;
+pub(crate) const MAX_DEPTH: usize = 16;
 
 /// Reads `json` (one value, nothing after it but whitespace); `None` when it is not
-/// JSON or nests deeper than `MAX_DEPTH`.
+/// JSON or nests deeper than 16 levels of objects and lists.
 pub fn json_text(json: &str) -> Option<JsonText> {
     let mut deserializer = serde_json::Deserializer::from_str(json);
     let value = deserializer.deserialize_any(Reader { depth: 0 }).ok()?;
