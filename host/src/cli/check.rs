@@ -320,6 +320,11 @@ fn print_rule(position: usize, rule: &portcullis::LoadedRule) {
             portcullis::CompileSource::Compiled => "",
         }
     );
+    if let Some(bytes) = rule.data_image_bytes {
+        println!(
+            "   data image: {bytes} bytes, copied back into its memory at every login (docs/writing-rules.md)"
+        );
+    }
     if let Some(condition) = s.only_when {
         println!("   only when: {condition:?} (skipped for other logins)");
     }

@@ -190,6 +190,7 @@ impl Runtime {
             settings: Arc::new(settings.clone()),
             imports,
             source,
+            data_image_bytes: crate::runtime::data_image::data_image_bytes(&bytes),
             contract: version,
             pre: instance_pre,
         })

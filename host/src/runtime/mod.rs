@@ -6,6 +6,7 @@ pub(crate) mod bindings;
 pub mod cache;
 pub(crate) mod capabilities;
 pub(crate) mod contract;
+pub(crate) mod data_image;
 pub mod engine;
 pub mod grants;
 pub(crate) mod guest_stdio;

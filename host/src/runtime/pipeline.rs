@@ -44,6 +44,9 @@ pub struct LoadedRule {
     pub(crate) continue_export: Option<ComponentExportIndex>,
     /// Whether this load compiled the component or took it from the cache.
     pub source: CompileSource,
+    /// The bytes of its core modules' data segments, copied back into its memory at
+    /// every login (`None`: not measured).
+    pub data_image_bytes: Option<u64>,
     pub(crate) deadline_ticks: u64,
     /// What one lift out of its guest may copy into the host (`outcome_checks::lift_budget`).
     pub(crate) lift_budget: usize,

@@ -60,6 +60,18 @@ fn check_lists_rules_with_imports_and_grants() {
     assert_eq!(stdout.matches(", contract 0.1.0").count(), 4, "{stdout}");
     // Settings as the config spells them (it said `on_error Deny`).
     assert_eq!(stdout.matches("on_error = \"deny\"").count(), 4, "{stdout}");
+    // Each rule's data image, as the component holds it: the migration rules are
+    // written to keep theirs small (docs/writing-rules.md), none over 12 KiB.
+    let images: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("data image: "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(images.len(), 4, "{stdout}");
+    assert!(
+        images.iter().all(|b| (1..12 * 1024).contains(b)),
+        "{images:?}"
+    );
 }
 
 #[test]
