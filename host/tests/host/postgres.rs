@@ -898,7 +898,7 @@ fn an_upsert_leaves_a_signed_in_users_flags_alone_on_postgres() -> Result {
     let Some(url) = fresh_database("import_flags") else {
         return skipped("an_upsert_leaves_a_signed_in_users_flags_alone_on_postgres");
     };
-    crate::import::an_upsert_leaves_a_signed_in_users_flags_alone(Some(&url))
+    crate::import::attacks::an_upsert_leaves_a_signed_in_users_flags_alone(Some(&url))
 }
 
 #[test]
@@ -906,5 +906,5 @@ fn an_imported_link_to_someone_elses_account_is_refused_on_postgres() -> Result 
     let Some(url) = fresh_database("import_links") else {
         return skipped("an_imported_link_to_someone_elses_account_is_refused_on_postgres");
     };
-    crate::import::an_imported_link_to_someone_elses_account_is_refused(Some(&url))
+    crate::import::attacks::an_imported_link_to_someone_elses_account_is_refused(Some(&url))
 }
