@@ -134,6 +134,27 @@ pub fn login(transaction_id: &str) -> LoginAttempt {
     login
 }
 
+/// A config's text with its directory store at `url` (a PostgreSQL database; the legacy
+/// stores stay where they are).
+pub fn directory_at(text: &str, url: &str) -> String {
+    text.lines()
+        .map(|line| {
+            if line.starts_with("directory = ") {
+                format!("directory = \"{url}\"")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The config file at `path` with its directory store at `url` (`directory_at`).
+pub fn move_directory_to(path: &std::path::Path, url: &str) -> std::io::Result<()> {
+    let text = std::fs::read_to_string(path)?;
+    std::fs::write(path, directory_at(&text, url))
+}
+
 /// The migration pipeline of fixtures/pipeline.toml with its stores in `dir`: the
 /// same rules and settings, private state.
 pub fn migration_config(dir: &std::path::Path, variant: &str) -> PathBuf {

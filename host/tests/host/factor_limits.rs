@@ -287,7 +287,7 @@ fn guessing_codes_with_the_directory_on_postgres() -> Result {
         return Ok(());
     };
     guessing_codes(&Env::new(|text| {
-        on_postgres(many_codes_an_hour(text), &url)
+        crate::common::directory_at(&many_codes_an_hour(text), &url)
     }))
 }
 
@@ -435,20 +435,7 @@ fn recognised_devices_with_the_directory_on_postgres() -> Result {
         crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
-    recognised_devices(&Env::new(|text| on_postgres(text, &url)))
-}
-
-fn on_postgres(text: String, url: &str) -> String {
-    text.lines()
-        .map(|line| {
-            if line.starts_with("directory = ") {
-                format!("directory = \"{url}\"")
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    recognised_devices(&Env::new(|text| crate::common::directory_at(&text, &url)))
 }
 
 fn recognised_devices(env: &Env) -> Result {

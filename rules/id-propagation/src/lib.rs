@@ -6,7 +6,9 @@
 //!
 //! Config: `topic` (default `id-propagation`).
 
-use rule_model::{Decision, Effect, Host, LoginContext, OutboxMessage, Outcome, RuleError};
+use rule_model::{
+    Decision, Effect, Host, LoginContext, OutboxMessage, Outcome, RuleError, to_json,
+};
 use serde::Serialize;
 
 /// The outbox message's payload. A struct of strings, not `json!`: a
@@ -55,10 +57,7 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         effects.push(Effect::EnqueueOutbox(OutboxMessage {
             topic: topic.clone(),
             key: key.clone(),
-            payload: serde_json::to_string(&payload).map_err(|e| RuleError {
-                code: "payload".into(),
-                message: e.to_string(),
-            })?,
+            payload: to_json(&payload)?,
         }));
         keys.push(key);
     }

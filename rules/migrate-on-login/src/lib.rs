@@ -20,7 +20,7 @@
 
 use rule_model::{
     CapabilityErrorKind, Decision, DenyInfo, Effect, Host, LegacyAccount, LegacyLink, LogLevel,
-    LoginContext, NewUser, Outcome, RuleError, json_flag,
+    LoginContext, NewUser, Outcome, RuleError, json_flag, to_json,
 };
 use serde::Serialize;
 
@@ -144,14 +144,10 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
         LogLevel::Info,
         &format!("migrating {} from {}", ctx.new_user_id, products.join(", ")),
     );
-    let app_metadata = serde_json::to_string(&Migrated {
+    let app_metadata = to_json(&Migrated {
         migrated: true,
         migrated_from: &products,
         migrated_at: ctx.time_ms,
-    })
-    .map_err(|e| RuleError {
-        code: "json".into(),
-        message: e.to_string(),
     })?;
     let create = Effect::CreateUser(NewUser {
         email: ctx.email.clone(),

@@ -11,7 +11,7 @@
 
 use rule_model::{
     Decision, DenyInfo, Effect, Host, LegacyLink, LogLevel, LoginContext, Outcome, RedirectInfo,
-    Resume, RuleError, json_flag, json_text,
+    Resume, RuleError, json_flag, json_text, to_json,
 };
 use serde::Serialize;
 
@@ -33,10 +33,6 @@ struct State<'a> {
 struct Verified {
     migrated: bool,
     ownership_verified_at: u64,
-}
-
-fn to_json(value: &impl Serialize) -> Result<String, RuleError> {
-    serde_json::to_string(value).map_err(|e| rule_error("json", e.to_string()))
 }
 
 fn rule_error(code: &str, message: String) -> RuleError {

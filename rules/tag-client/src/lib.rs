@@ -4,7 +4,9 @@
 //!
 //! Config: `claim` (the claim's name; default `client`).
 
-use rule_model::{Claim, Decision, Effect, Host, LogLevel, LoginContext, Outcome, RuleError};
+use rule_model::{
+    Claim, Decision, Effect, Host, LogLevel, LoginContext, Outcome, RuleError, to_json,
+};
 use serde::Serialize;
 
 /// The metadata patch. A struct, not `serde_json::json!`: a `json!` value brings
@@ -33,13 +35,6 @@ pub fn on_login(ctx: &LoginContext, host: &mut impl Host) -> Result<Outcome, Rul
     Ok(Outcome {
         decision: Decision::Continue,
         effects,
-    })
-}
-
-fn to_json(value: &impl Serialize) -> Result<String, RuleError> {
-    serde_json::to_string(value).map_err(|e| RuleError {
-        code: "json".into(),
-        message: e.to_string(),
     })
 }
 

@@ -25,16 +25,7 @@ fn attack_setup(directory_url: Option<&str>) -> Result<(tempfile::TempDir, std::
     let dir = tempfile::tempdir()?;
     let config = migration_config(dir.path(), "pipeline.toml");
     if let Some(url) = directory_url {
-        let text = std::fs::read_to_string(&config)?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("directory = "))
-            .unwrap()
-            .to_owned();
-        std::fs::write(
-            &config,
-            text.replace(&line, &format!("directory = \"{url}\"")),
-        )?;
+        crate::common::move_directory_to(&config, url)?;
     }
     seed_stores(&PipelineConfig::load(&config)?, dir.path(), 20, 0)?;
     let hash = portcullis::state::passwords::legacy_formats::salted_sha1;

@@ -37,16 +37,7 @@ const SLOW: &str = "users_per_second = 20\njob_lease_seconds = 2\nrequests_per_m
 fn config_on(dir: &Path, url: Option<&str>) -> Result<PathBuf> {
     let config = migration_config(dir, "pipeline.toml");
     if let Some(url) = url {
-        let text = std::fs::read_to_string(&config)?;
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("directory = "))
-            .ok_or("the fixture names its directory")?
-            .to_owned();
-        std::fs::write(
-            &config,
-            text.replace(&line, &format!("directory = \"{url}\"")),
-        )?;
+        crate::common::move_directory_to(&config, url)?;
     }
     Ok(config)
 }

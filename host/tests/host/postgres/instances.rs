@@ -116,16 +116,7 @@ fn two_instances_migrate_a_user_exactly_once() -> Result {
     };
     let dir = tempfile::tempdir()?;
     let config_path = migration_config(dir.path(), "pipeline.toml");
-    let text = std::fs::read_to_string(&config_path)?;
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("directory = "))
-        .unwrap()
-        .to_owned();
-    std::fs::write(
-        &config_path,
-        text.replace(&line, &format!("directory = \"{url}\"")),
-    )?;
+    crate::common::move_directory_to(&config_path, &url)?;
     let config = PipelineConfig::load(&config_path)?;
     crate::common::seed_stores(&config, dir.path(), 200, 80)?;
 

@@ -10,7 +10,6 @@ use portcullis::state::StateStore;
 use portcullis::state::portable::{SqlStore, Val, transact};
 use sha2::{Digest, Sha256};
 
-use super::outbox_secrets::postgres_directory;
 use super::{Env, cli};
 use crate::common::Result;
 
@@ -35,7 +34,7 @@ impl Backend {
                 &format!("checkpoint_every = {every}"),
             );
             match &url {
-                Some(url) => postgres_directory(t, url),
+                Some(url) => crate::common::directory_at(&t, url),
                 None => t,
             }
         }))

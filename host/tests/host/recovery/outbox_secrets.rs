@@ -147,7 +147,7 @@ fn cancel_tokens_are_scrubbed_in_postgres() -> Result {
         crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
-    let env = Env::new(|t| postgres_directory(t, &url));
+    let env = Env::new(|t| crate::common::directory_at(&t, &url));
     let (login, _) = env.owner(0);
     env.gateway
         .login(&env.again(&login, "attacker-laptop", asked()))?;
@@ -161,14 +161,4 @@ fn cancel_tokens_are_scrubbed_in_postgres() -> Result {
         assert!(!message.payload.contains(&token), "{message:?}");
     }
     Ok(())
-}
-
-/// The config's directory store moved to PostgreSQL at `url` (the legacy stores stay).
-pub(super) fn postgres_directory(text: String, url: &str) -> String {
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("directory = "))
-        .unwrap()
-        .to_owned();
-    text.replace(&line, &format!("directory = \"{url}\""))
 }

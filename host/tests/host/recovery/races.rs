@@ -13,7 +13,6 @@ use portcullis::model::{FactorProvider, FactorStatus};
 use serde_json::json;
 
 use super::Env;
-use super::outbox_secrets::postgres_directory;
 use crate::common::Result;
 
 fn active(env: &Env, user: &str) -> usize {
@@ -32,7 +31,7 @@ fn two_removals_at_once_never_leave_a_user_without_a_factor_on_postgres() -> Res
         crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
-    let env = Env::new(|t| postgres_directory(t, &url));
+    let env = Env::new(|t| crate::common::directory_at(&t, &url));
     for skip in 0..3 {
         // Each one done has two factors now, so the next without is the first again.
         let (login, factor) = env.owner(0);
@@ -82,7 +81,7 @@ fn two_enrolments_confirmed_at_once_leave_one_active_factor_on_postgres() -> Res
         crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
-    let env = Env::new(|t| postgres_directory(t, &url));
+    let env = Env::new(|t| crate::common::directory_at(&t, &url));
     for skip in 0..6 {
         // Each one done has a factor now, so the next without is the first again.
         let login = crate::proof::factorless(&env, 0);

@@ -21,18 +21,7 @@ fn the_same_recovery_with_the_directory_on_postgres() -> Result {
         crate::common::not_run("PORTCULLIS_TEST_POSTGRES is not set");
         return Ok(());
     };
-    let env = Env::new(|text| {
-        text.lines()
-            .map(|line| {
-                if line.starts_with("directory = ") {
-                    format!("directory = \"{url}\"")
-                } else {
-                    line.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-    });
+    let env = Env::new(|text| crate::common::directory_at(&text, &url));
     password_only_then_back_in_after_the_wait(&env)
 }
 
